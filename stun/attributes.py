@@ -83,10 +83,10 @@ class _Text(Attribute):
 
 @dataclass(frozen=True, slots=True)
 class Username(_Text):
-    """USERNAME (RFC 8489 §14.3). RFC 5389 allowed fewer than 513 bytes; we accept that."""
+    """USERNAME (RFC 8489 §14.3): sent as fewer than 509 bytes; receivers "MUST be able
+    to parse a UTF-8-encoded sequence of 763 or fewer octets" (RFC 5389 compatibility)."""
 
     TYPE: ClassVar[int] = AttributeType.USERNAME
-    MAX_BYTES: ClassVar[int] = 512
 
 
 @dataclass(frozen=True, slots=True)
@@ -447,7 +447,11 @@ class AddressErrorCode(Attribute):
 
 @dataclass(frozen=True, slots=True)
 class Icmp(Attribute):
-    """ICMP (RFC 8656 §14.13): type and code of an ICMP error seen by the relay."""
+    """ICMP (RFC 8656 §18.13): type and code of an ICMP error seen by the relay.
+
+    Layout as the RFC draws it: 16 reserved bits, a 7-bit ICMP Type, a 9-bit ICMP Code,
+    then 32 bits of Error Data (the next-hop MTU for "packet too big", else 0).
+    """
 
     TYPE: ClassVar[int] = AttributeType.ICMP
     icmp_type: int
@@ -455,19 +459,19 @@ class Icmp(Attribute):
     error_data: int = 0
 
     def __post_init__(self) -> None:
-        if not (0 <= self.icmp_type < 128 and 0 <= self.icmp_code < 256):
-            raise ValueError("ICMP type must fit 7 bits and code 8 bits")
+        if not (0 <= self.icmp_type < 1 << 7 and 0 <= self.icmp_code < 1 << 9):
+            raise ValueError("ICMP type must fit 7 bits and code 9 bits")
         if not 0 <= self.error_data < 1 << 32:
             raise ValueError("ICMP error data must fit 32 bits")
 
     def encode_value(self, transaction_id: bytes) -> bytes:
-        return struct.pack("!HBBI", 0, self.icmp_type, self.icmp_code, self.error_data)
+        return struct.pack("!HHI", 0, self.icmp_type << 9 | self.icmp_code, self.error_data)
 
     @classmethod
     def decode_value(cls, value: bytes, transaction_id: bytes) -> Self:
         expect_length("Icmp", value, 8)
-        _, icmp_type, icmp_code, error_data = struct.unpack("!HBBI", value)
-        return cls(icmp_type & 0x7F, icmp_code, error_data)
+        _, type_and_code, error_data = struct.unpack("!HHI", value)
+        return cls(type_and_code >> 9, type_and_code & 0x1FF, error_data)
 
 
 @dataclass(frozen=True, slots=True)
@@ -557,6 +561,10 @@ class AccessToken(Attribute):
     TYPE: ClassVar[int] = AttributeType.ACCESS_TOKEN
     nonce: bytes
     encrypted_block: bytes
+
+    def __post_init__(self) -> None:
+        if len(self.nonce) > 0xFFFF:
+            raise ValueError("AccessToken: nonce longer than its 16-bit length field")
 
     def encode_value(self, transaction_id: bytes) -> bytes:
         return len(self.nonce).to_bytes(2, "big") + self.nonce + self.encrypted_block

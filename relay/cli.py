@@ -1,0 +1,198 @@
+"""The `trelay` command: `trelay serve` runs the relay until SIGINT or SIGTERM.
+
+Owns the operator's side of the runtime: flags, logging, the ready line and exit
+statuses. Nothing imports this module; it is the console-script entry point
+(`trelay = "relay.cli:main"`, whose wrapper passes `main`'s return value to `sys.exit`).
+
+Invariants:
+- A bad flag or setting is one line on stderr, "trelay: <key>: <problem>", and status 2;
+  nothing has been bound by then. A listen address that cannot be bound is one line
+  too, naming its `listen.*` key, and status 1.
+- Once every listener is bound, exactly one JSON line goes to stdout (flushed):
+  {"event": "ready", "udp": [...], "tcp": [...], "tls": [...], "ice_servers": [...]},
+  and a ready-to-paste `iceServers` block goes to stderr.
+- SIGINT and SIGTERM cancel the server; it closes its sockets and `main` returns 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import NoReturn, TextIO
+
+import trio
+
+from relay.ice_config import format_ice_servers, ice_servers, ice_servers_json
+from relay.server import BoundAddresses, ListenError, serve
+from relay.settings import Flags, Settings, SettingsError, format_host_port, load_settings
+
+PROG = "trelay"
+EXIT_OK = 0
+EXIT_LISTEN_FAILED = 1
+EXIT_BAD_SETTINGS = 2
+
+logger = logging.getLogger("relay")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run `trelay` with `argv` (default: the process's arguments); return the exit status."""
+    try:
+        arguments = build_parser().parse_args(argv)
+        settings = load_settings(arguments.config, flags_from(arguments))
+    except SettingsError as exc:
+        return _fail(exc, EXIT_BAD_SETTINGS)
+    except SystemExit as exc:  # --help
+        return exc.code if isinstance(exc.code, int) else EXIT_OK
+    logging.basicConfig(
+        level=settings.log_level.logging_level,
+        format="trelay: %(levelname)s: %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    return run(settings)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but its errors become `SettingsError` ("trelay: <key>: <problem>")."""
+
+    def error(self, message: str) -> NoReturn:
+        raise usage_error(message)
+
+
+def usage_error(message: str) -> SettingsError:
+    """Turn an argparse message into a `SettingsError` whose key is the flag concerned."""
+    head, _, rest = message.partition(": ")
+    if head.startswith("argument "):
+        # "argument --listen-udp: expected one argument"
+        flag, _, problem = message.removeprefix("argument ").partition(": ")
+        return SettingsError(flag, problem)
+    if head == "unrecognized arguments":
+        first = rest.split()[0] if rest.split() else rest
+        return SettingsError(first, "unknown flag" if first.startswith("-") else "unexpected")
+    if head == "the following arguments are required":
+        return SettingsError(rest, "required")
+    return SettingsError("arguments", message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=PROG, description="A STUN/TURN relay on trio.")
+    commands = parser.add_subparsers(dest="command", metavar="command", required=True)
+    serve_parser = commands.add_parser(
+        "serve",
+        help="run the relay until SIGINT or SIGTERM",
+        description="Run the relay. With no flags: loopback, ephemeral ports, dev TLS.",
+    )
+    serve_parser.add_argument("--config", type=Path, metavar="FILE", help="TOML settings")
+    for transport in ("udp", "tcp", "tls"):
+        serve_parser.add_argument(
+            f"--listen-{transport}",
+            action="append",
+            metavar="HOST:PORT",
+            help=f"listen for {transport.upper()} (repeatable; replaces listen.{transport})",
+        )
+    serve_parser.add_argument("--realm", help="REALM of the long-term credentials")
+    serve_parser.add_argument("--tls-cert", metavar="FILE", help="PEM certificate chain")
+    serve_parser.add_argument("--tls-key", metavar="FILE", help="PEM private key")
+    serve_parser.add_argument("--log-level", metavar="LEVEL", help="debug, info, warning, ...")
+    return parser
+
+
+def flags_from(arguments: argparse.Namespace) -> Flags:
+    def addresses(values: list[str] | None) -> tuple[str, ...] | None:
+        return None if values is None else tuple(values)
+
+    return Flags(
+        listen_udp=addresses(arguments.listen_udp),
+        listen_tcp=addresses(arguments.listen_tcp),
+        listen_tls=addresses(arguments.listen_tls),
+        realm=arguments.realm,
+        tls_cert=arguments.tls_cert,
+        tls_key=arguments.tls_key,
+        log_level=arguments.log_level,
+    )
+
+
+def run(settings: Settings) -> int:
+    """Serve until SIGINT/SIGTERM; the exit status."""
+    try:
+        trio.run(serve_until_signal, settings, sys.stdout, sys.stderr)
+    except KeyboardInterrupt:  # a Ctrl-C before the signal receiver was installed
+        return EXIT_OK
+    except (SettingsError, ListenError, BaseExceptionGroup) as exc:
+        known = _known_error(exc)
+        if known is None:
+            raise
+        status = EXIT_BAD_SETTINGS if isinstance(known, SettingsError) else EXIT_LISTEN_FAILED
+        return _fail(known, status)
+    return EXIT_OK
+
+
+async def serve_until_signal(settings: Settings, stdout: TextIO, stderr: TextIO) -> None:
+    """Run `serve`, announce readiness, and stop cleanly on the first SIGINT or SIGTERM."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_cancel_on_signal, signals, nursery.cancel_scope)
+            bound: BoundAddresses = await nursery.start(serve, settings)
+            announce_ready(settings, bound, stdout, stderr)
+
+
+async def _cancel_on_signal(signals: AsyncIterator[int], scope: trio.CancelScope) -> None:
+    async for number in signals:
+        logger.info("%s received, stopping", signal.Signals(number).name)
+        scope.cancel()
+        return
+
+
+def ready_event(bound: BoundAddresses) -> dict[str, object]:
+    """The ready line's content (JSON-ready)."""
+    return {
+        "event": "ready",
+        "udp": [format_host_port(*a) for a in bound.udp],
+        "tcp": [format_host_port(*a) for a in bound.tcp],
+        "tls": [format_host_port(*a) for a in bound.tls],
+        "ice_servers": ice_servers_json(ice_servers(bound)),
+    }
+
+
+def announce_ready(
+    settings: Settings, bound: BoundAddresses, stdout: TextIO, stderr: TextIO
+) -> None:
+    # One line, flushed at once: a supervisor or test reads it as the sign to go on.
+    stdout.write(json.dumps(ready_event(bound)) + "\n")
+    stdout.flush()
+    stderr.write(f"{PROG}: ready. Paste into new RTCPeerConnection({{...}}):\n")
+    stderr.write(format_ice_servers(ice_servers(bound)) + "\n")
+    if bound.tls and settings.tls.self_signed:
+        stderr.write(f"{PROG}: stuns: uses a throw-away self-signed certificate\n")
+    stderr.flush()
+
+
+def _known_error(exc: BaseException) -> SettingsError | ListenError | None:
+    """The one error to report, when `exc` (maybe a nest of groups) holds only ours."""
+    leaves = list(_leaves(exc))
+    if leaves and all(isinstance(e, SettingsError | ListenError) for e in leaves):
+        first = leaves[0]
+        assert isinstance(first, SettingsError | ListenError)
+        return first
+    return None
+
+
+def _leaves(exc: BaseException) -> Iterator[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            yield from _leaves(inner)
+    else:
+        yield exc
+
+
+def _fail(error: Exception, status: int) -> int:
+    print(f"{PROG}: {error}", file=sys.stderr)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

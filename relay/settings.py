@@ -1,0 +1,394 @@
+"""The relay's settings: one frozen tree, read from a TOML file and overridden by flags.
+
+Owns the configuration schema, its defaults and every check on it. The tree mirrors the
+TOML file, so an error's key is the dotted path a user would edit:
+
+    software = "trelay"            # SOFTWARE in every response (RFC 8489 §14.14)
+    log_level = "info"             # debug, info, warning, error, critical
+    [listen]                       # "host:port", IPv6 as "[::1]:3478"; port 0 = any free
+    udp = ["127.0.0.1:3478"]
+    tcp = ["127.0.0.1:3478"]
+    tls = ["127.0.0.1:5349"]
+    [tls]                          # paths relative to the file; both or neither
+    cert = "cert.pem"
+    key = "key.pem"
+    [stream]
+    idle_timeout = 30.0            # seconds a TCP/TLS client may stay silent
+    [auth]
+    realm = "example.org"          # REALM (RFC 8489 §14.9)
+
+The TURN issue grows this tree with new tables (`[auth]` users and shared secrets,
+`[relay]` port range, `[quotas]`, `[lifetimes]`): one frozen dataclass and one `_read_*`
+function per table.
+
+Invariants:
+- Every problem is a `SettingsError(key, problem)`, raised by `load_settings` before
+  anything binds; keys are dotted paths (`listen.udp[1]`) or, for flags, the flag.
+- Unknown keys and wrong types are errors; nothing is silently ignored.
+- Nothing given means the dev default (`Settings()`): UDP, TCP and TLS on 127.0.0.1 with
+  ephemeral ports, TLS with a throw-away self-signed certificate, realm "trelay.local" and
+  a freshly generated dev secret. Once any listen address is named (file or flag), only
+  the named transports listen; a flag replaces the file's list for its transport.
+- Secrets never appear in `repr`, so settings can be logged.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import math
+import secrets
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from importlib import metadata
+from pathlib import Path
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_REALM = "trelay.local"
+DEFAULT_IDLE_TIMEOUT = 30.0
+# RFC 8489 §14.9 (REALM) and §14.14 (SOFTWARE): fewer than 128 characters.
+MAX_TEXT_CHARACTERS = 127
+TRANSPORTS = ("udp", "tcp", "tls")
+
+
+class SettingsError(ValueError):
+    """A setting that cannot be used: `key` names it, `problem` says what is wrong."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"{key}: {problem}")
+        self.key = key
+        self.problem = problem
+
+
+class LogLevel(StrEnum):
+    DEBUG = "debug"
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+    CRITICAL = "critical"
+
+    @property
+    def logging_level(self) -> int:
+        return logging.getLevelNamesMapping()[self.name]
+
+
+@dataclass(frozen=True, slots=True)
+class ListenAddress:
+    """One address to listen on; `host` is a normalised IP literal, port 0 = ephemeral."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return format_host_port(self.host, self.port)
+
+
+_DEV_LISTEN = (ListenAddress(DEFAULT_HOST, 0),)
+
+
+@dataclass(frozen=True, slots=True)
+class ListenSettings:
+    udp: tuple[ListenAddress, ...] = _DEV_LISTEN
+    tcp: tuple[ListenAddress, ...] = _DEV_LISTEN
+    tls: tuple[ListenAddress, ...] = _DEV_LISTEN
+
+
+@dataclass(frozen=True, slots=True)
+class TlsSettings:
+    """Certificate chain and key files (PEM); neither means a throw-away self-signed one."""
+
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+    @property
+    def self_signed(self) -> bool:
+        return self.cert_file is None
+
+
+@dataclass(frozen=True, slots=True)
+class StreamSettings:
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT
+
+
+def generate_dev_secret() -> str:
+    return secrets.token_urlsafe(32)
+
+
+@dataclass(frozen=True, slots=True)
+class AuthSettings:
+    """Who may use the relay. `dev_secret` signs TURN credentials when nothing else is set."""
+
+    realm: str = DEFAULT_REALM
+    dev_secret: str = field(default_factory=generate_dev_secret, repr=False)
+
+
+def default_software() -> str:
+    try:
+        return f"trelay {metadata.version('trelay')}"
+    except metadata.PackageNotFoundError:  # pragma: no cover - running from a bare checkout
+        return "trelay"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything `trelay serve` needs; `Settings()` is the dev default of `make run`."""
+
+    listen: ListenSettings = field(default_factory=ListenSettings)
+    tls: TlsSettings = field(default_factory=TlsSettings)
+    stream: StreamSettings = field(default_factory=StreamSettings)
+    auth: AuthSettings = field(default_factory=AuthSettings)
+    software: str = field(default_factory=default_software)
+    log_level: LogLevel = LogLevel.INFO
+
+
+@dataclass(frozen=True, slots=True)
+class Flags:
+    """Command-line overrides, as typed (unparsed); None means "not given"."""
+
+    listen_udp: tuple[str, ...] | None = None
+    listen_tcp: tuple[str, ...] | None = None
+    listen_tls: tuple[str, ...] | None = None
+    realm: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    log_level: str | None = None
+
+
+# --- host:port ------------------------------------------------------------------------
+
+
+def format_host_port(host: str, port: int) -> str:
+    """ "host:port", with IPv6 hosts in brackets (RFC 3986 §3.2.2)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def parse_host_port(key: str, value: object) -> ListenAddress:
+    """Parse "192.0.2.1:3478" or "[2001:db8::1]:3478" into a `ListenAddress`."""
+    if not isinstance(value, str):
+        raise SettingsError(key, f'expected a "host:port" string, got {_toml_type(value)}')
+    expected = SettingsError(key, f"expected host:port, got {value!r}")
+    bracketed = value.startswith("[")
+    if bracketed:
+        host, closed, rest = value[1:].partition("]")
+        if not closed or not rest.startswith(":"):
+            raise expected
+        port_text = rest[1:]
+    else:
+        host, colon, port_text = value.rpartition(":")
+        if not colon:
+            raise expected
+        if ":" in host:
+            raise SettingsError(key, f"put IPv6 addresses in brackets: '[{host}]:{port_text}'")
+    if not host:
+        raise expected
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        raise SettingsError(key, f"expected an IP address, got {host!r}") from None
+    if bracketed and address.version != 6:
+        raise SettingsError(key, f"brackets are for IPv6 addresses, got {value!r}")
+    if not (port_text.isascii() and port_text.isdigit() and len(port_text) <= 5):
+        raise SettingsError(key, f"expected a port number, got {port_text!r}")
+    port = int(port_text)
+    if port > 65535:
+        raise SettingsError(key, f"port {port} is out of range 0-65535")
+    return ListenAddress(str(address), port)
+
+
+# --- loading ----------------------------------------------------------------------------
+
+
+def load_settings(config: Path | None = None, flags: Flags | None = None) -> Settings:
+    """Read `config` (TOML) if given, apply `flags`, check everything, or raise."""
+    flags = flags or Flags()
+    settings, file_listen = _read_file(config) if config is not None else (Settings(), _no_listen())
+    return _apply_flags(settings, file_listen, flags)
+
+
+def _no_listen() -> dict[str, tuple[ListenAddress, ...] | None]:
+    return dict.fromkeys(TRANSPORTS)
+
+
+def _read_file(path: Path) -> tuple[Settings, dict[str, tuple[ListenAddress, ...] | None]]:
+    try:
+        with path.open("rb") as file:
+            document = tomllib.load(file)
+    except FileNotFoundError:
+        raise SettingsError("--config", f"file not found: {path}") from None
+    except OSError as exc:
+        raise SettingsError("--config", f"cannot read {path}: {exc.strerror}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise SettingsError(str(path), f"invalid TOML: {exc}") from None
+    base = path.parent
+    root = _Table(document, "")
+    listen_table = root.table("listen")
+    listen = {t: _read_addresses(listen_table, t) for t in TRANSPORTS}
+    tls_table = root.table("tls")
+    tls = TlsSettings(_read_path(tls_table, "cert", base), _read_path(tls_table, "key", base))
+    stream_table = root.table("stream")
+    stream = StreamSettings(_read_idle_timeout(stream_table))
+    auth_table = root.table("auth")
+    auth = AuthSettings(realm=_read_text(auth_table, "realm", DEFAULT_REALM))
+    software = _read_text(root, "software", default_software())
+    level = root.take("log_level")
+    log_level = LogLevel.INFO if level is None else _parse_log_level("log_level", level)
+    for table in (listen_table, tls_table, stream_table, auth_table, root):
+        table.finish()
+    settings = Settings(tls=tls, stream=stream, auth=auth, software=software, log_level=log_level)
+    return settings, listen
+
+
+def _apply_flags(
+    settings: Settings, listen: dict[str, tuple[ListenAddress, ...] | None], flags: Flags
+) -> Settings:
+    by_flag = {"udp": flags.listen_udp, "tcp": flags.listen_tcp, "tls": flags.listen_tls}
+    for transport, values in by_flag.items():
+        if values is not None:
+            key = f"--listen-{transport}"
+            listen[transport] = tuple(parse_host_port(key, v) for v in values)
+    tls = settings.tls
+    if flags.tls_cert is not None:
+        tls = replace(tls, cert_file=_check_file("--tls-cert", Path(flags.tls_cert)))
+    if flags.tls_key is not None:
+        tls = replace(tls, key_file=_check_file("--tls-key", Path(flags.tls_key)))
+    if (tls.cert_file is None) != (tls.key_file is None):
+        missing = "tls.key" if tls.key_file is None else "tls.cert"
+        raise SettingsError(missing, "missing: give both tls.cert and tls.key, or neither")
+    auth = settings.auth
+    if flags.realm is not None:
+        auth = replace(auth, realm=_check_text("--realm", flags.realm))
+    log_level = settings.log_level
+    if flags.log_level is not None:
+        log_level = _parse_log_level("--log-level", flags.log_level)
+    return replace(
+        settings, listen=_resolve_listen(listen), tls=tls, auth=auth, log_level=log_level
+    )
+
+
+def _resolve_listen(listen: dict[str, tuple[ListenAddress, ...] | None]) -> ListenSettings:
+    if all(v is None for v in listen.values()):
+        return ListenSettings()
+    resolved = ListenSettings(*(listen[t] or () for t in TRANSPORTS))
+    if not (resolved.udp or resolved.tcp or resolved.tls):
+        raise SettingsError("listen", "no address to listen on")
+    # A fixed port can be bound once per protocol: UDP has its own port space, TCP and TLS
+    # share one.
+    _check_unique([("listen.udp", resolved.udp)])
+    _check_unique([("listen.tcp", resolved.tcp), ("listen.tls", resolved.tls)])
+    return resolved
+
+
+def _check_unique(groups: list[tuple[str, tuple[ListenAddress, ...]]]) -> None:
+    seen: dict[ListenAddress, str] = {}
+    for prefix, addresses in groups:
+        for index, address in enumerate(addresses):
+            key = f"{prefix}[{index}]"
+            if address.port and address in seen:
+                raise SettingsError(key, f"{address} is already listed as {seen[address]}")
+            seen.setdefault(address, key)
+
+
+# --- one value each ---------------------------------------------------------------------
+
+
+class _Table:
+    """A TOML table being read: values are taken one by one, what is left is unknown."""
+
+    def __init__(self, data: Mapping[str, object], path: str) -> None:
+        self._data = dict(data)
+        self.path = path
+
+    def key(self, name: str) -> str:
+        return f"{self.path}.{name}" if self.path else name
+
+    def take(self, name: str) -> object | None:
+        return self._data.pop(name, None)
+
+    def table(self, name: str) -> _Table:
+        value = self.take(name)
+        if value is None:
+            value = {}
+        if not isinstance(value, dict):
+            raise SettingsError(self.key(name), f"expected a table, got {_toml_type(value)}")
+        return _Table(value, self.key(name))
+
+    def finish(self) -> None:
+        for name in self._data:
+            raise SettingsError(self.key(name), "unknown key")
+
+
+def _read_addresses(table: _Table, name: str) -> tuple[ListenAddress, ...] | None:
+    value = table.take(name)
+    if value is None:
+        return None
+    key = table.key(name)
+    if not isinstance(value, list):
+        raise SettingsError(key, f'expected a list of "host:port", got {_toml_type(value)}')
+    return tuple(parse_host_port(f"{key}[{i}]", item) for i, item in enumerate(value))
+
+
+def _read_path(table: _Table, name: str, base: Path) -> Path | None:
+    value = table.take(name)
+    if value is None:
+        return None
+    key = table.key(name)
+    if not isinstance(value, str) or not value:
+        raise SettingsError(key, f"expected a file path, got {_toml_type(value)}")
+    # Relative paths are relative to the file that names them, not to the working directory.
+    return _check_file(key, base / value)
+
+
+def _check_file(key: str, path: Path) -> Path:
+    if not path.exists():
+        raise SettingsError(key, f"file not found: {path}")
+    if not path.is_file():
+        raise SettingsError(key, f"not a file: {path}")
+    return path
+
+
+def _read_text(table: _Table, name: str, default: str) -> str:
+    value = table.take(name)
+    return default if value is None else _check_text(table.key(name), value)
+
+
+def _check_text(key: str, value: object) -> str:
+    if not isinstance(value, str):
+        raise SettingsError(key, f"expected a string, got {_toml_type(value)}")
+    if not value:
+        raise SettingsError(key, "must not be empty")
+    if len(value) > MAX_TEXT_CHARACTERS:
+        raise SettingsError(key, f"{len(value)} characters, at most {MAX_TEXT_CHARACTERS}")
+    if not value.isprintable():
+        raise SettingsError(key, f"contains control characters: {value!r}")
+    return value
+
+
+def _read_idle_timeout(table: _Table) -> float:
+    value = table.take("idle_timeout")
+    if value is None:
+        return DEFAULT_IDLE_TIMEOUT
+    key = table.key("idle_timeout")
+    # bool is an int in Python, but `idle_timeout = true` is a mistake, not one second.
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise SettingsError(key, f"expected seconds (a number), got {_toml_type(value)}")
+    if not (math.isfinite(value) and value > 0):
+        raise SettingsError(key, f"expected a positive number of seconds, got {value}")
+    return float(value)
+
+
+def _parse_log_level(key: str, value: object) -> LogLevel:
+    if isinstance(value, str):
+        try:
+            return LogLevel(value.lower())
+        except ValueError:
+            pass
+    choices = ", ".join(level.value for level in LogLevel)
+    raise SettingsError(key, f"expected one of {choices}, got {value!r}")
+
+
+def _toml_type(value: object) -> str:
+    names = {bool: "a boolean", int: "an integer", float: "a float", str: "a string"}
+    names |= {list: "an array", dict: "a table"}
+    return names.get(type(value), "a date or time")

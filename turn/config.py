@@ -1,0 +1,58 @@
+"""The TURN core's knobs: lifetimes, quotas, relay addresses (RFC 8656 §3.2, §7, §9, §12).
+
+A plain frozen value; the runtime's settings layer validates operator input and builds
+it. Defaults are the RFC's: allocations 600 s (at most 3600 s), permissions 300 s,
+channels 600 s.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class TurnConfig:
+    realm: str = "trelay.local"
+    software: str = "trelay"
+    # Address the relay sockets bind to, per family; None: that family is not offered (440).
+    relay_host: str | None = "127.0.0.1"
+    relay_host_v6: str | None = None
+    # Address reported in XOR-RELAYED-ADDRESS when the relay sits behind a 1:1 NAT.
+    external_host: str | None = None
+    external_host_v6: str | None = None
+    # Inclusive relay port range; None lets the kernel choose (port 0).
+    port_range: tuple[int, int] | None = None
+    default_lifetime: int = 600
+    max_lifetime: int = 3600
+    permission_lifetime: int = 300
+    channel_lifetime: int = 600
+    user_quota: int = 0  # allocations per identity; 0 is unlimited
+    total_quota: int = 0  # allocations in all; 0 is unlimited
+    strict_expiry: bool = True  # check TURN REST expiry on Refresh too, not only Allocate
+    nonce_lifetime: int = 3600
+    response_cache_seconds: float = 40.0  # > RFC 8489 Ti (39.5 s): retransmits see one answer
+    response_cache_size: int = 16384
+    unauthenticated_rate: float = 20.0  # requests per second per source IP
+    unauthenticated_burst: float = 40.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.default_lifetime <= self.max_lifetime:
+            raise ValueError("lifetimes: need 0 < default_lifetime <= max_lifetime")
+        if self.permission_lifetime <= 0 or self.channel_lifetime <= 0:
+            raise ValueError("lifetimes: permission and channel lifetimes must be positive")
+        if self.relay_host is None and self.relay_host_v6 is None:
+            raise ValueError("relay: at least one of relay_host, relay_host_v6 is needed")
+        if self.user_quota < 0 or self.total_quota < 0:
+            raise ValueError("quotas: must be >= 0 (0 is unlimited)")
+
+    def allocate_lifetime(self, requested: int | None) -> int:
+        """RFC 8656 §7.2: min(requested, max), but never below the default."""
+        if requested is None:
+            return self.default_lifetime
+        return max(self.default_lifetime, min(requested, self.max_lifetime))
+
+    def refresh_lifetime(self, requested: int | None) -> int:
+        """RFC 8656 §7.3: 0 deletes; otherwise min(requested, max); absent is the default."""
+        if requested is None:
+            return self.default_lifetime
+        return min(requested, self.max_lifetime)

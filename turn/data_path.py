@@ -1,0 +1,65 @@
+"""Relaying application data: Send and Data indications, ChannelData towards the client.
+
+Owns RFC 8656 §10.2 (Send indication from the client: drop unless the allocation has a
+permission for the peer), §10.3 (a datagram from a peer without a channel becomes a
+Data indication, with no FINGERPRINT or integrity, which the RFC does not ask for) and
+§12.6 (a datagram from a peer with a channel becomes ChannelData, padded to 4 bytes
+over TCP and TLS, §12.5).
+
+The runtime's hot loop reads `Allocation.channels`/`peers`/`permissions` itself; these
+functions serve the slower paths and the tests, and return plain values.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from stun.address_attributes import XorPeerAddress
+from stun.attributes import Data
+from stun.codes import MessageClass, Method
+from stun.message import Message, encode_message, new_transaction_id
+from turn.actions import Action, SendToPeer
+from turn.addressing import Address, is_ipv6
+from turn.allocation import Allocation
+from turn.policy import PeerPolicy
+
+_CHANNEL_HEADER = struct.Struct("!HH")
+
+
+def send_indication(
+    allocation: Allocation | None, message: Message, policy: PeerPolicy
+) -> list[Action]:
+    """§10.2: relay DATA to XOR-PEER-ADDRESS, or drop silently."""
+    if allocation is None:
+        return []
+    peer = message.get(XorPeerAddress)
+    data = message.get(Data)
+    if peer is None or data is None:
+        return []
+    if is_ipv6(peer.host) != is_ipv6(allocation.relayed[0]):
+        return []
+    if peer.host not in allocation.permissions or not policy.permits(peer.host):
+        return []
+    return [SendToPeer(allocation.relayed, peer.address, data.value)]
+
+
+def channel_data_frame(channel: int, data: bytes, pad: bool) -> bytes:
+    frame = _CHANNEL_HEADER.pack(channel, len(data)) + data
+    return frame + bytes(-len(data) % 4) if pad else frame
+
+
+def peer_datagram(allocation: Allocation, peer: Address, data: bytes) -> bytes | None:
+    """What to send the client for `data` from `peer`: ChannelData, Data indication, None."""
+    pad = allocation.five_tuple.transport.is_stream
+    channel = allocation.peers.get(peer)
+    if channel is not None:
+        return channel_data_frame(channel, data, pad)
+    if peer[0] not in allocation.permissions:
+        return None  # §10.3: no permission, silently discarded
+    indication = Message(
+        Method.DATA,
+        MessageClass.INDICATION,
+        new_transaction_id(),
+        (XorPeerAddress(peer[0], peer[1]), Data(data)),
+    )
+    return encode_message(indication)

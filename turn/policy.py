@@ -1,0 +1,123 @@
+"""Which peers a relay may talk to (RFC 8656 §21.3 on relaying to internal addresses).
+
+Owns the peer address policy: by default every address that is not public unicast is
+denied (loopback, RFC 1918 private, CGNAT, ULA, link-local including the cloud metadata
+address 169.254.169.254, multicast, reserved, unspecified, documentation, and the
+IPv4-mapped and NAT64 forms of these), as are the relay's own addresses. The operator
+adds allow and deny CIDR lists; deny wins over allow, allow wins over the defaults.
+`allow_loopback` is a test-only switch that lets loopback peers through.
+
+A denied peer gets 403 on CreatePermission and ChannelBind; Send indications to it are
+dropped.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+IP = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+DEFAULT_DENIED: tuple[Network, ...] = tuple(
+    ipaddress.ip_network(n)
+    for n in (
+        "0.0.0.0/8",  # "this network", unspecified
+        "10.0.0.0/8",  # RFC 1918
+        "100.64.0.0/10",  # CGNAT (RFC 6598)
+        "127.0.0.0/8",  # loopback
+        "169.254.0.0/16",  # link-local, incl. cloud metadata 169.254.169.254
+        "172.16.0.0/12",  # RFC 1918
+        "192.0.0.0/24",  # IETF protocol assignments
+        "192.0.2.0/24",  # TEST-NET-1
+        "192.88.99.0/24",  # 6to4 relay anycast (deprecated)
+        "192.168.0.0/16",  # RFC 1918
+        "198.18.0.0/15",  # benchmarking
+        "198.51.100.0/24",  # TEST-NET-2
+        "203.0.113.0/24",  # TEST-NET-3
+        "224.0.0.0/4",  # multicast
+        "240.0.0.0/4",  # reserved, incl. broadcast
+        "::/96",  # unspecified, loopback, deprecated IPv4-compatible (RFC 4291 §2.5.5.1)
+        "64:ff9b:1::/48",  # local-use NAT64
+        "100::/64",  # discard-only
+        "2001:db8::/32",  # documentation
+        "fc00::/7",  # unique local (ULA)
+        "fe80::/10",  # link-local
+        "fec0::/10",  # site-local (deprecated)
+        "ff00::/8",  # multicast
+    )
+)
+LOOPBACK: tuple[Network, ...] = (
+    ipaddress.ip_network("127.0.0.0/8"),
+    ipaddress.ip_network("::1/128"),
+)
+
+
+def embedded_ipv4(ip: IP) -> ipaddress.IPv4Address | None:
+    """The IPv4 address inside an IPv4-mapped (::ffff:a.b.c.d) or NAT64 (64:ff9b::/96) one."""
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return ip.ipv4_mapped
+        if ip in _NAT64:
+            return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return None
+
+
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
+@dataclass(frozen=True, slots=True)
+class PeerPolicy:
+    """Allow/deny decision per peer IP; see the module docstring for the order of rules."""
+
+    allow: tuple[Network, ...] = ()
+    deny: tuple[Network, ...] = ()
+    allow_loopback: bool = False
+    relay_addresses: frozenset[str] = field(default_factory=frozenset)
+
+    @classmethod
+    def from_strings(
+        cls,
+        allow: Iterable[str] = (),
+        deny: Iterable[str] = (),
+        *,
+        allow_loopback: bool = False,
+        relay_addresses: Iterable[str] = (),
+    ) -> PeerPolicy:
+        """Build from CIDR strings; raises ValueError naming the bad entry."""
+        return cls(
+            tuple(_network(n) for n in allow),
+            tuple(_network(n) for n in deny),
+            allow_loopback,
+            frozenset(str(ipaddress.ip_address(a)) for a in relay_addresses),
+        )
+
+    def permits(self, host: str) -> bool:
+        """True if relaying to or from `host` is allowed."""
+        try:
+            ip: IP = ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        inner = embedded_ipv4(ip)
+        candidates: tuple[IP, ...] = (ip,) if inner is None else (ip, inner)
+        if any(str(c) in self.relay_addresses for c in candidates):
+            return False
+        if any(_within(c, self.deny) for c in candidates):
+            return False
+        if any(_within(c, self.allow) for c in candidates):
+            return True
+        if self.allow_loopback and any(_within(c, LOOPBACK) for c in candidates):
+            return True
+        return not any(_within(c, DEFAULT_DENIED) for c in candidates)
+
+
+def _within(ip: IP, networks: tuple[Network, ...]) -> bool:
+    return any(ip.version == n.version and ip in n for n in networks)
+
+
+def _network(text: str) -> Network:
+    try:
+        return ipaddress.ip_network(text, strict=False)
+    except ValueError as exc:
+        raise ValueError(f"not a CIDR network: {text!r}") from exc

@@ -1,0 +1,51 @@
+"""Responses kept for retransmitted requests (RFC 8489 §6.3.1, DESIGN §5).
+
+Owns the (5-tuple, transaction id) -> response bytes map. A client that lost our
+response retransmits the request with the same transaction id; answering it again from
+the cache (instead of re-running it) means a lost Allocate success does not turn into
+437, and a lost Refresh does not extend twice. Entries live `seconds` (longer than a
+client's whole retransmission schedule, 39.5 s by default) and the map holds at most
+`max_entries`, oldest evicted first.
+"""
+
+from __future__ import annotations
+
+from turn.addressing import FiveTuple
+
+
+class ResponseCache:
+    __slots__ = ("_entries", "max_entries", "seconds")
+
+    def __init__(self, seconds: float, max_entries: int) -> None:
+        self.seconds = seconds
+        self.max_entries = max_entries
+        # Insertion order is expiry order, since every entry lives the same time.
+        self._entries: dict[tuple[FiveTuple, bytes], tuple[float, bytes]] = {}
+
+    def get(self, five_tuple: FiveTuple, transaction_id: bytes) -> bytes | None:
+        entry = self._entries.get((five_tuple, transaction_id))
+        return None if entry is None else entry[1]
+
+    def put(
+        self, five_tuple: FiveTuple, transaction_id: bytes, response: bytes, now: float
+    ) -> None:
+        key = (five_tuple, transaction_id)
+        self._entries.pop(key, None)
+        if len(self._entries) >= self.max_entries:
+            del self._entries[next(iter(self._entries))]
+        self._entries[key] = (now + self.seconds, response)
+
+    def next_expiry(self) -> float | None:
+        for expires_at, _ in self._entries.values():
+            return expires_at
+        return None
+
+    def expire(self, now: float) -> None:
+        while self._entries:
+            key, (expires_at, _) = next(iter(self._entries.items()))
+            if expires_at > now:
+                return
+            del self._entries[key]
+
+    def __len__(self) -> int:
+        return len(self._entries)

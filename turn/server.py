@@ -1,0 +1,494 @@
+"""The TURN server core (RFC 8656), sans I/O: bytes, addresses and `now` in; actions out.
+
+Owns the allocation table and every request a TURN client sends: Binding, Allocate,
+Refresh, CreatePermission, ChannelBind (in `turn.peer_requests`), Send indications, and
+the timers that expire allocations, permissions and channels.
+
+Time: `now` is monotonic seconds from the caller, for lifetimes and timers; the injected
+`wall_clock` gives Unix seconds for nonces and TURN REST credential expiry.
+
+The data path (ChannelData from clients, datagrams from peers) does not go through
+`handle_message`: the runtime reads `client_table(...)`, `Allocation.channels`,
+`Allocation.peers` and `Allocation.permissions` directly and calls `peer_datagram` only
+for peers without a channel. Those tables never hold expired state once `handle_timer`
+has run for the current time.
+
+Invariants (checked by the state-machine tests): nothing outlives its allocation; the
+channel <-> peer maps stay a bijection; quotas hold, pending allocations included.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+
+from stun.address_attributes import XorMappedAddress, XorRelayedAddress
+from stun.attributes import (
+    DontFragment,
+    EvenPort,
+    Fingerprint,
+    Lifetime,
+    RequestedAddressFamily,
+    RequestedTransport,
+    ReservationToken,
+    Software,
+    UnknownAttributes,
+)
+from stun.codes import (
+    MAGIC_COOKIE,
+    AddressFamily,
+    ErrorCode,
+    MessageClass,
+    Method,
+    TransportProtocol,
+)
+from stun.errors import StunDecodeError
+from stun.integrity import verify_fingerprint
+from stun.message import HEADER, Message, decode_message, decode_message_type
+from turn import peer_requests, responses
+from turn.actions import (
+    Action,
+    AllocationCreated,
+    AllocationEnded,
+    CloseRelay,
+    EndReason,
+    OpenRelay,
+    SendToClient,
+)
+from turn.addressing import Address, ClientTransport, FiveTuple, is_ipv6, unmap_ipv4
+from turn.allocation import Allocation
+from turn.auth import Authenticated, LongTermAuthenticator, Rejected
+from turn.config import TurnConfig
+from turn.data_path import peer_datagram, send_indication
+from turn.policy import PeerPolicy
+from turn.port_pool import RelayPortPool
+from turn.rate_limit import SourceRateLimiter
+from turn.response_cache import ResponseCache
+
+_MAX_BIND_ATTEMPTS = 4
+
+
+class _Timer(Enum):
+    ALLOCATION = 0
+    PERMISSION = 1
+    CHANNEL = 2
+
+
+@dataclass(slots=True)
+class _PendingAllocate:
+    request: Message
+    auth: Authenticated
+    lifetime: int
+    family: AddressFamily
+    port: int
+    attempts: int = 1
+
+
+class TurnServer:
+    def __init__(
+        self,
+        config: TurnConfig,
+        authenticator: LongTermAuthenticator,
+        policy: PeerPolicy,
+        *,
+        wall_clock: Callable[[], float],
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config = config
+        self.auth = authenticator
+        self.policy = policy
+        self.wall_clock = wall_clock
+        self.software = Software(config.software)
+        self.allocations: dict[FiveTuple, Allocation] = {}
+        self.by_relayed: dict[Address, Allocation] = {}
+        self._client_tables: dict[tuple[ClientTransport, Address], dict[Address, Allocation]] = {}
+        self._pending: dict[FiveTuple, _PendingAllocate] = {}
+        self._per_identity: dict[str, int] = {}
+        self._timers: list[tuple[float, int, _Timer, Allocation, object]] = []
+        self._sequence = 0
+        self.responses = ResponseCache(config.response_cache_seconds, config.response_cache_size)
+        self.rate_limiter = SourceRateLimiter(
+            config.unauthenticated_rate, config.unauthenticated_burst
+        )
+        self.ports = (
+            RelayPortPool(*config.port_range, rng=rng) if config.port_range is not None else None
+        )
+        self.draining = False
+
+    # --- tables for the runtime's data path -------------------------------------------
+
+    def client_table(
+        self, transport: ClientTransport, server: Address
+    ) -> dict[Address, Allocation]:
+        """The live client-address -> allocation map of one listening socket."""
+        return self._client_tables.setdefault((transport, server), {})
+
+    def peer_datagram(self, allocation: Allocation, peer: Address, data: bytes) -> bytes | None:
+        """Frame a datagram from `peer` for the client, or None to drop it (§10.3, §12.6)."""
+        return peer_datagram(allocation, peer, data)
+
+    @property
+    def allocation_count(self) -> int:
+        return len(self.allocations) + len(self._pending)
+
+    # --- control path -------------------------------------------------------------------
+
+    def handle_message(self, data: bytes, five_tuple: FiveTuple, now: float) -> list[Action]:
+        """One STUN message from a client (datagram or deframed stream frame)."""
+        try:
+            message = decode_message(data)
+        except StunDecodeError as exc:
+            return self._answer_undecodable(data, exc, five_tuple)
+        if message.get(Fingerprint) is not None and not verify_fingerprint(data):
+            return []  # RFC 8489 §7.3: not STUN after all; discard silently
+        if message.message_class is MessageClass.INDICATION:
+            if message.method == Method.SEND:
+                return send_indication(self.allocations.get(five_tuple), message, self.policy)
+            return []
+        if message.message_class is not MessageClass.REQUEST:
+            return []
+        cached = self.responses.get(five_tuple, message.transaction_id)
+        if cached is not None:
+            return [SendToClient(five_tuple, cached)]  # RFC 8489 §6.3.1: same answer
+        if message.method == Method.BINDING:
+            return self._binding(message, five_tuple)
+        if message.method not in _AUTHENTICATED_METHODS:
+            reply = responses.error(message, ErrorCode.BAD_REQUEST, self.software)
+            return [SendToClient(five_tuple, reply)]
+        return self._authenticated_request(message, data, five_tuple, now)
+
+    def _answer_undecodable(
+        self, data: bytes, exc: StunDecodeError, five_tuple: FiveTuple
+    ) -> list[Action]:
+        """A request whose header parses but whose attributes do not gets 400."""
+        header = _request_header(data)
+        if header is None:
+            return []
+        method, transaction_id = header
+        request = Message(method, MessageClass.REQUEST, transaction_id)
+        reply = responses.error(request, ErrorCode.BAD_REQUEST, self.software, reason=exc.reason)
+        return [SendToClient(five_tuple, reply)]
+
+    def _binding(self, request: Message, five_tuple: FiveTuple) -> list[Action]:
+        unknown = request.unknown_comprehension_required()
+        if unknown:
+            reply = responses.error(
+                request, ErrorCode.UNKNOWN_ATTRIBUTE, self.software,
+                extra=(UnknownAttributes(unknown),),
+            )  # fmt: skip
+        else:
+            host, port = five_tuple.client
+            mapped = XorMappedAddress(unmap_ipv4(host), port)
+            reply = responses.success(request, (mapped,), self.software, None)
+        return [SendToClient(five_tuple, reply)]
+
+    def _authenticated_request(
+        self, request: Message, raw: bytes, five_tuple: FiveTuple, now: float
+    ) -> list[Action]:
+        client = five_tuple.client
+        unix_now = self.wall_clock()
+        result = self.auth.check(request, raw, client, unix_now)
+        if isinstance(result, Rejected):
+            # An unauthenticated request is the one kind anybody can send for free.
+            if result.anonymous and not self.rate_limiter.allow(client[0], now):
+                return []
+            extra = self.auth.challenge(client, unix_now) if result.challenge else ()
+            reply = responses.error(
+                request, result.code, self.software, reason=result.reason, extra=extra
+            )
+            return [SendToClient(five_tuple, reply)]
+        key = result.credential.key
+        unknown = request.unknown_comprehension_required()
+        if request.method == Method.ALLOCATE and request.get(DontFragment) is not None:
+            # RFC 8656 §7.2 step 4: without DF support, treat it as unknown.
+            unknown += (DontFragment.TYPE,)
+        if unknown:
+            return self._reply(
+                request, five_tuple, now,
+                responses.error(
+                    request, ErrorCode.UNKNOWN_ATTRIBUTE, self.software, key,
+                    extra=(UnknownAttributes(unknown),),
+                ),
+            )  # fmt: skip
+        if request.method == Method.ALLOCATE:
+            return self._allocate(request, five_tuple, result, now)
+        allocation = self.allocations.get(five_tuple)
+        if allocation is None:
+            reply = responses.error(request, ErrorCode.ALLOCATION_MISMATCH, self.software, key)
+            return self._reply(request, five_tuple, now, reply)
+        if result.username != allocation.username:
+            # RFC 8656 §5: later requests must use the allocation's credentials.
+            reply = responses.error(request, ErrorCode.WRONG_CREDENTIALS, self.software, key)
+            return self._reply(request, five_tuple, now, reply)
+        if request.method == Method.REFRESH:
+            return self._refresh(request, allocation, result, now)
+        if request.method == Method.CREATE_PERMISSION:
+            reply = peer_requests.create_permission(self, request, allocation, now)
+        else:
+            reply = peer_requests.channel_bind(self, request, allocation, now)
+        return self._reply(request, five_tuple, now, reply)
+
+    def _reply(
+        self, request: Message, five_tuple: FiveTuple, now: float, reply: bytes
+    ) -> list[Action]:
+        self.responses.put(five_tuple, request.transaction_id, reply, now)
+        return [SendToClient(five_tuple, reply)]
+
+    def _expired(self, auth: Authenticated) -> bool:
+        expires_at = auth.credential.expires_at
+        return expires_at is not None and expires_at <= self.wall_clock()
+
+    # --- Allocate (RFC 8656 §7.2) -------------------------------------------------------
+
+    def _allocate(
+        self, request: Message, five_tuple: FiveTuple, auth: Authenticated, now: float
+    ) -> list[Action]:
+        key = auth.credential.key
+        pending = self._pending.get(five_tuple)
+        if pending is not None and pending.request.transaction_id == request.transaction_id:
+            return []  # a retransmission while the relay port is being bound
+        failure = self._allocate_failure(request, five_tuple, auth)
+        if failure is not None:
+            code, reason = failure
+            reply = responses.error(request, code, self.software, key, reason=reason)
+            return self._reply(request, five_tuple, now, reply)
+        requested_family = request.get(RequestedAddressFamily)
+        family = AddressFamily.IPV4 if requested_family is None else requested_family.family
+        even = request.get(EvenPort) is not None
+        port = 0
+        if self.ports is not None:
+            acquired = self.ports.acquire(even=even)
+            if acquired is None:
+                reply = responses.error(
+                    request, ErrorCode.INSUFFICIENT_CAPACITY, self.software, key,
+                    reason="No relay port free",
+                )  # fmt: skip
+                return self._reply(request, five_tuple, now, reply)
+            port = acquired
+        lifetime_attr = request.get(Lifetime)
+        lifetime = self.config.allocate_lifetime(
+            None if lifetime_attr is None else lifetime_attr.value
+        )
+        self._pending[five_tuple] = _PendingAllocate(request, auth, lifetime, family, port)
+        self._per_identity[auth.credential.identity] = self._identity_count(auth) + 1
+        return [OpenRelay(five_tuple, self._pending_host(family), port)]
+
+    def _allocate_failure(
+        self, request: Message, five_tuple: FiveTuple, auth: Authenticated
+    ) -> tuple[ErrorCode, str] | None:
+        """The first check of RFC 8656 §7.2 that fails, as (code, reason)."""
+        if five_tuple in self.allocations or five_tuple in self._pending:
+            return ErrorCode.ALLOCATION_MISMATCH, "Allocation already exists"  # step 2
+        if self._expired(auth):
+            return ErrorCode.UNAUTHORIZED, "Credentials expired"
+        transport = request.get(RequestedTransport)
+        if transport is None:
+            return ErrorCode.BAD_REQUEST, "REQUESTED-TRANSPORT missing"  # step 3
+        if transport.value != TransportProtocol.UDP:
+            return ErrorCode.UNSUPPORTED_TRANSPORT_PROTOCOL, "Only UDP relaying"
+        even_port = request.get(EvenPort)
+        family = request.get(RequestedAddressFamily)
+        if request.get(ReservationToken) is not None:  # step 5
+            if even_port is not None or family is not None:
+                return ErrorCode.BAD_REQUEST, "RESERVATION-TOKEN with EVEN-PORT or family"
+            return ErrorCode.INSUFFICIENT_CAPACITY, "No such reservation"
+        if even_port is not None and even_port.reserve_next:  # step 6
+            return ErrorCode.INSUFFICIENT_CAPACITY, "Port reservations not supported"
+        wanted = AddressFamily.IPV4 if family is None else family.family
+        if self._relay_host(wanted) is None:  # step 7
+            return ErrorCode.ADDRESS_FAMILY_NOT_SUPPORTED, "Address Family not Supported"
+        if self.draining:
+            return ErrorCode.INSUFFICIENT_CAPACITY, "Server is draining"
+        quota = self.config.user_quota
+        if quota and self._identity_count(auth) >= quota:
+            return ErrorCode.ALLOCATION_QUOTA_REACHED, "Allocation Quota Reached"  # step 8
+        if self.config.total_quota and self.allocation_count >= self.config.total_quota:
+            return ErrorCode.INSUFFICIENT_CAPACITY, "Server at capacity"
+        return None
+
+    def _identity_count(self, auth: Authenticated) -> int:
+        return self._per_identity.get(auth.credential.identity, 0)
+
+    def _relay_host(self, family: AddressFamily) -> str | None:
+        if family is AddressFamily.IPV6:
+            return self.config.relay_host_v6
+        return self.config.relay_host
+
+    def _pending_host(self, family: AddressFamily) -> str:
+        host = self._relay_host(family)
+        assert host is not None, "checked by _allocate_failure (step 7)"
+        return host
+
+    def relay_opened(self, five_tuple: FiveTuple, relayed: Address, now: float) -> list[Action]:
+        """The runtime bound the relay socket of a pending Allocate at `relayed`."""
+        pending = self._pending.pop(five_tuple)
+        auth = pending.auth
+        external = (
+            self.config.external_host_v6 if is_ipv6(relayed[0]) else self.config.external_host
+        )
+        reported = (external or relayed[0], relayed[1])
+        allocation = Allocation(
+            five_tuple, relayed, reported, auth.username, auth.credential.identity,
+            auth.credential.key, now + pending.lifetime,
+        )  # fmt: skip
+        self.allocations[five_tuple] = allocation
+        self.by_relayed[relayed] = allocation
+        self.client_table(five_tuple.transport, five_tuple.server)[five_tuple.client] = allocation
+        self._schedule(allocation.expires_at, _Timer.ALLOCATION, allocation, None)
+        host, port = five_tuple.client
+        attributes = (
+            XorRelayedAddress(*reported),
+            Lifetime(pending.lifetime),
+            XorMappedAddress(unmap_ipv4(host), port),
+        )
+        reply = responses.success(pending.request, attributes, self.software, allocation.key)
+        return [
+            *self._reply(pending.request, five_tuple, now, reply),
+            AllocationCreated(five_tuple, relayed, auth.username, pending.lifetime),
+        ]
+
+    def relay_failed(self, five_tuple: FiveTuple, now: float) -> list[Action]:
+        """The runtime could not bind the requested port: try another, then give up (508)."""
+        pending = self._pending[five_tuple]
+        if self.ports is not None:
+            self.ports.release(pending.port)
+            if pending.attempts < _MAX_BIND_ATTEMPTS:
+                port = self.ports.acquire(even=pending.request.get(EvenPort) is not None)
+                if port is not None:
+                    pending.port = port
+                    pending.attempts += 1
+                    return [OpenRelay(five_tuple, self._pending_host(pending.family), port)]
+        del self._pending[five_tuple]
+        self._forget_identity(pending.auth.credential.identity)
+        reply = responses.error(
+            pending.request, ErrorCode.INSUFFICIENT_CAPACITY, self.software,
+            pending.auth.credential.key, reason="Could not bind a relay port",
+        )  # fmt: skip
+        return self._reply(pending.request, five_tuple, now, reply)
+
+    # --- Refresh (RFC 8656 §7.3) --------------------------------------------------------
+
+    def _refresh(
+        self, request: Message, allocation: Allocation, auth: Authenticated, now: float
+    ) -> list[Action]:
+        key = allocation.key
+        five_tuple = allocation.five_tuple
+        family = request.get(RequestedAddressFamily)
+        if family is not None and family.family != _family_of(allocation.relayed):
+            reply = responses.error(
+                request, ErrorCode.PEER_ADDRESS_FAMILY_MISMATCH, self.software, key
+            )
+            return self._reply(request, five_tuple, now, reply)
+        if self.config.strict_expiry and self._expired(auth):
+            reply = responses.error(
+                request, ErrorCode.UNAUTHORIZED, self.software, key, reason="Credentials expired"
+            )
+            return self._reply(request, five_tuple, now, reply)
+        requested = request.get(Lifetime)
+        lifetime = self.config.refresh_lifetime(None if requested is None else requested.value)
+        actions: list[Action] = []
+        if lifetime == 0:
+            actions = self._end(allocation, EndReason.DELETED)
+        else:
+            allocation.expires_at = now + lifetime
+            self._schedule(allocation.expires_at, _Timer.ALLOCATION, allocation, None)
+        reply = responses.success(request, (Lifetime(lifetime),), self.software, key)
+        return [*self._reply(request, five_tuple, now, reply), *actions]
+
+    # --- lifecycle, timers --------------------------------------------------------------
+
+    def _schedule(self, deadline: float, kind: _Timer, allocation: Allocation, key: object) -> None:
+        self._sequence += 1
+        heapq.heappush(self._timers, (deadline, self._sequence, kind, allocation, key))
+
+    def schedule_permission(self, allocation: Allocation, peer_ip: str) -> None:
+        self._schedule(allocation.permissions[peer_ip], _Timer.PERMISSION, allocation, peer_ip)
+
+    def schedule_channel(self, allocation: Allocation, number: int) -> None:
+        self._schedule(allocation.channel_expiry[number], _Timer.CHANNEL, allocation, number)
+
+    def next_deadline(self) -> float | None:
+        """When `handle_timer` must run next (monotonic seconds), or None if never."""
+        deadlines = [d for d in (self.responses.next_expiry(),) if d is not None]
+        if self._timers:
+            deadlines.append(self._timers[0][0])
+        return min(deadlines, default=None)
+
+    def handle_timer(self, now: float) -> list[Action]:
+        """Expire everything due at `now`."""
+        actions: list[Action] = []
+        self.responses.expire(now)
+        while self._timers and self._timers[0][0] <= now:
+            _, _, kind, allocation, key = heapq.heappop(self._timers)
+            if self.allocations.get(allocation.five_tuple) is not allocation:
+                continue  # already ended
+            if kind is _Timer.ALLOCATION:
+                if allocation.expires_at <= now:
+                    actions += self._end(allocation, EndReason.EXPIRED)
+            elif kind is _Timer.PERMISSION:
+                assert isinstance(key, str)
+                if allocation.permissions.get(key, now + 1) <= now:
+                    del allocation.permissions[key]
+            else:
+                assert isinstance(key, int)
+                if allocation.channel_expiry.get(key, now + 1) <= now:
+                    allocation.unbind_channel(key)
+        self.rate_limiter.prune(now)
+        return actions
+
+    def _end(self, allocation: Allocation, reason: EndReason) -> list[Action]:
+        five_tuple = allocation.five_tuple
+        del self.allocations[five_tuple]
+        del self.by_relayed[allocation.relayed]
+        del self.client_table(five_tuple.transport, five_tuple.server)[five_tuple.client]
+        self._forget_identity(allocation.identity)
+        if self.ports is not None:
+            self.ports.release(allocation.relayed[1])
+        return [
+            CloseRelay(allocation.relayed),
+            AllocationEnded(five_tuple, allocation.relayed, allocation.username, reason),
+        ]
+
+    def _forget_identity(self, identity: str) -> None:
+        remaining = self._per_identity.get(identity, 0) - 1
+        if remaining > 0:
+            self._per_identity[identity] = remaining
+        else:
+            self._per_identity.pop(identity, None)
+
+    def connection_closed(self, five_tuple: FiveTuple) -> list[Action]:
+        """A TCP/TLS control connection ended: its allocation ends with it (RFC 8656 §3.1)."""
+        self._pending.pop(five_tuple, None)
+        allocation = self.allocations.get(five_tuple)
+        return [] if allocation is None else self._end(allocation, EndReason.DELETED)
+
+    def shutdown(self) -> list[Action]:
+        """End every allocation now (after the runtime's drain deadline)."""
+        self.draining = True
+        actions: list[Action] = []
+        for allocation in list(self.allocations.values()):
+            actions += self._end(allocation, EndReason.SHUTDOWN)
+        return actions
+
+
+_AUTHENTICATED_METHODS = frozenset(
+    (Method.ALLOCATE, Method.REFRESH, Method.CREATE_PERMISSION, Method.CHANNEL_BIND)
+)
+
+
+def _family_of(address: Address) -> AddressFamily:
+    return AddressFamily.IPV6 if is_ipv6(address[0]) else AddressFamily.IPV4
+
+
+def _request_header(data: bytes) -> tuple[int, bytes] | None:
+    """(method, transaction id) of a request whose 20-byte header is valid, else None."""
+    if len(data) < 20 or data[0] & 0xC0:
+        return None
+    message_type, _, cookie, transaction_id = HEADER.unpack_from(data)
+    if cookie != MAGIC_COOKIE:
+        return None
+    method, message_class = decode_message_type(message_type)
+    return (method, transaction_id) if message_class is MessageClass.REQUEST else None

@@ -19,6 +19,7 @@ Invariants:
 
 from __future__ import annotations
 
+import contextlib
 import ssl
 from dataclasses import dataclass
 
@@ -96,14 +97,18 @@ async def serve_connection(
     source = (peer[0], peer[1])
     stream: trio.abc.Stream = transport
     if ssl_context is not None:
-        stream = trio.SSLStream(transport, ssl_context, server_side=True)
+        stream = trio.SSLStream(transport, ssl_context, server_side=True, https_compatible=False)
     graceful = False
     try:
         graceful = await _exchange(stream, source, responder, idle_timeout, stats)
     finally:
         stats.connections_closed += 1
         if graceful:
-            with trio.move_on_after(CLOSE_TIMEOUT):
+            # If the peer went away first, there is nobody left to be polite to.
+            with (
+                trio.move_on_after(CLOSE_TIMEOUT),
+                contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
+            ):
                 await stream.aclose()
         # Closing twice is a no-op; this also covers a graceful close cut short above.
         await trio.aclose_forcefully(stream)

@@ -34,9 +34,7 @@ _EXCEPTION_PVALID = frozenset("\u00df\u03c2\u06fd\u06fe\u0f0b\u3007")
 _EXCEPTION_DISALLOWED = frozenset("\u0640\u07fa\u302e\u302f\u3031\u3032\u3033\u3034\u3035\u303b")
 _ARABIC_INDIC = frozenset(chr(c) for c in range(0x0660, 0x066A))
 _EXTENDED_ARABIC_INDIC = frozenset(chr(c) for c in range(0x06F0, 0x06FA))
-_CONTEXTO = (
-    frozenset("\u00b7\u0375\u05f3\u05f4\u30fb") | _ARABIC_INDIC | _EXTENDED_ARABIC_INDIC
-)
+_CONTEXTO = frozenset("\u00b7\u0375\u05f3\u05f4\u30fb") | _ARABIC_INDIC | _EXTENDED_ARABIC_INDIC
 _JOIN_CONTROLS = frozenset("\u200c\u200d")
 
 # Default_Ignorable_Code_Point (Unicode DerivedCoreProperties), which the standard
@@ -133,8 +131,7 @@ def _context_allowed(text: str, index: int) -> bool:
         return bool(before) and _script_prefix(before, "HEBREW")
     if char == "\u30fb":  # KATAKANA MIDDLE DOT: some Hiragana, Katakana or Han
         return any(
-            c != "\u30fb" and _script_prefix(c, "HIRAGANA", "KATAKANA", "CJK UNIFIED")
-            for c in text
+            c != "\u30fb" and _script_prefix(c, "HIRAGANA", "KATAKANA", "CJK UNIFIED") for c in text
         )
     if char in _ARABIC_INDIC:
         return not _EXTENDED_ARABIC_INDIC.intersection(text)

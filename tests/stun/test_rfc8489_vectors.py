@@ -64,24 +64,29 @@ _ATTRIBUTES = (
     "6578616d706c652e6f726700"  # "example.org" and padding (1 byte)
 )
 
-CORRECTED = bytes.fromhex(
-    "00010090"  # Request type and message length
-    "2112a442"  # Magic cookie
-    "78ad3433c6ad72c029da412e"  # Transaction ID
-    + _ATTRIBUTES
-    + "001d0004"  # PASSWORD-ALGORITHM attribute header
-    "00020000"  # SHA-256, parameters length 0
-    "001c0020"  # MESSAGE-INTEGRITY-SHA256 attribute header
-    "b5c7bf005b6c52a21c51c5e892f81924136296cb927c43149309278cc6518e65"
+CORRECTED = (
+    bytes.fromhex(
+        "00010090"  # Request type and message length
+        "2112a442"  # Magic cookie
+        "78ad3433c6ad72c029da412e"  # Transaction ID
+    )
+    + bytes.fromhex(_ATTRIBUTES)
+    + bytes.fromhex(
+        "001d0004"  # PASSWORD-ALGORITHM attribute header
+        "00020000"  # SHA-256, parameters length 0
+        "001c0020"  # MESSAGE-INTEGRITY-SHA256 attribute header
+        "b5c7bf005b6c52a21c51c5e892f81924136296cb927c43149309278cc6518e65"
+    )
 )
 
-PUBLISHED = bytes.fromhex(
-    "0001009c"  # the wrong Length
-    "2112a442"
-    "78ad3433c6ad72c029da412e"
-    + _ATTRIBUTES
-    + "001c0020"
-    "e4686c8f0edeb59013e07090010a93efccbccc544c0a45d9f830aa6d6f735a01"
+PUBLISHED = (
+    bytes.fromhex(
+        "0001009c"  # the wrong Length
+        "2112a442"
+        "78ad3433c6ad72c029da412e"
+    )
+    + bytes.fromhex(_ATTRIBUTES)
+    + bytes.fromhex("001c0020e4686c8f0edeb59013e07090010a93efccbccc544c0a45d9f830aa6d6f735a01")
 )
 
 
@@ -104,7 +109,7 @@ def test_corrected_vector_decodes_to_every_attribute() -> None:
 
 def test_userhash_matches_the_vector() -> None:
     assert userhash(USERNAME, REALM) == USERHASH
-    assert USERHASH == hashlib.sha256(f"{USERNAME}:{REALM}".encode()).digest()
+    assert hashlib.sha256(f"{USERNAME}:{REALM}".encode()).digest() == USERHASH
 
 
 def test_sha256_key_is_sha256_of_user_realm_pass() -> None:

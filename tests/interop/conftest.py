@@ -1,0 +1,129 @@
+"""A trelay Binding server on loopback for third-party clients, run in a background thread.
+
+Real clients are asyncio (aioice) or separate processes (coturn's tools), so the trio
+listeners run in their own thread with `trio.run`; the fixture starts UDP (IPv4, and
+IPv6 when the loopback has it), TCP and TLS listeners on port 0 and stops them by
+cancelling the thread's nursery from the test thread.
+
+The responder records every source address it answers, so a test can compare what a
+client printed with what trelay really saw on the wire.
+"""
+
+from __future__ import annotations
+
+import queue
+import socket
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import pytest
+import trio
+
+from relay.stream_listener import serve_stream
+from relay.tls import context_from_pem, generate_self_signed
+from relay.udp_listener import serve_udp
+from turn.binding import BindingResponder, Responder
+
+SOFTWARE = "trelay interop"
+STARTUP_TIMEOUT = 10.0
+SHUTDOWN_TIMEOUT = 10.0
+
+
+class RecordingResponder:
+    """A BindingResponder that remembers the source of every message it is given."""
+
+    def __init__(self, inner: Responder) -> None:
+        self.inner = inner
+        self._lock = threading.Lock()
+        self._sources: list[tuple[str, int]] = []
+
+    def __call__(self, data: bytes, source: tuple[str, int]) -> bytes | None:
+        with self._lock:
+            self._sources.append(source)
+        return self.inner(data, source)
+
+    def sources(self) -> list[tuple[str, int]]:
+        with self._lock:
+            return list(self._sources)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._sources.clear()
+
+
+@dataclass
+class ThreadedRelay:
+    """Where the listeners are, the certificate the TLS one presents, what it saw."""
+
+    udp: tuple[str, int]
+    udp6: tuple[str, int] | None
+    tcp: tuple[str, int]
+    tls: tuple[str, int]
+    cert_pem: bytes
+    responder: RecordingResponder
+    errors: list[BaseException] = field(default_factory=list)
+
+
+def ipv6_loopback_available() -> bool:
+    if not socket.has_ipv6:
+        return False
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.fixture(scope="module")
+def relay() -> Iterator[ThreadedRelay]:
+    certificate = generate_self_signed(["127.0.0.1"])
+    ssl_context = context_from_pem(certificate)
+    responder = RecordingResponder(BindingResponder(SOFTWARE))
+    with_ipv6 = ipv6_loopback_available()
+    # The running relay, or None when the thread failed before it was up.
+    started: queue.Queue[tuple[ThreadedRelay, trio.lowlevel.TrioToken, trio.CancelScope] | None] = (
+        queue.Queue()
+    )
+    errors: list[BaseException] = []
+
+    async def serve() -> None:
+        async with trio.open_nursery() as nursery:
+            udp = await nursery.start(serve_udp, "127.0.0.1", 0, responder)
+            udp6 = await nursery.start(serve_udp, "::1", 0, responder) if with_ipv6 else None
+            tcp = await nursery.start(serve_stream, "127.0.0.1", 0, responder)
+
+            async def serve_tls(task_status: trio.TaskStatus[tuple[str, int]]) -> None:
+                await serve_stream(
+                    "127.0.0.1", 0, responder, ssl_context=ssl_context, task_status=task_status
+                )
+
+            tls = await nursery.start(serve_tls)
+            running = ThreadedRelay(udp, udp6, tcp, tls, certificate.cert_pem, responder, errors)
+            started.put((running, trio.lowlevel.current_trio_token(), nursery.cancel_scope))
+
+    def run() -> None:
+        try:
+            trio.run(serve)
+        except BaseException as exc:
+            errors.append(exc)
+            started.put(None)
+
+    thread = threading.Thread(target=run, name="trelay-interop", daemon=True)
+    thread.start()
+    try:
+        up = started.get(timeout=STARTUP_TIMEOUT)
+    except queue.Empty:
+        up = None
+    if up is None:
+        thread.join(SHUTDOWN_TIMEOUT)
+        raise RuntimeError(f"the relay thread did not start: {errors!r}")
+    running, token, scope = up
+    try:
+        yield running
+    finally:
+        trio.from_thread.run_sync(scope.cancel, trio_token=token)
+        thread.join(SHUTDOWN_TIMEOUT)
+    assert not thread.is_alive(), "the relay thread did not stop"
+    assert errors == [], f"the relay thread failed: {errors!r}"

@@ -1,0 +1,164 @@
+"""A scripted TURN client for driving the pure core in tests: builds signed requests,
+feeds them to a `TurnServer` with a chosen `now`, and decodes what comes back."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from stun.address_attributes import XorPeerAddress
+from stun.attributes import (
+    Attribute,
+    ChannelNumber,
+    Data,
+    ErrorCodeAttribute,
+    Lifetime,
+    Nonce,
+    Realm,
+    RequestedTransport,
+    Username,
+)
+from stun.codes import MessageClass, Method
+from stun.credentials import long_term_key
+from stun.integrity import encode_signed, verify_integrity
+from stun.message import Message, decode_message, encode_message
+from turn.actions import Action, OpenRelay, SendToClient
+from turn.addressing import Address, ClientTransport, FiveTuple
+from turn.auth import LongTermAuthenticator
+from turn.config import TurnConfig
+from turn.credential_sources import CredentialSources, SharedSecrets, StaticUsers
+from turn.nonces import NonceStamper
+from turn.policy import PeerPolicy
+from turn.server import TurnServer
+
+REALM = "example.org"
+SERVER_ADDRESS = ("192.0.2.1", 3478)
+SECRET = b"shared-secret-for-tests"
+
+
+@dataclass
+class Clock:
+    unix: float = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        return self.unix
+
+
+def make_server(
+    config: TurnConfig | None = None,
+    policy: PeerPolicy | None = None,
+    users: dict[str, str] | None = None,
+    clock: Clock | None = None,
+) -> TurnServer:
+    config = config or TurnConfig(realm=REALM, relay_host="198.51.100.1")
+    sources = CredentialSources(
+        StaticUsers(users if users is not None else {"alice": "secret", "bob": "hunter2"}, REALM),
+        SharedSecrets([SECRET], REALM),
+    )
+    auth = LongTermAuthenticator(REALM, sources, NonceStamper(b"n" * 32, 600))
+    return TurnServer(
+        config,
+        auth,
+        policy or PeerPolicy.from_strings(allow_loopback=True),
+        wall_clock=clock or Clock(),
+        rng=random.Random(7),
+    )
+
+
+def tid(rng: random.Random = random.Random(1)) -> bytes:
+    return rng.randbytes(12)
+
+
+@dataclass
+class Client:
+    """One client 5-tuple with its credentials; remembers the nonce it was given."""
+
+    server: TurnServer
+    address: Address = ("203.0.113.5", 50000)
+    username: str = "alice"
+    password: str = "secret"
+    transport: ClientTransport = ClientTransport.UDP
+    nonce: str | None = None
+    relay_port: int = 49152
+    now: float = 0.0
+    rng: random.Random = field(default_factory=lambda: random.Random(2))
+
+    @property
+    def five_tuple(self) -> FiveTuple:
+        return FiveTuple(self.transport, self.address, SERVER_ADDRESS)
+
+    @property
+    def key(self) -> bytes:
+        return long_term_key(self.username, REALM, self.password)
+
+    def request(self, method: Method, *attributes: Attribute, sign: bool = True) -> Message:
+        extra: tuple[Attribute, ...] = ()
+        if sign:
+            assert self.nonce is not None
+            extra = (Username(self.username), Realm(REALM), Nonce(self.nonce))
+        return Message(method, MessageClass.REQUEST, self.rng.randbytes(12), (*attributes, *extra))
+
+    def send_raw(self, data: bytes) -> list[Action]:
+        actions = self.server.handle_message(data, self.five_tuple, self.now)
+        out: list[Action] = []
+        for action in actions:
+            out.append(action)
+            if isinstance(action, OpenRelay):
+                relayed = (action.host, action.port or self.relay_port)
+                out += self.server.relay_opened(self.five_tuple, relayed, self.now)
+        return out
+
+    def send(self, message: Message, sign: bool = True) -> Message | None:
+        key = self.key if sign else None
+        data = encode_signed(message, key) if key else encode_message(message)
+        return self.response(self.send_raw(data), message)
+
+    def response(self, actions: list[Action], request: Message) -> Message | None:
+        for action in actions:
+            if isinstance(action, SendToClient):
+                reply = decode_message(action.data)
+                if reply.transaction_id == request.transaction_id:
+                    if self.nonce is not None and reply.get(ErrorCodeAttribute) is None:
+                        assert verify_integrity(action.data, self.key), "unsigned success"
+                    return reply
+        return None
+
+    def authenticate(self) -> None:
+        """Learn a nonce from the 401 challenge."""
+        reply = self.send(self.request(Method.ALLOCATE, RequestedTransport(17), sign=False), False)
+        assert reply is not None
+        nonce = reply.get(Nonce)
+        assert nonce is not None
+        self.nonce = nonce.value
+
+    def call(self, method: Method, *attributes: Attribute) -> Message:
+        if self.nonce is None:
+            self.authenticate()
+        reply = self.send(self.request(method, *attributes))
+        assert reply is not None, "no response"
+        return reply
+
+    def allocate(self, *attributes: Attribute) -> Message:
+        return self.call(Method.ALLOCATE, RequestedTransport(17), *attributes)
+
+    def refresh(self, lifetime: int | None = None) -> Message:
+        return self.call(Method.REFRESH, *(() if lifetime is None else (Lifetime(lifetime),)))
+
+    def permit(self, *peers: Address) -> Message:
+        return self.call(Method.CREATE_PERMISSION, *(XorPeerAddress(*p) for p in peers))
+
+    def bind(self, channel: int, peer: Address) -> Message:
+        return self.call(Method.CHANNEL_BIND, ChannelNumber(channel), XorPeerAddress(*peer))
+
+    def send_indication(self, peer: Address, data: bytes) -> list[Action]:
+        message = Message(
+            Method.SEND, MessageClass.INDICATION, self.rng.randbytes(12),
+            (XorPeerAddress(*peer), Data(data)),
+        )  # fmt: skip
+        return self.send_raw(encode_message(message))
+
+
+def error_code(message: Message | None) -> int | None:
+    assert message is not None
+    attribute = message.get(ErrorCodeAttribute)
+    return None if attribute is None else attribute.code

@@ -14,24 +14,29 @@ Invariants:
   seconds is closed; this also bounds the TLS handshake.
 - A failed TLS handshake, a reset or any other broken connection closes only that
   connection; the listener keeps accepting.
-- ChannelData frames are dropped until the TURN core handles them.
+- A connection whose session holds state (a TURN allocation) is not closed for being
+  quiet: its allocation's lifetime governs it (RFC 8656 §3.1).
+- Everything for the client (replies and relayed data) goes through one bounded outbox
+  drained by the connection's writer task, which coalesces what is queued into one
+  `send_all`; a client that does not read fills the outbox and loses data, not memory.
 """
 
 from __future__ import annotations
 
-import contextlib
 import ssl
 from dataclasses import dataclass
 
 import trio
 
+from relay.frontend import ClientFrontend, StreamSession
 from stun.errors import StunDecodeError
 from stun.framing import StreamDeframer
-from turn.binding import Responder
+from turn.addressing import ClientTransport
 
 RECEIVE_SIZE = 65536
 # How long a graceful close (TLS close_notify) may take before the socket is just closed.
 CLOSE_TIMEOUT = 1.0
+OUTBOX_SIZE = 256
 
 
 @dataclass(slots=True)
@@ -45,21 +50,20 @@ class StreamListenerStats:
     # Handshake failures and resets: the connection broke under us.
     closed_broken: int = 0
     frames_received: int = 0
-    channel_data_dropped: int = 0
-    replies_sent: int = 0
+    writes: int = 0
 
 
 async def serve_stream(
     host: str,
     port: int,
-    responder: Responder,
+    frontend: ClientFrontend,
     *,
     ssl_context: ssl.SSLContext | None = None,
     idle_timeout: float = 30.0,
     stats: StreamListenerStats | None = None,
     task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve STUN over TCP (or TLS with `ssl_context`) on (host, port) until cancelled.
+    """Serve STUN/TURN over TCP (or TLS with `ssl_context`) on (host, port) until cancelled.
 
     Calls `task_status.started((host, port))` with the bound address of the first
     listening socket once every socket is listening (port 0 picks a free port).
@@ -68,23 +72,27 @@ async def serve_stream(
     # trio sets IPV6_V6ONLY on IPv6 listeners, so 0.0.0.0 and :: can share a port.
     listeners = await trio.open_tcp_listeners(port, host=host or None)
     bound = listeners[0].socket.getsockname()
+    server = (bound[0], bound[1])
 
     async def handle(stream: trio.SocketStream) -> None:
-        await serve_connection(stream, responder, ssl_context, idle_timeout, connection_stats)
+        await serve_connection(
+            stream, frontend, server, ssl_context, idle_timeout, connection_stats
+        )
 
     async with trio.open_nursery() as nursery:
         await nursery.start(trio.serve_listeners, handle, listeners)
-        task_status.started((bound[0], bound[1]))
+        task_status.started(server)
 
 
 async def serve_connection(
     transport: trio.SocketStream,
-    responder: Responder,
+    frontend: ClientFrontend,
+    server: tuple[str, int],
     ssl_context: ssl.SSLContext | None,
     idle_timeout: float,
     stats: StreamListenerStats,
 ) -> None:
-    """Answer one client's STUN messages until it closes, stalls or sends garbage."""
+    """Serve one client until it closes, stalls or sends garbage."""
     stats.connections_accepted += 1
     try:
         peer = transport.socket.getpeername()
@@ -96,65 +104,95 @@ async def serve_connection(
         return
     source = (peer[0], peer[1])
     stream: trio.abc.Stream = transport
+    kind = ClientTransport.TCP
     if ssl_context is not None:
-        stream = trio.SSLStream(transport, ssl_context, server_side=True, https_compatible=False)
+        stream = trio.SSLStream(transport, ssl_context, server_side=True)
+        kind = ClientTransport.TLS
     graceful = False
-    try:
-        graceful = await _exchange(stream, source, responder, idle_timeout, stats)
-    finally:
-        stats.connections_closed += 1
-        if graceful:
-            # If the peer went away first, there is nobody left to be polite to.
-            with (
-                trio.move_on_after(CLOSE_TIMEOUT),
-                contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
-            ):
-                await stream.aclose()
-        # Closing twice is a no-op; this also covers a graceful close cut short above.
-        await trio.aclose_forcefully(stream)
-
-
-async def _exchange(
-    stream: trio.abc.Stream,
-    source: tuple[str, int],
-    responder: Responder,
-    idle_timeout: float,
-    stats: StreamListenerStats,
-) -> bool:
-    """The read-answer loop; returns True when the client closed cleanly (end of stream)."""
-    deframer = StreamDeframer()
     try:
         if isinstance(stream, trio.SSLStream):
             # Handshake now (not lazily on first read) so a client that connects and
             # never finishes it is held to the same idle timeout.
             with trio.fail_after(idle_timeout):
                 await stream.do_handshake()
-        while True:
-            with trio.move_on_after(idle_timeout) as idle:
-                data = await stream.receive_some(RECEIVE_SIZE)
-            if idle.cancelled_caught:
-                stats.closed_idle += 1
-                return False
-            if not data:
-                return True
-            # bytes() of a bytes object is that object; only SSLStream's bytearray copies.
-            for frame in deframer.feed(bytes(data)):
-                stats.frames_received += 1
-                if frame.channel is not None:
-                    # No TURN allocations yet, so no channel can be bound: drop.
-                    stats.channel_data_dropped += 1
-                    continue
-                reply = responder(frame.data, source)
-                if reply is not None:
-                    # Over TCP the reply goes out as is: STUN messages are self-delimiting.
-                    # A client that does not read its replies is a stalled client too.
-                    with trio.fail_after(idle_timeout):
-                        await stream.send_all(reply)
-                    stats.replies_sent += 1
-    except StunDecodeError:
-        stats.closed_malformed += 1
+        outbox, pending = trio.open_memory_channel[bytes](OUTBOX_SIZE)
+        session = frontend.stream_session(kind, source, server, outbox)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(
+                    _write, stream, pending, idle_timeout, stats, nursery.cancel_scope
+                )
+                graceful = await _read(stream, session, idle_timeout, stats)
+                nursery.cancel_scope.cancel()
+        finally:
+            session.close()
     except trio.TooSlowError:
         stats.closed_idle += 1
     except (trio.BrokenResourceError, trio.ClosedResourceError):
         stats.closed_broken += 1
+    finally:
+        stats.connections_closed += 1
+        if graceful:
+            with trio.move_on_after(CLOSE_TIMEOUT):
+                await stream.aclose()
+        # Closing twice is a no-op; this also covers a graceful close cut short above.
+        await trio.aclose_forcefully(stream)
+
+
+async def _read(
+    stream: trio.abc.Stream,
+    session: StreamSession,
+    idle_timeout: float,
+    stats: StreamListenerStats,
+) -> bool:
+    """The read loop; returns True when the client closed cleanly (end of stream)."""
+    deframer = StreamDeframer()
+    try:
+        while True:
+            with trio.move_on_after(idle_timeout) as idle:
+                data = await stream.receive_some(RECEIVE_SIZE)
+            if idle.cancelled_caught:
+                if session.keeps_alive():
+                    continue
+                stats.closed_idle += 1
+                return False
+            if not data:
+                return True
+            for channel, payload in deframer.feed(data):
+                stats.frames_received += 1
+                session.frame(channel, payload)
+    except StunDecodeError:
+        stats.closed_malformed += 1
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        stats.closed_broken += 1
     return False
+
+
+async def _write(
+    stream: trio.abc.Stream,
+    pending: trio.MemoryReceiveChannel[bytes],
+    idle_timeout: float,
+    stats: StreamListenerStats,
+    connection_scope: trio.CancelScope,
+) -> None:
+    """The one writer: send what is queued, coalesced; a client that never reads is stalled.
+
+    A failed or stalled write ends the whole connection (`connection_scope`).
+    """
+    try:
+        async for first in pending:
+            chunks = [first]
+            while True:
+                try:
+                    chunks.append(pending.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            with trio.fail_after(idle_timeout):
+                await stream.send_all(b"".join(chunks) if len(chunks) > 1 else first)
+            stats.writes += 1
+    except trio.TooSlowError:
+        stats.closed_idle += 1
+        connection_scope.cancel()
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        stats.closed_broken += 1
+        connection_scope.cancel()

@@ -40,6 +40,7 @@ from turn.actions import (
 )
 from turn.addressing import Address, ClientTransport, FiveTuple
 from turn.allocation import Allocation
+from turn.binding import Responder
 from turn.server import TurnServer
 
 log = logging.getLogger("trelay.turn")
@@ -72,11 +73,21 @@ class _Relay:
 
 @dataclass(slots=True)
 class StreamConnection:
-    """A TCP/TLS client connection as the node sees it: a queue its writer task drains."""
+    """A TCP/TLS client connection as the node sees it (a `relay.frontend.StreamSession`)."""
 
+    node: TurnNode
     five_tuple: FiveTuple
     outbox: trio.MemorySendChannel[bytes]
     dropped: int = 0
+
+    def frame(self, channel: int | None, data: bytes) -> None:
+        self.node.stream_frame(self, channel, data)
+
+    def keeps_alive(self) -> bool:
+        return self.five_tuple in self.node.server.allocations
+
+    def close(self) -> None:
+        self.node.stream_closed(self)
 
 
 @dataclass
@@ -92,8 +103,9 @@ class TurnNode:
 
     # --- clients over UDP ---------------------------------------------------------------
 
-    def udp_responder(self, server_address: Address) -> Callable[[bytes, Address], bytes | None]:
+    def udp_listener(self, sock: socket.socket, server_address: Address) -> Responder:
         """The per-datagram handler for the UDP listener bound at `server_address`."""
+        self.udp_sockets[server_address] = sock
         table = self.server.client_table(ClientTransport.UDP, server_address)
         counters = self.counters
         unpack = _CHANNEL_HEADER.unpack_from
@@ -152,8 +164,16 @@ class TurnNode:
         self.counters.client_to_peer_datagrams += 1
         self.counters.client_to_peer_bytes += len(data)
 
-    def stream_opened(self, connection: StreamConnection) -> None:
+    def stream_session(
+        self,
+        transport: ClientTransport,
+        client: Address,
+        server: Address,
+        outbox: trio.MemorySendChannel[bytes],
+    ) -> StreamConnection:
+        connection = StreamConnection(self, FiveTuple(transport, client, server), outbox)
         self.streams[connection.five_tuple] = connection
+        return connection
 
     def stream_closed(self, connection: StreamConnection) -> None:
         """RFC 8656 §3.1: the allocation of a TCP/TLS connection ends with it."""

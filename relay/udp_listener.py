@@ -23,13 +23,17 @@ from typing import Any, Protocol
 
 import trio
 
+from relay.frontend import ClientFrontend
 from turn.binding import Responder
 
 MAX_DATAGRAM = 65535
 BATCH_SIZE = 64
 
-# Errors a UDP socket reports for an ICMP message about an earlier datagram (Linux sets
-# them on the socket, the next recv or send raises them). They concern one peer, not us.
+# Errors a UDP socket reports for an ICMP message about an earlier datagram: the next recv
+# or send raises them. They concern one peer, not us. (Linux reports them only on
+# connected sockets or with IP_RECVERR, which we do not set: enabling it would need the
+# error queue drained with MSG_ERRQUEUE. Windows reports port unreachable as ECONNRESET
+# on any UDP socket; BSDs as ECONNREFUSED on connected ones.)
 ICMP_ERRNOS = frozenset(
     {
         errno.ECONNREFUSED,
@@ -95,12 +99,12 @@ async def open_udp_socket(host: str, port: int) -> socket.socket:
 async def serve_udp(
     host: str,
     port: int,
-    responder: Responder,
+    frontend: ClientFrontend,
     *,
     stats: UdpListenerStats | None = None,
     task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Answer every datagram on (host, port) with `responder`'s reply until cancelled.
+    """Hand every datagram on (host, port) to `frontend` and send its reply until cancelled.
 
     Calls `task_status.started((host, port))` with the bound address once the socket is
     bound (port 0 picks a free port).
@@ -110,6 +114,7 @@ async def serve_udp(
     sock = await open_udp_socket(host, port)
     with sock:
         bound = sock.getsockname()
+        responder = frontend.udp_listener(sock, (bound[0], bound[1]))
         task_status.started((bound[0], bound[1]))
         while True:
             await trio.lowlevel.wait_readable(sock)

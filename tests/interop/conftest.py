@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import pytest
 import trio
 
+from relay.frontend import ResponderFrontend
 from relay.stream_listener import serve_stream
 from relay.tls import context_from_pem, generate_self_signed
 from relay.udp_listener import serve_udp
@@ -90,13 +91,14 @@ def relay() -> Iterator[ThreadedRelay]:
 
     async def serve() -> None:
         async with trio.open_nursery() as nursery:
-            udp = await nursery.start(serve_udp, "127.0.0.1", 0, responder)
-            udp6 = await nursery.start(serve_udp, "::1", 0, responder) if with_ipv6 else None
-            tcp = await nursery.start(serve_stream, "127.0.0.1", 0, responder)
+            frontend = ResponderFrontend(responder)
+            udp = await nursery.start(serve_udp, "127.0.0.1", 0, frontend)
+            udp6 = await nursery.start(serve_udp, "::1", 0, frontend) if with_ipv6 else None
+            tcp = await nursery.start(serve_stream, "127.0.0.1", 0, frontend)
 
             async def serve_tls(task_status: trio.TaskStatus[tuple[str, int]]) -> None:
                 await serve_stream(
-                    "127.0.0.1", 0, responder, ssl_context=ssl_context, task_status=task_status
+                    "127.0.0.1", 0, frontend, ssl_context=ssl_context, task_status=task_status
                 )
 
             tls = await nursery.start(serve_tls)

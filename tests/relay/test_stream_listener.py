@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 import pytest
 import trio
 
+from relay.frontend import ResponderFrontend
 from relay.stream_listener import StreamListenerStats, serve_stream
 from relay.tls import SelfSignedCertificate, context_from_pem, generate_self_signed
 from stun.address_attributes import XorMappedAddress
@@ -20,8 +21,8 @@ from stun.message import Message, decode_message, encode_message, new_transactio
 from turn.binding import BindingResponder
 
 TIMEOUT = 10
-# Short enough that the idle tests finish quickly; long enough that the other tests,
-# which never pause mid-conversation for anything but the loopback, do not hit it.
+# Only for tests whose client never sends a complete message, so their outcome is the
+# same however slow the machine is; the other tests keep the default of 30 s.
 SHORT_IDLE = 0.3
 
 
@@ -63,7 +64,7 @@ async def start_server(
         await serve_stream(
             "127.0.0.1",
             0,
-            BindingResponder("test"),
+            ResponderFrontend(BindingResponder("test")),
             ssl_context=ssl_context,
             idle_timeout=idle_timeout,
             stats=stats,
@@ -135,7 +136,7 @@ async def test_merged_and_split_messages_are_all_answered_in_order(
             for reply in replies:
                 assert reply.message_class is MessageClass.SUCCESS
                 assert reply.get(XorMappedAddress) == XorMappedAddress(*local_address(stream))
-    assert server.stats.replies_sent == len(tids)
+    assert server.stats.frames_received == len(tids)
 
 
 async def test_one_byte_at_a_time(nursery: trio.Nursery) -> None:
@@ -163,7 +164,7 @@ async def test_channel_data_is_dropped_and_the_connection_goes_on(
             )
             (reply,) = await read_replies(stream, 1)
             assert reply.transaction_id == tid
-    assert server.stats.channel_data_dropped == 1
+    assert server.stats.frames_received == 2  # the ChannelData frame went to the frontend
 
 
 async def test_undecodable_stun_gets_no_reply_but_keeps_the_connection(
@@ -233,15 +234,14 @@ async def test_a_silent_client_is_closed_after_the_idle_timeout(nursery: trio.Nu
 
 async def test_a_client_stalled_mid_message_is_closed(nursery: trio.Nursery) -> None:
     server = await start_server(nursery, idle_timeout=SHORT_IDLE)
-    tid = new_transaction_id()
     with trio.fail_after(TIMEOUT):
         stream = await trio.open_tcp_stream(*server.address)
         async with stream:
-            await stream.send_all(binding_request(tid) + binding_request(tid)[:10])
-            (reply,) = await read_replies(stream, 1)
-            assert reply.transaction_id == tid
+            # Half a header: the deframer waits for the rest, which never comes.
+            await stream.send_all(binding_request(new_transaction_id())[:10])
             assert await read_until_closed(stream) == b""
     assert server.stats.closed_idle == 1
+    assert server.stats.writes == 0
 
 
 async def test_http_get_looks_like_channel_data_and_is_closed_when_idle(

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import trio
 
+from relay.frontend import ResponderFrontend
 from relay.udp_listener import (
     BATCH_SIZE,
     MAX_DATAGRAM,
@@ -48,7 +49,11 @@ async def listener() -> AsyncIterator[Listener]:
     async with trio.open_nursery() as nursery:
         address = await nursery.start(
             lambda task_status: serve_udp(
-                "127.0.0.1", 0, BindingResponder("test"), stats=stats, task_status=task_status
+                "127.0.0.1",
+                0,
+                ResponderFrontend(BindingResponder("test")),
+                stats=stats,
+                task_status=task_status,
             )
         )
         yield Listener(address, stats)
@@ -128,7 +133,7 @@ async def test_answering_a_closed_port_does_not_end_the_loop(listener: Listener)
 async def test_ipv6_listener_takes_ipv6_clients_and_shares_the_port_with_ipv4() -> None:
     if not socket.has_ipv6:
         pytest.skip("no IPv6 support in this Python build")
-    responder = BindingResponder("test")
+    responder = ResponderFrontend(BindingResponder("test"))
     async with trio.open_nursery() as nursery:
         try:
             v6 = await nursery.start(serve_udp, "::1", 0, responder)

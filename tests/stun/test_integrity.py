@@ -81,6 +81,18 @@ def test_sha256_is_checked_in_preference_to_sha1() -> None:
     assert not verify_integrity(bytes(data), KEY)
 
 
+def test_stripping_sha256_leaves_a_sha1_message_that_callers_must_notice() -> None:
+    # With both MACs and no FINGERPRINT, renaming MESSAGE-INTEGRITY-SHA256 (here to REALM)
+    # leaves a message whose MESSAGE-INTEGRITY still verifies: §9 makes everything after
+    # MESSAGE-INTEGRITY ignorable. The bid-down shows in `integrity_algorithms`, which a
+    # caller that requires SHA-256 (RFC 8489 §9.1.4, §9.2.5) must check.
+    data = bytearray(encode_signed(BASE, KEY, sha256=True, fingerprint=False))
+    assert integrity_algorithms(bytes(data)).sha256
+    data[-36:-34] = struct.pack("!H", AttributeType.REALM)
+    assert verify_integrity(bytes(data), KEY)
+    assert integrity_algorithms(bytes(data)) == IntegrityAlgorithms(sha1=True)
+
+
 def test_wrong_key_fails() -> None:
     for kwargs in ({}, {"sha1": False, "sha256": True}, {"sha256": True}):
         data = encode_signed(BASE, KEY, **kwargs)
@@ -233,7 +245,7 @@ def test_any_single_bit_flip_is_detected(
 @given(message=_messages, position=st.floats(0, 1, exclude_max=True))
 def test_any_single_bit_flip_breaks_integrity_alone(message: Message, position: float) -> None:
     # Without FINGERPRINT, the MAC alone covers every bit (header, padding, MAC value).
-    data = encode_signed(message, KEY, sha256=True, fingerprint=False)
+    data = encode_signed(message, KEY, sha1=False, sha256=True, fingerprint=False)
     flipped = _flip(data, int(position * len(data) * 8))
     assert not verify_integrity(flipped, KEY)
 

@@ -1,9 +1,16 @@
 """A scripted TURN client for driving the pure core in tests: builds signed requests,
-feeds them to a `TurnServer` with a chosen `now`, and decodes what comes back."""
+feeds them to a `TurnServer` with a chosen `now`, and decodes what comes back.
+
+Also: TURN REST credentials (`rest_credentials`), a runtime-like timer loop
+(`run_timers`), and `assert_error`, which checks the code and the DESIGN §5 rules
+(401/438 carry REALM and NONCE; responses to authenticated requests are signed).
+"""
 
 from __future__ import annotations
 
+import itertools
 import random
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from stun.address_attributes import XorPeerAddress
@@ -26,7 +33,7 @@ from turn.actions import Action, OpenRelay, SendToClient
 from turn.addressing import Address, ClientTransport, FiveTuple
 from turn.auth import LongTermAuthenticator
 from turn.config import TurnConfig
-from turn.credential_sources import CredentialSources, SharedSecrets, StaticUsers
+from turn.credential_sources import CredentialSources, SharedSecrets, StaticUsers, rest_password
 from turn.nonces import NonceStamper
 from turn.policy import PeerPolicy
 from turn.server import TurnServer
@@ -49,13 +56,15 @@ def make_server(
     policy: PeerPolicy | None = None,
     users: dict[str, str] | None = None,
     clock: Clock | None = None,
+    secrets: Iterable[bytes] = (SECRET,),
+    nonce_lifetime: float = 600,
 ) -> TurnServer:
     config = config or TurnConfig(realm=REALM, relay_host="198.51.100.1")
     sources = CredentialSources(
         StaticUsers(users if users is not None else {"alice": "secret", "bob": "hunter2"}, REALM),
-        SharedSecrets([SECRET], REALM),
+        SharedSecrets(secrets, REALM),
     )
-    auth = LongTermAuthenticator(REALM, sources, NonceStamper(b"n" * 32, 600))
+    auth = LongTermAuthenticator(REALM, sources, NonceStamper(b"n" * 32, nonce_lifetime))
     return TurnServer(
         config,
         auth,
@@ -65,8 +74,35 @@ def make_server(
     )
 
 
-def tid(rng: random.Random = random.Random(1)) -> bytes:
+_TIDS = random.Random(1)
+
+
+def tid(rng: random.Random = _TIDS) -> bytes:
     return rng.randbytes(12)
+
+
+def rest_credentials(
+    user: str, expiry: float, secret: bytes = SECRET, *, user_first: bool = False
+) -> tuple[str, str]:
+    """A TURN REST (username, password): `<expiry>:<user>`, or `<user>:<expiry>`."""
+    username = f"{user}:{int(expiry)}" if user_first else f"{int(expiry)}:{user}"
+    return username, rest_password(secret, username)
+
+
+def run_timers(server: TurnServer, until: float, max_steps: int = 10_000) -> list[Action]:
+    """Call `handle_timer` at every deadline up to `until`, then at `until`, as a runtime."""
+    actions: list[Action] = []
+    for _ in range(max_steps):
+        deadline = server.next_deadline()
+        if deadline is None or deadline > until:
+            break
+        actions += server.handle_timer(deadline)
+    else:
+        raise AssertionError("timers did not settle")
+    return actions + server.handle_timer(until)
+
+
+_RELAY_PORTS = itertools.count(49152)
 
 
 @dataclass
@@ -79,9 +115,14 @@ class Client:
     password: str = "secret"
     transport: ClientTransport = ClientTransport.UDP
     nonce: str | None = None
-    relay_port: int = 49152
+    # The port the fake runtime "binds" when the server lets the kernel choose (port 0).
+    relay_port: int = field(default_factory=lambda: next(_RELAY_PORTS))
     now: float = 0.0
     rng: random.Random = field(default_factory=lambda: random.Random(2))
+    # False: keep OpenRelay actions in `opens` for the test to answer, as a slow runtime.
+    auto_open: bool = True
+    opens: list[OpenRelay] = field(default_factory=list)
+    last_raw: bytes | None = None  # the bytes of the last response `response` matched
 
     @property
     def five_tuple(self) -> FiveTuple:
@@ -103,7 +144,9 @@ class Client:
         out: list[Action] = []
         for action in actions:
             out.append(action)
-            if isinstance(action, OpenRelay):
+            if isinstance(action, OpenRelay) and not self.auto_open:
+                self.opens.append(action)
+            elif isinstance(action, OpenRelay):
                 relayed = (action.host, action.port or self.relay_port)
                 out += self.server.relay_opened(self.five_tuple, relayed, self.now)
         return out
@@ -118,10 +161,21 @@ class Client:
             if isinstance(action, SendToClient):
                 reply = decode_message(action.data)
                 if reply.transaction_id == request.transaction_id:
+                    self.last_raw = action.data
                     if self.nonce is not None and reply.get(ErrorCodeAttribute) is None:
                         assert verify_integrity(action.data, self.key), "unsigned success"
                     return reply
         return None
+
+    def signed(self) -> bool:
+        """Whether the last response carries a valid MESSAGE-INTEGRITY under our key."""
+        assert self.last_raw is not None
+        return verify_integrity(self.last_raw, self.key)
+
+    def use_rest(
+        self, user: str, expiry: float, secret: bytes = SECRET, *, user_first: bool = False
+    ) -> None:
+        self.username, self.password = rest_credentials(user, expiry, secret, user_first=user_first)
 
     def authenticate(self) -> None:
         """Learn a nonce from the 401 challenge."""
@@ -162,3 +216,21 @@ def error_code(message: Message | None) -> int | None:
     assert message is not None
     attribute = message.get(ErrorCodeAttribute)
     return None if attribute is None else attribute.code
+
+
+def assert_error(client: Client, reply: Message | None, code: int, *, signed: bool) -> None:
+    """`reply` is error `code`; 401/438 carry REALM and NONCE; signed iff `signed`."""
+    assert reply is not None, "no response"
+    assert reply.message_class is MessageClass.ERROR, reply
+    assert error_code(reply) == code, reply
+    if code in (401, 438):
+        realm = reply.get(Realm)
+        assert realm is not None and realm.value == REALM
+        assert reply.get(Nonce) is not None
+    assert client.signed() is signed
+
+
+def assert_success(client: Client, reply: Message | None) -> None:
+    assert reply is not None, "no response"
+    assert reply.message_class is MessageClass.SUCCESS, reply
+    assert client.signed()

@@ -25,11 +25,12 @@ from typing import Protocol
 
 import trio
 
+from relay.frontend import ClientFrontend, ResponderFrontend
 from relay.settings import ListenAddress, ListenSettings, Settings, format_host_port
 from relay.stream_listener import serve_stream
 from relay.tls import context_for
 from relay.udp_listener import serve_udp
-from turn.binding import BindingResponder, Responder
+from turn.binding import BindingResponder
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +42,8 @@ class UdpServe(Protocol):
         self,
         host: str,
         port: int,
-        responder: Responder,
+        frontend: ClientFrontend,
+        /,
         *,
         task_status: trio.TaskStatus[HostPort] = ...,
     ) -> None: ...
@@ -52,7 +54,8 @@ class StreamServe(Protocol):
         self,
         host: str,
         port: int,
-        responder: Responder,
+        frontend: ClientFrontend,
+        /,
         *,
         ssl_context: ssl.SSLContext | None = ...,
         idle_timeout: float = ...,
@@ -90,35 +93,41 @@ class ListenError(Exception):
 async def serve(
     settings: Settings,
     *,
+    frontend: ClientFrontend | None = None,
     listeners: Listeners | None = None,
     task_status: trio.TaskStatus[BoundAddresses] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run every listener of `settings` until cancelled; report `BoundAddresses` once bound.
 
-    Raises `SettingsError` (bad TLS files) before binding anything and `ListenError` when a
-    listener cannot bind (the listeners already bound are closed again).
+    `frontend` is what the listeners hand traffic to; by default a STUN-only server
+    (`BindingResponder` answering with `settings.software`). Raises `SettingsError` (bad
+    TLS files) before binding anything and `ListenError` when a listener cannot bind (the
+    listeners already bound are closed again).
     """
     listeners = listeners or Listeners()
     listen = settings.listen
     ssl_context = context_for(settings.tls, [a.host for a in listen.tls]) if listen.tls else None
-    responder = BindingResponder(settings.software)
-    udp_serve = functools.partial(listeners.udp, responder=responder)
-    stream_serve = functools.partial(
-        listeners.stream, responder=responder, idle_timeout=settings.stream.idle_timeout
-    )
-    tls_serve = functools.partial(stream_serve, ssl_context=ssl_context)
+    if frontend is None:
+        frontend = ResponderFrontend(BindingResponder(settings.software))
+    # The frontend is passed positionally: the listeners' parameter names are their own.
+    idle_timeout = settings.stream.idle_timeout
+    udp_serve = listeners.udp
+    tcp_serve = functools.partial(listeners.stream, idle_timeout=idle_timeout)
+    tls_serve = functools.partial(tcp_serve, ssl_context=ssl_context)
     async with trio.open_nursery() as nursery:
         udp: list[HostPort] = []
         for index, address in enumerate(listen.udp):
-            udp.append(await _start(nursery, udp_serve, f"listen.udp[{index}]", address))
+            key = f"listen.udp[{index}]"
+            udp.append(await _start(nursery, udp_serve, frontend, key, address))
         tcp: list[HostPort] = []
         twins = paired_ports(listen, udp)
         for index, address in enumerate(listen.tcp):
             key = f"listen.tcp[{index}]"
-            tcp.append(await _start(nursery, stream_serve, key, address, twins[index]))
+            tcp.append(await _start(nursery, tcp_serve, frontend, key, address, twins[index]))
         tls: list[HostPort] = []
         for index, address in enumerate(listen.tls):
-            tls.append(await _start(nursery, tls_serve, f"listen.tls[{index}]", address))
+            key = f"listen.tls[{index}]"
+            tls.append(await _start(nursery, tls_serve, frontend, key, address))
         task_status.started(BoundAddresses(tuple(udp), tuple(tcp), tuple(tls)))
 
 
@@ -141,20 +150,21 @@ def paired_ports(listen: ListenSettings, udp_bound: Sequence[HostPort]) -> list[
 async def _start(
     nursery: trio.Nursery,
     serve_one: Callable[..., Awaitable[None]],
+    frontend: ClientFrontend,
     key: str,
     address: ListenAddress,
     twin_port: int | None = None,
 ) -> HostPort:
     if twin_port is not None:
         try:
-            bound: HostPort = await nursery.start(serve_one, address.host, twin_port)
+            bound: HostPort = await nursery.start(serve_one, address.host, twin_port, frontend)
         except OSError as exc:
             # Taken for TCP by someone else: pairing is a convenience, any port will do.
             logger.debug("%s: port %d is taken (%s), using another", key, twin_port, exc)
         else:
             return _log_bound(key, bound)
     try:
-        bound = await nursery.start(serve_one, address.host, address.port)
+        bound = await nursery.start(serve_one, address.host, address.port, frontend)
     except OSError as exc:
         raise ListenError(key, address, exc) from exc
     return _log_bound(key, bound)

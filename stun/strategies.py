@@ -84,7 +84,9 @@ _TRAILER_CLASSES: tuple[type[Attribute], ...] = (
     attrs.MessageIntegritySha256,
     attrs.Fingerprint,
 )
-_MAX_BODY = 0xFFFF
+# The 16-bit length field, less room for what `encode_signed` appends (MESSAGE-INTEGRITY
+# 24, -SHA256 up to 36, FINGERPRINT 8 bytes), so that every message can also be signed.
+_MAX_BODY = 0xFFFF - 68
 
 
 def transaction_ids() -> SearchStrategy[bytes]:
@@ -274,8 +276,8 @@ def _messages(
     if trailer:
         # Any subsequence of (MI, MI-SHA256, FP), in that order: RFC 8489 §14.5-14.7.
         body += [draw(ATTRIBUTE_STRATEGIES[c]) for c in _TRAILER_CLASSES if draw(st.booleans())]
-    # Keep the body within the 16-bit length field by dropping attributes from the front
-    # (the trailer stays last); with the default strategies this never triggers.
+    # Keep the body within `_MAX_BODY` by dropping attributes from the front (the trailer
+    # stays last); with the default attribute strategies this never triggers.
     sizes = [len(encode_attribute(a, transaction_id)) for a in body]
     while sum(sizes) > _MAX_BODY:
         del body[0], sizes[0]
@@ -295,7 +297,7 @@ def messages(
     `methods` and `classes` are strategies or collections of values (default: every
     `Method` and any 12-bit number; every `MessageClass`); `attributes` is a strategy for
     one attribute (default `attributes()`), of which up to `max_attributes` are drawn.
-    Integrity and fingerprint attributes drawn among them are moved out of the body; with
+    Integrity and fingerprint attributes drawn among them are dropped from the body; with
     `trailer` a random subsequence of MESSAGE-INTEGRITY, -SHA256, FINGERPRINT (values not
     computed) ends the message.
 

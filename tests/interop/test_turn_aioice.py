@@ -1,0 +1,68 @@
+"""Two aioice agents forced to relay-only candidates connect through trelay and talk.
+
+aioice is the TURN client of aiortc; with `TransportPolicy.RELAY` it gathers only
+relayed candidates, so the nominated pair must be relay/relay and every byte crosses
+the relay (counted by the node's data-path counters).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import aioice
+import pytest
+
+from tests.interop.turn_relay import PASSWORD, USERNAME, threaded_turn_node
+
+pytestmark = pytest.mark.interop
+TIMEOUT = 20.0
+
+
+async def relayed_call(server: tuple[str, int], transport: str) -> list[str]:
+    def agent(controlling: bool) -> aioice.Connection:
+        return aioice.Connection(
+            ice_controlling=controlling,
+            components=1,
+            turn_server=server,
+            turn_username=USERNAME,
+            turn_password=PASSWORD,
+            turn_transport=transport,
+            transport_policy=aioice.TransportPolicy.RELAY,
+            use_ipv6=False,
+        )
+
+    left, right = agent(True), agent(False)
+    try:
+        await asyncio.wait_for(
+            asyncio.gather(left.gather_candidates(), right.gather_candidates()), TIMEOUT
+        )
+        for a, b in ((left, right), (right, left)):
+            for candidate in a.local_candidates:
+                await b.add_remote_candidate(candidate)
+            await b.add_remote_candidate(None)
+            b.remote_username = a.local_username
+            b.remote_password = a.local_password
+        await asyncio.wait_for(asyncio.gather(left.connect(), right.connect()), TIMEOUT)
+        await left.send(b"ping through trelay")
+        assert await asyncio.wait_for(right.recv(), TIMEOUT) == b"ping through trelay"
+        await right.send(b"pong")
+        assert await asyncio.wait_for(left.recv(), TIMEOUT) == b"pong"
+        kinds = []
+        for agent_ in (left, right):
+            pair = agent_._nominated[1]  # aioice keeps the nominated pair per component
+            kinds += [pair.local_candidate.type, pair.remote_candidate.type]
+        return kinds
+    finally:
+        await left.close()
+        await right.close()
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+def test_aioice_relay_only_call(transport: str) -> None:
+    with threaded_turn_node() as running:
+        server = running.udp if transport == "udp" else running.tcp
+        kinds = asyncio.run(relayed_call(server, transport))
+        assert kinds == ["relay"] * 4
+        counters = running.node.counters
+        assert counters.client_to_peer_bytes >= len(b"ping through trelay") + len(b"pong")
+        assert counters.peer_to_client_bytes >= len(b"ping through trelay") + len(b"pong")

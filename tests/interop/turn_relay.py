@@ -1,0 +1,87 @@
+"""A trelay TURN node on loopback in a background thread, for asyncio clients (aioice).
+
+The node runs the real listeners (UDP and TCP) and the real `TurnServer`, with
+loopback peers allowed (test-only switch) and one static user.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import trio
+
+from relay.stream_listener import serve_stream
+from relay.turn_node import TurnNode
+from relay.udp_listener import serve_udp
+from turn.auth import LongTermAuthenticator
+from turn.config import TurnConfig
+from turn.credential_sources import CredentialSources, StaticUsers
+from turn.nonces import NonceStamper
+from turn.policy import PeerPolicy
+from turn.server import TurnServer
+
+USERNAME = "alice"
+PASSWORD = "wonderland"
+REALM = "interop.test"
+STARTUP_TIMEOUT = 10.0
+
+
+@dataclass
+class RunningNode:
+    udp: tuple[str, int]
+    tcp: tuple[str, int]
+    node: TurnNode
+
+
+def make_turn_server(config: TurnConfig | None = None) -> TurnServer:
+    config = config or TurnConfig(realm=REALM, relay_host="127.0.0.1")
+    auth = LongTermAuthenticator(
+        config.realm,
+        CredentialSources(StaticUsers({USERNAME: PASSWORD}, config.realm)),
+        NonceStamper(b"interop-nonce-key-0123456789", 600),
+    )
+    return TurnServer(
+        config, auth, PeerPolicy.from_strings(allow_loopback=True), wall_clock=time.time
+    )
+
+
+@contextmanager
+def threaded_turn_node(config: TurnConfig | None = None) -> Iterator[RunningNode]:
+    started: queue.Queue[tuple[RunningNode, trio.lowlevel.TrioToken, trio.CancelScope] | None]
+    started = queue.Queue()
+    errors: list[BaseException] = []
+
+    async def serve() -> None:
+        async with trio.open_nursery() as nursery:
+            node = TurnNode(make_turn_server(config), nursery)
+            await nursery.start(node.run_timers)
+            udp = await nursery.start(serve_udp, "127.0.0.1", 0, node)
+            tcp = await nursery.start(serve_stream, "127.0.0.1", 0, node)
+            token = trio.lowlevel.current_trio_token()
+            started.put((RunningNode(udp, tcp, node), token, nursery.cancel_scope))
+
+    def run() -> None:
+        try:
+            trio.run(serve)
+        except BaseException as exc:
+            errors.append(exc)
+            started.put(None)
+
+    thread = threading.Thread(target=run, name="trelay-turn", daemon=True)
+    thread.start()
+    up = started.get(timeout=STARTUP_TIMEOUT)
+    if up is None:
+        raise RuntimeError(f"the relay thread did not start: {errors!r}")
+    running, token, scope = up
+    try:
+        yield running
+    finally:
+        trio.from_thread.run_sync(scope.cancel, trio_token=token)
+        thread.join(STARTUP_TIMEOUT)
+    assert not thread.is_alive(), "the relay thread did not stop"
+    assert errors == [], f"the relay thread failed: {errors!r}"

@@ -24,17 +24,12 @@ from collections.abc import Callable
 from typing import TypeAlias
 
 from stun.address_attributes import XorMappedAddress
-from stun.attributes import (
-    Attribute,
-    ErrorCodeAttribute,
-    Fingerprint,
-    Software,
-    UnknownAttributes,
-)
+from stun.attributes import Fingerprint, Software, UnknownAttributes
 from stun.codes import ErrorCode, MessageClass, Method
 from stun.errors import StunDecodeError
-from stun.integrity import encode_signed, verify_fingerprint
+from stun.integrity import verify_fingerprint
 from stun.message import Message, decode_message
+from turn import responses
 
 Responder: TypeAlias = Callable[[bytes, tuple[str, int]], bytes | None]
 """Called with one STUN message (a datagram or a deframed stream frame) and the source
@@ -77,36 +72,25 @@ class BindingResponder:
         # STUN message (another protocol on the same port); discard them silently.
         if request.get(Fingerprint) is not None and not verify_fingerprint(data):
             return None
-        # RFC 8489 §6.3.1: "If the request contains one or more unknown
-        # comprehension-required attributes, the server replies with an error response
-        # with an error code of 420 (Unknown Attribute) and includes an UNKNOWN-ATTRIBUTES
-        # attribute in the response that lists the unknown comprehension-required
-        # attributes."
-        unknown = request.unknown_comprehension_required()
-        if unknown:
-            return self._error(request, ErrorCode.UNKNOWN_ATTRIBUTE, UnknownAttributes(unknown))
-        if request.method != Method.BINDING:
-            # The TURN core replaces this; until then other methods are a bad request.
-            return self._error(request, ErrorCode.BAD_REQUEST)
-        # RFC 8489 §6.3.3, §14.2: the success response carries the source transport
-        # address of the request in XOR-MAPPED-ADDRESS.
-        host, port = reflexive_address(source)
-        return self._respond(request, MessageClass.SUCCESS, XorMappedAddress(host, port))
+        return answer_binding(request, source, self._software)
 
-    def _error(self, request: Message, code: ErrorCode, *extra: Attribute) -> bytes:
-        # RFC 8489 §6.3.4: an error response carries ERROR-CODE with a reason phrase.
-        return self._respond(
-            request, MessageClass.ERROR, ErrorCodeAttribute(code, code.reason), *extra
-        )
 
-    def _respond(
-        self, request: Message, message_class: MessageClass, *attributes: Attribute
-    ) -> bytes:
-        # RFC 8489 §6.3.2: the response has the method and transaction id of the request.
-        response = Message(
-            request.method,
-            message_class,
-            request.transaction_id,
-            (*attributes, self._software),
+def answer_binding(request: Message, source: tuple[str, int], software: Software) -> bytes:
+    """The response to a decoded request on a STUN-only path (the TURN core shares it).
+
+    RFC 8489 §6.3.1: "If the request contains one or more unknown comprehension-required
+    attributes, the server replies with an error response with an error code of 420
+    (Unknown Attribute) and includes an UNKNOWN-ATTRIBUTES attribute in the response
+    that lists the unknown comprehension-required attributes."
+    """
+    unknown = request.unknown_comprehension_required()
+    if unknown:
+        return responses.error(
+            request, ErrorCode.UNKNOWN_ATTRIBUTE, software, extra=(UnknownAttributes(unknown),)
         )
-        return encode_signed(response, fingerprint=True)
+    if request.method != Method.BINDING:
+        return responses.error(request, ErrorCode.BAD_REQUEST, software)
+    # RFC 8489 §6.3.3, §14.2: the success response carries the source transport address
+    # of the request in XOR-MAPPED-ADDRESS.
+    host, port = reflexive_address(source)
+    return responses.success(request, (XorMappedAddress(host, port),), software, None)

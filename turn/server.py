@@ -62,6 +62,7 @@ from turn.actions import (
 from turn.addressing import Address, ClientTransport, FiveTuple, is_ipv6, unmap_ipv4
 from turn.allocation import Allocation
 from turn.auth import Authenticated, LongTermAuthenticator, Rejected
+from turn.binding import answer_binding
 from turn.config import TurnConfig
 from turn.data_path import peer_datagram, send_indication
 from turn.policy import PeerPolicy
@@ -174,17 +175,7 @@ class TurnServer:
         return [SendToClient(five_tuple, reply)]
 
     def _binding(self, request: Message, five_tuple: FiveTuple) -> list[Action]:
-        unknown = request.unknown_comprehension_required()
-        if unknown:
-            reply = responses.error(
-                request, ErrorCode.UNKNOWN_ATTRIBUTE, self.software,
-                extra=(UnknownAttributes(unknown),),
-            )  # fmt: skip
-        else:
-            host, port = five_tuple.client
-            mapped = XorMappedAddress(unmap_ipv4(host), port)
-            reply = responses.success(request, (mapped,), self.software, None)
-        return [SendToClient(five_tuple, reply)]
+        return [SendToClient(five_tuple, answer_binding(request, five_tuple.client, self.software))]
 
     def _authenticated_request(
         self, request: Message, raw: bytes, five_tuple: FiveTuple, now: float

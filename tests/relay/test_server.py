@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import trio
 
+from relay.frontend import ClientFrontend, ResponderFrontend
 from relay.server import BoundAddresses, ListenError, Listeners, paired_ports, serve
 from relay.settings import (
     ListenAddress,
@@ -24,7 +25,7 @@ from stun.address_attributes import XorMappedAddress
 from stun.attributes import Software
 from stun.codes import MessageClass, Method
 from stun.message import Message, decode_message, encode_message, new_transaction_id
-from turn.binding import Responder
+from turn.binding import BindingResponder
 
 TIMEOUT = 20
 HostPort = tuple[str, int]
@@ -48,7 +49,7 @@ class FakeNetwork:
 
     taken: set[HostPort] = field(default_factory=set)
     calls: list[Call] = field(default_factory=list)
-    responders: list[Responder] = field(default_factory=list)
+    frontends: list[ClientFrontend] = field(default_factory=list)
     cancelled: list[Call] = field(default_factory=list)
     next_port: int = 40000
 
@@ -72,23 +73,24 @@ class FakeNetwork:
         self,
         host: str,
         port: int,
-        responder: Responder,
+        frontend: ClientFrontend,
         *,
         task_status: trio.TaskStatus[HostPort] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        self.responders.append(responder)
+        self.frontends.append(frontend)
         await self._run(Call("udp", host, port), task_status)
 
     async def stream(
         self,
         host: str,
         port: int,
-        responder: Responder,
+        frontend: ClientFrontend,
         *,
         ssl_context: ssl.SSLContext | None = None,
         idle_timeout: float = 30.0,
         task_status: trio.TaskStatus[HostPort] = trio.TASK_STATUS_IGNORED,
     ) -> None:
+        self.frontends.append(frontend)
         kind = "tcp" if ssl_context is None else "tls"
         await self._run(Call(kind, host, port, idle_timeout), task_status)
 
@@ -107,12 +109,17 @@ def leaves(error: BaseException) -> list[BaseException]:
     return [error]
 
 
-async def start_with(settings: Settings, network: FakeNetwork) -> BoundAddresses:
+async def start_with(
+    settings: Settings, network: FakeNetwork, frontend: ClientFrontend | None = None
+) -> BoundAddresses:
     async with trio.open_nursery() as nursery:
         with trio.fail_after(TIMEOUT):
             bound: BoundAddresses = await nursery.start(
                 lambda task_status: serve(
-                    settings, listeners=network.listeners(), task_status=task_status
+                    settings,
+                    frontend=frontend,
+                    listeners=network.listeners(),
+                    task_status=task_status,
                 )
             )
         nursery.cancel_scope.cancel()
@@ -196,13 +203,24 @@ async def test_no_tls_listener_needs_no_certificate(tmp_path: Path) -> None:
 async def test_listeners_answer_binding_with_the_configured_software() -> None:
     network = FakeNetwork()
     await start_with(Settings(software="trelay-under-test"), network)
+    # By default every listener gets one STUN-only frontend.
+    frontend = network.frontends[0]
+    assert network.frontends == [frontend] * 3
+    assert isinstance(frontend, ResponderFrontend)
     request = binding_request()
-    reply = network.responders[0](encode_message(request), ("192.0.2.1", 5555))
+    reply = frontend.responder(encode_message(request), ("192.0.2.1", 5555))
     assert reply is not None
     response = decode_message(reply)
     assert response.transaction_id == request.transaction_id
     assert response.get(Software) == Software("trelay-under-test")
     assert response.get(XorMappedAddress) == XorMappedAddress("192.0.2.1", 5555)
+
+
+async def test_a_given_frontend_reaches_every_listener() -> None:
+    network = FakeNetwork()
+    frontend = ResponderFrontend(BindingResponder("custom"))
+    await start_with(Settings(), network, frontend)
+    assert network.frontends == [frontend, frontend, frontend]
 
 
 # --- the real listeners -----------------------------------------------------------------

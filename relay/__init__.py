@@ -2,7 +2,8 @@
 
 Modules: `settings` (the configuration tree, TOML and flags), `tls` (server SSL
 contexts, the throw-away dev certificate), `udp_listener` and `stream_listener` (the
-UDP, TCP and TLS listeners), `server` (starts every listener of a `Settings`),
+UDP, TCP and TLS listeners), `frontend` (what listeners hand traffic to), `turn_node`
+(the TURN frontend), `server` (starts every listener of a `Settings`),
 `ice_config` (the RTCConfiguration `iceServers` for the bound addresses) and `cli` (the
 `trelay` command; nothing imports it).
 """

@@ -1,7 +1,8 @@
 """Start every listener a `Settings` names, in one nursery, and report where they are bound.
 
 Owns the order and the pairing of the listeners, not their loops (those are
-`relay.udp_listener` and `relay.stream_listener`):
+`relay.udp_listener` and `relay.stream_listener`) nor what the traffic means (the
+`relay.frontend.ClientFrontend` given; by default a STUN-only `BindingResponder`):
 - the TLS context is built before anything binds, so a bad certificate file is a
   `SettingsError` with no socket opened;
 - UDP first, then TCP, then TLS, each with `await nursery.start(...)`, so `serve` reports

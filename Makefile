@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/trelay serve
+	$(BIN)/trelay serve --allow-loopback-peers
 
 test: lint typecheck layers unit
 

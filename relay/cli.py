@@ -11,12 +11,16 @@ Invariants:
 - Once every listener is bound, exactly one JSON line goes to stdout (flushed):
   {"event": "ready", "udp": [...], "tcp": [...], "tls": [...], "ice_servers": [...]},
   and a ready-to-paste `iceServers` block goes to stderr.
-- SIGINT and SIGTERM cancel the server; it closes its sockets and `main` returns 0.
+- SIGINT and SIGTERM drain the relay (no new allocations; existing ones get a short
+  grace period), then close every socket; `main` returns 0.
+- The ready line's `ice_servers` carry a TURN credential for a day when shared secrets
+  (or, with neither users nor secrets configured, the generated dev secret) are set.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import signal
@@ -27,14 +31,17 @@ from typing import NoReturn, TextIO
 
 import trio
 
-from relay.ice_config import format_ice_servers, ice_servers, ice_servers_json
+from relay.ice_config import TurnCredential, format_ice_servers, ice_servers, ice_servers_json
 from relay.server import BoundAddresses, ListenError, serve
 from relay.settings import Flags, Settings, SettingsError, format_host_port, load_settings
+from relay.turn_node import TurnNode
+from relay.turn_setup import build_turn_server, dev_credential
 
 PROG = "trelay"
 EXIT_OK = 0
 EXIT_LISTEN_FAILED = 1
 EXIT_BAD_SETTINGS = 2
+DRAIN_GRACE_SECONDS = 5.0
 
 logger = logging.getLogger("relay")
 
@@ -98,6 +105,19 @@ def build_parser() -> argparse.ArgumentParser:
     serve_parser.add_argument("--tls-cert", metavar="FILE", help="PEM certificate chain")
     serve_parser.add_argument("--tls-key", metavar="FILE", help="PEM private key")
     serve_parser.add_argument("--log-level", metavar="LEVEL", help="debug, info, warning, ...")
+    serve_parser.add_argument(
+        "--user", action="append", metavar="NAME:PASSWORD", help="a static TURN user"
+    )
+    serve_parser.add_argument(
+        "--secret", action="append", metavar="SECRET", help="a TURN REST API shared secret"
+    )
+    serve_parser.add_argument("--relay-address", metavar="IP", help="where relay sockets bind")
+    serve_parser.add_argument("--relay-ports", metavar="MIN-MAX", help="relay port range")
+    serve_parser.add_argument(
+        "--allow-loopback-peers",
+        action="store_true",
+        help="let peers on loopback through (tests and local development only)",
+    )
     return parser
 
 
@@ -113,6 +133,11 @@ def flags_from(arguments: argparse.Namespace) -> Flags:
         tls_cert=arguments.tls_cert,
         tls_key=arguments.tls_key,
         log_level=arguments.log_level,
+        users=addresses(arguments.user),
+        secrets=addresses(arguments.secret),
+        relay_address=arguments.relay_address,
+        relay_ports=arguments.relay_ports,
+        allow_loopback_peers=arguments.allow_loopback_peers,
     )
 
 
@@ -135,26 +160,36 @@ async def serve_until_signal(settings: Settings, stdout: TextIO, stderr: TextIO)
     """Run `serve`, announce readiness, and stop cleanly on the first SIGINT or SIGTERM."""
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_cancel_on_signal, signals, nursery.cancel_scope)
-            bound: BoundAddresses = await nursery.start(serve, settings)
+            node = TurnNode(build_turn_server(settings), nursery)
+            nursery.start_soon(_drain_on_signal, signals, node, nursery.cancel_scope)
+            await nursery.start(node.run_timers)
+            bound: BoundAddresses = await nursery.start(
+                functools.partial(serve, settings, frontend=node)
+            )
             announce_ready(settings, bound, stdout, stderr)
 
 
-async def _cancel_on_signal(signals: AsyncIterator[int], scope: trio.CancelScope) -> None:
+async def _drain_on_signal(
+    signals: AsyncIterator[int], node: TurnNode, scope: trio.CancelScope
+) -> None:
+    """First signal: refuse new allocations, let the others end within the grace period."""
     async for number in signals:
-        logger.info("%s received, stopping", signal.Signals(number).name)
+        logger.info("%s received, draining", signal.Signals(number).name)
+        await node.drain(DRAIN_GRACE_SECONDS)
         scope.cancel()
         return
 
 
-def ready_event(bound: BoundAddresses) -> dict[str, object]:
+def ready_event(
+    bound: BoundAddresses, credential: TurnCredential | None = None
+) -> dict[str, object]:
     """The ready line's content (JSON-ready)."""
     return {
         "event": "ready",
         "udp": [format_host_port(*a) for a in bound.udp],
         "tcp": [format_host_port(*a) for a in bound.tcp],
         "tls": [format_host_port(*a) for a in bound.tls],
-        "ice_servers": ice_servers_json(ice_servers(bound)),
+        "ice_servers": ice_servers_json(ice_servers(bound, credential)),
     }
 
 
@@ -162,10 +197,13 @@ def announce_ready(
     settings: Settings, bound: BoundAddresses, stdout: TextIO, stderr: TextIO
 ) -> None:
     # One line, flushed at once: a supervisor or test reads it as the sign to go on.
-    stdout.write(json.dumps(ready_event(bound)) + "\n")
+    credential = dev_credential(settings)
+    stdout.write(json.dumps(ready_event(bound, credential)) + "\n")
     stdout.flush()
     stderr.write(f"{PROG}: ready. Paste into new RTCPeerConnection({{...}}):\n")
-    stderr.write(format_ice_servers(ice_servers(bound)) + "\n")
+    stderr.write(format_ice_servers(ice_servers(bound, credential)) + "\n")
+    if settings.relay.allow_loopback_peers:
+        stderr.write(f"{PROG}: loopback peers allowed: for tests and local development only\n")
     if bound.tls and settings.tls.self_signed:
         stderr.write(f"{PROG}: stuns: uses a throw-away self-signed certificate\n")
     stderr.flush()

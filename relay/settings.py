@@ -16,10 +16,21 @@ TOML file, so an error's key is the dotted path a user would edit:
     idle_timeout = 30.0            # seconds a TCP/TLS client may stay silent
     [auth]
     realm = "example.org"          # REALM (RFC 8489 §14.9)
-
-The TURN issue grows this tree with new tables (`[auth]` users and shared secrets,
-`[relay]` port range, `[quotas]`, `[lifetimes]`): one frozen dataclass and one `_read_*`
-function per table.
+    users = { alice = "secret" }   # static long-term users
+    secrets = ["s3cret"]           # TURN REST API shared secrets, newest first
+    strict_expiry = true           # check REST expiry on Refresh too
+    [relay]
+    address = "127.0.0.1"          # where relay sockets bind (IPv4)
+    ports = [49152, 65535]         # relay port range; absent: any free port
+    allow_loopback_peers = false   # tests only
+    allow_peers = ["203.0.113.0/24"]
+    deny_peers = ["198.51.100.7/32"]
+    [quotas]
+    user = 0                       # allocations per user; 0 = unlimited
+    total = 0
+    [lifetimes]
+    default = 600                  # allocation lifetime (RFC 8656 §7.2)
+    max = 3600
 
 Invariants:
 - Every problem is a `SettingsError(key, problem)`, raised by `load_settings` before
@@ -122,6 +133,31 @@ class AuthSettings:
 
     realm: str = DEFAULT_REALM
     dev_secret: str = field(default_factory=generate_dev_secret, repr=False)
+    users: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    secrets: tuple[str, ...] = field(default=(), repr=False)
+    strict_expiry: bool = True
+
+    @property
+    def shared_secrets(self) -> tuple[str, ...]:
+        """The configured secrets; the dev secret when neither users nor secrets are set."""
+        if self.secrets or self.users:
+            return self.secrets
+        return (self.dev_secret,)
+
+
+@dataclass(frozen=True, slots=True)
+class RelaySettings:
+    """Relay sockets and the peer policy (RFC 8656 §7.2, DESIGN §6)."""
+
+    address: str = DEFAULT_HOST
+    ports: tuple[int, int] | None = None
+    allow_loopback_peers: bool = False
+    allow_peers: tuple[str, ...] = ()
+    deny_peers: tuple[str, ...] = ()
+    user_quota: int = 0
+    total_quota: int = 0
+    default_lifetime: int = 600
+    max_lifetime: int = 3600
 
 
 def default_software() -> str:
@@ -139,6 +175,7 @@ class Settings:
     tls: TlsSettings = field(default_factory=TlsSettings)
     stream: StreamSettings = field(default_factory=StreamSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
+    relay: RelaySettings = field(default_factory=RelaySettings)
     software: str = field(default_factory=default_software)
     log_level: LogLevel = LogLevel.INFO
 
@@ -154,6 +191,11 @@ class Flags:
     tls_cert: str | None = None
     tls_key: str | None = None
     log_level: str | None = None
+    users: tuple[str, ...] | None = None  # "name:password"
+    secrets: tuple[str, ...] | None = None
+    relay_address: str | None = None
+    relay_ports: str | None = None  # "min-max"
+    allow_loopback_peers: bool = False
 
 
 # --- host:port ------------------------------------------------------------------------
@@ -230,14 +272,124 @@ def _read_file(path: Path) -> tuple[Settings, dict[str, tuple[ListenAddress, ...
     stream_table = root.table("stream")
     stream = StreamSettings(_read_idle_timeout(stream_table))
     auth_table = root.table("auth")
-    auth = AuthSettings(realm=_read_text(auth_table, "realm", DEFAULT_REALM))
+    auth = _read_auth(auth_table)
+    relay_table, quota_table, lifetime_table = (
+        root.table(n) for n in ("relay", "quotas", "lifetimes")
+    )
+    relay = _read_relay(relay_table, quota_table, lifetime_table)
     software = _read_text(root, "software", default_software())
     level = root.take("log_level")
     log_level = LogLevel.INFO if level is None else _parse_log_level("log_level", level)
-    for table in (listen_table, tls_table, stream_table, auth_table, root):
+    tables = (listen_table, tls_table, stream_table, auth_table, relay_table, quota_table)
+    for table in (*tables, lifetime_table, root):
         table.finish()
-    settings = Settings(tls=tls, stream=stream, auth=auth, software=software, log_level=log_level)
+    settings = Settings(
+        tls=tls, stream=stream, auth=auth, relay=relay, software=software, log_level=log_level
+    )
     return settings, listen
+
+
+def _read_auth(table: _Table) -> AuthSettings:
+    users_value = table.take("users")
+    users: tuple[tuple[str, str], ...] = ()
+    if users_value is not None:
+        if not isinstance(users_value, dict):
+            raise SettingsError(table.key("users"), "expected a table of name = password")
+        users = tuple(
+            (name, _check_text(f"{table.key('users')}.{name}", password))
+            for name, password in users_value.items()
+        )
+    secrets_value = table.take("secrets")
+    secrets_list: tuple[str, ...] = ()
+    if secrets_value is not None:
+        if not isinstance(secrets_value, list):
+            raise SettingsError(table.key("secrets"), "expected a list of strings")
+        key = table.key("secrets")
+        secrets_list = tuple(_check_text(f"{key}[{i}]", v) for i, v in enumerate(secrets_value))
+    return AuthSettings(
+        realm=_read_text(table, "realm", DEFAULT_REALM),
+        users=users,
+        secrets=secrets_list,
+        strict_expiry=_read_bool(table, "strict_expiry", True),
+    )
+
+
+def _read_relay(relay: _Table, quotas: _Table, lifetimes: _Table) -> RelaySettings:
+    address = _read_text(relay, "address", DEFAULT_HOST)
+    _check_ip(relay.key("address"), address)
+    ports_value = relay.take("ports")
+    ports = None if ports_value is None else _check_ports(relay.key("ports"), ports_value)
+    settings = RelaySettings(
+        address=address,
+        ports=ports,
+        allow_loopback_peers=_read_bool(relay, "allow_loopback_peers", False),
+        allow_peers=_read_networks(relay, "allow_peers"),
+        deny_peers=_read_networks(relay, "deny_peers"),
+        user_quota=_read_count(quotas, "user", 0),
+        total_quota=_read_count(quotas, "total", 0),
+        default_lifetime=_read_count(lifetimes, "default", 600),
+        max_lifetime=_read_count(lifetimes, "max", 3600),
+    )
+    if not 0 < settings.default_lifetime <= settings.max_lifetime:
+        raise SettingsError(lifetimes.key("default"), "must be > 0 and <= lifetimes.max")
+    return settings
+
+
+def _read_bool(table: _Table, name: str, default: bool) -> bool:
+    value = table.take(name)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise SettingsError(table.key(name), f"expected true or false, got {_toml_type(value)}")
+    return value
+
+
+def _read_count(table: _Table, name: str, default: int) -> int:
+    value = table.take(name)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise SettingsError(table.key(name), f"expected an integer >= 0, got {value!r}")
+    return value
+
+
+def _read_networks(table: _Table, name: str) -> tuple[str, ...]:
+    value = table.take(name)
+    if value is None:
+        return ()
+    key = table.key(name)
+    if not isinstance(value, list):
+        raise SettingsError(key, f"expected a list of CIDR networks, got {_toml_type(value)}")
+    for index, item in enumerate(value):
+        try:
+            ipaddress.ip_network(str(item), strict=False)
+        except ValueError:
+            raise SettingsError(f"{key}[{index}]", f"not a CIDR network: {item!r}") from None
+    return tuple(str(item) for item in value)
+
+
+def _check_ip(key: str, value: str) -> None:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        raise SettingsError(key, f"not an IP address: {value!r}") from None
+
+
+def _check_ports(key: str, value: object) -> tuple[int, int]:
+    if isinstance(value, str):
+        low_text, _, high_text = value.partition("-")
+        value = [low_text, high_text]
+    problem = f'expected [min, max] or "min-max", got {value!r}'
+    if not (isinstance(value, list) and len(value) == 2):
+        raise SettingsError(key, problem)
+    try:
+        low, high = (int(str(v)) for v in value)
+    except ValueError:
+        raise SettingsError(key, problem) from None
+    if not 1024 <= low <= high <= 65535:
+        # DESIGN §5: Chrome refuses relayed ports below 1024 (except 53, 80, 443).
+        raise SettingsError(key, f"expected 1024 <= min <= max <= 65535, got {low}-{high}")
+    return low, high
 
 
 def _apply_flags(
@@ -259,11 +411,34 @@ def _apply_flags(
     auth = settings.auth
     if flags.realm is not None:
         auth = replace(auth, realm=_check_text("--realm", flags.realm))
+    if flags.users is not None:
+        users = []
+        for value in flags.users:
+            name, sep, password = value.partition(":")
+            if not sep or not name or not password:
+                raise SettingsError("--user", f"expected name:password, got {name!r}:...")
+            users.append((name, password))
+        auth = replace(auth, users=tuple(users))
+    if flags.secrets is not None:
+        auth = replace(auth, secrets=tuple(_check_text("--secret", v) for v in flags.secrets))
     log_level = settings.log_level
     if flags.log_level is not None:
         log_level = _parse_log_level("--log-level", flags.log_level)
+    relay = settings.relay
+    if flags.relay_address is not None:
+        _check_ip("--relay-address", flags.relay_address)
+        relay = replace(relay, address=flags.relay_address)
+    if flags.relay_ports is not None:
+        relay = replace(relay, ports=_check_ports("--relay-ports", flags.relay_ports))
+    if flags.allow_loopback_peers:
+        relay = replace(relay, allow_loopback_peers=True)
     return replace(
-        settings, listen=_resolve_listen(listen), tls=tls, auth=auth, log_level=log_level
+        settings,
+        listen=_resolve_listen(listen),
+        tls=tls,
+        auth=auth,
+        relay=relay,
+        log_level=log_level,
     )
 
 

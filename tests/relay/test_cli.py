@@ -31,8 +31,11 @@ from relay.ice_config import (
     turn_uri,
 )
 from relay.server import BoundAddresses
-from stun.address_attributes import XorMappedAddress
+from stun.address_attributes import XorMappedAddress, XorRelayedAddress
+from stun.attributes import Nonce, Realm, RequestedTransport, Username
 from stun.codes import MessageClass, Method
+from stun.credentials import long_term_key
+from stun.integrity import encode_signed, verify_integrity
 from stun.message import Message, decode_message, encode_message, new_transaction_id
 
 TIMEOUT = 30
@@ -209,9 +212,17 @@ async def test_serve_prints_ready_answers_binding_and_stops_on_sigterm(tmp_path:
         [tls] = running.addresses("tls")
         assert udp[0] == tcp[0] == tls[0] == "127.0.0.1"
         assert udp[1] and tcp[1] and tls[1]
-        assert running.ready["ice_servers"] == [
-            {"urls": [f"stun:127.0.0.1:{udp[1]}", f"stuns:127.0.0.1:{tls[1]}"]}
+        servers = running.ready["ice_servers"]
+        assert isinstance(servers, list)
+        stun_entry, turn_entry = servers
+        assert stun_entry == {"urls": [f"stun:127.0.0.1:{udp[1]}", f"stuns:127.0.0.1:{tls[1]}"]}
+        assert turn_entry["urls"] == [
+            f"turn:127.0.0.1:{udp[1]}?transport=udp",
+            f"turn:127.0.0.1:{tcp[1]}?transport=tcp",
+            f"turns:127.0.0.1:{tls[1]}?transport=tcp",
         ]
+        # The printed dev credential really allocates (TURN REST form, generated secret).
+        await allocate_with(udp, turn_entry["username"], turn_entry["credential"])
 
         with trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
             await client.bind(("127.0.0.1", 0))
@@ -228,6 +239,29 @@ async def test_serve_prints_ready_answers_binding_and_stops_on_sigterm(tmp_path:
         assert "iceServers: [" in stderr
         assert f"stun:127.0.0.1:{udp[1]}" in stderr
         assert "Traceback" not in stderr
+
+
+async def allocate_with(server: tuple[str, int], username: str, password: str) -> None:
+    """401 challenge, then a signed Allocate that must succeed with a relayed address."""
+    with trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+        await client.bind(("127.0.0.1", 0))
+        transport = (RequestedTransport(17),)
+        first = Message(Method.ALLOCATE, MessageClass.REQUEST, new_transaction_id(), transport)
+        await client.sendto(encode_message(first), server)
+        with trio.fail_after(TIMEOUT):
+            challenge = decode_message(await client.recv(2048))
+        nonce, realm = challenge.get(Nonce), challenge.get(Realm)
+        assert nonce is not None and realm is not None
+        attributes = (*transport, Username(username), Realm(realm.value), Nonce(nonce.value))
+        second = Message(Method.ALLOCATE, MessageClass.REQUEST, new_transaction_id(), attributes)
+        key = long_term_key(username, realm.value, password)
+        await client.sendto(encode_signed(second, key), server)
+        with trio.fail_after(TIMEOUT):
+            data = await client.recv(2048)
+        reply = decode_message(data)
+        assert reply.message_class is MessageClass.SUCCESS, reply
+        assert verify_integrity(data, key)
+        assert reply.get(XorRelayedAddress) is not None
 
 
 def loopback_v6_works() -> bool:

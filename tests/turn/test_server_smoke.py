@@ -1,9 +1,8 @@
 from stun.address_attributes import XorRelayedAddress
 from stun.attributes import Lifetime, Nonce, Realm
 from stun.codes import MessageClass
-from turn.actions import SendToPeer
-
 from tests.turn.harness import Client, error_code, make_server
+from turn.actions import SendToPeer
 
 PEER = ("127.0.0.1", 40000)
 

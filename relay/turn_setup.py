@@ -1,0 +1,76 @@
+"""Build the TURN core from the settings, and mint the dev credential `make run` prints.
+
+Owns the translation from operator settings (`relay.settings`) to the pure core's
+values (`turn.config.TurnConfig`, credential sources, the peer policy, the nonce key).
+The nonce key is derived from the shared secrets when there are any, so that every
+worker and node holding the same secret accepts the same nonces; otherwise it is
+random per process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+
+from relay.ice_config import TurnCredential
+from relay.settings import Settings
+from turn.auth import LongTermAuthenticator
+from turn.config import TurnConfig
+from turn.credential_sources import CredentialSources, SharedSecrets, StaticUsers, rest_password
+from turn.nonces import NonceStamper
+from turn.policy import PeerPolicy
+from turn.server import TurnServer
+
+DEV_CREDENTIAL_SECONDS = 24 * 3600
+
+
+def turn_config(settings: Settings) -> TurnConfig:
+    relay = settings.relay
+    v6 = ":" in relay.address
+    return TurnConfig(
+        realm=settings.auth.realm,
+        software=settings.software,
+        relay_host=None if v6 else relay.address,
+        relay_host_v6=relay.address if v6 else None,
+        port_range=relay.ports,
+        default_lifetime=relay.default_lifetime,
+        max_lifetime=relay.max_lifetime,
+        user_quota=relay.user_quota,
+        total_quota=relay.total_quota,
+        strict_expiry=settings.auth.strict_expiry,
+    )
+
+
+def build_turn_server(settings: Settings) -> TurnServer:
+    auth = settings.auth
+    shared = [s.encode() for s in auth.shared_secrets]
+    sources = CredentialSources(
+        StaticUsers(dict(auth.users), auth.realm), SharedSecrets(shared, auth.realm)
+    )
+    nonce_key = (
+        hashlib.sha256(b"trelay nonce key|" + b"|".join(shared)).digest()
+        if shared
+        else secrets.token_bytes(32)
+    )
+    policy = PeerPolicy.from_strings(
+        settings.relay.allow_peers,
+        settings.relay.deny_peers,
+        allow_loopback=settings.relay.allow_loopback_peers,
+    )
+    return TurnServer(
+        turn_config(settings),
+        LongTermAuthenticator(auth.realm, sources, NonceStamper(nonce_key)),
+        policy,
+        wall_clock=time.time,
+    )
+
+
+def dev_credential(settings: Settings, now: float | None = None) -> TurnCredential | None:
+    """A TURN REST credential under the first shared secret, valid for a day."""
+    if not settings.auth.shared_secrets:
+        return None
+    expiry = int((time.time() if now is None else now) + DEV_CREDENTIAL_SECONDS)
+    username = f"{expiry}:dev"
+    secret = settings.auth.shared_secrets[0].encode()
+    return TurnCredential(username, rest_password(secret, username))

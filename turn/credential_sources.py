@@ -58,17 +58,12 @@ def rest_password(secret: bytes, username: str) -> str:
 def parse_rest_username(username: str) -> tuple[str, float] | None:
     """`<expiry>:<user>` or `<user>:<expiry>` -> (user, expiry); None if neither."""
     head, sep, tail = username.partition(":")
-    if sep and _is_seconds(head):
+    if sep and head.isdigit():
         return tail, float(head)
     head, sep, tail = username.rpartition(":")
-    if sep and _is_seconds(tail):
+    if sep and tail.isdigit():
         return head, float(tail)
     return None
-
-
-def _is_seconds(text: str) -> bool:
-    # ASCII only: str.isdigit() also accepts "²" and other digits float() refuses.
-    return text.isascii() and text.isdigit()
 
 
 class SharedSecrets:

@@ -58,12 +58,17 @@ def rest_password(secret: bytes, username: str) -> str:
 def parse_rest_username(username: str) -> tuple[str, float] | None:
     """`<expiry>:<user>` or `<user>:<expiry>` -> (user, expiry); None if neither."""
     head, sep, tail = username.partition(":")
-    if sep and head.isdigit():
+    if sep and _is_seconds(head):
         return tail, float(head)
     head, sep, tail = username.rpartition(":")
-    if sep and tail.isdigit():
+    if sep and _is_seconds(tail):
         return head, float(tail)
     return None
+
+
+def _is_seconds(text: str) -> bool:
+    # ASCII only: str.isdigit() also accepts "²" and other digits float() refuses.
+    return text.isascii() and text.isdigit()
 
 
 class SharedSecrets:

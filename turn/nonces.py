@@ -41,6 +41,8 @@ class NonceStamper:
 
     def is_valid(self, nonce: str, client: Address, unix_now: float) -> bool:
         """True if we minted `nonce` for `client` and it has not expired."""
+        if not nonce.isascii():
+            return False  # not ours; and compare_digest refuses non-ASCII str (TypeError)
         expiry_hex, tag = nonce[:8], nonce[8:]
         try:
             expiry = int(expiry_hex, 16)

@@ -27,6 +27,7 @@ from enum import Enum
 
 from stun.address_attributes import XorMappedAddress, XorRelayedAddress
 from stun.attributes import (
+    Attribute,
     DontFragment,
     EvenPort,
     Fingerprint,
@@ -232,6 +233,11 @@ class TurnServer:
         expires_at = auth.credential.expires_at
         return expires_at is not None and expires_at <= self.wall_clock()
 
+    def _expiry_challenge(self, five_tuple: FiveTuple) -> tuple[Attribute, ...]:
+        # DESIGN §5: every 401 carries REALM and NONCE, also for expired credentials,
+        # so that the client retries with fresh ones instead of giving up.
+        return self.auth.challenge(five_tuple.client, self.wall_clock())
+
     # --- Allocate (RFC 8656 §7.2) -------------------------------------------------------
 
     def _allocate(
@@ -244,7 +250,8 @@ class TurnServer:
         failure = self._allocate_failure(request, five_tuple, auth)
         if failure is not None:
             code, reason = failure
-            reply = responses.error(request, code, self.software, key, reason=reason)
+            extra = self._expiry_challenge(five_tuple) if code is ErrorCode.UNAUTHORIZED else ()
+            reply = responses.error(request, code, self.software, key, reason=reason, extra=extra)
             return self._reply(request, five_tuple, now, reply)
         requested_family = request.get(RequestedAddressFamily)
         family = AddressFamily.IPV4 if requested_family is None else requested_family.family
@@ -315,7 +322,10 @@ class TurnServer:
 
     def relay_opened(self, five_tuple: FiveTuple, relayed: Address, now: float) -> list[Action]:
         """The runtime bound the relay socket of a pending Allocate at `relayed`."""
-        pending = self._pending.pop(five_tuple)
+        pending = self._pending.pop(five_tuple, None)
+        if pending is None:
+            # The connection closed (or shutdown began) while the port was being bound.
+            return [CloseRelay(relayed)]
         auth = pending.auth
         external = (
             self.config.external_host_v6 if is_ipv6(relayed[0]) else self.config.external_host
@@ -343,17 +353,17 @@ class TurnServer:
 
     def relay_failed(self, five_tuple: FiveTuple, now: float) -> list[Action]:
         """The runtime could not bind the requested port: try another, then give up (508)."""
-        pending = self._pending[five_tuple]
-        if self.ports is not None:
+        pending = self._pending.get(five_tuple)
+        if pending is None:
+            return []  # the connection closed (or shutdown began) meanwhile
+        if self.ports is not None and pending.attempts < _MAX_BIND_ATTEMPTS:
             self.ports.release(pending.port)
-            if pending.attempts < _MAX_BIND_ATTEMPTS:
-                port = self.ports.acquire(even=pending.request.get(EvenPort) is not None)
-                if port is not None:
-                    pending.port = port
-                    pending.attempts += 1
-                    return [OpenRelay(five_tuple, self._pending_host(pending.family), port)]
-        del self._pending[five_tuple]
-        self._forget_identity(pending.auth.credential.identity)
+            port = self.ports.acquire(even=pending.request.get(EvenPort) is not None)
+            if port is not None:
+                pending.port = port
+                pending.attempts += 1
+                return [OpenRelay(five_tuple, self._pending_host(pending.family), port)]
+        self._drop_pending(five_tuple)
         reply = responses.error(
             pending.request, ErrorCode.INSUFFICIENT_CAPACITY, self.software,
             pending.auth.credential.key, reason="Could not bind a relay port",
@@ -375,8 +385,9 @@ class TurnServer:
             return self._reply(request, five_tuple, now, reply)
         if self.config.strict_expiry and self._expired(auth):
             reply = responses.error(
-                request, ErrorCode.UNAUTHORIZED, self.software, key, reason="Credentials expired"
-            )
+                request, ErrorCode.UNAUTHORIZED, self.software, key,
+                reason="Credentials expired", extra=self._expiry_challenge(five_tuple),
+            )  # fmt: skip
             return self._reply(request, five_tuple, now, reply)
         requested = request.get(Lifetime)
         lifetime = self.config.refresh_lifetime(None if requested is None else requested.value)
@@ -450,9 +461,18 @@ class TurnServer:
         else:
             self._per_identity.pop(identity, None)
 
+    def _drop_pending(self, five_tuple: FiveTuple) -> _PendingAllocate | None:
+        """Forget a pending Allocate: its quota slot and its relay port are free again."""
+        pending = self._pending.pop(five_tuple, None)
+        if pending is not None:
+            self._forget_identity(pending.auth.credential.identity)
+            if self.ports is not None:
+                self.ports.release(pending.port)
+        return pending
+
     def connection_closed(self, five_tuple: FiveTuple) -> list[Action]:
         """A TCP/TLS control connection ended: its allocation ends with it (RFC 8656 §3.1)."""
-        self._pending.pop(five_tuple, None)
+        self._drop_pending(five_tuple)
         allocation = self.allocations.get(five_tuple)
         return [] if allocation is None else self._end(allocation, EndReason.DELETED)
 
@@ -460,6 +480,14 @@ class TurnServer:
         """End every allocation now (after the runtime's drain deadline)."""
         self.draining = True
         actions: list[Action] = []
+        for five_tuple, pending in list(self._pending.items()):
+            # Allocates still binding their port are answered now; relay_opened closes it.
+            self._drop_pending(five_tuple)
+            reply = responses.error(
+                pending.request, ErrorCode.INSUFFICIENT_CAPACITY, self.software,
+                pending.auth.credential.key, reason="Server is shutting down",
+            )  # fmt: skip
+            actions.append(SendToClient(five_tuple, reply))  # a retransmission meets 508 too
         for allocation in list(self.allocations.values()):
             actions += self._end(allocation, EndReason.SHUTDOWN)
         return actions

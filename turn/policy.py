@@ -41,7 +41,9 @@ DEFAULT_DENIED: tuple[Network, ...] = tuple(
         "::/96",  # unspecified, loopback, deprecated IPv4-compatible (RFC 4291 §2.5.5.1)
         "64:ff9b:1::/48",  # local-use NAT64
         "100::/64",  # discard-only
+        "2001::/32",  # Teredo: tunnels to an embedded IPv4 address we cannot vet
         "2001:db8::/32",  # documentation
+        "2002::/16",  # 6to4: tunnels to an embedded IPv4 address we cannot vet
         "fc00::/7",  # unique local (ULA)
         "fe80::/10",  # link-local
         "fec0::/10",  # site-local (deprecated)

@@ -87,3 +87,12 @@ def test_server_answers_403_and_drops_send_indications_to_denied_peers() -> None
     assert c.send_indication(("8.8.4.4", 53), b"x") == []
     assert_success(c, c.permit(("8.8.8.8", 53)))
     assert c.send_indication(("8.8.8.8", 53), b"x") != []
+
+
+def test_tunnelled_ipv6_forms_are_denied_by_default() -> None:
+    from turn.policy import PeerPolicy as Policy
+
+    policy = Policy()
+    assert not policy.permits("2002:0a00:0001::1")  # 6to4 wrapping 10.0.0.1
+    assert not policy.permits("2001:0:4136:e378:8000:63bf:3fff:fdd2")  # Teredo
+    assert policy.permits("2606:4700::1111")  # ordinary global unicast

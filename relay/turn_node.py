@@ -156,13 +156,7 @@ class TurnNode:
         if allocation is None or peer is None:
             self.counters.dropped_no_channel += 1
             return
-        try:
-            self._relays[allocation.relayed].sock.sendto(data, peer)
-        except OSError:
-            self.counters.dropped_send_failed += 1
-            return
-        self.counters.client_to_peer_datagrams += 1
-        self.counters.client_to_peer_bytes += len(data)
+        self._to_peer(self._relays[allocation.relayed].sock, data, peer)
 
     def stream_session(
         self,
@@ -232,15 +226,18 @@ class TurnNode:
 
     def _send_to_peer(self, action: SendToPeer) -> None:
         relay = self._relays.get(action.relayed)
-        if relay is None:
-            return
+        if relay is not None:
+            self._to_peer(relay.sock, action.data, action.peer)
+
+    def _to_peer(self, sock: socket.socket, data: bytes, peer: Address) -> None:
+        """Send one datagram to a peer, counting it (the UDP fast path inlines this)."""
         try:
-            relay.sock.sendto(action.data, action.peer)
+            sock.sendto(data, peer)
         except OSError:
             self.counters.dropped_send_failed += 1
             return
         self.counters.client_to_peer_datagrams += 1
-        self.counters.client_to_peer_bytes += len(action.data)
+        self.counters.client_to_peer_bytes += len(data)
 
     def _send_to_client(self, five_tuple: FiveTuple, data: bytes) -> None:
         if five_tuple.transport is ClientTransport.UDP:

@@ -12,18 +12,15 @@ functions serve the slower paths and the tests, and return plain values.
 
 from __future__ import annotations
 
-import struct
-
 from stun.address_attributes import XorPeerAddress
 from stun.attributes import Data
+from stun.channel_data import encode_channel_data
 from stun.codes import MessageClass, Method
 from stun.message import Message, encode_message, new_transaction_id
 from turn.actions import Action, SendToPeer
 from turn.addressing import Address, is_ipv6
 from turn.allocation import Allocation
 from turn.policy import PeerPolicy
-
-_CHANNEL_HEADER = struct.Struct("!HH")
 
 
 def send_indication(
@@ -43,17 +40,12 @@ def send_indication(
     return [SendToPeer(allocation.relayed, peer.address, data.value)]
 
 
-def channel_data_frame(channel: int, data: bytes, pad: bool) -> bytes:
-    frame = _CHANNEL_HEADER.pack(channel, len(data)) + data
-    return frame + bytes(-len(data) % 4) if pad else frame
-
-
 def peer_datagram(allocation: Allocation, peer: Address, data: bytes) -> bytes | None:
     """What to send the client for `data` from `peer`: ChannelData, Data indication, None."""
     pad = allocation.five_tuple.transport.is_stream
     channel = allocation.peers.get(peer)
     if channel is not None:
-        return channel_data_frame(channel, data, pad)
+        return encode_channel_data(channel, data, pad=pad)
     if peer[0] not in allocation.permissions:
         return None  # §10.3: no permission, silently discarded
     indication = Message(

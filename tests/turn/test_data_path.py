@@ -7,7 +7,7 @@ import pytest
 
 from stun.address_attributes import XorPeerAddress
 from stun.attributes import Data, Fingerprint, MessageIntegrity, RequestedAddressFamily
-from stun.channel_data import decode_channel_data
+from stun.channel_data import decode_channel_data, encode_channel_data
 from stun.codes import AddressFamily, MessageClass, Method
 from stun.integrity import encode_signed
 from stun.message import Message, decode_message, encode_message
@@ -16,7 +16,6 @@ from turn.actions import SendToPeer
 from turn.addressing import ClientTransport
 from turn.allocation import Allocation
 from turn.config import TurnConfig
-from turn.data_path import channel_data_frame
 
 PEER = ("127.0.0.1", 40000)
 
@@ -119,7 +118,7 @@ def test_peer_datagram_on_a_channel_becomes_channel_data(
 @pytest.mark.parametrize("length", range(9))
 def test_channel_data_frame_padding(length: int) -> None:
     data = bytes(range(length))
-    assert channel_data_frame(0x4FFF, data, pad=False) == b"\x4f\xff" + bytes([0, length]) + data
-    padded = channel_data_frame(0x4FFF, data, pad=True)
+    assert encode_channel_data(0x4FFF, data, pad=False) == b"\x4f\xff" + bytes([0, length]) + data
+    padded = encode_channel_data(0x4FFF, data, pad=True)
     assert len(padded) % 4 == 0 and padded.startswith(b"\x4f\xff" + bytes([0, length]) + data)
     assert padded[4 + length :] == bytes(len(padded) - 4 - length)

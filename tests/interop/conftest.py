@@ -11,11 +11,10 @@ client printed with what trelay really saw on the wire.
 
 from __future__ import annotations
 
-import queue
 import socket
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pytest
 import trio
@@ -24,11 +23,11 @@ from relay.frontend import ResponderFrontend
 from relay.stream_listener import serve_stream
 from relay.tls import context_from_pem, generate_self_signed
 from relay.udp_listener import serve_udp
+from tests.interop.trio_thread import trio_in_thread
 from turn.binding import BindingResponder, Responder
 
 SOFTWARE = "trelay interop"
 STARTUP_TIMEOUT = 10.0
-SHUTDOWN_TIMEOUT = 10.0
 
 
 class RecordingResponder:
@@ -63,7 +62,6 @@ class ThreadedRelay:
     tls: tuple[str, int]
     cert_pem: bytes
     responder: RecordingResponder
-    errors: list[BaseException] = field(default_factory=list)
 
 
 def ipv6_loopback_available() -> bool:
@@ -83,49 +81,20 @@ def relay() -> Iterator[ThreadedRelay]:
     ssl_context = context_from_pem(certificate)
     responder = RecordingResponder(BindingResponder(SOFTWARE))
     with_ipv6 = ipv6_loopback_available()
-    # The running relay, or None when the thread failed before it was up.
-    started: queue.Queue[tuple[ThreadedRelay, trio.lowlevel.TrioToken, trio.CancelScope] | None] = (
-        queue.Queue()
-    )
-    errors: list[BaseException] = []
 
-    async def serve() -> None:
-        async with trio.open_nursery() as nursery:
-            frontend = ResponderFrontend(responder)
-            udp = await nursery.start(serve_udp, "127.0.0.1", 0, frontend)
-            udp6 = await nursery.start(serve_udp, "::1", 0, frontend) if with_ipv6 else None
-            tcp = await nursery.start(serve_stream, "127.0.0.1", 0, frontend)
+    async def start(nursery: trio.Nursery) -> ThreadedRelay:
+        frontend = ResponderFrontend(responder)
+        udp = await nursery.start(serve_udp, "127.0.0.1", 0, frontend)
+        udp6 = await nursery.start(serve_udp, "::1", 0, frontend) if with_ipv6 else None
+        tcp = await nursery.start(serve_stream, "127.0.0.1", 0, frontend)
 
-            async def serve_tls(task_status: trio.TaskStatus[tuple[str, int]]) -> None:
-                await serve_stream(
-                    "127.0.0.1", 0, frontend, ssl_context=ssl_context, task_status=task_status
-                )
+        async def serve_tls(task_status: trio.TaskStatus[tuple[str, int]]) -> None:
+            await serve_stream(
+                "127.0.0.1", 0, frontend, ssl_context=ssl_context, task_status=task_status
+            )
 
-            tls = await nursery.start(serve_tls)
-            running = ThreadedRelay(udp, udp6, tcp, tls, certificate.cert_pem, responder, errors)
-            started.put((running, trio.lowlevel.current_trio_token(), nursery.cancel_scope))
+        tls = await nursery.start(serve_tls)
+        return ThreadedRelay(udp, udp6, tcp, tls, certificate.cert_pem, responder)
 
-    def run() -> None:
-        try:
-            trio.run(serve)
-        except BaseException as exc:
-            errors.append(exc)
-            started.put(None)
-
-    thread = threading.Thread(target=run, name="trelay-interop", daemon=True)
-    thread.start()
-    try:
-        up = started.get(timeout=STARTUP_TIMEOUT)
-    except queue.Empty:
-        up = None
-    if up is None:
-        thread.join(SHUTDOWN_TIMEOUT)
-        raise RuntimeError(f"the relay thread did not start: {errors!r}")
-    running, token, scope = up
-    try:
+    with trio_in_thread(start, "trelay-interop", STARTUP_TIMEOUT) as running:
         yield running
-    finally:
-        trio.from_thread.run_sync(scope.cancel, trio_token=token)
-        thread.join(SHUTDOWN_TIMEOUT)
-    assert not thread.is_alive(), "the relay thread did not stop"
-    assert errors == [], f"the relay thread failed: {errors!r}"

@@ -6,8 +6,6 @@ loopback peers allowed (test-only switch) and one static user.
 
 from __future__ import annotations
 
-import queue
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,6 +16,7 @@ import trio
 from relay.stream_listener import serve_stream
 from relay.turn_node import TurnNode
 from relay.udp_listener import serve_udp
+from tests.interop.trio_thread import trio_in_thread
 from turn.auth import LongTermAuthenticator
 from turn.config import TurnConfig
 from turn.credential_sources import CredentialSources, StaticUsers
@@ -52,36 +51,12 @@ def make_turn_server(config: TurnConfig | None = None) -> TurnServer:
 
 @contextmanager
 def threaded_turn_node(config: TurnConfig | None = None) -> Iterator[RunningNode]:
-    started: queue.Queue[tuple[RunningNode, trio.lowlevel.TrioToken, trio.CancelScope] | None]
-    started = queue.Queue()
-    errors: list[BaseException] = []
+    async def start(nursery: trio.Nursery) -> RunningNode:
+        node = TurnNode(make_turn_server(config), nursery)
+        await nursery.start(node.run_timers)
+        udp = await nursery.start(serve_udp, "127.0.0.1", 0, node)
+        tcp = await nursery.start(serve_stream, "127.0.0.1", 0, node)
+        return RunningNode(udp, tcp, node)
 
-    async def serve() -> None:
-        async with trio.open_nursery() as nursery:
-            node = TurnNode(make_turn_server(config), nursery)
-            await nursery.start(node.run_timers)
-            udp = await nursery.start(serve_udp, "127.0.0.1", 0, node)
-            tcp = await nursery.start(serve_stream, "127.0.0.1", 0, node)
-            token = trio.lowlevel.current_trio_token()
-            started.put((RunningNode(udp, tcp, node), token, nursery.cancel_scope))
-
-    def run() -> None:
-        try:
-            trio.run(serve)
-        except BaseException as exc:
-            errors.append(exc)
-            started.put(None)
-
-    thread = threading.Thread(target=run, name="trelay-turn", daemon=True)
-    thread.start()
-    up = started.get(timeout=STARTUP_TIMEOUT)
-    if up is None:
-        raise RuntimeError(f"the relay thread did not start: {errors!r}")
-    running, token, scope = up
-    try:
+    with trio_in_thread(start, "trelay-turn", STARTUP_TIMEOUT) as running:
         yield running
-    finally:
-        trio.from_thread.run_sync(scope.cancel, trio_token=token)
-        thread.join(STARTUP_TIMEOUT)
-    assert not thread.is_alive(), "the relay thread did not stop"
-    assert errors == [], f"the relay thread failed: {errors!r}"

@@ -166,6 +166,7 @@ async def serve_until_signal(settings: Settings, stdout: TextIO, stderr: TextIO)
             bound: BoundAddresses = await nursery.start(
                 functools.partial(serve, settings, frontend=node)
             )
+            node.server.listening_on([*bound.udp, *bound.tcp, *bound.tls])
             announce_ready(settings, bound, stdout, stderr)
 
 

@@ -35,7 +35,7 @@ def send_indication(
         return []
     if is_ipv6(peer.host) != is_ipv6(allocation.relayed[0]):
         return []
-    if peer.host not in allocation.permissions or not policy.permits(peer.host):
+    if peer.host not in allocation.permissions or not policy.permits_endpoint(*peer.address):
         return []
     return [SendToPeer(allocation.relayed, peer.address, data.value)]
 

@@ -26,11 +26,14 @@ if TYPE_CHECKING:
 
 
 def _peer_error(
-    server: TurnServer, allocation: Allocation, peer: XorPeerAddress
+    server: TurnServer, allocation: Allocation, peer: XorPeerAddress, *, with_port: bool
 ) -> ErrorCode | None:
     if is_ipv6(peer.host) != is_ipv6(allocation.relayed[0]):
         return ErrorCode.PEER_ADDRESS_FAMILY_MISMATCH
-    if not server.policy.permits(peer.host):
+    policy = server.policy
+    # A permission is per IP (§9); a channel names the peer's port as well.
+    allowed = policy.permits_endpoint(*peer.address) if with_port else policy.permits(peer.host)
+    if not allowed:
         return ErrorCode.FORBIDDEN
     return None
 
@@ -45,7 +48,7 @@ def create_permission(
             request, ErrorCode.BAD_REQUEST, server.software, key, reason="XOR-PEER-ADDRESS missing"
         )
     for peer in peers:  # §9.2 steps 2-3: every address must pass before any is installed
-        code = _peer_error(server, allocation, peer)
+        code = _peer_error(server, allocation, peer, with_port=False)
         if code is not None:
             return responses.error(request, code, server.software, key)
     until = now + server.config.permission_lifetime
@@ -71,7 +74,7 @@ def channel_bind(server: TurnServer, request: Message, allocation: Allocation, n
     if reason is not None:
         return responses.error(request, ErrorCode.BAD_REQUEST, server.software, key, reason=reason)
     assert number is not None and peer is not None
-    code = _peer_error(server, allocation, peer)
+    code = _peer_error(server, allocation, peer, with_port=True)
     if code is not None:
         return responses.error(request, code, server.software, key)
     allocation.bind_channel(number.value, peer.address, now + server.config.channel_lifetime)

@@ -3,9 +3,15 @@
 Owns the peer address policy: by default every address that is not public unicast is
 denied (loopback, RFC 1918 private, CGNAT, ULA, link-local including the cloud metadata
 address 169.254.169.254, multicast, reserved, unspecified, documentation, and the
-IPv4-mapped and NAT64 forms of these), as are the relay's own addresses. The operator
-adds allow and deny CIDR lists; deny wins over allow, allow wins over the defaults.
-`allow_loopback` is a test-only switch that lets loopback peers through.
+IPv4-mapped and NAT64 forms of these). The operator adds allow and deny CIDR lists;
+deny wins over allow, allow wins over the defaults. `allow_loopback` is a test-only
+switch that lets loopback peers through.
+
+The server's own listening endpoints (ip, port) are denied whatever the lists say, so a
+client cannot make the relay talk TURN to itself (loops, amplification). The relay's own
+IP as such stays allowed: two clients of one server reach each other through their
+relayed addresses, which share that IP; and permissions are per IP (RFC 8656 §9), so the
+endpoint check applies where a port is known: ChannelBind and Send indications.
 
 A denied peer gets 403 on CreatePermission and ChannelBind; Send indications to it are
 dropped.
@@ -15,7 +21,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 IP = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -76,7 +82,7 @@ class PeerPolicy:
     allow: tuple[Network, ...] = ()
     deny: tuple[Network, ...] = ()
     allow_loopback: bool = False
-    relay_addresses: frozenset[str] = field(default_factory=frozenset)
+    server_endpoints: frozenset[tuple[str, int]] = field(default_factory=frozenset)
 
     @classmethod
     def from_strings(
@@ -85,15 +91,16 @@ class PeerPolicy:
         deny: Iterable[str] = (),
         *,
         allow_loopback: bool = False,
-        relay_addresses: Iterable[str] = (),
     ) -> PeerPolicy:
         """Build from CIDR strings; raises ValueError naming the bad entry."""
         return cls(
-            tuple(_network(n) for n in allow),
-            tuple(_network(n) for n in deny),
-            allow_loopback,
-            frozenset(str(ipaddress.ip_address(a)) for a in relay_addresses),
+            tuple(_network(n) for n in allow), tuple(_network(n) for n in deny), allow_loopback
         )
+
+    def with_server_endpoints(self, endpoints: Iterable[tuple[str, int]]) -> PeerPolicy:
+        """This policy, also denying `endpoints` (specific ip, port pairs) as peers."""
+        canonical = {(str(ipaddress.ip_address(host)), port) for host, port in endpoints}
+        return replace(self, server_endpoints=self.server_endpoints | canonical)
 
     def permits(self, host: str) -> bool:
         """True if relaying to or from `host` is allowed."""
@@ -101,10 +108,24 @@ class PeerPolicy:
             ip: IP = ipaddress.ip_address(host)
         except ValueError:
             return False
+        return self._permits_ip(ip)
+
+    def permits_endpoint(self, host: str, port: int) -> bool:
+        """True if relaying to `host`:`port` is allowed (also not one of our listeners)."""
+        try:
+            ip: IP = ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        if self.server_endpoints:
+            inner = embedded_ipv4(ip)
+            for candidate in (ip,) if inner is None else (ip, inner):
+                if (str(candidate), port) in self.server_endpoints:
+                    return False
+        return self._permits_ip(ip)
+
+    def _permits_ip(self, ip: IP) -> bool:
         inner = embedded_ipv4(ip)
         candidates: tuple[IP, ...] = (ip,) if inner is None else (ip, inner)
-        if any(str(c) in self.relay_addresses for c in candidates):
-            return False
         if any(_within(c, self.deny) for c in candidates):
             return False
         if any(_within(c, self.allow) for c in candidates):

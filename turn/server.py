@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import heapq
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import Enum
 
@@ -131,6 +131,24 @@ class TurnServer:
     def peer_datagram(self, allocation: Allocation, peer: Address, data: bytes) -> bytes | None:
         """Frame a datagram from `peer` for the client, or None to drop it (§10.3, §12.6)."""
         return peer_datagram(allocation, peer, data)
+
+    def listening_on(self, endpoints: Iterable[Address]) -> None:
+        """Deny the server's own listening endpoints as peers (DESIGN §6).
+
+        A wildcard listener (0.0.0.0, ::) is reachable at every local address; the core
+        knows the relay and external addresses and loopback, and denies those with the
+        listener's port (other local addresses are private ones, denied anyway).
+        """
+        own: list[Address] = []
+        config = self.config
+        for host, port in endpoints:
+            if host in _WILDCARDS:
+                hosts = {"127.0.0.1", "::1", config.relay_host, config.relay_host_v6,
+                         config.external_host, config.external_host_v6}  # fmt: skip
+                own += [(h, port) for h in hosts if h is not None]
+            else:
+                own.append((host, port))
+        self.policy = self.policy.with_server_endpoints(own)
 
     @property
     def allocation_count(self) -> int:
@@ -493,6 +511,7 @@ class TurnServer:
         return actions
 
 
+_WILDCARDS = frozenset(("0.0.0.0", "::"))  # noqa: S104 - recognised, never bound
 _AUTHENTICATED_METHODS = frozenset(
     (Method.ALLOCATE, Method.REFRESH, Method.CREATE_PERMISSION, Method.CHANNEL_BIND)
 )

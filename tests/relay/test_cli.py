@@ -12,7 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,8 +31,15 @@ from relay.ice_config import (
     turn_uri,
 )
 from relay.server import BoundAddresses
-from stun.address_attributes import XorMappedAddress, XorRelayedAddress
-from stun.attributes import Nonce, Realm, RequestedTransport, Username
+from stun.address_attributes import XorMappedAddress, XorPeerAddress, XorRelayedAddress
+from stun.attributes import (
+    ChannelNumber,
+    ErrorCodeAttribute,
+    Nonce,
+    Realm,
+    RequestedTransport,
+    Username,
+)
 from stun.codes import MessageClass, Method
 from stun.credentials import long_term_key
 from stun.integrity import encode_signed, verify_integrity
@@ -241,8 +248,16 @@ async def test_serve_prints_ready_answers_binding_and_stops_on_sigterm(tmp_path:
         assert "Traceback" not in stderr
 
 
-async def allocate_with(server: tuple[str, int], username: str, password: str) -> None:
-    """401 challenge, then a signed Allocate that must succeed with a relayed address."""
+async def allocate_with(
+    server: tuple[str, int],
+    username: str,
+    password: str,
+    channel_binds: Sequence[tuple[tuple[str, int], int | None]] = (),
+) -> None:
+    """401 challenge, then a signed Allocate that must succeed with a relayed address.
+
+    Then one ChannelBind per (peer, expected error code or None for success).
+    """
     with trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
         await client.bind(("127.0.0.1", 0))
         transport = (RequestedTransport(17),)
@@ -262,6 +277,29 @@ async def allocate_with(server: tuple[str, int], username: str, password: str) -
         assert reply.message_class is MessageClass.SUCCESS, reply
         assert verify_integrity(data, key)
         assert reply.get(XorRelayedAddress) is not None
+        for channel, (peer, expected) in enumerate(channel_binds, start=0x4000):
+            bind = Message(
+                Method.CHANNEL_BIND, MessageClass.REQUEST, new_transaction_id(),
+                (ChannelNumber(channel), XorPeerAddress(*peer), *attributes[1:]),
+            )  # fmt: skip
+            await client.sendto(encode_signed(bind, key), server)
+            with trio.fail_after(TIMEOUT):
+                answer = decode_message(await client.recv(2048))
+            error = answer.get(ErrorCodeAttribute)
+            assert (None if error is None else error.code) == expected, answer
+
+
+async def test_the_server_denies_its_own_listeners_as_peers(tmp_path: Path) -> None:
+    async with running_trelay(tmp_path, "--allow-loopback-peers") as running:
+        [udp] = running.addresses("udp")
+        [tcp] = running.addresses("tcp")
+        servers = running.ready["ice_servers"]
+        assert isinstance(servers, list)
+        credential = servers[1]
+        other = ("127.0.0.1", 9)  # any loopback port that is not ours
+        binds = [(udp, 403), (tcp, 403), (other, None)]
+        await allocate_with(udp, credential["username"], credential["credential"], binds)
+        assert await stop(running, signal.SIGTERM) == 0
 
 
 def loopback_v6_works() -> bool:

@@ -59,13 +59,16 @@ def test_deny_list_applies_to_public_addresses_and_embedded_forms() -> None:
     assert policy.permits("1.1.1.1")
 
 
-def test_relay_addresses_are_denied_even_when_allowed() -> None:
-    policy = PeerPolicy.from_strings(
-        allow=["0.0.0.0/0"], allow_loopback=True, relay_addresses=["127.0.0.1", "2001:db8::1"]
-    )
-    assert not policy.permits("127.0.0.1") and not policy.permits("::ffff:127.0.0.1")
-    assert not policy.permits("2001:db8:0::1")
-    assert policy.permits("127.0.0.2")
+def test_server_endpoints_are_denied_even_when_allowed() -> None:
+    policy = PeerPolicy.from_strings(allow=["0.0.0.0/0"], allow_loopback=True)
+    policy = policy.with_server_endpoints([("127.0.0.1", 3478), ("2001:db8::1", 443)])
+    assert not policy.permits_endpoint("127.0.0.1", 3478)
+    assert not policy.permits_endpoint("::ffff:127.0.0.1", 3478)
+    assert not policy.permits_endpoint("2001:db8:0::1", 443)
+    # Other ports on the same IP are other clients' relayed addresses: allowed.
+    assert policy.permits_endpoint("127.0.0.1", 50000)
+    assert policy.permits("127.0.0.1")
+    assert policy.permits_endpoint("127.0.0.2", 3478)
 
 
 @pytest.mark.parametrize("bad", ["10.0.0.0/33", "banana", "::1/129"])
@@ -96,3 +99,20 @@ def test_tunnelled_ipv6_forms_are_denied_by_default() -> None:
     assert not policy.permits("2002:0a00:0001::1")  # 6to4 wrapping 10.0.0.1
     assert not policy.permits("2001:0:4136:e378:8000:63bf:3fff:fdd2")  # Teredo
     assert policy.permits("2606:4700::1111")  # ordinary global unicast
+
+
+def test_server_refuses_to_relay_to_its_own_listeners() -> None:
+    config = TurnConfig(realm=REALM, relay_host="198.51.100.1", external_host="203.0.113.1")
+    server = make_server(
+        config, policy=PeerPolicy.from_strings(allow=["198.51.100.0/24", "203.0.113.0/24"])
+    )
+    server.listening_on([("0.0.0.0", 3478), ("198.51.100.1", 5349)])
+    c = Client(server)
+    assert_success(c, c.allocate())
+    for listener in [("198.51.100.1", 3478), ("203.0.113.1", 3478), ("198.51.100.1", 5349)]:
+        assert_error(c, c.bind(0x4000, listener), 403, signed=True)
+        assert_success(c, c.permit(listener))  # the IP itself: other clients relay there
+        assert c.send_indication(listener, b"loop") == []
+    # Another client's relayed address on the same IP is a normal peer.
+    assert_success(c, c.bind(0x4001, ("198.51.100.1", 49152)))
+    assert c.send_indication(("198.51.100.1", 49152), b"hello") != []

@@ -32,10 +32,11 @@ from typing import NoReturn, TextIO
 import trio
 
 from relay.ice_config import TurnCredential, format_ice_servers, ice_servers, ice_servers_json
+from relay.secrets_file import watch_secrets_file
 from relay.server import BoundAddresses, ListenError, serve
 from relay.settings import Flags, Settings, SettingsError, format_host_port, load_settings
 from relay.turn_node import TurnNode
-from relay.turn_setup import build_turn_server, dev_credential
+from relay.turn_setup import build_turn_server, dev_credential, shared_secrets
 
 PROG = "trelay"
 EXIT_OK = 0
@@ -111,6 +112,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve_parser.add_argument(
         "--secret", action="append", metavar="SECRET", help="a TURN REST API shared secret"
     )
+    serve_parser.add_argument(
+        "--secrets-file",
+        metavar="FILE",
+        help="TURN REST API shared secrets, one per line, newest first; re-read on change",
+    )
     serve_parser.add_argument("--relay-address", metavar="IP", help="where relay sockets bind")
     serve_parser.add_argument("--relay-ports", metavar="MIN-MAX", help="relay port range")
     serve_parser.add_argument(
@@ -135,6 +141,7 @@ def flags_from(arguments: argparse.Namespace) -> Flags:
         log_level=arguments.log_level,
         users=addresses(arguments.user),
         secrets=addresses(arguments.secret),
+        secrets_file=arguments.secrets_file,
         relay_address=arguments.relay_address,
         relay_ports=arguments.relay_ports,
         allow_loopback_peers=arguments.allow_loopback_peers,
@@ -160,7 +167,12 @@ async def serve_until_signal(settings: Settings, stdout: TextIO, stderr: TextIO)
     """Run `serve`, announce readiness, and stop cleanly on the first SIGINT or SIGTERM."""
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
-            node = TurnNode(build_turn_server(settings), nursery)
+            auth = settings.auth
+            secrets = shared_secrets(settings)
+            node = TurnNode(build_turn_server(settings, secrets), nursery)
+            if auth.secrets_file is not None:
+                watch = functools.partial(watch_secrets_file, auth.secrets_file, secrets)
+                await nursery.start(watch, auth.secrets)
             nursery.start_soon(_drain_on_signal, signals, node, nursery.cancel_scope)
             await nursery.start(node.run_timers)
             bound: BoundAddresses = await nursery.start(

@@ -18,6 +18,7 @@ TOML file, so an error's key is the dotted path a user would edit:
     realm = "example.org"          # REALM (RFC 8489 §14.9)
     users = { alice = "secret" }   # static long-term users
     secrets = ["s3cret"]           # TURN REST API shared secrets, newest first
+    secrets_file = "secrets.txt"   # more of them, one per line; re-read when it changes
     strict_expiry = true           # check REST expiry on Refresh too
     [relay]
     address = "127.0.0.1"          # where relay sockets bind (IPv4)
@@ -55,6 +56,8 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from importlib import metadata
 from pathlib import Path
+
+from relay.secrets_file import read_secrets_file
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_REALM = "trelay.local"
@@ -135,13 +138,16 @@ class AuthSettings:
     dev_secret: str = field(default_factory=generate_dev_secret, repr=False)
     users: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     secrets: tuple[str, ...] = field(default=(), repr=False)
+    secrets_file: Path | None = None
+    # What `secrets_file` held when the settings were loaded (the node re-reads it).
+    file_secrets: tuple[str, ...] = field(default=(), repr=False)
     strict_expiry: bool = True
 
     @property
     def shared_secrets(self) -> tuple[str, ...]:
-        """The configured secrets; the dev secret when neither users nor secrets are set."""
-        if self.secrets or self.users:
-            return self.secrets
+        """The configured secrets (file ones last); the dev secret when nothing is set."""
+        if self.secrets or self.file_secrets or self.users:
+            return self.secrets + self.file_secrets
         return (self.dev_secret,)
 
 
@@ -193,6 +199,7 @@ class Flags:
     log_level: str | None = None
     users: tuple[str, ...] | None = None  # "name:password"
     secrets: tuple[str, ...] | None = None
+    secrets_file: str | None = None
     relay_address: str | None = None
     relay_ports: str | None = None  # "min-max"
     allow_loopback_peers: bool = False
@@ -272,7 +279,7 @@ def _read_file(path: Path) -> tuple[Settings, dict[str, tuple[ListenAddress, ...
     stream_table = root.table("stream")
     stream = StreamSettings(_read_idle_timeout(stream_table))
     auth_table = root.table("auth")
-    auth = _read_auth(auth_table)
+    auth = _read_auth(auth_table, base)
     relay_table, quota_table, lifetime_table = (
         root.table(n) for n in ("relay", "quotas", "lifetimes")
     )
@@ -289,7 +296,7 @@ def _read_file(path: Path) -> tuple[Settings, dict[str, tuple[ListenAddress, ...
     return settings, listen
 
 
-def _read_auth(table: _Table) -> AuthSettings:
+def _read_auth(table: _Table, base: Path) -> AuthSettings:
     users_value = table.take("users")
     users: tuple[tuple[str, str], ...] = ()
     if users_value is not None:
@@ -306,12 +313,24 @@ def _read_auth(table: _Table) -> AuthSettings:
             raise SettingsError(table.key("secrets"), "expected a list of strings")
         key = table.key("secrets")
         secrets_list = tuple(_check_text(f"{key}[{i}]", v) for i, v in enumerate(secrets_value))
+    secrets_file = _read_path(table, "secrets_file", base)
     return AuthSettings(
         realm=_read_text(table, "realm", DEFAULT_REALM),
         users=users,
         secrets=secrets_list,
+        secrets_file=secrets_file,
+        file_secrets=_load_secrets_file(table.key("secrets_file"), secrets_file),
         strict_expiry=_read_bool(table, "strict_expiry", True),
     )
+
+
+def _load_secrets_file(key: str, path: Path | None) -> tuple[str, ...]:
+    if path is None:
+        return ()
+    try:
+        return read_secrets_file(path)
+    except ValueError as exc:
+        raise SettingsError(key, str(exc)) from exc
 
 
 def _read_relay(relay: _Table, quotas: _Table, lifetimes: _Table) -> RelaySettings:
@@ -421,6 +440,10 @@ def _apply_flags(
         auth = replace(auth, users=tuple(users))
     if flags.secrets is not None:
         auth = replace(auth, secrets=tuple(_check_text("--secret", v) for v in flags.secrets))
+    if flags.secrets_file is not None:
+        path = _check_file("--secrets-file", Path(flags.secrets_file))
+        file_secrets = _load_secrets_file("--secrets-file", path)
+        auth = replace(auth, secrets_file=path, file_secrets=file_secrets)
     log_level = settings.log_level
     if flags.log_level is not None:
         log_level = _parse_log_level("--log-level", flags.log_level)

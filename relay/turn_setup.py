@@ -42,12 +42,18 @@ def turn_config(settings: Settings) -> TurnConfig:
     )
 
 
-def build_turn_server(settings: Settings) -> TurnServer:
+def shared_secrets(settings: Settings) -> SharedSecrets:
+    """The TURN REST secrets of `settings`; the node may swap them (`auth.secrets_file`)."""
+    return SharedSecrets(settings.auth.shared_secrets, settings.auth.realm)
+
+
+def build_turn_server(settings: Settings, rest: SharedSecrets | None = None) -> TurnServer:
     auth = settings.auth
+    rest = rest or shared_secrets(settings)
+    sources = CredentialSources(StaticUsers(dict(auth.users), auth.realm), rest)
+    # Derived from the secrets at start-up only: a rotation must not make every
+    # outstanding nonce stale at once.
     shared = [s.encode() for s in auth.shared_secrets]
-    sources = CredentialSources(
-        StaticUsers(dict(auth.users), auth.realm), SharedSecrets(shared, auth.realm)
-    )
     nonce_key = (
         hashlib.sha256(b"trelay nonce key|" + b"|".join(shared)).digest()
         if shared

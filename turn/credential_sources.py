@@ -76,9 +76,13 @@ class SharedSecrets:
 
     __slots__ = ("_realm", "_secrets")
 
-    def __init__(self, secrets: Iterable[bytes], realm: str) -> None:
-        self._secrets = tuple(secrets)
+    def __init__(self, secrets: Iterable[bytes | str], realm: str) -> None:
+        self._secrets = _encoded(secrets)
         self._realm = realm
+
+    def replace(self, secrets: Iterable[bytes | str]) -> None:
+        """Use `secrets` from now on (a rotation); credentials are checked per request."""
+        self._secrets = _encoded(secrets)
 
     def candidates(self, username: str) -> tuple[Credential, ...]:
         parsed = parse_rest_username(username)
@@ -93,6 +97,10 @@ class SharedSecrets:
             )
             for secret in self._secrets
         )
+
+
+def _encoded(secrets: Iterable[bytes | str]) -> tuple[bytes, ...]:
+    return tuple(s.encode("utf-8") if isinstance(s, str) else s for s in secrets)
 
 
 class CredentialSources:

@@ -44,6 +44,7 @@ from stun.codes import MessageClass, Method
 from stun.credentials import long_term_key
 from stun.integrity import encode_signed, verify_integrity
 from stun.message import Message, decode_message, encode_message, new_transaction_id
+from turn.credential_sources import rest_password
 
 TIMEOUT = 30
 
@@ -392,3 +393,16 @@ async def test_a_port_in_use_exits_1_naming_the_key() -> None:
     assert result.stderr.decode().splitlines()[-1] == (
         f"trelay: listen.udp[0]: cannot listen on 127.0.0.1:{port}: Address already in use"
     )
+
+
+async def test_a_secrets_file_signs_the_printed_credential(tmp_path: Path) -> None:
+    secrets = tmp_path / "secrets.txt"
+    secrets.write_text("# newest first\nrotated-in\nolder\n")
+    async with running_trelay(tmp_path, "--secrets-file", str(secrets)) as running:
+        [udp] = running.addresses("udp")
+        servers = running.ready["ice_servers"]
+        assert isinstance(servers, list)
+        username = servers[1]["username"]
+        assert servers[1]["credential"] == rest_password(b"rotated-in", username)
+        await allocate_with(udp, username, rest_password(b"older", username))
+        assert await stop(running, signal.SIGTERM) == 0

@@ -22,6 +22,7 @@ import logging
 import math
 import socket
 import struct
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -46,6 +47,15 @@ from turn.server import TurnServer
 log = logging.getLogger("trelay.turn")
 
 _CHANNEL_HEADER = struct.Struct("!HH")
+# Linux: (level, option, DF on, the default) per family. IPv4 has no IP_MTU_DISCOVER in
+# Python's socket module; values from <linux/in.h>: IP_MTU_DISCOVER 10, IP_PMTUDISC_DO 2,
+# IP_PMTUDISC_WANT 1 (the default: DF on datagrams that fit, local fragmentation above).
+_IP_MTU_DISCOVER, _IP_PMTUDISC_DO, _IP_PMTUDISC_WANT = 10, 2, 1
+_DONT_FRAGMENT = {
+    socket.AF_INET: (socket.IPPROTO_IP, _IP_MTU_DISCOVER, _IP_PMTUDISC_DO, _IP_PMTUDISC_WANT),
+    socket.AF_INET6: (socket.IPPROTO_IPV6, socket.IPV6_DONTFRAG, 1, 0),
+}
+DONT_FRAGMENT_SUPPORTED = sys.platform == "linux"
 StreamSend = Callable[[bytes], None]
 
 
@@ -226,8 +236,18 @@ class TurnNode:
 
     def _send_to_peer(self, action: SendToPeer) -> None:
         relay = self._relays.get(action.relayed)
-        if relay is not None:
+        if relay is None:
+            return
+        if not action.dont_fragment:
             self._to_peer(relay.sock, action.data, action.peer)
+            return
+        # Send indications only (rare): DF for this one datagram, then the default again.
+        level, option, on, off = _DONT_FRAGMENT[relay.sock.family]
+        relay.sock.setsockopt(level, option, on)
+        try:
+            self._to_peer(relay.sock, action.data, action.peer)
+        finally:
+            relay.sock.setsockopt(level, option, off)
 
     def _to_peer(self, sock: socket.socket, data: bytes, peer: Address) -> None:
         """Send one datagram to a peer, counting it (the UDP fast path inlines this)."""

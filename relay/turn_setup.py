@@ -15,6 +15,7 @@ import time
 
 from relay.ice_config import TurnCredential
 from relay.settings import Settings
+from relay.turn_node import DONT_FRAGMENT_SUPPORTED
 from turn.auth import LongTermAuthenticator
 from turn.config import TurnConfig
 from turn.credential_sources import CredentialSources, SharedSecrets, StaticUsers, rest_password
@@ -39,6 +40,7 @@ def turn_config(settings: Settings) -> TurnConfig:
         user_quota=relay.user_quota,
         total_quota=relay.total_quota,
         strict_expiry=settings.auth.strict_expiry,
+        dont_fragment=DONT_FRAGMENT_SUPPORTED,
     )
 
 

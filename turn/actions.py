@@ -23,11 +23,15 @@ class SendToClient:
 
 @dataclass(frozen=True, slots=True)
 class SendToPeer:
-    """Send `data` from the allocation's relayed address to `peer`."""
+    """Send `data` from the allocation's relayed address to `peer`.
+
+    `dont_fragment`: with the IP DF bit set (a Send indication's DONT-FRAGMENT, §11.2).
+    """
 
     relayed: Address
     peer: Address
     data: bytes
+    dont_fragment: bool = False
 
 
 @dataclass(frozen=True, slots=True)

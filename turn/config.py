@@ -29,6 +29,9 @@ class TurnConfig:
     user_quota: int = 0  # allocations per identity; 0 is unlimited
     total_quota: int = 0  # allocations in all; 0 is unlimited
     strict_expiry: bool = True  # check TURN REST expiry on Refresh too, not only Allocate
+    # The runtime can send a datagram with the IP DF bit set (RFC 8656 §7.2 step 4, §11.2);
+    # without it an Allocate with DONT-FRAGMENT gets 420.
+    dont_fragment: bool = False
     nonce_lifetime: int = 3600
     response_cache_seconds: float = 40.0  # > RFC 8489 Ti (39.5 s): retransmits see one answer
     response_cache_size: int = 16384

@@ -13,7 +13,7 @@ functions serve the slower paths and the tests, and return plain values.
 from __future__ import annotations
 
 from stun.address_attributes import XorPeerAddress
-from stun.attributes import Data
+from stun.attributes import Data, DontFragment
 from stun.channel_data import encode_channel_data
 from stun.codes import MessageClass, Method
 from stun.message import Message, encode_message, new_transaction_id
@@ -24,9 +24,16 @@ from turn.policy import PeerPolicy
 
 
 def send_indication(
-    allocation: Allocation | None, message: Message, policy: PeerPolicy
+    allocation: Allocation | None,
+    message: Message,
+    policy: PeerPolicy,
+    dont_fragment_supported: bool = False,
 ) -> list[Action]:
-    """§10.2: relay DATA to XOR-PEER-ADDRESS, or drop silently."""
+    """§10.2: relay DATA to XOR-PEER-ADDRESS, or drop silently.
+
+    DONT-FRAGMENT asks for the DF bit; a server that cannot set it discards the
+    indication, as for any unknown comprehension-required attribute (RFC 8489 §6.3.2).
+    """
     if allocation is None:
         return []
     peer = message.get(XorPeerAddress)
@@ -37,7 +44,10 @@ def send_indication(
         return []
     if peer.host not in allocation.permissions or not policy.permits_endpoint(*peer.address):
         return []
-    return [SendToPeer(allocation.relayed, peer.address, data.value)]
+    dont_fragment = message.get(DontFragment) is not None
+    if dont_fragment and not dont_fragment_supported:
+        return []
+    return [SendToPeer(allocation.relayed, peer.address, data.value, dont_fragment)]
 
 
 def peer_datagram(allocation: Allocation, peer: Address, data: bytes) -> bytes | None:

@@ -166,7 +166,8 @@ class TurnServer:
             return []  # RFC 8489 §7.3: not STUN after all; discard silently
         if message.message_class is MessageClass.INDICATION:
             if message.method == Method.SEND:
-                return send_indication(self.allocations.get(five_tuple), message, self.policy)
+                allocation = self.allocations.get(five_tuple)
+                return send_indication(allocation, message, self.policy, self.config.dont_fragment)
             return []
         if message.message_class is not MessageClass.REQUEST:
             return []
@@ -212,7 +213,8 @@ class TurnServer:
             return [SendToClient(five_tuple, reply)]
         key = result.credential.key
         unknown = request.unknown_comprehension_required()
-        if request.method == Method.ALLOCATE and request.get(DontFragment) is not None:
+        dont_fragment = request.get(DontFragment) is not None
+        if request.method == Method.ALLOCATE and dont_fragment and not self.config.dont_fragment:
             # RFC 8656 §7.2 step 4: without DF support, treat it as unknown.
             unknown += (DontFragment.TYPE,)
         if unknown:

@@ -204,10 +204,10 @@ class Client:
     def bind(self, channel: int, peer: Address) -> Message:
         return self.call(Method.CHANNEL_BIND, ChannelNumber(channel), XorPeerAddress(*peer))
 
-    def send_indication(self, peer: Address, data: bytes) -> list[Action]:
+    def send_indication(self, peer: Address, data: bytes, *extra: Attribute) -> list[Action]:
         message = Message(
             Method.SEND, MessageClass.INDICATION, self.rng.randbytes(12),
-            (XorPeerAddress(*peer), Data(data)),
+            (XorPeerAddress(*peer), Data(data), *extra),
         )  # fmt: skip
         return self.send_raw(encode_message(message))
 

@@ -42,7 +42,7 @@ from tests.turn.harness import (
     rest_credentials,
     run_timers,
 )
-from turn.actions import CloseRelay, OpenRelay, SendToClient
+from turn.actions import CloseRelay, OpenRelay, SendToClient, SendToPeer
 from turn.config import TurnConfig
 from turn.policy import PeerPolicy
 from turn.server import TurnServer
@@ -299,6 +299,24 @@ def test_420_dont_fragment_on_allocate() -> None:
     assert_error(c, reply, 420, signed=True)
     assert reply.get(UnknownAttributes) == UnknownAttributes((AttributeType.DONT_FRAGMENT,))
     assert not c.server.allocations
+
+
+def test_dont_fragment_when_the_runtime_can_set_df() -> None:
+    config = TurnConfig(realm=REALM, relay_host="198.51.100.1", dont_fragment=True)
+    c = Client(make_server(config, policy=PeerPolicy.from_strings(allow_loopback=True)))
+    assert_success(c, c.allocate(DontFragment()))
+    assert_success(c, c.permit(PEER))
+    [with_df] = c.send_indication(PEER, b"df", DontFragment())
+    [without] = c.send_indication(PEER, b"plain")
+    assert isinstance(with_df, SendToPeer) and isinstance(without, SendToPeer)
+    assert with_df.dont_fragment and not without.dont_fragment
+
+
+def test_send_indication_with_dont_fragment_is_discarded_without_support() -> None:
+    c = allocated()
+    assert_success(c, c.permit(PEER))
+    assert c.send_indication(PEER, b"df", DontFragment()) == []
+    assert c.send_indication(PEER, b"plain") != []
 
 
 # --- 437 --------------------------------------------------------------------------------

@@ -1,0 +1,131 @@
+"""Headless Debian Chromium makes a relay-only WebRTC call through trelay (DESIGN §7).
+
+Two RTCPeerConnections in one page, both with `iceTransportPolicy: "relay"` and trelay
+as their only ICE server (TURN over UDP or over TCP), open a data channel; one side
+sends a message and the other answers it. Chromium's `getStats()` must then show a
+relay/relay selected pair on both sides, relayed over the requested protocol, and
+trelay's own state must agree: the allocations are on that client transport, their
+relayed addresses are the ones Chromium reports, and the data path carried the bytes.
+Hanging up must end the allocations (Refresh with LIFETIME 0 over UDP, the connection
+closing over TCP).
+
+The browser is the Debian one (tests/interop/chromium.py); the page is about:blank,
+where RTCPeerConnection is available, and the call itself is tests/interop/relay_call.js.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from selenium import webdriver
+
+from tests.interop.chromium import (
+    CHROMEDRIVER,
+    SCRIPT_TIMEOUT,
+    headless_chromium,
+    missing_binaries,
+)
+from tests.interop.turn_relay import PASSWORD, USERNAME, RunningNode, threaded_turn_node
+from turn.addressing import ClientTransport
+
+pytestmark = pytest.mark.interop
+
+RELAY_CALL = (Path(__file__).parent / "relay_call.js").read_text(encoding="utf-8")
+MESSAGE = "hello through trelay"
+# The page answers (with its diagnostics) this long before Selenium's script timeout.
+PAGE_MARGIN = 5.0
+RELEASE_TIMEOUT = 10.0
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[webdriver.Chrome]:
+    missing = missing_binaries()
+    if missing:
+        pytest.skip(
+            f"Debian Chromium is not installed ({', '.join(missing)} missing; "
+            "apt-get install chromium chromium-driver)"
+        )
+    with headless_chromium(tmp_path / "profile", tmp_path / "chromedriver.log") as driver:
+        yield driver
+
+
+def relay_call(browser: webdriver.Chrome, running: RunningNode, transport: str) -> dict[str, Any]:
+    host, port = running.udp if transport == "udp" else running.tcp
+    browser.get("about:blank")
+    result = browser.execute_async_script(
+        RELAY_CALL,
+        {
+            "url": f"turn:{host}:{port}?transport={transport}",
+            "username": USERNAME,
+            "credential": PASSWORD,
+            "message": MESSAGE,
+            "deadlineMs": int((SCRIPT_TIMEOUT - PAGE_MARGIN) * 1000),
+        },
+    )
+    assert isinstance(result, dict)
+    return result
+
+
+def diagnostics(result: dict[str, Any], browser: webdriver.Chrome) -> str:
+    # Selenium leaves get_log unannotated; it returns the console entries as dicts.
+    entries = browser.get_log("browser")  # type: ignore[no-untyped-call]
+    console = [entry.get("message") for entry in entries]
+    return f"page result: {result!r}\nbrowser console: {console!r}"
+
+
+def wait_for_no_allocations(running: RunningNode) -> int:
+    """Poll (bounded) until trelay holds no allocation; the count left is returned."""
+    deadline = time.monotonic() + RELEASE_TIMEOUT
+    while running.node.server.allocations and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return len(running.node.server.allocations)
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+def test_chromium_relay_only_call(browser: webdriver.Chrome, transport: str) -> None:
+    # The driver really is the Debian one (SE_CHROMEDRIVER could have overridden it).
+    assert browser.service.path == str(CHROMEDRIVER)
+    with threaded_turn_node() as running:
+        result = relay_call(browser, running, transport)
+        # Snapshot while the call is up (a C-level copy: safe against the node's thread).
+        allocations = list(running.node.server.allocations.values())
+        counters = running.node.counters
+        browser.execute_script("window.trelayHangUp()")
+        left = wait_for_no_allocations(running)
+
+    assert result["ok"], diagnostics(result, browser)
+    assert result["received"] == MESSAGE
+    assert result["echo"] == "echo:" + MESSAGE
+
+    # Relay policy: Chromium gathered relayed candidates only, each side at least one.
+    for side in ("caller", "callee"):
+        gathered = result["candidates"][side]
+        assert gathered, diagnostics(result, browser)
+        assert all(" typ relay " in candidate for candidate in gathered), gathered
+
+    caller, callee = result["pairs"]
+    for pair in (caller, callee):
+        assert pair is not None, diagnostics(result, browser)
+        assert (pair["localType"], pair["remoteType"]) == ("relay", "relay"), pair
+        assert pair["relayProtocol"] == transport, pair
+    assert (caller["remote"], callee["remote"]) == (callee["local"], caller["local"])
+
+    # trelay's side of the same call: one allocation per connection at least, all on the
+    # requested client transport (so over TCP the UDP listener allocated nothing), and
+    # the selected pairs run between relayed addresses trelay handed out.
+    assert len(allocations) >= 2
+    assert {a.five_tuple.transport for a in allocations} == {ClientTransport(transport)}
+    relayed = {f"{a.relayed[0]}:{a.relayed[1]}" for a in allocations}
+    assert {caller["local"], callee["local"]} <= relayed, (relayed, caller, callee)
+
+    # Every byte of the call (ICE checks, DTLS, SCTP) crossed trelay's data path.
+    exchanged = len(MESSAGE) + len("echo:" + MESSAGE)
+    assert counters.client_to_peer_bytes >= exchanged
+    assert counters.peer_to_client_bytes >= exchanged
+
+    # Hanging up released the allocations.
+    assert left == 0

@@ -118,6 +118,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="TURN REST API shared secrets, one per line, newest first; re-read on change",
     )
     serve_parser.add_argument("--relay-address", metavar="IP", help="where relay sockets bind")
+    serve_parser.add_argument(
+        "--external-address",
+        metavar="IP",
+        help="the relay address clients are told (behind a 1:1 NAT, or a wildcard relay address)",
+    )
+    serve_parser.add_argument(
+        "--relay-address-v6", metavar="IP", help="where IPv6 relay sockets bind (dual stack)"
+    )
     serve_parser.add_argument("--relay-ports", metavar="MIN-MAX", help="relay port range")
     serve_parser.add_argument(
         "--allow-loopback-peers",
@@ -143,6 +151,8 @@ def flags_from(arguments: argparse.Namespace) -> Flags:
         secrets=addresses(arguments.secret),
         secrets_file=arguments.secrets_file,
         relay_address=arguments.relay_address,
+        relay_address_v6=arguments.relay_address_v6,
+        external_address=arguments.external_address,
         relay_ports=arguments.relay_ports,
         allow_loopback_peers=arguments.allow_loopback_peers,
     )

@@ -21,7 +21,9 @@ TOML file, so an error's key is the dotted path a user would edit:
     secrets_file = "secrets.txt"   # more of them, one per line; re-read when it changes
     strict_expiry = true           # check REST expiry on Refresh too
     [relay]
-    address = "127.0.0.1"          # where relay sockets bind (IPv4)
+    address = "127.0.0.1"          # where relay sockets bind (IPv4 or IPv6)
+    address_v6 = "::1"             # and IPv6 ones, for a dual-stack relay
+    external_address = "203.0.113.7"  # told to clients (1:1 NAT, wildcard address)
     ports = [49152, 65535]         # relay port range; absent: any free port
     allow_loopback_peers = false   # tests only
     allow_peers = ["203.0.113.0/24"]
@@ -156,6 +158,12 @@ class RelaySettings:
     """Relay sockets and the peer policy (RFC 8656 §7.2, DESIGN §6)."""
 
     address: str = DEFAULT_HOST
+    # A second relay address of the other family (REQUESTED-ADDRESS-FAMILY, RFC 8656 §7.2).
+    address_v6: str | None = None
+    # What clients are told (XOR-RELAYED-ADDRESS) when the relay sits behind a 1:1 NAT,
+    # as on cloud VMs, or binds a wildcard address.
+    external_address: str | None = None
+    external_address_v6: str | None = None
     ports: tuple[int, int] | None = None
     allow_loopback_peers: bool = False
     allow_peers: tuple[str, ...] = ()
@@ -201,6 +209,8 @@ class Flags:
     secrets: tuple[str, ...] | None = None
     secrets_file: str | None = None
     relay_address: str | None = None
+    relay_address_v6: str | None = None
+    external_address: str | None = None
     relay_ports: str | None = None  # "min-max"
     allow_loopback_peers: bool = False
 
@@ -336,10 +346,16 @@ def _load_secrets_file(key: str, path: Path | None) -> tuple[str, ...]:
 def _read_relay(relay: _Table, quotas: _Table, lifetimes: _Table) -> RelaySettings:
     address = _read_text(relay, "address", DEFAULT_HOST)
     _check_ip(relay.key("address"), address)
+    address_v6 = _read_optional_ip(relay, "address_v6", v6=True)
+    external = _read_optional_ip(relay, "external_address")
+    external_v6 = _read_optional_ip(relay, "external_address_v6", v6=True)
     ports_value = relay.take("ports")
     ports = None if ports_value is None else _check_ports(relay.key("ports"), ports_value)
     settings = RelaySettings(
         address=address,
+        address_v6=address_v6,
+        external_address=external,
+        external_address_v6=external_v6,
         ports=ports,
         allow_loopback_peers=_read_bool(relay, "allow_loopback_peers", False),
         allow_peers=_read_networks(relay, "allow_peers"),
@@ -387,11 +403,45 @@ def _read_networks(table: _Table, name: str) -> tuple[str, ...]:
     return tuple(str(item) for item in value)
 
 
-def _check_ip(key: str, value: str) -> None:
+def _check_ip(key: str, value: str) -> str:
     try:
         ipaddress.ip_address(value)
     except ValueError:
         raise SettingsError(key, f"not an IP address: {value!r}") from None
+    return value
+
+
+def _read_optional_ip(table: _Table, name: str, *, v6: bool = False) -> str | None:
+    value = table.take(name)
+    if value is None:
+        return None
+    key = table.key(name)
+    text = _check_text(key, value)
+    return _check_ipv6(key, text) if v6 else _check_ip(key, text)
+
+
+def _check_relay_addresses(relay: RelaySettings) -> None:
+    """Refuse relay/external address combinations that cannot work, naming the key."""
+    v6 = ":" in relay.address
+    if relay.address_v6 is not None and v6:
+        raise SettingsError("relay.address_v6", "relay.address is IPv6 already; give IPv4 there")
+    if relay.external_address is not None and (":" in relay.external_address) != v6:
+        raise SettingsError("relay.external_address", "must be of relay.address's family")
+    # A wildcard relay socket receives on every local address; which one the client
+    # must send to is something only the operator knows.
+    pairs = [("relay.external_address", relay.address, relay.external_address)]
+    if relay.address_v6 is not None:
+        pairs.append(("relay.external_address_v6", relay.address_v6, relay.external_address_v6))
+    for key, bound, external in pairs:
+        if ipaddress.ip_address(bound).is_unspecified and external is None:
+            raise SettingsError(key, f"needed when the relay binds {bound}")
+
+
+def _check_ipv6(key: str, value: str) -> str:
+    _check_ip(key, value)
+    if ":" not in value:
+        raise SettingsError(key, f"not an IPv6 address: {value!r}")
+    return value
 
 
 def _check_ports(key: str, value: object) -> tuple[int, int]:
@@ -451,6 +501,12 @@ def _apply_flags(
     if flags.relay_address is not None:
         _check_ip("--relay-address", flags.relay_address)
         relay = replace(relay, address=flags.relay_address)
+    if flags.relay_address_v6 is not None:
+        relay = replace(relay, address_v6=_check_ipv6("--relay-address-v6", flags.relay_address_v6))
+    if flags.external_address is not None:
+        external = _check_ip("--external-address", flags.external_address)
+        relay = replace(relay, external_address=external)
+    _check_relay_addresses(relay)
     if flags.relay_ports is not None:
         relay = replace(relay, ports=_check_ports("--relay-ports", flags.relay_ports))
     if flags.allow_loopback_peers:

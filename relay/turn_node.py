@@ -121,7 +121,7 @@ class TurnNode:
         unpack = _CHANNEL_HEADER.unpack_from
 
         def on_datagram(data: bytes, source: Address) -> bytes | None:
-            if 0x40 <= data[0] <= 0x4F:  # RFC 7983: ChannelData, the hot path
+            if 0x40 <= data[0] <= 0x7F:  # ChannelData (RFC 5766 range), the hot path
                 allocation = table.get(source)
                 if allocation is None:
                     counters.dropped_no_allocation += 1

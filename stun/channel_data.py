@@ -12,8 +12,12 @@ Owns the ChannelData layout:
     +-------------------------------+
 
 Invariants:
-- Channel numbers are 0x4000-0x4FFF (`MIN_CHANNEL`-`MAX_CHANNEL`, RFC 8656 §12); the
-  first byte is then 0x40-0x4F, which is what RFC 7983 demultiplexing relies on.
+- RFC 8656 §12 lets clients bind 0x4000-0x4FFF (`MIN_CHANNEL`-`MAX_CHANNEL`, first byte
+  0x40-0x4F, what RFC 7983 demultiplexing relies on). RFC 5766 allowed 0x4000-0x7FFF,
+  and clients of that era still pick numbers up to 0x7FFF (coturn's own `turnutils_uclient`
+  does, at random). The codec therefore accepts the wire format's whole range,
+  0x4000-0x7FFF (first byte 0x40-0x7F, the `01` prefix no STUN message has); which
+  numbers may be *bound* is the server's decision (`turn.config.TurnConfig`).
 - The length field counts the application data only, never the padding (§12.4).
 - Over TCP/TLS the message is padded to a multiple of 4 (§12.5); over UDP padding is
   optional, so a datagram decoder accepts it with or without (part of) the padding,
@@ -35,7 +39,8 @@ import struct
 from stun.errors import StunDecodeError
 
 MIN_CHANNEL = 0x4000
-MAX_CHANNEL = 0x4FFF
+MAX_CHANNEL = 0x4FFF  # RFC 8656 §12
+MAX_RFC5766_CHANNEL = 0x7FFF  # RFC 5766 §11, and the codec's limit
 # Channel number and length, both 16-bit big-endian (RFC 8656 §12.4).
 CHANNEL_HEADER = struct.Struct("!HH")
 CHANNEL_HEADER_LENGTH = CHANNEL_HEADER.size
@@ -48,9 +53,9 @@ ByteString = bytes | bytearray | memoryview
 _PADDING = (b"", b"\x00\x00\x00", b"\x00\x00", b"\x00")  # indexed by length % 4
 
 
-def is_valid_channel(channel: int) -> bool:
-    """RFC 8656 §12: only 0x4000-0x4FFF may be bound (0x5000-0xFFFF are reserved)."""
-    return MIN_CHANNEL <= channel <= MAX_CHANNEL
+def is_valid_channel(channel: int, *, rfc5766: bool = False) -> bool:
+    """RFC 8656 §12: only 0x4000-0x4FFF may be bound; RFC 5766: 0x4000-0x7FFF."""
+    return MIN_CHANNEL <= channel <= (MAX_RFC5766_CHANNEL if rfc5766 else MAX_CHANNEL)
 
 
 def padded_length(length: int) -> int:
@@ -63,8 +68,8 @@ def encode_channel_data(channel: int, data: bytes, *, pad: bool = False) -> byte
 
     The length field is always `len(data)`; the padding bytes are zero.
     """
-    if not MIN_CHANNEL <= channel <= MAX_CHANNEL:
-        raise ValueError(f"channel 0x{channel:04x} outside 0x4000-0x4FFF")
+    if not MIN_CHANNEL <= channel <= MAX_RFC5766_CHANNEL:
+        raise ValueError(f"channel 0x{channel:04x} outside 0x4000-0x7FFF")
     length = len(data)
     if length > MAX_DATA_LENGTH:
         raise ValueError(f"ChannelData of {length} bytes does not fit the 16-bit length")
@@ -77,7 +82,7 @@ def parse_channel_header(packet: ByteString) -> tuple[int, int]:
     """Validate a ChannelData datagram and return (channel, data length).
 
     The application data is `packet[4 : 4 + length]`. Raises `StunDecodeError` (400)
-    when the packet is shorter than the header, the channel is outside 0x4000-0x4FFF,
+    when the packet is shorter than the header, the channel is outside 0x4000-0x7FFF,
     the length field claims more bytes than the datagram holds, or bytes follow the
     data beyond its padding to 4.
     """
@@ -85,8 +90,8 @@ def parse_channel_header(packet: ByteString) -> tuple[int, int]:
     if size < 4:
         raise StunDecodeError("ChannelData shorter than its 4-byte header")
     channel, length = _unpack_from(packet)
-    if not MIN_CHANNEL <= channel <= MAX_CHANNEL:
-        raise StunDecodeError(f"channel number 0x{channel:04x} outside 0x4000-0x4FFF")
+    if not MIN_CHANNEL <= channel <= MAX_RFC5766_CHANNEL:
+        raise StunDecodeError(f"channel number 0x{channel:04x} outside 0x4000-0x7FFF")
     # RFC 8656 §12.5: over UDP the padding may or may not be there.
     extra = size - 4 - length
     if extra < 0:

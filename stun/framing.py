@@ -6,8 +6,9 @@ delimiter; the first byte tells them apart (RFC 7983, `stun.demux`):
 
 - 0x00-0x3F: a STUN message, `HEADER_LENGTH + length` bytes, where the header must carry
   the magic cookie and a length that is a multiple of 4 (RFC 8489 §5, §6.3);
-- 0x40-0x4F: ChannelData, 4 + length bytes plus padding to a multiple of 4, which is
-  mandatory over TCP/TLS (RFC 8656 §12.5);
+- 0x40-0x7F: ChannelData, 4 + length bytes plus padding to a multiple of 4, which is
+  mandatory over TCP/TLS (RFC 8656 §12.5); channels up to 0x7FFF as RFC 5766 allowed
+  (`stun.channel_data`);
 - anything else, or a STUN header without the cookie or with an unaligned length, is a
   broken or hostile stream: `feed` raises `StunDecodeError` and the caller closes the
   connection. The deframer is then spent: every later `feed` raises the same error.
@@ -40,8 +41,8 @@ from stun.errors import StunDecodeError
 # The larger of a STUN message (20 + 65532) and padded ChannelData (4 + 65535 + 1).
 MAX_FRAME_SIZE = HEADER_LENGTH + MAX_DATA_LENGTH
 
-_FIRST_CHANNEL_BYTE = 0x40  # ChannelData: 0x40-0x4F; STUN: below (top two bits zero)
-_LAST_CHANNEL_BYTE = 0x4F
+_FIRST_CHANNEL_BYTE = 0x40  # ChannelData: 0x40-0x7F (RFC 5766 range); STUN: below
+_LAST_CHANNEL_BYTE = 0x7F
 _COOKIE_START = 4  # the magic cookie follows the 16-bit type and 16-bit length
 _COOKIE_END = _COOKIE_START + len(MAGIC_COOKIE_BYTES)
 _PREFIX = CHANNEL_HEADER.size  # type (or channel) and length: enough to size any frame

@@ -32,6 +32,9 @@ class TurnConfig:
     # The runtime can send a datagram with the IP DF bit set (RFC 8656 §7.2 step 4, §11.2);
     # without it an Allocate with DONT-FRAGMENT gets 420.
     dont_fragment: bool = False
+    # Bindable channel numbers: RFC 5766's 0x4000-0x7FFF (coturn accepts them, and its
+    # own client picks them) or, False, RFC 8656's 0x4000-0x4FFF only.
+    rfc5766_channels: bool = True
     nonce_lifetime: int = 3600
     response_cache_seconds: float = 40.0  # > RFC 8489 Ti (39.5 s): retransmits see one answer
     response_cache_size: int = 16384

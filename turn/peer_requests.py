@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from stun.address_attributes import XorPeerAddress
 from stun.attributes import ChannelNumber
-from stun.channel_data import MAX_CHANNEL, MIN_CHANNEL
+from stun.channel_data import is_valid_channel
 from stun.codes import ErrorCode
 from stun.message import Message
 from turn import responses
@@ -65,8 +65,8 @@ def channel_bind(server: TurnServer, request: Message, allocation: Allocation, n
     reason = None
     if number is None or peer is None:
         reason = "CHANNEL-NUMBER and XOR-PEER-ADDRESS required"
-    elif not MIN_CHANNEL <= number.value <= MAX_CHANNEL:  # §11.2: 0x4000-0x4FFF
-        reason = "Channel number out of range"
+    elif not is_valid_channel(number.value, rfc5766=server.config.rfc5766_channels):
+        reason = "Channel number out of range"  # §11.2
     elif allocation.channels.get(number.value, peer.address) != peer.address:
         reason = "Channel bound to another peer"
     elif allocation.peers.get(peer.address, number.value) != number.value:

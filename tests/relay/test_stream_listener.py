@@ -185,7 +185,8 @@ async def test_undecodable_stun_gets_no_reply_but_keeps_the_connection(
 @pytest.mark.parametrize(
     "garbage",
     [
-        b"POST / HTTP/1.1\r\nHost: x\r\n\r\n",
+        # A TLS ClientHello on the plain TCP port (first byte 0x16: no magic cookie).
+        b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03" + bytes(40),
         b"\xff" * 64,
         # A STUN-looking header without the magic cookie (an RFC 3489 client).
         b"\x00\x01\x00\x00" + bytes(16),

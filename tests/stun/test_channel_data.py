@@ -52,7 +52,7 @@ def test_encode_max_length_padded() -> None:
     assert len(packet) == 4 + MAX_DATA_LENGTH + 1
 
 
-@pytest.mark.parametrize("channel", [0, 0x3FFF, 0x5000, 0x7FFF, 0xFFFF, -1])
+@pytest.mark.parametrize("channel", [0, 0x3FFF, 0x8000, 0xFFFF, -1])
 def test_encode_rejects_channels_outside_range(channel: int) -> None:
     with pytest.raises(ValueError, match="outside"):
         encode_channel_data(channel, b"x")
@@ -64,12 +64,11 @@ def test_encode_rejects_data_over_65535_bytes() -> None:
 
 
 def test_is_valid_channel_and_padded_length() -> None:
-    assert [is_valid_channel(c) for c in (0x3FFF, 0x4000, 0x4FFF, 0x5000)] == [
-        False,
-        True,
-        True,
-        False,
-    ]
+    numbers = (0x3FFF, 0x4000, 0x4FFF, 0x5000, 0x7FFF, 0x8000)
+    assert [is_valid_channel(c) for c in numbers] == [False, True, True, False, False, False]
+    assert [is_valid_channel(c, rfc5766=True) for c in numbers] == [
+        False, True, True, True, True, False,
+    ]  # fmt: skip
     assert [padded_length(n) for n in range(9)] == [0, 4, 4, 4, 4, 8, 8, 8, 8]
 
 
@@ -97,7 +96,7 @@ def test_decode(packet: bytes, expected: tuple[int, bytes]) -> None:
         (b"\x40", "shorter than"),
         (b"\x40\x00\x00", "shorter than"),
         (b"\x3f\xff\x00\x00", "outside"),
-        (b"\x50\x00\x00\x00", "outside"),
+        (b"\x80\x00\x00\x00", "outside"),
         (b"\xff\xff\x00\x00", "outside"),
         (b"\x00\x01\x00\x00", "outside"),
         (b"\x40\x00\x00\x04abc", "exceeds"),  # lying length

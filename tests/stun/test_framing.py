@@ -103,7 +103,7 @@ def test_largest_frames_in_small_chunks_stay_within_the_bound() -> None:
     assert deframer.buffered == 0
 
 
-@pytest.mark.parametrize("first", [0x50, 0x7F, 0x80, 0x16 | 0x80, 0xFF])
+@pytest.mark.parametrize("first", [0x80, 0x16 | 0x80, 0xFF])
 def test_a_foreign_first_byte_is_rejected_at_once(first: int) -> None:
     deframer = StreamDeframer()
     with pytest.raises(StunDecodeError, match="neither STUN nor ChannelData") as info:
@@ -171,7 +171,7 @@ def test_one_byte_chunks(stream: list[tuple[bytes, Frame]]) -> None:
 
 @given(
     stream=st.lists(frames(), max_size=4),
-    junk=st.binary(min_size=1, max_size=8).filter(lambda b: b[0] > 0x4F),
+    junk=st.binary(min_size=1, max_size=8).filter(lambda b: b[0] > 0x7F),
     cuts=st.lists(st.integers(min_value=0), max_size=6),
 )
 def test_valid_frames_then_junk_raises(

@@ -83,11 +83,20 @@ def test_400_allocate_without_requested_transport() -> None:
     assert not c.server.allocations
 
 
-@pytest.mark.parametrize("number", [0x3FFF, 0x5000, 0x0000, 0xFFFF])
+@pytest.mark.parametrize("number", [0x3FFF, 0x8000, 0x0000, 0xFFFF])
 def test_400_channel_number_out_of_range(number: int) -> None:
     c = allocated()
     assert_error(c, c.bind(number, PEER), 400, signed=True)
     assert not c.server.allocations[c.five_tuple].channels
+
+
+def test_rfc5766_channel_numbers_are_accepted_unless_switched_off() -> None:
+    c = allocated()  # coturn's turnutils_uclient binds anything in 0x4000-0x7FFF
+    assert_success(c, c.bind(0x7FFF, PEER))
+    strict = TurnConfig(realm=REALM, relay_host="198.51.100.1", rfc5766_channels=False)
+    c = allocated(make_server(strict))
+    assert_error(c, c.bind(0x5000, PEER), 400, signed=True)
+    assert_success(c, c.bind(0x4FFF, PEER))
 
 
 def test_400_channel_bound_to_another_peer() -> None:

@@ -62,7 +62,7 @@ PEERS: tuple[Address, ...] = (
     ("10.0.0.1", 5000),  # denied: 403
     ("2001:db8::9", 6000),  # other family: 443
 )
-CHANNELS = (0x4000, 0x4001, 0x4FFF, 0x3FFF, 0x5000)
+CHANNELS = (0x4000, 0x4001, 0x4FFF, 0x7FFF, 0x3FFF, 0x8000)
 
 
 @dataclass
@@ -422,7 +422,7 @@ class TurnCoreMachine(RuleBasedStateMachine):
             assert len(state.channels) == len(state.peers) == len(state.channel_expiry)
             for number, peer in state.channels.items():
                 assert state.peers[peer] == number
-                assert 0x4000 <= number <= 0x4FFF
+                assert 0x4000 <= number <= 0x7FFF
                 assert state.permissions[peer[0]] >= state.channel_expiry[number]
 
     @invariant()

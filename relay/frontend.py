@@ -5,8 +5,9 @@ bytes mean. `relay.turn_node.TurnNode` is the production frontend (STUN and TURN
 `ResponderFrontend` adapts a plain `turn.binding.Responder` (a STUN-only server, and
 the listeners' own tests).
 
-- UDP: when a socket is bound, the listener asks `udp_listener(sock, bound)` for the
-  per-datagram callable; its return value is the reply to the datagram's source.
+- UDP: when a socket is bound, the listener asks `udp_listener(sock, bound, stats)` for
+  the socket's `DatagramBatch`, which it runs whenever the socket is readable (a
+  `Responder` is served by `relay.datagram_batch.drain`).
 - Streams: per connection, `stream_session(...)` returns a `StreamSession`; every frame
   goes to `frame()`, anything for the client goes into the connection's outbox (a
   bounded trio channel the listener's writer task drains, so there is one writer).
@@ -15,11 +16,13 @@ the listeners' own tests).
 from __future__ import annotations
 
 import contextlib
+import functools
 import socket
 from typing import Protocol
 
 import trio
 
+from relay.datagram_batch import DatagramBatch, UdpListenerStats, drain
 from turn.addressing import Address, ClientTransport
 from turn.binding import Responder
 
@@ -36,7 +39,9 @@ class StreamSession(Protocol):
 
 
 class ClientFrontend(Protocol):
-    def udp_listener(self, sock: socket.socket, bound: Address) -> Responder: ...
+    def udp_listener(
+        self, sock: socket.socket, bound: Address, stats: UdpListenerStats
+    ) -> DatagramBatch: ...
 
     def stream_session(
         self,
@@ -80,8 +85,10 @@ class ResponderFrontend:
     def __init__(self, responder: Responder) -> None:
         self.responder = responder
 
-    def udp_listener(self, sock: socket.socket, bound: Address) -> Responder:
-        return self.responder
+    def udp_listener(
+        self, sock: socket.socket, bound: Address, stats: UdpListenerStats
+    ) -> DatagramBatch:
+        return functools.partial(drain, sock, self.responder, stats)
 
     def stream_session(
         self,

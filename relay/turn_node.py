@@ -26,10 +26,19 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import trio
 
-from relay.udp_listener import BATCH_SIZE, ICMP_ERRNOS, MAX_DATAGRAM
+from relay.datagram_batch import (
+    BATCH_SIZE,
+    ICMP_ERRNOS,
+    MAX_DATAGRAM,
+    DatagramBatch,
+    UdpListenerStats,
+    enlarge_receive_buffer,
+    send_reply,
+)
 from turn.actions import (
     Action,
     AllocationCreated,
@@ -40,13 +49,15 @@ from turn.actions import (
     SendToPeer,
 )
 from turn.addressing import Address, ClientTransport, FiveTuple
-from turn.allocation import Allocation
-from turn.binding import Responder
+from turn.allocation import Allocation, Buffer
 from turn.server import TurnServer
 
 log = logging.getLogger("trelay.turn")
 
 _CHANNEL_HEADER = struct.Struct("!HH")
+_ZEROS = bytes(3)
+# Relay sockets: enough for bursts from peers, times many allocations (a cap, not a cost).
+RELAY_RECEIVE_BUFFER = 1024 * 1024
 # Linux: (level, option, DF on, the default) per family. IPv4 has no IP_MTU_DISCOVER in
 # Python's socket module; values from <linux/in.h>: IP_MTU_DISCOVER 10, IP_PMTUDISC_DO 2,
 # IP_PMTUDISC_WANT 1 (the default: DF on datagrams that fit, local fragmentation above).
@@ -81,6 +92,157 @@ class _Relay:
     allocation: Allocation | None = None
 
 
+class _ClientReader:
+    """Client -> relay over one UDP listener: datagrams in batches.
+
+    ChannelData is relayed inline (DESIGN §4): one lookup for the allocation, one for
+    the channel, one send of a view of the receive buffer; the counters are added up
+    once per batch. Everything else is STUN for the core.
+    """
+
+    __slots__ = ("buffer", "node", "server_address", "sock", "stats", "table", "view")
+
+    def __init__(
+        self, sock: socket.socket, server_address: Address, stats: UdpListenerStats, node: TurnNode
+    ) -> None:
+        self.sock = sock
+        self.server_address = server_address
+        self.stats = stats
+        self.node = node
+        self.table = node.server.client_table(ClientTransport.UDP, server_address)
+        self.buffer = bytearray(MAX_DATAGRAM)
+        self.view = memoryview(self.buffer)
+
+    def batch(self) -> int:
+        counters, stats, table = self.node.counters, self.stats, self.table
+        buffer, view = self.buffer, self.view
+        receive_into = self.sock.recvfrom_into
+        unpack_from = _CHANNEL_HEADER.unpack_from
+        # IPv4 sources are (host, port) already; IPv6 ones carry flow info and scope too.
+        is_pair = self.sock.family == socket.AF_INET
+        count = errors = relayed = relayed_bytes = 0
+        try:
+            for count in range(BATCH_SIZE):  # `finally` reads `count`
+                try:
+                    size, address = receive_into(buffer)
+                except BlockingIOError:
+                    return count
+                except OSError as exc:
+                    if exc.errno not in ICMP_ERRNOS:
+                        raise
+                    errors += 1
+                    continue
+                source = address if is_pair else (address[0], address[1])
+                if size >= 4 and 0x40 <= buffer[0] <= 0x7F:  # ChannelData: the hot path
+                    allocation = table.get(source)
+                    if allocation is None:
+                        counters.dropped_no_allocation += 1
+                        continue
+                    channel, length = unpack_from(buffer)
+                    peer = allocation.channels.get(channel)
+                    if peer is None:
+                        counters.dropped_no_channel += 1
+                        continue
+                    if length > size - 4:
+                        counters.dropped_malformed += 1
+                        continue
+                    try:
+                        allocation.transmit(view[4 : 4 + length], peer)  # type: ignore[misc]
+                    except OSError:
+                        counters.dropped_send_failed += 1
+                        continue
+                    relayed += 1
+                    relayed_bytes += length
+                    continue
+                self._stun(bytes(view[:size]), source, address)
+            count = BATCH_SIZE
+            return count
+        finally:
+            stats.datagrams_received += count - errors
+            stats.receive_errors += errors
+            counters.client_to_peer_datagrams += relayed
+            counters.client_to_peer_bytes += relayed_bytes
+
+    def _stun(self, data: bytes, source: Address, address: Any) -> None:
+        five_tuple = FiveTuple(ClientTransport.UDP, source, self.server_address)
+        reply = self.node.handle_stun(data, five_tuple)
+        if reply is not None:
+            send_reply(self.sock, reply, address, self.stats)
+
+
+class _Stalled(Exception):
+    """The stream client's outbox is full: the datagram is dropped, not delivered."""
+
+
+class _PeerReader:
+    """Peer -> client for one allocation: datagrams from the relay socket, in batches.
+
+    Each datagram is received at offset 4 of a buffer, so a peer with a channel costs
+    one lookup, a 4-byte header written in place and one send of a view (no copy over
+    UDP); a peer without a channel becomes a Data indication through the core (§10.3).
+    """
+
+    __slots__ = ("allocation", "buffer", "counters", "deliver", "node", "sock", "view")
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        allocation: Allocation,
+        deliver: Callable[[Buffer], object],
+        node: TurnNode,
+    ) -> None:
+        self.sock = sock
+        self.allocation = allocation
+        self.deliver = deliver
+        self.node = node
+        self.counters = node.counters
+        self.buffer = bytearray(4 + MAX_DATAGRAM + 3)  # header, datagram, padding
+        self.view = memoryview(self.buffer)
+
+    def batch(self) -> int:
+        counters = self.counters
+        peers = self.allocation.peers
+        buffer, view, deliver = self.buffer, self.view, self.deliver
+        receive_into = self.sock.recvfrom_into
+        payload = self.view[4 : 4 + MAX_DATAGRAM]
+        pack_into = _CHANNEL_HEADER.pack_into
+        pad = self.allocation.five_tuple.transport.is_stream
+        is_pair = self.sock.family == socket.AF_INET
+        for count in range(BATCH_SIZE):
+            try:
+                size, address = receive_into(payload)
+            except BlockingIOError:
+                return count
+            except OSError as exc:
+                if exc.errno not in ICMP_ERRNOS:
+                    raise
+                continue  # an ICMP error about an earlier datagram to a peer (DESIGN §5)
+            peer = address if is_pair else (address[0], address[1])
+            channel = peers.get(peer)
+            if channel is not None:
+                pack_into(buffer, 0, channel, size)
+                end = 4 + size
+                if pad and size & 3:
+                    end += 4 - (size & 3)
+                    buffer[4 + size : end] = _ZEROS[: end - 4 - size]
+                frame: Buffer = view[:end]
+            else:
+                data = bytes(view[4 : 4 + size])
+                indication = self.node.server.peer_datagram(self.allocation, peer, data)
+                if indication is None:
+                    counters.dropped_no_permission += 1
+                    continue
+                frame = indication
+            try:
+                deliver(frame)
+            except (OSError, _Stalled):
+                counters.dropped_send_failed += 1
+                continue
+            counters.peer_to_client_datagrams += 1
+            counters.peer_to_client_bytes += size
+        return BATCH_SIZE
+
+
 @dataclass(slots=True)
 class StreamConnection:
     """A TCP/TLS client connection as the node sees it (a `relay.frontend.StreamSession`)."""
@@ -113,43 +275,12 @@ class TurnNode:
 
     # --- clients over UDP ---------------------------------------------------------------
 
-    def udp_listener(self, sock: socket.socket, server_address: Address) -> Responder:
-        """The per-datagram handler for the UDP listener bound at `server_address`."""
+    def udp_listener(
+        self, sock: socket.socket, server_address: Address, stats: UdpListenerStats
+    ) -> DatagramBatch:
+        """The batch reader of the UDP listener bound at `server_address`."""
         self.udp_sockets[server_address] = sock
-        table = self.server.client_table(ClientTransport.UDP, server_address)
-        counters = self.counters
-        unpack = _CHANNEL_HEADER.unpack_from
-
-        def on_datagram(data: bytes, source: Address) -> bytes | None:
-            if 0x40 <= data[0] <= 0x7F:  # ChannelData (RFC 5766 range), the hot path
-                allocation = table.get(source)
-                if allocation is None:
-                    counters.dropped_no_allocation += 1
-                    return None
-                if len(data) < 4:
-                    counters.dropped_malformed += 1
-                    return None
-                channel, length = unpack(data)
-                peer = allocation.channels.get(channel)
-                if peer is None:
-                    counters.dropped_no_channel += 1
-                    return None
-                if length > len(data) - 4:
-                    counters.dropped_malformed += 1
-                    return None
-                relay = self._relays[allocation.relayed]
-                try:
-                    relay.sock.sendto(data[4 : 4 + length], peer)
-                except OSError:
-                    counters.dropped_send_failed += 1
-                    return None
-                counters.client_to_peer_datagrams += 1
-                counters.client_to_peer_bytes += length
-                return None
-            five_tuple = FiveTuple(ClientTransport.UDP, source, server_address)
-            return self._handle_stun(data, five_tuple)
-
-        return on_datagram
+        return _ClientReader(sock, server_address, stats, self).batch
 
     # --- clients over TCP/TLS -----------------------------------------------------------
 
@@ -157,7 +288,7 @@ class TurnNode:
         """One deframed frame from a stream client; replies go to its outbox."""
         five_tuple = connection.five_tuple
         if channel is None:
-            reply = self._handle_stun(data, five_tuple)
+            reply = self.handle_stun(data, five_tuple)
             if reply is not None:
                 self._to_stream(connection, reply)
             return
@@ -166,7 +297,7 @@ class TurnNode:
         if allocation is None or peer is None:
             self.counters.dropped_no_channel += 1
             return
-        self._to_peer(self._relays[allocation.relayed].sock, data, peer)
+        self._to_peer(self._relays[allocation.relayed], data, peer)
 
     def stream_session(
         self,
@@ -184,17 +315,21 @@ class TurnNode:
         self.streams.pop(connection.five_tuple, None)
         self._execute(self.server.connection_closed(connection.five_tuple))
 
-    def _to_stream(self, connection: StreamConnection, data: bytes) -> None:
+    def _to_stream(self, connection: StreamConnection, data: bytes) -> bool:
+        """Queue `data` for the connection's writer; False if it was dropped."""
         try:
             connection.outbox.send_nowait(data)
         except trio.WouldBlock:
-            connection.dropped += 1  # the writer is stalled; its idle timeout will close it
+            connection.dropped += 1  # the writer is stalled; its send timeout will close it
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
+        else:
+            return True
+        return False
 
     # --- the control path ---------------------------------------------------------------
 
-    def _handle_stun(self, data: bytes, five_tuple: FiveTuple) -> bytes | None:
+    def handle_stun(self, data: bytes, five_tuple: FiveTuple) -> bytes | None:
         """Run a STUN message through the core; the reply to its sender is returned."""
         actions = self.server.handle_message(data, five_tuple, trio.current_time())
         reply = None
@@ -239,20 +374,20 @@ class TurnNode:
         if relay is None:
             return
         if not action.dont_fragment:
-            self._to_peer(relay.sock, action.data, action.peer)
+            self._to_peer(relay, action.data, action.peer)
             return
         # Send indications only (rare): DF for this one datagram, then the default again.
         level, option, on, off = _DONT_FRAGMENT[relay.sock.family]
         relay.sock.setsockopt(level, option, on)
         try:
-            self._to_peer(relay.sock, action.data, action.peer)
+            self._to_peer(relay, action.data, action.peer)
         finally:
             relay.sock.setsockopt(level, option, off)
 
-    def _to_peer(self, sock: socket.socket, data: bytes, peer: Address) -> None:
+    def _to_peer(self, relay: _Relay, data: bytes, peer: Address) -> None:
         """Send one datagram to a peer, counting it (the UDP fast path inlines this)."""
         try:
-            sock.sendto(data, peer)
+            relay.sock.sendto(data, peer)
         except OSError:
             self.counters.dropped_send_failed += 1
             return
@@ -277,6 +412,7 @@ class TurnNode:
         sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
             sock.setblocking(False)
+            enlarge_receive_buffer(sock, RELAY_RECEIVE_BUFFER)
             sock.bind((action.host, action.port))
         except OSError:
             sock.close()
@@ -292,6 +428,7 @@ class TurnNode:
             self._relays.pop(relayed)
             sock.close()
             return
+        relay.allocation.transmit = sock.sendto
         self.nursery.start_soon(self._relay_task, relay)
 
     # --- peer -> client ------------------------------------------------------------------
@@ -302,62 +439,30 @@ class TurnNode:
         assert allocation is not None
         with relay.scope, relay.sock:
             five_tuple = allocation.five_tuple
+            deliver: Callable[[Buffer], object]
             if five_tuple.transport is ClientTransport.UDP:
                 client_sock = self.udp_sockets[five_tuple.server]
                 client = five_tuple.client
 
-                def deliver(frame: bytes) -> None:
-                    client_sock.sendto(frame, client)
+                def deliver(frame: Buffer) -> object:
+                    return client_sock.sendto(frame, client)
 
             else:
                 connection = self.streams.get(five_tuple)
                 if connection is None:
                     return
 
-                def deliver(frame: bytes) -> None:
-                    self._to_stream(connection, frame)
+                def deliver(frame: Buffer) -> object:
+                    # The outbox keeps what it is given: a copy, not a view of our buffer.
+                    if self._to_stream(connection, bytes(frame)):
+                        return True
+                    raise _Stalled
 
+            reader = _PeerReader(relay.sock, allocation, deliver, self)
             while True:
                 await trio.lowlevel.wait_readable(relay.sock)
-                while self._drain_relay(relay.sock, allocation, deliver) == BATCH_SIZE:
+                while reader.batch() == BATCH_SIZE:
                     await trio.lowlevel.checkpoint()
-
-    def _drain_relay(
-        self, sock: socket.socket, allocation: Allocation, deliver: Callable[[bytes], None]
-    ) -> int:
-        counters = self.counters
-        peers = allocation.peers
-        pack = _CHANNEL_HEADER.pack
-        pad = allocation.five_tuple.transport.is_stream
-        for count in range(BATCH_SIZE):
-            try:
-                data, address = sock.recvfrom(MAX_DATAGRAM)
-            except BlockingIOError:
-                return count
-            except OSError as exc:
-                if exc.errno not in ICMP_ERRNOS:
-                    raise
-                continue  # an ICMP error about an earlier datagram to a peer (DESIGN §5)
-            peer = address if len(address) == 2 else (address[0], address[1])
-            channel = peers.get(peer)
-            if channel is not None:
-                frame = pack(channel, len(data)) + data
-                if pad and len(data) % 4:
-                    frame += bytes(4 - len(data) % 4)
-            else:
-                indication = self.server.peer_datagram(allocation, peer, data)
-                if indication is None:
-                    counters.dropped_no_permission += 1
-                    continue
-                frame = indication
-            try:
-                deliver(frame)
-            except OSError:
-                counters.dropped_send_failed += 1
-                continue
-            counters.peer_to_client_datagrams += 1
-            counters.peer_to_client_bytes += len(data)
-        return BATCH_SIZE
 
     # --- timers and shutdown -------------------------------------------------------------
 

@@ -19,7 +19,11 @@ runtime relays another packet at or after that time.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from turn.addressing import Address, FiveTuple
+
+Buffer = bytes | bytearray | memoryview
 
 
 class Allocation:
@@ -34,6 +38,7 @@ class Allocation:
         "permissions",
         "relayed",
         "reported_relayed",
+        "transmit",
         "username",
     )
 
@@ -58,6 +63,9 @@ class Allocation:
         self.channels: dict[int, Address] = {}
         self.peers: dict[Address, int] = {}
         self.channel_expiry: dict[int, float] = {}
+        # The runtime's "send from the relay socket" (bytes-like, peer) -> int, attached
+        # when it binds the socket so the data path needs no lookup; the core never calls it.
+        self.transmit: Callable[[Buffer, Address], int] | None = None
 
     def permit(self, peer_ip: str, until: float) -> None:
         """Install or refresh a permission; never shortens an existing one."""

@@ -10,15 +10,9 @@ from typing import Any
 import pytest
 import trio
 
+from relay.datagram_batch import BATCH_SIZE, MAX_DATAGRAM, UdpListenerStats, drain
 from relay.frontend import ResponderFrontend
-from relay.udp_listener import (
-    BATCH_SIZE,
-    MAX_DATAGRAM,
-    UdpListenerStats,
-    drain,
-    open_udp_socket,
-    serve_udp,
-)
+from relay.udp_listener import open_udp_socket, serve_udp
 from stun.address_attributes import XorMappedAddress
 from stun.codes import MessageClass, Method
 from stun.message import Message, decode_message, encode_message, new_transaction_id

@@ -1,7 +1,8 @@
 """Run a trio nursery on a background thread, for clients that live in asyncio or elsewhere.
 
 `trio_in_thread(start)` calls `start(nursery)` inside `trio.run` on a daemon thread and
-yields what it returns once it has returned (the listeners are bound by then); leaving
+yields what it returns once it has returned (the listeners are bound by then), with
+`clock` (a `trio.testing.MockClock`, say) as the loop's clock when given; leaving
 the `with` block cancels the nursery and joins the thread. A failure in the thread, at
 start-up or later, fails the caller with the thread's exception.
 """
@@ -22,7 +23,10 @@ TIMEOUT = 10.0
 
 @contextmanager
 def trio_in_thread(
-    start: Callable[[trio.Nursery], Awaitable[T]], name: str, timeout: float = TIMEOUT
+    start: Callable[[trio.Nursery], Awaitable[T]],
+    name: str,
+    timeout: float = TIMEOUT,
+    clock: trio.abc.Clock | None = None,
 ) -> Iterator[T]:
     # What `start` returned with the loop's token and the nursery's scope, or None on failure.
     started: queue.Queue[tuple[T, trio.lowlevel.TrioToken, trio.CancelScope] | None]
@@ -36,7 +40,7 @@ def trio_in_thread(
 
     def run() -> None:
         try:
-            trio.run(serve)
+            trio.run(serve, clock=clock)
         except BaseException as exc:
             errors.append(exc)
             started.put(None)

@@ -35,6 +35,7 @@ class RunningNode:
     udp: tuple[str, int]
     tcp: tuple[str, int]
     node: TurnNode
+    token: trio.lowlevel.TrioToken
 
 
 def make_turn_server(config: TurnConfig | None = None) -> TurnServer:
@@ -50,13 +51,17 @@ def make_turn_server(config: TurnConfig | None = None) -> TurnServer:
 
 
 @contextmanager
-def threaded_turn_node(config: TurnConfig | None = None) -> Iterator[RunningNode]:
+def threaded_turn_node(
+    config: TurnConfig | None = None, clock: trio.abc.Clock | None = None
+) -> Iterator[RunningNode]:
+    """The node in a trio thread; `token` runs calls there (`trio.from_thread`)."""
+
     async def start(nursery: trio.Nursery) -> RunningNode:
         node = TurnNode(make_turn_server(config), nursery)
         await nursery.start(node.run_timers)
         udp = await nursery.start(serve_udp, "127.0.0.1", 0, node)
         tcp = await nursery.start(serve_stream, "127.0.0.1", 0, node)
-        return RunningNode(udp, tcp, node)
+        return RunningNode(udp, tcp, node, trio.lowlevel.current_trio_token())
 
-    with trio_in_thread(start, "trelay-turn", STARTUP_TIMEOUT) as running:
+    with trio_in_thread(start, "trelay-turn", STARTUP_TIMEOUT, clock) as running:
         yield running

@@ -8,6 +8,7 @@ the relay (counted by the node's data-path counters).
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import aioice
 import pytest
@@ -26,7 +27,8 @@ async def relayed_call(server: tuple[str, int], transport: str) -> list[str]:
             turn_server=server,
             turn_username=USERNAME,
             turn_password=PASSWORD,
-            turn_transport=transport,
+            turn_transport="udp" if transport == "udp" else "tcp",
+            turn_ssl=transport == "tls",
             transport_policy=aioice.TransportPolicy.RELAY,
             use_ipv6=False,
         )
@@ -57,10 +59,16 @@ async def relayed_call(server: tuple[str, int], transport: str) -> list[str]:
         await right.close()
 
 
-@pytest.mark.parametrize("transport", ["udp", "tcp"])
-def test_aioice_relay_only_call(transport: str) -> None:
+@pytest.mark.parametrize("transport", ["udp", "tcp", "tls"])
+def test_aioice_relay_only_call(
+    transport: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     with threaded_turn_node() as running:
-        server = running.udp if transport == "udp" else running.tcp
+        server = {"udp": running.udp, "tcp": running.tcp, "tls": running.tls}[transport]
+        # aioice verifies the server certificate with the default trust store.
+        trusted = tmp_path / "trelay-test-ca.pem"
+        trusted.write_bytes(running.tls_certificate)
+        monkeypatch.setenv("SSL_CERT_FILE", str(trusted))
         kinds = asyncio.run(relayed_call(server, transport))
         assert kinds == ["relay"] * 4
         counters = running.node.counters

@@ -1,11 +1,13 @@
 """A trelay TURN node on loopback in a background thread, for asyncio clients (aioice).
 
-The node runs the real listeners (UDP and TCP) and the real `TurnServer`, with
+The node runs the real listeners (UDP, TCP and TLS with a throw-away certificate) and
+the real `TurnServer`, with
 loopback peers allowed (test-only switch) and one static user.
 """
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,6 +16,7 @@ from dataclasses import dataclass
 import trio
 
 from relay.stream_listener import serve_stream
+from relay.tls import context_from_pem, generate_self_signed
 from relay.turn_node import TurnNode
 from relay.udp_listener import serve_udp
 from tests.interop.trio_thread import trio_in_thread
@@ -34,8 +37,11 @@ STARTUP_TIMEOUT = 10.0
 class RunningNode:
     udp: tuple[str, int]
     tcp: tuple[str, int]
+    tls: tuple[str, int]
     node: TurnNode
     token: trio.lowlevel.TrioToken
+    # The TLS listener's throw-away certificate (PEM), for clients to trust.
+    tls_certificate: bytes
 
 
 def make_turn_server(config: TurnConfig | None = None) -> TurnServer:
@@ -61,7 +67,12 @@ def threaded_turn_node(
         await nursery.start(node.run_timers)
         udp = await nursery.start(serve_udp, "127.0.0.1", 0, node)
         tcp = await nursery.start(serve_stream, "127.0.0.1", 0, node)
-        return RunningNode(udp, tcp, node, trio.lowlevel.current_trio_token())
+        serve_tls = functools.partial(serve_stream, ssl_context=context_from_pem(certificate))
+        tls = await nursery.start(serve_tls, "127.0.0.1", 0, node)
+        token = trio.lowlevel.current_trio_token()
+        return RunningNode(udp, tcp, tls, node, token, certificate.cert_pem)
+
+    certificate = generate_self_signed(["127.0.0.1"])
 
     with trio_in_thread(start, "trelay-turn", STARTUP_TIMEOUT, clock) as running:
         yield running

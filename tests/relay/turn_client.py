@@ -197,9 +197,9 @@ class TurnClient:
         """An unauthenticated Binding request (RFC 8489 §3)."""
         return await self._transact(Method.BINDING, (), sign=False)
 
-    async def allocate(self, lifetime: int | None = None) -> Address:
+    async def allocate(self, lifetime: int | None = None, *more: Attribute) -> Address:
         """RFC 8656 §7.1: Allocate a UDP relay; returns the relayed transport address."""
-        extra = () if lifetime is None else (Lifetime(lifetime),)
+        extra = (*(() if lifetime is None else (Lifetime(lifetime),)), *more)
         response = await self.checked(
             Method.ALLOCATE, RequestedTransport(TransportProtocol.UDP), *extra
         )
@@ -226,12 +226,12 @@ class TurnClient:
 
     # --- data (RFC 8656 §10, §12) -------------------------------------------------------
 
-    async def send_indication(self, peer: Address, data: bytes) -> None:
+    async def send_indication(self, peer: Address, data: bytes, *more: Attribute) -> None:
         indication = Message(
             Method.SEND,
             MessageClass.INDICATION,
             new_transaction_id(),
-            (XorPeerAddress(*peer), Data(data)),
+            (XorPeerAddress(*peer), Data(data), *more),
         )
         await self.transport.send(encode_message(indication))
 
@@ -404,7 +404,8 @@ class Peer:
 
 @asynccontextmanager
 async def peer(host: str = LOOPBACK) -> AsyncIterator[Peer]:
-    sock = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = trio.socket.socket(family, socket.SOCK_DGRAM)
     await sock.bind((host, 0))
     with sock:
         yield Peer(sock)

@@ -19,6 +19,7 @@ from relay.settings import (
     load_settings,
     parse_host_port,
 )
+from relay.turn_setup import turn_config
 
 LOOPBACK_ANY = (ListenAddress("127.0.0.1", 0),)
 
@@ -173,6 +174,13 @@ def test_tls_flags(tmp_path: Path) -> None:
         ('log_level = ""', "log_level", "expected one of"),
         ("log_level = 1979-05-27", "log_level", "expected one of"),
         ("auth = [1]", "auth", "expected a table, got an array"),
+        ('[relay]\naddress_v6 = "10.0.0.1"', "relay.address_v6", "not an IPv6 address"),
+        ('[relay]\naddress_v6 = "nope"', "relay.address_v6", "not an IP address"),
+        ('[relay]\naddress = "::1"\naddress_v6 = "::1"', "relay.address_v6", "IPv6 already"),
+        ('[relay]\nexternal_address = "::2"', "relay.external_address", "relay.address's"),
+        ('[relay]\naddress = "0.0.0.0"', "relay.external_address", "needed when"),
+        ('[relay]\naddress_v6 = "::"', "relay.external_address_v6", "needed when"),
+        ('[relay]\nexternal_address_v6 = "1.2.3.4"', "relay.external_address_v6", "IPv6"),
     ],
 )
 def test_every_file_error_names_its_key(tmp_path: Path, toml: str, key: str, problem: str) -> None:
@@ -221,6 +229,9 @@ def test_missing_and_broken_files(tmp_path: Path) -> None:
         (Flags(tls_cert="/nonexistent/cert.pem"), "--tls-cert", "file not found"),
         (Flags(tls_key="/nonexistent/key.pem"), "--tls-key", "file not found"),
         (Flags(listen_udp=(), listen_tcp=(), listen_tls=()), "listen", "no address"),
+        (Flags(relay_address_v6="127.0.0.1"), "--relay-address-v6", "not an IPv6"),
+        (Flags(external_address="x"), "--external-address", "not an IP address"),
+        (Flags(relay_address="0.0.0.0"), "relay.external_address", "needed when"),
     ],
 )
 def test_every_flag_error_names_its_flag(flags: Flags, key: str, problem: str) -> None:
@@ -260,3 +271,18 @@ def test_format_host_port_brackets_ipv6_only() -> None:
 def test_log_levels_map_to_logging() -> None:
     assert LogLevel.DEBUG.logging_level == logging.DEBUG
     assert LogLevel.CRITICAL.logging_level == logging.CRITICAL
+
+
+def test_a_dual_stack_relay_behind_a_nat(tmp_path: Path) -> None:
+    toml = (
+        '[relay]\naddress = "0.0.0.0"\nexternal_address = "203.0.113.7"\n'
+        'address_v6 = "::"\nexternal_address_v6 = "2001:db8::7"\n'
+    )
+    config = turn_config(load_settings(write(tmp_path, toml)))
+    assert (config.relay_host, config.external_host) == ("0.0.0.0", "203.0.113.7")
+    assert (config.relay_host_v6, config.external_host_v6) == ("::", "2001:db8::7")
+    flags = Flags(relay_address="10.1.2.3", external_address="198.51.100.9")
+    config = turn_config(load_settings(flags=flags))
+    assert (config.relay_host, config.external_host, config.relay_host_v6) == (
+        "10.1.2.3", "198.51.100.9", None,
+    )  # fmt: skip

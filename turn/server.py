@@ -1,8 +1,10 @@
 """The TURN server core (RFC 8656), sans I/O: bytes, addresses and `now` in; actions out.
 
-Owns the allocation table and every request a TURN client sends: Binding, Allocate,
-Refresh, CreatePermission, ChannelBind (in `turn.peer_requests`), Send indications, and
-the timers that expire allocations, permissions and channels.
+Owns every request a TURN client sends: Binding, Allocate (its request-only checks in
+`turn.allocate_request`), Refresh, CreatePermission and ChannelBind (in
+`turn.peer_requests`), Send indications; and what happens when timers (`turn.timers`)
+come due. Who holds which allocation, pending Allocates and quotas are kept in
+`turn.allocation_table`.
 
 Time: `now` is monotonic seconds from the caller, for lifetimes and timers; the injected
 `wall_clock` gives Unix seconds for nonces and TURN REST credential expiry.
@@ -19,11 +21,8 @@ channel <-> peer maps stay a bijection; quotas hold, pending allocations include
 
 from __future__ import annotations
 
-import heapq
 import random
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from enum import Enum
 
 from stun.address_attributes import XorMappedAddress, XorRelayedAddress
 from stun.attributes import (
@@ -33,8 +32,6 @@ from stun.attributes import (
     Fingerprint,
     Lifetime,
     RequestedAddressFamily,
-    RequestedTransport,
-    ReservationToken,
     Software,
     UnknownAttributes,
 )
@@ -44,7 +41,6 @@ from stun.codes import (
     ErrorCode,
     MessageClass,
     Method,
-    TransportProtocol,
 )
 from stun.errors import StunDecodeError
 from stun.integrity import verify_fingerprint
@@ -60,7 +56,9 @@ from turn.actions import (
     SendToClient,
 )
 from turn.addressing import Address, ClientTransport, FiveTuple, is_ipv6, unmap_ipv4
+from turn.allocate_request import relay_host, requested_family, unsatisfiable
 from turn.allocation import Allocation
+from turn.allocation_table import AllocationTable, PendingAllocate
 from turn.auth import Authenticated, LongTermAuthenticator, Rejected
 from turn.binding import answer_binding
 from turn.config import TurnConfig
@@ -69,24 +67,9 @@ from turn.policy import PeerPolicy
 from turn.port_pool import RelayPortPool
 from turn.rate_limit import SourceRateLimiter
 from turn.response_cache import ResponseCache
+from turn.timers import TimerKind, TimerQueue
 
 _MAX_BIND_ATTEMPTS = 4
-
-
-class _Timer(Enum):
-    ALLOCATION = 0
-    PERMISSION = 1
-    CHANNEL = 2
-
-
-@dataclass(slots=True)
-class _PendingAllocate:
-    request: Message
-    auth: Authenticated
-    lifetime: int
-    family: AddressFamily
-    port: int
-    attempts: int = 1
 
 
 class TurnServer:
@@ -104,20 +87,17 @@ class TurnServer:
         self.policy = policy
         self.wall_clock = wall_clock
         self.software = Software(config.software)
-        self.allocations: dict[FiveTuple, Allocation] = {}
-        self.by_relayed: dict[Address, Allocation] = {}
-        self._client_tables: dict[tuple[ClientTransport, Address], dict[Address, Allocation]] = {}
-        self._pending: dict[FiveTuple, _PendingAllocate] = {}
-        self._per_identity: dict[str, int] = {}
-        self._timers: list[tuple[float, int, _Timer, Allocation, object]] = []
-        self._sequence = 0
+        ports = RelayPortPool(*config.port_range, rng=rng) if config.port_range else None
+        self.table = AllocationTable(ports)
+        # The runtime reads these two directly (the data path, relay sockets).
+        self.allocations = self.table.allocations
+        self.by_relayed = self.table.by_relayed
+        self._timers = TimerQueue()
         self.responses = ResponseCache(config.response_cache_seconds, config.response_cache_size)
         self.rate_limiter = SourceRateLimiter(
             config.unauthenticated_rate, config.unauthenticated_burst
         )
-        self.ports = (
-            RelayPortPool(*config.port_range, rng=rng) if config.port_range is not None else None
-        )
+        self.ports = ports
         self.draining = False
 
     # --- tables for the runtime's data path -------------------------------------------
@@ -126,7 +106,7 @@ class TurnServer:
         self, transport: ClientTransport, server: Address
     ) -> dict[Address, Allocation]:
         """The live client-address -> allocation map of one listening socket."""
-        return self._client_tables.setdefault((transport, server), {})
+        return self.table.client_table(transport, server)
 
     def peer_datagram(self, allocation: Allocation, peer: Address, data: bytes) -> bytes | None:
         """Frame a datagram from `peer` for the client, or None to drop it (§10.3, §12.6)."""
@@ -152,7 +132,7 @@ class TurnServer:
 
     @property
     def allocation_count(self) -> int:
-        return len(self.allocations) + len(self._pending)
+        return self.table.count
 
     # --- control path -------------------------------------------------------------------
 
@@ -264,7 +244,7 @@ class TurnServer:
         self, request: Message, five_tuple: FiveTuple, auth: Authenticated, now: float
     ) -> list[Action]:
         key = auth.credential.key
-        pending = self._pending.get(five_tuple)
+        pending = self.table.pending.get(five_tuple)
         if pending is not None and pending.request.transaction_id == request.transaction_id:
             return []  # a retransmission while the relay port is being bound
         failure = self._allocate_failure(request, five_tuple, auth)
@@ -273,8 +253,7 @@ class TurnServer:
             extra = self._expiry_challenge(five_tuple) if code is ErrorCode.UNAUTHORIZED else ()
             reply = responses.error(request, code, self.software, key, reason=reason, extra=extra)
             return self._reply(request, five_tuple, now, reply)
-        requested_family = request.get(RequestedAddressFamily)
-        family = AddressFamily.IPV4 if requested_family is None else requested_family.family
+        family = requested_family(request)
         even = request.get(EvenPort) is not None
         port = 0
         if self.ports is not None:
@@ -290,59 +269,38 @@ class TurnServer:
         lifetime = self.config.allocate_lifetime(
             None if lifetime_attr is None else lifetime_attr.value
         )
-        self._pending[five_tuple] = _PendingAllocate(request, auth, lifetime, family, port)
-        self._per_identity[auth.credential.identity] = self._identity_count(auth) + 1
+        self.table.hold(five_tuple, PendingAllocate(request, auth, lifetime, family, port))
         return [OpenRelay(five_tuple, self._pending_host(family), port)]
 
     def _allocate_failure(
         self, request: Message, five_tuple: FiveTuple, auth: Authenticated
     ) -> tuple[ErrorCode, str] | None:
         """The first check of RFC 8656 §7.2 that fails, as (code, reason)."""
-        if five_tuple in self.allocations or five_tuple in self._pending:
+        if five_tuple in self.allocations or five_tuple in self.table.pending:
             return ErrorCode.ALLOCATION_MISMATCH, "Allocation already exists"  # step 2
         if self._expired(auth):
             return ErrorCode.UNAUTHORIZED, "Credentials expired"
-        transport = request.get(RequestedTransport)
-        if transport is None:
-            return ErrorCode.BAD_REQUEST, "REQUESTED-TRANSPORT missing"  # step 3
-        if transport.value != TransportProtocol.UDP:
-            return ErrorCode.UNSUPPORTED_TRANSPORT_PROTOCOL, "Only UDP relaying"
-        even_port = request.get(EvenPort)
-        family = request.get(RequestedAddressFamily)
-        if request.get(ReservationToken) is not None:  # step 5
-            if even_port is not None or family is not None:
-                return ErrorCode.BAD_REQUEST, "RESERVATION-TOKEN with EVEN-PORT or family"
-            return ErrorCode.INSUFFICIENT_CAPACITY, "No such reservation"
-        if even_port is not None and even_port.reserve_next:  # step 6
-            return ErrorCode.INSUFFICIENT_CAPACITY, "Port reservations not supported"
-        wanted = AddressFamily.IPV4 if family is None else family.family
-        if self._relay_host(wanted) is None:  # step 7
-            return ErrorCode.ADDRESS_FAMILY_NOT_SUPPORTED, "Address Family not Supported"
+        failure = unsatisfiable(request, self.config)  # steps 3, 5, 6, 7
+        if failure is not None:
+            return failure
         if self.draining:
             return ErrorCode.INSUFFICIENT_CAPACITY, "Server is draining"
         quota = self.config.user_quota
-        if quota and self._identity_count(auth) >= quota:
+        if quota and self.table.identity_count(auth.credential.identity) >= quota:
             return ErrorCode.ALLOCATION_QUOTA_REACHED, "Allocation Quota Reached"  # step 8
         if self.config.total_quota and self.allocation_count >= self.config.total_quota:
             return ErrorCode.INSUFFICIENT_CAPACITY, "Server at capacity"
         return None
 
-    def _identity_count(self, auth: Authenticated) -> int:
-        return self._per_identity.get(auth.credential.identity, 0)
-
-    def _relay_host(self, family: AddressFamily) -> str | None:
-        if family is AddressFamily.IPV6:
-            return self.config.relay_host_v6
-        return self.config.relay_host
-
     def _pending_host(self, family: AddressFamily) -> str:
-        host = self._relay_host(family)
+        host = relay_host(self.config, family)
         assert host is not None, "checked by _allocate_failure (step 7)"
         return host
 
     def relay_opened(self, five_tuple: FiveTuple, relayed: Address, now: float) -> list[Action]:
         """The runtime bound the relay socket of a pending Allocate at `relayed`."""
-        pending = self._pending.pop(five_tuple, None)
+        # Popped, not dropped: the allocation inherits the quota slot and the port.
+        pending = self.table.pending.pop(five_tuple, None)
         if pending is None:
             # The connection closed (or shutdown began) while the port was being bound.
             return [CloseRelay(relayed)]
@@ -355,10 +313,8 @@ class TurnServer:
             five_tuple, relayed, reported, auth.username, auth.credential.identity,
             auth.credential.key, now + pending.lifetime,
         )  # fmt: skip
-        self.allocations[five_tuple] = allocation
-        self.by_relayed[relayed] = allocation
-        self.client_table(five_tuple.transport, five_tuple.server)[five_tuple.client] = allocation
-        self._schedule(allocation.expires_at, _Timer.ALLOCATION, allocation, None)
+        self.table.add(allocation)
+        self._timers.schedule(allocation.expires_at, TimerKind.ALLOCATION, allocation)
         host, port = five_tuple.client
         attributes = (
             XorRelayedAddress(*reported),
@@ -373,7 +329,7 @@ class TurnServer:
 
     def relay_failed(self, five_tuple: FiveTuple, now: float) -> list[Action]:
         """The runtime could not bind the requested port: try another, then give up (508)."""
-        pending = self._pending.get(five_tuple)
+        pending = self.table.pending.get(five_tuple)
         if pending is None:
             return []  # the connection closed (or shutdown began) meanwhile
         if self.ports is not None and pending.attempts < _MAX_BIND_ATTEMPTS:
@@ -383,7 +339,7 @@ class TurnServer:
                 pending.port = port
                 pending.attempts += 1
                 return [OpenRelay(five_tuple, self._pending_host(pending.family), port)]
-        self._drop_pending(five_tuple)
+        self.table.drop_pending(five_tuple)
         reply = responses.error(
             pending.request, ErrorCode.INSUFFICIENT_CAPACITY, self.software,
             pending.auth.credential.key, reason="Could not bind a relay port",
@@ -416,41 +372,36 @@ class TurnServer:
             actions = self._end(allocation, EndReason.DELETED)
         else:
             allocation.expires_at = now + lifetime
-            self._schedule(allocation.expires_at, _Timer.ALLOCATION, allocation, None)
+            self._timers.schedule(allocation.expires_at, TimerKind.ALLOCATION, allocation)
         reply = responses.success(request, (Lifetime(lifetime),), self.software, key)
         return [*self._reply(request, five_tuple, now, reply), *actions]
 
     # --- lifecycle, timers --------------------------------------------------------------
 
-    def _schedule(self, deadline: float, kind: _Timer, allocation: Allocation, key: object) -> None:
-        self._sequence += 1
-        heapq.heappush(self._timers, (deadline, self._sequence, kind, allocation, key))
-
     def schedule_permission(self, allocation: Allocation, peer_ip: str) -> None:
-        self._schedule(allocation.permissions[peer_ip], _Timer.PERMISSION, allocation, peer_ip)
+        deadline = allocation.permissions[peer_ip]
+        self._timers.schedule(deadline, TimerKind.PERMISSION, allocation, peer_ip)
 
     def schedule_channel(self, allocation: Allocation, number: int) -> None:
-        self._schedule(allocation.channel_expiry[number], _Timer.CHANNEL, allocation, number)
+        deadline = allocation.channel_expiry[number]
+        self._timers.schedule(deadline, TimerKind.CHANNEL, allocation, number)
 
     def next_deadline(self) -> float | None:
         """When `handle_timer` must run next (monotonic seconds), or None if never."""
-        deadlines = [d for d in (self.responses.next_expiry(),) if d is not None]
-        if self._timers:
-            deadlines.append(self._timers[0][0])
-        return min(deadlines, default=None)
+        deadlines = (self.responses.next_expiry(), self._timers.next_deadline())
+        return min((d for d in deadlines if d is not None), default=None)
 
     def handle_timer(self, now: float) -> list[Action]:
         """Expire everything due at `now`."""
         actions: list[Action] = []
         self.responses.expire(now)
-        while self._timers and self._timers[0][0] <= now:
-            _, _, kind, allocation, key = heapq.heappop(self._timers)
+        for kind, allocation, key in self._timers.pop_due(now):
             if self.allocations.get(allocation.five_tuple) is not allocation:
                 continue  # already ended
-            if kind is _Timer.ALLOCATION:
+            if kind is TimerKind.ALLOCATION:
                 if allocation.expires_at <= now:
                     actions += self._end(allocation, EndReason.EXPIRED)
-            elif kind is _Timer.PERMISSION:
+            elif kind is TimerKind.PERMISSION:
                 assert isinstance(key, str)
                 if allocation.permissions.get(key, now + 1) <= now:
                     del allocation.permissions[key]
@@ -462,37 +413,16 @@ class TurnServer:
         return actions
 
     def _end(self, allocation: Allocation, reason: EndReason) -> list[Action]:
+        self.table.remove(allocation)
         five_tuple = allocation.five_tuple
-        del self.allocations[five_tuple]
-        del self.by_relayed[allocation.relayed]
-        del self.client_table(five_tuple.transport, five_tuple.server)[five_tuple.client]
-        self._forget_identity(allocation.identity)
-        if self.ports is not None:
-            self.ports.release(allocation.relayed[1])
         return [
             CloseRelay(allocation.relayed),
             AllocationEnded(five_tuple, allocation.relayed, allocation.username, reason),
         ]
 
-    def _forget_identity(self, identity: str) -> None:
-        remaining = self._per_identity.get(identity, 0) - 1
-        if remaining > 0:
-            self._per_identity[identity] = remaining
-        else:
-            self._per_identity.pop(identity, None)
-
-    def _drop_pending(self, five_tuple: FiveTuple) -> _PendingAllocate | None:
-        """Forget a pending Allocate: its quota slot and its relay port are free again."""
-        pending = self._pending.pop(five_tuple, None)
-        if pending is not None:
-            self._forget_identity(pending.auth.credential.identity)
-            if self.ports is not None:
-                self.ports.release(pending.port)
-        return pending
-
     def connection_closed(self, five_tuple: FiveTuple) -> list[Action]:
         """A TCP/TLS control connection ended: its allocation ends with it (RFC 8656 §3.1)."""
-        self._drop_pending(five_tuple)
+        self.table.drop_pending(five_tuple)
         allocation = self.allocations.get(five_tuple)
         return [] if allocation is None else self._end(allocation, EndReason.DELETED)
 
@@ -500,9 +430,9 @@ class TurnServer:
         """End every allocation now (after the runtime's drain deadline)."""
         self.draining = True
         actions: list[Action] = []
-        for five_tuple, pending in list(self._pending.items()):
+        for five_tuple, pending in list(self.table.pending.items()):
             # Allocates still binding their port are answered now; relay_opened closes it.
-            self._drop_pending(five_tuple)
+            self.table.drop_pending(five_tuple)
             reply = responses.error(
                 pending.request, ErrorCode.INSUFFICIENT_CAPACITY, self.software,
                 pending.auth.credential.key, reason="Server is shutting down",

@@ -23,15 +23,12 @@ is signed) followed by `verify_fingerprint`.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
-import re
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
+from benchmarks.report import README, machine_lines, write_marked_section
 from stun.address_attributes import XorPeerAddress
 from stun.attributes import (
     Data,
@@ -50,23 +47,8 @@ from stun.credentials import long_term_key, short_term_key
 from stun.integrity import encode_signed, verify_fingerprint, verify_integrity
 from stun.message import Message, decode_message
 
-README = Path(__file__).with_name("README.md")
 START = "<!-- codec-bench:start -->"
 END = "<!-- codec-bench:end -->"
-SKELETON = f"""# Benchmarks
-
-Load generators and side-by-side comparisons. Nothing here runs in CI or is asserted:
-the figures are measurements of one machine at one time, kept to compare against.
-
-## Codec
-
-{START}
-{END}
-
-## Relay throughput vs coturn
-
-Not measured yet.
-"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,24 +154,12 @@ def table(results: list[Result]) -> str:
     return "\n".join([header, rule, *rows])
 
 
-def cpu_model() -> str:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.processor() or "unknown"
-    match = re.search(r"^model name\s*:\s*(.+)$", text, re.MULTILINE)
-    return match.group(1).strip() if match else "unknown"
-
-
 def report(results: list[Result], command: str, iterations: int, repeats: int) -> str:
-    python = f"{platform.python_implementation()} {platform.python_version()}"
     return "\n".join(
         [
             f"Command: `{command}` ({iterations} iterations, best of {repeats} repeats).",
             "",
-            f"- Date: {time.strftime('%Y-%m-%d')}",
-            f"- CPU: {cpu_model()}, {os.cpu_count()} cores",
-            f"- Python: {python} on {platform.system()} {platform.machine()}",
+            *machine_lines(),
             "",
             table(results),
             "",
@@ -198,16 +168,6 @@ def report(results: list[Result], command: str, iterations: int, repeats: int) -
             "`verify_integrity` for the signed requests, then `verify_fingerprint`.",
         ]
     )
-
-
-def write_section(path: Path, body: str) -> None:
-    """Replace the Codec section between its markers, creating the file if needed."""
-    text = path.read_text() if path.exists() else SKELETON
-    if START not in text or END not in text:
-        text = text.rstrip("\n") + f"\n\n## Codec\n\n{START}\n{END}\n"
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    path.write_text(f"{head}{START}\n{body}\n{END}{tail}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -220,7 +180,8 @@ def main(argv: list[str] | None = None) -> None:
     print(table(results))
     if not args.no_write:
         command = " ".join(["python -m benchmarks.codec_bench", *sys.argv[1:]]).strip()
-        write_section(README, report(results, command, args.iterations, args.repeats))
+        body = report(results, command, args.iterations, args.repeats)
+        write_marked_section(README, START, END, body, "## Codec")
         print(f"\nwritten to {README}")
 
 

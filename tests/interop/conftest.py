@@ -11,7 +11,6 @@ client printed with what trelay really saw on the wire.
 
 from __future__ import annotations
 
-import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from relay.stream_listener import serve_stream
 from relay.tls import context_from_pem, generate_self_signed
 from relay.udp_listener import serve_udp
 from tests.interop.trio_thread import trio_in_thread
+from tests.netutil import ipv6_loopback_works
 from turn.binding import BindingResponder, Responder
 
 SOFTWARE = "trelay interop"
@@ -64,23 +64,12 @@ class ThreadedRelay:
     responder: RecordingResponder
 
 
-def ipv6_loopback_available() -> bool:
-    if not socket.has_ipv6:
-        return False
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe:
-            probe.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
-
-
 @pytest.fixture(scope="module")
 def relay() -> Iterator[ThreadedRelay]:
     certificate = generate_self_signed(["127.0.0.1"])
     ssl_context = context_from_pem(certificate)
     responder = RecordingResponder(BindingResponder(SOFTWARE))
-    with_ipv6 = ipv6_loopback_available()
+    with_ipv6 = ipv6_loopback_works()
 
     async def start(nursery: trio.Nursery) -> ThreadedRelay:
         frontend = ResponderFrontend(responder)

@@ -44,6 +44,7 @@ from stun.codes import MessageClass, Method
 from stun.credentials import long_term_key
 from stun.integrity import encode_signed, verify_integrity
 from stun.message import Message, decode_message, encode_message, new_transaction_id
+from tests.netutil import ipv6_loopback_works
 from turn.credential_sources import rest_password
 
 TIMEOUT = 30
@@ -303,18 +304,9 @@ async def test_the_server_denies_its_own_listeners_as_peers(tmp_path: Path) -> N
         assert await stop(running, signal.SIGTERM) == 0
 
 
-def loopback_v6_works() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe:
-            probe.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
-
-
 async def test_sigint_stops_cleanly_too(tmp_path: Path) -> None:
     # IPv6 loopback where the machine has it (some containers do not).
-    second = "[::1]:0" if loopback_v6_works() else "127.0.0.1:0"
+    second = "[::1]:0" if ipv6_loopback_works() else "127.0.0.1:0"
     async with running_trelay(
         tmp_path, "--listen-udp", "127.0.0.1:0", "--listen-udp", second, "--realm", "t.test"
     ) as running:

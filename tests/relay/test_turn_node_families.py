@@ -16,19 +16,11 @@ import trio
 
 from stun.attributes import DontFragment, RequestedAddressFamily
 from stun.codes import AddressFamily
+from tests.netutil import ipv6_loopback_works
 from tests.relay.turn_client import TurnError, peer, start_node, udp_client
 from turn.config import TurnConfig
 
 REALM = "interop.test"
-
-
-def ipv6_loopback_works() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe:
-            probe.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
 
 
 needs_ipv6 = pytest.mark.skipif(not ipv6_loopback_works(), reason="no IPv6 loopback here")

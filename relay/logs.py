@@ -1,0 +1,328 @@
+"""Logging configuration: one handler, a human or a JSON-lines format, and no secrets.
+
+Owns how every `logging` record of the process is written once `configure_logging` has
+run: the format ("human" lines for a terminal or journald, JSON lines for a log shipper),
+the root level, and the scrubbing that keeps secrets and usernames out of the output.
+
+Formats (one record = one line; a traceback follows a human line, or sits in "exc"):
+
+    trelay: INFO: trelay.turn: allocation created client=192.0.2.1:5000 transport=udp
+    {"ts": "2024-05-01T12:00:00.123Z", "level": "info", "logger": "trelay.turn",
+     "message": "allocation created", "client": "192.0.2.1:5000", "transport": "udp"}
+
+Invariants:
+- A field whose name says it holds a secret (password, credential, secret, key, token,
+  mac_key, authorization, in any case, alone or as a `_`/`-` separated part such as
+  `shared_secret` or `api-key`) is written as "<redacted>", wherever it appears: as an
+  `extra` field, as a field of a dataclass or a key of a mapping inside an extra value or
+  inside the message's `%` arguments. `name=value` and `'name': value` spellings in the
+  final text (a repr in a message, an exception's text) are redacted too; that is a
+  safety net, not a parser.
+- `username` (and `user`, `identity`) fields, at any depth and as named `%` arguments,
+  are dropped unless usernames are allowed. They are replaced by `user_ref`, a short
+  keyed hash: equal within one process (so the "allocation created" and "allocation
+  ended" lines of one user can be matched), but not reversible by hashing a list of
+  likely names, which a plain hash would be, because the key is random per process
+  unless the caller passes one (to correlate across workers or restarts).
+- Addresses (`(host, port)` tuples) are written as `host:port` (`[v6]:port`), enums as
+  their value, bytes only as their length.
+- Records are never mutated: other handlers (pytest's caplog, say) see them unchanged.
+
+No RFC governs logs; RFC 8489 §9.2 and RFC 8656 §7 say which values are secrets (the
+long-term password and the key derived from it), which is why `key` is on the list.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import hashlib
+import hmac
+import json
+import logging
+import re
+import secrets
+import sys
+from collections.abc import Iterable, Mapping
+from enum import Enum, StrEnum
+from typing import Any, TextIO
+
+REDACTED = "<redacted>"
+SECRET_WORDS = frozenset(
+    {"password", "credential", "secret", "key", "token", "authorization", "passwd"}
+)
+USERNAME_FIELDS = frozenset({"username", "user", "identity"})
+USER_REF_FIELD = "user_ref"
+HUMAN_PREFIX = "trelay"
+_MAX_DEPTH = 4  # nested values deeper than this are not expanded (and not printed)
+
+# Every attribute a plain LogRecord has; anything else on a record came from `extra`.
+_RECORD_ATTRIBUTES = frozenset(vars(logging.LogRecord("", logging.INFO, "", 0, "", None, None))) | {
+    "message",
+    "asctime",
+    "taskName",
+}
+_CORE_KEYS = ("ts", "level", "logger", "message", "exc")
+
+# Safety net over final text: `password='x'`, `mac_key=b'..'`, `'token': 'x'` (a dict's
+# repr), `Authorization: Bearer x`. A bare "key: x" is left alone: "tls.key: not found"
+# is an error message about a setting, not a secret.
+_QUOTED = r"b?'(?:[^'\\]|\\.)*'" + "|" + r'b?"(?:[^"\\]|\\.)*"'
+_WORDS = r"(?:passwords?|passwd|credentials?|secrets?|keys?|tokens?|authorization)"
+_NAME = rf"(?:[A-Za-z0-9_-]*[_-])?{_WORDS}(?![A-Za-z0-9])"  # "mac_key", not "monkey"
+_ASSIGNMENT = re.compile(
+    rf"""(?i)(?P<name>\b{_NAME}\s*=\s*|['"]{_NAME}['"]\s*:\s*|\bauthorization\s*:\s*)"""
+    rf"""(?P<value>{_QUOTED}|(?:bearer|basic)\s+[^\s,;)}}\]]+|[^\s,;)}}\]'"]+)"""
+)
+
+
+class LogFormat(StrEnum):
+    """How lines are written: `human` for people and journald, `json` for shippers."""
+
+    HUMAN = "human"
+    JSON = "json"
+
+
+def is_secret_name(name: str) -> bool:
+    """True if a field called `name` must never be printed (see the module invariants)."""
+    lowered = name.lower()
+    if lowered in SECRET_WORDS or lowered == "mac_key":
+        return True
+    parts = re.split(r"[_\-\s.]+", lowered)
+    return any(part in SECRET_WORDS or part.rstrip("s") in SECRET_WORDS for part in parts)
+
+
+def redact_text(text: str) -> str:
+    """`text` with the value of every `secret_name=value` spelling replaced."""
+    return _ASSIGNMENT.sub(lambda m: m.group("name") + REDACTED, text)
+
+
+class _Scrubbed:
+    """A message argument replaced by its safe rendering, for both %s and %r."""
+
+    __slots__ = ("_text",)
+
+    def __init__(self, text: str) -> None:
+        self._text = text
+
+    def __str__(self) -> str:
+        return self._text
+
+    __repr__ = __str__
+
+
+class RecordScrubber:
+    """Turns a record's extra fields, message and exception into printable, safe values."""
+
+    __slots__ = ("_show_usernames", "_username_key")
+
+    def __init__(self, show_usernames: bool = False, username_key: bytes | None = None) -> None:
+        self._show_usernames = show_usernames
+        self._username_key = username_key if username_key is not None else secrets.token_bytes(16)
+
+    def user_ref(self, username: str) -> str:
+        """A short keyed hash of `username`: stable for one key, not a dictionary lookup."""
+        digest = hmac.digest(self._username_key, username.encode("utf-8"), hashlib.sha256)
+        return digest[:5].hex()
+
+    def fields(self, record: logging.LogRecord) -> dict[str, Any]:
+        """The record's `extra` fields, secrets redacted and usernames hidden or hashed."""
+        extra = (
+            (name, value)
+            for name, value in vars(record).items()
+            if name not in _RECORD_ATTRIBUTES and not name.startswith("_")
+        )
+        return self._items(extra, depth=0)
+
+    def plain(self, value: object, depth: int = 0) -> Any:
+        """`value` as JSON-ready data: addresses as host:port, secrets in it redacted."""
+        if isinstance(value, bool | int | float | str) or value is None:
+            return value
+        if isinstance(value, Enum):
+            return self.plain(value.value, depth)
+        if isinstance(value, bytes | bytearray | memoryview):
+            return f"<{len(value)} bytes>"
+        if depth >= _MAX_DEPTH:
+            return f"<{type(value).__name__}>"
+        address = _address_text(value)
+        if address is not None:
+            return address
+        if _is_dataclass_instance(value):
+            fields = dataclasses.fields(value)  # type: ignore[arg-type]
+            items = ((f.name, getattr(value, f.name)) for f in fields)
+            return {"type": type(value).__name__, **self._items(items, depth + 1)}
+        if isinstance(value, Mapping):
+            return self._items(((str(k), v) for k, v in value.items()), depth + 1)
+        if isinstance(value, list | tuple | set | frozenset):
+            return [self.plain(item, depth + 1) for item in value]
+        return redact_text(str(value))
+
+    def _items(self, items: Iterable[tuple[str, object]], depth: int) -> dict[str, Any]:
+        """Named values at any depth: secrets redacted, usernames hashed unless shown."""
+        out: dict[str, Any] = {}
+        for name, value in items:
+            if name.lower() in USERNAME_FIELDS and not self._show_usernames:
+                if isinstance(value, str) and value:
+                    out[USER_REF_FIELD] = self.user_ref(value)
+            elif is_secret_name(name):
+                out[name] = REDACTED
+            else:
+                out[name] = self.plain(value, depth)
+        return out
+
+    def _safe_arg(self, name: str, value: object) -> object:
+        """A `%` argument as the formatter may use it: untouched if it cannot hold a secret."""
+        if name and is_secret_name(name):
+            return _Scrubbed(REDACTED)
+        if name.lower() in USERNAME_FIELDS and not self._show_usernames:
+            return _Scrubbed(f"{USER_REF_FIELD}:{self.user_ref(str(value))}")
+        if isinstance(value, str | int | float | bool) or value is None:
+            return value
+        if _is_dataclass_instance(value) or isinstance(value, Mapping | bytes | bytearray):
+            return _Scrubbed(_render(self.plain(value)))
+        return value
+
+    def message(self, record: logging.LogRecord) -> str:
+        """`record.getMessage()` computed from scrubbed arguments, then text-redacted."""
+        args = record.args
+        if isinstance(args, Mapping):
+            safe_args: object = {k: self._safe_arg(str(k), v) for k, v in args.items()}
+        elif isinstance(args, tuple):
+            safe_args = tuple(self._safe_arg("", arg) for arg in args)
+        else:
+            safe_args = args
+        text = str(record.msg)
+        if safe_args:
+            try:
+                text = text % safe_args
+            except (TypeError, ValueError, KeyError):
+                # A broken format string: say so rather than lose the line.
+                text = f"{text} (unformattable arguments)"
+        return redact_text(text)
+
+    def exception(self, record: logging.LogRecord, formatter: logging.Formatter) -> str | None:
+        """The traceback text (and stack_info), redacted; None when there is none."""
+        parts: list[str] = []
+        if record.exc_info and record.exc_info[0] is not None:
+            parts.append(formatter.formatException(record.exc_info))
+        elif record.exc_text:
+            parts.append(record.exc_text)
+        if record.stack_info:
+            parts.append(formatter.formatStack(record.stack_info))
+        return redact_text("\n".join(parts)) if parts else None
+
+
+def _is_dataclass_instance(value: object) -> bool:
+    return dataclasses.is_dataclass(value) and not isinstance(value, type)
+
+
+def _address_text(value: object) -> str | None:
+    """`host:port` for a socket address tuple (IPv6 ones may carry flowinfo, scope id)."""
+    if not isinstance(value, tuple) or len(value) not in (2, 4):
+        return None
+    host, port = value[0], value[1]
+    if not isinstance(host, str) or not isinstance(port, int) or isinstance(port, bool):
+        return None
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _render(value: Any) -> str:
+    """A plain value as one token of a human line."""
+    if isinstance(value, str):
+        needs_quotes = not value or any(c.isspace() or c in "\"'=" for c in value)
+        return json.dumps(value, ensure_ascii=False) if needs_quotes else value
+    if isinstance(value, dict) and value.get("type"):
+        inner = ", ".join(f"{k}={_render(v)}" for k, v in value.items() if k != "type")
+        return f"{value['type']}({inner})"
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+class HumanFormatter(logging.Formatter):
+    """`trelay: LEVEL: logger: message key=value ...`, then any traceback, redacted."""
+
+    def __init__(self, scrubber: RecordScrubber) -> None:
+        super().__init__()
+        self.scrubber = scrubber
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields = self.scrubber.fields(record)
+        line = f"{HUMAN_PREFIX}: {record.levelname}: {record.name}: {self.scrubber.message(record)}"
+        if fields:
+            line += " " + " ".join(f"{k}={_render(v)}" for k, v in fields.items())
+        exception = self.scrubber.exception(record, self)
+        return line if exception is None else f"{line}\n{exception}"
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ts, level, logger, message, the extra fields, exc."""
+
+    def __init__(self, scrubber: RecordScrubber) -> None:
+        super().__init__()
+        self.scrubber = scrubber
+
+    def format(self, record: logging.LogRecord) -> str:
+        ts = datetime.datetime.fromtimestamp(record.created, tz=datetime.UTC)
+        entry: dict[str, Any] = {
+            "ts": ts.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": self.scrubber.message(record),
+        }
+        for name, value in self.scrubber.fields(record).items():
+            # An extra field never overwrites a core key; it keeps its value under a prefix.
+            entry[f"extra_{name}" if name in _CORE_KEYS else name] = value
+        exception = self.scrubber.exception(record, self)
+        if exception is not None:
+            entry["exc"] = exception
+        return json.dumps(entry, ensure_ascii=False, default=str)
+
+
+_HANDLER_MARK = "_trelay_logs_handler"
+
+
+def parse_level(level: int | str) -> int:
+    """A `logging` level from a number or a name in any case ("info", "WARNING")."""
+    if isinstance(level, int):
+        return level
+    try:
+        return logging.getLevelNamesMapping()[str(level).upper()]
+    except KeyError:
+        raise ValueError(f"unknown log level {level!r}") from None
+
+
+def make_formatter(
+    fmt: LogFormat | str, show_usernames: bool = False, username_key: bytes | None = None
+) -> logging.Formatter:
+    """The formatter for `fmt` ("human" or "json"); ValueError for anything else."""
+    scrubber = RecordScrubber(show_usernames, username_key)
+    if LogFormat(fmt) is LogFormat.JSON:
+        return JsonFormatter(scrubber)
+    return HumanFormatter(scrubber)
+
+
+def configure_logging(
+    level: int | str,
+    fmt: LogFormat | str = LogFormat.HUMAN,
+    show_usernames: bool = False,
+    *,
+    stream: TextIO | None = None,
+    username_key: bytes | None = None,
+) -> logging.Handler:
+    """Send every record at `level` or above to `stream` (stderr) in `fmt`; return the handler.
+
+    Call it instead of `logging.basicConfig`, as often as settings change (a reload): the
+    handler a previous call installed is replaced, other handlers are left alone.
+    `username_key` keys the `user_ref` hash; pass the same bytes to every worker to get
+    the same references across workers, or leave it None for a random per-process key.
+    """
+    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+    handler.setFormatter(make_formatter(fmt, show_usernames, username_key))
+    setattr(handler, _HANDLER_MARK, True)
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        if getattr(old, _HANDLER_MARK, False):
+            root.removeHandler(old)
+            old.close()
+    root.addHandler(handler)
+    root.setLevel(parse_level(level))
+    return handler

@@ -13,6 +13,7 @@ from pathlib import Path
 import aioice
 import pytest
 
+from relay.ice_shim import connect_pair, selected_pairs
 from tests.interop.turn_relay import PASSWORD, USERNAME, threaded_turn_node
 
 pytestmark = pytest.mark.interop
@@ -35,25 +36,13 @@ async def relayed_call(server: tuple[str, int], transport: str) -> list[str]:
 
     left, right = agent(True), agent(False)
     try:
-        await asyncio.wait_for(
-            asyncio.gather(left.gather_candidates(), right.gather_candidates()), TIMEOUT
-        )
-        for a, b in ((left, right), (right, left)):
-            for candidate in a.local_candidates:
-                await b.add_remote_candidate(candidate)
-            await b.add_remote_candidate(None)
-            b.remote_username = a.local_username
-            b.remote_password = a.local_password
-        await asyncio.wait_for(asyncio.gather(left.connect(), right.connect()), TIMEOUT)
+        await connect_pair(left, right, TIMEOUT)
         await left.send(b"ping through trelay")
         assert await asyncio.wait_for(right.recv(), TIMEOUT) == b"ping through trelay"
         await right.send(b"pong")
         assert await asyncio.wait_for(left.recv(), TIMEOUT) == b"pong"
-        kinds = []
-        for agent_ in (left, right):
-            pair = agent_._nominated[1]  # aioice keeps the nominated pair per component
-            kinds += [pair.local_candidate.type, pair.remote_candidate.type]
-        return kinds
+        pairs = [pair for agent_ in (left, right) for pair in selected_pairs(agent_)]
+        return [kind for pair in pairs for kind in (pair.local_type, pair.remote_type)]
     finally:
         await left.close()
         await right.close()

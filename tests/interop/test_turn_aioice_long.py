@@ -24,6 +24,7 @@ import trio
 import trio.lowlevel
 import trio.testing
 
+from relay.ice_shim import connect_pair
 from relay.turn_node import TurnNode
 from tests.interop.turn_relay import PASSWORD, USERNAME, RunningNode, threaded_turn_node
 from tests.relay.turn_client import Peer, TurnClient, peer, udp_client
@@ -162,16 +163,7 @@ async def long_call(node: ClockedNode, transport: str, control: CreatePermission
 
     left, right = agent(True), agent(False)
     try:
-        await asyncio.wait_for(
-            asyncio.gather(left.gather_candidates(), right.gather_candidates()), TIMEOUT
-        )
-        for a, b in ((left, right), (right, left)):
-            for candidate in a.local_candidates:
-                await b.add_remote_candidate(candidate)
-            await b.add_remote_candidate(None)
-            b.remote_username = a.local_username
-            b.remote_password = a.local_password
-        await asyncio.wait_for(asyncio.gather(left.connect(), right.connect()), TIMEOUT)
+        await connect_pair(left, right, TIMEOUT)
         await exchange(left, right, b"before the jump")
 
         await asyncio.to_thread(node.call, lambda: node.clock.jump(JUMP))

@@ -8,11 +8,13 @@ Invariants:
 - A bad flag or setting is one line on stderr, "trelay: <key>: <problem>", and status 2;
   nothing has been bound by then. A listen address that cannot be bound is one line
   too, naming its `listen.*` key, and status 1.
-- Once every listener is bound, exactly one JSON line goes to stdout (flushed):
-  {"event": "ready", "udp": [...], "tcp": [...], "tls": [...], "ice_servers": [...]},
-  and a ready-to-paste `iceServers` block goes to stderr.
-- SIGINT and SIGTERM drain the relay (no new allocations; existing ones get a short
-  grace period), then close every socket; `main` returns 0.
+- Once every listener is bound, the operator HTTP port(s) (`http.listen`: /metrics,
+  /healthz, /readyz) are started, then exactly one JSON line goes to stdout (flushed):
+  {"event": "ready", "udp": [...], "tcp": [...], "tls": [...], "http": [...],
+  "ice_servers": [...]}, and a ready-to-paste `iceServers` block goes to stderr. /readyz
+  answers 200 from then on.
+- SIGINT and SIGTERM drain the relay (/readyz answers 503 at once; no new allocations;
+  existing ones get a short grace period), then close every socket; `main` returns 0.
 - The ready line's `ice_servers` carry a TURN credential for a day when shared secrets
   (or, with neither users nor secrets configured, the generated dev secret) are set.
 """
@@ -25,15 +27,19 @@ import json
 import logging
 import signal
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import NoReturn, TextIO
 
 import trio
+from starlette.applications import Starlette
 
+from relay.http_app import NodeStatus, build_app
+from relay.http_server import serve_http
 from relay.ice_config import TurnCredential, format_ice_servers, ice_servers, ice_servers_json
+from relay.metrics import node_registry
 from relay.secrets_file import watch_secrets_file
-from relay.server import BoundAddresses, ListenError, serve
+from relay.server import BoundAddresses, HostPort, ListenError, serve
 from relay.settings import Flags, Settings, SettingsError, format_host_port, load_settings
 from relay.turn_node import TurnNode
 from relay.turn_setup import build_turn_server, dev_credential, shared_secrets
@@ -102,6 +108,13 @@ def build_parser() -> argparse.ArgumentParser:
             metavar="HOST:PORT",
             help=f"listen for {transport.upper()} (repeatable; replaces listen.{transport})",
         )
+    serve_parser.add_argument(
+        "--listen-http",
+        action="append",
+        metavar="HOST:PORT",
+        help="the operator HTTP port: /metrics, /healthz, /readyz (repeatable; replaces "
+        "http.listen)",
+    )
     serve_parser.add_argument("--realm", help="REALM of the long-term credentials")
     serve_parser.add_argument("--tls-cert", metavar="FILE", help="PEM certificate chain")
     serve_parser.add_argument("--tls-key", metavar="FILE", help="PEM private key")
@@ -143,6 +156,7 @@ def flags_from(arguments: argparse.Namespace) -> Flags:
         listen_udp=addresses(arguments.listen_udp),
         listen_tcp=addresses(arguments.listen_tcp),
         listen_tls=addresses(arguments.listen_tls),
+        listen_http=addresses(arguments.listen_http),
         realm=arguments.realm,
         tls_cert=arguments.tls_cert,
         tls_key=arguments.tls_key,
@@ -180,48 +194,73 @@ async def serve_until_signal(settings: Settings, stdout: TextIO, stderr: TextIO)
             auth = settings.auth
             secrets = shared_secrets(settings)
             node = TurnNode(build_turn_server(settings, secrets), nursery)
+            status = NodeStatus()
             if auth.secrets_file is not None:
                 watch = functools.partial(watch_secrets_file, auth.secrets_file, secrets)
                 await nursery.start(watch, auth.secrets)
-            nursery.start_soon(_drain_on_signal, signals, node, nursery.cancel_scope)
+            nursery.start_soon(_drain_on_signal, signals, node, status, nursery.cancel_scope)
             await nursery.start(node.run_timers)
             bound: BoundAddresses = await nursery.start(
                 functools.partial(serve, settings, frontend=node)
             )
             node.server.listening_on([*bound.udp, *bound.tcp, *bound.tls])
-            announce_ready(settings, bound, stdout, stderr)
+            registry = node_registry(node, ready=lambda: status.ready)
+            http = await start_http(nursery, settings, build_app(status, registry=registry))
+            status.mark_bound()
+            announce_ready(settings, bound, stdout, stderr, http)
+
+
+async def start_http(nursery: trio.Nursery, settings: Settings, app: Starlette) -> list[HostPort]:
+    """Start the operator HTTP port(s); a failure to bind is a `ListenError` naming its key."""
+    bound: list[HostPort] = []
+    for index, address in enumerate(settings.http.listen):
+        try:
+            bound.append(await nursery.start(serve_http, address.host, address.port, app))
+        except OSError as exc:
+            raise ListenError(f"http.listen[{index}]", address, exc) from exc
+    return bound
 
 
 async def _drain_on_signal(
-    signals: AsyncIterator[int], node: TurnNode, scope: trio.CancelScope
+    signals: AsyncIterator[int], node: TurnNode, status: NodeStatus, scope: trio.CancelScope
 ) -> None:
-    """First signal: refuse new allocations, let the others end within the grace period."""
+    """First signal: not ready any more, no new allocations, the others get a grace period."""
     async for number in signals:
         logger.info("%s received, draining", signal.Signals(number).name)
+        status.start_draining()
         await node.drain(DRAIN_GRACE_SECONDS)
         scope.cancel()
         return
 
 
 def ready_event(
-    bound: BoundAddresses, credential: TurnCredential | None = None
+    bound: BoundAddresses,
+    credential: TurnCredential | None = None,
+    http: Sequence[HostPort] | None = None,
 ) -> dict[str, object]:
-    """The ready line's content (JSON-ready)."""
-    return {
+    """The ready line's content (JSON-ready); "http" only when `http` is given."""
+    event: dict[str, object] = {
         "event": "ready",
         "udp": [format_host_port(*a) for a in bound.udp],
         "tcp": [format_host_port(*a) for a in bound.tcp],
         "tls": [format_host_port(*a) for a in bound.tls],
-        "ice_servers": ice_servers_json(ice_servers(bound, credential)),
     }
+    if http is not None:
+        event["http"] = [format_host_port(*a) for a in http]
+    event["ice_servers"] = ice_servers_json(ice_servers(bound, credential))
+    return event
 
 
 def announce_ready(
-    settings: Settings, bound: BoundAddresses, stdout: TextIO, stderr: TextIO
+    settings: Settings,
+    bound: BoundAddresses,
+    stdout: TextIO,
+    stderr: TextIO,
+    http: Sequence[HostPort] = (),
 ) -> None:
     # One line, flushed at once: a supervisor or test reads it as the sign to go on.
     credential = dev_credential(settings)
-    stdout.write(json.dumps(ready_event(bound, credential)) + "\n")
+    stdout.write(json.dumps(ready_event(bound, credential, http)) + "\n")
     stdout.flush()
     stderr.write(f"{PROG}: ready. Paste into new RTCPeerConnection({{...}}):\n")
     stderr.write(format_ice_servers(ice_servers(bound, credential)) + "\n")

@@ -34,6 +34,8 @@ TOML file, so an error's key is the dotted path a user would edit:
     [lifetimes]
     default = 600                  # allocation lifetime (RFC 8656 §7.2)
     max = 3600
+    [http]                         # the operator port: /metrics, /healthz, /readyz
+    listen = ["127.0.0.1:9478"]    # default ["127.0.0.1:0"]; [] = no HTTP port
 
 Invariants:
 - Every problem is a `SettingsError(key, problem)`, raised by `load_settings` before
@@ -109,6 +111,13 @@ class ListenSettings:
     udp: tuple[ListenAddress, ...] = _DEV_LISTEN
     tcp: tuple[ListenAddress, ...] = _DEV_LISTEN
     tls: tuple[ListenAddress, ...] = _DEV_LISTEN
+
+
+@dataclass(frozen=True, slots=True)
+class HttpSettings:
+    """The operator HTTP port(s) (`relay.http_app`); an empty tuple serves none."""
+
+    listen: tuple[ListenAddress, ...] = _DEV_LISTEN
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +199,7 @@ class Settings:
     stream: StreamSettings = field(default_factory=StreamSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
     relay: RelaySettings = field(default_factory=RelaySettings)
+    http: HttpSettings = field(default_factory=HttpSettings)
     software: str = field(default_factory=default_software)
     log_level: LogLevel = LogLevel.INFO
 
@@ -201,6 +211,7 @@ class Flags:
     listen_udp: tuple[str, ...] | None = None
     listen_tcp: tuple[str, ...] | None = None
     listen_tls: tuple[str, ...] | None = None
+    listen_http: tuple[str, ...] | None = None
     realm: str | None = None
     tls_cert: str | None = None
     tls_key: str | None = None
@@ -294,15 +305,19 @@ def _read_file(path: Path) -> tuple[Settings, dict[str, tuple[ListenAddress, ...
         root.table(n) for n in ("relay", "quotas", "lifetimes")
     )
     relay = _read_relay(relay_table, quota_table, lifetime_table)
+    http_table = root.table("http")
+    http_listen = _read_addresses(http_table, "listen")
+    http = HttpSettings() if http_listen is None else HttpSettings(http_listen)
     software = _read_text(root, "software", default_software())
     level = root.take("log_level")
     log_level = LogLevel.INFO if level is None else _parse_log_level("log_level", level)
     tables = (listen_table, tls_table, stream_table, auth_table, relay_table, quota_table)
-    for table in (*tables, lifetime_table, root):
+    for table in (*tables, lifetime_table, http_table, root):
         table.finish()
     settings = Settings(
-        tls=tls, stream=stream, auth=auth, relay=relay, software=software, log_level=log_level
-    )
+        tls=tls, stream=stream, auth=auth, relay=relay, http=http, software=software,
+        log_level=log_level,
+    )  # fmt: skip
     return settings, listen
 
 
@@ -511,12 +526,20 @@ def _apply_flags(
         relay = replace(relay, ports=_check_ports("--relay-ports", flags.relay_ports))
     if flags.allow_loopback_peers:
         relay = replace(relay, allow_loopback_peers=True)
+    http = settings.http
+    if flags.listen_http is not None:
+        http = HttpSettings(tuple(parse_host_port("--listen-http", v) for v in flags.listen_http))
+    resolved = _resolve_listen(listen)
+    # The operator port is TCP too: it must not take a TCP or TLS listener's fixed port.
+    _check_unique([("listen.tcp", resolved.tcp), ("listen.tls", resolved.tls),
+                   ("http.listen", http.listen)])  # fmt: skip
     return replace(
         settings,
-        listen=_resolve_listen(listen),
+        listen=resolved,
         tls=tls,
         auth=auth,
         relay=relay,
+        http=http,
         log_level=log_level,
     )
 

@@ -39,6 +39,7 @@ from relay.datagram_batch import (
     enlarge_receive_buffer,
     send_reply,
 )
+from stun.message import decode_message_type
 from turn.actions import (
     Action,
     AllocationCreated,
@@ -72,7 +73,9 @@ StreamSend = Callable[[bytes], None]
 
 @dataclass(slots=True)
 class DataPathCounters:
-    """Plain integers bumped on the data path; published by the metrics layer."""
+    """Plain integers bumped on the data path (per batch where it can); `relay.metrics`
+    reads them at scrape time. The relayed totals are split by client transport again
+    in `TurnNode.relayed` (`TransportCounters`); drops are not split."""
 
     client_to_peer_datagrams: int = 0
     client_to_peer_bytes: int = 0
@@ -83,12 +86,24 @@ class DataPathCounters:
     dropped_no_permission: int = 0
     dropped_malformed: int = 0
     dropped_send_failed: int = 0
+    dropped_queue_full: int = 0  # a stream client's outbox was full (or already closed)
+
+
+@dataclass(slots=True)
+class TransportCounters:
+    """Relayed traffic of the allocations of one client transport, added per batch."""
+
+    client_to_peer_datagrams: int = 0
+    client_to_peer_bytes: int = 0
+    peer_to_client_datagrams: int = 0
+    peer_to_client_bytes: int = 0
 
 
 @dataclass(slots=True)
 class _Relay:
     sock: socket.socket
     scope: trio.CancelScope
+    relayed: TransportCounters
     allocation: Allocation | None = None
 
 
@@ -100,7 +115,7 @@ class _ClientReader:
     once per batch. Everything else is STUN for the core.
     """
 
-    __slots__ = ("buffer", "node", "server_address", "sock", "stats", "table", "view")
+    __slots__ = ("buffer", "node", "relayed", "server_address", "sock", "stats", "table", "view")
 
     def __init__(
         self, sock: socket.socket, server_address: Address, stats: UdpListenerStats, node: TurnNode
@@ -110,6 +125,7 @@ class _ClientReader:
         self.stats = stats
         self.node = node
         self.table = node.server.client_table(ClientTransport.UDP, server_address)
+        self.relayed = node.relayed[ClientTransport.UDP]
         self.buffer = bytearray(MAX_DATAGRAM)
         self.view = memoryview(self.buffer)
 
@@ -162,6 +178,9 @@ class _ClientReader:
             stats.receive_errors += errors
             counters.client_to_peer_datagrams += relayed
             counters.client_to_peer_bytes += relayed_bytes
+            by_transport = self.relayed
+            by_transport.client_to_peer_datagrams += relayed
+            by_transport.client_to_peer_bytes += relayed_bytes
 
     def _stun(self, data: bytes, source: Address, address: Any) -> None:
         five_tuple = FiveTuple(ClientTransport.UDP, source, self.server_address)
@@ -182,7 +201,7 @@ class _PeerReader:
     UDP); a peer without a channel becomes a Data indication through the core (§10.3).
     """
 
-    __slots__ = ("allocation", "buffer", "counters", "deliver", "node", "sock", "view")
+    __slots__ = ("allocation", "buffer", "counters", "deliver", "node", "relayed", "sock", "view")
 
     def __init__(
         self,
@@ -190,12 +209,14 @@ class _PeerReader:
         allocation: Allocation,
         deliver: Callable[[Buffer], object],
         node: TurnNode,
+        relayed: TransportCounters,
     ) -> None:
         self.sock = sock
         self.allocation = allocation
         self.deliver = deliver
         self.node = node
         self.counters = node.counters
+        self.relayed = relayed
         self.buffer = bytearray(4 + MAX_DATAGRAM + 3)  # header, datagram, padding
         self.view = memoryview(self.buffer)
 
@@ -208,39 +229,54 @@ class _PeerReader:
         pack_into = _CHANNEL_HEADER.pack_into
         pad = self.allocation.five_tuple.transport.is_stream
         is_pair = self.sock.family == socket.AF_INET
-        for count in range(BATCH_SIZE):
-            try:
-                size, address = receive_into(payload)
-            except BlockingIOError:
-                return count
-            except OSError as exc:
-                if exc.errno not in ICMP_ERRNOS:
-                    raise
-                continue  # an ICMP error about an earlier datagram to a peer (DESIGN §5)
-            peer = address if is_pair else (address[0], address[1])
-            channel = peers.get(peer)
-            if channel is not None:
-                pack_into(buffer, 0, channel, size)
-                end = 4 + size
-                if pad and size & 3:
-                    end += 4 - (size & 3)
-                    buffer[4 + size : end] = _ZEROS[: end - 4 - size]
-                frame: Buffer = view[:end]
-            else:
-                data = bytes(view[4 : 4 + size])
-                indication = self.node.server.peer_datagram(self.allocation, peer, data)
-                if indication is None:
-                    counters.dropped_no_permission += 1
+        delivered = delivered_bytes = 0
+        try:
+            for count in range(BATCH_SIZE):  # `finally` adds up what was delivered
+                try:
+                    size, address = receive_into(payload)
+                except BlockingIOError:
+                    return count
+                except OSError as exc:
+                    if exc.errno not in ICMP_ERRNOS:
+                        raise
+                    continue  # an ICMP error about an earlier datagram to a peer (DESIGN §5)
+                peer = address if is_pair else (address[0], address[1])
+                channel = peers.get(peer)
+                if channel is not None:
+                    pack_into(buffer, 0, channel, size)
+                    end = 4 + size
+                    if pad and size & 3:
+                        end += 4 - (size & 3)
+                        buffer[4 + size : end] = _ZEROS[: end - 4 - size]
+                    frame: Buffer = view[:end]
+                else:
+                    data = bytes(view[4 : 4 + size])
+                    indication = self.node.server.peer_datagram(self.allocation, peer, data)
+                    if indication is None:
+                        counters.dropped_no_permission += 1
+                        continue
+                    frame = indication
+                try:
+                    deliver(frame)
+                except _Stalled:
+                    counters.dropped_queue_full += 1
                     continue
-                frame = indication
-            try:
-                deliver(frame)
-            except (OSError, _Stalled):
-                counters.dropped_send_failed += 1
-                continue
-            counters.peer_to_client_datagrams += 1
-            counters.peer_to_client_bytes += size
-        return BATCH_SIZE
+                except OSError:
+                    counters.dropped_send_failed += 1
+                    continue
+                delivered += 1
+                delivered_bytes += size
+            return BATCH_SIZE
+        finally:
+            self._count(delivered, delivered_bytes)
+
+    def _count(self, delivered: int, delivered_bytes: int) -> None:
+        """Once per batch: what reached the client, in total and for its transport."""
+        counters, by_transport = self.counters, self.relayed
+        counters.peer_to_client_datagrams += delivered
+        counters.peer_to_client_bytes += delivered_bytes
+        by_transport.peer_to_client_datagrams += delivered
+        by_transport.peer_to_client_bytes += delivered_bytes
 
 
 @dataclass(slots=True)
@@ -267,6 +303,10 @@ class TurnNode:
     server: TurnServer
     nursery: trio.Nursery
     counters: DataPathCounters = field(default_factory=DataPathCounters)
+    # The relayed part of `counters` again, split by the allocations' client transport.
+    relayed: dict[ClientTransport, TransportCounters] = field(
+        default_factory=lambda: {t: TransportCounters() for t in ClientTransport}
+    )
     udp_sockets: dict[Address, socket.socket] = field(default_factory=dict)
     streams: dict[FiveTuple, StreamConnection] = field(default_factory=dict)
     _relays: dict[Address, _Relay] = field(default_factory=dict)
@@ -331,7 +371,11 @@ class TurnNode:
 
     def handle_stun(self, data: bytes, five_tuple: FiveTuple) -> bytes | None:
         """Run a STUN message through the core; the reply to its sender is returned."""
+        started = time.perf_counter()
         actions = self.server.handle_message(data, five_tuple, trio.current_time())
+        if len(data) >= 20 and not (data[0] & 0xC1 or data[1] & 0x10):  # a request (§5)
+            method = decode_message_type(int.from_bytes(data[:2]))[0]
+            self.server.stats.observe_request(method, time.perf_counter() - started)
         reply = None
         rest: list[Action] = []
         for action in actions:
@@ -393,6 +437,8 @@ class TurnNode:
             return
         self.counters.client_to_peer_datagrams += 1
         self.counters.client_to_peer_bytes += len(data)
+        relay.relayed.client_to_peer_datagrams += 1
+        relay.relayed.client_to_peer_bytes += len(data)
 
     def _send_to_client(self, five_tuple: FiveTuple, data: bytes) -> None:
         if five_tuple.transport is ClientTransport.UDP:
@@ -420,7 +466,7 @@ class TurnNode:
             return
         bound = sock.getsockname()
         relayed = (bound[0], bound[1])
-        relay = _Relay(sock, trio.CancelScope())
+        relay = _Relay(sock, trio.CancelScope(), self.relayed[action.five_tuple.transport])
         self._relays[relayed] = relay
         self._execute(self.server.relay_opened(action.five_tuple, relayed, trio.current_time()))
         relay.allocation = self.server.by_relayed.get(relayed)
@@ -458,7 +504,7 @@ class TurnNode:
                         return True
                     raise _Stalled
 
-            reader = _PeerReader(relay.sock, allocation, deliver, self)
+            reader = _PeerReader(relay.sock, allocation, deliver, self, relay.relayed)
             while True:
                 await trio.lowlevel.wait_readable(relay.sock)
                 while reader.batch() == BATCH_SIZE:

@@ -1,30 +1,77 @@
-"""The server side of the long-term credential mechanism (RFC 8489 §9.2.4).
+"""The server side of the long-term credential mechanism (RFC 8489 §9.2.4, RFC 7635 §5).
 
 Owns the decision for one request: which key it was signed with, or which error to
 answer. The order of checks follows §9.2.4:
 
 1. no MESSAGE-INTEGRITY (or -SHA256): 401 with REALM and NONCE, unsigned;
-2. integrity present but USERNAME, REALM or NONCE missing: 400, unsigned;
+2. integrity present but USERNAME (or USERHASH), REALM or NONCE missing: 400, unsigned;
 3. NONCE not one of ours for this client, or expired: 438 with REALM and NONCE;
-4. USERNAME unknown, or the MAC matches no candidate key: 401 with REALM and NONCE;
-5. otherwise the request is authenticated; every response to it is signed with its key.
+4. the nonce cookie has "Password algorithms": PASSWORD-ALGORITHM and
+   PASSWORD-ALGORITHMS both absent means MD5; otherwise both must be present,
+   PASSWORD-ALGORITHMS must equal the list we sent and PASSWORD-ALGORITHM must be one
+   of its entries, else 400 (the bid-down check);
+5. USERNAME (or USERHASH) unknown, ACCESS-TOKEN not valid (RFC 7635), or the MAC
+   matches no candidate key: 401 with REALM and NONCE;
+6. Allocate or Refresh from a revoked identity: 401 "Credentials revoked" with REALM
+   and NONCE, signed (the request did authenticate);
+7. otherwise the request is authenticated; every response to it is signed with its key,
+   with MESSAGE-INTEGRITY-SHA256 if the request used it (§9.2.4; `Sha256Key`).
+
+RFC 8489 security features (§9.2, on by default): 401 and 438 carry a nonce that starts
+with the nonce cookie (bits "Password algorithms" and "Username anonymity"; the cookie
+is HMAC-covered, `turn.nonces`) and PASSWORD-ALGORITHMS (SHA-256, MD5). Clients that
+know none of it (aioice, Chrome, coturn's tools) echo the nonce, ignore the
+comprehension-optional attribute and keep using MD5 keys and USERNAME: step 4 lets them
+through. USERHASH is honoured only under a nonce that advertised "Username anonymity",
+and finds static users only (`turn.credential_sources`).
+
+Third-party authorization (RFC 7635, optional): 401 challenges also carry
+THIRD-PARTY-AUTHORIZATION; a request with ACCESS-TOKEN is checked against the key table
+(USERNAME = kid) and its token's mac_key is the only candidate key.
 
 DESIGN §5: 401 and 438 always carry REALM and NONCE (Chrome ignores a 438 without
-REALM). Credential expiry (TURN REST usernames) is the caller's decision, since it
-applies to Allocate and Refresh only.
+REALM). Credential expiry (TURN REST usernames, token lifetimes) is also the caller's
+decision, since it applies to Allocate and Refresh only.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from stun.attributes import MessageIntegrity, MessageIntegritySha256, Nonce, Realm, Username
-from stun.codes import ErrorCode
+from stun.attributes import (
+    AccessToken,
+    Attribute,
+    Lifetime,
+    MessageIntegrity,
+    MessageIntegritySha256,
+    Nonce,
+    PasswordAlgorithm,
+    PasswordAlgorithms,
+    Realm,
+    ThirdPartyAuthorization,
+    UserHash,
+    Username,
+)
+from stun.codes import ErrorCode, Method, PasswordAlgorithmId
 from stun.integrity import verify_integrity
 from stun.message import Message
+from stun.nonce_cookie import SecurityFeature
 from turn.addressing import Address
-from turn.credential_sources import Credential, CredentialSources
+from turn.credential_sources import Credential, CredentialSources, Sha256Key
 from turn.nonces import NonceStamper
+from turn.third_party import ThirdPartyAuthorizer
+
+# What 401/438 offer, in preference order (RFC 8489 §14.12); compared as sent (§9.2.4).
+OFFERED_ALGORITHMS = PasswordAlgorithms(
+    ((PasswordAlgorithmId.SHA256, b""), (PasswordAlgorithmId.MD5, b""))
+)
+SECURITY_FEATURES = SecurityFeature.PASSWORD_ALGORITHMS | SecurityFeature.USERNAME_ANONYMITY
+_REVOCABLE = frozenset((Method.ALLOCATE, Method.REFRESH))
+
+# (identity, unix_now) -> True if the identity may not allocate or refresh now.
+RevocationCheck = Callable[[str, float], bool]
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,24 +85,46 @@ class Rejected:
     """Answer `code`; `challenge` says to include REALM and a fresh NONCE.
 
     `anonymous` marks a request without any integrity attribute (rate-limited).
+    `key`, when set, signs the answer: the request authenticated but is refused.
     """
 
     code: ErrorCode
     reason: str
     challenge: bool
     anonymous: bool = False
+    key: bytes | None = None
 
 
 class LongTermAuthenticator:
-    __slots__ = ("credentials", "nonces", "realm")
+    __slots__ = ("credentials", "features", "is_revoked", "nonces", "realm", "third_party")
 
-    def __init__(self, realm: str, credentials: CredentialSources, nonces: NonceStamper) -> None:
+    def __init__(
+        self,
+        realm: str,
+        credentials: CredentialSources,
+        nonces: NonceStamper,
+        *,
+        security_features: bool = True,
+        third_party: ThirdPartyAuthorizer | None = None,
+        is_revoked: RevocationCheck | None = None,
+    ) -> None:
         self.realm = realm
         self.credentials = credentials
         self.nonces = nonces
+        self.features = SECURITY_FEATURES if security_features else SecurityFeature.NONE
+        self.third_party = third_party
+        # Assignable later: the runtime plugs in its revocations file once it is loaded.
+        self.is_revoked = is_revoked
 
-    def challenge(self, client: Address, unix_now: float) -> tuple[Realm, Nonce]:
-        return Realm(self.realm), Nonce(self.nonces.mint(client, unix_now))
+    def challenge(self, client: Address, unix_now: float) -> tuple[Attribute, ...]:
+        """REALM, NONCE and what the server offers: the attributes of a 401 or 438."""
+        nonce = Nonce(self.nonces.mint(client, unix_now, self.features))
+        attributes: tuple[Attribute, ...] = (Realm(self.realm), nonce)
+        if self.features & SecurityFeature.PASSWORD_ALGORITHMS:
+            attributes += (OFFERED_ALGORITHMS,)
+        if self.third_party is not None:
+            attributes += (ThirdPartyAuthorization(self.third_party.authorization_server),)
+        return attributes
 
     def check(
         self, request: Message, raw: bytes, client: Address, unix_now: float
@@ -63,18 +132,75 @@ class LongTermAuthenticator:
         if request.get(MessageIntegrity) is None and request.get(MessageIntegritySha256) is None:
             return Rejected(ErrorCode.UNAUTHORIZED, "Authentication required", True, True)
         username = request.get(Username)
+        hashed = request.get(UserHash)
         realm = request.get(Realm)
         nonce = request.get(Nonce)
-        if username is None or realm is None or nonce is None:
+        if realm is None or nonce is None or (username is None and hashed is None):
             return Rejected(ErrorCode.BAD_REQUEST, "USERNAME, REALM and NONCE required", False)
-        if not self.nonces.is_valid(nonce.value, client, unix_now):
+        features = self.nonces.features(nonce.value, client, unix_now)
+        if features is None:
             return Rejected(ErrorCode.STALE_NONCE, "Stale Nonce", True)
+        if username is None and not features & SecurityFeature.USERNAME_ANONYMITY:
+            # USERHASH only where our nonce offered it (§9.2.4, §14.4).
+            return Rejected(ErrorCode.BAD_REQUEST, "USERNAME, REALM and NONCE required", False)
+        algorithm = _password_algorithm(request, features)
+        if algorithm is None:
+            return Rejected(ErrorCode.BAD_REQUEST, "PASSWORD-ALGORITHMS mismatch", False)
+        name = username.value if username is not None else self._unhash(hashed)
         # Every candidate is checked (not first-match) so timing does not tell which
         # secret or whether the user exists beyond what the candidate count reveals.
         matched: Credential | None = None
-        for credential in self.credentials.candidates(username.value):
+        for credential in self._candidates(request, name, algorithm, unix_now):
             if verify_integrity(raw, credential.key) and matched is None:
                 matched = credential
-        if matched is None or realm.value != self.realm:
+        if name is None or matched is None or realm.value != self.realm:
             return Rejected(ErrorCode.UNAUTHORIZED, "Wrong credentials", True)
-        return Authenticated(username.value, matched)
+        if request.get(MessageIntegritySha256) is not None:
+            # §9.2.4: answer with the integrity algorithm the request used.
+            matched = dataclasses.replace(matched, key=Sha256Key(matched.key))
+        if self._revoked(request, name, matched, unix_now):
+            return Rejected(ErrorCode.UNAUTHORIZED, "Credentials revoked", True, key=matched.key)
+        return Authenticated(name, matched)
+
+    def _unhash(self, hashed: UserHash | None) -> str | None:
+        return None if hashed is None else self.credentials.username_for_hash(hashed.value)
+
+    def _candidates(
+        self, request: Message, name: str | None, algorithm: PasswordAlgorithmId, unix_now: float
+    ) -> tuple[Credential, ...]:
+        if name is None:
+            return ()
+        token = request.get(AccessToken)
+        if token is not None and self.third_party is not None:
+            # RFC 7635 §5: USERNAME is the kid; the token's mac_key is the HMAC key.
+            granted = self.third_party.open(token, name, unix_now)
+            return () if granted is None else (granted,)
+        return self.credentials.candidates(name, algorithm)
+
+    def _revoked(
+        self, request: Message, name: str, credential: Credential, unix_now: float
+    ) -> bool:
+        if self.is_revoked is None or request.method not in _REVOCABLE:
+            return False
+        lifetime = request.get(Lifetime)
+        if request.method == Method.REFRESH and lifetime is not None and lifetime.value == 0:
+            return False  # a deletion frees the relay: let a revoked identity end its allocation
+        identities = {credential.identity}
+        if request.get(AccessToken) is not None:
+            identities.add(name)  # the kid: revoking it refuses every token under that key
+        return any(self.is_revoked(identity, unix_now) for identity in identities)
+
+
+def _password_algorithm(request: Message, features: SecurityFeature) -> PasswordAlgorithmId | None:
+    """RFC 8489 §9.2.4: the algorithm of the key, or None for 400 (a bid-down attempt)."""
+    if not features & SecurityFeature.PASSWORD_ALGORITHMS:
+        return PasswordAlgorithmId.MD5  # a nonce without the feature: RFC 5389 keys
+    chosen = request.get(PasswordAlgorithm)
+    offered = request.get(PasswordAlgorithms)
+    if chosen is None and offered is None:
+        return PasswordAlgorithmId.MD5
+    if chosen is None or offered != OFFERED_ALGORITHMS:
+        return None
+    if (chosen.algorithm, chosen.parameters) not in OFFERED_ALGORITHMS.algorithms:
+        return None
+    return PasswordAlgorithmId(chosen.algorithm)

@@ -1,14 +1,23 @@
 """Where long-term credentials come from: static users and TURN REST API shared secrets.
 
-Owns the lookup from a USERNAME to the candidate keys (RFC 8489 §9.2.2,
-key = MD5(username ":" realm ":" password)) and to the identity that quotas count.
+Owns the lookup from a USERNAME (or a USERHASH) to the candidate keys (RFC 8489 §9.2.2,
+§18.5.1: key = H(username ":" realm ":" password), H = MD5 or SHA-256 after the
+PASSWORD-ALGORITHM the client chose) and to the identity that quotas count.
 
-- `StaticUsers`: usernames and passwords from the settings; keys derived once.
+- `StaticUsers`: usernames and passwords from the settings; keys (MD5 and SHA-256) and
+  USERHASHes (RFC 8489 §14.4) derived once.
 - `SharedSecrets`: the TURN REST API scheme (draft-uberti-behave-turn-rest-00, as
   coturn's `use-auth-secret`): the username is `<expiry>:<user>` or `<user>:<expiry>`
   (Unix seconds), the password is base64(HMAC-SHA1(secret, username)). Several secrets
   are accepted at once so that a secret can be rotated: one candidate key per secret.
 - `CredentialSources`: both at once (coturn 4.6.1 cannot combine them).
+
+USERHASH works for static users only: it is SHA-256(username ":" realm), and a TURN
+REST username (`<expiry>:<user>`) cannot be recovered from its hash, so there is no
+candidate to try. A client with REST credentials sends USERNAME.
+
+`Sha256Key` marks a key whose responses are signed with MESSAGE-INTEGRITY-SHA256
+(the request was, RFC 8489 §9.2.4); it is still the key's bytes everywhere else.
 
 Wall-clock time is passed in; nothing here reads a clock.
 """
@@ -21,7 +30,16 @@ import hmac
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from stun.credentials import long_term_key
+from stun.codes import PasswordAlgorithmId
+from stun.credentials import long_term_key, userhash
+
+MD5 = PasswordAlgorithmId.MD5
+
+
+class Sha256Key(bytes):
+    """An HMAC key whose responses carry MESSAGE-INTEGRITY-SHA256 instead of -INTEGRITY."""
+
+    __slots__ = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,17 +54,31 @@ class Credential:
 class StaticUsers:
     """Fixed username/password pairs."""
 
-    __slots__ = ("_by_username",)
+    __slots__ = ("_by_hash", "_by_username")
 
     def __init__(self, users: Mapping[str, str], realm: str) -> None:
         self._by_username = {
-            name: Credential(long_term_key(name, realm, password), name)
+            name: {
+                algorithm: Credential(long_term_key(name, realm, password, algorithm), name)
+                for algorithm in PasswordAlgorithmId
+            }
             for name, password in users.items()
         }
+        self._by_hash: dict[bytes, str] = {}
+        for name in users:
+            try:
+                self._by_hash[userhash(name, realm)] = name
+            except ValueError:
+                continue  # not an OpaqueString: USERNAME still works, USERHASH cannot
 
-    def candidates(self, username: str) -> tuple[Credential, ...]:
+    def candidates(
+        self, username: str, algorithm: PasswordAlgorithmId = MD5
+    ) -> tuple[Credential, ...]:
         found = self._by_username.get(username)
-        return () if found is None else (found,)
+        return () if found is None else (found[algorithm],)
+
+    def username_for_hash(self, hashed: bytes) -> str | None:
+        return self._by_hash.get(hashed)
 
 
 def rest_password(secret: bytes, username: str) -> str:
@@ -84,19 +116,24 @@ class SharedSecrets:
         """Use `secrets` from now on (a rotation); credentials are checked per request."""
         self._secrets = _encoded(secrets)
 
-    def candidates(self, username: str) -> tuple[Credential, ...]:
+    def candidates(
+        self, username: str, algorithm: PasswordAlgorithmId = MD5
+    ) -> tuple[Credential, ...]:
         parsed = parse_rest_username(username)
         if parsed is None:
             return ()
         user, expiry = parsed
         return tuple(
             Credential(
-                long_term_key(username, self._realm, rest_password(secret, username)),
+                long_term_key(username, self._realm, rest_password(secret, username), algorithm),
                 user,
                 expiry,
             )
             for secret in self._secrets
         )
+
+    def username_for_hash(self, hashed: bytes) -> str | None:
+        return None  # a hash of `<expiry>:<user>` cannot be inverted (module docstring)
 
 
 def _encoded(secrets: Iterable[bytes | str]) -> tuple[bytes, ...]:
@@ -111,8 +148,18 @@ class CredentialSources:
     def __init__(self, *sources: StaticUsers | SharedSecrets) -> None:
         self._sources = sources
 
-    def candidates(self, username: str) -> tuple[Credential, ...]:
+    def candidates(
+        self, username: str, algorithm: PasswordAlgorithmId = MD5
+    ) -> tuple[Credential, ...]:
         found: tuple[Credential, ...] = ()
         for source in self._sources:
-            found += source.candidates(username)
+            found += source.candidates(username, algorithm)
         return found
+
+    def username_for_hash(self, hashed: bytes) -> str | None:
+        """The username whose USERHASH is `hashed` (static users only), or None."""
+        for source in self._sources:
+            found = source.username_for_hash(hashed)
+            if found is not None:
+                return found
+        return None

@@ -3,8 +3,9 @@
 Owns the response rules of RFC 8489 §6.3.3/§6.3.4 and DESIGN §5: every response carries
 SOFTWARE and ends in FINGERPRINT; a response to an authenticated request is signed with
 the request's key (error responses included: aioice drops unsigned ones and retries
-until it times out); ERROR-CODE carries the RFC's reason phrase unless a more precise
-one is given.
+until it times out), with MESSAGE-INTEGRITY-SHA256 instead of MESSAGE-INTEGRITY when
+the request used it (RFC 8489 §9.2.4: the key is then a `Sha256Key`); ERROR-CODE
+carries the RFC's reason phrase unless a more precise one is given.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from stun.attributes import Attribute, ErrorCodeAttribute, Software
 from stun.codes import ErrorCode, MessageClass
 from stun.integrity import encode_signed
 from stun.message import Message
+from turn.credential_sources import Sha256Key
 
 
 def success(
@@ -21,7 +23,12 @@ def success(
     response = Message(
         request.method, MessageClass.SUCCESS, request.transaction_id, (*attributes, software)
     )
-    return encode_signed(response, key)
+    return _signed(response, key)
+
+
+def _signed(response: Message, key: bytes | None) -> bytes:
+    sha256 = isinstance(key, Sha256Key)
+    return encode_signed(response, key, sha1=not sha256, sha256=sha256)
 
 
 def error(
@@ -35,4 +42,4 @@ def error(
 ) -> bytes:
     attributes = (ErrorCodeAttribute(code, reason or code.reason), *extra, software)
     response = Message(request.method, MessageClass.ERROR, request.transaction_id, attributes)
-    return encode_signed(response, key)
+    return _signed(response, key)

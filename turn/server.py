@@ -67,6 +67,7 @@ from turn.policy import PeerPolicy
 from turn.port_pool import RelayPortPool
 from turn.rate_limit import SourceRateLimiter
 from turn.response_cache import ResponseCache
+from turn.stats import AuthFailure, Drop, Quota, ServerStats, send_drop_reason
 from turn.timers import TimerKind, TimerQueue
 
 _MAX_BIND_ATTEMPTS = 4
@@ -99,6 +100,8 @@ class TurnServer:
         )
         self.ports = ports
         self.draining = False
+        # Plain counters for the metrics layer, bumped on the control path only.
+        self.stats = ServerStats()
 
     # --- tables for the runtime's data path -------------------------------------------
 
@@ -138,16 +141,25 @@ class TurnServer:
 
     def handle_message(self, data: bytes, five_tuple: FiveTuple, now: float) -> list[Action]:
         """One STUN message from a client (datagram or deframed stream frame)."""
+        actions = self._handle_message(data, five_tuple, now)
+        self.stats.count_replies(actions)
+        return actions
+
+    def _handle_message(self, data: bytes, five_tuple: FiveTuple, now: float) -> list[Action]:
         try:
             message = decode_message(data)
         except StunDecodeError as exc:
             return self._answer_undecodable(data, exc, five_tuple)
         if message.get(Fingerprint) is not None and not verify_fingerprint(data):
+            self.stats.dropped[Drop.MALFORMED] += 1
             return []  # RFC 8489 §7.3: not STUN after all; discard silently
         if message.message_class is MessageClass.INDICATION:
             if message.method == Method.SEND:
                 allocation = self.allocations.get(five_tuple)
-                return send_indication(allocation, message, self.policy, self.config.dont_fragment)
+                sent = send_indication(allocation, message, self.policy, self.config.dont_fragment)
+                if not sent:
+                    self.stats.dropped[send_drop_reason(allocation, message, self.policy)] += 1
+                return sent
             return []
         if message.message_class is not MessageClass.REQUEST:
             return []
@@ -167,6 +179,7 @@ class TurnServer:
         """A request whose header parses but whose attributes do not gets 400."""
         header = _request_header(data)
         if header is None:
+            self.stats.dropped[Drop.MALFORMED] += 1
             return []
         method, transaction_id = header
         request = Message(method, MessageClass.REQUEST, transaction_id)
@@ -185,10 +198,12 @@ class TurnServer:
         if isinstance(result, Rejected):
             # An unauthenticated request is the one kind anybody can send for free.
             if result.anonymous and not self.rate_limiter.allow(client[0], now):
+                self.stats.dropped[Drop.RATE_LIMITED] += 1
                 return []
+            self.stats.auth_rejected(result)
             extra = self.auth.challenge(client, unix_now) if result.challenge else ()
             reply = responses.error(
-                request, result.code, self.software, reason=result.reason, extra=extra
+                request, result.code, self.software, result.key, reason=result.reason, extra=extra
             )
             return [SendToClient(five_tuple, reply)]
         key = result.credential.key
@@ -259,6 +274,7 @@ class TurnServer:
         if self.ports is not None:
             acquired = self.ports.acquire(even=even)
             if acquired is None:
+                self.stats.quota_rejections[Quota.PORTS] += 1
                 reply = responses.error(
                     request, ErrorCode.INSUFFICIENT_CAPACITY, self.software, key,
                     reason="No relay port free",
@@ -279,6 +295,7 @@ class TurnServer:
         if five_tuple in self.allocations or five_tuple in self.table.pending:
             return ErrorCode.ALLOCATION_MISMATCH, "Allocation already exists"  # step 2
         if self._expired(auth):
+            self.stats.auth_failures[AuthFailure.EXPIRED] += 1
             return ErrorCode.UNAUTHORIZED, "Credentials expired"
         failure = unsatisfiable(request, self.config)  # steps 3, 5, 6, 7
         if failure is not None:
@@ -287,8 +304,10 @@ class TurnServer:
             return ErrorCode.INSUFFICIENT_CAPACITY, "Server is draining"
         quota = self.config.user_quota
         if quota and self.table.identity_count(auth.credential.identity) >= quota:
+            self.stats.quota_rejections[Quota.USER] += 1
             return ErrorCode.ALLOCATION_QUOTA_REACHED, "Allocation Quota Reached"  # step 8
         if self.config.total_quota and self.allocation_count >= self.config.total_quota:
+            self.stats.quota_rejections[Quota.TOTAL] += 1
             return ErrorCode.INSUFFICIENT_CAPACITY, "Server at capacity"
         return None
 
@@ -299,6 +318,11 @@ class TurnServer:
 
     def relay_opened(self, five_tuple: FiveTuple, relayed: Address, now: float) -> list[Action]:
         """The runtime bound the relay socket of a pending Allocate at `relayed`."""
+        actions = self._relay_opened(five_tuple, relayed, now)
+        self.stats.count_replies(actions)
+        return actions
+
+    def _relay_opened(self, five_tuple: FiveTuple, relayed: Address, now: float) -> list[Action]:
         # Popped, not dropped: the allocation inherits the quota slot and the port.
         pending = self.table.pending.pop(five_tuple, None)
         if pending is None:
@@ -314,6 +338,7 @@ class TurnServer:
             auth.credential.key, now + pending.lifetime,
         )  # fmt: skip
         self.table.add(allocation)
+        self.stats.allocations_created[five_tuple.transport] += 1
         self._timers.schedule(allocation.expires_at, TimerKind.ALLOCATION, allocation)
         host, port = five_tuple.client
         attributes = (
@@ -329,6 +354,11 @@ class TurnServer:
 
     def relay_failed(self, five_tuple: FiveTuple, now: float) -> list[Action]:
         """The runtime could not bind the requested port: try another, then give up (508)."""
+        actions = self._relay_failed(five_tuple, now)
+        self.stats.count_replies(actions)
+        return actions
+
+    def _relay_failed(self, five_tuple: FiveTuple, now: float) -> list[Action]:
         pending = self.table.pending.get(five_tuple)
         if pending is None:
             return []  # the connection closed (or shutdown began) meanwhile
@@ -360,6 +390,7 @@ class TurnServer:
             )
             return self._reply(request, five_tuple, now, reply)
         if self.config.strict_expiry and self._expired(auth):
+            self.stats.auth_failures[AuthFailure.EXPIRED] += 1
             reply = responses.error(
                 request, ErrorCode.UNAUTHORIZED, self.software, key,
                 reason="Credentials expired", extra=self._expiry_challenge(five_tuple),
@@ -415,6 +446,7 @@ class TurnServer:
     def _end(self, allocation: Allocation, reason: EndReason) -> list[Action]:
         self.table.remove(allocation)
         five_tuple = allocation.five_tuple
+        self.stats.allocation_ended(five_tuple.transport, reason)
         return [
             CloseRelay(allocation.relayed),
             AllocationEnded(five_tuple, allocation.relayed, allocation.username, reason),
@@ -440,6 +472,7 @@ class TurnServer:
             actions.append(SendToClient(five_tuple, reply))  # a retransmission meets 508 too
         for allocation in list(self.allocations.values()):
             actions += self._end(allocation, EndReason.SHUTDOWN)
+        self.stats.count_replies(actions)
         return actions
 
 

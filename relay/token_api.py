@@ -1,0 +1,372 @@
+"""The token API: HTTP routes that turn API keys and access tokens into TURN credentials.
+
+Owns the HTTP surface of credential minting (Starlette routes; the server that runs
+them is the caller's). Every credential handed out is a TURN REST API credential
+(draft-uberti-behave-turn-rest-00 §2.2): username "<expiry>:<identity>", password
+base64(HMAC-SHA1(secret, username)) under the node's shared secret, so any relay node
+holding the secret verifies it alone.
+
+- `POST /2010-04-01/Accounts/{AccountSid}/Tokens.json`: Twilio's Network Traversal
+  Service Token resource. HTTP Basic auth (RFC 7617) with an API key SID and secret,
+  the path's account must be the key's; form field `Ttl` (1..86400, default 86400);
+  201 with username, password, ttl (a string), account_sid, date_created and
+  date_updated (RFC 2822), ice_servers [{url, urls, username, credential}]. The
+  identity is the API key SID, so revoking the SID revokes what the key minted.
+- `GET /v1/ice-servers` with `Authorization: Bearer <access token>` (RFC 6750 §2.1):
+  an RTCConfiguration (W3C WebRTC §4.2.1), `iceTransportPolicy: "relay"` only for
+  `?policy=relay`; credentials bound to the token's identity, expiring no later than
+  the token.
+- `GET|POST /v1/turn-credentials?service=turn&username=...`: the draft's response shape
+  {username, password, ttl, uris} (draft §2.2), Bearer token or Basic key.
+- `POST /v1/revocations` (Basic key) with JSON {identity, until | ttl}: 201; written to
+  the revocations file that every node watches (`relay.revocations`).
+
+Invariants: every refusal is a 4xx with JSON {"error": reason, "message": ...}; an
+identity that is revoked gets no credential; secrets, passwords and tokens are never
+logged (only reasons, key SIDs and identities); the clock is the context's.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import email.utils
+import hmac
+import json
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl
+
+import trio
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from relay.access_tokens import TokenError, VerifiedToken, check_identity, verify_token
+from relay.api_keys import ApiKey, ApiKeys
+from relay.revocations import Revocation, Revocations, parse_until, revoke
+from turn.credential_sources import rest_password
+
+log = logging.getLogger("trelay.api")
+
+DEFAULT_TTL = 86400  # Twilio's default and maximum for the Token resource
+MAX_BODY_BYTES = 16 * 1024
+MAX_REVOCATION_SECONDS = 10 * 365 * 86400
+NTS_PATH = "/2010-04-01/Accounts/{account_sid}/Tokens.json"
+
+
+@dataclass(frozen=True, slots=True)
+class TokenApiContext:
+    """What the routes need: keys, the TURN secret, the URIs to hand out, a clock."""
+
+    keys: ApiKeys
+    turn_secret: str = field(repr=False)
+    # turn:/turns:/stun: URIs (RFC 7064/7065), e.g. "turn:relay.example:3478?transport=udp".
+    ice_urls: tuple[str, ...]
+    default_ttl: int = DEFAULT_TTL
+    max_ttl: int = DEFAULT_TTL
+    revocations_file: Path | None = None
+    # The node's live view (kept fresh by `watch_revocations_file`); checked before minting.
+    revocations: Revocations = field(default_factory=Revocations)
+    clock: Callable[[], float] = time.time
+
+
+class ApiError(Exception):
+    """A refusal: HTTP `status`, a machine `reason`, a human `message`."""
+
+    def __init__(self, status: int, reason: str, message: str, scheme: str | None = None):
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+        self.message = message
+        self.scheme = scheme  # WWW-Authenticate challenge for 401s
+
+
+def token_routes(context: TokenApiContext) -> list[Route]:
+    """The token API's routes, bound to `context`."""
+
+    def route(
+        path: str,
+        handler: Callable[[TokenApiContext, Request], Awaitable[Response]],
+        methods: list[str],
+    ) -> Route:
+        async def endpoint(request: Request) -> Response:
+            try:
+                return await handler(context, request)
+            except ApiError as exc:
+                return _refusal(request, exc)
+
+        return Route(path, endpoint, methods=methods)
+
+    return [
+        route(NTS_PATH, nts_token, ["POST"]),
+        route("/v1/ice-servers", ice_servers, ["GET"]),
+        route("/v1/turn-credentials", turn_credentials, ["GET", "POST"]),
+        route("/v1/revocations", revocations, ["POST"]),
+    ]
+
+
+def _refusal(request: Request, error: ApiError) -> Response:
+    # Reason and path only: never the Authorization header or the body.
+    log.info("token api: %s %s refused: %s", request.method, request.url.path, error.reason)
+    headers = {}
+    if error.status == 401 and error.scheme is not None:
+        headers["WWW-Authenticate"] = error.scheme
+    body = {"error": error.reason, "message": error.message}
+    return JSONResponse(body, status_code=error.status, headers=headers)
+
+
+# --- credentials --------------------------------------------------------------------
+
+
+def turn_credential(secret: str, identity: str, expiry: int) -> tuple[str, str]:
+    """(username, password) of the TURN REST API for `identity` until `expiry`."""
+    username = f"{expiry}:{identity}"
+    return username, rest_password(secret.encode("utf-8"), username)
+
+
+def _is_turn(url: str) -> bool:
+    return url.startswith(("turn:", "turns:"))
+
+
+def rtc_ice_servers(urls: tuple[str, ...], username: str, password: str) -> list[dict[str, Any]]:
+    """RTCIceServer entries: the STUN URIs without, the TURN URIs with the credential."""
+    servers: list[dict[str, Any]] = []
+    stun = [u for u in urls if not _is_turn(u)]
+    turn = [u for u in urls if _is_turn(u)]
+    if stun:
+        servers.append({"urls": stun})
+    if turn:
+        servers.append({"urls": turn, "username": username, "credential": password})
+    return servers
+
+
+def _refuse_revoked(context: TokenApiContext, identity: str, now: float) -> None:
+    if context.revocations.is_revoked(identity, now):
+        raise ApiError(403, "revoked", "the identity is revoked")
+
+
+# --- authentication -----------------------------------------------------------------
+
+
+BASIC_CHALLENGE = 'Basic realm="trelay"'
+BEARER_CHALLENGE = 'Bearer realm="trelay", error="invalid_token"'
+
+
+def _authorization(request: Request) -> tuple[str, str] | None:
+    header = request.headers.get("authorization")
+    if header is None:
+        return None
+    scheme, _, value = header.strip().partition(" ")
+    return scheme.lower(), value.strip()
+
+
+def basic_key(context: TokenApiContext, request: Request, now: float) -> ApiKey:
+    """The API key of HTTP Basic credentials (RFC 7617 §2): "<key sid>:<key secret>"."""
+    found = _authorization(request)
+    if found is None or found[0] != "basic":
+        raise ApiError(401, "missing", "HTTP Basic auth with an API key required", BASIC_CHALLENGE)
+    try:
+        decoded = base64.b64decode(found[1], validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        raise ApiError(401, "malformed", "bad Basic credentials", BASIC_CHALLENGE) from None
+    sid, _, secret = decoded.partition(":")
+    key = context.keys.by_sid(sid)
+    # Compare even for an unknown SID so that timing says little about which keys exist.
+    expected = key.secret if key is not None else "\0" * 32
+    if not hmac.compare_digest(secret.encode("utf-8"), expected.encode("utf-8")) or key is None:
+        raise ApiError(401, "unauthorized", "unknown API key or wrong secret", BASIC_CHALLENGE)
+    if not key.usable_at(now):
+        raise ApiError(401, "expired", f"the API key {key.sid} is past its not_after")
+    return key
+
+
+def bearer_token(context: TokenApiContext, request: Request, now: float) -> VerifiedToken:
+    """The verified access token of `Authorization: Bearer` (RFC 6750 §2.1)."""
+    found = _authorization(request)
+    token = found[1] if found is not None and found[0] == "bearer" else None
+    try:
+        return verify_token(token, context.keys, now, context.revocations.is_revoked)
+    except TokenError as exc:
+        log.info("token api: access token refused: %s", exc.reason)
+        raise ApiError(401, str(exc.reason), exc.message, BEARER_CHALLENGE) from None
+
+
+# --- bodies -------------------------------------------------------------------------
+
+
+async def _body(request: Request) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise ApiError(413, "body_too_large", f"the body exceeds {MAX_BODY_BYTES} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _form(request: Request) -> dict[str, str]:
+    body = await _body(request)
+    if not body:
+        return {}
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != "application/x-www-form-urlencoded":
+        raise ApiError(400, "malformed_body", "expected application/x-www-form-urlencoded")
+    try:
+        return dict(parse_qsl(body.decode("utf-8"), strict_parsing=True))
+    except (UnicodeDecodeError, ValueError):
+        raise ApiError(400, "malformed_body", "the form does not parse") from None
+
+
+def _ttl(raw: str | None, context: TokenApiContext) -> int:
+    if raw is None or raw == "":
+        return context.default_ttl
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= context.max_ttl:
+        raise ApiError(400, "bad_ttl", f"Ttl must be an integer from 1 to {context.max_ttl}")
+    return int(raw)
+
+
+def _rfc2822(unix: float) -> str:
+    # As Twilio writes it: "Thu, 01 Jan 2026 00:00:00 +0000".
+    return email.utils.format_datetime(dt.datetime.fromtimestamp(int(unix), dt.UTC))
+
+
+# --- handlers -----------------------------------------------------------------------
+
+
+async def nts_token(context: TokenApiContext, request: Request) -> Response:
+    """Twilio NTS `POST /2010-04-01/Accounts/{AccountSid}/Tokens.json`."""
+    now = context.clock()
+    key = basic_key(context, request, now)
+    if request.path_params["account_sid"] != key.account:
+        raise ApiError(403, "wrong_account", f"the API key {key.sid} is not of this account")
+    ttl = _ttl((await _form(request)).get("Ttl"), context)
+    _refuse_revoked(context, key.sid, now)
+    username, password = turn_credential(context.turn_secret, key.sid, int(now) + ttl)
+    servers = []
+    for url in context.ice_urls:
+        entry: dict[str, str] = {"url": url, "urls": url}
+        if _is_turn(url):
+            entry |= {"username": username, "credential": password}
+        servers.append(entry)
+    log.info("token api: NTS token for %s, ttl %d", key.sid, ttl)
+    date = _rfc2822(now)
+    body = {
+        "account_sid": key.account,
+        "date_created": date,
+        "date_updated": date,
+        "ice_servers": servers,
+        "password": password,
+        "ttl": str(ttl),
+        "username": username,
+    }
+    return JSONResponse(body, status_code=201)
+
+
+def _bearer_expiry(context: TokenApiContext, token: VerifiedToken, now: float) -> int:
+    # Never past the token: floor, so a credential cannot outlive it by a fraction.
+    expiry = min(int(now) + context.max_ttl, math.floor(token.expires_at))
+    if expiry <= now:  # within the verification leeway, but nothing left to hand out
+        raise ApiError(401, "expired", "the token expires now", BEARER_CHALLENGE)
+    return expiry
+
+
+async def ice_servers(context: TokenApiContext, request: Request) -> Response:
+    """`GET /v1/ice-servers`: an RTCConfiguration for the bearer token's identity."""
+    now = context.clock()
+    token = bearer_token(context, request, now)
+    policy = request.query_params.get("policy", "all")
+    if policy not in {"all", "relay"}:
+        raise ApiError(400, "bad_policy", "policy must be 'all' or 'relay'")
+    expiry = _bearer_expiry(context, token, now)
+    username, password = turn_credential(context.turn_secret, token.identity, expiry)
+    body: dict[str, Any] = {"iceServers": rtc_ice_servers(context.ice_urls, username, password)}
+    if policy == "relay":
+        body["iceTransportPolicy"] = "relay"
+    log.info("token api: ice servers for %r until %d", token.identity, expiry)
+    return JSONResponse(body)
+
+
+async def turn_credentials(context: TokenApiContext, request: Request) -> Response:
+    """The TURN REST API draft's `?service=turn&username=...` answer."""
+    now = context.clock()
+    params = dict(request.query_params)
+    if request.method == "POST":
+        params |= await _form(request)
+    if params.get("service") != "turn":
+        raise ApiError(400, "bad_service", "service=turn is required")
+    scheme = (_authorization(request) or ("", ""))[0]
+    requested = params.get("username")
+    if scheme == "bearer":
+        token = bearer_token(context, request, now)
+        if requested not in {None, "", token.identity}:
+            raise ApiError(403, "identity_mismatch", "username is not the token's identity")
+        identity, expiry = token.identity, _bearer_expiry(context, token, now)
+    else:
+        key = basic_key(context, request, now)
+        identity = requested or key.sid
+        try:
+            check_identity(identity)
+        except ValueError as exc:
+            raise ApiError(400, "bad_username", str(exc)) from None
+        _refuse_revoked(context, identity, now)
+        expiry = int(now) + _ttl(params.get("ttl"), context)
+    username, password = turn_credential(context.turn_secret, identity, expiry)
+    uris = [u for u in context.ice_urls if _is_turn(u)]
+    body = {"username": username, "password": password, "ttl": max(0, expiry - int(now))}
+    return JSONResponse(body | {"uris": uris})
+
+
+async def revocations(context: TokenApiContext, request: Request) -> Response:
+    """`POST /v1/revocations` {identity, until | ttl}: refuse the identity until then."""
+    now = context.clock()
+    key = basic_key(context, request, now)
+    if context.revocations_file is None:
+        raise ApiError(404, "not_configured", "this node has no revocations file")
+    try:
+        document = json.loads(await _body(request))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise ApiError(400, "malformed_body", "the body is not JSON") from None
+    until = _revocation_until(document, now)
+    identity = document["identity"]
+    try:
+        entry: Revocation = await trio.to_thread.run_sync(
+            revoke, context.revocations_file, identity, until, now
+        )
+    except ValueError as exc:
+        raise ApiError(400, "malformed_body", str(exc)) from None
+    context.revocations.add(entry)
+    log.info("token api: %s revoked %r until %d", key.sid, identity, entry.until)
+    until_text = dt.datetime.fromtimestamp(entry.until, dt.UTC).isoformat()
+    body = {"identity": identity, "until": int(entry.until), "until_rfc3339": until_text}
+    return JSONResponse(body, status_code=201)
+
+
+def _revocation_until(document: object, now: float) -> float:
+    if not isinstance(document, dict):
+        raise ApiError(400, "malformed_body", "expected a JSON object")
+    identity = document.get("identity")
+    if not isinstance(identity, str) or not identity:
+        raise ApiError(400, "malformed_body", "identity must be a non-empty string")
+    if ("until" in document) == ("ttl" in document):
+        raise ApiError(400, "malformed_body", "give exactly one of until and ttl")
+    if "ttl" in document:
+        ttl = document["ttl"]
+        if not isinstance(ttl, int) or isinstance(ttl, bool) or ttl <= 0:
+            raise ApiError(400, "malformed_body", "ttl must be a positive integer (seconds)")
+        until = now + ttl
+    else:
+        try:
+            until = parse_until(document["until"])
+        except ValueError as exc:
+            raise ApiError(400, "malformed_body", str(exc)) from None
+    if not now < until <= now + MAX_REVOCATION_SECONDS:
+        raise ApiError(400, "malformed_body", "until must be in the future (at most 10 years)")
+    return until

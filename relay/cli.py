@@ -40,7 +40,8 @@ from relay.ice_config import TurnCredential, format_ice_servers, ice_servers, ic
 from relay.metrics import node_registry
 from relay.secrets_file import watch_secrets_file
 from relay.server import BoundAddresses, HostPort, ListenError, serve
-from relay.settings import Flags, Settings, SettingsError, format_host_port, load_settings
+from relay.settings import Flags, Settings, load_settings
+from relay.settings_values import SettingsError, format_host_port
 from relay.turn_node import TurnNode
 from relay.turn_setup import build_turn_server, dev_credential, shared_secrets
 

@@ -24,7 +24,7 @@ from hypercorn.config import Config
 from hypercorn.trio import serve
 from hypercorn.typing import Framework
 
-from relay.settings import format_host_port
+from relay.settings_values import format_host_port
 
 log = logging.getLogger("trelay.http")
 GRACEFUL_SECONDS = 1.0

@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from relay.server import BoundAddresses
-from relay.settings import format_host_port
+from relay.settings_values import format_host_port
 
 
 @dataclass(frozen=True, slots=True)

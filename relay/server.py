@@ -27,7 +27,8 @@ from typing import Protocol
 import trio
 
 from relay.frontend import ClientFrontend, ResponderFrontend
-from relay.settings import ListenAddress, ListenSettings, Settings, format_host_port
+from relay.settings import ListenSettings, Settings
+from relay.settings_values import ListenAddress, format_host_port
 from relay.stream_listener import serve_stream
 from relay.tls import context_for
 from relay.udp_listener import serve_udp

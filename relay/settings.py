@@ -55,29 +55,36 @@ import logging
 import math
 import secrets
 import tomllib
-from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from importlib import metadata
 from pathlib import Path
 
 from relay.secrets_file import read_secrets_file
+from relay.settings_values import (
+    ListenAddress,
+    SettingsError,
+    Table,
+    check_file,
+    check_ip,
+    check_ipv6,
+    check_ports,
+    check_text,
+    parse_host_port,
+    read_addresses,
+    read_bool,
+    read_count,
+    read_networks,
+    read_optional_ip,
+    read_path,
+    read_text,
+    toml_type,
+)
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_REALM = "trelay.local"
 DEFAULT_IDLE_TIMEOUT = 30.0
-# RFC 8489 §14.9 (REALM) and §14.14 (SOFTWARE): fewer than 128 characters.
-MAX_TEXT_CHARACTERS = 127
 TRANSPORTS = ("udp", "tcp", "tls")
-
-
-class SettingsError(ValueError):
-    """A setting that cannot be used: `key` names it, `problem` says what is wrong."""
-
-    def __init__(self, key: str, problem: str) -> None:
-        super().__init__(f"{key}: {problem}")
-        self.key = key
-        self.problem = problem
 
 
 class LogLevel(StrEnum):
@@ -90,17 +97,6 @@ class LogLevel(StrEnum):
     @property
     def logging_level(self) -> int:
         return logging.getLevelNamesMapping()[self.name]
-
-
-@dataclass(frozen=True, slots=True)
-class ListenAddress:
-    """One address to listen on; `host` is a normalised IP literal, port 0 = ephemeral."""
-
-    host: str
-    port: int
-
-    def __str__(self) -> str:
-        return format_host_port(self.host, self.port)
 
 
 _DEV_LISTEN = (ListenAddress(DEFAULT_HOST, 0),)
@@ -229,44 +225,6 @@ class Flags:
 # --- host:port ------------------------------------------------------------------------
 
 
-def format_host_port(host: str, port: int) -> str:
-    """ "host:port", with IPv6 hosts in brackets (RFC 3986 §3.2.2)."""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def parse_host_port(key: str, value: object) -> ListenAddress:
-    """Parse "192.0.2.1:3478" or "[2001:db8::1]:3478" into a `ListenAddress`."""
-    if not isinstance(value, str):
-        raise SettingsError(key, f'expected a "host:port" string, got {_toml_type(value)}')
-    expected = SettingsError(key, f"expected host:port, got {value!r}")
-    bracketed = value.startswith("[")
-    if bracketed:
-        host, closed, rest = value[1:].partition("]")
-        if not closed or not rest.startswith(":"):
-            raise expected
-        port_text = rest[1:]
-    else:
-        host, colon, port_text = value.rpartition(":")
-        if not colon:
-            raise expected
-        if ":" in host:
-            raise SettingsError(key, f"put IPv6 addresses in brackets: '[{host}]:{port_text}'")
-    if not host:
-        raise expected
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        raise SettingsError(key, f"expected an IP address, got {host!r}") from None
-    if bracketed and address.version != 6:
-        raise SettingsError(key, f"brackets are for IPv6 addresses, got {value!r}")
-    if not (port_text.isascii() and port_text.isdigit() and len(port_text) <= 5):
-        raise SettingsError(key, f"expected a port number, got {port_text!r}")
-    port = int(port_text)
-    if port > 65535:
-        raise SettingsError(key, f"port {port} is out of range 0-65535")
-    return ListenAddress(str(address), port)
-
-
 # --- loading ----------------------------------------------------------------------------
 
 
@@ -292,11 +250,11 @@ def _read_file(path: Path) -> tuple[Settings, dict[str, tuple[ListenAddress, ...
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise SettingsError(str(path), f"invalid TOML: {exc}") from None
     base = path.parent
-    root = _Table(document, "")
+    root = Table(document, "")
     listen_table = root.table("listen")
-    listen = {t: _read_addresses(listen_table, t) for t in TRANSPORTS}
+    listen = {t: read_addresses(listen_table, t) for t in TRANSPORTS}
     tls_table = root.table("tls")
-    tls = TlsSettings(_read_path(tls_table, "cert", base), _read_path(tls_table, "key", base))
+    tls = TlsSettings(read_path(tls_table, "cert", base), read_path(tls_table, "key", base))
     stream_table = root.table("stream")
     stream = StreamSettings(_read_idle_timeout(stream_table))
     auth_table = root.table("auth")
@@ -306,9 +264,9 @@ def _read_file(path: Path) -> tuple[Settings, dict[str, tuple[ListenAddress, ...
     )
     relay = _read_relay(relay_table, quota_table, lifetime_table)
     http_table = root.table("http")
-    http_listen = _read_addresses(http_table, "listen")
+    http_listen = read_addresses(http_table, "listen")
     http = HttpSettings() if http_listen is None else HttpSettings(http_listen)
-    software = _read_text(root, "software", default_software())
+    software = read_text(root, "software", default_software())
     level = root.take("log_level")
     log_level = LogLevel.INFO if level is None else _parse_log_level("log_level", level)
     tables = (listen_table, tls_table, stream_table, auth_table, relay_table, quota_table)
@@ -321,14 +279,14 @@ def _read_file(path: Path) -> tuple[Settings, dict[str, tuple[ListenAddress, ...
     return settings, listen
 
 
-def _read_auth(table: _Table, base: Path) -> AuthSettings:
+def _read_auth(table: Table, base: Path) -> AuthSettings:
     users_value = table.take("users")
     users: tuple[tuple[str, str], ...] = ()
     if users_value is not None:
         if not isinstance(users_value, dict):
             raise SettingsError(table.key("users"), "expected a table of name = password")
         users = tuple(
-            (name, _check_text(f"{table.key('users')}.{name}", password))
+            (name, check_text(f"{table.key('users')}.{name}", password))
             for name, password in users_value.items()
         )
     secrets_value = table.take("secrets")
@@ -337,15 +295,15 @@ def _read_auth(table: _Table, base: Path) -> AuthSettings:
         if not isinstance(secrets_value, list):
             raise SettingsError(table.key("secrets"), "expected a list of strings")
         key = table.key("secrets")
-        secrets_list = tuple(_check_text(f"{key}[{i}]", v) for i, v in enumerate(secrets_value))
-    secrets_file = _read_path(table, "secrets_file", base)
+        secrets_list = tuple(check_text(f"{key}[{i}]", v) for i, v in enumerate(secrets_value))
+    secrets_file = read_path(table, "secrets_file", base)
     return AuthSettings(
-        realm=_read_text(table, "realm", DEFAULT_REALM),
+        realm=read_text(table, "realm", DEFAULT_REALM),
         users=users,
         secrets=secrets_list,
         secrets_file=secrets_file,
         file_secrets=_load_secrets_file(table.key("secrets_file"), secrets_file),
-        strict_expiry=_read_bool(table, "strict_expiry", True),
+        strict_expiry=read_bool(table, "strict_expiry", True),
     )
 
 
@@ -358,81 +316,31 @@ def _load_secrets_file(key: str, path: Path | None) -> tuple[str, ...]:
         raise SettingsError(key, str(exc)) from exc
 
 
-def _read_relay(relay: _Table, quotas: _Table, lifetimes: _Table) -> RelaySettings:
-    address = _read_text(relay, "address", DEFAULT_HOST)
-    _check_ip(relay.key("address"), address)
-    address_v6 = _read_optional_ip(relay, "address_v6", v6=True)
-    external = _read_optional_ip(relay, "external_address")
-    external_v6 = _read_optional_ip(relay, "external_address_v6", v6=True)
+def _read_relay(relay: Table, quotas: Table, lifetimes: Table) -> RelaySettings:
+    address = read_text(relay, "address", DEFAULT_HOST)
+    check_ip(relay.key("address"), address)
+    address_v6 = read_optional_ip(relay, "address_v6", v6=True)
+    external = read_optional_ip(relay, "external_address")
+    external_v6 = read_optional_ip(relay, "external_address_v6", v6=True)
     ports_value = relay.take("ports")
-    ports = None if ports_value is None else _check_ports(relay.key("ports"), ports_value)
+    ports = None if ports_value is None else check_ports(relay.key("ports"), ports_value)
     settings = RelaySettings(
         address=address,
         address_v6=address_v6,
         external_address=external,
         external_address_v6=external_v6,
         ports=ports,
-        allow_loopback_peers=_read_bool(relay, "allow_loopback_peers", False),
-        allow_peers=_read_networks(relay, "allow_peers"),
-        deny_peers=_read_networks(relay, "deny_peers"),
-        user_quota=_read_count(quotas, "user", 0),
-        total_quota=_read_count(quotas, "total", 0),
-        default_lifetime=_read_count(lifetimes, "default", 600),
-        max_lifetime=_read_count(lifetimes, "max", 3600),
+        allow_loopback_peers=read_bool(relay, "allow_loopback_peers", False),
+        allow_peers=read_networks(relay, "allow_peers"),
+        deny_peers=read_networks(relay, "deny_peers"),
+        user_quota=read_count(quotas, "user", 0),
+        total_quota=read_count(quotas, "total", 0),
+        default_lifetime=read_count(lifetimes, "default", 600),
+        max_lifetime=read_count(lifetimes, "max", 3600),
     )
     if not 0 < settings.default_lifetime <= settings.max_lifetime:
         raise SettingsError(lifetimes.key("default"), "must be > 0 and <= lifetimes.max")
     return settings
-
-
-def _read_bool(table: _Table, name: str, default: bool) -> bool:
-    value = table.take(name)
-    if value is None:
-        return default
-    if not isinstance(value, bool):
-        raise SettingsError(table.key(name), f"expected true or false, got {_toml_type(value)}")
-    return value
-
-
-def _read_count(table: _Table, name: str, default: int) -> int:
-    value = table.take(name)
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise SettingsError(table.key(name), f"expected an integer >= 0, got {value!r}")
-    return value
-
-
-def _read_networks(table: _Table, name: str) -> tuple[str, ...]:
-    value = table.take(name)
-    if value is None:
-        return ()
-    key = table.key(name)
-    if not isinstance(value, list):
-        raise SettingsError(key, f"expected a list of CIDR networks, got {_toml_type(value)}")
-    for index, item in enumerate(value):
-        try:
-            ipaddress.ip_network(str(item), strict=False)
-        except ValueError:
-            raise SettingsError(f"{key}[{index}]", f"not a CIDR network: {item!r}") from None
-    return tuple(str(item) for item in value)
-
-
-def _check_ip(key: str, value: str) -> str:
-    try:
-        ipaddress.ip_address(value)
-    except ValueError:
-        raise SettingsError(key, f"not an IP address: {value!r}") from None
-    return value
-
-
-def _read_optional_ip(table: _Table, name: str, *, v6: bool = False) -> str | None:
-    value = table.take(name)
-    if value is None:
-        return None
-    key = table.key(name)
-    text = _check_text(key, value)
-    return _check_ipv6(key, text) if v6 else _check_ip(key, text)
 
 
 def _check_relay_addresses(relay: RelaySettings) -> None:
@@ -452,30 +360,6 @@ def _check_relay_addresses(relay: RelaySettings) -> None:
             raise SettingsError(key, f"needed when the relay binds {bound}")
 
 
-def _check_ipv6(key: str, value: str) -> str:
-    _check_ip(key, value)
-    if ":" not in value:
-        raise SettingsError(key, f"not an IPv6 address: {value!r}")
-    return value
-
-
-def _check_ports(key: str, value: object) -> tuple[int, int]:
-    if isinstance(value, str):
-        low_text, _, high_text = value.partition("-")
-        value = [low_text, high_text]
-    problem = f'expected [min, max] or "min-max", got {value!r}'
-    if not (isinstance(value, list) and len(value) == 2):
-        raise SettingsError(key, problem)
-    try:
-        low, high = (int(str(v)) for v in value)
-    except ValueError:
-        raise SettingsError(key, problem) from None
-    if not 1024 <= low <= high <= 65535:
-        # DESIGN §5: Chrome refuses relayed ports below 1024 (except 53, 80, 443).
-        raise SettingsError(key, f"expected 1024 <= min <= max <= 65535, got {low}-{high}")
-    return low, high
-
-
 def _apply_flags(
     settings: Settings, listen: dict[str, tuple[ListenAddress, ...] | None], flags: Flags
 ) -> Settings:
@@ -486,15 +370,15 @@ def _apply_flags(
             listen[transport] = tuple(parse_host_port(key, v) for v in values)
     tls = settings.tls
     if flags.tls_cert is not None:
-        tls = replace(tls, cert_file=_check_file("--tls-cert", Path(flags.tls_cert)))
+        tls = replace(tls, cert_file=check_file("--tls-cert", Path(flags.tls_cert)))
     if flags.tls_key is not None:
-        tls = replace(tls, key_file=_check_file("--tls-key", Path(flags.tls_key)))
+        tls = replace(tls, key_file=check_file("--tls-key", Path(flags.tls_key)))
     if (tls.cert_file is None) != (tls.key_file is None):
         missing = "tls.key" if tls.key_file is None else "tls.cert"
         raise SettingsError(missing, "missing: give both tls.cert and tls.key, or neither")
     auth = settings.auth
     if flags.realm is not None:
-        auth = replace(auth, realm=_check_text("--realm", flags.realm))
+        auth = replace(auth, realm=check_text("--realm", flags.realm))
     if flags.users is not None:
         users = []
         for value in flags.users:
@@ -504,9 +388,9 @@ def _apply_flags(
             users.append((name, password))
         auth = replace(auth, users=tuple(users))
     if flags.secrets is not None:
-        auth = replace(auth, secrets=tuple(_check_text("--secret", v) for v in flags.secrets))
+        auth = replace(auth, secrets=tuple(check_text("--secret", v) for v in flags.secrets))
     if flags.secrets_file is not None:
-        path = _check_file("--secrets-file", Path(flags.secrets_file))
+        path = check_file("--secrets-file", Path(flags.secrets_file))
         file_secrets = _load_secrets_file("--secrets-file", path)
         auth = replace(auth, secrets_file=path, file_secrets=file_secrets)
     log_level = settings.log_level
@@ -514,16 +398,16 @@ def _apply_flags(
         log_level = _parse_log_level("--log-level", flags.log_level)
     relay = settings.relay
     if flags.relay_address is not None:
-        _check_ip("--relay-address", flags.relay_address)
+        check_ip("--relay-address", flags.relay_address)
         relay = replace(relay, address=flags.relay_address)
     if flags.relay_address_v6 is not None:
-        relay = replace(relay, address_v6=_check_ipv6("--relay-address-v6", flags.relay_address_v6))
+        relay = replace(relay, address_v6=check_ipv6("--relay-address-v6", flags.relay_address_v6))
     if flags.external_address is not None:
-        external = _check_ip("--external-address", flags.external_address)
+        external = check_ip("--external-address", flags.external_address)
         relay = replace(relay, external_address=external)
     _check_relay_addresses(relay)
     if flags.relay_ports is not None:
-        relay = replace(relay, ports=_check_ports("--relay-ports", flags.relay_ports))
+        relay = replace(relay, ports=check_ports("--relay-ports", flags.relay_ports))
     if flags.allow_loopback_peers:
         relay = replace(relay, allow_loopback_peers=True)
     http = settings.http
@@ -567,89 +451,14 @@ def _check_unique(groups: list[tuple[str, tuple[ListenAddress, ...]]]) -> None:
             seen.setdefault(address, key)
 
 
-# --- one value each ---------------------------------------------------------------------
-
-
-class _Table:
-    """A TOML table being read: values are taken one by one, what is left is unknown."""
-
-    def __init__(self, data: Mapping[str, object], path: str) -> None:
-        self._data = dict(data)
-        self.path = path
-
-    def key(self, name: str) -> str:
-        return f"{self.path}.{name}" if self.path else name
-
-    def take(self, name: str) -> object | None:
-        return self._data.pop(name, None)
-
-    def table(self, name: str) -> _Table:
-        value = self.take(name)
-        if value is None:
-            value = {}
-        if not isinstance(value, dict):
-            raise SettingsError(self.key(name), f"expected a table, got {_toml_type(value)}")
-        return _Table(value, self.key(name))
-
-    def finish(self) -> None:
-        for name in self._data:
-            raise SettingsError(self.key(name), "unknown key")
-
-
-def _read_addresses(table: _Table, name: str) -> tuple[ListenAddress, ...] | None:
-    value = table.take(name)
-    if value is None:
-        return None
-    key = table.key(name)
-    if not isinstance(value, list):
-        raise SettingsError(key, f'expected a list of "host:port", got {_toml_type(value)}')
-    return tuple(parse_host_port(f"{key}[{i}]", item) for i, item in enumerate(value))
-
-
-def _read_path(table: _Table, name: str, base: Path) -> Path | None:
-    value = table.take(name)
-    if value is None:
-        return None
-    key = table.key(name)
-    if not isinstance(value, str) or not value:
-        raise SettingsError(key, f"expected a file path, got {_toml_type(value)}")
-    # Relative paths are relative to the file that names them, not to the working directory.
-    return _check_file(key, base / value)
-
-
-def _check_file(key: str, path: Path) -> Path:
-    if not path.exists():
-        raise SettingsError(key, f"file not found: {path}")
-    if not path.is_file():
-        raise SettingsError(key, f"not a file: {path}")
-    return path
-
-
-def _read_text(table: _Table, name: str, default: str) -> str:
-    value = table.take(name)
-    return default if value is None else _check_text(table.key(name), value)
-
-
-def _check_text(key: str, value: object) -> str:
-    if not isinstance(value, str):
-        raise SettingsError(key, f"expected a string, got {_toml_type(value)}")
-    if not value:
-        raise SettingsError(key, "must not be empty")
-    if len(value) > MAX_TEXT_CHARACTERS:
-        raise SettingsError(key, f"{len(value)} characters, at most {MAX_TEXT_CHARACTERS}")
-    if not value.isprintable():
-        raise SettingsError(key, f"contains control characters: {value!r}")
-    return value
-
-
-def _read_idle_timeout(table: _Table) -> float:
+def _read_idle_timeout(table: Table) -> float:
     value = table.take("idle_timeout")
     if value is None:
         return DEFAULT_IDLE_TIMEOUT
     key = table.key("idle_timeout")
     # bool is an int in Python, but `idle_timeout = true` is a mistake, not one second.
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise SettingsError(key, f"expected seconds (a number), got {_toml_type(value)}")
+        raise SettingsError(key, f"expected seconds (a number), got {toml_type(value)}")
     if not (math.isfinite(value) and value > 0):
         raise SettingsError(key, f"expected a positive number of seconds, got {value}")
     return float(value)
@@ -663,9 +472,3 @@ def _parse_log_level(key: str, value: object) -> LogLevel:
             pass
     choices = ", ".join(level.value for level in LogLevel)
     raise SettingsError(key, f"expected one of {choices}, got {value!r}")
-
-
-def _toml_type(value: object) -> str:
-    names = {bool: "a boolean", int: "an integer", float: "a float", str: "a string"}
-    names |= {list: "an array", dict: "a table"}
-    return names.get(type(value), "a date or time")

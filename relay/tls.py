@@ -29,7 +29,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from relay.settings import SettingsError, TlsSettings
+from relay.settings import TlsSettings
+from relay.settings_values import SettingsError
 
 ALPN_PROTOCOLS = ("stun.turn", "stun.nat-discovery")
 SELF_SIGNED_LIFETIME = timedelta(days=7)

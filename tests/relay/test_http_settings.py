@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 import trio
 
-from relay.settings import Flags, HttpSettings, ListenAddress, SettingsError, load_settings
+from relay.settings import Flags, HttpSettings, load_settings
+from relay.settings_values import ListenAddress, SettingsError
 from tests.metrics.http_client import http_request
 from tests.relay.test_cli import TIMEOUT, running_trelay, stop, trelay_command
 from tests.relay.turn_client import udp_client

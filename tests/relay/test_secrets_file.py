@@ -9,7 +9,8 @@ import pytest
 import trio
 
 from relay.secrets_file import POLL_SECONDS, read_secrets_file, watch_secrets_file
-from relay.settings import Flags, SettingsError, load_settings
+from relay.settings import Flags, load_settings
+from relay.settings_values import SettingsError
 from relay.turn_setup import shared_secrets
 from stun.credentials import long_term_key
 from turn.credential_sources import SharedSecrets, rest_password

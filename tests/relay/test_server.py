@@ -13,14 +13,8 @@ import trio
 
 from relay.frontend import ClientFrontend, ResponderFrontend
 from relay.server import BoundAddresses, ListenError, Listeners, paired_ports, serve
-from relay.settings import (
-    ListenAddress,
-    ListenSettings,
-    Settings,
-    SettingsError,
-    StreamSettings,
-    TlsSettings,
-)
+from relay.settings import ListenSettings, Settings, StreamSettings, TlsSettings
+from relay.settings_values import ListenAddress, SettingsError
 from stun.address_attributes import XorMappedAddress
 from stun.attributes import Software
 from stun.codes import MessageClass, Method

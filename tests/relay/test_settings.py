@@ -7,18 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from relay.settings import (
-    DEFAULT_REALM,
-    Flags,
-    ListenAddress,
-    ListenSettings,
-    LogLevel,
-    Settings,
-    SettingsError,
-    format_host_port,
-    load_settings,
-    parse_host_port,
-)
+from relay.settings import DEFAULT_REALM, Flags, ListenSettings, LogLevel, Settings, load_settings
+from relay.settings_values import ListenAddress, SettingsError, format_host_port, parse_host_port
 from relay.turn_setup import turn_config
 
 LOOPBACK_ANY = (ListenAddress("127.0.0.1", 0),)

@@ -12,7 +12,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from relay.settings import SettingsError, TlsSettings
+from relay.settings import TlsSettings
+from relay.settings_values import SettingsError
 from relay.tls import (
     ALPN_PROTOCOLS,
     SelfSignedCertificate,

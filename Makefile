@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/trelay serve --allow-loopback-peers
+	$(BIN)/trelay serve --allow-loopback-peers --selftest
 
 test: lint typecheck layers unit
 

@@ -37,11 +37,15 @@ from starlette.applications import Starlette
 from relay.http_app import NodeStatus, build_app
 from relay.http_server import serve_http
 from relay.ice_config import TurnCredential, format_ice_servers, ice_servers, ice_servers_json
+from relay.logs import configure_logging
 from relay.metrics import node_registry
+from relay.operator_routes import operator_routes
+from relay.revocations import Revocations, load_revocations, watch_revocations_file
 from relay.secrets_file import watch_secrets_file
 from relay.server import BoundAddresses, HostPort, ListenError, serve
 from relay.settings import Flags, Settings, load_settings
 from relay.settings_values import SettingsError, format_host_port
+from relay.token_cli import TOKEN_COMMANDS, add_token_commands, run_token_command
 from relay.turn_node import TurnNode
 from relay.turn_setup import build_turn_server, dev_credential, shared_secrets
 
@@ -58,16 +62,14 @@ def main(argv: list[str] | None = None) -> int:
     """Run `trelay` with `argv` (default: the process's arguments); return the exit status."""
     try:
         arguments = build_parser().parse_args(argv)
+        if arguments.command in TOKEN_COMMANDS:
+            return run_token_command(arguments)
         settings = load_settings(arguments.config, flags_from(arguments))
     except SettingsError as exc:
         return _fail(exc, EXIT_BAD_SETTINGS)
     except SystemExit as exc:  # --help
         return exc.code if isinstance(exc.code, int) else EXIT_OK
-    logging.basicConfig(
-        level=settings.log_level.logging_level,
-        format="trelay: %(levelname)s: %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(settings.log_level.logging_level, settings.log_format, settings.log_usernames)
     return run(settings)
 
 
@@ -146,6 +148,22 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="let peers on loopback through (tests and local development only)",
     )
+    serve_parser.add_argument(
+        "--selftest",
+        action="store_true",
+        help="serve /selftest on the HTTP port (it hands out short-lived TURN credentials)",
+    )
+    serve_parser.add_argument(
+        "--api-keys", metavar="FILE", help="API keys (`trelay keys create`): serve the token API"
+    )
+    serve_parser.add_argument(
+        "--revocations-file", metavar="FILE", help="revoked identities, watched for changes"
+    )
+    serve_parser.add_argument("--log-format", metavar="FORMAT", help="human or json")
+    serve_parser.add_argument(
+        "--log-usernames", action="store_true", help="write usernames in logs"
+    )
+    add_token_commands(commands)
     return parser
 
 
@@ -170,6 +188,11 @@ def flags_from(arguments: argparse.Namespace) -> Flags:
         external_address=arguments.external_address,
         relay_ports=arguments.relay_ports,
         allow_loopback_peers=arguments.allow_loopback_peers,
+        selftest=arguments.selftest,
+        api_keys=arguments.api_keys,
+        revocations_file=arguments.revocations_file,
+        log_format=arguments.log_format,
+        log_usernames=arguments.log_usernames,
     )
 
 
@@ -199,6 +222,14 @@ async def serve_until_signal(settings: Settings, stdout: TextIO, stderr: TextIO)
             if auth.secrets_file is not None:
                 watch = functools.partial(watch_secrets_file, auth.secrets_file, secrets)
                 await nursery.start(watch, auth.secrets)
+            revocations = None
+            if auth.revocations_file is not None:
+                revocations = _load_revocations(auth.revocations_file)
+                node.server.auth.is_revoked = revocations.is_revoked
+                watch = functools.partial(
+                    watch_revocations_file, auth.revocations_file, revocations
+                )
+                await nursery.start(watch)
             nursery.start_soon(_drain_on_signal, signals, node, status, nursery.cancel_scope)
             await nursery.start(node.run_timers)
             bound: BoundAddresses = await nursery.start(
@@ -206,9 +237,18 @@ async def serve_until_signal(settings: Settings, stdout: TextIO, stderr: TextIO)
             )
             node.server.listening_on([*bound.udp, *bound.tcp, *bound.tls])
             registry = node_registry(node, ready=lambda: status.ready)
-            http = await start_http(nursery, settings, build_app(status, registry=registry))
+            routes = operator_routes(settings, bound, revocations)
+            app = build_app(status, registry=registry, extra_routes=routes)
+            http = await start_http(nursery, settings, app)
             status.mark_bound()
             announce_ready(settings, bound, stdout, stderr, http)
+
+
+def _load_revocations(path: Path) -> Revocations:
+    try:
+        return load_revocations(path)
+    except ValueError as exc:
+        raise SettingsError("auth.revocations_file", str(exc)) from exc
 
 
 async def start_http(nursery: trio.Nursery, settings: Settings, app: Starlette) -> list[HostPort]:
@@ -269,6 +309,11 @@ def announce_ready(
         stderr.write(f"{PROG}: loopback peers allowed: for tests and local development only\n")
     if bound.tls and settings.tls.self_signed:
         stderr.write(f"{PROG}: stuns: uses a throw-away self-signed certificate\n")
+    if settings.http.selftest:
+        for host, port in http:
+            stderr.write(
+                f"{PROG}: self-test page: http://{format_host_port(host, port)}/selftest\n"
+            )
     stderr.flush()
 
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 from relay.server import BoundAddresses
 from relay.settings_values import format_host_port
+from turn.credential_sources import rest_password
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +49,12 @@ class IceServer:
         if self.credential is not None:
             entry["credential"] = self.credential
         return entry
+
+
+def rest_credential(secret: str, identity: str, expiry: int) -> TurnCredential:
+    """A TURN REST API credential: "<expiry>:<identity>", base64(HMAC-SHA1(secret, it))."""
+    username = f"{expiry}:{identity}"
+    return TurnCredential(username, rest_password(secret.encode("utf-8"), username))
 
 
 def advertised_host(host: str) -> str:

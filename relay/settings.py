@@ -20,6 +20,7 @@ TOML file, so an error's key is the dotted path a user would edit:
     secrets = ["s3cret"]           # TURN REST API shared secrets, newest first
     secrets_file = "secrets.txt"   # more of them, one per line; re-read when it changes
     strict_expiry = true           # check REST expiry on Refresh too
+    revocations_file = "revoked.toml"  # identities refused (`relay.revocations`)
     [relay]
     address = "127.0.0.1"          # where relay sockets bind (IPv4 or IPv6)
     address_v6 = "::1"             # and IPv6 ones, for a dual-stack relay
@@ -36,6 +37,11 @@ TOML file, so an error's key is the dotted path a user would edit:
     max = 3600
     [http]                         # the operator port: /metrics, /healthz, /readyz
     listen = ["127.0.0.1:9478"]    # default ["127.0.0.1:0"]; [] = no HTTP port
+    selftest = false               # serve /selftest (hands out TURN credentials)
+    log_format = "human"           # or "json" (top level, beside log_level)
+    log_usernames = false          # usernames in logs; otherwise a keyed reference
+
+`[api]` and `[auth.third_party]` are described in `relay.api_settings`.
 
 Invariants:
 - Every problem is a `SettingsError(key, problem)`, raised by `load_settings` before
@@ -60,6 +66,13 @@ from enum import StrEnum
 from importlib import metadata
 from pathlib import Path
 
+from relay.api_settings import (
+    ApiSettings,
+    ThirdPartySettings,
+    load_api_keys,
+    read_api,
+    read_third_party,
+)
 from relay.secrets_file import read_secrets_file
 from relay.settings_values import (
     ListenAddress,
@@ -85,6 +98,7 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_REALM = "trelay.local"
 DEFAULT_IDLE_TIMEOUT = 30.0
 TRANSPORTS = ("udp", "tcp", "tls")
+LOG_FORMATS = ("human", "json")  # relay.logs.LogFormat
 
 
 class LogLevel(StrEnum):
@@ -111,9 +125,14 @@ class ListenSettings:
 
 @dataclass(frozen=True, slots=True)
 class HttpSettings:
-    """The operator HTTP port(s) (`relay.http_app`); an empty tuple serves none."""
+    """The operator HTTP port(s) (`relay.http_app`); an empty tuple serves none.
+
+    `selftest` serves `/selftest`, whose credential endpoint hands working TURN
+    credentials to whoever reaches the port: off unless asked for.
+    """
 
     listen: tuple[ListenAddress, ...] = _DEV_LISTEN
+    selftest: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +168,10 @@ class AuthSettings:
     # What `secrets_file` held when the settings were loaded (the node re-reads it).
     file_secrets: tuple[str, ...] = field(default=(), repr=False)
     strict_expiry: bool = True
+    # Identities refused new allocations and refreshes (`relay.revocations`); the file
+    # may not exist yet (the token API creates it on the first revocation).
+    revocations_file: Path | None = None
+    third_party: ThirdPartySettings | None = None
 
     @property
     def shared_secrets(self) -> tuple[str, ...]:
@@ -196,8 +219,11 @@ class Settings:
     auth: AuthSettings = field(default_factory=AuthSettings)
     relay: RelaySettings = field(default_factory=RelaySettings)
     http: HttpSettings = field(default_factory=HttpSettings)
+    api: ApiSettings = field(default_factory=ApiSettings)
     software: str = field(default_factory=default_software)
     log_level: LogLevel = LogLevel.INFO
+    log_format: str = LOG_FORMATS[0]
+    log_usernames: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,6 +246,11 @@ class Flags:
     external_address: str | None = None
     relay_ports: str | None = None  # "min-max"
     allow_loopback_peers: bool = False
+    selftest: bool = False
+    api_keys: str | None = None
+    revocations_file: str | None = None
+    log_format: str | None = None
+    log_usernames: bool = False
 
 
 # --- host:port ------------------------------------------------------------------------
@@ -265,16 +296,23 @@ def _read_file(path: Path) -> tuple[Settings, dict[str, tuple[ListenAddress, ...
     relay = _read_relay(relay_table, quota_table, lifetime_table)
     http_table = root.table("http")
     http_listen = read_addresses(http_table, "listen")
-    http = HttpSettings() if http_listen is None else HttpSettings(http_listen)
+    http = HttpSettings(
+        _DEV_LISTEN if http_listen is None else http_listen,
+        read_bool(http_table, "selftest", False),
+    )
+    api_table = root.table("api")
+    api = read_api(api_table, base)
     software = read_text(root, "software", default_software())
     level = root.take("log_level")
     log_level = LogLevel.INFO if level is None else _parse_log_level("log_level", level)
+    log_format = _check_log_format("log_format", root.take("log_format"))
+    log_usernames = read_bool(root, "log_usernames", False)
     tables = (listen_table, tls_table, stream_table, auth_table, relay_table, quota_table)
-    for table in (*tables, lifetime_table, http_table, root):
+    for table in (*tables, lifetime_table, http_table, api_table, root):
         table.finish()
     settings = Settings(
-        tls=tls, stream=stream, auth=auth, relay=relay, http=http, software=software,
-        log_level=log_level,
+        tls=tls, stream=stream, auth=auth, relay=relay, http=http, api=api, software=software,
+        log_level=log_level, log_format=log_format, log_usernames=log_usernames,
     )  # fmt: skip
     return settings, listen
 
@@ -297,6 +335,10 @@ def _read_auth(table: Table, base: Path) -> AuthSettings:
         key = table.key("secrets")
         secrets_list = tuple(check_text(f"{key}[{i}]", v) for i, v in enumerate(secrets_value))
     secrets_file = read_path(table, "secrets_file", base)
+    revocations = table.take("revocations_file")
+    third_party_table = table.table("third_party")
+    third_party = read_third_party(third_party_table)
+    third_party_table.finish()
     return AuthSettings(
         realm=read_text(table, "realm", DEFAULT_REALM),
         users=users,
@@ -304,7 +346,30 @@ def _read_auth(table: Table, base: Path) -> AuthSettings:
         secrets_file=secrets_file,
         file_secrets=_load_secrets_file(table.key("secrets_file"), secrets_file),
         strict_expiry=read_bool(table, "strict_expiry", True),
+        revocations_file=None
+        if revocations is None
+        else _revocations_path(table.key("revocations_file"), revocations, base),
+        third_party=third_party,
     )
+
+
+def _revocations_path(key: str, value: object, base: Path) -> Path:
+    """A file that may not exist yet, in a directory that must."""
+    path = base / check_text(key, value)
+    if path.exists() and not path.is_file():
+        raise SettingsError(key, f"not a file: {path}")
+    if not path.parent.is_dir():
+        raise SettingsError(key, f"directory not found: {path.parent}")
+    return path
+
+
+def _check_log_format(key: str, value: object) -> str:
+    if value is None:
+        return LOG_FORMATS[0]
+    if value not in LOG_FORMATS:
+        raise SettingsError(key, f"expected one of {', '.join(LOG_FORMATS)}, got {value!r}")
+    assert isinstance(value, str)
+    return value
 
 
 def _load_secrets_file(key: str, path: Path | None) -> tuple[str, ...]:
@@ -376,7 +441,45 @@ def _apply_flags(
     if (tls.cert_file is None) != (tls.key_file is None):
         missing = "tls.key" if tls.key_file is None else "tls.cert"
         raise SettingsError(missing, "missing: give both tls.cert and tls.key, or neither")
-    auth = settings.auth
+    log_level = settings.log_level
+    if flags.log_level is not None:
+        log_level = _parse_log_level("--log-level", flags.log_level)
+    log_format = settings.log_format
+    if flags.log_format is not None:
+        log_format = _check_log_format("--log-format", flags.log_format)
+    http = settings.http
+    if flags.listen_http is not None:
+        listen_http = tuple(parse_host_port("--listen-http", v) for v in flags.listen_http)
+        http = replace(http, listen=listen_http)
+    if flags.selftest:
+        http = replace(http, selftest=True)
+    api = settings.api
+    if flags.api_keys is not None:
+        path = check_file("--api-keys", Path(flags.api_keys))
+        api = replace(api, keys_file=path, keys=load_api_keys("--api-keys", path))
+    auth = _auth_flags(settings.auth, flags)
+    if (http.selftest or api.keys_file) and not auth.shared_secrets:
+        key = "http.selftest" if http.selftest else "api.keys_file"
+        raise SettingsError(key, "needs a TURN REST secret (auth.secrets or auth.secrets_file)")
+    resolved = _resolve_listen(listen)
+    # The operator port is TCP too: it must not take a TCP or TLS listener's fixed port.
+    _check_unique([("listen.tcp", resolved.tcp), ("listen.tls", resolved.tls),
+                   ("http.listen", http.listen)])  # fmt: skip
+    return replace(
+        settings,
+        listen=resolved,
+        tls=tls,
+        auth=auth,
+        relay=_relay_flags(settings.relay, flags),
+        http=http,
+        api=api,
+        log_level=log_level,
+        log_format=log_format,
+        log_usernames=settings.log_usernames or flags.log_usernames,
+    )
+
+
+def _auth_flags(auth: AuthSettings, flags: Flags) -> AuthSettings:
     if flags.realm is not None:
         auth = replace(auth, realm=check_text("--realm", flags.realm))
     if flags.users is not None:
@@ -393,13 +496,15 @@ def _apply_flags(
         path = check_file("--secrets-file", Path(flags.secrets_file))
         file_secrets = _load_secrets_file("--secrets-file", path)
         auth = replace(auth, secrets_file=path, file_secrets=file_secrets)
-    log_level = settings.log_level
-    if flags.log_level is not None:
-        log_level = _parse_log_level("--log-level", flags.log_level)
-    relay = settings.relay
+    if flags.revocations_file is not None:
+        path = _revocations_path("--revocations-file", flags.revocations_file, Path())
+        auth = replace(auth, revocations_file=path)
+    return auth
+
+
+def _relay_flags(relay: RelaySettings, flags: Flags) -> RelaySettings:
     if flags.relay_address is not None:
-        check_ip("--relay-address", flags.relay_address)
-        relay = replace(relay, address=flags.relay_address)
+        relay = replace(relay, address=check_ip("--relay-address", flags.relay_address))
     if flags.relay_address_v6 is not None:
         relay = replace(relay, address_v6=check_ipv6("--relay-address-v6", flags.relay_address_v6))
     if flags.external_address is not None:
@@ -410,22 +515,7 @@ def _apply_flags(
         relay = replace(relay, ports=check_ports("--relay-ports", flags.relay_ports))
     if flags.allow_loopback_peers:
         relay = replace(relay, allow_loopback_peers=True)
-    http = settings.http
-    if flags.listen_http is not None:
-        http = HttpSettings(tuple(parse_host_port("--listen-http", v) for v in flags.listen_http))
-    resolved = _resolve_listen(listen)
-    # The operator port is TCP too: it must not take a TCP or TLS listener's fixed port.
-    _check_unique([("listen.tcp", resolved.tcp), ("listen.tls", resolved.tls),
-                   ("http.listen", http.listen)])  # fmt: skip
-    return replace(
-        settings,
-        listen=resolved,
-        tls=tls,
-        auth=auth,
-        relay=relay,
-        http=http,
-        log_level=log_level,
-    )
+    return relay
 
 
 def _resolve_listen(listen: dict[str, tuple[ListenAddress, ...] | None]) -> ListenSettings:

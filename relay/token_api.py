@@ -20,6 +20,8 @@ holding the secret verifies it alone.
   {username, password, ttl, uris} (draft §2.2), Bearer token or Basic key.
 - `POST /v1/revocations` (Basic key) with JSON {identity, until | ttl}: 201; written to
   the revocations file that every node watches (`relay.revocations`).
+- `POST /v1/access-tokens` (Bearer token or Basic key): an RFC 7635 ACCESS-TOKEN and its
+  mac_key for a non-browser client (`access_tokens` says what revocation can reach).
 
 Invariants: every refusal is a 4xx with JSON {"error": reason, "message": ...}; an
 identity that is revoked gets no credential; secrets, passwords and tokens are never
@@ -51,7 +53,9 @@ from starlette.routing import Route
 from relay.access_tokens import TokenError, VerifiedToken, check_identity, verify_token
 from relay.api_keys import ApiKey, ApiKeys
 from relay.revocations import Revocation, Revocations, parse_until, revoke
+from relay.token_crypto import mint_access_token
 from turn.credential_sources import rest_password
+from turn.third_party import token_identity
 
 log = logging.getLogger("trelay.api")
 
@@ -59,6 +63,24 @@ DEFAULT_TTL = 86400  # Twilio's default and maximum for the Token resource
 MAX_BODY_BYTES = 16 * 1024
 MAX_REVOCATION_SECONDS = 10 * 365 * 86400
 NTS_PATH = "/2010-04-01/Accounts/{account_sid}/Tokens.json"
+
+
+@dataclass(frozen=True, slots=True)
+class ThirdPartyMint:
+    """How this API mints RFC 7635 tokens: one kid of the nodes' key table, our name for them.
+
+    `server_name` must be the nodes' `ThirdPartyAuthorizer` server name (the AEAD's
+    associated data); `lifetime` is the most a token gets (RFC 7635 §6.2, seconds).
+    """
+
+    kid: str
+    key: bytes = field(repr=False)  # 16 (A128GCM) or 32 (AES-256-GCM) bytes
+    server_name: str
+    lifetime: int = 3600
+
+    def mint(self, lifetime: int, now: float) -> tuple[bytes, bytes]:
+        """(ACCESS-TOKEN value, mac_key), valid from `now` (Unix) for `lifetime` seconds."""
+        return mint_access_token(self.kid, self.key, self.server_name, lifetime, now)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +97,8 @@ class TokenApiContext:
     # The node's live view (kept fresh by `watch_revocations_file`); checked before minting.
     revocations: Revocations = field(default_factory=Revocations)
     clock: Callable[[], float] = time.time
+    # RFC 7635 minting (`POST /v1/access-tokens`); None: that route answers 404.
+    third_party: ThirdPartyMint | None = None
 
 
 class ApiError(Exception):
@@ -109,6 +133,7 @@ def token_routes(context: TokenApiContext) -> list[Route]:
         route("/v1/ice-servers", ice_servers, ["GET"]),
         route("/v1/turn-credentials", turn_credentials, ["GET", "POST"]),
         route("/v1/revocations", revocations, ["POST"]),
+        route("/v1/access-tokens", access_tokens, ["POST"]),
     ]
 
 
@@ -290,7 +315,8 @@ async def ice_servers(context: TokenApiContext, request: Request) -> Response:
     body: dict[str, Any] = {"iceServers": rtc_ice_servers(context.ice_urls, username, password)}
     if policy == "relay":
         body["iceTransportPolicy"] = "relay"
-    log.info("token api: ice servers for %r until %d", token.identity, expiry)
+    # Identities go in `extra`, where relay.logs hides them unless usernames may be logged.
+    log.info("token api: ice servers minted", extra={"identity": token.identity, "until": expiry})
     return JSONResponse(body)
 
 
@@ -324,6 +350,64 @@ async def turn_credentials(context: TokenApiContext, request: Request) -> Respon
     return JSONResponse(body | {"uris": uris})
 
 
+async def access_tokens(context: TokenApiContext, request: Request) -> Response:
+    """`POST /v1/access-tokens`: an RFC 7635 ACCESS-TOKEN for a non-browser TURN client.
+
+    201 {kid, access_token, mac_key (both base64), lifetime, server_name, uris, identity}.
+    The client sends USERNAME = kid, ACCESS-TOKEN = the token, and signs with mac_key
+    (RFC 7635 §5). The lifetime is the configured one, and never past a Bearer token's
+    `exp`.
+
+    Revocation: the token format has no room for a user. Its encrypted block holds only
+    mac_key, timestamp and lifetime (RFC 7635 §6.2) and USERNAME is the kid, so a node
+    cannot tell whose token it checks. Revoking the caller's identity (say "alice") stops
+    this route minting more for her, but the tokens she already holds stay valid on the
+    nodes until their lifetime ends; keep the lifetime short. Nodes refuse, for Allocate
+    and Refresh (`turn.auth`), either the kid, which refuses every token under it
+    (every user of that key), or one token's own identity `<kid>#<fingerprint of its
+    mac_key>` (`turn.third_party.token_identity`, the identity quotas count), returned
+    here as `identity` so the back-end can revoke exactly that token through
+    `/v1/revocations`. Revoking per user on the nodes would need one kid per user.
+    """
+    now = context.clock()
+    identity, not_after = _caller(context, request, now)
+    mint = context.third_party
+    if mint is None:
+        raise ApiError(404, "not_configured", "this node mints no RFC 7635 access tokens")
+    _refuse_revoked(context, mint.kid, now)  # nodes would refuse every token under it
+    lifetime = mint.lifetime
+    if not_after is not None:
+        # Floor: the token's timestamp is `now`, so it expires no later than the Bearer.
+        lifetime = min(lifetime, math.floor(not_after - now))
+    if lifetime <= 0:  # within the verification leeway, but nothing left to hand out
+        raise ApiError(401, "expired", "the token expires now", BEARER_CHALLENGE)
+    token, mac_key = mint.mint(lifetime, now)
+    log.info(
+        "token api: RFC 7635 token minted",
+        extra={"kid": mint.kid, "identity": identity, "lifetime": lifetime},
+    )
+    body = {
+        "kid": mint.kid,
+        "access_token": base64.b64encode(token).decode("ascii"),
+        "mac_key": base64.b64encode(mac_key).decode("ascii"),
+        "lifetime": lifetime,
+        "server_name": mint.server_name,
+        "uris": [u for u in context.ice_urls if _is_turn(u)],
+        "identity": token_identity(mint.kid, mac_key),
+    }
+    return JSONResponse(body, status_code=201)
+
+
+def _caller(context: TokenApiContext, request: Request, now: float) -> tuple[str, float | None]:
+    """Who asks, and when their Bearer token expires (None for an API key)."""
+    if (_authorization(request) or ("", ""))[0] == "bearer":
+        token = bearer_token(context, request, now)
+        return token.identity, token.expires_at
+    key = basic_key(context, request, now)
+    _refuse_revoked(context, key.sid, now)
+    return key.sid, None
+
+
 async def revocations(context: TokenApiContext, request: Request) -> Response:
     """`POST /v1/revocations` {identity, until | ttl}: refuse the identity until then."""
     now = context.clock()
@@ -343,7 +427,9 @@ async def revocations(context: TokenApiContext, request: Request) -> Response:
     except ValueError as exc:
         raise ApiError(400, "malformed_body", str(exc)) from None
     context.revocations.add(entry)
-    log.info("token api: %s revoked %r until %d", key.sid, identity, entry.until)
+    log.info(
+        "token api: revoked", extra={"sid": key.sid, "identity": identity, "until": entry.until}
+    )
     until_text = dt.datetime.fromtimestamp(entry.until, dt.UTC).isoformat()
     body = {"identity": identity, "until": int(entry.until), "until_rfc3339": until_text}
     return JSONResponse(body, status_code=201)

@@ -402,7 +402,13 @@ class TurnNode:
             elif isinstance(action, AllocationCreated):
                 log.info(
                     "allocation created",
-                    extra={"client": action.five_tuple.client, "relayed": action.relayed},
+                    extra={
+                        "client": action.five_tuple.client,
+                        "relayed": action.relayed,
+                        "transport": action.five_tuple.transport,
+                        "username": action.username,  # relay.logs hides it unless allowed
+                        "lifetime": action.lifetime,
+                    },
                 )
             elif isinstance(action, AllocationEnded):
                 if self.server.draining and not self.server.allocation_count:
@@ -410,7 +416,13 @@ class TurnNode:
                 log.info(
                     "allocation ended %s",
                     action.reason.value,
-                    extra={"client": action.five_tuple.client, "relayed": action.relayed},
+                    extra={
+                        "client": action.five_tuple.client,
+                        "relayed": action.relayed,
+                        "transport": action.five_tuple.transport,
+                        "username": action.username,
+                        "reason": action.reason,
+                    },
                 )
 
     def _send_to_peer(self, action: SendToPeer) -> None:

@@ -13,15 +13,17 @@ import hashlib
 import secrets
 import time
 
-from relay.ice_config import TurnCredential
+from relay.ice_config import TurnCredential, rest_credential
 from relay.settings import Settings
+from relay.token_crypto import AesGcmTokenCipher
 from relay.turn_node import DONT_FRAGMENT_SUPPORTED
 from turn.auth import LongTermAuthenticator
 from turn.config import TurnConfig
-from turn.credential_sources import CredentialSources, SharedSecrets, StaticUsers, rest_password
+from turn.credential_sources import CredentialSources, SharedSecrets, StaticUsers
 from turn.nonces import NonceStamper
 from turn.policy import PeerPolicy
 from turn.server import TurnServer
+from turn.third_party import ThirdPartyAuthorizer
 
 DEV_CREDENTIAL_SECONDS = 24 * 3600
 
@@ -68,19 +70,27 @@ def build_turn_server(settings: Settings, rest: SharedSecrets | None = None) -> 
         settings.relay.deny_peers,
         allow_loopback=settings.relay.allow_loopback_peers,
     )
-    return TurnServer(
-        turn_config(settings),
-        LongTermAuthenticator(auth.realm, sources, NonceStamper(nonce_key)),
-        policy,
-        wall_clock=time.time,
+    third_party = None
+    if auth.third_party is not None:
+        tp = auth.third_party
+        third_party = ThirdPartyAuthorizer(
+            tp.server_name, tp.authorization_server, tp.keys, AesGcmTokenCipher()
+        )
+    authenticator = LongTermAuthenticator(
+        auth.realm, sources, NonceStamper(nonce_key), third_party=third_party
     )
+    return TurnServer(turn_config(settings), authenticator, policy, wall_clock=time.time)
 
 
-def dev_credential(settings: Settings, now: float | None = None) -> TurnCredential | None:
-    """A TURN REST credential under the first shared secret, valid for a day."""
+def dev_credential(
+    settings: Settings,
+    now: float | None = None,
+    *,
+    identity: str = "dev",
+    seconds: int = DEV_CREDENTIAL_SECONDS,
+) -> TurnCredential | None:
+    """A TURN REST credential under the first shared secret (a day, by default)."""
     if not settings.auth.shared_secrets:
         return None
-    expiry = int((time.time() if now is None else now) + DEV_CREDENTIAL_SECONDS)
-    username = f"{expiry}:dev"
-    secret = settings.auth.shared_secrets[0].encode()
-    return TurnCredential(username, rest_password(secret, username))
+    expiry = int((time.time() if now is None else now) + seconds)
+    return rest_credential(settings.auth.shared_secrets[0], identity, expiry)

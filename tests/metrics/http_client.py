@@ -28,13 +28,23 @@ class HttpResponse:
         return self.body.decode()
 
 
-async def http_request(address: tuple[str, int], path: str, method: str = "GET") -> HttpResponse:
+async def http_request(
+    address: tuple[str, int],
+    path: str,
+    method: str = "GET",
+    headers: dict[str, str] | None = None,
+    body: bytes = b"",
+) -> HttpResponse:
     host, port = address
-    request = f"{method} {path} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n"
+    lines = [f"{method} {path} HTTP/1.1", f"Host: {host}:{port}", "Connection: close"]
+    lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
+    if body:
+        lines.append(f"Content-Length: {len(body)}")
+    request = "\r\n".join(lines) + "\r\n\r\n"
     with trio.fail_after(TIMEOUT):
         stream = await trio.open_tcp_stream(host, port)
         async with stream:
-            await stream.send_all(request.encode("ascii"))
+            await stream.send_all(request.encode("ascii") + body)
             data = bytearray()
             for _ in range(100_000):  # bounded: at most ~6 GB, far more than any answer
                 chunk = await stream.receive_some(65536)

@@ -123,7 +123,10 @@ def test_ready_event() -> None:
         (["serve", "--listen-tcp"], "trelay: --listen-tcp: expected one argument"),
         (["serve", "extra"], "trelay: extra: unexpected"),
         ([], "trelay: command: required"),
-        (["frob"], "trelay: command: invalid choice: 'frob' (choose from 'serve')"),
+        (
+            ["frob"],
+            "trelay: command: invalid choice: 'frob' (choose from 'serve', 'keys', 'token')",
+        ),
         (["serve", "--log-level", "loud"], "trelay: --log-level: expected one of"),
         (["serve", "--config", "/nonexistent/trelay.toml"], "trelay: --config: file not found"),
     ],
@@ -255,8 +258,11 @@ async def allocate_with(
     username: str,
     password: str,
     channel_binds: Sequence[tuple[tuple[str, int], int | None]] = (),
+    *,
+    refused: int | None = None,
 ) -> None:
-    """401 challenge, then a signed Allocate that must succeed with a relayed address.
+    """401 challenge, then a signed Allocate that must succeed with a relayed address
+    (or, with `refused`, fail with that error code, signed).
 
     Then one ChannelBind per (peer, expected error code or None for success).
     """
@@ -276,8 +282,12 @@ async def allocate_with(
         with trio.fail_after(TIMEOUT):
             data = await client.recv(2048)
         reply = decode_message(data)
-        assert reply.message_class is MessageClass.SUCCESS, reply
         assert verify_integrity(data, key)
+        if refused is not None:
+            error = reply.get(ErrorCodeAttribute)
+            assert error is not None and error.code == refused, reply
+            return
+        assert reply.message_class is MessageClass.SUCCESS, reply
         assert reply.get(XorRelayedAddress) is not None
         for channel, (peer, expected) in enumerate(channel_binds, start=0x4000):
             bind = Message(

@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+from relay.api_keys import create_key
 from relay.settings import load_settings
 
 EXAMPLE = Path(__file__).parents[2] / "deploy" / "trelay.example.toml"
@@ -13,6 +14,9 @@ def test_the_example_config_loads(tmp_path: Path) -> None:
     text = EXAMPLE.read_text()
     text = text.replace("/etc/trelay/fullchain.pem", "cert.pem")
     text = text.replace("/etc/trelay/privkey.pem", "key.pem")
+    create_key(tmp_path / "keys.toml")
+    text = text.replace("/etc/trelay/keys.toml", "keys.toml")
+    text = text.replace("/var/lib/trelay/revoked.toml", "revoked.toml")
     config = tmp_path / "trelay.toml"
     config.write_text(text)
     settings = load_settings(config)
@@ -21,3 +25,5 @@ def test_the_example_config_loads(tmp_path: Path) -> None:
     assert settings.relay.user_quota == 10
     assert settings.auth.shared_secrets == ("replace-with-a-long-random-secret",)
     assert [str(a) for a in settings.listen.udp] == ["0.0.0.0:3478"]
+    assert settings.api.keys is not None and len(settings.api.ice_urls) == 3
+    assert settings.log_format == "json" and not settings.http.selftest

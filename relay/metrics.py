@@ -212,7 +212,9 @@ class NodeCollector(Collector):
         now = combine(self.source())
         for name, kind, metric, documentation, labels in _FAMILIES:
             series: Series = getattr(now, name)
-            if series:  # trelay_relay_ports is absent without a port range
+            # Every family is served from the start (HELP and TYPE, even before its first
+            # sample) so queries and dashboards resolve; the port-pool gauge only with a range.
+            if series or metric != "trelay_relay_ports":
                 yield _family(kind, metric, documentation, labels, series)
         yield _latency(now.latency)
         ready: Series = {(): 1.0 if self.ready() else 0.0}

@@ -37,7 +37,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import fcntl
-import logging
 import os
 import tomllib
 from collections.abc import Iterable, Iterator, Mapping
@@ -47,10 +46,8 @@ from pathlib import Path
 import trio
 
 from relay.api_keys import write_file_atomically
+from relay.file_watch import POLL_SECONDS, watch_file
 
-log = logging.getLogger("trelay.auth")
-
-POLL_SECONDS = 2.0
 MAX_FILE_BYTES = 4 * 1024 * 1024
 MAX_IDENTITY_BYTES = 256
 
@@ -206,14 +203,6 @@ def _locked(path: Path) -> Iterator[None]:
         os.close(descriptor)
 
 
-def _identity(path: Path) -> tuple[int, int, int] | None:
-    try:
-        status = os.stat(path)
-    except OSError:
-        return None
-    return (status.st_ino, status.st_size, status.st_mtime_ns)
-
-
 def load_revocations(path: Path) -> Revocations:
     """The revocations in `path` now (ValueError if the file is unusable)."""
     return Revocations(read_revocations_file(path))
@@ -227,21 +216,10 @@ async def watch_revocations_file(
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Re-read `path` whenever it changes; a bad or vanished file keeps the current list."""
-    seen = _identity(path)
-    task_status.started()
-    while True:
-        await trio.sleep(poll_seconds)
-        current = _identity(path)
-        if current == seen:
-            continue
-        seen = current
-        if current is None:
-            log.warning("auth.revocations_file: %s vanished; keeping the current list", path)
-            continue
-        try:
-            loaded = read_revocations_file(path)
-        except ValueError as exc:
-            log.warning("auth.revocations_file: keeping the current list: %s", exc)
-            continue
+
+    def reload() -> str:
+        loaded = read_revocations_file(path)
         revocations.replace(loaded)
-        log.info("auth.revocations_file: reloaded %d revocation(s) from %s", len(loaded), path)
+        return f"reloaded {len(loaded)} revocation(s) from {path}"
+
+    await watch_file(path, reload, "auth.revocations_file", poll_seconds, task_status=task_status)

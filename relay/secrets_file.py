@@ -9,25 +9,21 @@ credentials have expired.
 
 Why a watched file: the secret is what every relay node shares, and operators already
 distribute files (Kubernetes Secrets mounted as volumes are swapped atomically through a
-symlink, configuration management writes files). `watch_secrets_file` polls the file's
-identity (inode, size, mtime) every few seconds and swaps the secrets in place; a file
-that turns unreadable, empty or invalid is logged and ignored, so the node keeps the
-secrets it has rather than locking every client out.
+symlink, configuration management writes files). `watch_secrets_file` re-reads it on
+change (`relay.file_watch`) and swaps the secrets in place; a file that turns
+unreadable, empty or invalid is logged and ignored, so the node keeps the secrets it has
+rather than locking every client out.
 """
 
 from __future__ import annotations
 
-import logging
-import os
 from pathlib import Path
 
 import trio
 
+from relay.file_watch import POLL_SECONDS, watch_file
 from turn.credential_sources import SharedSecrets
 
-log = logging.getLogger("trelay.auth")
-
-POLL_SECONDS = 2.0
 MAX_FILE_BYTES = 64 * 1024
 
 
@@ -54,14 +50,6 @@ def read_secrets_file(path: Path) -> tuple[str, ...]:
     return secrets
 
 
-def _identity(path: Path) -> tuple[int, int, int] | None:
-    try:
-        status = os.stat(path)
-    except OSError:
-        return None
-    return (status.st_ino, status.st_size, status.st_mtime_ns)
-
-
 async def watch_secrets_file(
     path: Path,
     secrets: SharedSecrets,
@@ -71,18 +59,10 @@ async def watch_secrets_file(
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Re-read `path` whenever it changes; `secrets` becomes `inline` + the file's."""
-    seen = _identity(path)
-    task_status.started()
-    while True:
-        await trio.sleep(poll_seconds)
-        current = _identity(path)
-        if current == seen:
-            continue
-        seen = current
-        try:
-            loaded = read_secrets_file(path)
-        except ValueError as exc:
-            log.warning("auth.secrets_file: keeping the current secrets: %s", exc)
-            continue
+
+    def reload() -> str:
+        loaded = read_secrets_file(path)
         secrets.replace(inline + loaded)
-        log.info("auth.secrets_file: reloaded %d secret(s) from %s", len(loaded), path)
+        return f"reloaded {len(loaded)} secret(s) from {path}"
+
+    await watch_file(path, reload, "auth.secrets_file", poll_seconds, task_status=task_status)

@@ -97,3 +97,11 @@ def headless_chromium(profile: Path, driver_log: Path) -> Iterator[webdriver.Chr
         yield driver
     finally:
         driver.quit()
+
+
+def diagnostics(result: object, browser: webdriver.Chrome) -> str:
+    """What a failed browser test prints: the page's result and the browser console."""
+    # Selenium leaves get_log unannotated; it returns the console entries as dicts.
+    entries = browser.get_log("browser")  # type: ignore[no-untyped-call]
+    console = [entry.get("message") for entry in entries]
+    return f"page result: {result!r}\nbrowser console: {console!r}"

@@ -18,14 +18,13 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack, contextmanager
 from dataclasses import dataclass
 
-import aioice
 import pytest
 import trio
 import trio.lowlevel
 import trio.testing
 
-from relay.ice_shim import connect_pair
 from relay.turn_node import TurnNode
+from tests.aioice_call import connected_pair, exchange
 from tests.interop.turn_relay import PASSWORD, USERNAME, RunningNode, threaded_turn_node
 from tests.relay.turn_client import Peer, TurnClient, peer, udp_client
 from turn.addressing import Address, ClientTransport, FiveTuple
@@ -139,31 +138,10 @@ def snapshot(node: TurnNode) -> Snapshot:
     )
 
 
-async def exchange(left: aioice.Connection, right: aioice.Connection, label: bytes) -> None:
-    await left.send(b"left " + label)
-    assert await asyncio.wait_for(right.recv(), TIMEOUT) == b"left " + label
-    await right.send(b"right " + label)
-    assert await asyncio.wait_for(left.recv(), TIMEOUT) == b"right " + label
-
-
 async def long_call(node: ClockedNode, transport: str, control: CreatePermissionOnly) -> Snapshot:
     server = node.running.udp if transport == "udp" else node.running.tcp
 
-    def agent(controlling: bool) -> aioice.Connection:
-        return aioice.Connection(
-            ice_controlling=controlling,
-            components=1,
-            turn_server=server,
-            turn_username=USERNAME,
-            turn_password=PASSWORD,
-            turn_transport=transport,
-            transport_policy=aioice.TransportPolicy.RELAY,
-            use_ipv6=False,
-        )
-
-    left, right = agent(True), agent(False)
-    try:
-        await connect_pair(left, right, TIMEOUT)
+    async with connected_pair(server, USERNAME, PASSWORD, transport) as (left, right):
         await exchange(left, right, b"before the jump")
 
         await asyncio.to_thread(node.call, lambda: node.clock.jump(JUMP))
@@ -175,9 +153,6 @@ async def long_call(node: ClockedNode, transport: str, control: CreatePermission
         await exchange(left, right, b"and once more")
         assert isinstance(after, Snapshot)
         return after
-    finally:
-        await left.close()
-        await right.close()
 
 
 @pytest.mark.parametrize("transport", ["udp", "tcp"])

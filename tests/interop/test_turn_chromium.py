@@ -26,6 +26,7 @@ from selenium import webdriver
 from tests.interop.chromium import (
     CHROMEDRIVER,
     SCRIPT_TIMEOUT,
+    diagnostics,
     headless_chromium,
     missing_binaries,
 )
@@ -68,13 +69,6 @@ def relay_call(browser: webdriver.Chrome, running: RunningNode, transport: str) 
     )
     assert isinstance(result, dict)
     return result
-
-
-def diagnostics(result: dict[str, Any], browser: webdriver.Chrome) -> str:
-    # Selenium leaves get_log unannotated; it returns the console entries as dicts.
-    entries = browser.get_log("browser")  # type: ignore[no-untyped-call]
-    console = [entry.get("message") for entry in entries]
-    return f"page result: {result!r}\nbrowser console: {console!r}"
 
 
 def wait_for_no_allocations(running: RunningNode) -> int:

@@ -22,7 +22,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import aioice
 import pytest
 import trio
 
@@ -30,6 +29,7 @@ from relay.http_app import NodeStatus, build_app
 from relay.http_server import serve_http
 from relay.metrics import node_registry
 from relay.testing import LoopbackRelay, RelayCredentials, start_relay, trio_in_thread
+from tests.aioice_call import connected_pair
 from tests.interop.turn_relay import PASSWORD, REALM, USERNAME
 from turn.config import TurnConfig
 
@@ -126,25 +126,8 @@ def query(base: str, expression: str) -> float | None:
 async def call_while(server: tuple[str, int], check: asyncio.Future[None]) -> int:
     """A relay-only aioice call sending both ways until `check` is done; datagrams sent."""
 
-    def agent(controlling: bool) -> aioice.Connection:
-        return aioice.Connection(
-            ice_controlling=controlling, components=1, turn_server=server,
-            turn_username=USERNAME, turn_password=PASSWORD, turn_transport="udp",
-            transport_policy=aioice.TransportPolicy.RELAY, use_ipv6=False,
-        )  # fmt: skip
-
-    left, right = agent(True), agent(False)
     sent = 0
-    try:
-        await asyncio.wait_for(
-            asyncio.gather(left.gather_candidates(), right.gather_candidates()), TIMEOUT
-        )
-        for a, b in ((left, right), (right, left)):
-            for candidate in a.local_candidates:
-                await b.add_remote_candidate(candidate)
-            await b.add_remote_candidate(None)
-            b.remote_username, b.remote_password = a.local_username, a.local_password
-        await asyncio.wait_for(asyncio.gather(left.connect(), right.connect()), TIMEOUT)
+    async with connected_pair(server, USERNAME, PASSWORD) as (left, right):
         for _ in range(int(QUERY_DEADLINE / 0.05) + 1):  # bounded by the check's deadline
             if check.done():
                 break
@@ -155,9 +138,6 @@ async def call_while(server: tuple[str, int], check: asyncio.Future[None]) -> in
             sent += 2
             await asyncio.sleep(0.05)
         return sent
-    finally:
-        await left.close()
-        await right.close()
 
 
 async def watch(base: str, check: asyncio.Future[None]) -> tuple[float, float]:

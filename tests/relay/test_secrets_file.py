@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import trio
 
-from relay.secrets_file import POLL_SECONDS, read_secrets_file, watch_secrets_file
+from relay.file_watch import POLL_SECONDS
+from relay.secrets_file import read_secrets_file, watch_secrets_file
 from relay.settings import Flags, load_settings
 from relay.settings_values import SettingsError
 from relay.turn_setup import shared_secrets

@@ -34,7 +34,7 @@ from relay.http_app import NodeStatus, build_app
 from relay.http_server import serve_http
 from relay.testing import LOOPBACK, LoopbackRelay, start_relay, trio_in_thread
 from relay.token_api import TokenApiContext, token_routes
-from tests.interop.chromium import SCRIPT_TIMEOUT, headless_chromium, missing_binaries
+from tests.interop.chromium import SCRIPT_TIMEOUT, diagnostics, headless_chromium, missing_binaries
 from tests.tokens.harness import KEY, KEYS, TURN_SECRET
 
 pytestmark = pytest.mark.interop
@@ -129,12 +129,6 @@ def fetch_and_call(browser: webdriver.Chrome, deployment: Deployment, token: str
     result = browser.execute_async_script(FETCH_AND_CALL, token, RELAY_CALL, MESSAGE, deadline_ms)
     assert isinstance(result, dict)
     return result
-
-
-def diagnostics(result: dict[str, Any], browser: webdriver.Chrome) -> str:
-    entries = browser.get_log("browser")  # type: ignore[no-untyped-call]
-    console = [entry.get("message") for entry in entries]
-    return f"page result: {result!r}\nbrowser console: {console!r}"
 
 
 def wait_for_no_allocations(relay: LoopbackRelay) -> int:

@@ -11,8 +11,8 @@ import pytest
 import trio
 import trio.testing
 
+from relay.file_watch import POLL_SECONDS
 from relay.revocations import (
-    POLL_SECONDS,
     Revocation,
     Revocations,
     format_revocations,

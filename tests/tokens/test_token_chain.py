@@ -22,7 +22,8 @@ from relay.access_tokens import mint_token
 from relay.revocations import Revocations
 from relay.testing import LoopbackRelay, throwaway_relay
 from relay.token_api import TokenApiContext
-from tests.tokens.aioice_call import gathered_relay_candidates, relayed_call, turn_server
+from tests.aioice_call import relayed_call
+from tests.tokens.aioice_call import gathered_relay_candidates, turn_server
 from tests.tokens.harness import (
     ACCOUNT,
     KEY,

@@ -1,7 +1,7 @@
 """Prometheus metrics of a TURN node, read from its plain counters at scrape time.
 
 Owns the metric names, their labels and the translation from the node's counters
-(`relay.turn_node.DataPathCounters` / `TransportCounters`, `turn.stats.ServerStats`,
+(`relay.data_path.DataPathCounters` / `TransportCounters`, `turn.stats.ServerStats`,
 the allocation table and the relay port pool) to Prometheus metric families. Nothing
 here runs per packet: the data path adds plain integers once per batch, and a scrape
 reads them (DESIGN §4).
@@ -56,7 +56,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from relay.turn_node import DataPathCounters, TurnNode
+from relay.data_path import DataPathCounters
+from relay.turn_node import TurnNode
 from stun.codes import Method
 from turn.stats import LATENCY_BUCKETS, OTHER_METHOD, Drop
 

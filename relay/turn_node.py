@@ -6,9 +6,8 @@ Owns everything between the pure core and the kernel for TURN (RFC 8656):
   connections), datagrams to peers, binding and closing relay sockets;
 - one relay socket per allocation, read by a task in the allocation's own cancel scope,
   so ending an allocation closes its socket at once (DESIGN §4);
-- the data path both ways, with no checkpoint, log line or action object per packet:
-  ChannelData from a client is one dict lookup for the allocation, one for the channel,
-  one `sendto`; a peer datagram is one lookup for the channel and one send;
+- the data path both ways (its batch readers are in `relay.data_path`), with no
+  checkpoint, log line or action object per packet;
 - the timer task that sleeps until the core's next deadline;
 - graceful drain on shutdown.
 
@@ -21,24 +20,21 @@ from __future__ import annotations
 import logging
 import math
 import socket
-import struct
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import trio
 
-from relay.datagram_batch import (
-    BATCH_SIZE,
-    ICMP_ERRNOS,
-    MAX_DATAGRAM,
-    DatagramBatch,
-    UdpListenerStats,
-    enlarge_receive_buffer,
-    send_reply,
+from relay.data_path import (
+    ClientReader,
+    DataPathCounters,
+    PeerReader,
+    Stalled,
+    TransportCounters,
 )
+from relay.datagram_batch import BATCH_SIZE, DatagramBatch, UdpListenerStats, enlarge_receive_buffer
 from stun.message import decode_message_type
 from turn.actions import (
     Action,
@@ -55,8 +51,6 @@ from turn.server import TurnServer
 
 log = logging.getLogger("trelay.turn")
 
-_CHANNEL_HEADER = struct.Struct("!HH")
-_ZEROS = bytes(3)
 # Relay sockets: enough for bursts from peers, times many allocations (a cap, not a cost).
 RELAY_RECEIVE_BUFFER = 1024 * 1024
 # Linux: (level, option, DF on, the default) per family. IPv4 has no IP_MTU_DISCOVER in
@@ -68,35 +62,6 @@ _DONT_FRAGMENT = {
     socket.AF_INET6: (socket.IPPROTO_IPV6, socket.IPV6_DONTFRAG, 1, 0),
 }
 DONT_FRAGMENT_SUPPORTED = sys.platform == "linux"
-StreamSend = Callable[[bytes], None]
-
-
-@dataclass(slots=True)
-class DataPathCounters:
-    """Plain integers bumped on the data path (per batch where it can); `relay.metrics`
-    reads them at scrape time. The relayed totals are split by client transport again
-    in `TurnNode.relayed` (`TransportCounters`); drops are not split."""
-
-    client_to_peer_datagrams: int = 0
-    client_to_peer_bytes: int = 0
-    peer_to_client_datagrams: int = 0
-    peer_to_client_bytes: int = 0
-    dropped_no_allocation: int = 0
-    dropped_no_channel: int = 0
-    dropped_no_permission: int = 0
-    dropped_malformed: int = 0
-    dropped_send_failed: int = 0
-    dropped_queue_full: int = 0  # a stream client's outbox was full (or already closed)
-
-
-@dataclass(slots=True)
-class TransportCounters:
-    """Relayed traffic of the allocations of one client transport, added per batch."""
-
-    client_to_peer_datagrams: int = 0
-    client_to_peer_bytes: int = 0
-    peer_to_client_datagrams: int = 0
-    peer_to_client_bytes: int = 0
 
 
 @dataclass(slots=True)
@@ -105,178 +70,6 @@ class _Relay:
     scope: trio.CancelScope
     relayed: TransportCounters
     allocation: Allocation | None = None
-
-
-class _ClientReader:
-    """Client -> relay over one UDP listener: datagrams in batches.
-
-    ChannelData is relayed inline (DESIGN §4): one lookup for the allocation, one for
-    the channel, one send of a view of the receive buffer; the counters are added up
-    once per batch. Everything else is STUN for the core.
-    """
-
-    __slots__ = ("buffer", "node", "relayed", "server_address", "sock", "stats", "table", "view")
-
-    def __init__(
-        self, sock: socket.socket, server_address: Address, stats: UdpListenerStats, node: TurnNode
-    ) -> None:
-        self.sock = sock
-        self.server_address = server_address
-        self.stats = stats
-        self.node = node
-        self.table = node.server.client_table(ClientTransport.UDP, server_address)
-        self.relayed = node.relayed[ClientTransport.UDP]
-        self.buffer = bytearray(MAX_DATAGRAM)
-        self.view = memoryview(self.buffer)
-
-    def batch(self) -> int:
-        counters, stats, table = self.node.counters, self.stats, self.table
-        buffer, view = self.buffer, self.view
-        receive_into = self.sock.recvfrom_into
-        unpack_from = _CHANNEL_HEADER.unpack_from
-        # IPv4 sources are (host, port) already; IPv6 ones carry flow info and scope too.
-        is_pair = self.sock.family == socket.AF_INET
-        count = errors = relayed = relayed_bytes = 0
-        try:
-            for count in range(BATCH_SIZE):  # `finally` reads `count`
-                try:
-                    size, address = receive_into(buffer)
-                except BlockingIOError:
-                    return count
-                except OSError as exc:
-                    if exc.errno not in ICMP_ERRNOS:
-                        raise
-                    errors += 1
-                    continue
-                source = address if is_pair else (address[0], address[1])
-                if size >= 4 and 0x40 <= buffer[0] <= 0x7F:  # ChannelData: the hot path
-                    allocation = table.get(source)
-                    if allocation is None:
-                        counters.dropped_no_allocation += 1
-                        continue
-                    channel, length = unpack_from(buffer)
-                    peer = allocation.channels.get(channel)
-                    if peer is None:
-                        counters.dropped_no_channel += 1
-                        continue
-                    if length > size - 4:
-                        counters.dropped_malformed += 1
-                        continue
-                    try:
-                        allocation.transmit(view[4 : 4 + length], peer)  # type: ignore[misc]
-                    except OSError:
-                        counters.dropped_send_failed += 1
-                        continue
-                    relayed += 1
-                    relayed_bytes += length
-                    continue
-                self._stun(bytes(view[:size]), source, address)
-            count = BATCH_SIZE
-            return count
-        finally:
-            stats.datagrams_received += count - errors
-            stats.receive_errors += errors
-            counters.client_to_peer_datagrams += relayed
-            counters.client_to_peer_bytes += relayed_bytes
-            by_transport = self.relayed
-            by_transport.client_to_peer_datagrams += relayed
-            by_transport.client_to_peer_bytes += relayed_bytes
-
-    def _stun(self, data: bytes, source: Address, address: Any) -> None:
-        five_tuple = FiveTuple(ClientTransport.UDP, source, self.server_address)
-        reply = self.node.handle_stun(data, five_tuple)
-        if reply is not None:
-            send_reply(self.sock, reply, address, self.stats)
-
-
-class _Stalled(Exception):
-    """The stream client's outbox is full: the datagram is dropped, not delivered."""
-
-
-class _PeerReader:
-    """Peer -> client for one allocation: datagrams from the relay socket, in batches.
-
-    Each datagram is received at offset 4 of a buffer, so a peer with a channel costs
-    one lookup, a 4-byte header written in place and one send of a view (no copy over
-    UDP); a peer without a channel becomes a Data indication through the core (§10.3).
-    """
-
-    __slots__ = ("allocation", "buffer", "counters", "deliver", "node", "relayed", "sock", "view")
-
-    def __init__(
-        self,
-        sock: socket.socket,
-        allocation: Allocation,
-        deliver: Callable[[Buffer], object],
-        node: TurnNode,
-        relayed: TransportCounters,
-    ) -> None:
-        self.sock = sock
-        self.allocation = allocation
-        self.deliver = deliver
-        self.node = node
-        self.counters = node.counters
-        self.relayed = relayed
-        self.buffer = bytearray(4 + MAX_DATAGRAM + 3)  # header, datagram, padding
-        self.view = memoryview(self.buffer)
-
-    def batch(self) -> int:
-        counters = self.counters
-        peers = self.allocation.peers
-        buffer, view, deliver = self.buffer, self.view, self.deliver
-        receive_into = self.sock.recvfrom_into
-        payload = self.view[4 : 4 + MAX_DATAGRAM]
-        pack_into = _CHANNEL_HEADER.pack_into
-        pad = self.allocation.five_tuple.transport.is_stream
-        is_pair = self.sock.family == socket.AF_INET
-        delivered = delivered_bytes = 0
-        try:
-            for count in range(BATCH_SIZE):  # `finally` adds up what was delivered
-                try:
-                    size, address = receive_into(payload)
-                except BlockingIOError:
-                    return count
-                except OSError as exc:
-                    if exc.errno not in ICMP_ERRNOS:
-                        raise
-                    continue  # an ICMP error about an earlier datagram to a peer (DESIGN §5)
-                peer = address if is_pair else (address[0], address[1])
-                channel = peers.get(peer)
-                if channel is not None:
-                    pack_into(buffer, 0, channel, size)
-                    end = 4 + size
-                    if pad and size & 3:
-                        end += 4 - (size & 3)
-                        buffer[4 + size : end] = _ZEROS[: end - 4 - size]
-                    frame: Buffer = view[:end]
-                else:
-                    data = bytes(view[4 : 4 + size])
-                    indication = self.node.server.peer_datagram(self.allocation, peer, data)
-                    if indication is None:
-                        counters.dropped_no_permission += 1
-                        continue
-                    frame = indication
-                try:
-                    deliver(frame)
-                except _Stalled:
-                    counters.dropped_queue_full += 1
-                    continue
-                except OSError:
-                    counters.dropped_send_failed += 1
-                    continue
-                delivered += 1
-                delivered_bytes += size
-            return BATCH_SIZE
-        finally:
-            self._count(delivered, delivered_bytes)
-
-    def _count(self, delivered: int, delivered_bytes: int) -> None:
-        """Once per batch: what reached the client, in total and for its transport."""
-        counters, by_transport = self.counters, self.relayed
-        counters.peer_to_client_datagrams += delivered
-        counters.peer_to_client_bytes += delivered_bytes
-        by_transport.peer_to_client_datagrams += delivered
-        by_transport.peer_to_client_bytes += delivered_bytes
 
 
 @dataclass(slots=True)
@@ -320,7 +113,7 @@ class TurnNode:
     ) -> DatagramBatch:
         """The batch reader of the UDP listener bound at `server_address`."""
         self.udp_sockets[server_address] = sock
-        return _ClientReader(sock, server_address, stats, self).batch
+        return ClientReader(sock, server_address, stats, self).batch
 
     # --- clients over TCP/TLS -----------------------------------------------------------
 
@@ -514,9 +307,9 @@ class TurnNode:
                     # The outbox keeps what it is given: a copy, not a view of our buffer.
                     if self._to_stream(connection, bytes(frame)):
                         return True
-                    raise _Stalled
+                    raise Stalled
 
-            reader = _PeerReader(relay.sock, allocation, deliver, self, relay.relayed)
+            reader = PeerReader(relay.sock, allocation, deliver, self, relay.relayed)
             while True:
                 await trio.lowlevel.wait_readable(relay.sock)
                 while reader.batch() == BATCH_SIZE:

@@ -29,7 +29,7 @@ from enum import Enum
 
 import pytest
 
-from relay.turn_node import DataPathCounters
+from relay.data_path import DataPathCounters
 from tests.interop.turn_relay import threaded_turn_node
 from tests.interop.turnutils import (
     PEER,

@@ -30,7 +30,6 @@ from stun.address_attributes import XorPeerAddress, XorRelayedAddress
 from stun.attributes import (
     Attribute,
     ChannelNumber,
-    ErrorCodeAttribute,
     Lifetime,
     Nonce,
     Realm,
@@ -40,6 +39,7 @@ from stun.attributes import (
 from stun.channel_data import encode_channel_data
 from stun.codes import MessageClass, Method, TransportProtocol
 from stun.credentials import long_term_key
+from stun.error_attributes import ErrorCodeAttribute
 from stun.errors import StunDecodeError
 from stun.integrity import encode_signed
 from stun.message import Message, decode_message, is_stun_header, new_transaction_id

@@ -20,7 +20,7 @@ import secrets
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from stun.attributes import AccessToken
+from stun.auth_attributes import AccessToken
 from turn.third_party import TokenGrant, encode_grant
 
 NONCE_BYTES = 12  # the GCM nonce size NIST SP 800-38D recommends

@@ -23,6 +23,8 @@ from typing import TypeVar
 
 from stun import address_attributes as addr
 from stun import attributes as attrs
+from stun import auth_attributes as auth_attrs
+from stun import error_attributes as error_attrs
 from stun.attributes import Attribute, UnknownAttribute
 from stun.codes import (
     HEADER_LENGTH,
@@ -76,13 +78,13 @@ ATTRIBUTE_CLASSES: tuple[type[Attribute], ...] = (
     attrs.AdditionalAddressFamily,
     attrs.EvenPort,
     attrs.ChangeRequest,
-    attrs.ErrorCodeAttribute,
-    attrs.AddressErrorCode,
-    attrs.Icmp,
-    attrs.UnknownAttributes,
-    attrs.PasswordAlgorithm,
-    attrs.PasswordAlgorithms,
-    attrs.AccessToken,
+    error_attrs.ErrorCodeAttribute,
+    error_attrs.AddressErrorCode,
+    error_attrs.Icmp,
+    error_attrs.UnknownAttributes,
+    auth_attrs.PasswordAlgorithm,
+    auth_attrs.PasswordAlgorithms,
+    auth_attrs.AccessToken,
 )
 ATTRIBUTE_CLASS_BY_TYPE: dict[int, type[Attribute]] = {c.TYPE: c for c in ATTRIBUTE_CLASSES}
 

@@ -43,6 +43,8 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 from stun import address_attributes as addr
 from stun import attributes as attrs
+from stun import auth_attributes as auth_attrs
+from stun import error_attributes as error_attrs
 from stun.attributes import Attribute, UnknownAttribute
 from stun.codes import (
     HEADER_LENGTH,
@@ -194,20 +196,24 @@ _TABLE: dict[type[Attribute], SearchStrategy[Attribute]] = {
     attrs.AdditionalAddressFamily: st.builds(attrs.AdditionalAddressFamily, _families),
     attrs.EvenPort: st.builds(attrs.EvenPort, st.booleans()),
     attrs.ChangeRequest: st.builds(attrs.ChangeRequest, st.booleans(), st.booleans()),
-    attrs.ErrorCodeAttribute: st.builds(attrs.ErrorCodeAttribute, _error_codes, _utf8(763)),
-    attrs.AddressErrorCode: st.builds(attrs.AddressErrorCode, _families, _error_codes, _utf8(763)),
-    attrs.Icmp: st.builds(attrs.Icmp, _u(7), _u(8), _u(32)),
-    attrs.UnknownAttributes: st.builds(
-        attrs.UnknownAttributes, st.lists(_u(16), max_size=8).map(tuple)
+    error_attrs.ErrorCodeAttribute: st.builds(
+        error_attrs.ErrorCodeAttribute, _error_codes, _utf8(763)
     ),
-    attrs.PasswordAlgorithm: st.builds(
-        attrs.PasswordAlgorithm, _algorithms, st.binary(max_size=16)
+    error_attrs.AddressErrorCode: st.builds(
+        error_attrs.AddressErrorCode, _families, _error_codes, _utf8(763)
     ),
-    attrs.PasswordAlgorithms: st.builds(
-        attrs.PasswordAlgorithms, st.lists(_algorithm_entries, max_size=4).map(tuple)
+    error_attrs.Icmp: st.builds(error_attrs.Icmp, _u(7), _u(8), _u(32)),
+    error_attrs.UnknownAttributes: st.builds(
+        error_attrs.UnknownAttributes, st.lists(_u(16), max_size=8).map(tuple)
     ),
-    attrs.AccessToken: st.builds(
-        attrs.AccessToken, st.binary(max_size=64), st.binary(max_size=256)
+    auth_attrs.PasswordAlgorithm: st.builds(
+        auth_attrs.PasswordAlgorithm, _algorithms, st.binary(max_size=16)
+    ),
+    auth_attrs.PasswordAlgorithms: st.builds(
+        auth_attrs.PasswordAlgorithms, st.lists(_algorithm_entries, max_size=4).map(tuple)
+    ),
+    auth_attrs.AccessToken: st.builds(
+        auth_attrs.AccessToken, st.binary(max_size=64), st.binary(max_size=256)
     ),
 }
 

@@ -41,19 +41,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from stun.attributes import (
-    AccessToken,
     Attribute,
     Lifetime,
     MessageIntegrity,
     MessageIntegritySha256,
     Nonce,
-    PasswordAlgorithm,
-    PasswordAlgorithms,
     Realm,
     ThirdPartyAuthorization,
     UserHash,
     Username,
 )
+from stun.auth_attributes import AccessToken, PasswordAlgorithm, PasswordAlgorithms
 from stun.codes import ErrorCode, Method, PasswordAlgorithmId
 from stun.integrity import verify_integrity
 from stun.message import Message

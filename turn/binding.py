@@ -24,8 +24,9 @@ from collections.abc import Callable
 from typing import TypeAlias
 
 from stun.address_attributes import XorMappedAddress
-from stun.attributes import Fingerprint, Software, UnknownAttributes
+from stun.attributes import Fingerprint, Software
 from stun.codes import ErrorCode, MessageClass, Method
+from stun.error_attributes import UnknownAttributes
 from stun.errors import StunDecodeError
 from stun.integrity import verify_fingerprint
 from stun.message import Message, decode_message

@@ -10,8 +10,9 @@ carries the RFC's reason phrase unless a more precise one is given.
 
 from __future__ import annotations
 
-from stun.attributes import Attribute, ErrorCodeAttribute, Software
+from stun.attributes import Attribute, Software
 from stun.codes import ErrorCode, MessageClass
+from stun.error_attributes import ErrorCodeAttribute
 from stun.integrity import encode_signed
 from stun.message import Message
 from turn.credential_sources import Sha256Key

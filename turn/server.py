@@ -33,7 +33,6 @@ from stun.attributes import (
     Lifetime,
     RequestedAddressFamily,
     Software,
-    UnknownAttributes,
 )
 from stun.codes import (
     MAGIC_COOKIE,
@@ -42,6 +41,7 @@ from stun.codes import (
     MessageClass,
     Method,
 )
+from stun.error_attributes import UnknownAttributes
 from stun.errors import StunDecodeError
 from stun.integrity import verify_fingerprint
 from stun.message import HEADER, Message, decode_message, decode_message_type

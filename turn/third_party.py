@@ -41,7 +41,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from stun.attributes import AccessToken
+from stun.auth_attributes import AccessToken
 from turn.credential_sources import Credential
 
 _FRACTIONS = 64000  # units of the 16-bit fraction of the timestamp (RFC 7635 §6.2)

@@ -30,8 +30,9 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from stun.attributes import ChannelNumber, ErrorCodeAttribute
+from stun.attributes import ChannelNumber
 from stun.codes import MessageClass, Method
+from stun.error_attributes import ErrorCodeAttribute
 from stun.errors import StunDecodeError
 from stun.message import decode_message, decode_message_type, is_stun_header
 from tests.interop.turn_relay import PASSWORD, USERNAME

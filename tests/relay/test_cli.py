@@ -32,16 +32,10 @@ from relay.ice_config import (
 )
 from relay.server import BoundAddresses
 from stun.address_attributes import XorMappedAddress, XorPeerAddress, XorRelayedAddress
-from stun.attributes import (
-    ChannelNumber,
-    ErrorCodeAttribute,
-    Nonce,
-    Realm,
-    RequestedTransport,
-    Username,
-)
+from stun.attributes import ChannelNumber, Nonce, Realm, RequestedTransport, Username
 from stun.codes import MessageClass, Method
 from stun.credentials import long_term_key
+from stun.error_attributes import ErrorCodeAttribute
 from stun.integrity import encode_signed, verify_integrity
 from stun.message import Message, decode_message, encode_message, new_transaction_id
 from tests.netutil import ipv6_loopback_works

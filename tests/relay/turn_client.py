@@ -40,7 +40,6 @@ from stun.attributes import (
     Attribute,
     ChannelNumber,
     Data,
-    ErrorCodeAttribute,
     Lifetime,
     Nonce,
     Realm,
@@ -50,6 +49,7 @@ from stun.attributes import (
 from stun.channel_data import decode_channel_data, encode_channel_data
 from stun.codes import ErrorCode, MessageClass, Method, TransportProtocol
 from stun.credentials import long_term_key
+from stun.error_attributes import ErrorCodeAttribute
 from stun.framing import Frame, StreamDeframer
 from stun.integrity import encode_signed, verify_integrity
 from stun.message import Message, decode_message, encode_message, new_transaction_id

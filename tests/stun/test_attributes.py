@@ -12,6 +12,8 @@ import pytest
 
 from stun import address_attributes as addr
 from stun import attributes as attrs
+from stun import auth_attributes as auth_attrs
+from stun import error_attributes as error_attrs
 from stun.attributes import Attribute, UnknownAttribute
 from stun.codes import AddressFamily, MessageClass, Method
 from stun.errors import StunDecodeError
@@ -89,29 +91,29 @@ LAYOUTS: list[tuple[Attribute, str]] = [
     (attrs.ChangeRequest(change_ip=True, change_port=True), "0003 0004 00000006"),
     # RFC 8489 §14.8 ERROR-CODE: 21 reserved bits, class (3 bits), number (8), reason.
     (
-        attrs.ErrorCodeAttribute(401, "Unauthenticated"),
+        error_attrs.ErrorCodeAttribute(401, "Unauthenticated"),
         "0009 0013 0000 04 01 556e61757468656e74696361746564 00",
     ),
     # RFC 8656 §18.12 ADDRESS-ERROR-CODE: family, 13 reserved bits, class, number, reason.
     (
-        attrs.AddressErrorCode(AddressFamily.IPV6, 440, "x"),
+        error_attrs.AddressErrorCode(AddressFamily.IPV6, 440, "x"),
         "8001 0005 02 00 04 28 78 000000",
     ),
-    (attrs.AddressErrorCode(AddressFamily.IPV4, 508), "8001 0004 01 00 05 08"),
+    (error_attrs.AddressErrorCode(AddressFamily.IPV4, 508), "8001 0004 01 00 05 08"),
     # RFC 8656 §18.13 ICMP: 16 reserved bits, type (7 bits), code (9 bits), error data.
     # Type 3 code 4 (fragmentation needed): 3 << 9 | 4 = 0x0604; MTU 1400 = 0x578.
-    (attrs.Icmp(3, 4, 1400), "8004 0008 0000 0604 00000578"),
-    (attrs.Icmp(127, 511), "8004 0008 0000 ffff 00000000"),
+    (error_attrs.Icmp(3, 4, 1400), "8004 0008 0000 0604 00000578"),
+    (error_attrs.Icmp(127, 511), "8004 0008 0000 ffff 00000000"),
     # RFC 8489 §14.13 UNKNOWN-ATTRIBUTES: 16-bit types, normal padding.
-    (attrs.UnknownAttributes((0x0003, 0x0026, 0x8004)), "000a 0006 0003 0026 8004 0000"),
+    (error_attrs.UnknownAttributes((0x0003, 0x0026, 0x8004)), "000a 0006 0003 0026 8004 0000"),
     # RFC 8489 §14.12 PASSWORD-ALGORITHM: algorithm, parameters length, parameters padded.
-    (attrs.PasswordAlgorithm(2), "001d 0004 0002 0000"),
-    (attrs.PasswordAlgorithm(1, b"\xaa"), "001d 0008 0001 0001 aa000000"),
+    (auth_attrs.PasswordAlgorithm(2), "001d 0004 0002 0000"),
+    (auth_attrs.PasswordAlgorithm(1, b"\xaa"), "001d 0008 0001 0001 aa000000"),
     # §14.11 PASSWORD-ALGORITHMS: a list of the same entries.
-    (attrs.PasswordAlgorithms(((2, b""), (1, b""))), "8002 0008 0002 0000 0001 0000"),
+    (auth_attrs.PasswordAlgorithms(((2, b""), (1, b""))), "8002 0008 0002 0000 0001 0000"),
     # RFC 7635 §6.2 ACCESS-TOKEN: nonce_length (16), nonce, encrypted block.
     (
-        attrs.AccessToken(b"\x01" * 12, b"\xee\xff"),
+        auth_attrs.AccessToken(b"\x01" * 12, b"\xee\xff"),
         "001b 0010 000c 010101010101010101010101 eeff",
     ),
     # Unknown types are kept verbatim.
@@ -175,17 +177,17 @@ WRONG_LENGTHS: list[tuple[type[Attribute], str]] = [
     (attrs.EvenPort, ""),
     (attrs.EvenPort, "80000000"),
     (attrs.ChangeRequest, "06"),
-    (attrs.ErrorCodeAttribute, "000004"),
-    (attrs.AddressErrorCode, "010004"),
-    (attrs.Icmp, "00000604"),
-    (attrs.UnknownAttributes, "000300"),
-    (attrs.PasswordAlgorithm, "0002"),
-    (attrs.PasswordAlgorithm, "0002 0000 0001 0000"),  # two entries
-    (attrs.PasswordAlgorithm, "0001 0008 aa"),  # parameters overrun
-    (attrs.PasswordAlgorithm, "0001 0001 aa"),  # parameter padding overruns
-    (attrs.PasswordAlgorithms, "0002 0000 0001"),
-    (attrs.AccessToken, "00"),
-    (attrs.AccessToken, "000d 010101010101010101010101"),  # nonce overruns
+    (error_attrs.ErrorCodeAttribute, "000004"),
+    (error_attrs.AddressErrorCode, "010004"),
+    (error_attrs.Icmp, "00000604"),
+    (error_attrs.UnknownAttributes, "000300"),
+    (auth_attrs.PasswordAlgorithm, "0002"),
+    (auth_attrs.PasswordAlgorithm, "0002 0000 0001 0000"),  # two entries
+    (auth_attrs.PasswordAlgorithm, "0001 0008 aa"),  # parameters overrun
+    (auth_attrs.PasswordAlgorithm, "0001 0001 aa"),  # parameter padding overruns
+    (auth_attrs.PasswordAlgorithms, "0002 0000 0001"),
+    (auth_attrs.AccessToken, "00"),
+    (auth_attrs.AccessToken, "000d 010101010101010101010101"),  # nonce overruns
 ]
 
 
@@ -205,7 +207,7 @@ def test_wrong_lengths_are_rejected(cls: type[Attribute], value: str) -> None:
         (addr.AlternateServer, "0000 0d96 c0000201"),
         (attrs.RequestedAddressFamily, "03000000"),
         (attrs.AdditionalAddressFamily, "00000000"),
-        (attrs.AddressErrorCode, "03000508"),
+        (error_attrs.AddressErrorCode, "03000508"),
     ],
 )
 def test_unknown_families_are_rejected(cls: type[Attribute], value: str) -> None:
@@ -230,7 +232,7 @@ def test_invalid_utf8_is_rejected(cls: type[Attribute], bad: str) -> None:
         _decode(cls, "61" + bad)
 
 
-@pytest.mark.parametrize("cls", [attrs.ErrorCodeAttribute, attrs.AddressErrorCode])
+@pytest.mark.parametrize("cls", [error_attrs.ErrorCodeAttribute, error_attrs.AddressErrorCode])
 def test_invalid_utf8_reason_is_rejected(cls: type[Attribute]) -> None:
     with pytest.raises(StunDecodeError, match="UTF-8"):
         _decode(cls, "01000401 ff")
@@ -255,7 +257,7 @@ def test_text_byte_limits(cls: type[Attribute], limit: int) -> None:
 @pytest.mark.parametrize("value", ["00000201", "00000764", "00000700", "0000 0100"])
 def test_invalid_error_classes_and_numbers_are_rejected(value: str) -> None:
     with pytest.raises(StunDecodeError):
-        _decode(attrs.ErrorCodeAttribute, value)
+        _decode(error_attrs.ErrorCodeAttribute, value)
 
 
 RESERVED_BITS: list[tuple[type[Attribute], str, Attribute]] = [
@@ -278,14 +280,14 @@ RESERVED_BITS: list[tuple[type[Attribute], str, Attribute]] = [
     (attrs.EvenPort, "ff", attrs.EvenPort(reserve_next=True)),
     (attrs.ChangeRequest, "fffffff9", attrs.ChangeRequest()),
     (attrs.ChangeRequest, "ffffffff", attrs.ChangeRequest(True, True)),
-    (attrs.ErrorCodeAttribute, "ffff fc 26", attrs.ErrorCodeAttribute(438)),
+    (error_attrs.ErrorCodeAttribute, "ffff fc 26", error_attrs.ErrorCodeAttribute(438)),
     (
-        attrs.AddressErrorCode,
+        error_attrs.AddressErrorCode,
         "02 ff fd 08",
-        attrs.AddressErrorCode(AddressFamily.IPV6, 508),
+        error_attrs.AddressErrorCode(AddressFamily.IPV6, 508),
     ),
-    (attrs.Icmp, "ffff 0604 00000578", attrs.Icmp(3, 4, 1400)),
-    (attrs.PasswordAlgorithm, "0001 0001 aa ffffff", attrs.PasswordAlgorithm(1, b"\xaa")),
+    (error_attrs.Icmp, "ffff 0604 00000578", error_attrs.Icmp(3, 4, 1400)),
+    (auth_attrs.PasswordAlgorithm, "0001 0001 aa ffffff", auth_attrs.PasswordAlgorithm(1, b"\xaa")),
 ]
 
 
@@ -297,14 +299,14 @@ def test_reserved_bits_are_ignored(cls: type[Attribute], value: str, expected: A
 @pytest.mark.parametrize(
     "make",
     [
-        lambda: attrs.Icmp(128, 0),
-        lambda: attrs.Icmp(0, 512),
-        lambda: attrs.Icmp(0, 0, 1 << 32),
-        lambda: attrs.ErrorCodeAttribute(700),
-        lambda: attrs.AddressErrorCode(AddressFamily.IPV4, 299),
+        lambda: error_attrs.Icmp(128, 0),
+        lambda: error_attrs.Icmp(0, 512),
+        lambda: error_attrs.Icmp(0, 0, 1 << 32),
+        lambda: error_attrs.ErrorCodeAttribute(700),
+        lambda: error_attrs.AddressErrorCode(AddressFamily.IPV4, 299),
         lambda: attrs.Lifetime(1 << 32),
         lambda: attrs.ChannelNumber(1 << 16),
-        lambda: attrs.AccessToken(bytes(1 << 16), b""),
+        lambda: auth_attrs.AccessToken(bytes(1 << 16), b""),
         lambda: addr.MappedAddress("192.0.2.1", 65536),
     ],
 )

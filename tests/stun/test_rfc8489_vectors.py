@@ -25,13 +25,8 @@ import hmac
 
 import pytest
 
-from stun.attributes import (
-    MessageIntegritySha256,
-    Nonce,
-    PasswordAlgorithm,
-    Realm,
-    UserHash,
-)
+from stun.attributes import MessageIntegritySha256, Nonce, Realm, UserHash
+from stun.auth_attributes import PasswordAlgorithm
 from stun.codes import MessageClass, Method, PasswordAlgorithmId
 from stun.credentials import long_term_key, opaque_string, userhash
 from stun.errors import StunDecodeError

@@ -18,7 +18,6 @@ from stun.attributes import (
     Attribute,
     ChannelNumber,
     Data,
-    ErrorCodeAttribute,
     Lifetime,
     Nonce,
     Realm,
@@ -27,6 +26,7 @@ from stun.attributes import (
 )
 from stun.codes import MessageClass, Method
 from stun.credentials import long_term_key
+from stun.error_attributes import ErrorCodeAttribute
 from stun.integrity import encode_signed, verify_integrity
 from stun.message import Message, decode_message, encode_message
 from turn.actions import Action, OpenRelay, SendToClient

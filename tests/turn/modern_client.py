@@ -9,14 +9,13 @@ from dataclasses import dataclass, field
 from stun.attributes import (
     Attribute,
     Nonce,
-    PasswordAlgorithm,
-    PasswordAlgorithms,
     RequestedTransport,
     UnknownAttribute,
     UserHash,
     Username,
 )
 from stun.attributes import Realm as RealmAttribute
+from stun.auth_attributes import PasswordAlgorithm, PasswordAlgorithms
 from stun.codes import AttributeType, MessageClass, Method, PasswordAlgorithmId
 from stun.credentials import long_term_key, userhash
 from stun.integrity import encode_signed, integrity_algorithms

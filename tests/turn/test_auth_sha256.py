@@ -11,18 +11,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stun.attributes import (
-    ErrorCodeAttribute,
-    Lifetime,
-    Nonce,
-    PasswordAlgorithm,
-    PasswordAlgorithms,
-    Realm,
-    RequestedTransport,
-    ThirdPartyAuthorization,
-)
+from stun.attributes import Lifetime, Nonce, Realm, RequestedTransport, ThirdPartyAuthorization
+from stun.auth_attributes import PasswordAlgorithm, PasswordAlgorithms
 from stun.codes import MessageClass, Method, PasswordAlgorithmId
 from stun.credentials import long_term_key, opaque_string, userhash
+from stun.error_attributes import ErrorCodeAttribute
 from stun.integrity import integrity_algorithms
 from stun.message import decode_message
 from stun.nonce_cookie import (

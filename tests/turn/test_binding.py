@@ -7,15 +7,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from stun.address_attributes import XorMappedAddress
-from stun.attributes import (
-    ErrorCodeAttribute,
-    Fingerprint,
-    Software,
-    UnknownAttribute,
-    UnknownAttributes,
-    Username,
-)
+from stun.attributes import Fingerprint, Software, UnknownAttribute, Username
 from stun.codes import AttributeType, MessageClass, Method
+from stun.error_attributes import ErrorCodeAttribute, UnknownAttributes
 from stun.integrity import encode_signed, verify_fingerprint
 from stun.message import (
     Message,

@@ -25,10 +25,10 @@ from stun.attributes import (
     RequestedTransport,
     ReservationToken,
     UnknownAttribute,
-    UnknownAttributes,
     Username,
 )
 from stun.codes import AddressFamily, AttributeType, MessageClass, Method
+from stun.error_attributes import UnknownAttributes
 from stun.integrity import encode_signed
 from stun.message import Message, encode_header, encode_message, encode_message_type
 from tests.turn.harness import (

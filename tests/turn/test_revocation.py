@@ -5,7 +5,7 @@ REALM and NONCE; other requests, deletions and other identities are unaffected."
 from __future__ import annotations
 
 from relay.token_crypto import AesGcmTokenCipher, mint_access_token
-from stun.attributes import ErrorCodeAttribute
+from stun.error_attributes import ErrorCodeAttribute
 from stun.message import decode_message
 from tests.turn.harness import Client, Clock, assert_error, assert_success, make_server
 from tests.turn.modern_client import Rfc8489Client, TokenClient

@@ -26,7 +26,6 @@ from stun.attributes import (
     Attribute,
     ChannelNumber,
     Data,
-    ErrorCodeAttribute,
     Lifetime,
     Nonce,
     Realm,
@@ -35,6 +34,7 @@ from stun.attributes import (
 )
 from stun.codes import MessageClass, Method
 from stun.credentials import long_term_key
+from stun.error_attributes import ErrorCodeAttribute
 from stun.integrity import encode_signed, verify_integrity
 from stun.message import Message, decode_message, encode_message
 from tests.turn.harness import REALM, SERVER_ADDRESS, Clock, make_server, rest_credentials

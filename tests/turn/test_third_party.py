@@ -9,7 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from relay.token_crypto import AesGcmTokenCipher, mint_access_token
-from stun.attributes import AccessToken, Nonce, Realm, RequestedTransport, ThirdPartyAuthorization
+from stun.attributes import Nonce, Realm, RequestedTransport, ThirdPartyAuthorization
+from stun.auth_attributes import AccessToken
 from stun.codes import MessageClass, Method
 from stun.message import decode_message
 from tests.turn.harness import Client, Clock, assert_error, assert_success, error_code, make_server

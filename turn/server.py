@@ -1,10 +1,9 @@
 """The TURN server core (RFC 8656), sans I/O: bytes, addresses and `now` in; actions out.
 
-Owns every request a TURN client sends: Binding, Allocate (its request-only checks in
-`turn.allocate_request`), Refresh, CreatePermission and ChannelBind (in
-`turn.peer_requests`), Send indications; and what happens when timers (`turn.timers`)
-come due. Who holds which allocation, pending Allocates and quotas are kept in
-`turn.allocation_table`.
+Owns every request a TURN client sends: Binding, Allocate (in `turn.allocate`),
+Refresh, CreatePermission and ChannelBind (in `turn.peer_requests`), Send indications;
+and what happens when timers (`turn.timers`) come due. Who holds which allocation,
+pending Allocates and quotas are kept in `turn.allocation_table`.
 
 Time: `now` is monotonic seconds from the caller, for lifetimes and timers; the injected
 `wall_clock` gives Unix seconds for nonces and TURN REST credential expiry.
@@ -24,11 +23,9 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Iterable
 
-from stun.address_attributes import XorMappedAddress, XorRelayedAddress
 from stun.attributes import (
     Attribute,
     DontFragment,
-    EvenPort,
     Fingerprint,
     Lifetime,
     RequestedAddressFamily,
@@ -45,20 +42,17 @@ from stun.error_attributes import UnknownAttributes
 from stun.errors import StunDecodeError
 from stun.integrity import verify_fingerprint
 from stun.message import HEADER, Message, decode_message, decode_message_type
-from turn import peer_requests, responses
+from turn import allocate, peer_requests, responses
 from turn.actions import (
     Action,
-    AllocationCreated,
     AllocationEnded,
     CloseRelay,
     EndReason,
-    OpenRelay,
     SendToClient,
 )
-from turn.addressing import Address, ClientTransport, FiveTuple, is_ipv6, unmap_ipv4
-from turn.allocate_request import relay_host, requested_family, unsatisfiable
+from turn.addressing import Address, ClientTransport, FiveTuple, is_ipv6
 from turn.allocation import Allocation
-from turn.allocation_table import AllocationTable, PendingAllocate
+from turn.allocation_table import AllocationTable
 from turn.auth import Authenticated, LongTermAuthenticator, Rejected
 from turn.binding import answer_binding
 from turn.config import TurnConfig
@@ -67,7 +61,7 @@ from turn.policy import PeerPolicy
 from turn.port_pool import RelayPortPool
 from turn.rate_limit import SourceRateLimiter
 from turn.response_cache import ResponseCache
-from turn.stats import AuthFailure, Drop, Quota, ServerStats, send_drop_reason
+from turn.stats import AuthFailure, Drop, ServerStats, send_drop_reason
 from turn.timers import TimerKind, TimerQueue
 
 _MAX_BIND_ATTEMPTS = 4
@@ -93,7 +87,7 @@ class TurnServer:
         # The runtime reads these two directly (the data path, relay sockets).
         self.allocations = self.table.allocations
         self.by_relayed = self.table.by_relayed
-        self._timers = TimerQueue()
+        self.timers = TimerQueue()
         self.responses = ResponseCache(config.response_cache_seconds, config.response_cache_size)
         self.rate_limiter = SourceRateLimiter(
             config.unauthenticated_rate, config.unauthenticated_burst
@@ -213,7 +207,7 @@ class TurnServer:
             # RFC 8656 §7.2 step 4: without DF support, treat it as unknown.
             unknown += (DontFragment.TYPE,)
         if unknown:
-            return self._reply(
+            return self.reply(
                 request, five_tuple, now,
                 responses.error(
                     request, ErrorCode.UNKNOWN_ATTRIBUTE, self.software, key,
@@ -221,160 +215,51 @@ class TurnServer:
                 ),
             )  # fmt: skip
         if request.method == Method.ALLOCATE:
-            return self._allocate(request, five_tuple, result, now)
+            return allocate.allocate(self, request, five_tuple, result, now)
         allocation = self.allocations.get(five_tuple)
         if allocation is None:
             reply = responses.error(request, ErrorCode.ALLOCATION_MISMATCH, self.software, key)
-            return self._reply(request, five_tuple, now, reply)
+            return self.reply(request, five_tuple, now, reply)
         if result.username != allocation.username:
             # RFC 8656 §5: later requests must use the allocation's credentials.
             reply = responses.error(request, ErrorCode.WRONG_CREDENTIALS, self.software, key)
-            return self._reply(request, five_tuple, now, reply)
+            return self.reply(request, five_tuple, now, reply)
         if request.method == Method.REFRESH:
             return self._refresh(request, allocation, result, now)
         if request.method == Method.CREATE_PERMISSION:
             reply = peer_requests.create_permission(self, request, allocation, now)
         else:
             reply = peer_requests.channel_bind(self, request, allocation, now)
-        return self._reply(request, five_tuple, now, reply)
+        return self.reply(request, five_tuple, now, reply)
 
-    def _reply(
+    def reply(
         self, request: Message, five_tuple: FiveTuple, now: float, reply: bytes
     ) -> list[Action]:
         self.responses.put(five_tuple, request.transaction_id, reply, now)
         return [SendToClient(five_tuple, reply)]
 
-    def _expired(self, auth: Authenticated) -> bool:
+    def credential_expired(self, auth: Authenticated) -> bool:
         expires_at = auth.credential.expires_at
         return expires_at is not None and expires_at <= self.wall_clock()
 
-    def _expiry_challenge(self, five_tuple: FiveTuple) -> tuple[Attribute, ...]:
+    def expiry_challenge(self, five_tuple: FiveTuple) -> tuple[Attribute, ...]:
         # DESIGN §5: every 401 carries REALM and NONCE, also for expired credentials,
         # so that the client retries with fresh ones instead of giving up.
         return self.auth.challenge(five_tuple.client, self.wall_clock())
 
-    # --- Allocate (RFC 8656 §7.2) -------------------------------------------------------
-
-    def _allocate(
-        self, request: Message, five_tuple: FiveTuple, auth: Authenticated, now: float
-    ) -> list[Action]:
-        key = auth.credential.key
-        pending = self.table.pending.get(five_tuple)
-        if pending is not None and pending.request.transaction_id == request.transaction_id:
-            return []  # a retransmission while the relay port is being bound
-        failure = self._allocate_failure(request, five_tuple, auth)
-        if failure is not None:
-            code, reason = failure
-            extra = self._expiry_challenge(five_tuple) if code is ErrorCode.UNAUTHORIZED else ()
-            reply = responses.error(request, code, self.software, key, reason=reason, extra=extra)
-            return self._reply(request, five_tuple, now, reply)
-        family = requested_family(request)
-        even = request.get(EvenPort) is not None
-        port = 0
-        if self.ports is not None:
-            acquired = self.ports.acquire(even=even)
-            if acquired is None:
-                self.stats.quota_rejections[Quota.PORTS] += 1
-                reply = responses.error(
-                    request, ErrorCode.INSUFFICIENT_CAPACITY, self.software, key,
-                    reason="No relay port free",
-                )  # fmt: skip
-                return self._reply(request, five_tuple, now, reply)
-            port = acquired
-        lifetime_attr = request.get(Lifetime)
-        lifetime = self.config.allocate_lifetime(
-            None if lifetime_attr is None else lifetime_attr.value
-        )
-        self.table.hold(five_tuple, PendingAllocate(request, auth, lifetime, family, port))
-        return [OpenRelay(five_tuple, self._pending_host(family), port)]
-
-    def _allocate_failure(
-        self, request: Message, five_tuple: FiveTuple, auth: Authenticated
-    ) -> tuple[ErrorCode, str] | None:
-        """The first check of RFC 8656 §7.2 that fails, as (code, reason)."""
-        if five_tuple in self.allocations or five_tuple in self.table.pending:
-            return ErrorCode.ALLOCATION_MISMATCH, "Allocation already exists"  # step 2
-        if self._expired(auth):
-            self.stats.auth_failures[AuthFailure.EXPIRED] += 1
-            return ErrorCode.UNAUTHORIZED, "Credentials expired"
-        failure = unsatisfiable(request, self.config)  # steps 3, 5, 6, 7
-        if failure is not None:
-            return failure
-        if self.draining:
-            return ErrorCode.INSUFFICIENT_CAPACITY, "Server is draining"
-        quota = self.config.user_quota
-        if quota and self.table.identity_count(auth.credential.identity) >= quota:
-            self.stats.quota_rejections[Quota.USER] += 1
-            return ErrorCode.ALLOCATION_QUOTA_REACHED, "Allocation Quota Reached"  # step 8
-        if self.config.total_quota and self.allocation_count >= self.config.total_quota:
-            self.stats.quota_rejections[Quota.TOTAL] += 1
-            return ErrorCode.INSUFFICIENT_CAPACITY, "Server at capacity"
-        return None
-
-    def _pending_host(self, family: AddressFamily) -> str:
-        host = relay_host(self.config, family)
-        assert host is not None, "checked by _allocate_failure (step 7)"
-        return host
+    # --- Allocate (RFC 8656 §7.2, in `turn.allocate`) -----------------------------------
 
     def relay_opened(self, five_tuple: FiveTuple, relayed: Address, now: float) -> list[Action]:
         """The runtime bound the relay socket of a pending Allocate at `relayed`."""
-        actions = self._relay_opened(five_tuple, relayed, now)
+        actions = allocate.relay_opened(self, five_tuple, relayed, now)
         self.stats.count_replies(actions)
         return actions
-
-    def _relay_opened(self, five_tuple: FiveTuple, relayed: Address, now: float) -> list[Action]:
-        # Popped, not dropped: the allocation inherits the quota slot and the port.
-        pending = self.table.pending.pop(five_tuple, None)
-        if pending is None:
-            # The connection closed (or shutdown began) while the port was being bound.
-            return [CloseRelay(relayed)]
-        auth = pending.auth
-        external = (
-            self.config.external_host_v6 if is_ipv6(relayed[0]) else self.config.external_host
-        )
-        reported = (external or relayed[0], relayed[1])
-        allocation = Allocation(
-            five_tuple, relayed, reported, auth.username, auth.credential.identity,
-            auth.credential.key, now + pending.lifetime,
-        )  # fmt: skip
-        self.table.add(allocation)
-        self.stats.allocations_created[five_tuple.transport] += 1
-        self._timers.schedule(allocation.expires_at, TimerKind.ALLOCATION, allocation)
-        host, port = five_tuple.client
-        attributes = (
-            XorRelayedAddress(*reported),
-            Lifetime(pending.lifetime),
-            XorMappedAddress(unmap_ipv4(host), port),
-        )
-        reply = responses.success(pending.request, attributes, self.software, allocation.key)
-        return [
-            *self._reply(pending.request, five_tuple, now, reply),
-            AllocationCreated(five_tuple, relayed, auth.username, pending.lifetime),
-        ]
 
     def relay_failed(self, five_tuple: FiveTuple, now: float) -> list[Action]:
         """The runtime could not bind the requested port: try another, then give up (508)."""
-        actions = self._relay_failed(five_tuple, now)
+        actions = allocate.relay_failed(self, five_tuple, now)
         self.stats.count_replies(actions)
         return actions
-
-    def _relay_failed(self, five_tuple: FiveTuple, now: float) -> list[Action]:
-        pending = self.table.pending.get(five_tuple)
-        if pending is None:
-            return []  # the connection closed (or shutdown began) meanwhile
-        if self.ports is not None and pending.attempts < _MAX_BIND_ATTEMPTS:
-            self.ports.release(pending.port)
-            port = self.ports.acquire(even=pending.request.get(EvenPort) is not None)
-            if port is not None:
-                pending.port = port
-                pending.attempts += 1
-                return [OpenRelay(five_tuple, self._pending_host(pending.family), port)]
-        self.table.drop_pending(five_tuple)
-        reply = responses.error(
-            pending.request, ErrorCode.INSUFFICIENT_CAPACITY, self.software,
-            pending.auth.credential.key, reason="Could not bind a relay port",
-        )  # fmt: skip
-        return self._reply(pending.request, five_tuple, now, reply)
 
     # --- Refresh (RFC 8656 §7.3) --------------------------------------------------------
 
@@ -388,14 +273,14 @@ class TurnServer:
             reply = responses.error(
                 request, ErrorCode.PEER_ADDRESS_FAMILY_MISMATCH, self.software, key
             )
-            return self._reply(request, five_tuple, now, reply)
-        if self.config.strict_expiry and self._expired(auth):
+            return self.reply(request, five_tuple, now, reply)
+        if self.config.strict_expiry and self.credential_expired(auth):
             self.stats.auth_failures[AuthFailure.EXPIRED] += 1
             reply = responses.error(
                 request, ErrorCode.UNAUTHORIZED, self.software, key,
-                reason="Credentials expired", extra=self._expiry_challenge(five_tuple),
+                reason="Credentials expired", extra=self.expiry_challenge(five_tuple),
             )  # fmt: skip
-            return self._reply(request, five_tuple, now, reply)
+            return self.reply(request, five_tuple, now, reply)
         requested = request.get(Lifetime)
         lifetime = self.config.refresh_lifetime(None if requested is None else requested.value)
         actions: list[Action] = []
@@ -403,30 +288,30 @@ class TurnServer:
             actions = self._end(allocation, EndReason.DELETED)
         else:
             allocation.expires_at = now + lifetime
-            self._timers.schedule(allocation.expires_at, TimerKind.ALLOCATION, allocation)
+            self.timers.schedule(allocation.expires_at, TimerKind.ALLOCATION, allocation)
         reply = responses.success(request, (Lifetime(lifetime),), self.software, key)
-        return [*self._reply(request, five_tuple, now, reply), *actions]
+        return [*self.reply(request, five_tuple, now, reply), *actions]
 
     # --- lifecycle, timers --------------------------------------------------------------
 
     def schedule_permission(self, allocation: Allocation, peer_ip: str) -> None:
         deadline = allocation.permissions[peer_ip]
-        self._timers.schedule(deadline, TimerKind.PERMISSION, allocation, peer_ip)
+        self.timers.schedule(deadline, TimerKind.PERMISSION, allocation, peer_ip)
 
     def schedule_channel(self, allocation: Allocation, number: int) -> None:
         deadline = allocation.channel_expiry[number]
-        self._timers.schedule(deadline, TimerKind.CHANNEL, allocation, number)
+        self.timers.schedule(deadline, TimerKind.CHANNEL, allocation, number)
 
     def next_deadline(self) -> float | None:
         """When `handle_timer` must run next (monotonic seconds), or None if never."""
-        deadlines = (self.responses.next_expiry(), self._timers.next_deadline())
+        deadlines = (self.responses.next_expiry(), self.timers.next_deadline())
         return min((d for d in deadlines if d is not None), default=None)
 
     def handle_timer(self, now: float) -> list[Action]:
         """Expire everything due at `now`."""
         actions: list[Action] = []
         self.responses.expire(now)
-        for kind, allocation, key in self._timers.pop_due(now):
+        for kind, allocation, key in self.timers.pop_due(now):
             if self.allocations.get(allocation.five_tuple) is not allocation:
                 continue  # already ended
             if kind is TimerKind.ALLOCATION:

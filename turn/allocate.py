@@ -1,0 +1,191 @@
+"""Allocate (RFC 8656 §7.2): from the request to the allocation, across the relay socket bind.
+
+Owns the Allocate request's checks in the RFC's order and the two steps around the
+runtime's bind: `allocate` answers the failures, or holds a pending Allocate (its quota
+slot and relay port) and asks the runtime to `OpenRelay`; `relay_opened` turns it into
+the allocation and answers success; `relay_failed` tries another port, then answers 508.
+
+The checks that depend only on the request and the configuration (`unsatisfiable`):
+step 3 (REQUESTED-TRANSPORT present, and UDP: the only relayed transport here), step 5
+(RESERVATION-TOKEN: never issued, so never valid; not with EVEN-PORT or a family), step 6
+(EVEN-PORT with R set: port reservations are not offered), step 7 (a relay address of the
+requested family). Those that depend on the server's state (`_state_failure`): step 2
+(an allocation exists), expired credentials, draining, step 8 (quotas).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from stun.address_attributes import XorMappedAddress, XorRelayedAddress
+from stun.attributes import (
+    EvenPort,
+    Lifetime,
+    RequestedAddressFamily,
+    RequestedTransport,
+    ReservationToken,
+)
+from stun.codes import AddressFamily, ErrorCode, TransportProtocol
+from stun.message import Message
+from turn import responses
+from turn.actions import Action, AllocationCreated, CloseRelay, OpenRelay
+from turn.addressing import Address, FiveTuple, is_ipv6, unmap_ipv4
+from turn.allocation import Allocation
+from turn.allocation_table import PendingAllocate
+from turn.auth import Authenticated
+from turn.config import TurnConfig
+from turn.stats import AuthFailure, Quota
+from turn.timers import TimerKind
+
+if TYPE_CHECKING:
+    from turn.server import TurnServer
+
+# How many relay ports an Allocate tries before it gives up with 508.
+_MAX_BIND_ATTEMPTS = 4
+
+
+def requested_family(request: Message) -> AddressFamily:
+    """REQUESTED-ADDRESS-FAMILY, IPv4 when absent (RFC 8656 §7.2 step 7)."""
+    family = request.get(RequestedAddressFamily)
+    return AddressFamily.IPV4 if family is None else family.family
+
+
+def relay_host(config: TurnConfig, family: AddressFamily) -> str | None:
+    """Where relay sockets of `family` bind; None when that family is not offered."""
+    return config.relay_host_v6 if family is AddressFamily.IPV6 else config.relay_host
+
+
+def unsatisfiable(request: Message, config: TurnConfig) -> tuple[ErrorCode, str] | None:
+    """The first of steps 3 and 5-7 the request fails, as (code, reason); None if none."""
+    transport = request.get(RequestedTransport)
+    if transport is None:
+        return ErrorCode.BAD_REQUEST, "REQUESTED-TRANSPORT missing"  # step 3
+    if transport.value != TransportProtocol.UDP:
+        return ErrorCode.UNSUPPORTED_TRANSPORT_PROTOCOL, "Only UDP relaying"
+    even_port = request.get(EvenPort)
+    family = request.get(RequestedAddressFamily)
+    if request.get(ReservationToken) is not None:  # step 5
+        if even_port is not None or family is not None:
+            return ErrorCode.BAD_REQUEST, "RESERVATION-TOKEN with EVEN-PORT or family"
+        return ErrorCode.INSUFFICIENT_CAPACITY, "No such reservation"
+    if even_port is not None and even_port.reserve_next:  # step 6
+        return ErrorCode.INSUFFICIENT_CAPACITY, "Port reservations not supported"
+    if relay_host(config, requested_family(request)) is None:  # step 7
+        return ErrorCode.ADDRESS_FAMILY_NOT_SUPPORTED, "Address Family not Supported"
+    return None
+
+
+def allocate(
+    server: TurnServer, request: Message, five_tuple: FiveTuple, auth: Authenticated, now: float
+) -> list[Action]:
+    key = auth.credential.key
+    pending = server.table.pending.get(five_tuple)
+    if pending is not None and pending.request.transaction_id == request.transaction_id:
+        return []  # a retransmission while the relay port is being bound
+    failure = _state_failure(server, request, five_tuple, auth)
+    if failure is not None:
+        code, reason = failure
+        extra = server.expiry_challenge(five_tuple) if code is ErrorCode.UNAUTHORIZED else ()
+        reply = responses.error(request, code, server.software, key, reason=reason, extra=extra)
+        return server.reply(request, five_tuple, now, reply)
+    family = requested_family(request)
+    even = request.get(EvenPort) is not None
+    port = 0
+    if server.ports is not None:
+        acquired = server.ports.acquire(even=even)
+        if acquired is None:
+            server.stats.quota_rejections[Quota.PORTS] += 1
+            reply = responses.error(
+                request, ErrorCode.INSUFFICIENT_CAPACITY, server.software, key,
+                reason="No relay port free",
+            )  # fmt: skip
+            return server.reply(request, five_tuple, now, reply)
+        port = acquired
+    lifetime_attr = request.get(Lifetime)
+    lifetime = server.config.allocate_lifetime(
+        None if lifetime_attr is None else lifetime_attr.value
+    )
+    server.table.hold(five_tuple, PendingAllocate(request, auth, lifetime, family, port))
+    return [OpenRelay(five_tuple, pending_host(server.config, family), port)]
+
+
+def _state_failure(
+    server: TurnServer, request: Message, five_tuple: FiveTuple, auth: Authenticated
+) -> tuple[ErrorCode, str] | None:
+    """The first check of RFC 8656 §7.2 that fails, as (code, reason)."""
+    if five_tuple in server.allocations or five_tuple in server.table.pending:
+        return ErrorCode.ALLOCATION_MISMATCH, "Allocation already exists"  # step 2
+    if server.credential_expired(auth):
+        server.stats.auth_failures[AuthFailure.EXPIRED] += 1
+        return ErrorCode.UNAUTHORIZED, "Credentials expired"
+    failure = unsatisfiable(request, server.config)  # steps 3, 5, 6, 7
+    if failure is not None:
+        return failure
+    if server.draining:
+        return ErrorCode.INSUFFICIENT_CAPACITY, "Server is draining"
+    quota = server.config.user_quota
+    if quota and server.table.identity_count(auth.credential.identity) >= quota:
+        server.stats.quota_rejections[Quota.USER] += 1
+        return ErrorCode.ALLOCATION_QUOTA_REACHED, "Allocation Quota Reached"  # step 8
+    if server.config.total_quota and server.allocation_count >= server.config.total_quota:
+        server.stats.quota_rejections[Quota.TOTAL] += 1
+        return ErrorCode.INSUFFICIENT_CAPACITY, "Server at capacity"
+    return None
+
+
+def pending_host(config: TurnConfig, family: AddressFamily) -> str:
+    host = relay_host(config, family)
+    assert host is not None, "checked by _allocate_failure (step 7)"
+    return host
+
+
+def relay_opened(
+    server: TurnServer, five_tuple: FiveTuple, relayed: Address, now: float
+) -> list[Action]:
+    # Popped, not dropped: the allocation inherits the quota slot and the port.
+    pending = server.table.pending.pop(five_tuple, None)
+    if pending is None:
+        # The connection closed (or shutdown began) while the port was being bound.
+        return [CloseRelay(relayed)]
+    auth = pending.auth
+    external = (
+        server.config.external_host_v6 if is_ipv6(relayed[0]) else server.config.external_host
+    )
+    reported = (external or relayed[0], relayed[1])
+    allocation = Allocation(
+        five_tuple, relayed, reported, auth.username, auth.credential.identity,
+        auth.credential.key, now + pending.lifetime,
+    )  # fmt: skip
+    server.table.add(allocation)
+    server.stats.allocations_created[five_tuple.transport] += 1
+    server.timers.schedule(allocation.expires_at, TimerKind.ALLOCATION, allocation)
+    host, port = five_tuple.client
+    attributes = (
+        XorRelayedAddress(*reported),
+        Lifetime(pending.lifetime),
+        XorMappedAddress(unmap_ipv4(host), port),
+    )
+    reply = responses.success(pending.request, attributes, server.software, allocation.key)
+    return [
+        *server.reply(pending.request, five_tuple, now, reply),
+        AllocationCreated(five_tuple, relayed, auth.username, pending.lifetime),
+    ]
+
+
+def relay_failed(server: TurnServer, five_tuple: FiveTuple, now: float) -> list[Action]:
+    pending = server.table.pending.get(five_tuple)
+    if pending is None:
+        return []  # the connection closed (or shutdown began) meanwhile
+    if server.ports is not None and pending.attempts < _MAX_BIND_ATTEMPTS:
+        server.ports.release(pending.port)
+        port = server.ports.acquire(even=pending.request.get(EvenPort) is not None)
+        if port is not None:
+            pending.port = port
+            pending.attempts += 1
+            return [OpenRelay(five_tuple, pending_host(server.config, pending.family), port)]
+    server.table.drop_pending(five_tuple)
+    reply = responses.error(
+        pending.request, ErrorCode.INSUFFICIENT_CAPACITY, server.software,
+        pending.auth.credential.key, reason="Could not bind a relay port",
+    )  # fmt: skip
+    return server.reply(pending.request, five_tuple, now, reply)

@@ -31,10 +31,8 @@ logged (only reasons, key SIDs and identities); the clock is the context's.
 from __future__ import annotations
 
 import base64
-import binascii
 import datetime as dt
 import email.utils
-import hmac
 import json
 import logging
 import math
@@ -43,24 +41,32 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl
 
 import trio
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from relay.access_tokens import TokenError, VerifiedToken, check_identity, verify_token
-from relay.api_keys import ApiKey, ApiKeys
+from relay.access_tokens import VerifiedToken, check_identity
+from relay.api_keys import ApiKeys
+from relay.api_requests import (
+    BEARER_CHALLENGE,
+    ApiError,
+    authorization,
+    basic_key,
+    bearer_token,
+    read_body,
+    read_form,
+    refusal,
+)
+from relay.ice_config import rest_credential
 from relay.revocations import Revocation, Revocations, parse_until, revoke
 from relay.token_crypto import mint_access_token
-from turn.credential_sources import rest_password
 from turn.third_party import token_identity
 
 log = logging.getLogger("trelay.api")
 
 DEFAULT_TTL = 86400  # Twilio's default and maximum for the Token resource
-MAX_BODY_BYTES = 16 * 1024
 MAX_REVOCATION_SECONDS = 10 * 365 * 86400
 NTS_PATH = "/2010-04-01/Accounts/{account_sid}/Tokens.json"
 
@@ -101,17 +107,6 @@ class TokenApiContext:
     third_party: ThirdPartyMint | None = None
 
 
-class ApiError(Exception):
-    """A refusal: HTTP `status`, a machine `reason`, a human `message`."""
-
-    def __init__(self, status: int, reason: str, message: str, scheme: str | None = None):
-        super().__init__(message)
-        self.status = status
-        self.reason = reason
-        self.message = message
-        self.scheme = scheme  # WWW-Authenticate challenge for 401s
-
-
 def token_routes(context: TokenApiContext) -> list[Route]:
     """The token API's routes, bound to `context`."""
 
@@ -124,7 +119,7 @@ def token_routes(context: TokenApiContext) -> list[Route]:
             try:
                 return await handler(context, request)
             except ApiError as exc:
-                return _refusal(request, exc)
+                return refusal(request, exc)
 
         return Route(path, endpoint, methods=methods)
 
@@ -137,23 +132,13 @@ def token_routes(context: TokenApiContext) -> list[Route]:
     ]
 
 
-def _refusal(request: Request, error: ApiError) -> Response:
-    # Reason and path only: never the Authorization header or the body.
-    log.info("token api: %s %s refused: %s", request.method, request.url.path, error.reason)
-    headers = {}
-    if error.status == 401 and error.scheme is not None:
-        headers["WWW-Authenticate"] = error.scheme
-    body = {"error": error.reason, "message": error.message}
-    return JSONResponse(body, status_code=error.status, headers=headers)
-
-
 # --- credentials --------------------------------------------------------------------
 
 
 def turn_credential(secret: str, identity: str, expiry: int) -> tuple[str, str]:
     """(username, password) of the TURN REST API for `identity` until `expiry`."""
-    username = f"{expiry}:{identity}"
-    return username, rest_password(secret.encode("utf-8"), username)
+    credential = rest_credential(secret, identity, expiry)
+    return credential.username, credential.password
 
 
 def _is_turn(url: str) -> bool:
@@ -177,79 +162,6 @@ def _refuse_revoked(context: TokenApiContext, identity: str, now: float) -> None
         raise ApiError(403, "revoked", "the identity is revoked")
 
 
-# --- authentication -----------------------------------------------------------------
-
-
-BASIC_CHALLENGE = 'Basic realm="trelay"'
-BEARER_CHALLENGE = 'Bearer realm="trelay", error="invalid_token"'
-
-
-def _authorization(request: Request) -> tuple[str, str] | None:
-    header = request.headers.get("authorization")
-    if header is None:
-        return None
-    scheme, _, value = header.strip().partition(" ")
-    return scheme.lower(), value.strip()
-
-
-def basic_key(context: TokenApiContext, request: Request, now: float) -> ApiKey:
-    """The API key of HTTP Basic credentials (RFC 7617 §2): "<key sid>:<key secret>"."""
-    found = _authorization(request)
-    if found is None or found[0] != "basic":
-        raise ApiError(401, "missing", "HTTP Basic auth with an API key required", BASIC_CHALLENGE)
-    try:
-        decoded = base64.b64decode(found[1], validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
-        raise ApiError(401, "malformed", "bad Basic credentials", BASIC_CHALLENGE) from None
-    sid, _, secret = decoded.partition(":")
-    key = context.keys.by_sid(sid)
-    # Compare even for an unknown SID so that timing says little about which keys exist.
-    expected = key.secret if key is not None else "\0" * 32
-    if not hmac.compare_digest(secret.encode("utf-8"), expected.encode("utf-8")) or key is None:
-        raise ApiError(401, "unauthorized", "unknown API key or wrong secret", BASIC_CHALLENGE)
-    if not key.usable_at(now):
-        raise ApiError(401, "expired", f"the API key {key.sid} is past its not_after")
-    return key
-
-
-def bearer_token(context: TokenApiContext, request: Request, now: float) -> VerifiedToken:
-    """The verified access token of `Authorization: Bearer` (RFC 6750 §2.1)."""
-    found = _authorization(request)
-    token = found[1] if found is not None and found[0] == "bearer" else None
-    try:
-        return verify_token(token, context.keys, now, context.revocations.is_revoked)
-    except TokenError as exc:
-        log.info("token api: access token refused: %s", exc.reason)
-        raise ApiError(401, str(exc.reason), exc.message, BEARER_CHALLENGE) from None
-
-
-# --- bodies -------------------------------------------------------------------------
-
-
-async def _body(request: Request) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise ApiError(413, "body_too_large", f"the body exceeds {MAX_BODY_BYTES} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-async def _form(request: Request) -> dict[str, str]:
-    body = await _body(request)
-    if not body:
-        return {}
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type != "application/x-www-form-urlencoded":
-        raise ApiError(400, "malformed_body", "expected application/x-www-form-urlencoded")
-    try:
-        return dict(parse_qsl(body.decode("utf-8"), strict_parsing=True))
-    except (UnicodeDecodeError, ValueError):
-        raise ApiError(400, "malformed_body", "the form does not parse") from None
-
-
 def _ttl(raw: str | None, context: TokenApiContext) -> int:
     if raw is None or raw == "":
         return context.default_ttl
@@ -269,10 +181,10 @@ def _rfc2822(unix: float) -> str:
 async def nts_token(context: TokenApiContext, request: Request) -> Response:
     """Twilio NTS `POST /2010-04-01/Accounts/{AccountSid}/Tokens.json`."""
     now = context.clock()
-    key = basic_key(context, request, now)
+    key = basic_key(context.keys, request, now)
     if request.path_params["account_sid"] != key.account:
         raise ApiError(403, "wrong_account", f"the API key {key.sid} is not of this account")
-    ttl = _ttl((await _form(request)).get("Ttl"), context)
+    ttl = _ttl((await read_form(request)).get("Ttl"), context)
     _refuse_revoked(context, key.sid, now)
     username, password = turn_credential(context.turn_secret, key.sid, int(now) + ttl)
     servers = []
@@ -306,7 +218,7 @@ def _bearer_expiry(context: TokenApiContext, token: VerifiedToken, now: float) -
 async def ice_servers(context: TokenApiContext, request: Request) -> Response:
     """`GET /v1/ice-servers`: an RTCConfiguration for the bearer token's identity."""
     now = context.clock()
-    token = bearer_token(context, request, now)
+    token = bearer_token(context.keys, context.revocations.is_revoked, request, now)
     policy = request.query_params.get("policy", "all")
     if policy not in {"all", "relay"}:
         raise ApiError(400, "bad_policy", "policy must be 'all' or 'relay'")
@@ -325,18 +237,18 @@ async def turn_credentials(context: TokenApiContext, request: Request) -> Respon
     now = context.clock()
     params = dict(request.query_params)
     if request.method == "POST":
-        params |= await _form(request)
+        params |= await read_form(request)
     if params.get("service") != "turn":
         raise ApiError(400, "bad_service", "service=turn is required")
-    scheme = (_authorization(request) or ("", ""))[0]
+    scheme = (authorization(request) or ("", ""))[0]
     requested = params.get("username")
     if scheme == "bearer":
-        token = bearer_token(context, request, now)
+        token = bearer_token(context.keys, context.revocations.is_revoked, request, now)
         if requested not in {None, "", token.identity}:
             raise ApiError(403, "identity_mismatch", "username is not the token's identity")
         identity, expiry = token.identity, _bearer_expiry(context, token, now)
     else:
-        key = basic_key(context, request, now)
+        key = basic_key(context.keys, request, now)
         identity = requested or key.sid
         try:
             check_identity(identity)
@@ -400,10 +312,10 @@ async def access_tokens(context: TokenApiContext, request: Request) -> Response:
 
 def _caller(context: TokenApiContext, request: Request, now: float) -> tuple[str, float | None]:
     """Who asks, and when their Bearer token expires (None for an API key)."""
-    if (_authorization(request) or ("", ""))[0] == "bearer":
-        token = bearer_token(context, request, now)
+    if (authorization(request) or ("", ""))[0] == "bearer":
+        token = bearer_token(context.keys, context.revocations.is_revoked, request, now)
         return token.identity, token.expires_at
-    key = basic_key(context, request, now)
+    key = basic_key(context.keys, request, now)
     _refuse_revoked(context, key.sid, now)
     return key.sid, None
 
@@ -411,11 +323,11 @@ def _caller(context: TokenApiContext, request: Request, now: float) -> tuple[str
 async def revocations(context: TokenApiContext, request: Request) -> Response:
     """`POST /v1/revocations` {identity, until | ttl}: refuse the identity until then."""
     now = context.clock()
-    key = basic_key(context, request, now)
+    key = basic_key(context.keys, request, now)
     if context.revocations_file is None:
         raise ApiError(404, "not_configured", "this node has no revocations file")
     try:
-        document = json.loads(await _body(request))
+        document = json.loads(await read_body(request))
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise ApiError(400, "malformed_body", "the body is not JSON") from None
     until = _revocation_until(document, now)

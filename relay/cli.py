@@ -17,6 +17,10 @@ Invariants:
   existing ones get a short grace period), then close every socket; `main` returns 0.
 - The ready line's `ice_servers` carry a TURN credential for a day when shared secrets
   (or, with neither users nor secrets configured, the generated dev secret) are set.
+- `--workers N` (`workers = N`), N > 1: this process supervises N worker processes that
+  share the listen ports (`relay.workers`); the ready line, the HTTP port, signals and
+  exit statuses are the same. A worker that cannot start, or keeps dying, is one line
+  and status 1 (2 for a bad setting). N = 1 is the single-process path below.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ from relay.settings_values import SettingsError, format_host_port
 from relay.token_cli import TOKEN_COMMANDS, add_token_commands, run_token_command
 from relay.turn_node import TurnNode
 from relay.turn_setup import build_turn_server, dev_credential, shared_secrets
+from relay.workers import WorkersFailed, serve_workers
 
 PROG = "trelay"
 EXIT_OK = 0
@@ -159,6 +164,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve_parser.add_argument(
         "--revocations-file", metavar="FILE", help="revoked identities, watched for changes"
     )
+    serve_parser.add_argument(
+        "--workers",
+        metavar="N",
+        help="worker processes sharing the listen ports (SO_REUSEPORT); default 1",
+    )
     serve_parser.add_argument("--log-format", metavar="FORMAT", help="human or json")
     serve_parser.add_argument(
         "--log-usernames", action="store_true", help="write usernames in logs"
@@ -193,22 +203,43 @@ def flags_from(arguments: argparse.Namespace) -> Flags:
         revocations_file=arguments.revocations_file,
         log_format=arguments.log_format,
         log_usernames=arguments.log_usernames,
+        workers=arguments.workers,
     )
 
 
 def run(settings: Settings) -> int:
     """Serve until SIGINT/SIGTERM; the exit status."""
     try:
-        trio.run(serve_until_signal, settings, sys.stdout, sys.stderr)
+        if settings.workers > 1:
+            trio.run(serve_workers_until_signal, settings, sys.stdout, sys.stderr)
+        else:
+            trio.run(serve_until_signal, settings, sys.stdout, sys.stderr)
     except KeyboardInterrupt:  # a Ctrl-C before the signal receiver was installed
         return EXIT_OK
-    except (SettingsError, ListenError, BaseExceptionGroup) as exc:
+    except (SettingsError, ListenError, WorkersFailed, BaseExceptionGroup) as exc:
         known = _known_error(exc)
         if known is None:
             raise
+        if isinstance(known, WorkersFailed):
+            return _fail(known, known.status)
         status = EXIT_BAD_SETTINGS if isinstance(known, SettingsError) else EXIT_LISTEN_FAILED
         return _fail(known, status)
     return EXIT_OK
+
+
+async def serve_workers_until_signal(settings: Settings, stdout: TextIO, stderr: TextIO) -> None:
+    """`serve_until_signal` with `settings.workers` worker processes (`relay.workers`)."""
+
+    async def http(nursery: trio.Nursery, app: Starlette) -> list[HostPort]:
+        return await start_http(nursery, settings, app)
+
+    def announce(bound: BoundAddresses, http_bound: Sequence[HostPort]) -> None:
+        announce_ready(settings, bound, stdout, stderr, http_bound)
+
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        await serve_workers(
+            settings, signals, drain_grace=DRAIN_GRACE_SECONDS, start_http=http, announce=announce
+        )
 
 
 async def serve_until_signal(settings: Settings, stdout: TextIO, stderr: TextIO) -> None:
@@ -317,12 +348,12 @@ def announce_ready(
     stderr.flush()
 
 
-def _known_error(exc: BaseException) -> SettingsError | ListenError | None:
+def _known_error(exc: BaseException) -> SettingsError | ListenError | WorkersFailed | None:
     """The one error to report, when `exc` (maybe a nest of groups) holds only ours."""
     leaves = list(_leaves(exc))
-    if leaves and all(isinstance(e, SettingsError | ListenError) for e in leaves):
+    if leaves and all(isinstance(e, SettingsError | ListenError | WorkersFailed) for e in leaves):
         first = leaves[0]
-        assert isinstance(first, SettingsError | ListenError)
+        assert isinstance(first, SettingsError | ListenError | WorkersFailed)
         return first
     return None
 

@@ -30,14 +30,22 @@ Invariants: each node has its own `CollectorRegistry` (never the global one), so
 process can run several nodes (tests do); a scrape must run in the node's trio thread
 (the HTTP app's endpoint is async), so the tables it walks do not change under it.
 
-Several worker processes (DESIGN §4): what a scrape reads is first turned into a
-`NodeSnapshot`, a plain picklable value, and `NodeCollector` publishes the sum
-(`combine`) of the snapshots its `source` returns. Today the source is the one node of
-the process. A multi-worker node makes the HTTP worker's source return its own snapshot
-plus the latest one each other worker sent (say every second, or when asked, over a
-pipe); counters, gauges and histogram buckets all add up across workers, `trelay_ready`
-is the conjunction of the workers' readiness, and the process metrics would need a
-`worker` label (or prometheus_client's multiprocess mode) - not done yet.
+Several worker processes (DESIGN §4, `relay.workers`): what a scrape reads is first
+turned into a `NodeSnapshot`, a plain picklable value, and `NodeCollector` publishes the
+sum (`combine`) of the snapshots its `source` returns. With one process the source is
+its node; with `workers = N` it is the latest snapshot each worker sent the supervisor
+(every second, and when a scrape asks), plus `counters_only` of the last snapshot of
+every worker that has ended, so counters never go backwards when a worker restarts.
+Counters, gauges and histogram buckets all add up across workers; `trelay_ready` is the
+supervisor's view (every worker ready, not draining). The supervisor's registry
+(`workers_registry`) adds its own `process_*` and, labelled by worker index (at most
+`relay.settings.MAX_WORKERS` series each):
+
+    trelay_worker_up{worker}                      gauge    1 running and ready, else 0
+    trelay_worker_allocations_active{worker}      gauge
+    trelay_worker_cpu_seconds_total{worker}       counter  user + system, all incarnations
+    trelay_worker_resident_memory_bytes{worker}   gauge
+    trelay_worker_restarts_total{worker}          counter
 """
 
 from __future__ import annotations
@@ -249,6 +257,67 @@ def _latency(latency: Latency) -> Metric:
             cumulative.append((bound, float(running)))
         family.add_metric([method], cumulative, sum_value=seconds)
     return family
+
+
+_GAUGE_FIELDS = frozenset(name for name, kind, *_ in _FAMILIES if kind is _GAUGE)
+
+
+def counters_only(one: NodeSnapshot) -> NodeSnapshot:
+    """`one` without its gauges: what an ended worker still adds to the node's counters."""
+    kept = {name: {} if name in _GAUGE_FIELDS else getattr(one, name) for name, *_ in _FAMILIES}
+    return NodeSnapshot(**kept, latency=one.latency)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerUsage:
+    """One worker process as the supervisor last heard of it (`relay.workers`)."""
+
+    index: int
+    up: bool
+    allocations_active: float = 0.0
+    cpu_seconds: float = 0.0
+    resident_bytes: int = 0
+    restarts: int = 0
+
+
+class WorkerCollector(Collector):
+    """The per-worker families (`trelay_worker_*{worker}`) of `source()`'s workers."""
+
+    def __init__(self, source: Callable[[], Iterable[WorkerUsage]]) -> None:
+        self.source = source
+
+    def collect(self) -> Iterator[Metric]:
+        workers = list(self.source())
+        columns: tuple[tuple[_Kind, str, str, Callable[[WorkerUsage], float]], ...] = (
+            (_GAUGE, "trelay_worker_up", "1 when the worker runs and is ready, else 0.",
+             lambda w: 1.0 if w.up else 0.0),
+            (_GAUGE, "trelay_worker_allocations_active", "Allocations alive now, by worker.",
+             lambda w: w.allocations_active),
+            (_COUNTER, "trelay_worker_cpu_seconds", "CPU seconds (user and system) used by "
+             "the worker, over all its restarts.", lambda w: w.cpu_seconds),
+            (_GAUGE, "trelay_worker_resident_memory_bytes", "Resident memory of the worker.",
+             lambda w: float(w.resident_bytes)),
+            (_COUNTER, "trelay_worker_restarts", "Times the worker was restarted after it "
+             "died.", lambda w: float(w.restarts)),
+        )  # fmt: skip
+        for kind, name, documentation, read in columns:
+            series: Series = {(str(w.index),): read(w) for w in workers}
+            yield _family(kind, name, documentation, ("worker",), series)
+
+
+def workers_registry(
+    snapshots: Callable[[], Iterable[NodeSnapshot]],
+    workers: Callable[[], Iterable[WorkerUsage]],
+    *,
+    ready: Callable[[], bool],
+) -> CollectorRegistry:
+    """The supervisor's registry: the workers' summed node metrics, the per-worker
+    families, and the supervisor's own `process_*`."""
+    registry = CollectorRegistry()
+    registry.register(NodeCollector(snapshots, ready))
+    registry.register(WorkerCollector(workers))
+    ProcessCollector(registry=registry)
+    return registry
 
 
 def build_version() -> str:

@@ -5,6 +5,7 @@ TOML file, so an error's key is the dotted path a user would edit:
 
     software = "trelay"            # SOFTWARE in every response (RFC 8489 §14.14)
     log_level = "info"             # debug, info, warning, error, critical
+    workers = 1                    # processes sharing the listen ports (`relay.workers`)
     [listen]                       # "host:port", IPv6 as "[::1]:3478"; port 0 = any free
     udp = ["127.0.0.1:3478"]
     tcp = ["127.0.0.1:3478"]
@@ -99,6 +100,7 @@ DEFAULT_REALM = "trelay.local"
 DEFAULT_IDLE_TIMEOUT = 30.0
 TRANSPORTS = ("udp", "tcp", "tls")
 LOG_FORMATS = ("human", "json")  # relay.logs.LogFormat
+MAX_WORKERS = 64
 
 
 class LogLevel(StrEnum):
@@ -224,6 +226,8 @@ class Settings:
     log_level: LogLevel = LogLevel.INFO
     log_format: str = LOG_FORMATS[0]
     log_usernames: bool = False
+    # Worker processes sharing the listen ports (SO_REUSEPORT); 1 = this process serves.
+    workers: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,6 +255,7 @@ class Flags:
     revocations_file: str | None = None
     log_format: str | None = None
     log_usernames: bool = False
+    workers: str | None = None
 
 
 # --- host:port ------------------------------------------------------------------------
@@ -307,12 +312,15 @@ def _read_file(path: Path) -> tuple[Settings, dict[str, tuple[ListenAddress, ...
     log_level = LogLevel.INFO if level is None else _parse_log_level("log_level", level)
     log_format = _check_log_format("log_format", root.take("log_format"))
     log_usernames = read_bool(root, "log_usernames", False)
+    workers_value = root.take("workers")
+    workers = 1 if workers_value is None else _check_workers("workers", workers_value)
     tables = (listen_table, tls_table, stream_table, auth_table, relay_table, quota_table)
     for table in (*tables, lifetime_table, http_table, api_table, root):
         table.finish()
     settings = Settings(
         tls=tls, stream=stream, auth=auth, relay=relay, http=http, api=api, software=software,
         log_level=log_level, log_format=log_format, log_usernames=log_usernames,
+        workers=workers,
     )  # fmt: skip
     return settings, listen
 
@@ -462,6 +470,11 @@ def _apply_flags(
         key = "http.selftest" if http.selftest else "api.keys_file"
         raise SettingsError(key, "needs a TURN REST secret (auth.secrets or auth.secrets_file)")
     resolved = _resolve_listen(listen)
+    workers = settings.workers
+    if flags.workers is not None:
+        workers = _check_workers("--workers", flags.workers)
+    relay = _relay_flags(settings.relay, flags)
+    _check_port_range_split(relay.ports, workers)
     # The operator port is TCP too: it must not take a TCP or TLS listener's fixed port.
     _check_unique([("listen.tcp", resolved.tcp), ("listen.tls", resolved.tls),
                    ("http.listen", http.listen)])  # fmt: skip
@@ -470,13 +483,30 @@ def _apply_flags(
         listen=resolved,
         tls=tls,
         auth=auth,
-        relay=_relay_flags(settings.relay, flags),
+        relay=relay,
         http=http,
         api=api,
         log_level=log_level,
         log_format=log_format,
         log_usernames=settings.log_usernames or flags.log_usernames,
+        workers=workers,
     )
+
+
+def _check_workers(key: str, value: object) -> int:
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_WORKERS:
+        raise SettingsError(key, f"expected an integer from 1 to {MAX_WORKERS}, got {value!r}")
+    return value
+
+
+def _check_port_range_split(ports: tuple[int, int] | None, workers: int) -> None:
+    # Each worker gets its own slice of the relay port range (`relay.workers`).
+    if ports is not None and ports[1] - ports[0] + 1 < workers:
+        raise SettingsError(
+            "relay.ports", f"{ports[0]}-{ports[1]} has fewer ports than the {workers} workers"
+        )
 
 
 def _auth_flags(auth: AuthSettings, flags: Flags) -> AuthSettings:

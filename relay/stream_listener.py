@@ -19,10 +19,13 @@ Invariants:
 - Everything for the client (replies and relayed data) goes through one bounded outbox
   drained by the connection's writer task, which coalesces what is queued into one
   `send_all`; a client that does not read fills the outbox and loses data, not memory.
+- With `reuse_port` the listening sockets join their port's SO_REUSEPORT group, so several
+  worker processes (`relay.workers`) accept on one port; off by default.
 """
 
 from __future__ import annotations
 
+import socket
 import ssl
 from dataclasses import dataclass
 
@@ -61,16 +64,21 @@ async def serve_stream(
     ssl_context: ssl.SSLContext | None = None,
     idle_timeout: float = 30.0,
     stats: StreamListenerStats | None = None,
+    reuse_port: bool = False,
     task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve STUN/TURN over TCP (or TLS with `ssl_context`) on (host, port) until cancelled.
 
     Calls `task_status.started((host, port))` with the bound address of the first
     listening socket once every socket is listening (port 0 picks a free port).
+    `reuse_port` sets SO_REUSEPORT on the listening sockets before they bind.
     """
     connection_stats = StreamListenerStats() if stats is None else stats
-    # trio sets IPV6_V6ONLY on IPv6 listeners, so 0.0.0.0 and :: can share a port.
-    listeners = await trio.open_tcp_listeners(port, host=host or None)
+    if reuse_port:
+        listeners = await open_reuse_port_listeners(host, port)
+    else:
+        # trio sets IPV6_V6ONLY on IPv6 listeners, so 0.0.0.0 and :: can share a port.
+        listeners = await trio.open_tcp_listeners(port, host=host or None)
     bound = listeners[0].socket.getsockname()
     server = (bound[0], bound[1])
 
@@ -82,6 +90,33 @@ async def serve_stream(
     async with trio.open_nursery() as nursery:
         await nursery.start(trio.serve_listeners, handle, listeners)
         task_status.started(server)
+
+
+async def open_reuse_port_listeners(host: str, port: int) -> list[trio.SocketListener]:
+    """Like `trio.open_tcp_listeners`, with SO_REUSEPORT set on every socket."""
+    infos = await trio.socket.getaddrinfo(
+        host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )
+    listeners: list[trio.SocketListener] = []
+    try:
+        for family, kind, proto, _, address in infos:
+            sock = trio.socket.socket(family, kind, proto)
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                if family == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                await sock.bind(address)
+                sock.listen(socket.SOMAXCONN)
+            except BaseException:
+                sock.close()
+                raise
+            listeners.append(trio.SocketListener(sock))
+    except BaseException:
+        for listener in listeners:
+            listener.socket.close()
+        raise
+    return listeners
 
 
 async def serve_connection(

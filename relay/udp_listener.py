@@ -10,6 +10,8 @@ the next one.
 Invariants:
 - An IPv6 socket is bound with IPV6_V6ONLY so listeners on 0.0.0.0 and :: can share a port.
 - The receive buffer is enlarged (`RECEIVE_BUFFER`) so that bursts wait in the kernel.
+- `serve_udp_socket` serves a socket bound elsewhere: a worker process of `relay.workers`
+  inherits its SO_REUSEPORT socket from the supervisor.
 """
 
 from __future__ import annotations
@@ -58,9 +60,20 @@ async def serve_udp(
     Calls `task_status.started((host, port))` with the bound address once the socket is
     bound (port 0 picks a free port).
     """
+    sock = await open_udp_socket(host, port)
+    await serve_udp_socket(sock, frontend, stats=stats, task_status=task_status)
+
+
+async def serve_udp_socket(
+    sock: socket.socket,
+    frontend: ClientFrontend,
+    *,
+    stats: UdpListenerStats | None = None,
+    task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """`serve_udp` on a socket bound already (a worker's, inherited); closed on leaving."""
     if stats is None:
         stats = UdpListenerStats()
-    sock = await open_udp_socket(host, port)
     with sock:
         bound = sock.getsockname()
         batch = frontend.udp_listener(sock, (bound[0], bound[1]), stats)

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import trio
 
+from relay.listen_reservation import reserve_listen_ports, split_port_range, worker_settings
 from relay.metrics import NodeSnapshot, WorkerCollector, WorkerUsage, combine, counters_only
 from relay.server import BoundAddresses, ListenError
 from relay.settings import Flags, ListenSettings, Settings, load_settings
@@ -25,13 +26,7 @@ from relay.worker import (
     WorkerBound,
     WorkerReport,
 )
-from relay.workers import (
-    WorkerSlot,
-    WorkersStatus,
-    reserve_listen_ports,
-    split_port_range,
-    worker_settings,
-)
+from relay.workers import WorkerSlot, WorkersStatus
 
 
 def test_workers_defaults_to_one_and_reads_file_and_flag(tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import trio
 
-from relay.workers import split_port_range
+from relay.listen_reservation import split_port_range
 from tests.aioice_call import relayed_call
 from tests.relay.turn_client import Peer, TurnClient, TurnError, peer, udp_client
 from tests.workers.supervised import (

@@ -71,7 +71,7 @@ import trio
 from starlette.applications import Starlette
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from relay.http_app import DRAINING, NOT_BOUND, NodeStatus, build_app
+from relay.http_app import NodeStatus, build_app
 from relay.listen_reservation import (
     Reservation,
     close_all,
@@ -166,10 +166,10 @@ class WorkersStatus(NodeStatus):
 
     @property
     def not_ready_reason(self) -> str | None:
-        if self.draining:
-            return DRAINING
-        if not self.listeners_bound:
-            return NOT_BOUND
+        # Explicit base call: zero-argument super() breaks in slotted dataclasses.
+        reason: str | None = NodeStatus.not_ready_reason.fget(self)  # type: ignore[attr-defined]
+        if reason is not None:
+            return reason
         down = [str(slot.index) for slot in self.slots if not slot.ready]
         return f"worker {', '.join(down)} not running" if down else None
 

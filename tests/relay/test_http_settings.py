@@ -20,8 +20,8 @@ import trio
 from relay.settings import Flags, HttpSettings, load_settings
 from relay.settings_values import ListenAddress, SettingsError
 from tests.metrics.http_client import http_request
-from tests.relay.test_cli import TIMEOUT, running_trelay, stop, trelay_command
 from tests.relay.turn_client import udp_client
+from tests.trelay_process import TIMEOUT, running_trelay, stop, trelay_command
 
 LOOPBACK_ANY = (ListenAddress("127.0.0.1", 0),)
 

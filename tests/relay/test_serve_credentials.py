@@ -15,7 +15,7 @@ import trio
 
 from relay.cli import main
 from tests.metrics.http_client import http_request
-from tests.relay.test_cli import allocate_with, running_trelay, stop
+from tests.trelay_process import allocate_with, running_trelay, stop
 
 SECRET = "the-turn-rest-secret-shared-by-every-node"
 REVOCATION_WAIT = 15.0  # the node polls the file every 2 s

@@ -7,7 +7,7 @@ import signal
 import time
 from pathlib import Path
 
-from tests.relay.test_cli import allocate_with, running_trelay, stop
+from tests.trelay_process import allocate_with, running_trelay, stop
 from turn.credential_sources import rest_password
 
 SECRET = "shared-by-every-node-and-the-app-backend"

@@ -8,10 +8,7 @@ from the socket inodes it holds (/proc/<pid>/fd and /proc/net/udp). Every wait i
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -20,6 +17,7 @@ from pathlib import Path
 import trio
 
 from tests.metrics.http_client import http_request
+from tests.trelay_process import Running, running_trelay, stop
 
 TIMEOUT = 20.0
 POLL_INTERVAL = 0.05
@@ -29,16 +27,8 @@ Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
 @dataclass
-class Supervised:
-    process: trio.Process
-    ready: dict[str, object]
-    stderr_path: Path
-
-    def addresses(self, transport: str) -> list[Address]:
-        values = self.ready[transport]
-        assert isinstance(values, list)
-        pairs = [str(v).rsplit(":", 1) for v in values]
-        return [(host.strip("[]"), int(port)) for host, port in pairs]
+class Supervised(Running):
+    """The supervisor process, with what the worker tests ask of it."""
 
     @property
     def http(self) -> Address:
@@ -63,9 +53,7 @@ class Supervised:
         return child_pids(self.process.pid)
 
     async def stop(self, signal_number: int) -> int:
-        self.process.send_signal(signal_number)
-        with trio.fail_after(TIMEOUT):
-            return await self.process.wait()
+        return await stop(self, signal_number)
 
 
 async def poll_until(check: Callable[[], Awaitable[bool]]) -> None:
@@ -84,52 +72,23 @@ def total(samples: Samples, name: str, **labels: str) -> float:
     return sum(v for (n, ls), v in samples.items() if n == name and wanted <= set(ls))
 
 
-def trelay_command() -> list[str]:
-    script = Path(sys.executable).with_name("trelay")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "relay.cli"]
-
-
 @asynccontextmanager
 async def running_workers(tmp_path: Path, *args: str) -> AsyncIterator[Supervised]:
-    stderr_path = tmp_path / "stderr.txt"
-    with stderr_path.open("wb") as stderr:
-        process = await trio.lowlevel.open_process(
-            [*trelay_command(), "serve", *args],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=stderr,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-    try:
-        assert process.stdout is not None
-        with trio.fail_after(TIMEOUT):
-            line = await _read_line(process.stdout)
-        assert line, f"no ready line; stderr: {stderr_path.read_text()}"
-        yield Supervised(process, json.loads(line), stderr_path)
-    finally:
-        if process.returncode is None:
-            process.kill()
-            with trio.fail_after(TIMEOUT):
-                await process.wait()
-        # A killed supervisor's workers see their control socket close and drain; wait
-        # (bounded) so that no test leaves processes behind.
-        with trio.move_on_after(TIMEOUT):
-            for _ in range(POLLS):
-                if not child_pids(process.pid):
-                    break
-                await trio.sleep(POLL_INTERVAL)
-
-
-async def _read_line(stream: trio.abc.ReceiveStream) -> bytes:
-    data = b""
-    for _ in range(10_000):
-        if b"\n" in data:
-            break
-        chunk = await stream.receive_some(4096)
-        if not chunk:
-            break
-        data += chunk
-    return data.partition(b"\n")[0]
+    async with running_trelay(tmp_path, *args) as running:
+        try:
+            yield Supervised(running.process, running.ready, running.stderr_path)
+        finally:
+            if running.process.returncode is None:
+                running.process.kill()
+                with trio.fail_after(TIMEOUT):
+                    await running.process.wait()
+            # A killed supervisor's workers see their control socket close and drain;
+            # wait (bounded) so that no test leaves processes behind.
+            with trio.move_on_after(TIMEOUT):
+                for _ in range(POLLS):
+                    if not child_pids(running.process.pid):
+                        break
+                    await trio.sleep(POLL_INTERVAL)
 
 
 def child_pids(parent: int) -> list[int]:

@@ -23,6 +23,7 @@ import trio
 from relay.listen_reservation import split_port_range
 from tests.aioice_call import relayed_call
 from tests.relay.turn_client import Peer, TurnClient, TurnError, peer, udp_client
+from tests.trelay_process import trelay_command
 from tests.workers.supervised import (
     TIMEOUT,
     Address,
@@ -31,7 +32,6 @@ from tests.workers.supervised import (
     poll_until,
     running_workers,
     total,
-    trelay_command,
 )
 from tests.workers.supervised import udp_ports_of as worker_udp_ports
 

@@ -153,12 +153,26 @@ class Stalled(Exception):
     """The stream client's outbox is full: the datagram is dropped, not delivered."""
 
 
+class PeerBuffer:
+    """The receive buffer of every `PeerReader` of one node: header, datagram, padding."""
+
+    __slots__ = ("buffer", "view")
+
+    def __init__(self) -> None:
+        self.buffer = bytearray(4 + MAX_DATAGRAM + 3)
+        self.view = memoryview(self.buffer)
+
+
 class PeerReader:
     """Peer -> client for one allocation: datagrams from the relay socket, in batches.
 
     Each datagram is received at offset 4 of a buffer, so a peer with a channel costs
     one lookup, a 4-byte header written in place and one send of a view (no copy over
     UDP); a peer without a channel becomes a Data indication through the core (§10.3).
+
+    The buffer is the node's `PeerBuffer`, shared by every allocation: a batch never
+    awaits, and what leaves it is sent (UDP) or copied (streams) before the next
+    datagram is read, so one 64 KiB buffer serves any number of allocations.
     """
 
     __slots__ = ("allocation", "buffer", "counters", "deliver", "node", "relayed", "sock", "view")
@@ -177,8 +191,8 @@ class PeerReader:
         self.node = node
         self.counters = node.counters
         self.relayed = relayed
-        self.buffer = bytearray(4 + MAX_DATAGRAM + 3)  # header, datagram, padding
-        self.view = memoryview(self.buffer)
+        self.buffer = node.peer_buffer.buffer
+        self.view = node.peer_buffer.view
 
     def batch(self) -> int:
         counters = self.counters

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import functools
 import hashlib
 import hmac
 import json
@@ -83,6 +84,7 @@ class LogFormat(StrEnum):
     JSON = "json"
 
 
+@functools.lru_cache(maxsize=1024)  # field names repeat on every line
 def is_secret_name(name: str) -> bool:
     """True if a field called `name` must never be printed (see the module invariants)."""
     lowered = name.lower()

@@ -30,6 +30,7 @@ import trio
 from relay.data_path import (
     ClientReader,
     DataPathCounters,
+    PeerBuffer,
     PeerReader,
     Stalled,
     TransportCounters,
@@ -96,6 +97,7 @@ class TurnNode:
     server: TurnServer
     nursery: trio.Nursery
     counters: DataPathCounters = field(default_factory=DataPathCounters)
+    peer_buffer: PeerBuffer = field(default_factory=PeerBuffer)
     # The relayed part of `counters` again, split by the allocations' client transport.
     relayed: dict[ClientTransport, TransportCounters] = field(
         default_factory=lambda: {t: TransportCounters() for t in ClientTransport}

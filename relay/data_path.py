@@ -72,7 +72,9 @@ class ClientReader:
 
     ChannelData is relayed inline (DESIGN §4): one lookup for the allocation, one for
     the channel, one send of a view of the receive buffer; the counters are added up
-    once per batch. Everything else is STUN for the core.
+    once per batch. The send goes through the channel's connected socket once there is
+    one (`TurnNode.connect_channel`: no address to parse, a cached route), else through
+    the relay socket. Everything else is STUN for the core.
     """
 
     __slots__ = ("buffer", "node", "relayed", "server_address", "sock", "stats", "table", "view")
@@ -89,7 +91,7 @@ class ClientReader:
         self.buffer = bytearray(MAX_DATAGRAM)
         self.view = memoryview(self.buffer)
 
-    def batch(self) -> int:
+    def batch(self) -> int:  # noqa: PLR0915 - the hot path is inlined on purpose (DESIGN §4)
         counters, stats, table = self.node.counters, self.stats, self.table
         buffer, view = self.buffer, self.view
         receive_into = self.sock.recvfrom_into
@@ -122,8 +124,14 @@ class ClientReader:
                     if length > size - 4:
                         counters.dropped_malformed += 1
                         continue
+                    sender = allocation.senders.get(channel)
                     try:
-                        allocation.transmit(view[4 : 4 + length], peer)  # type: ignore[misc]
+                        if sender is not None and sender[0] == peer:
+                            sender[1](view[4 : 4 + length])  # connected: no address to parse
+                        else:
+                            allocation.transmit(view[4 : 4 + length], peer)  # type: ignore[misc]
+                            if sender is None:
+                                self.node.connect_channel(allocation, channel, peer)
                     except OSError:
                         counters.dropped_send_failed += 1
                         continue

@@ -54,6 +54,8 @@ log = logging.getLogger("trelay.turn")
 
 # Relay sockets: enough for bursts from peers, times many allocations (a cap, not a cost).
 RELAY_RECEIVE_BUFFER = 1024 * 1024
+# Connected sockets per allocation, one per channel in use (most calls need one or two).
+MAX_CONNECTED_CHANNELS = 8
 # Linux: (level, option, DF on, the default) per family. IPv4 has no IP_MTU_DISCOVER in
 # Python's socket module; values from <linux/in.h>: IP_MTU_DISCOVER 10, IP_PMTUDISC_DO 2,
 # IP_PMTUDISC_WANT 1 (the default: DF on datagrams that fit, local fragmentation above).
@@ -71,6 +73,19 @@ class _Relay:
     scope: trio.CancelScope
     relayed: TransportCounters
     allocation: Allocation | None = None
+    # Set by the relay task: where readers of connected channel sockets run, and how a
+    # frame reaches the client.
+    nursery: trio.Nursery | None = None
+    deliver: Callable[[Buffer], object] | None = None
+    connected: list[socket.socket] = field(default_factory=list)
+
+    def close(self) -> None:
+        """Close every socket now, so the relay port is free before the tasks unwind."""
+        self.scope.cancel()
+        for sock in (self.sock, *self.connected):
+            if sock.fileno() != -1:
+                trio.lowlevel.notify_closing(sock)
+                sock.close()
 
 
 @dataclass(slots=True)
@@ -193,7 +208,9 @@ class TurnNode:
             elif isinstance(action, CloseRelay):
                 relay = self._relays.pop(action.relayed, None)
                 if relay is not None:
-                    relay.scope.cancel()
+                    # At once, not when the task unwinds: the port pool may hand the
+                    # port to the next Allocate in this very batch.
+                    relay.close()
             elif isinstance(action, AllocationCreated):
                 log.info(
                     "allocation created",
@@ -266,6 +283,8 @@ class TurnNode:
         try:
             sock.setblocking(False)
             enlarge_receive_buffer(sock, RELAY_RECEIVE_BUFFER)
+            # Channel sockets connected to one peer share the relayed address (below).
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind((action.host, action.port))
         except OSError:
             sock.close()
@@ -287,10 +306,11 @@ class TurnNode:
     # --- peer -> client ------------------------------------------------------------------
 
     async def _relay_task(self, relay: _Relay) -> None:
-        """Read the relay socket until the allocation ends (its scope is cancelled)."""
+        """Read the relay socket (and the channels' connected sockets) until the
+        allocation ends (its scope is cancelled)."""
         allocation = relay.allocation
         assert allocation is not None
-        with relay.scope, relay.sock:
+        with relay.scope:
             five_tuple = allocation.five_tuple
             deliver: Callable[[Buffer], object]
             if five_tuple.transport is ClientTransport.UDP:
@@ -311,11 +331,59 @@ class TurnNode:
                         return True
                     raise Stalled
 
-            reader = PeerReader(relay.sock, allocation, deliver, self, relay.relayed)
-            while True:
-                await trio.lowlevel.wait_readable(relay.sock)
-                while reader.batch() == BATCH_SIZE:
-                    await trio.lowlevel.checkpoint()
+            async with trio.open_nursery() as nursery:
+                relay.nursery, relay.deliver = nursery, deliver
+                nursery.start_soon(self._read_relay, relay, relay.sock)
+
+    async def _read_relay(self, relay: _Relay, sock: socket.socket) -> None:
+        allocation = relay.allocation
+        assert allocation is not None and relay.deliver is not None
+        reader = PeerReader(sock, allocation, relay.deliver, self, relay.relayed)
+        with sock:
+            try:
+                # `_Relay.close` may close it at any await (the allocation has ended).
+                while sock.fileno() != -1:
+                    await trio.lowlevel.wait_readable(sock)
+                    while reader.batch() == BATCH_SIZE:
+                        await trio.lowlevel.checkpoint()
+                        if sock.fileno() == -1:
+                            return
+            except trio.ClosedResourceError:
+                return
+
+    def connect_channel(self, allocation: Allocation, channel: int, peer: Address) -> None:
+        """Give `channel` a socket on the relayed address connected to `peer`.
+
+        Sending on it needs no address (CPython parses none, the kernel keeps the route),
+        and the peer's datagrams now arrive on it: a reader like the relay socket's reads
+        them. At most `MAX_CONNECTED_CHANNELS` per allocation (file descriptors are a
+        budget); beyond that, and when the socket cannot be made, the channel keeps
+        using the relay socket.
+        """
+        relay = self._relays.get(allocation.relayed)
+        if relay is None or relay.nursery is None:
+            return
+        transmit = allocation.transmit
+        assert transmit is not None
+
+        def unconnected(data: Buffer) -> int:
+            return transmit(data, peer)
+
+        allocation.senders[channel] = (peer, unconnected)  # until connected, or for good
+        if len(relay.connected) >= MAX_CONNECTED_CHANNELS:
+            return
+        sock = socket.socket(relay.sock.family, socket.SOCK_DGRAM)
+        try:
+            sock.setblocking(False)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(allocation.relayed)
+            sock.connect(peer)
+        except OSError:
+            sock.close()
+            return
+        relay.connected.append(sock)
+        allocation.senders[channel] = (peer, sock.send)
+        relay.nursery.start_soon(self._read_relay, relay, sock)
 
     # --- timers and shutdown -------------------------------------------------------------
 

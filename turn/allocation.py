@@ -38,6 +38,7 @@ class Allocation:
         "permissions",
         "relayed",
         "reported_relayed",
+        "senders",
         "transmit",
         "username",
     )
@@ -66,6 +67,8 @@ class Allocation:
         # The runtime's "send from the relay socket" (bytes-like, peer) -> int, attached
         # when it binds the socket so the data path needs no lookup; the core never calls it.
         self.transmit: Callable[[Buffer, Address], int] | None = None
+        # Also the runtime's: per channel, (peer, send to it on a socket connected there).
+        self.senders: dict[int, tuple[Address, Callable[[Buffer], int]]] = {}
 
     def permit(self, peer_ip: str, until: float) -> None:
         """Install or refresh a permission; never shortens an existing one."""

@@ -42,7 +42,8 @@ TOML file, so an error's key is the dotted path a user would edit:
     log_format = "human"           # or "json" (top level, beside log_level)
     log_usernames = false          # usernames in logs; otherwise a keyed reference
 
-`[api]` and `[auth.third_party]` are described in `relay.api_settings`.
+`[auth]` is read by `relay.auth_settings`; `[api]` and `[auth.third_party]` are described
+in `relay.api_settings`.
 
 Invariants:
 - Every problem is a `SettingsError(key, problem)`, raised by `load_settings` before
@@ -60,7 +61,6 @@ from __future__ import annotations
 import ipaddress
 import logging
 import math
-import secrets
 import tomllib
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
@@ -69,12 +69,10 @@ from pathlib import Path
 
 from relay.api_settings import (
     ApiSettings,
-    ThirdPartySettings,
     load_api_keys,
     read_api,
-    read_third_party,
 )
-from relay.secrets_file import read_secrets_file
+from relay.auth_settings import AuthSettings, auth_flags, read_auth
 from relay.settings_values import (
     ListenAddress,
     SettingsError,
@@ -83,7 +81,6 @@ from relay.settings_values import (
     check_ip,
     check_ipv6,
     check_ports,
-    check_text,
     parse_host_port,
     read_addresses,
     read_bool,
@@ -96,7 +93,6 @@ from relay.settings_values import (
 )
 
 DEFAULT_HOST = "127.0.0.1"
-DEFAULT_REALM = "trelay.local"
 DEFAULT_IDLE_TIMEOUT = 30.0
 TRANSPORTS = ("udp", "tcp", "tls")
 LOG_FORMATS = ("human", "json")  # relay.logs.LogFormat
@@ -152,35 +148,6 @@ class TlsSettings:
 @dataclass(frozen=True, slots=True)
 class StreamSettings:
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT
-
-
-def generate_dev_secret() -> str:
-    return secrets.token_urlsafe(32)
-
-
-@dataclass(frozen=True, slots=True)
-class AuthSettings:
-    """Who may use the relay. `dev_secret` signs TURN credentials when nothing else is set."""
-
-    realm: str = DEFAULT_REALM
-    dev_secret: str = field(default_factory=generate_dev_secret, repr=False)
-    users: tuple[tuple[str, str], ...] = field(default=(), repr=False)
-    secrets: tuple[str, ...] = field(default=(), repr=False)
-    secrets_file: Path | None = None
-    # What `secrets_file` held when the settings were loaded (the node re-reads it).
-    file_secrets: tuple[str, ...] = field(default=(), repr=False)
-    strict_expiry: bool = True
-    # Identities refused new allocations and refreshes (`relay.revocations`); the file
-    # may not exist yet (the token API creates it on the first revocation).
-    revocations_file: Path | None = None
-    third_party: ThirdPartySettings | None = None
-
-    @property
-    def shared_secrets(self) -> tuple[str, ...]:
-        """The configured secrets (file ones last); the dev secret when nothing is set."""
-        if self.secrets or self.file_secrets or self.users:
-            return self.secrets + self.file_secrets
-        return (self.dev_secret,)
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,7 +261,7 @@ def _read_file(path: Path) -> tuple[Settings, dict[str, tuple[ListenAddress, ...
     stream_table = root.table("stream")
     stream = StreamSettings(_read_idle_timeout(stream_table))
     auth_table = root.table("auth")
-    auth = _read_auth(auth_table, base)
+    auth = read_auth(auth_table, base)
     relay_table, quota_table, lifetime_table = (
         root.table(n) for n in ("relay", "quotas", "lifetimes")
     )
@@ -325,52 +292,6 @@ def _read_file(path: Path) -> tuple[Settings, dict[str, tuple[ListenAddress, ...
     return settings, listen
 
 
-def _read_auth(table: Table, base: Path) -> AuthSettings:
-    users_value = table.take("users")
-    users: tuple[tuple[str, str], ...] = ()
-    if users_value is not None:
-        if not isinstance(users_value, dict):
-            raise SettingsError(table.key("users"), "expected a table of name = password")
-        users = tuple(
-            (name, check_text(f"{table.key('users')}.{name}", password))
-            for name, password in users_value.items()
-        )
-    secrets_value = table.take("secrets")
-    secrets_list: tuple[str, ...] = ()
-    if secrets_value is not None:
-        if not isinstance(secrets_value, list):
-            raise SettingsError(table.key("secrets"), "expected a list of strings")
-        key = table.key("secrets")
-        secrets_list = tuple(check_text(f"{key}[{i}]", v) for i, v in enumerate(secrets_value))
-    secrets_file = read_path(table, "secrets_file", base)
-    revocations = table.take("revocations_file")
-    third_party_table = table.table("third_party")
-    third_party = read_third_party(third_party_table)
-    third_party_table.finish()
-    return AuthSettings(
-        realm=read_text(table, "realm", DEFAULT_REALM),
-        users=users,
-        secrets=secrets_list,
-        secrets_file=secrets_file,
-        file_secrets=_load_secrets_file(table.key("secrets_file"), secrets_file),
-        strict_expiry=read_bool(table, "strict_expiry", True),
-        revocations_file=None
-        if revocations is None
-        else _revocations_path(table.key("revocations_file"), revocations, base),
-        third_party=third_party,
-    )
-
-
-def _revocations_path(key: str, value: object, base: Path) -> Path:
-    """A file that may not exist yet, in a directory that must."""
-    path = base / check_text(key, value)
-    if path.exists() and not path.is_file():
-        raise SettingsError(key, f"not a file: {path}")
-    if not path.parent.is_dir():
-        raise SettingsError(key, f"directory not found: {path.parent}")
-    return path
-
-
 def _check_log_format(key: str, value: object) -> str:
     if value is None:
         return LOG_FORMATS[0]
@@ -378,15 +299,6 @@ def _check_log_format(key: str, value: object) -> str:
         raise SettingsError(key, f"expected one of {', '.join(LOG_FORMATS)}, got {value!r}")
     assert isinstance(value, str)
     return value
-
-
-def _load_secrets_file(key: str, path: Path | None) -> tuple[str, ...]:
-    if path is None:
-        return ()
-    try:
-        return read_secrets_file(path)
-    except ValueError as exc:
-        raise SettingsError(key, str(exc)) from exc
 
 
 def _read_relay(relay: Table, quotas: Table, lifetimes: Table) -> RelaySettings:
@@ -465,7 +377,7 @@ def _apply_flags(
     if flags.api_keys is not None:
         path = check_file("--api-keys", Path(flags.api_keys))
         api = replace(api, keys_file=path, keys=load_api_keys("--api-keys", path))
-    auth = _auth_flags(settings.auth, flags)
+    auth = auth_flags(settings.auth, flags)
     if (http.selftest or api.keys_file) and not auth.shared_secrets:
         key = "http.selftest" if http.selftest else "api.keys_file"
         raise SettingsError(key, "needs a TURN REST secret (auth.secrets or auth.secrets_file)")
@@ -507,29 +419,6 @@ def _check_port_range_split(ports: tuple[int, int] | None, workers: int) -> None
         raise SettingsError(
             "relay.ports", f"{ports[0]}-{ports[1]} has fewer ports than the {workers} workers"
         )
-
-
-def _auth_flags(auth: AuthSettings, flags: Flags) -> AuthSettings:
-    if flags.realm is not None:
-        auth = replace(auth, realm=check_text("--realm", flags.realm))
-    if flags.users is not None:
-        users = []
-        for value in flags.users:
-            name, sep, password = value.partition(":")
-            if not sep or not name or not password:
-                raise SettingsError("--user", f"expected name:password, got {name!r}:...")
-            users.append((name, password))
-        auth = replace(auth, users=tuple(users))
-    if flags.secrets is not None:
-        auth = replace(auth, secrets=tuple(check_text("--secret", v) for v in flags.secrets))
-    if flags.secrets_file is not None:
-        path = check_file("--secrets-file", Path(flags.secrets_file))
-        file_secrets = _load_secrets_file("--secrets-file", path)
-        auth = replace(auth, secrets_file=path, file_secrets=file_secrets)
-    if flags.revocations_file is not None:
-        path = _revocations_path("--revocations-file", flags.revocations_file, Path())
-        auth = replace(auth, revocations_file=path)
-    return auth
 
 
 def _relay_flags(relay: RelaySettings, flags: Flags) -> RelaySettings:

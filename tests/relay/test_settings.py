@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from relay.settings import DEFAULT_REALM, Flags, ListenSettings, LogLevel, Settings, load_settings
+from relay.auth_settings import DEFAULT_REALM
+from relay.settings import Flags, ListenSettings, LogLevel, Settings, load_settings
 from relay.settings_values import ListenAddress, SettingsError, format_host_port, parse_host_port
 from relay.turn_setup import turn_config
 

@@ -107,6 +107,27 @@ class StreamConnection:
         self.node.stream_closed(self)
 
 
+def bind_relay_socket(host: str, port: int) -> socket.socket:
+    """A non-blocking UDP relay socket bound to host:port (0: a free port); OSError if not.
+
+    SO_REUSEADDR is set after the bind: channel sockets connected to one peer may then
+    share the relayed address (`TurnNode.connect_channel`), while this bind, port 0
+    included, still gets a port no other socket holds (Linux lets two sockets that both
+    had SO_REUSEADDR when the second bound share a port, and picks such ports for port 0).
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.setblocking(False)
+        enlarge_receive_buffer(sock, RELAY_RECEIVE_BUFFER)
+        sock.bind((host, port))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 @dataclass
 class TurnNode:
     server: TurnServer
@@ -278,16 +299,9 @@ class TurnNode:
             self._to_stream(connection, data)
 
     def _open_relay(self, action: OpenRelay) -> None:
-        family = socket.AF_INET6 if ":" in action.host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
-            sock.setblocking(False)
-            enlarge_receive_buffer(sock, RELAY_RECEIVE_BUFFER)
-            # Channel sockets connected to one peer share the relayed address (below).
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((action.host, action.port))
+            sock = bind_relay_socket(action.host, action.port)
         except OSError:
-            sock.close()
             self._execute(self.server.relay_failed(action.five_tuple, trio.current_time()))
             return
         bound = sock.getsockname()

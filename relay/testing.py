@@ -23,6 +23,7 @@ tables with single C-level calls, which is consistent enough from another thread
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import queue
 import secrets
@@ -302,7 +303,10 @@ def trio_in_thread(
     try:
         yield value
     finally:
-        trio.from_thread.run_sync(scope.cancel, trio_token=token)
+        # The loop may have ended by itself (a crash): then its error is the news.
+        with contextlib.suppress(trio.RunFinishedError):
+            trio.from_thread.run_sync(scope.cancel, trio_token=token)
         thread.join(timeout)
     assert not thread.is_alive(), f"the {name} thread did not stop"
-    assert errors == [], f"the {name} thread failed: {errors!r}"
+    if errors:
+        raise RuntimeError(f"the {name} thread failed: {errors!r}") from errors[0]

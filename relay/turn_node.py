@@ -355,13 +355,12 @@ class TurnNode:
         reader = PeerReader(sock, allocation, relay.deliver, self, relay.relayed)
         with sock:
             try:
-                # `_Relay.close` may close it at any await (the allocation has ended).
+                # `_Relay.close` may close it while this task waits or is about to run
+                # again (another task ended the allocation first): check after each await.
                 while sock.fileno() != -1:
                     await trio.lowlevel.wait_readable(sock)
-                    while reader.batch() == BATCH_SIZE:
+                    while sock.fileno() != -1 and reader.batch() == BATCH_SIZE:
                         await trio.lowlevel.checkpoint()
-                        if sock.fileno() == -1:
-                            return
             except trio.ClosedResourceError:
                 return
 

@@ -5,9 +5,12 @@ relay socket, the per-allocation cap holds, and an ended allocation frees its po
 
 from __future__ import annotations
 
+import os
+import socket
 from contextlib import AsyncExitStack
 
 import trio
+import trio.testing
 
 from relay.turn_node import MAX_CONNECTED_CHANNELS, bind_relay_socket
 from tests.relay.turn_client import peer, port_is_free, start_node, udp_client
@@ -101,3 +104,54 @@ def test_relay_sockets_bound_to_port_0_never_share_a_port() -> None:
     finally:
         for sock in sockets:
             sock.close()
+
+
+async def test_a_reader_woken_for_a_datagram_survives_its_allocation_ending_first() -> None:
+    # Regression: the relay reader and another task wake for the same readable socket;
+    # when the other one runs first and ends the allocation (closing the socket), the
+    # reader must not read the closed socket (EBADF used to stop the node). trio runs a
+    # batch of woken tasks in either order, so the race is tried many times.
+    async with trio.open_nursery() as nursery:
+        local = await start_node(nursery)
+        node = local.node
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as far:
+            far.bind(("127.0.0.1", 0))
+            for _ in range(40):
+                async with udp_client(local.udp) as client:
+                    relayed = await client.allocate()
+                    await client.create_permission(far.getsockname())
+                    [five_tuple] = node.server.allocations
+                    watcher = socket.socket(fileno=os.dup(node._relays[relayed].sock.fileno()))
+                    with watcher, trio.fail_after(5):
+                        # Sent without a checkpoint, so the reader cannot run before both
+                        # it and the watcher are woken by the same poll.
+                        far.sendto(b"wake the reader", relayed)
+                        await trio.lowlevel.wait_readable(watcher)
+                        node._execute(node.server.connection_closed(five_tuple))
+                    await trio.testing.wait_all_tasks_blocked()
+            async with udp_client(local.udp) as client:  # the node still serves
+                await client.allocate()
+        nursery.cancel_scope.cancel()
+
+
+async def test_allocations_ended_while_their_peers_send_leave_the_node_running() -> None:
+    # Churn: allocations with connected channels end while their peer keeps sending.
+    async with trio.open_nursery() as nursery:
+        local = await start_node(nursery)
+        async with peer() as far:
+            for _ in range(30):
+                async with udp_client(local.udp) as client:
+                    relayed = await client.allocate()
+                    await client.channel_bind(0x4000, far.address)
+                    await client.send_channel_data(0x4000, b"connect")  # a connected socket
+                    for _ in range(20):
+                        await far.send(relayed, b"x" * 100)
+                    assert await client.refresh(0) == 0
+            async with udp_client(local.udp) as client:  # the node still serves
+                relayed = await client.allocate()
+                await client.channel_bind(0x4000, far.address)
+                await far.send(relayed, b"alive")
+                for _ in range(100):  # skip what the earlier allocations' peer sent late
+                    if await client.receive_data() == (0x4000, b"alive"):
+                        break
+        nursery.cancel_scope.cancel()

@@ -14,10 +14,11 @@ load, script, and the HTTP calls to chromedriver); the driver is always quit.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 from unittest import mock
 
 from selenium import webdriver
@@ -25,6 +26,9 @@ from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.selenium_manager import SeleniumManager
 from selenium.webdriver.remote.remote_connection import RemoteConnection
+
+from relay.testing import LoopbackRelay
+from turn.allocation import Allocation
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -105,3 +109,40 @@ def diagnostics(result: object, browser: webdriver.Chrome) -> str:
     entries = browser.get_log("browser")  # type: ignore[no-untyped-call]
     console = [entry.get("message") for entry in entries]
     return f"page result: {result!r}\nbrowser console: {console!r}"
+
+
+RELEASE_TIMEOUT = 10.0
+
+
+def wait_for_no_allocations(relay: LoopbackRelay) -> int:
+    """Poll (bounded) until the relay holds no allocation; the count left is returned."""
+    deadline = time.monotonic() + RELEASE_TIMEOUT
+    while relay.allocations and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return relay.allocations
+
+
+def check_relayed_call(
+    call: dict[str, Any],
+    result: object,
+    browser: webdriver.Chrome,
+    allocations: list[Allocation],
+    message: str,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """What every relay-only browser call must show (`relay_call.js`'s result `call`):
+    relayed candidates only, relay/relay selected pairs facing each other, and those
+    pairs running between relayed addresses the relay handed out. Returns the pairs."""
+    assert (call["received"], call["echo"]) == (message, "echo:" + message)
+    for side in ("caller", "callee"):
+        gathered = call["candidates"][side]
+        assert gathered, diagnostics(result, browser)
+        assert all(" typ relay " in candidate for candidate in gathered), gathered
+    caller, callee = call["pairs"]
+    for pair in (caller, callee):
+        assert pair is not None, diagnostics(result, browser)
+        assert (pair["localType"], pair["remoteType"]) == ("relay", "relay"), pair
+    assert (caller["remote"], callee["remote"]) == (callee["local"], caller["local"])
+    assert len(allocations) >= 2
+    relayed = {f"{a.relayed[0]}:{a.relayed[1]}" for a in allocations}
+    assert {caller["local"], callee["local"]} <= relayed, (relayed, caller, callee)
+    return caller, callee

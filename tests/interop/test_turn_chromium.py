@@ -15,7 +15,6 @@ where RTCPeerConnection is available, and the call itself is tests/interop/relay
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,9 +25,11 @@ from selenium import webdriver
 from tests.interop.chromium import (
     CHROMEDRIVER,
     SCRIPT_TIMEOUT,
+    check_relayed_call,
     diagnostics,
     headless_chromium,
     missing_binaries,
+    wait_for_no_allocations,
 )
 from tests.interop.turn_relay import PASSWORD, USERNAME, RunningNode, threaded_turn_node
 from turn.addressing import ClientTransport
@@ -39,7 +40,6 @@ RELAY_CALL = (Path(__file__).parent / "relay_call.js").read_text(encoding="utf-8
 MESSAGE = "hello through trelay"
 # The page answers (with its diagnostics) this long before Selenium's script timeout.
 PAGE_MARGIN = 5.0
-RELEASE_TIMEOUT = 10.0
 
 
 @pytest.fixture
@@ -71,14 +71,6 @@ def relay_call(browser: webdriver.Chrome, running: RunningNode, transport: str) 
     return result
 
 
-def wait_for_no_allocations(running: RunningNode) -> int:
-    """Poll (bounded) until trelay holds no allocation; the count left is returned."""
-    deadline = time.monotonic() + RELEASE_TIMEOUT
-    while running.node.server.allocations and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return len(running.node.server.allocations)
-
-
 @pytest.mark.parametrize("transport", ["udp", "tcp"])
 def test_chromium_relay_only_call(browser: webdriver.Chrome, transport: str) -> None:
     # The driver really is the Debian one (SE_CHROMEDRIVER could have overridden it).
@@ -92,29 +84,13 @@ def test_chromium_relay_only_call(browser: webdriver.Chrome, transport: str) -> 
         left = wait_for_no_allocations(running)
 
     assert result["ok"], diagnostics(result, browser)
-    assert result["received"] == MESSAGE
-    assert result["echo"] == "echo:" + MESSAGE
-
-    # Relay policy: Chromium gathered relayed candidates only, each side at least one.
-    for side in ("caller", "callee"):
-        gathered = result["candidates"][side]
-        assert gathered, diagnostics(result, browser)
-        assert all(" typ relay " in candidate for candidate in gathered), gathered
-
-    caller, callee = result["pairs"]
-    for pair in (caller, callee):
-        assert pair is not None, diagnostics(result, browser)
-        assert (pair["localType"], pair["remoteType"]) == ("relay", "relay"), pair
+    # Relay policy: relayed candidates only, relay/relay pairs between relayed addresses
+    # trelay handed out (`check_relayed_call`); and each side relayed over `transport`.
+    pairs = check_relayed_call(result, result, browser, allocations, MESSAGE)
+    for pair in pairs:
         assert pair["relayProtocol"] == transport, pair
-    assert (caller["remote"], callee["remote"]) == (callee["local"], caller["local"])
-
-    # trelay's side of the same call: one allocation per connection at least, all on the
-    # requested client transport (so over TCP the UDP listener allocated nothing), and
-    # the selected pairs run between relayed addresses trelay handed out.
-    assert len(allocations) >= 2
+    # All on the requested client transport: over TCP the UDP listener allocated nothing.
     assert {a.five_tuple.transport for a in allocations} == {ClientTransport(transport)}
-    relayed = {f"{a.relayed[0]}:{a.relayed[1]}" for a in allocations}
-    assert {caller["local"], callee["local"]} <= relayed, (relayed, caller, callee)
 
     # Every byte of the call (ICE checks, DTLS, SCTP) crossed trelay's data path.
     exchanged = len(MESSAGE) + len("echo:" + MESSAGE)

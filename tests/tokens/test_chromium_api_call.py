@@ -34,7 +34,14 @@ from relay.http_app import NodeStatus, build_app
 from relay.http_server import serve_http
 from relay.testing import LOOPBACK, LoopbackRelay, start_relay, trio_in_thread
 from relay.token_api import TokenApiContext, token_routes
-from tests.interop.chromium import SCRIPT_TIMEOUT, diagnostics, headless_chromium, missing_binaries
+from tests.interop.chromium import (
+    SCRIPT_TIMEOUT,
+    check_relayed_call,
+    diagnostics,
+    headless_chromium,
+    missing_binaries,
+    wait_for_no_allocations,
+)
 from tests.tokens.harness import KEY, KEYS, TURN_SECRET
 
 pytestmark = pytest.mark.interop
@@ -43,7 +50,6 @@ RELAY_CALL = (Path(__file__).parents[1] / "interop" / "relay_call.js").read_text
 MESSAGE = "hello with credentials from the token API"
 PAGE_MARGIN = 5.0  # the page answers this long before Selenium's script timeout
 STARTUP_TIMEOUT = 10.0
-RELEASE_TIMEOUT = 10.0
 TOKEN_TTL = 300
 
 # Fetch the RTCConfiguration as a browser app would; on success run relay_call.js (its
@@ -131,14 +137,6 @@ def fetch_and_call(browser: webdriver.Chrome, deployment: Deployment, token: str
     return result
 
 
-def wait_for_no_allocations(relay: LoopbackRelay) -> int:
-    """Poll (bounded) until the relay holds no allocation; the count left is returned."""
-    deadline = time.monotonic() + RELEASE_TIMEOUT
-    while relay.allocations and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return relay.allocations
-
-
 def test_chromium_calls_through_the_relay_with_api_credentials(
     browser: webdriver.Chrome, deployment: Deployment
 ) -> None:
@@ -165,22 +163,10 @@ def test_chromium_calls_through_the_relay_with_api_credentials(
 
     call = result["call"]
     assert call is not None and call["ok"], diagnostics(result, browser)
-    assert (call["received"], call["echo"]) == (MESSAGE, "echo:" + MESSAGE)
-    for side in ("caller", "callee"):
-        gathered = call["candidates"][side]
-        assert gathered and all(" typ relay " in c for c in gathered), gathered
-    caller, callee = call["pairs"]
-    for pair in (caller, callee):
-        assert pair is not None, diagnostics(result, browser)
-        assert (pair["localType"], pair["remoteType"]) == ("relay", "relay"), pair
-    assert (caller["remote"], callee["remote"]) == (callee["local"], caller["local"])
-
+    check_relayed_call(call, result, browser, allocations, MESSAGE)
     # trelay's side: the allocations are the API credential's, and carried the call.
-    assert len(allocations) >= 2
     assert {a.username for a in allocations} == {turn["username"]}
     assert {a.identity for a in allocations} == {"alice"}
-    relayed = {f"{a.relayed[0]}:{a.relayed[1]}" for a in allocations}
-    assert {caller["local"], callee["local"]} <= relayed, (relayed, caller, callee)
     exchanged = len(MESSAGE) + len("echo:" + MESSAGE)
     assert counters.client_to_peer_bytes >= exchanged
     assert counters.peer_to_client_bytes >= exchanged

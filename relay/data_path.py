@@ -19,7 +19,7 @@ from __future__ import annotations
 import socket
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from relay.datagram_batch import (
@@ -40,24 +40,6 @@ _ZEROS = bytes(3)
 
 
 @dataclass(slots=True)
-class DataPathCounters:
-    """Plain integers bumped on the data path (per batch where it can); `relay.metrics`
-    reads them at scrape time. The relayed totals are split by client transport again
-    in `TurnNode.relayed` (`TransportCounters`); drops are not split."""
-
-    client_to_peer_datagrams: int = 0
-    client_to_peer_bytes: int = 0
-    peer_to_client_datagrams: int = 0
-    peer_to_client_bytes: int = 0
-    dropped_no_allocation: int = 0
-    dropped_no_channel: int = 0
-    dropped_no_permission: int = 0
-    dropped_malformed: int = 0
-    dropped_send_failed: int = 0
-    dropped_queue_full: int = 0  # a stream client's outbox was full (or already closed)
-
-
-@dataclass(slots=True)
 class TransportCounters:
     """Relayed traffic of the allocations of one client transport, added per batch."""
 
@@ -65,6 +47,41 @@ class TransportCounters:
     client_to_peer_bytes: int = 0
     peer_to_client_datagrams: int = 0
     peer_to_client_bytes: int = 0
+
+
+def _by_transport() -> dict[ClientTransport, TransportCounters]:
+    return {transport: TransportCounters() for transport in ClientTransport}
+
+
+@dataclass(slots=True)
+class DataPathCounters:
+    """Plain integers bumped on the data path (per batch where it can); `relay.metrics`
+    reads them at scrape time. Relayed traffic is kept per client transport
+    (`by_transport`) and summed on reading; drops are not split."""
+
+    by_transport: dict[ClientTransport, TransportCounters] = field(default_factory=_by_transport)
+    dropped_no_allocation: int = 0
+    dropped_no_channel: int = 0
+    dropped_no_permission: int = 0
+    dropped_malformed: int = 0
+    dropped_send_failed: int = 0
+    dropped_queue_full: int = 0  # a stream client's outbox was full (or already closed)
+
+    @property
+    def client_to_peer_datagrams(self) -> int:
+        return sum(c.client_to_peer_datagrams for c in self.by_transport.values())
+
+    @property
+    def client_to_peer_bytes(self) -> int:
+        return sum(c.client_to_peer_bytes for c in self.by_transport.values())
+
+    @property
+    def peer_to_client_datagrams(self) -> int:
+        return sum(c.peer_to_client_datagrams for c in self.by_transport.values())
+
+    @property
+    def peer_to_client_bytes(self) -> int:
+        return sum(c.peer_to_client_bytes for c in self.by_transport.values())
 
 
 class ClientReader:
@@ -87,7 +104,7 @@ class ClientReader:
         self.stats = stats
         self.node = node
         self.table = node.server.client_table(ClientTransport.UDP, server_address)
-        self.relayed = node.relayed[ClientTransport.UDP]
+        self.relayed = node.counters.by_transport[ClientTransport.UDP]
         self.buffer = bytearray(MAX_DATAGRAM)
         self.view = memoryview(self.buffer)
 
@@ -144,8 +161,6 @@ class ClientReader:
         finally:
             stats.datagrams_received += count - errors
             stats.receive_errors += errors
-            counters.client_to_peer_datagrams += relayed
-            counters.client_to_peer_bytes += relayed_bytes
             by_transport = self.relayed
             by_transport.client_to_peer_datagrams += relayed
             by_transport.client_to_peer_bytes += relayed_bytes
@@ -253,9 +268,7 @@ class PeerReader:
             self._count(delivered, delivered_bytes)
 
     def _count(self, delivered: int, delivered_bytes: int) -> None:
-        """Once per batch: what reached the client, in total and for its transport."""
-        counters, by_transport = self.counters, self.relayed
-        counters.peer_to_client_datagrams += delivered
-        counters.peer_to_client_bytes += delivered_bytes
+        """Once per batch: what reached the client, for its transport."""
+        by_transport = self.relayed
         by_transport.peer_to_client_datagrams += delivered
         by_transport.peer_to_client_bytes += delivered_bytes

@@ -122,7 +122,7 @@ def snapshot(node: TurnNode) -> NodeSnapshot:
     allocations = list(server.allocations.values())
     datagrams: Series = {}
     sizes: Series = {}
-    for transport, counters in node.relayed.items():
+    for transport, counters in node.counters.by_transport.items():
         for direction in _DIRECTIONS:
             key = (direction, transport.value)
             datagrams[key] = getattr(counters, f"{direction}_datagrams")

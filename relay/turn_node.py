@@ -134,10 +134,6 @@ class TurnNode:
     nursery: trio.Nursery
     counters: DataPathCounters = field(default_factory=DataPathCounters)
     peer_buffer: PeerBuffer = field(default_factory=PeerBuffer)
-    # The relayed part of `counters` again, split by the allocations' client transport.
-    relayed: dict[ClientTransport, TransportCounters] = field(
-        default_factory=lambda: {t: TransportCounters() for t in ClientTransport}
-    )
     udp_sockets: dict[Address, socket.socket] = field(default_factory=dict)
     streams: dict[FiveTuple, StreamConnection] = field(default_factory=dict)
     _relays: dict[Address, _Relay] = field(default_factory=dict)
@@ -280,8 +276,6 @@ class TurnNode:
         except OSError:
             self.counters.dropped_send_failed += 1
             return
-        self.counters.client_to_peer_datagrams += 1
-        self.counters.client_to_peer_bytes += len(data)
         relay.relayed.client_to_peer_datagrams += 1
         relay.relayed.client_to_peer_bytes += len(data)
 
@@ -306,7 +300,9 @@ class TurnNode:
             return
         bound = sock.getsockname()
         relayed = (bound[0], bound[1])
-        relay = _Relay(sock, trio.CancelScope(), self.relayed[action.five_tuple.transport])
+        relay = _Relay(
+            sock, trio.CancelScope(), self.counters.by_transport[action.five_tuple.transport]
+        )
         self._relays[relayed] = relay
         self._execute(self.server.relay_opened(action.five_tuple, relayed, trio.current_time()))
         relay.allocation = self.server.by_relayed.get(relayed)

@@ -23,7 +23,7 @@ a few seconds and loopback drops nothing; `-c` leaves out uclient's RTCP session
 
 from __future__ import annotations
 
-import dataclasses
+import copy
 from dataclasses import dataclass
 from enum import Enum
 
@@ -98,10 +98,10 @@ def relay_with_uclient(
         flags += ["-e", peer[0], "-r", str(peer[1])]
     with threaded_turn_node() as running:
         recorder.install(running.node.server, monkeypatch)
-        before = dataclasses.replace(running.node.counters)
+        before = copy.deepcopy(running.node.counters)
         run = run_uclient(running.tcp if tcp else running.udp, *flags)
     # The node's thread has stopped: its counters and the recorder are final.
-    return Relayed(run, before, dataclasses.replace(running.node.counters), recorder)
+    return Relayed(run, before, copy.deepcopy(running.node.counters), recorder)
 
 
 def assert_relayed_without_loss(relayed: Relayed, sessions: int, mechanism: Mechanism) -> None:

@@ -29,8 +29,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from benchmarks.report import README, machine_lines, write_marked_section
-from stun.address_attributes import XorPeerAddress
-from stun.attributes import (
+from trelay.stun.address_attributes import XorPeerAddress
+from trelay.stun.attributes import (
     Data,
     IceControlling,
     Lifetime,
@@ -42,10 +42,10 @@ from stun.attributes import (
     UseCandidate,
     Username,
 )
-from stun.codes import MessageClass, Method, TransportProtocol
-from stun.credentials import long_term_key, short_term_key
-from stun.integrity import encode_signed, verify_fingerprint, verify_integrity
-from stun.message import Message, decode_message
+from trelay.stun.codes import MessageClass, Method, TransportProtocol
+from trelay.stun.credentials import long_term_key, short_term_key
+from trelay.stun.integrity import encode_signed, verify_fingerprint, verify_integrity
+from trelay.stun.message import Message, decode_message
 
 START = "<!-- codec-bench:start -->"
 END = "<!-- codec-bench:end -->"

@@ -43,9 +43,9 @@ from benchmarks.load_generator import (
     saturate,
 )
 from benchmarks.report import README, machine_lines, write_marked_section
-from stun.codes import MessageClass, Method
-from stun.integrity import encode_signed
-from stun.message import Message, new_transaction_id
+from trelay.stun.codes import MessageClass, Method
+from trelay.stun.integrity import encode_signed
+from trelay.stun.message import Message, new_transaction_id
 
 START = "<!-- relay-bench:start -->"
 END = "<!-- relay-bench:end -->"

@@ -4,7 +4,8 @@ Owns the client side of the control messages the benchmarks need: Allocate with 
 long-term credential mechanism (RFC 8489 §9.2: a first request without credentials, the
 401 carries REALM and NONCE, the retry is signed with MESSAGE-INTEGRITY), Refresh,
 CreatePermission and ChannelBind, plus ChannelData framing for the data path. Built on
-our own codec (`stun.message`, `stun.integrity`, `stun.credentials`, `stun.channel_data`).
+our own codec (`trelay.stun.message`, `trelay.stun.integrity`, `trelay.stun.credentials`,
+`trelay.stun.channel_data`).
 
 Invariants:
 - Blocking socket, connected to the server, with a timeout: every receive is bounded, and
@@ -26,8 +27,8 @@ import socket
 import time
 from typing import Self
 
-from stun.address_attributes import XorPeerAddress, XorRelayedAddress
-from stun.attributes import (
+from trelay.stun.address_attributes import XorPeerAddress, XorRelayedAddress
+from trelay.stun.attributes import (
     Attribute,
     ChannelNumber,
     Lifetime,
@@ -36,13 +37,13 @@ from stun.attributes import (
     RequestedTransport,
     Username,
 )
-from stun.channel_data import encode_channel_data
-from stun.codes import MessageClass, Method, TransportProtocol
-from stun.credentials import long_term_key
-from stun.error_attributes import ErrorCodeAttribute
-from stun.errors import StunDecodeError
-from stun.integrity import encode_signed
-from stun.message import Message, decode_message, is_stun_header, new_transaction_id
+from trelay.stun.channel_data import encode_channel_data
+from trelay.stun.codes import MessageClass, Method, TransportProtocol
+from trelay.stun.credentials import long_term_key
+from trelay.stun.error_attributes import ErrorCodeAttribute
+from trelay.stun.errors import StunDecodeError
+from trelay.stun.integrity import encode_signed
+from trelay.stun.message import Message, decode_message, is_stun_header, new_transaction_id
 
 Address = tuple[str, int]
 _UNAUTHORIZED = 401

@@ -8,7 +8,7 @@ OpaqueString), `nonce_cookie` (RFC 8489 security feature bits), `demux` (RFC 798
 `strategies` (hypothesis strategies, needs the `hypothesis` extra).
 """
 
-from stun.errors import StunDecodeError
-from stun.message import Message, decode_message, encode_message
+from trelay.stun.errors import StunDecodeError
+from trelay.stun.message import Message, decode_message, encode_message
 
 __all__ = ["Message", "StunDecodeError", "decode_message", "encode_message"]

@@ -18,9 +18,9 @@ import struct
 from dataclasses import dataclass
 from typing import ClassVar, Self
 
-from stun.attributes import Attribute
-from stun.codes import MAGIC_COOKIE, MAGIC_COOKIE_BYTES, AddressFamily, AttributeType
-from stun.errors import StunDecodeError
+from trelay.stun.attributes import Attribute
+from trelay.stun.codes import MAGIC_COOKIE, MAGIC_COOKIE_BYTES, AddressFamily, AttributeType
+from trelay.stun.errors import StunDecodeError
 
 _FAMILY_PORT = struct.Struct("!xBH")
 _PORT_MASK = MAGIC_COOKIE >> 16

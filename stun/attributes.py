@@ -2,9 +2,9 @@
 
 Owns the value layout of every attribute that RFC 8489, RFC 8656, RFC 6062, RFC 5780,
 RFC 7635 and RFC 8445 define, by the shape of their values (text, opaque bytes, flags,
-integers); the address attributes live in `stun.address_attributes`, the error ones
-in `stun.error_attributes`, the password algorithms and ACCESS-TOKEN in
-`stun.auth_attributes`.
+integers); the address attributes live in `trelay.stun.address_attributes`, the error ones
+in `trelay.stun.error_attributes`, the password algorithms and ACCESS-TOKEN in
+`trelay.stun.auth_attributes`.
 Each class has a `TYPE` and two halves of its codec:
 
 - `encode_value(transaction_id)` returns the value bytes without the TLV header or padding;
@@ -21,8 +21,8 @@ import struct
 from dataclasses import dataclass
 from typing import ClassVar, Self
 
-from stun.codes import AddressFamily, AttributeType
-from stun.errors import StunDecodeError
+from trelay.stun.codes import AddressFamily, AttributeType
+from trelay.stun.errors import StunDecodeError
 
 
 class Attribute:

@@ -1,7 +1,7 @@
 """STUN attributes of RFC 8489's password algorithms (§14.11, §14.12) and RFC 7635's
 ACCESS-TOKEN (§6.2): what the long-term and third-party mechanisms carry beyond text.
 
-Same codec contract as `stun.attributes`.
+Same codec contract as `trelay.stun.attributes`.
 """
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ import struct
 from dataclasses import dataclass
 from typing import ClassVar, Self
 
-from stun.attributes import (
+from trelay.stun.attributes import (
     Attribute,
 )
-from stun.codes import AttributeType
-from stun.errors import StunDecodeError
+from trelay.stun.codes import AttributeType
+from trelay.stun.errors import StunDecodeError
 
 # --- password algorithms (RFC 8489 §14.11, §14.12) ---------------------------------------
 

@@ -17,7 +17,7 @@ Invariants:
   and clients of that era still pick numbers up to 0x7FFF (coturn's own `turnutils_uclient`
   does, at random). The codec therefore accepts the wire format's whole range,
   0x4000-0x7FFF (first byte 0x40-0x7F, the `01` prefix no STUN message has); which
-  numbers may be *bound* is the server's decision (`turn.config.TurnConfig`).
+  numbers may be *bound* is the server's decision (`trelay.turn.config.TurnConfig`).
 - The length field counts the application data only, never the padding (§12.4).
 - Over TCP/TLS the message is padded to a multiple of 4 (§12.5); over UDP padding is
   optional, so a datagram decoder accepts it with or without (part of) the padding,
@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import struct
 
-from stun.errors import StunDecodeError
+from trelay.stun.errors import StunDecodeError
 
 MIN_CHANNEL = 0x4000
 MAX_CHANNEL = 0x4FFF  # RFC 8656 §12

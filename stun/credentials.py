@@ -27,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import unicodedata
 
-from stun.codes import PasswordAlgorithmId
+from trelay.stun.codes import PasswordAlgorithmId
 
 # RFC 5892 §2.6 exceptions that PRECIS reuses (RFC 8264 §9.6).
 _EXCEPTION_PVALID = frozenset("\u00df\u03c2\u06fd\u06fe\u0f0b\u3007")

@@ -1,7 +1,7 @@
 """STUN attributes that report errors: ERROR-CODE and its relatives (RFC 8489 §14.8, §14.13;
 RFC 8656 §18.12 ADDRESS-ERROR-CODE, §18.13 ICMP).
 
-Same codec contract as `stun.attributes`: `encode_value` / `decode_value`, reserved bits
+Same codec contract as `trelay.stun.attributes`: `encode_value` / `decode_value`, reserved bits
 dropped on decode and sent as zero, `StunDecodeError` (400) on anything malformed.
 """
 
@@ -11,15 +11,15 @@ import struct
 from dataclasses import dataclass
 from typing import ClassVar, Self
 
-from stun.attributes import (
+from trelay.stun.attributes import (
     Attribute,
     check_error_code,
     decode_error_code,
     decode_text,
     expect_length,
 )
-from stun.codes import AddressFamily, AttributeType
-from stun.errors import StunDecodeError
+from trelay.stun.codes import AddressFamily, AttributeType
+from trelay.stun.errors import StunDecodeError
 
 # --- error codes ----------------------------------------------------------------------------
 

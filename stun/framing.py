@@ -2,13 +2,13 @@
 
 Owns the cutting of a byte stream into frames (RFC 8489 §6.2.2, RFC 8656 §12.5). On a
 stream, STUN messages and ChannelData messages follow one another with no other
-delimiter; the first byte tells them apart (RFC 7983, `stun.demux`):
+delimiter; the first byte tells them apart (RFC 7983, `trelay.stun.demux`):
 
 - 0x00-0x3F: a STUN message, `HEADER_LENGTH + length` bytes, where the header must carry
   the magic cookie and a length that is a multiple of 4 (RFC 8489 §5, §6.3);
 - 0x40-0x7F: ChannelData, 4 + length bytes plus padding to a multiple of 4, which is
   mandatory over TCP/TLS (RFC 8656 §12.5); channels up to 0x7FFF as RFC 5766 allowed
-  (`stun.channel_data`);
+  (`trelay.stun.channel_data`);
 - anything else, or a STUN header without the cookie or with an unaligned length, is a
   broken or hostile stream: `feed` raises `StunDecodeError` and the caller closes the
   connection. The deframer is then spent: every later `feed` raises the same error.
@@ -34,9 +34,9 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from stun.channel_data import CHANNEL_HEADER, MAX_DATA_LENGTH, ByteString
-from stun.codes import HEADER_LENGTH, MAGIC_COOKIE_BYTES
-from stun.errors import StunDecodeError
+from trelay.stun.channel_data import CHANNEL_HEADER, MAX_DATA_LENGTH, ByteString
+from trelay.stun.codes import HEADER_LENGTH, MAGIC_COOKIE_BYTES
+from trelay.stun.errors import StunDecodeError
 
 # The larger of a STUN message (20 + 65532) and padded ChannelData (4 + 65535 + 1).
 MAX_FRAME_SIZE = HEADER_LENGTH + MAX_DATA_LENGTH

@@ -28,8 +28,8 @@ import struct
 import zlib
 from dataclasses import dataclass
 
-from stun.codes import FINGERPRINT_XOR, HEADER_LENGTH, AttributeType
-from stun.message import Message, attribute_type, encode_message
+from trelay.stun.codes import FINGERPRINT_XOR, HEADER_LENGTH, AttributeType
+from trelay.stun.message import Message, attribute_type, encode_message
 
 _TLV = struct.Struct("!HH")
 _LENGTH = struct.Struct("!H")

@@ -10,7 +10,7 @@ Decoding is strict and total: any input either yields a `Message` or raises
 Per RFC 8489 §14.5-14.7 nothing but MESSAGE-INTEGRITY-SHA256 and FINGERPRINT may follow
 MESSAGE-INTEGRITY (other attributes there are ignored), and nothing may follow FINGERPRINT.
 
-Integrity and fingerprint are computed over raw bytes, so they live in `stun.integrity`.
+Integrity and fingerprint are computed over raw bytes, so they live in `trelay.stun.integrity`.
 """
 
 from __future__ import annotations
@@ -21,12 +21,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from stun import address_attributes as addr
-from stun import attributes as attrs
-from stun import auth_attributes as auth_attrs
-from stun import error_attributes as error_attrs
-from stun.attributes import Attribute, UnknownAttribute
-from stun.codes import (
+from trelay.stun import address_attributes as addr
+from trelay.stun import attributes as attrs
+from trelay.stun import auth_attributes as auth_attrs
+from trelay.stun import error_attributes as error_attrs
+from trelay.stun.attributes import Attribute, UnknownAttribute
+from trelay.stun.codes import (
     HEADER_LENGTH,
     MAGIC_COOKIE,
     TRANSACTION_ID_LENGTH,
@@ -35,7 +35,7 @@ from stun.codes import (
     Method,
     is_comprehension_required,
 )
-from stun.errors import StunDecodeError
+from trelay.stun.errors import StunDecodeError
 
 A = TypeVar("A", bound=Attribute)
 
@@ -180,7 +180,7 @@ def encode_attributes(attributes: Iterable[Attribute], transaction_id: bytes) ->
 def encode_message(message: Message) -> bytes:
     """Encode as is: integrity and fingerprint attributes, if any, are written verbatim.
 
-    Use `stun.integrity.encode_signed` to compute them.
+    Use `trelay.stun.integrity.encode_signed` to compute them.
     """
     body = encode_attributes(message.attributes, message.transaction_id)
     if len(body) > 0xFFFF:

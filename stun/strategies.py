@@ -5,9 +5,9 @@ A public module for fuzzing STUN/TURN code, ours or yours. It needs the optional
 that imports it; nothing else in `stun` imports this module.
 
     from hypothesis import given
-    from stun import decode_message, encode_message
-    from stun.codes import Method
-    from stun import strategies as stun_st
+    from trelay.stun import decode_message, encode_message
+    from trelay.stun.codes import Method
+    from trelay.stun import strategies as stun_st
 
     @given(stun_st.messages(methods=[Method.ALLOCATE]))
     def test_round_trip(message):
@@ -20,7 +20,7 @@ Invariants of what is generated:
 - `messages()` yields messages that encode (body at most 65535 bytes) and decode back to
   an equal `Message`: MESSAGE-INTEGRITY, MESSAGE-INTEGRITY-SHA256 and FINGERPRINT appear at
   most once each, only at the end and in that order (RFC 8489 §14.5-14.7), with arbitrary
-  (unverified) values; `signed_messages()` computes real ones with `stun.integrity`;
+  (unverified) values; `signed_messages()` computes real ones with `trelay.stun.integrity`;
 - `almost_valid_messages()` yields a valid encoding with one targeted corruption; it may
   or may not still decode (a flipped transaction id bit is harmless), which is the point:
   a decoder must either return a `Message` or raise `StunDecodeError`.
@@ -38,15 +38,15 @@ try:
     from hypothesis.strategies import SearchStrategy
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(
-        "stun.strategies needs hypothesis; install it with: pip install 'trelay[hypothesis]'"
+        "trelay.stun.strategies needs hypothesis; install it with: pip install 'trelay[hypothesis]'"
     ) from exc
 
-from stun import address_attributes as addr
-from stun import attributes as attrs
-from stun import auth_attributes as auth_attrs
-from stun import error_attributes as error_attrs
-from stun.attributes import Attribute, UnknownAttribute
-from stun.codes import (
+from trelay.stun import address_attributes as addr
+from trelay.stun import attributes as attrs
+from trelay.stun import auth_attributes as auth_attrs
+from trelay.stun import error_attributes as error_attrs
+from trelay.stun.attributes import Attribute, UnknownAttribute
+from trelay.stun.codes import (
     HEADER_LENGTH,
     MAGIC_COOKIE,
     TRANSACTION_ID_LENGTH,
@@ -56,7 +56,7 @@ from stun.codes import (
     Method,
     PasswordAlgorithmId,
 )
-from stun.message import (
+from trelay.stun.message import (
     ATTRIBUTE_CLASS_BY_TYPE,
     ATTRIBUTE_CLASSES,
     Message,
@@ -151,7 +151,7 @@ _families = st.sampled_from(AddressFamily)
 _algorithms = st.sampled_from(PasswordAlgorithmId).map(int) | _u(16)
 _algorithm_entries = st.tuples(_algorithms, st.binary(max_size=16))
 
-# One entry per class in stun.message.ATTRIBUTE_CLASSES (a test checks the two agree).
+# One entry per class in trelay.stun.message.ATTRIBUTE_CLASSES (a test checks the two agree).
 # Limits: RFC 8489 §14 text bounds as the decoder enforces them; sizes of opaque values
 # are kept small enough that a message of ten attributes stays far below 65535 bytes.
 _TABLE: dict[type[Attribute], SearchStrategy[Attribute]] = {
@@ -220,7 +220,7 @@ _TABLE: dict[type[Attribute], SearchStrategy[Attribute]] = {
 ATTRIBUTE_STRATEGIES: Mapping[type[Attribute], SearchStrategy[Attribute]] = MappingProxyType(
     {cls: _TABLE[cls] for cls in ATTRIBUTE_CLASSES if cls in _TABLE}
 )
-"""The strategy for each attribute class of `stun.message.ATTRIBUTE_CLASSES`."""
+"""The strategy for each attribute class of `trelay.stun.message.ATTRIBUTE_CLASSES`."""
 
 
 def attributes_of(kind: type[A]) -> SearchStrategy[A]:
@@ -337,14 +337,14 @@ class SignedMessage:
 def signed_messages(
     draw: st.DrawFn, source: SearchStrategy[Message] | None = None
 ) -> SignedMessage:
-    """Messages signed by `stun.integrity.encode_signed` with a random key and options.
+    """Messages signed by `trelay.stun.integrity.encode_signed` with a random key and options.
 
     The key is None (FINGERPRINT only) or 1-64 random bytes; SHA-1 and/or SHA-256
     integrity (with a truncation length of 16-32) and FINGERPRINT are chosen at random.
     `source` must yield messages without integrity attributes (default: `messages()`
     with `trailer=False`).
     """
-    from stun.integrity import encode_signed  # noqa: PLC0415 - written after this module
+    from trelay.stun.integrity import encode_signed  # noqa: PLC0415 - written after this module
 
     message = draw(messages(trailer=False) if source is None else source)
     key = draw(st.none() | st.binary(min_size=1, max_size=64))

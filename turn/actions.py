@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
-from turn.addressing import Address, FiveTuple
+from trelay.turn.addressing import Address, FiveTuple
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,28 +17,28 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from stun.address_attributes import XorMappedAddress, XorRelayedAddress
-from stun.attributes import (
+from trelay.stun.address_attributes import XorMappedAddress, XorRelayedAddress
+from trelay.stun.attributes import (
     EvenPort,
     Lifetime,
     RequestedAddressFamily,
     RequestedTransport,
     ReservationToken,
 )
-from stun.codes import AddressFamily, ErrorCode, TransportProtocol
-from stun.message import Message
-from turn import responses
-from turn.actions import Action, AllocationCreated, CloseRelay, OpenRelay
-from turn.addressing import Address, FiveTuple, is_ipv6, unmap_ipv4
-from turn.allocation import Allocation
-from turn.allocation_table import PendingAllocate
-from turn.auth import Authenticated
-from turn.config import TurnConfig
-from turn.stats import AuthFailure, Quota
-from turn.timers import TimerKind
+from trelay.stun.codes import AddressFamily, ErrorCode, TransportProtocol
+from trelay.stun.message import Message
+from trelay.turn import responses
+from trelay.turn.actions import Action, AllocationCreated, CloseRelay, OpenRelay
+from trelay.turn.addressing import Address, FiveTuple, is_ipv6, unmap_ipv4
+from trelay.turn.allocation import Allocation
+from trelay.turn.allocation_table import PendingAllocate
+from trelay.turn.auth import Authenticated
+from trelay.turn.config import TurnConfig
+from trelay.turn.stats import AuthFailure, Quota
+from trelay.turn.timers import TimerKind
 
 if TYPE_CHECKING:
-    from turn.server import TurnServer
+    from trelay.turn.server import TurnServer
 
 # How many relay ports an Allocate tries before it gives up with 508.
 _MAX_BIND_ATTEMPTS = 4

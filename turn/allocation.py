@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from turn.addressing import Address, FiveTuple
+from trelay.turn.addressing import Address, FiveTuple
 
 Buffer = bytes | bytearray | memoryview
 

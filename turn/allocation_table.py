@@ -18,12 +18,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from stun.codes import AddressFamily
-from stun.message import Message
-from turn.addressing import Address, ClientTransport, FiveTuple
-from turn.allocation import Allocation
-from turn.auth import Authenticated
-from turn.port_pool import RelayPortPool
+from trelay.stun.codes import AddressFamily
+from trelay.stun.message import Message
+from trelay.turn.addressing import Address, ClientTransport, FiveTuple
+from trelay.turn.allocation import Allocation
+from trelay.turn.auth import Authenticated
+from trelay.turn.port_pool import RelayPortPool
 
 
 @dataclass(slots=True)

@@ -19,11 +19,11 @@ answer. The order of checks follows §9.2.4:
 
 RFC 8489 security features (§9.2, on by default): 401 and 438 carry a nonce that starts
 with the nonce cookie (bits "Password algorithms" and "Username anonymity"; the cookie
-is HMAC-covered, `turn.nonces`) and PASSWORD-ALGORITHMS (SHA-256, MD5). Clients that
+is HMAC-covered, `trelay.turn.nonces`) and PASSWORD-ALGORITHMS (SHA-256, MD5). Clients that
 know none of it (aioice, Chrome, coturn's tools) echo the nonce, ignore the
 comprehension-optional attribute and keep using MD5 keys and USERNAME: step 4 lets them
 through. USERHASH is honoured only under a nonce that advertised "Username anonymity",
-and finds static users only (`turn.credential_sources`).
+and finds static users only (`trelay.turn.credential_sources`).
 
 Third-party authorization (RFC 7635, optional): 401 challenges also carry
 THIRD-PARTY-AUTHORIZATION; a request with ACCESS-TOKEN is checked against the key table
@@ -40,7 +40,7 @@ import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from stun.attributes import (
+from trelay.stun.attributes import (
     Attribute,
     Lifetime,
     MessageIntegrity,
@@ -51,15 +51,15 @@ from stun.attributes import (
     UserHash,
     Username,
 )
-from stun.auth_attributes import AccessToken, PasswordAlgorithm, PasswordAlgorithms
-from stun.codes import ErrorCode, Method, PasswordAlgorithmId
-from stun.integrity import verify_integrity
-from stun.message import Message
-from stun.nonce_cookie import SecurityFeature
-from turn.addressing import Address
-from turn.credential_sources import Credential, CredentialSources, Sha256Key
-from turn.nonces import NonceStamper
-from turn.third_party import ThirdPartyAuthorizer
+from trelay.stun.auth_attributes import AccessToken, PasswordAlgorithm, PasswordAlgorithms
+from trelay.stun.codes import ErrorCode, Method, PasswordAlgorithmId
+from trelay.stun.integrity import verify_integrity
+from trelay.stun.message import Message
+from trelay.stun.nonce_cookie import SecurityFeature
+from trelay.turn.addressing import Address
+from trelay.turn.credential_sources import Credential, CredentialSources, Sha256Key
+from trelay.turn.nonces import NonceStamper
+from trelay.turn.third_party import ThirdPartyAuthorizer
 
 # What 401/438 offer, in preference order (RFC 8489 §14.12); compared as sent (§9.2.4).
 OFFERED_ALGORITHMS = PasswordAlgorithms(

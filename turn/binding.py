@@ -23,14 +23,14 @@ import ipaddress
 from collections.abc import Callable
 from typing import TypeAlias
 
-from stun.address_attributes import XorMappedAddress
-from stun.attributes import Fingerprint, Software
-from stun.codes import ErrorCode, MessageClass, Method
-from stun.error_attributes import UnknownAttributes
-from stun.errors import StunDecodeError
-from stun.integrity import verify_fingerprint
-from stun.message import Message, decode_message
-from turn import responses
+from trelay.stun.address_attributes import XorMappedAddress
+from trelay.stun.attributes import Fingerprint, Software
+from trelay.stun.codes import ErrorCode, MessageClass, Method
+from trelay.stun.error_attributes import UnknownAttributes
+from trelay.stun.errors import StunDecodeError
+from trelay.stun.integrity import verify_fingerprint
+from trelay.stun.message import Message, decode_message
+from trelay.turn import responses
 
 Responder: TypeAlias = Callable[[bytes, tuple[str, int]], bytes | None]
 """Called with one STUN message (a datagram or a deframed stream frame) and the source

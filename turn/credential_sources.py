@@ -30,8 +30,8 @@ import hmac
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from stun.codes import PasswordAlgorithmId
-from stun.credentials import long_term_key, userhash
+from trelay.stun.codes import PasswordAlgorithmId
+from trelay.stun.credentials import long_term_key, userhash
 
 MD5 = PasswordAlgorithmId.MD5
 

@@ -12,15 +12,15 @@ functions serve the slower paths and the tests, and return plain values.
 
 from __future__ import annotations
 
-from stun.address_attributes import XorPeerAddress
-from stun.attributes import Data, DontFragment
-from stun.channel_data import encode_channel_data
-from stun.codes import MessageClass, Method
-from stun.message import Message, encode_message, new_transaction_id
-from turn.actions import Action, SendToPeer
-from turn.addressing import Address, is_ipv6
-from turn.allocation import Allocation
-from turn.policy import PeerPolicy
+from trelay.stun.address_attributes import XorPeerAddress
+from trelay.stun.attributes import Data, DontFragment
+from trelay.stun.channel_data import encode_channel_data
+from trelay.stun.codes import MessageClass, Method
+from trelay.stun.message import Message, encode_message, new_transaction_id
+from trelay.turn.actions import Action, SendToPeer
+from trelay.turn.addressing import Address, is_ipv6
+from trelay.turn.allocation import Allocation
+from trelay.turn.policy import PeerPolicy
 
 
 def send_indication(

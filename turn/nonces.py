@@ -7,7 +7,7 @@ secret. Any process that holds the secret checks a nonce without shared state; a
 replayed from another address, a forged one or an expired one is stale (438).
 
 The optional cookie is RFC 8489 §9.2's "nonce cookie" ("obMatJos2" + the 24 security
-feature bits, `stun.nonce_cookie`). It is covered by the tag, so the feature bits a
+feature bits, `trelay.stun.nonce_cookie`). It is covered by the tag, so the feature bits a
 client echoes are the ones we sent: an attacker who strips or alters them in the
 (unauthenticated) 401 makes the nonce stale, which is the bid-down protection of §9.2.1.
 A nonce without a cookie is exactly the pre-RFC 8489 format (legacy clients, and nonces
@@ -24,13 +24,13 @@ import base64
 import hashlib
 import hmac
 
-from stun.nonce_cookie import (
+from trelay.stun.nonce_cookie import (
     NONCE_COOKIE_LENGTH,
     SecurityFeature,
     make_nonce_cookie,
     parse_nonce_cookie,
 )
-from turn.addressing import Address
+from trelay.turn.addressing import Address
 
 _BODY_LENGTH = 30  # 8 hex digits of expiry + 22 base64url characters of tag
 

@@ -12,17 +12,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from stun.address_attributes import XorPeerAddress
-from stun.attributes import ChannelNumber
-from stun.channel_data import is_valid_channel
-from stun.codes import ErrorCode
-from stun.message import Message
-from turn import responses
-from turn.addressing import is_ipv6
-from turn.allocation import Allocation
+from trelay.stun.address_attributes import XorPeerAddress
+from trelay.stun.attributes import ChannelNumber
+from trelay.stun.channel_data import is_valid_channel
+from trelay.stun.codes import ErrorCode
+from trelay.stun.message import Message
+from trelay.turn import responses
+from trelay.turn.addressing import is_ipv6
+from trelay.turn.allocation import Allocation
 
 if TYPE_CHECKING:
-    from turn.server import TurnServer
+    from trelay.turn.server import TurnServer
 
 
 def _peer_error(

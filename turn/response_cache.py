@@ -10,7 +10,7 @@ client's whole retransmission schedule, 39.5 s by default) and the map holds at 
 
 from __future__ import annotations
 
-from turn.addressing import FiveTuple
+from trelay.turn.addressing import FiveTuple
 
 
 class ResponseCache:

@@ -10,12 +10,12 @@ carries the RFC's reason phrase unless a more precise one is given.
 
 from __future__ import annotations
 
-from stun.attributes import Attribute, Software
-from stun.codes import ErrorCode, MessageClass
-from stun.error_attributes import ErrorCodeAttribute
-from stun.integrity import encode_signed
-from stun.message import Message
-from turn.credential_sources import Sha256Key
+from trelay.stun.attributes import Attribute, Software
+from trelay.stun.codes import ErrorCode, MessageClass
+from trelay.stun.error_attributes import ErrorCodeAttribute
+from trelay.stun.integrity import encode_signed
+from trelay.stun.message import Message
+from trelay.turn.credential_sources import Sha256Key
 
 
 def success(

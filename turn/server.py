@@ -1,9 +1,9 @@
 """The TURN server core (RFC 8656), sans I/O: bytes, addresses and `now` in; actions out.
 
-Owns every request a TURN client sends: Binding, Allocate (in `turn.allocate`),
-Refresh, CreatePermission and ChannelBind (in `turn.peer_requests`), Send indications;
-and what happens when timers (`turn.timers`) come due. Who holds which allocation,
-pending Allocates and quotas are kept in `turn.allocation_table`.
+Owns every request a TURN client sends: Binding, Allocate (in `trelay.turn.allocate`),
+Refresh, CreatePermission and ChannelBind (in `trelay.turn.peer_requests`), Send indications;
+and what happens when timers (`trelay.turn.timers`) come due. Who holds which allocation,
+pending Allocates and quotas are kept in `trelay.turn.allocation_table`.
 
 Time: `now` is monotonic seconds from the caller, for lifetimes and timers; the injected
 `wall_clock` gives Unix seconds for nonces and TURN REST credential expiry.
@@ -23,7 +23,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Iterable
 
-from stun.attributes import (
+from trelay.stun.attributes import (
     Attribute,
     DontFragment,
     Fingerprint,
@@ -31,38 +31,38 @@ from stun.attributes import (
     RequestedAddressFamily,
     Software,
 )
-from stun.codes import (
+from trelay.stun.codes import (
     MAGIC_COOKIE,
     AddressFamily,
     ErrorCode,
     MessageClass,
     Method,
 )
-from stun.error_attributes import UnknownAttributes
-from stun.errors import StunDecodeError
-from stun.integrity import verify_fingerprint
-from stun.message import HEADER, Message, decode_message, decode_message_type
-from turn import allocate, peer_requests, responses
-from turn.actions import (
+from trelay.stun.error_attributes import UnknownAttributes
+from trelay.stun.errors import StunDecodeError
+from trelay.stun.integrity import verify_fingerprint
+from trelay.stun.message import HEADER, Message, decode_message, decode_message_type
+from trelay.turn import allocate, peer_requests, responses
+from trelay.turn.actions import (
     Action,
     AllocationEnded,
     CloseRelay,
     EndReason,
     SendToClient,
 )
-from turn.addressing import Address, ClientTransport, FiveTuple, is_ipv6
-from turn.allocation import Allocation
-from turn.allocation_table import AllocationTable
-from turn.auth import Authenticated, LongTermAuthenticator, Rejected
-from turn.binding import answer_binding
-from turn.config import TurnConfig
-from turn.data_path import peer_datagram, send_indication
-from turn.policy import PeerPolicy
-from turn.port_pool import RelayPortPool
-from turn.rate_limit import SourceRateLimiter
-from turn.response_cache import ResponseCache
-from turn.stats import AuthFailure, Drop, ServerStats, send_drop_reason
-from turn.timers import TimerKind, TimerQueue
+from trelay.turn.addressing import Address, ClientTransport, FiveTuple, is_ipv6
+from trelay.turn.allocation import Allocation
+from trelay.turn.allocation_table import AllocationTable
+from trelay.turn.auth import Authenticated, LongTermAuthenticator, Rejected
+from trelay.turn.binding import answer_binding
+from trelay.turn.config import TurnConfig
+from trelay.turn.data_path import peer_datagram, send_indication
+from trelay.turn.policy import PeerPolicy
+from trelay.turn.port_pool import RelayPortPool
+from trelay.turn.rate_limit import SourceRateLimiter
+from trelay.turn.response_cache import ResponseCache
+from trelay.turn.stats import AuthFailure, Drop, ServerStats, send_drop_reason
+from trelay.turn.timers import TimerKind, TimerQueue
 
 _MAX_BIND_ATTEMPTS = 4
 
@@ -247,7 +247,7 @@ class TurnServer:
         # so that the client retries with fresh ones instead of giving up.
         return self.auth.challenge(five_tuple.client, self.wall_clock())
 
-    # --- Allocate (RFC 8656 §7.2, in `turn.allocate`) -----------------------------------
+    # --- Allocate (RFC 8656 §7.2, in `trelay.turn.allocate`) -----------------------------------
 
     def relay_opened(self, five_tuple: FiveTuple, relayed: Address, now: float) -> list[Action]:
         """The runtime bound the relay socket of a pending Allocate at `relayed`."""

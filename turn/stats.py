@@ -1,13 +1,13 @@
 """The TURN core's own counters: requests and their answers, auth failures, quotas, lifecycle.
 
-Owns `ServerStats`, plain integers the core (`turn.server.TurnServer.stats`) bumps on
+Owns `ServerStats`, plain integers the core (`trelay.turn.server.TurnServer.stats`) bumps on
 the control path, where it answers a request (RFC 8489 §6.3) or ends an allocation
 (RFC 8656 §7). Nothing here runs per relayed packet. The runtime publishes these at
-scrape time (`relay.metrics`) and adds the one thing the core cannot know, how long a
+scrape time (`trelay.ops.metrics`) and adds the one thing the core cannot know, how long a
 request took (`observe_request`, seconds measured by the caller).
 
 Invariants:
-- every key space is bounded whatever the traffic: methods outside `stun.codes.Method`
+- every key space is bounded whatever the traffic: methods outside `trelay.stun.codes.Method`
   count as `OTHER_METHOD`, error codes are the ones the core answers with, the other
   keys are enums; no username, address or allocation is ever a key;
 - `allocations_created[t] - allocations_ended[t, *]` is the number of live allocations
@@ -23,15 +23,15 @@ import struct
 from dataclasses import dataclass, field
 from enum import Enum
 
-from stun.address_attributes import XorPeerAddress
-from stun.attributes import Data
-from stun.codes import MessageClass, Method
-from stun.message import Message, decode_message_type
-from turn.actions import Action, EndReason, SendToClient
-from turn.addressing import ClientTransport
-from turn.allocation import Allocation
-from turn.auth import Rejected
-from turn.policy import PeerPolicy
+from trelay.stun.address_attributes import XorPeerAddress
+from trelay.stun.attributes import Data
+from trelay.stun.codes import MessageClass, Method
+from trelay.stun.message import Message, decode_message_type
+from trelay.turn.actions import Action, EndReason, SendToClient
+from trelay.turn.addressing import ClientTransport
+from trelay.turn.allocation import Allocation
+from trelay.turn.auth import Rejected
+from trelay.turn.policy import PeerPolicy
 
 SUCCESS_CODE = 200
 OTHER_METHOD = -1
@@ -130,7 +130,7 @@ class ServerStats:
 
 
 def auth_failure(rejected: Rejected) -> AuthFailure:
-    """Map a `turn.auth.Rejected` to its bounded reason."""
+    """Map a `trelay.turn.auth.Rejected` to its bounded reason."""
     if rejected.anonymous:
         return AuthFailure.MISSING
     if rejected.code == 400:
@@ -146,7 +146,7 @@ def auth_failure(rejected: Rejected) -> AuthFailure:
 
 
 def send_drop_reason(allocation: Allocation | None, message: Message, policy: PeerPolicy) -> Drop:
-    """Why a Send indication (RFC 8656 §10.2) that `turn.data_path` refused was dropped."""
+    """Why a Send indication (RFC 8656 §10.2) that `trelay.turn.data_path` refused was dropped."""
     if allocation is None:
         return Drop.NO_ALLOCATION
     peer = message.get(XorPeerAddress)

@@ -6,7 +6,7 @@ server and this TURN server share one long-term key per `kid` (RFC 7635 §4.1: t
 and sends ACCESS-TOKEN, USERNAME = kid and a MESSAGE-INTEGRITY computed with `mac_key`
 (RFC 7635 §5, §6.2).
 
-Token layout (RFC 7635 §6.2; the outer nonce/ciphertext split is `stun.attributes.
+Token layout (RFC 7635 §6.2; the outer nonce/ciphertext split is `trelay.stun.attributes.
 AccessToken`):
 
     nonce_length (16) | nonce | encrypted_block
@@ -20,14 +20,14 @@ server whose clock runs a little ahead, RFC 7635 §9.2 leaves the margin to the 
 
 The AEAD (AES-256-GCM for 32-byte keys, AES-128-GCM / A128GCM for 16-byte keys) lives
 behind `TokenDecryptor`: the pure core imports no crypto library (import-linter
-contract); the runtime passes `relay.token_crypto.AesGcmTokenCipher`.
+contract); the runtime passes `trelay.credentials.token_crypto.AesGcmTokenCipher`.
 
 Identity for quotas and revocation: `<kid>#<16 hex digits of SHA-256(mac_key)>`. A kid
 names a key shared with an authorization server, not a user (one kid serves all its
 users, and is rotated on its own schedule), so counting allocations per kid would put
 every user of that server in one quota. Each token carries a fresh mac_key, so its
 fingerprint stands for the grant that the authorization server made to one client;
-revoking the bare kid (see `turn.auth`) refuses every token under it.
+revoking the bare kid (see `trelay.turn.auth`) refuses every token under it.
 
 Invariants: `open` is total (any bytes give a `Credential` or None, never an
 exception); a decryptor that raises is a bug in the runtime, not a client's doing.
@@ -41,8 +41,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from stun.auth_attributes import AccessToken
-from turn.credential_sources import Credential
+from trelay.stun.auth_attributes import AccessToken
+from trelay.turn.credential_sources import Credential
 
 _FRACTIONS = 64000  # units of the 16-bit fraction of the timestamp (RFC 7635 §6.2)
 _TAIL = struct.Struct("!QI")  # timestamp, lifetime

@@ -13,7 +13,7 @@ import heapq
 from collections.abc import Iterator
 from enum import Enum
 
-from turn.allocation import Allocation
+from trelay.turn.allocation import Allocation
 
 
 class TimerKind(Enum):

@@ -13,9 +13,9 @@ from typing import Any
 
 import yaml
 
-from relay.cli import build_parser, flags_from
-from relay.http_app import NodeStatus, build_app
-from relay.settings import load_settings
+from trelay.config.settings import load_settings
+from trelay.ops.http_app import NodeStatus, build_app
+from trelay.process.cli import build_parser, flags_from
 
 ROOT = Path(__file__).parents[2]
 MANIFEST = ROOT / "deploy" / "kubernetes" / "trelay.yaml"
@@ -70,7 +70,7 @@ def test_the_probes_ask_endpoints_trelay_serves() -> None:
 
 
 def test_the_grace_period_leaves_time_to_drain() -> None:
-    from relay.cli import DRAIN_GRACE_SECONDS
+    from trelay.process.cli import DRAIN_GRACE_SECONDS
 
     spec = documents()["DaemonSet"]["spec"]["template"]["spec"]
     assert spec["terminationGracePeriodSeconds"] > DRAIN_GRACE_SECONDS + 5

@@ -1,15 +1,15 @@
 """The dashboard and the alert rules use only metrics trelay exports, and cover them.
 
 `known_metric_names()` is the one place the list comes from: the names a live `trelay
-serve` serves on /metrics (`tests.deploy.live_scrape`).
+serve` serves on /metrics (`tests.helpers.live_scrape`).
 """
 
 from __future__ import annotations
 
 import pytest
 
-from tests.deploy.live_scrape import scraped_metrics
-from tests.deploy.monitoring_files import (
+from tests.helpers.live_scrape import scraped_metrics
+from tests.helpers.monitoring_files import (
     ALERT_RULES,
     AlertRule,
     dashboard_exprs,

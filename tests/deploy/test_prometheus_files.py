@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.deploy.monitoring_files import (
+from tests.helpers.monitoring_files import (
     ALERT_RULES,
     ALERT_TESTS,
     PROMETHEUS_CONFIG,

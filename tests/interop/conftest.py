@@ -11,57 +11,21 @@ client printed with what trelay really saw on the wire.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pytest
 import trio
 
-from relay.frontend import ResponderFrontend
-from relay.stream_listener import serve_stream
-from relay.tls import context_from_pem, generate_self_signed
-from relay.udp_listener import serve_udp
-from tests.interop.trio_thread import trio_in_thread
-from tests.netutil import ipv6_loopback_works
-from turn.binding import BindingResponder, Responder
+from tests.helpers.binding_relay import SOFTWARE, RecordingResponder, ThreadedRelay
+from tests.helpers.netutil import ipv6_loopback_works
+from trelay.icekit.loopback_relay import trio_in_thread
+from trelay.node.frontend import ResponderFrontend
+from trelay.node.stream_listener import serve_stream
+from trelay.node.tls import context_from_pem, generate_self_signed
+from trelay.node.udp_listener import serve_udp
+from trelay.turn.binding import BindingResponder
 
-SOFTWARE = "trelay interop"
 STARTUP_TIMEOUT = 10.0
-
-
-class RecordingResponder:
-    """A BindingResponder that remembers the source of every message it is given."""
-
-    def __init__(self, inner: Responder) -> None:
-        self.inner = inner
-        self._lock = threading.Lock()
-        self._sources: list[tuple[str, int]] = []
-
-    def __call__(self, data: bytes, source: tuple[str, int]) -> bytes | None:
-        with self._lock:
-            self._sources.append(source)
-        return self.inner(data, source)
-
-    def sources(self) -> list[tuple[str, int]]:
-        with self._lock:
-            return list(self._sources)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._sources.clear()
-
-
-@dataclass
-class ThreadedRelay:
-    """Where the listeners are, the certificate the TLS one presents, what it saw."""
-
-    udp: tuple[str, int]
-    udp6: tuple[str, int] | None
-    tcp: tuple[str, int]
-    tls: tuple[str, int]
-    cert_pem: bytes
-    responder: RecordingResponder
 
 
 @pytest.fixture(scope="module")

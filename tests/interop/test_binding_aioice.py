@@ -19,7 +19,7 @@ import aioice.ice
 import pytest
 from aioice import stun as aioice_stun
 
-from tests.interop.conftest import SOFTWARE, ThreadedRelay
+from tests.helpers.binding_relay import SOFTWARE, ThreadedRelay
 
 pytestmark = pytest.mark.interop
 

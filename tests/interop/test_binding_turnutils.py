@@ -14,7 +14,7 @@ import subprocess
 
 import pytest
 
-from tests.interop.conftest import ThreadedRelay
+from tests.helpers.binding_relay import ThreadedRelay
 
 STUNCLIENT = shutil.which("turnutils_stunclient")
 

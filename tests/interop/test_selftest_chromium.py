@@ -18,11 +18,11 @@ from hypercorn.typing import ASGIFramework
 from selenium import webdriver
 from starlette.applications import Starlette
 
-from relay.ice_config import TurnCredential, ice_servers
-from relay.selftest import selftest_routes
-from relay.server import BoundAddresses
-from tests.interop.chromium import headless_chromium, missing_binaries
-from tests.interop.turn_relay import PASSWORD, USERNAME, RunningNode, threaded_turn_node
+from tests.helpers.chromium import headless_chromium, missing_binaries
+from tests.helpers.turn_relay import PASSWORD, USERNAME, RunningNode, threaded_turn_node
+from trelay.credentials.ice_config import TurnCredential, ice_servers
+from trelay.node.listeners import BoundAddresses
+from trelay.ops.selftest import selftest_routes
 
 pytestmark = [
     pytest.mark.interop,

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.aioice_call import relayed_call
-from tests.interop.turn_relay import PASSWORD, USERNAME, threaded_turn_node
+from tests.helpers.aioice_call import relayed_call
+from tests.helpers.turn_relay import PASSWORD, USERNAME, threaded_turn_node
 
 pytestmark = pytest.mark.interop
 TIMEOUT = 20.0

@@ -23,11 +23,11 @@ import trio
 import trio.lowlevel
 import trio.testing
 
-from relay.turn_node import TurnNode
-from tests.aioice_call import connected_pair, exchange
-from tests.interop.turn_relay import PASSWORD, USERNAME, RunningNode, threaded_turn_node
-from tests.relay.turn_client import Peer, TurnClient, peer, udp_client
-from turn.addressing import Address, ClientTransport, FiveTuple
+from tests.helpers.aioice_call import connected_pair, exchange
+from tests.helpers.turn_client import Peer, TurnClient, peer, udp_client
+from tests.helpers.turn_relay import PASSWORD, USERNAME, RunningNode, threaded_turn_node
+from trelay.node.turn_node import TurnNode
+from trelay.turn.addressing import Address, ClientTransport, FiveTuple
 
 pytestmark = pytest.mark.interop
 TIMEOUT = 20.0

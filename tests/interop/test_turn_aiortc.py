@@ -32,8 +32,8 @@ from aiortc import (
     RTCPeerConnection,
 )
 
-from tests.interop.turn_relay import PASSWORD, USERNAME, threaded_turn_node
-from turn.addressing import ClientTransport, FiveTuple
+from tests.helpers.turn_relay import PASSWORD, USERNAME, threaded_turn_node
+from trelay.turn.addressing import ClientTransport, FiveTuple
 
 pytestmark = pytest.mark.interop
 TIMEOUT = 30.0

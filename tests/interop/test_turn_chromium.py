@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from selenium import webdriver
 
-from tests.interop.chromium import (
+from tests.helpers.chromium import (
     CHROMEDRIVER,
     SCRIPT_TIMEOUT,
     check_relayed_call,
@@ -31,8 +31,8 @@ from tests.interop.chromium import (
     missing_binaries,
     wait_for_no_allocations,
 )
-from tests.interop.turn_relay import PASSWORD, USERNAME, RunningNode, threaded_turn_node
-from turn.addressing import ClientTransport
+from tests.helpers.turn_relay import PASSWORD, USERNAME, RunningNode, threaded_turn_node
+from trelay.turn.addressing import ClientTransport
 
 pytestmark = pytest.mark.interop
 

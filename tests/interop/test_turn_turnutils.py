@@ -29,9 +29,8 @@ from enum import Enum
 
 import pytest
 
-from relay.data_path import DataPathCounters
-from tests.interop.turn_relay import threaded_turn_node
-from tests.interop.turnutils import (
+from tests.helpers.turn_relay import threaded_turn_node
+from tests.helpers.turnutils import (
     PEER,
     UCLIENT,
     TurnTrafficRecorder,
@@ -40,7 +39,8 @@ from tests.interop.turnutils import (
     parse_summary,
     run_uclient,
 )
-from turn.addressing import Address
+from trelay.node.data_path import DataPathCounters
+from trelay.turn.addressing import Address
 
 pytestmark = [
     pytest.mark.interop,

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import pytest
 
-from stun import address_attributes as addr
-from stun import attributes as attrs
-from stun import auth_attributes as auth_attrs
-from stun import error_attributes as error_attrs
-from stun.attributes import Attribute, UnknownAttribute
-from stun.codes import AddressFamily, MessageClass, Method
-from stun.errors import StunDecodeError
-from stun.message import (
+from trelay.stun import address_attributes as addr
+from trelay.stun import attributes as attrs
+from trelay.stun import auth_attributes as auth_attrs
+from trelay.stun import error_attributes as error_attrs
+from trelay.stun.attributes import Attribute, UnknownAttribute
+from trelay.stun.codes import AddressFamily, MessageClass, Method
+from trelay.stun.errors import StunDecodeError
+from trelay.stun.message import (
     ATTRIBUTE_CLASSES,
     Message,
     decode_message,

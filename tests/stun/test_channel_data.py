@@ -1,4 +1,4 @@
-"""TURN ChannelData encoding and datagram decoding (stun.channel_data, RFC 8656 §12)."""
+"""TURN ChannelData encoding and datagram decoding (trelay.stun.channel_data, RFC 8656 §12)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stun.channel_data import (
+from trelay.stun.channel_data import (
     CHANNEL_HEADER,
     CHANNEL_HEADER_LENGTH,
     MAX_CHANNEL,
@@ -18,7 +18,7 @@ from stun.channel_data import (
     padded_length,
     parse_channel_header,
 )
-from stun.errors import StunDecodeError
+from trelay.stun.errors import StunDecodeError
 
 channels = st.integers(MIN_CHANNEL, MAX_CHANNEL)
 

@@ -10,8 +10,8 @@ from aioice.turn import make_integrity_key
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stun.codes import PasswordAlgorithmId
-from stun.credentials import long_term_key, opaque_string, short_term_key, userhash
+from trelay.stun.codes import PasswordAlgorithmId
+from trelay.stun.credentials import long_term_key, opaque_string, short_term_key, userhash
 
 
 @pytest.mark.parametrize(

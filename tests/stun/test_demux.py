@@ -1,4 +1,4 @@
-"""RFC 7983 / RFC 9443 first-byte demultiplexing (stun.demux)."""
+"""RFC 7983 / RFC 9443 first-byte demultiplexing (trelay.stun.demux)."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stun.channel_data import MAX_CHANNEL, MIN_CHANNEL, encode_channel_data
-from stun.codes import MessageClass, Method
-from stun.demux import KIND_BY_FIRST_BYTE, RANGES, PacketKind, classify, classify_packet
-from stun.message import Message, encode_message
+from trelay.stun.channel_data import MAX_CHANNEL, MIN_CHANNEL, encode_channel_data
+from trelay.stun.codes import MessageClass, Method
+from trelay.stun.demux import KIND_BY_FIRST_BYTE, RANGES, PacketKind, classify, classify_packet
+from trelay.stun.message import Message, encode_message
 
 
 def expected_kind(first_byte: int) -> PacketKind:

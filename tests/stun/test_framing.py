@@ -1,4 +1,4 @@
-"""Stream deframing of STUN and ChannelData over TCP/TLS (stun.framing)."""
+"""Stream deframing of STUN and ChannelData over TCP/TLS (trelay.stun.framing)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stun.attributes import Software
-from stun.channel_data import MAX_CHANNEL, MAX_DATA_LENGTH, MIN_CHANNEL, encode_channel_data
-from stun.codes import HEADER_LENGTH, MAGIC_COOKIE_BYTES, MessageClass, Method
-from stun.errors import StunDecodeError
-from stun.framing import MAX_FRAME_SIZE, Frame, StreamDeframer
-from stun.message import Message, decode_message, encode_message
+from trelay.stun.attributes import Software
+from trelay.stun.channel_data import MAX_CHANNEL, MAX_DATA_LENGTH, MIN_CHANNEL, encode_channel_data
+from trelay.stun.codes import HEADER_LENGTH, MAGIC_COOKIE_BYTES, MessageClass, Method
+from trelay.stun.errors import StunDecodeError
+from trelay.stun.framing import MAX_FRAME_SIZE, Frame, StreamDeframer
+from trelay.stun.message import Message, decode_message, encode_message
 
 TID = bytes(range(12))
 

@@ -9,7 +9,7 @@ from aioice import stun as aioice_stun
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stun.attributes import (
+from trelay.stun.attributes import (
     Attribute,
     Data,
     Fingerprint,
@@ -19,15 +19,15 @@ from stun.attributes import (
     UnknownAttribute,
     Username,
 )
-from stun.codes import AttributeType, MessageClass, Method
-from stun.integrity import (
+from trelay.stun.codes import AttributeType, MessageClass, Method
+from trelay.stun.integrity import (
     IntegrityAlgorithms,
     encode_signed,
     integrity_algorithms,
     verify_fingerprint,
     verify_integrity,
 )
-from stun.message import Message, decode_message, encode_message
+from trelay.stun.message import Message, decode_message, encode_message
 
 KEY = b"VOkJxbRl1RmTxUk/WvJxBt"
 TID = bytes.fromhex("b7e7a701bc34d686fa87dfae")

@@ -1,4 +1,4 @@
-"""Unit tests of the STUN header and attribute list (stun.message, RFC 8489 §5, §14)."""
+"""Unit tests of the STUN header and attribute list (trelay.stun.message, RFC 8489 §5, §14)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import struct
 
 import pytest
 
-from stun.address_attributes import XorMappedAddress, XorPeerAddress
-from stun.attributes import (
+from trelay.stun.address_attributes import XorMappedAddress, XorPeerAddress
+from trelay.stun.attributes import (
     Data,
     Fingerprint,
     Lifetime,
@@ -17,9 +17,9 @@ from stun.attributes import (
     UnknownAttribute,
     Username,
 )
-from stun.codes import MAGIC_COOKIE, MessageClass, Method
-from stun.errors import StunDecodeError
-from stun.message import (
+from trelay.stun.codes import MAGIC_COOKIE, MessageClass, Method
+from trelay.stun.errors import StunDecodeError
+from trelay.stun.message import (
     ATTRIBUTE_CLASS_BY_TYPE,
     Message,
     decode_message,

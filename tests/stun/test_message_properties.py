@@ -1,4 +1,4 @@
-"""Property tests of the STUN codec, driven by the public strategies in stun.strategies.
+"""Property tests of the STUN codec, driven by the public strategies in trelay.stun.strategies.
 
 Round trips (`decode(encode(m)) == m`), totality of the decoder (arbitrary and almost
 valid bytes only ever raise `StunDecodeError`) and the strategies' own promises.
@@ -14,12 +14,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stun import strategies as stun_st
-from stun.attributes import Attribute, Fingerprint, MessageIntegrity, UnknownAttribute
-from stun.codes import MAGIC_COOKIE, AddressFamily, MessageClass, Method, is_comprehension_required
-from stun.errors import StunDecodeError
-from stun.integrity import verify_fingerprint, verify_integrity
-from stun.message import (
+from trelay.stun import strategies as stun_st
+from trelay.stun.attributes import Attribute, Fingerprint, MessageIntegrity, UnknownAttribute
+from trelay.stun.codes import (
+    MAGIC_COOKIE,
+    AddressFamily,
+    MessageClass,
+    Method,
+    is_comprehension_required,
+)
+from trelay.stun.errors import StunDecodeError
+from trelay.stun.integrity import verify_fingerprint, verify_integrity
+from trelay.stun.message import (
     ATTRIBUTE_CLASS_BY_TYPE,
     ATTRIBUTE_CLASSES,
     Message,
@@ -108,11 +114,11 @@ def test_almost_valid_messages_change_the_encoding(valid: bytes, data: st.DataOb
 
 
 def test_import_without_hypothesis_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delitem(sys.modules, "stun.strategies")
+    monkeypatch.delitem(sys.modules, "trelay.stun.strategies")
     monkeypatch.setitem(sys.modules, "hypothesis", None)
     monkeypatch.setitem(sys.modules, "hypothesis.strategies", None)
     with pytest.raises(ImportError, match=r"trelay\[hypothesis\]"):
-        importlib.import_module("stun.strategies")
+        importlib.import_module("trelay.stun.strategies")
 
 
 # --- the codec -----------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stun.nonce_cookie import (
+from trelay.stun.nonce_cookie import (
     NONCE_COOKIE_LENGTH,
     SecurityFeature,
     make_nonce_cookie,

@@ -17,8 +17,8 @@ import struct
 import pytest
 from aioice.turn import make_integrity_key
 
-from stun.address_attributes import XorMappedAddress
-from stun.attributes import (
+from trelay.stun.address_attributes import XorMappedAddress
+from trelay.stun.attributes import (
     Attribute,
     Fingerprint,
     IceControlled,
@@ -29,16 +29,16 @@ from stun.attributes import (
     Software,
     Username,
 )
-from stun.codes import MessageClass, Method
-from stun.credentials import long_term_key, short_term_key
-from stun.integrity import (
+from trelay.stun.codes import MessageClass, Method
+from trelay.stun.credentials import long_term_key, short_term_key
+from trelay.stun.integrity import (
     IntegrityAlgorithms,
     encode_signed,
     integrity_algorithms,
     verify_fingerprint,
     verify_integrity,
 )
-from stun.message import Message, decode_message
+from trelay.stun.message import Message, decode_message
 
 PASSWORD = "VOkJxbRl1RmTxUk/WvJxBt"
 TRANSACTION_ID = bytes.fromhex("b7e7a701bc34d686fa87dfae")

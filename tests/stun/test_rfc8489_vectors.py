@@ -25,20 +25,20 @@ import hmac
 
 import pytest
 
-from stun.attributes import MessageIntegritySha256, Nonce, Realm, UserHash
-from stun.auth_attributes import PasswordAlgorithm
-from stun.codes import MessageClass, Method, PasswordAlgorithmId
-from stun.credentials import long_term_key, opaque_string, userhash
-from stun.errors import StunDecodeError
-from stun.integrity import (
+from trelay.stun.attributes import MessageIntegritySha256, Nonce, Realm, UserHash
+from trelay.stun.auth_attributes import PasswordAlgorithm
+from trelay.stun.codes import MessageClass, Method, PasswordAlgorithmId
+from trelay.stun.credentials import long_term_key, opaque_string, userhash
+from trelay.stun.errors import StunDecodeError
+from trelay.stun.integrity import (
     IntegrityAlgorithms,
     encode_signed,
     integrity_algorithms,
     verify_fingerprint,
     verify_integrity,
 )
-from stun.message import Message, decode_message
-from stun.nonce_cookie import SecurityFeature, parse_nonce_cookie
+from trelay.stun.message import Message, decode_message
+from trelay.stun.nonce_cookie import SecurityFeature, parse_nonce_cookie
 
 USERNAME = "\u30de\u30c8\u30ea\u30c3\u30af\u30b9"
 REALM = "example.org"

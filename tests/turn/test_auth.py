@@ -8,18 +8,18 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stun.attributes import RequestedTransport
-from stun.codes import Method
-from tests.turn.harness import Client, assert_success, error_code, make_server
-from turn.config import TurnConfig
-from turn.credential_sources import (
+from tests.helpers.turn_harness import Client, assert_success, error_code, make_server
+from trelay.stun.attributes import RequestedTransport
+from trelay.stun.codes import Method
+from trelay.turn.config import TurnConfig
+from trelay.turn.credential_sources import (
     SharedSecrets,
     StaticUsers,
     parse_rest_username,
     rest_password,
 )
-from turn.nonces import NonceStamper
-from turn.rate_limit import SourceRateLimiter
+from trelay.turn.nonces import NonceStamper
+from trelay.turn.rate_limit import SourceRateLimiter
 
 KEY = b"k" * 32
 CLIENT = ("203.0.113.5", 50000)

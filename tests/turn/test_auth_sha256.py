@@ -11,20 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stun.attributes import Lifetime, Nonce, Realm, RequestedTransport, ThirdPartyAuthorization
-from stun.auth_attributes import PasswordAlgorithm, PasswordAlgorithms
-from stun.codes import MessageClass, Method, PasswordAlgorithmId
-from stun.credentials import long_term_key, opaque_string, userhash
-from stun.error_attributes import ErrorCodeAttribute
-from stun.integrity import integrity_algorithms
-from stun.message import decode_message
-from stun.nonce_cookie import (
-    NONCE_COOKIE_LENGTH,
-    SecurityFeature,
-    make_nonce_cookie,
-    parse_nonce_cookie,
-)
-from tests.turn.harness import (
+from tests.helpers.modern_client import Rfc8489Client
+from tests.helpers.turn_harness import (
     Client,
     assert_error,
     assert_success,
@@ -32,13 +20,31 @@ from tests.turn.harness import (
     make_server,
     rest_credentials,
 )
-from tests.turn.modern_client import Rfc8489Client
-from turn.auth import OFFERED_ALGORITHMS, LongTermAuthenticator
-from turn.config import TurnConfig
-from turn.credential_sources import CredentialSources, StaticUsers
-from turn.nonces import NonceStamper
-from turn.policy import PeerPolicy
-from turn.server import TurnServer
+from trelay.stun.attributes import (
+    Lifetime,
+    Nonce,
+    Realm,
+    RequestedTransport,
+    ThirdPartyAuthorization,
+)
+from trelay.stun.auth_attributes import PasswordAlgorithm, PasswordAlgorithms
+from trelay.stun.codes import MessageClass, Method, PasswordAlgorithmId
+from trelay.stun.credentials import long_term_key, opaque_string, userhash
+from trelay.stun.error_attributes import ErrorCodeAttribute
+from trelay.stun.integrity import integrity_algorithms
+from trelay.stun.message import decode_message
+from trelay.stun.nonce_cookie import (
+    NONCE_COOKIE_LENGTH,
+    SecurityFeature,
+    make_nonce_cookie,
+    parse_nonce_cookie,
+)
+from trelay.turn.auth import OFFERED_ALGORITHMS, LongTermAuthenticator
+from trelay.turn.config import TurnConfig
+from trelay.turn.credential_sources import CredentialSources, StaticUsers
+from trelay.turn.nonces import NonceStamper
+from trelay.turn.policy import PeerPolicy
+from trelay.turn.server import TurnServer
 
 SHA256 = PasswordAlgorithmId.SHA256
 MD5 = PasswordAlgorithmId.MD5

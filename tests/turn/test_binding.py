@@ -6,12 +6,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stun.address_attributes import XorMappedAddress
-from stun.attributes import Fingerprint, Software, UnknownAttribute, Username
-from stun.codes import AttributeType, MessageClass, Method
-from stun.error_attributes import ErrorCodeAttribute, UnknownAttributes
-from stun.integrity import encode_signed, verify_fingerprint
-from stun.message import (
+from trelay.stun.address_attributes import XorMappedAddress
+from trelay.stun.attributes import Fingerprint, Software, UnknownAttribute, Username
+from trelay.stun.codes import AttributeType, MessageClass, Method
+from trelay.stun.error_attributes import ErrorCodeAttribute, UnknownAttributes
+from trelay.stun.integrity import encode_signed, verify_fingerprint
+from trelay.stun.message import (
     Message,
     attribute_type,
     decode_message,
@@ -19,7 +19,7 @@ from stun.message import (
     encode_message,
     encode_message_type,
 )
-from turn.binding import BindingResponder, Responder, reflexive_address
+from trelay.turn.binding import BindingResponder, Responder, reflexive_address
 
 TID = bytes(range(12))
 SOURCE = ("192.0.2.1", 32853)

@@ -5,17 +5,17 @@ from __future__ import annotations
 
 import pytest
 
-from stun.address_attributes import XorPeerAddress
-from stun.attributes import Data, Fingerprint, MessageIntegrity, RequestedAddressFamily
-from stun.channel_data import decode_channel_data, encode_channel_data
-from stun.codes import AddressFamily, MessageClass, Method
-from stun.integrity import encode_signed
-from stun.message import Message, decode_message, encode_message
-from tests.turn.harness import REALM, Client, assert_success, make_server
-from turn.actions import SendToPeer
-from turn.addressing import ClientTransport
-from turn.allocation import Allocation
-from turn.config import TurnConfig
+from tests.helpers.turn_harness import REALM, Client, assert_success, make_server
+from trelay.stun.address_attributes import XorPeerAddress
+from trelay.stun.attributes import Data, Fingerprint, MessageIntegrity, RequestedAddressFamily
+from trelay.stun.channel_data import decode_channel_data, encode_channel_data
+from trelay.stun.codes import AddressFamily, MessageClass, Method
+from trelay.stun.integrity import encode_signed
+from trelay.stun.message import Message, decode_message, encode_message
+from trelay.turn.actions import SendToPeer
+from trelay.turn.addressing import ClientTransport
+from trelay.turn.allocation import Allocation
+from trelay.turn.config import TurnConfig
 
 PEER = ("127.0.0.1", 40000)
 

@@ -12,8 +12,19 @@ from typing import Any
 
 import pytest
 
-from stun.address_attributes import XorPeerAddress, XorRelayedAddress
-from stun.attributes import (
+from tests.helpers.turn_harness import (
+    REALM,
+    Client,
+    Clock,
+    assert_error,
+    assert_success,
+    error_code,
+    make_server,
+    rest_credentials,
+    run_timers,
+)
+from trelay.stun.address_attributes import XorPeerAddress, XorRelayedAddress
+from trelay.stun.attributes import (
     Attribute,
     ChannelNumber,
     DontFragment,
@@ -27,25 +38,14 @@ from stun.attributes import (
     UnknownAttribute,
     Username,
 )
-from stun.codes import AddressFamily, AttributeType, MessageClass, Method
-from stun.error_attributes import UnknownAttributes
-from stun.integrity import encode_signed
-from stun.message import Message, encode_header, encode_message, encode_message_type
-from tests.turn.harness import (
-    REALM,
-    Client,
-    Clock,
-    assert_error,
-    assert_success,
-    error_code,
-    make_server,
-    rest_credentials,
-    run_timers,
-)
-from turn.actions import CloseRelay, OpenRelay, SendToClient, SendToPeer
-from turn.config import TurnConfig
-from turn.policy import PeerPolicy
-from turn.server import TurnServer
+from trelay.stun.codes import AddressFamily, AttributeType, MessageClass, Method
+from trelay.stun.error_attributes import UnknownAttributes
+from trelay.stun.integrity import encode_signed
+from trelay.stun.message import Message, encode_header, encode_message, encode_message_type
+from trelay.turn.actions import CloseRelay, OpenRelay, SendToClient, SendToPeer
+from trelay.turn.config import TurnConfig
+from trelay.turn.policy import PeerPolicy
+from trelay.turn.server import TurnServer
 
 PEER = ("127.0.0.1", 40000)
 OTHER_PEER = ("127.0.0.2", 40001)

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import pytest
 
-from stun.attributes import Lifetime
-from stun.codes import Method
-from stun.integrity import encode_signed
-from tests.turn.harness import Client, assert_success, make_server, run_timers
-from turn.actions import Action, AllocationEnded, CloseRelay, EndReason, SendToPeer
-from turn.allocation import Allocation
+from tests.helpers.turn_harness import Client, assert_success, make_server, run_timers
+from trelay.stun.attributes import Lifetime
+from trelay.stun.codes import Method
+from trelay.stun.integrity import encode_signed
+from trelay.turn.actions import Action, AllocationEnded, CloseRelay, EndReason, SendToPeer
+from trelay.turn.allocation import Allocation
 
 PEER = ("127.0.0.1", 40000)
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.turn.harness import REALM, Client, assert_error, assert_success, make_server
-from turn.config import TurnConfig
-from turn.policy import PeerPolicy
+from tests.helpers.turn_harness import REALM, Client, assert_error, assert_success, make_server
+from trelay.turn.config import TurnConfig
+from trelay.turn.policy import PeerPolicy
 
 DENIED = [
     "0.0.0.0", "0.1.2.3", "10.0.0.1", "100.64.0.1", "100.127.255.254", "127.0.0.1",
@@ -93,7 +93,7 @@ def test_server_answers_403_and_drops_send_indications_to_denied_peers() -> None
 
 
 def test_tunnelled_ipv6_forms_are_denied_by_default() -> None:
-    from turn.policy import PeerPolicy as Policy
+    from trelay.turn.policy import PeerPolicy as Policy
 
     policy = Policy()
     assert not policy.permits("2002:0a00:0001::1")  # 6to4 wrapping 10.0.0.1

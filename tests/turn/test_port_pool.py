@@ -7,13 +7,13 @@ import random
 
 import pytest
 
-from stun.address_attributes import XorRelayedAddress
-from stun.attributes import EvenPort, RequestedTransport
-from stun.codes import Method
-from tests.turn.harness import REALM, Client, assert_error, assert_success, make_server
-from turn.config import TurnConfig
-from turn.port_pool import RelayPortPool
-from turn.server import TurnServer
+from tests.helpers.turn_harness import REALM, Client, assert_error, assert_success, make_server
+from trelay.stun.address_attributes import XorRelayedAddress
+from trelay.stun.attributes import EvenPort, RequestedTransport
+from trelay.stun.codes import Method
+from trelay.turn.config import TurnConfig
+from trelay.turn.port_pool import RelayPortPool
+from trelay.turn.server import TurnServer
 
 
 def pooled_server(low: int, high: int) -> TurnServer:

@@ -4,13 +4,13 @@ REALM and NONCE; other requests, deletions and other identities are unaffected."
 
 from __future__ import annotations
 
-from relay.token_crypto import AesGcmTokenCipher, mint_access_token
-from stun.error_attributes import ErrorCodeAttribute
-from stun.message import decode_message
-from tests.turn.harness import Client, Clock, assert_error, assert_success, make_server
-from tests.turn.modern_client import Rfc8489Client, TokenClient
-from turn.server import TurnServer
-from turn.third_party import ThirdPartyAuthorizer
+from tests.helpers.modern_client import Rfc8489Client, TokenClient
+from tests.helpers.turn_harness import Client, Clock, assert_error, assert_success, make_server
+from trelay.credentials.token_crypto import AesGcmTokenCipher, mint_access_token
+from trelay.stun.error_attributes import ErrorCodeAttribute
+from trelay.stun.message import decode_message
+from trelay.turn.server import TurnServer
+from trelay.turn.third_party import ThirdPartyAuthorizer
 
 NOW = 1_700_000_000.0
 PEER = ("127.0.0.1", 40000)

@@ -1,8 +1,8 @@
-from stun.address_attributes import XorRelayedAddress
-from stun.attributes import Lifetime, Nonce, Realm
-from stun.codes import MessageClass
-from tests.turn.harness import Client, error_code, make_server
-from turn.actions import SendToPeer
+from tests.helpers.turn_harness import Client, error_code, make_server
+from trelay.stun.address_attributes import XorRelayedAddress
+from trelay.stun.attributes import Lifetime, Nonce, Realm
+from trelay.stun.codes import MessageClass
+from trelay.turn.actions import SendToPeer
 
 PEER = ("127.0.0.1", 40000)
 
@@ -27,8 +27,8 @@ def test_allocate_permit_bind_relay() -> None:
 
 def test_unauthenticated_gets_401_with_realm_and_nonce() -> None:
     client = Client(make_server())
-    from stun.attributes import RequestedTransport
-    from stun.codes import Method
+    from trelay.stun.attributes import RequestedTransport
+    from trelay.stun.codes import Method
 
     reply = client.send(client.request(Method.ALLOCATE, RequestedTransport(17), sign=False), False)
     assert error_code(reply) == 401

@@ -21,8 +21,9 @@ from hypothesis import event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from stun.address_attributes import XorPeerAddress
-from stun.attributes import (
+from tests.helpers.turn_harness import REALM, SERVER_ADDRESS, Clock, make_server, rest_credentials
+from trelay.stun.address_attributes import XorPeerAddress
+from trelay.stun.attributes import (
     Attribute,
     ChannelNumber,
     Data,
@@ -32,13 +33,12 @@ from stun.attributes import (
     RequestedTransport,
     Username,
 )
-from stun.codes import MessageClass, Method
-from stun.credentials import long_term_key
-from stun.error_attributes import ErrorCodeAttribute
-from stun.integrity import encode_signed, verify_integrity
-from stun.message import Message, decode_message, encode_message
-from tests.turn.harness import REALM, SERVER_ADDRESS, Clock, make_server, rest_credentials
-from turn.actions import (
+from trelay.stun.codes import MessageClass, Method
+from trelay.stun.credentials import long_term_key
+from trelay.stun.error_attributes import ErrorCodeAttribute
+from trelay.stun.integrity import encode_signed, verify_integrity
+from trelay.stun.message import Message, decode_message, encode_message
+from trelay.turn.actions import (
     Action,
     AllocationCreated,
     AllocationEnded,
@@ -47,9 +47,9 @@ from turn.actions import (
     SendToClient,
     SendToPeer,
 )
-from turn.addressing import Address, ClientTransport, FiveTuple
-from turn.config import TurnConfig
-from turn.policy import PeerPolicy
+from trelay.turn.addressing import Address, ClientTransport, FiveTuple
+from trelay.turn.config import TurnConfig
+from trelay.turn.policy import PeerPolicy
 
 BASE = 1_700_000_000.0
 USER_QUOTA = 2

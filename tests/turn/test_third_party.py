@@ -1,5 +1,5 @@
 """RFC 7635 third-party authorization in the TURN core: tokens minted by
-`relay.token_crypto` allocate through the pure core; tampered, misaddressed, expired or
+`trelay.credentials.token_crypto` allocate through the pure core; tampered, misaddressed, expired or
 unknown-kid tokens get 401 with REALM and NONCE; random bit flips never raise."""
 
 from __future__ import annotations
@@ -8,16 +8,23 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from relay.token_crypto import AesGcmTokenCipher, mint_access_token
-from stun.attributes import Nonce, Realm, RequestedTransport, ThirdPartyAuthorization
-from stun.auth_attributes import AccessToken
-from stun.codes import MessageClass, Method
-from stun.message import decode_message
-from tests.turn.harness import Client, Clock, assert_error, assert_success, error_code, make_server
-from tests.turn.modern_client import TokenClient
-from turn.config import TurnConfig
-from turn.server import TurnServer
-from turn.third_party import (
+from tests.helpers.modern_client import TokenClient
+from tests.helpers.turn_harness import (
+    Client,
+    Clock,
+    assert_error,
+    assert_success,
+    error_code,
+    make_server,
+)
+from trelay.credentials.token_crypto import AesGcmTokenCipher, mint_access_token
+from trelay.stun.attributes import Nonce, Realm, RequestedTransport, ThirdPartyAuthorization
+from trelay.stun.auth_attributes import AccessToken
+from trelay.stun.codes import MessageClass, Method
+from trelay.stun.message import decode_message
+from trelay.turn.config import TurnConfig
+from trelay.turn.server import TurnServer
+from trelay.turn.third_party import (
     ThirdPartyAuthorizer,
     TokenGrant,
     decode_grant,

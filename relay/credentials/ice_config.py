@@ -1,0 +1,103 @@
+"""The `iceServers` of an RTCConfiguration that points a WebRTC client at this relay.
+
+Owns the URIs a client is given for the bound addresses:
+- STUN (RFC 7064 §3.1): "stun:host:port" for every UDP listener and "stuns:host:port"
+  for every TLS listener. STUN over plain TCP has no URI form that clients use (browsers
+  send STUN over UDP only), so TCP listeners appear only as TURN URIs.
+- TURN (RFC 7065 §3.1), once a credential is given: "turn:host:port?transport=udp",
+  "turn:host:port?transport=tcp" and "turns:host:port?transport=tcp", in one entry with
+  `username` and `credential` (W3C WebRTC §4.2.1 RTCIceServer).
+
+Invariants: IPv6 hosts are in brackets (RFC 3986 §3.2.2); a wildcard listener (0.0.0.0,
+::) is advertised as the loopback address of its family, the only address we know it
+answers on; the credential never appears in `repr`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from trelay.config.values import format_host_port
+from trelay.node.listeners import BoundAddresses
+from trelay.turn.credential_sources import rest_password
+
+
+@dataclass(frozen=True, slots=True)
+class TurnCredential:
+    """A TURN username and password (long-term, RFC 8489 §9.2), as clients are given them."""
+
+    username: str
+    password: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class IceServer:
+    """One RTCIceServer: URLs, and a username and credential for TURN URLs."""
+
+    urls: tuple[str, ...]
+    username: str | None = None
+    credential: str | None = field(default=None, repr=False)
+
+    def to_json(self) -> dict[str, object]:
+        """The RTCIceServer dictionary, as `JSON.parse` would give it to a browser."""
+        entry: dict[str, object] = {"urls": list(self.urls)}
+        if self.username is not None:
+            entry["username"] = self.username
+        if self.credential is not None:
+            entry["credential"] = self.credential
+        return entry
+
+
+def rest_credential(secret: str, identity: str, expiry: int) -> TurnCredential:
+    """A TURN REST API credential: "<expiry>:<identity>", base64(HMAC-SHA1(secret, it))."""
+    username = f"{expiry}:{identity}"
+    return TurnCredential(username, rest_password(secret.encode("utf-8"), username))
+
+
+def advertised_host(host: str) -> str:
+    """The host a client should use for a listener bound to `host`."""
+    address = ipaddress.ip_address(host.partition("%")[0])
+    if address.is_unspecified:
+        return "::1" if address.version == 6 else "127.0.0.1"
+    return host
+
+
+def stun_uri(secure: bool, host: str, port: int) -> str:
+    """RFC 7064 §3.1: stunURI = scheme ":" host [ ":" port ], scheme = "stun" / "stuns"."""
+    return f"{'stuns' if secure else 'stun'}:{format_host_port(advertised_host(host), port)}"
+
+
+def turn_uri(secure: bool, host: str, port: int, transport: str) -> str:
+    """RFC 7065 §3.1: turnURI = scheme ":" host [ ":" port ] [ "?transport=" transport ]."""
+    authority = format_host_port(advertised_host(host), port)
+    return f"{'turns' if secure else 'turn'}:{authority}?transport={transport}"
+
+
+def ice_servers(
+    bound: BoundAddresses, credential: TurnCredential | None = None
+) -> tuple[IceServer, ...]:
+    """The iceServers for `bound`: one STUN entry, and one TURN entry with `credential`."""
+    servers: list[IceServer] = []
+    stun_urls = [stun_uri(False, *a) for a in bound.udp]
+    stun_urls += [stun_uri(True, *a) for a in bound.tls]
+    if stun_urls:
+        servers.append(IceServer(tuple(stun_urls)))
+    if credential is not None:
+        turn_urls = [turn_uri(False, *a, "udp") for a in bound.udp]
+        turn_urls += [turn_uri(False, *a, "tcp") for a in bound.tcp]
+        turn_urls += [turn_uri(True, *a, "tcp") for a in bound.tls]
+        if turn_urls:
+            servers.append(IceServer(tuple(turn_urls), credential.username, credential.password))
+    return tuple(servers)
+
+
+def ice_servers_json(servers: Iterable[IceServer]) -> list[dict[str, object]]:
+    return [server.to_json() for server in servers]
+
+
+def format_ice_servers(servers: Iterable[IceServer]) -> str:
+    """A block to paste into `new RTCPeerConnection({ ... })` (JSON is valid JavaScript)."""
+    return "iceServers: " + json.dumps(ice_servers_json(servers), indent=2)

@@ -1,0 +1,118 @@
+"""Draining a non-blocking UDP socket in bounded batches: the shape of every UDP loop.
+
+Owns the primitives of DESIGN §4's data path, shared by the STUN-only listener
+(`drain`) and the TURN node's own batch readers:
+
+- `BATCH_SIZE`: how many datagrams one batch reads before the loop yields to trio, so
+  one busy socket cannot starve the others;
+- `ICMP_ERRNOS`: the errors a UDP socket reports about an earlier datagram (a peer's
+  closed port, an unreachable host). They concern one destination, never end a loop,
+  and count towards the batch so a flood of them cannot starve others (DESIGN §5);
+- `send_reply`: a reply the kernel cannot take now is dropped and counted, never
+  awaited (UDP never waits for a slow consumer);
+- `UdpListenerStats`: plain counters, read by whoever publishes metrics;
+- `RECEIVE_BUFFER`: the SO_RCVBUF asked for, so bursts queue in the kernel instead of
+  being dropped while the loop is busy (the kernel caps it at net.core.rmem_max).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from trelay.turn.binding import Responder
+
+MAX_DATAGRAM = 65535
+BATCH_SIZE = 64
+RECEIVE_BUFFER = 4 * 1024 * 1024
+
+# Reads and handles up to BATCH_SIZE datagrams without blocking; returns how many.
+DatagramBatch = Callable[[], int]
+
+# Errors a UDP socket reports for an ICMP message about an earlier datagram: the next recv
+# or send raises them. They concern one peer, not us. (Linux reports them only on
+# connected sockets or with IP_RECVERR, which we do not set: enabling it would need the
+# error queue drained with MSG_ERRQUEUE. Windows reports port unreachable as ECONNRESET
+# on any UDP socket; BSDs as ECONNREFUSED on connected ones.)
+ICMP_ERRNOS = frozenset(
+    {
+        errno.ECONNREFUSED,
+        errno.ECONNRESET,
+        errno.EHOSTUNREACH,
+        errno.ENETUNREACH,
+        errno.EHOSTDOWN,
+        errno.ENETDOWN,
+        errno.EMSGSIZE,
+        errno.EPROTO,
+        errno.ENOPROTOOPT,
+        errno.EOPNOTSUPP,
+        errno.ETIMEDOUT,
+    }
+)
+
+
+class DatagramSocket(Protocol):
+    """The two calls `drain` makes; a non-blocking `socket.socket` (or a test's fake)."""
+
+    def recvfrom(self, bufsize: int, /) -> tuple[bytes, Any]: ...
+
+    def sendto(self, data: bytes, address: Any, /) -> int: ...
+
+
+@dataclass(slots=True)
+class UdpListenerStats:
+    """Plain counters, updated on the data path and read by whoever publishes metrics."""
+
+    datagrams_received: int = 0
+    replies_sent: int = 0
+    # The kernel's send buffer was full (BlockingIOError): the reply was dropped.
+    replies_dropped: int = 0
+    # A send failed for another reason (an ICMP error of an earlier datagram, a
+    # destination the kernel refuses): the reply was dropped.
+    send_errors: int = 0
+    # ICMP errors reported on receive.
+    receive_errors: int = 0
+
+
+def enlarge_receive_buffer(sock: socket.socket, size: int = RECEIVE_BUFFER) -> None:
+    """Ask for a larger SO_RCVBUF; the kernel's cap applies, and a refusal is harmless."""
+    with contextlib.suppress(OSError):  # only where the option is not supported
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+
+
+def send_reply(sock: DatagramSocket, reply: bytes, address: Any, stats: UdpListenerStats) -> None:
+    """Send one reply without blocking; a failure is counted, never raised."""
+    try:
+        sock.sendto(reply, address)
+    except BlockingIOError:
+        stats.replies_dropped += 1
+    except OSError:
+        # One destination's failure must not stop the listener.
+        stats.send_errors += 1
+    else:
+        stats.replies_sent += 1
+
+
+def drain(sock: DatagramSocket, responder: Responder, stats: UdpListenerStats) -> int:
+    """Read and answer up to BATCH_SIZE datagrams without blocking; returns how many."""
+    for count in range(BATCH_SIZE):
+        try:
+            data, address = sock.recvfrom(MAX_DATAGRAM)
+        except BlockingIOError:
+            return count
+        except OSError as exc:
+            if exc.errno not in ICMP_ERRNOS:
+                raise
+            stats.receive_errors += 1
+            continue
+        stats.datagrams_received += 1
+        # An IPv6 socket reports (host, port, flowinfo, scope_id); the responder wants the
+        # pair, the reply goes back to the full address.
+        reply = responder(data, (address[0], address[1]))
+        if reply is not None:
+            send_reply(sock, reply, address, stats)
+    return BATCH_SIZE

@@ -1,0 +1,100 @@
+"""What the listeners hand client traffic to: the `ClientFrontend` protocol.
+
+The UDP and stream listeners own sockets, framing and timeouts; a frontend owns what the
+bytes mean. `trelay.node.turn_node.TurnNode` is the production frontend (STUN and TURN);
+`ResponderFrontend` adapts a plain `trelay.turn.binding.Responder` (a STUN-only server, and
+the listeners' own tests).
+
+- UDP: when a socket is bound, the listener asks `udp_listener(sock, bound, stats)` for
+  the socket's `DatagramBatch`, which it runs whenever the socket is readable (a
+  `Responder` is served by `trelay.node.datagram_batch.drain`).
+- Streams: per connection, `stream_session(...)` returns a `StreamSession`; every frame
+  goes to `frame()`, anything for the client goes into the connection's outbox (a
+  bounded trio channel the listener's writer task drains, so there is one writer).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import socket
+from typing import Protocol
+
+import trio
+
+from trelay.node.datagram_batch import DatagramBatch, UdpListenerStats, drain
+from trelay.turn.addressing import Address, ClientTransport
+from trelay.turn.binding import Responder
+
+
+class StreamSession(Protocol):
+    def frame(self, channel: int | None, data: bytes) -> None:
+        """One deframed STUN message (channel None) or ChannelData payload."""
+
+    def keeps_alive(self) -> bool:
+        """True while the connection holds state (an allocation): silence is no reason to close."""
+
+    def close(self) -> None:
+        """The connection ended; release what it held."""
+
+
+class ClientFrontend(Protocol):
+    def udp_listener(
+        self, sock: socket.socket, bound: Address, stats: UdpListenerStats
+    ) -> DatagramBatch: ...
+
+    def stream_session(
+        self,
+        transport: ClientTransport,
+        client: Address,
+        server: Address,
+        outbox: trio.MemorySendChannel[bytes],
+    ) -> StreamSession: ...
+
+
+class _ResponderSession:
+    __slots__ = ("_client", "_outbox", "_responder")
+
+    def __init__(
+        self, responder: Responder, client: Address, outbox: trio.MemorySendChannel[bytes]
+    ) -> None:
+        self._responder = responder
+        self._client = client
+        self._outbox = outbox
+
+    def frame(self, channel: int | None, data: bytes) -> None:
+        if channel is None:
+            reply = self._responder(data, self._client)
+            if reply is not None:
+                # A client that does not read its replies loses them; the idle timeout ends it.
+                with contextlib.suppress(trio.WouldBlock):
+                    self._outbox.send_nowait(reply)
+
+    def keeps_alive(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        pass
+
+
+class ResponderFrontend:
+    """Serve a stateless `Responder` on every listener (ChannelData is dropped)."""
+
+    __slots__ = ("responder",)
+
+    def __init__(self, responder: Responder) -> None:
+        self.responder = responder
+
+    def udp_listener(
+        self, sock: socket.socket, bound: Address, stats: UdpListenerStats
+    ) -> DatagramBatch:
+        return functools.partial(drain, sock, self.responder, stats)
+
+    def stream_session(
+        self,
+        transport: ClientTransport,
+        client: Address,
+        server: Address,
+        outbox: trio.MemorySendChannel[bytes],
+    ) -> StreamSession:
+        return _ResponderSession(self.responder, client, outbox)

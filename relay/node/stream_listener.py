@@ -1,0 +1,233 @@
+"""The TCP and TLS listener: one task per connection, frames in, replies out in order.
+
+Owns STUN over TCP and TLS (RFC 8489 §6.2.2, §6.2.3) on the server side: accepting
+connections (TLS when given an `ssl.SSLContext`), cutting each byte stream into frames
+with `trelay.stun.framing.StreamDeframer`, handing each STUN message to the responder, and
+writing its reply back on the same connection.
+
+Invariants:
+- One task per connection reads and writes, so replies leave in request order and there
+  is only ever one writer; `send_all` backpressure paces a client that reads slowly.
+- Input that is not STUN/ChannelData framing closes that connection (and only it); the
+  read buffer never exceeds the deframer's bound plus one `RECEIVE_SIZE` chunk.
+- A connection that sends nothing, or does not take our reply, for `idle_timeout`
+  seconds is closed; this also bounds the TLS handshake.
+- A failed TLS handshake, a reset or any other broken connection closes only that
+  connection; the listener keeps accepting.
+- A connection whose session holds state (a TURN allocation) is not closed for being
+  quiet: its allocation's lifetime governs it (RFC 8656 §3.1).
+- Everything for the client (replies and relayed data) goes through one bounded outbox
+  drained by the connection's writer task, which coalesces what is queued into one
+  `send_all`; a client that does not read fills the outbox and loses data, not memory.
+- With `reuse_port` the listening sockets join their port's SO_REUSEPORT group, so several
+  worker processes (`trelay.process.workers`) accept on one port; off by default.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+from dataclasses import dataclass
+
+import trio
+
+from trelay.node.frontend import ClientFrontend, StreamSession
+from trelay.stun.errors import StunDecodeError
+from trelay.stun.framing import StreamDeframer
+from trelay.turn.addressing import ClientTransport
+
+RECEIVE_SIZE = 65536
+# How long a graceful close (TLS close_notify) may take before the socket is just closed.
+CLOSE_TIMEOUT = 1.0
+OUTBOX_SIZE = 256
+
+
+@dataclass(slots=True)
+class StreamListenerStats:
+    """Plain counters of one stream listener, read by whoever publishes metrics."""
+
+    connections_accepted: int = 0
+    connections_closed: int = 0
+    closed_idle: int = 0
+    closed_malformed: int = 0
+    # Handshake failures and resets: the connection broke under us.
+    closed_broken: int = 0
+    frames_received: int = 0
+    writes: int = 0
+
+
+async def serve_stream(
+    host: str,
+    port: int,
+    frontend: ClientFrontend,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    idle_timeout: float = 30.0,
+    stats: StreamListenerStats | None = None,
+    reuse_port: bool = False,
+    task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve STUN/TURN over TCP (or TLS with `ssl_context`) on (host, port) until cancelled.
+
+    Calls `task_status.started((host, port))` with the bound address of the first
+    listening socket once every socket is listening (port 0 picks a free port).
+    `reuse_port` sets SO_REUSEPORT on the listening sockets before they bind.
+    """
+    connection_stats = StreamListenerStats() if stats is None else stats
+    if reuse_port:
+        listeners = await open_reuse_port_listeners(host, port)
+    else:
+        # trio sets IPV6_V6ONLY on IPv6 listeners, so 0.0.0.0 and :: can share a port.
+        listeners = await trio.open_tcp_listeners(port, host=host or None)
+    bound = listeners[0].socket.getsockname()
+    server = (bound[0], bound[1])
+
+    async def handle(stream: trio.SocketStream) -> None:
+        await serve_connection(
+            stream, frontend, server, ssl_context, idle_timeout, connection_stats
+        )
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(trio.serve_listeners, handle, listeners)
+        task_status.started(server)
+
+
+async def open_reuse_port_listeners(host: str, port: int) -> list[trio.SocketListener]:
+    """Like `trio.open_tcp_listeners`, with SO_REUSEPORT set on every socket."""
+    infos = await trio.socket.getaddrinfo(
+        host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )
+    listeners: list[trio.SocketListener] = []
+    try:
+        for family, kind, proto, _, address in infos:
+            sock = trio.socket.socket(family, kind, proto)
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                if family == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                await sock.bind(address)
+                sock.listen(socket.SOMAXCONN)
+            except BaseException:
+                sock.close()
+                raise
+            listeners.append(trio.SocketListener(sock))
+    except BaseException:
+        for listener in listeners:
+            listener.socket.close()
+        raise
+    return listeners
+
+
+async def serve_connection(
+    transport: trio.SocketStream,
+    frontend: ClientFrontend,
+    server: tuple[str, int],
+    ssl_context: ssl.SSLContext | None,
+    idle_timeout: float,
+    stats: StreamListenerStats,
+) -> None:
+    """Serve one client until it closes, stalls or sends garbage."""
+    stats.connections_accepted += 1
+    try:
+        peer = transport.socket.getpeername()
+    except OSError:
+        # Reset between accept and here: nothing to serve.
+        stats.closed_broken += 1
+        stats.connections_closed += 1
+        await trio.aclose_forcefully(transport)
+        return
+    source = (peer[0], peer[1])
+    stream: trio.abc.Stream = transport
+    kind = ClientTransport.TCP
+    if ssl_context is not None:
+        stream = trio.SSLStream(transport, ssl_context, server_side=True)
+        kind = ClientTransport.TLS
+    graceful = False
+    try:
+        if isinstance(stream, trio.SSLStream):
+            # Handshake now (not lazily on first read) so a client that connects and
+            # never finishes it is held to the same idle timeout.
+            with trio.fail_after(idle_timeout):
+                await stream.do_handshake()
+        outbox, pending = trio.open_memory_channel[bytes](OUTBOX_SIZE)
+        session = frontend.stream_session(kind, source, server, outbox)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(
+                    _write, stream, pending, idle_timeout, stats, nursery.cancel_scope
+                )
+                graceful = await _read(stream, session, idle_timeout, stats)
+                nursery.cancel_scope.cancel()
+        finally:
+            session.close()
+    except trio.TooSlowError:
+        stats.closed_idle += 1
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        stats.closed_broken += 1
+    finally:
+        stats.connections_closed += 1
+        if graceful:
+            with trio.move_on_after(CLOSE_TIMEOUT):
+                await stream.aclose()
+        # Closing twice is a no-op; this also covers a graceful close cut short above.
+        await trio.aclose_forcefully(stream)
+
+
+async def _read(
+    stream: trio.abc.Stream,
+    session: StreamSession,
+    idle_timeout: float,
+    stats: StreamListenerStats,
+) -> bool:
+    """The read loop; returns True when the client closed cleanly (end of stream)."""
+    deframer = StreamDeframer()
+    try:
+        while True:
+            with trio.move_on_after(idle_timeout) as idle:
+                data = await stream.receive_some(RECEIVE_SIZE)
+            if idle.cancelled_caught:
+                if session.keeps_alive():
+                    continue
+                stats.closed_idle += 1
+                return False
+            if not data:
+                return True
+            for channel, payload in deframer.feed(data):
+                stats.frames_received += 1
+                session.frame(channel, payload)
+    except StunDecodeError:
+        stats.closed_malformed += 1
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        stats.closed_broken += 1
+    return False
+
+
+async def _write(
+    stream: trio.abc.Stream,
+    pending: trio.MemoryReceiveChannel[bytes],
+    idle_timeout: float,
+    stats: StreamListenerStats,
+    connection_scope: trio.CancelScope,
+) -> None:
+    """The one writer: send what is queued, coalesced; a client that never reads is stalled.
+
+    A failed or stalled write ends the whole connection (`connection_scope`).
+    """
+    try:
+        async for first in pending:
+            chunks = [first]
+            while True:
+                try:
+                    chunks.append(pending.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            with trio.fail_after(idle_timeout):
+                await stream.send_all(b"".join(chunks) if len(chunks) > 1 else first)
+            stats.writes += 1
+    except trio.TooSlowError:
+        stats.closed_idle += 1
+        connection_scope.cancel()
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        stats.closed_broken += 1
+        connection_scope.cancel()

@@ -1,0 +1,155 @@
+"""Server-side TLS for the stream listeners: contexts from PEM files, and a dev certificate.
+
+Owns how a `TlsSettings` becomes an `ssl.SSLContext`:
+- with cert and key files, they are parsed first (so a bad file is a `SettingsError`
+  naming `tls.cert` or `tls.key`, raised before anything binds), then loaded;
+- without them, a throw-away self-signed certificate (EC P-256, a week long) is made for
+  the listen hosts plus localhost, 127.0.0.1 and ::1 (dev default only: browsers do not
+  trust it).
+
+Invariants: TLS 1.2 at least (RFC 8489 §6.2.3 requires TLS 1.2 or later for STUN over
+TLS); ALPN offers "stun.turn" and "stun.nat-discovery" (RFC 7443 §4); a private key
+written to disk for `ssl` to load lives in a private temporary directory that is removed
+as soon as it is loaded.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import ssl
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from cryptography import exceptions, x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from trelay.config.settings import TlsSettings
+from trelay.config.values import SettingsError
+
+ALPN_PROTOCOLS = ("stun.turn", "stun.nat-discovery")
+SELF_SIGNED_LIFETIME = timedelta(days=7)
+SELF_SIGNED_NAMES = ("localhost", "127.0.0.1", "::1")
+
+
+@dataclass(frozen=True, slots=True)
+class SelfSignedCertificate:
+    """A PEM certificate and its PEM (PKCS#8, unencrypted) private key."""
+
+    cert_pem: bytes
+    key_pem: bytes = field(repr=False)
+
+
+def context_for(tls: TlsSettings, hosts: Iterable[str]) -> ssl.SSLContext:
+    """The server context for `tls`; self-signed for `hosts` when no files are set."""
+    if tls.cert_file is None or tls.key_file is None:
+        return self_signed_context(hosts)
+    return server_context(tls.cert_file, tls.key_file)
+
+
+def server_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
+    """Load a certificate chain and key, or raise `SettingsError` saying which is wrong."""
+    cert_pem = _read("tls.cert", cert_file)
+    key_pem = _read("tls.key", key_file)
+    try:
+        x509.load_pem_x509_certificates(cert_pem)
+    except ValueError:
+        raise SettingsError("tls.cert", f"no PEM certificate in {cert_file}") from None
+    try:
+        serialization.load_pem_private_key(key_pem, password=None)
+    except TypeError:
+        raise SettingsError("tls.key", f"encrypted keys are not supported: {key_file}") from None
+    except (ValueError, exceptions.UnsupportedAlgorithm):
+        raise SettingsError("tls.key", f"no usable PEM private key in {key_file}") from None
+    context = _base_context()
+    try:
+        context.load_cert_chain(cert_file, key_file)
+    except ssl.SSLError as exc:
+        problem = f"does not match the certificate in {cert_file} ({exc.reason})"
+        raise SettingsError("tls.key", problem) from None
+    return context
+
+
+def self_signed_context(hosts: Iterable[str]) -> ssl.SSLContext:
+    """A server context with a fresh throw-away certificate for `hosts`."""
+    return context_from_pem(generate_self_signed(hosts))
+
+
+def context_from_pem(certificate: SelfSignedCertificate) -> ssl.SSLContext:
+    """Load PEM bytes into a server context (the ssl module only loads from files)."""
+    context = _base_context()
+    # TemporaryDirectory is created mode 0700 and removed, key included, on leaving.
+    with tempfile.TemporaryDirectory(prefix="trelay-tls-") as directory:
+        cert_path = Path(directory, "cert.pem")
+        key_path = Path(directory, "key.pem")
+        cert_path.write_bytes(certificate.cert_pem)
+        fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as key_file:
+            key_file.write(certificate.key_pem)
+        context.load_cert_chain(cert_path, key_path)
+    return context
+
+
+def generate_self_signed(
+    hosts: Iterable[str], *, lifetime: timedelta = SELF_SIGNED_LIFETIME
+) -> SelfSignedCertificate:
+    """An EC P-256 key and a self-signed server certificate naming `hosts` and localhost."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "trelay throw-away dev cert")])
+    # Backdated a little so that a client whose clock is slightly behind accepts it.
+    now = datetime.now(UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + lifetime)
+        .add_extension(x509.SubjectAlternativeName(_alt_names(hosts)), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return SelfSignedCertificate(
+        cert_pem=certificate.public_bytes(serialization.Encoding.PEM),
+        key_pem=key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+    )
+
+
+def _alt_names(hosts: Iterable[str]) -> list[x509.GeneralName]:
+    names: list[x509.GeneralName] = []
+    for host in dict.fromkeys((*hosts, *SELF_SIGNED_NAMES)):
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            names.append(x509.DNSName(host))
+            continue
+        if not address.is_unspecified:  # 0.0.0.0 and :: are no one's name
+            names.append(x509.IPAddress(address))
+    return names
+
+
+def _base_context() -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.set_alpn_protocols(list(ALPN_PROTOCOLS))
+    return context
+
+
+def _read(key: str, path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise SettingsError(key, f"file not found: {path}") from None
+    except OSError as exc:
+        raise SettingsError(key, f"cannot read {path}: {exc.strerror}") from None

@@ -1,0 +1,434 @@
+"""The TURN runtime: runs a `trelay.turn.server.TurnServer` on trio sockets.
+
+Owns everything between the pure core and the kernel for TURN (RFC 8656):
+
+- executing the core's actions: replies to clients (UDP sockets or stream
+  connections), datagrams to peers, binding and closing relay sockets;
+- one relay socket per allocation, read by a task in the allocation's own cancel scope,
+  so ending an allocation closes its socket at once (DESIGN §4);
+- the data path both ways (its batch readers are in `trelay.node.data_path`), with no
+  checkpoint, log line or action object per packet;
+- the timer task that sleeps until the core's next deadline;
+- graceful drain on shutdown.
+
+Clocks: `trio.current_time()` is the core's `now` (so tests can use MockClock), and
+`time.time()` its wall clock (nonces and TURN REST expiry must agree across processes).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import socket
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import trio
+
+from trelay.node.data_path import (
+    ClientReader,
+    DataPathCounters,
+    PeerBuffer,
+    PeerReader,
+    Stalled,
+    TransportCounters,
+)
+from trelay.node.datagram_batch import (
+    BATCH_SIZE,
+    DatagramBatch,
+    UdpListenerStats,
+    enlarge_receive_buffer,
+)
+from trelay.stun.message import decode_message_type
+from trelay.turn.actions import (
+    Action,
+    AllocationCreated,
+    AllocationEnded,
+    CloseRelay,
+    OpenRelay,
+    SendToClient,
+    SendToPeer,
+)
+from trelay.turn.addressing import Address, ClientTransport, FiveTuple
+from trelay.turn.allocation import Allocation, Buffer
+from trelay.turn.server import TurnServer
+
+log = logging.getLogger(__name__)
+
+# Relay sockets: enough for bursts from peers, times many allocations (a cap, not a cost).
+RELAY_RECEIVE_BUFFER = 1024 * 1024
+# Connected sockets per allocation, one per channel in use (most calls need one or two).
+MAX_CONNECTED_CHANNELS = 8
+# Linux: (level, option, DF on, the default) per family. IPv4 has no IP_MTU_DISCOVER in
+# Python's socket module; values from <linux/in.h>: IP_MTU_DISCOVER 10, IP_PMTUDISC_DO 2,
+# IP_PMTUDISC_WANT 1 (the default: DF on datagrams that fit, local fragmentation above).
+_IP_MTU_DISCOVER, _IP_PMTUDISC_DO, _IP_PMTUDISC_WANT = 10, 2, 1
+_DONT_FRAGMENT = {
+    socket.AF_INET: (socket.IPPROTO_IP, _IP_MTU_DISCOVER, _IP_PMTUDISC_DO, _IP_PMTUDISC_WANT),
+    socket.AF_INET6: (socket.IPPROTO_IPV6, socket.IPV6_DONTFRAG, 1, 0),
+}
+DONT_FRAGMENT_SUPPORTED = sys.platform == "linux"
+
+
+@dataclass(slots=True)
+class _Relay:
+    sock: socket.socket
+    scope: trio.CancelScope
+    relayed: TransportCounters
+    allocation: Allocation | None = None
+    # Set by the relay task: where readers of connected channel sockets run, and how a
+    # frame reaches the client.
+    nursery: trio.Nursery | None = None
+    deliver: Callable[[Buffer], object] | None = None
+    connected: list[socket.socket] = field(default_factory=list)
+
+    def close(self) -> None:
+        """Close every socket now, so the relay port is free before the tasks unwind."""
+        self.scope.cancel()
+        for sock in (self.sock, *self.connected):
+            if sock.fileno() != -1:
+                trio.lowlevel.notify_closing(sock)
+                sock.close()
+
+
+@dataclass(slots=True)
+class StreamConnection:
+    """A TCP/TLS client connection as the node sees it (a `trelay.node.frontend.StreamSession`)."""
+
+    node: TurnNode
+    five_tuple: FiveTuple
+    outbox: trio.MemorySendChannel[bytes]
+    dropped: int = 0
+
+    def frame(self, channel: int | None, data: bytes) -> None:
+        self.node.stream_frame(self, channel, data)
+
+    def keeps_alive(self) -> bool:
+        return self.five_tuple in self.node.server.allocations
+
+    def close(self) -> None:
+        self.node.stream_closed(self)
+
+
+def bind_relay_socket(host: str, port: int) -> socket.socket:
+    """A non-blocking UDP relay socket bound to host:port (0: a free port); OSError if not.
+
+    SO_REUSEADDR is set after the bind: channel sockets connected to one peer may then
+    share the relayed address (`TurnNode.connect_channel`), while this bind, port 0
+    included, still gets a port no other socket holds (Linux lets two sockets that both
+    had SO_REUSEADDR when the second bound share a port, and picks such ports for port 0).
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.setblocking(False)
+        enlarge_receive_buffer(sock, RELAY_RECEIVE_BUFFER)
+        sock.bind((host, port))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+@dataclass
+class TurnNode:
+    server: TurnServer
+    nursery: trio.Nursery
+    counters: DataPathCounters = field(default_factory=DataPathCounters)
+    peer_buffer: PeerBuffer = field(default_factory=PeerBuffer)
+    udp_sockets: dict[Address, socket.socket] = field(default_factory=dict)
+    streams: dict[FiveTuple, StreamConnection] = field(default_factory=dict)
+    _relays: dict[Address, _Relay] = field(default_factory=dict)
+    _timer_scope: trio.CancelScope | None = None
+    _all_ended: trio.Event = field(default_factory=trio.Event)
+
+    # --- clients over UDP ---------------------------------------------------------------
+
+    def udp_listener(
+        self, sock: socket.socket, server_address: Address, stats: UdpListenerStats
+    ) -> DatagramBatch:
+        """The batch reader of the UDP listener bound at `server_address`."""
+        self.udp_sockets[server_address] = sock
+        return ClientReader(sock, server_address, stats, self).batch
+
+    # --- clients over TCP/TLS -----------------------------------------------------------
+
+    def stream_frame(self, connection: StreamConnection, channel: int | None, data: bytes) -> None:
+        """One deframed frame from a stream client; replies go to its outbox."""
+        five_tuple = connection.five_tuple
+        if channel is None:
+            reply = self.handle_stun(data, five_tuple)
+            if reply is not None:
+                self._to_stream(connection, reply)
+            return
+        allocation = self.server.allocations.get(five_tuple)
+        peer = None if allocation is None else allocation.channels.get(channel)
+        if allocation is None or peer is None:
+            self.counters.dropped_no_channel += 1
+            return
+        self._to_peer(self._relays[allocation.relayed], data, peer)
+
+    def stream_session(
+        self,
+        transport: ClientTransport,
+        client: Address,
+        server: Address,
+        outbox: trio.MemorySendChannel[bytes],
+    ) -> StreamConnection:
+        connection = StreamConnection(self, FiveTuple(transport, client, server), outbox)
+        self.streams[connection.five_tuple] = connection
+        return connection
+
+    def stream_closed(self, connection: StreamConnection) -> None:
+        """RFC 8656 §3.1: the allocation of a TCP/TLS connection ends with it."""
+        self.streams.pop(connection.five_tuple, None)
+        self._execute(self.server.connection_closed(connection.five_tuple))
+
+    def _to_stream(self, connection: StreamConnection, data: bytes) -> bool:
+        """Queue `data` for the connection's writer; False if it was dropped."""
+        try:
+            connection.outbox.send_nowait(data)
+        except trio.WouldBlock:
+            connection.dropped += 1  # the writer is stalled; its send timeout will close it
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        else:
+            return True
+        return False
+
+    # --- the control path ---------------------------------------------------------------
+
+    def handle_stun(self, data: bytes, five_tuple: FiveTuple) -> bytes | None:
+        """Run a STUN message through the core; the reply to its sender is returned."""
+        started = time.perf_counter()
+        actions = self.server.handle_message(data, five_tuple, trio.current_time())
+        if len(data) >= 20 and not (data[0] & 0xC1 or data[1] & 0x10):  # a request (§5)
+            method = decode_message_type(int.from_bytes(data[:2]))[0]
+            self.server.stats.observe_request(method, time.perf_counter() - started)
+        reply = None
+        rest: list[Action] = []
+        for action in actions:
+            if isinstance(action, SendToClient) and action.five_tuple == five_tuple:
+                reply = action.data
+            else:
+                rest.append(action)
+        self._execute(rest)
+        self._rearm_timer()
+        return reply
+
+    def _execute(self, actions: list[Action]) -> None:
+        for action in actions:
+            if isinstance(action, SendToPeer):
+                self._send_to_peer(action)
+            elif isinstance(action, SendToClient):
+                self._send_to_client(action.five_tuple, action.data)
+            elif isinstance(action, OpenRelay):
+                self._open_relay(action)
+            elif isinstance(action, CloseRelay):
+                relay = self._relays.pop(action.relayed, None)
+                if relay is not None:
+                    # At once, not when the task unwinds: the port pool may hand the
+                    # port to the next Allocate in this very batch.
+                    relay.close()
+            elif isinstance(action, AllocationCreated):
+                log.info(
+                    "allocation created",
+                    extra={
+                        "client": action.five_tuple.client,
+                        "relayed": action.relayed,
+                        "transport": action.five_tuple.transport,
+                        "username": action.username,  # trelay.ops.logs hides it unless allowed
+                        "lifetime": action.lifetime,
+                    },
+                )
+            elif isinstance(action, AllocationEnded):
+                if self.server.draining and not self.server.allocation_count:
+                    self._all_ended.set()
+                log.info(
+                    "allocation ended %s",
+                    action.reason.value,
+                    extra={
+                        "client": action.five_tuple.client,
+                        "relayed": action.relayed,
+                        "transport": action.five_tuple.transport,
+                        "username": action.username,
+                        "reason": action.reason,
+                    },
+                )
+
+    def _send_to_peer(self, action: SendToPeer) -> None:
+        relay = self._relays.get(action.relayed)
+        if relay is None:
+            return
+        if not action.dont_fragment:
+            self._to_peer(relay, action.data, action.peer)
+            return
+        # Send indications only (rare): DF for this one datagram, then the default again.
+        level, option, on, off = _DONT_FRAGMENT[relay.sock.family]
+        relay.sock.setsockopt(level, option, on)
+        try:
+            self._to_peer(relay, action.data, action.peer)
+        finally:
+            relay.sock.setsockopt(level, option, off)
+
+    def _to_peer(self, relay: _Relay, data: bytes, peer: Address) -> None:
+        """Send one datagram to a peer, counting it (the UDP fast path inlines this)."""
+        try:
+            relay.sock.sendto(data, peer)
+        except OSError:
+            self.counters.dropped_send_failed += 1
+            return
+        relay.relayed.client_to_peer_datagrams += 1
+        relay.relayed.client_to_peer_bytes += len(data)
+
+    def _send_to_client(self, five_tuple: FiveTuple, data: bytes) -> None:
+        if five_tuple.transport is ClientTransport.UDP:
+            sock = self.udp_sockets.get(five_tuple.server)
+            if sock is not None:
+                try:
+                    sock.sendto(data, five_tuple.client)
+                except OSError:
+                    self.counters.dropped_send_failed += 1
+            return
+        connection = self.streams.get(five_tuple)
+        if connection is not None:
+            self._to_stream(connection, data)
+
+    def _open_relay(self, action: OpenRelay) -> None:
+        try:
+            sock = bind_relay_socket(action.host, action.port)
+        except OSError:
+            self._execute(self.server.relay_failed(action.five_tuple, trio.current_time()))
+            return
+        bound = sock.getsockname()
+        relayed = (bound[0], bound[1])
+        relay = _Relay(
+            sock, trio.CancelScope(), self.counters.by_transport[action.five_tuple.transport]
+        )
+        self._relays[relayed] = relay
+        self._execute(self.server.relay_opened(action.five_tuple, relayed, trio.current_time()))
+        relay.allocation = self.server.by_relayed.get(relayed)
+        if relay.allocation is None:  # pragma: no cover - the core always creates it
+            self._relays.pop(relayed)
+            sock.close()
+            return
+        relay.allocation.transmit = sock.sendto
+        self.nursery.start_soon(self._relay_task, relay)
+
+    # --- peer -> client ------------------------------------------------------------------
+
+    async def _relay_task(self, relay: _Relay) -> None:
+        """Read the relay socket (and the channels' connected sockets) until the
+        allocation ends (its scope is cancelled)."""
+        allocation = relay.allocation
+        assert allocation is not None
+        with relay.scope:
+            five_tuple = allocation.five_tuple
+            deliver: Callable[[Buffer], object]
+            if five_tuple.transport is ClientTransport.UDP:
+                client_sock = self.udp_sockets[five_tuple.server]
+                client = five_tuple.client
+
+                def deliver(frame: Buffer) -> object:
+                    return client_sock.sendto(frame, client)
+
+            else:
+                connection = self.streams.get(five_tuple)
+                if connection is None:
+                    return
+
+                def deliver(frame: Buffer) -> object:
+                    # The outbox keeps what it is given: a copy, not a view of our buffer.
+                    if self._to_stream(connection, bytes(frame)):
+                        return True
+                    raise Stalled
+
+            async with trio.open_nursery() as nursery:
+                relay.nursery, relay.deliver = nursery, deliver
+                nursery.start_soon(self._read_relay, relay, relay.sock)
+
+    async def _read_relay(self, relay: _Relay, sock: socket.socket) -> None:
+        allocation = relay.allocation
+        assert allocation is not None and relay.deliver is not None
+        reader = PeerReader(sock, allocation, relay.deliver, self, relay.relayed)
+        with sock:
+            try:
+                # `_Relay.close` may close it while this task waits or is about to run
+                # again (another task ended the allocation first): check after each await.
+                while sock.fileno() != -1:
+                    await trio.lowlevel.wait_readable(sock)
+                    while sock.fileno() != -1 and reader.batch() == BATCH_SIZE:
+                        await trio.lowlevel.checkpoint()
+            except trio.ClosedResourceError:
+                return
+
+    def connect_channel(self, allocation: Allocation, channel: int, peer: Address) -> None:
+        """Give `channel` a socket on the relayed address connected to `peer`.
+
+        Sending on it needs no address (CPython parses none, the kernel keeps the route),
+        and the peer's datagrams now arrive on it: a reader like the relay socket's reads
+        them. At most `MAX_CONNECTED_CHANNELS` per allocation (file descriptors are a
+        budget); beyond that, and when the socket cannot be made, the channel keeps
+        using the relay socket.
+        """
+        relay = self._relays.get(allocation.relayed)
+        if relay is None or relay.nursery is None:
+            return
+        transmit = allocation.transmit
+        assert transmit is not None
+
+        def unconnected(data: Buffer) -> int:
+            return transmit(data, peer)
+
+        allocation.senders[channel] = (peer, unconnected)  # until connected, or for good
+        if len(relay.connected) >= MAX_CONNECTED_CHANNELS:
+            return
+        sock = socket.socket(relay.sock.family, socket.SOCK_DGRAM)
+        try:
+            sock.setblocking(False)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(allocation.relayed)
+            sock.connect(peer)
+        except OSError:
+            sock.close()
+            return
+        relay.connected.append(sock)
+        allocation.senders[channel] = (peer, sock.send)
+        relay.nursery.start_soon(self._read_relay, relay, sock)
+
+    # --- timers and shutdown -------------------------------------------------------------
+
+    async def run_timers(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Sleep until the core's next deadline, run its timers, repeat."""
+        task_status.started()
+        while True:
+            deadline = self.server.next_deadline()
+            with trio.CancelScope(deadline=math.inf if deadline is None else deadline) as scope:
+                self._timer_scope = scope
+                await trio.sleep_forever()
+            self._timer_scope = None
+            self._execute(self.server.handle_timer(trio.current_time()))
+
+    def _rearm_timer(self) -> None:
+        """Wake the timer task early when a new deadline is sooner than the one it sleeps to."""
+        scope = self._timer_scope
+        deadline = self.server.next_deadline()
+        if scope is not None and deadline is not None and deadline < scope.deadline:
+            scope.deadline = deadline
+
+    async def drain(self, grace: float) -> None:
+        """Refuse new allocations, wait up to `grace` seconds for the rest, then end them."""
+        self.server.draining = True
+        if self.server.allocation_count:
+            with trio.move_on_after(grace):
+                await self._all_ended.wait()
+        self._execute(self.server.shutdown())
+
+
+def wall_clock() -> float:
+    return time.time()

@@ -1,0 +1,338 @@
+"""Prometheus metrics of a TURN node, read from its plain counters at scrape time.
+
+Owns the metric names, their labels and the translation from the node's counters
+(`trelay.node.data_path.DataPathCounters` / `TransportCounters`, `trelay.turn.stats.ServerStats`,
+the allocation table and the relay port pool) to Prometheus metric families. Nothing
+here runs per packet: the data path adds plain integers once per batch, and a scrape
+reads them (DESIGN §4).
+
+Metrics (base units, `_total` counters, and no per-user or per-allocation label, so the
+number of series is bounded whatever the traffic):
+
+    trelay_allocations_active{transport}                 gauge    udp|tcp|tls
+    trelay_allocations_created_total{transport}          counter
+    trelay_allocations_ended_total{transport,reason}     counter  expired|deleted|shutdown
+    trelay_permissions_active                            gauge
+    trelay_channels_active                               gauge
+    trelay_relayed_datagrams_total{direction,transport}  counter  client_to_peer|peer_to_client
+    trelay_relayed_bytes_total{direction,transport}      counter  payload bytes
+    trelay_dropped_datagrams_total{reason}               counter  `trelay.turn.stats.Drop`
+    trelay_requests_total{method,code}                   counter  code "200" for success
+    trelay_request_duration_seconds{method}              histogram, control path only
+    trelay_auth_failures_total{reason}                   counter  `trelay.turn.stats.AuthFailure`
+    trelay_quota_rejections_total{quota}                 counter  user|total|ports
+    trelay_relay_ports{state}                            gauge    free|in_use (with a range)
+    trelay_ready                                         gauge    1 ready, 0 not
+    trelay_build_info{version,python}                    gauge    1
+    process_*                                            prometheus_client's ProcessCollector
+
+Invariants: each node has its own `CollectorRegistry` (never the global one), so one
+process can run several nodes (tests do); a scrape must run in the node's trio thread
+(the HTTP app's endpoint is async), so the tables it walks do not change under it.
+
+Several worker processes (DESIGN §4, `trelay.process.workers`): what a scrape reads is first
+turned into a `NodeSnapshot`, a plain picklable value, and `NodeCollector` publishes the
+sum (`combine`) of the snapshots its `source` returns. With one process the source is
+its node; with `workers = N` it is the latest snapshot each worker sent the supervisor
+(every second, and when a scrape asks), plus `counters_only` of the last snapshot of
+every worker that has ended, so counters never go backwards when a worker restarts.
+Counters, gauges and histogram buckets all add up across workers; `trelay_ready` is the
+supervisor's view (every worker ready, not draining). The supervisor's registry
+(`workers_registry`) adds its own `process_*` and, labelled by worker index (at most
+`trelay.config.settings.MAX_WORKERS` series each):
+
+    trelay_worker_up{worker}                      gauge    1 running and ready, else 0
+    trelay_worker_allocations_active{worker}      gauge
+    trelay_worker_cpu_seconds_total{worker}       counter  user + system, all incarnations
+    trelay_worker_resident_memory_bytes{worker}   gauge
+    trelay_worker_restarts_total{worker}          counter
+"""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from importlib import metadata
+
+from prometheus_client import CollectorRegistry, ProcessCollector
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from trelay.node.data_path import DataPathCounters
+from trelay.node.turn_node import TurnNode
+from trelay.stun.codes import Method
+from trelay.turn.stats import LATENCY_BUCKETS, OTHER_METHOD, Drop
+
+Series = dict[tuple[str, ...], float]
+# method label -> (per-bucket counts, not cumulative, the last one +Inf; sum of seconds)
+Latency = dict[str, tuple[tuple[int, ...], float]]
+
+_DATA_PATH_DROPS = {
+    Drop.NO_ALLOCATION: "dropped_no_allocation",
+    Drop.NO_CHANNEL: "dropped_no_channel",
+    Drop.NO_PERMISSION: "dropped_no_permission",
+    Drop.MALFORMED: "dropped_malformed",
+    Drop.SEND_FAILED: "dropped_send_failed",
+    Drop.QUEUE_FULL: "dropped_queue_full",
+}
+_DIRECTIONS = ("client_to_peer", "peer_to_client")
+
+
+@dataclass(frozen=True, slots=True)
+class NodeSnapshot:
+    """Every metric's value at one moment, as label values -> number."""
+
+    allocations_active: Series = field(default_factory=dict)
+    allocations_created: Series = field(default_factory=dict)
+    allocations_ended: Series = field(default_factory=dict)
+    permissions_active: Series = field(default_factory=dict)
+    channels_active: Series = field(default_factory=dict)
+    relayed_datagrams: Series = field(default_factory=dict)
+    relayed_bytes: Series = field(default_factory=dict)
+    dropped: Series = field(default_factory=dict)
+    requests: Series = field(default_factory=dict)
+    auth_failures: Series = field(default_factory=dict)
+    quota_rejections: Series = field(default_factory=dict)
+    relay_ports: Series = field(default_factory=dict)
+    latency: Latency = field(default_factory=dict)
+
+
+def method_label(method: int) -> str:
+    if method == OTHER_METHOD:
+        return "other"
+    try:
+        return Method(method).name.lower()
+    except ValueError:
+        return "other"
+
+
+def snapshot(node: TurnNode) -> NodeSnapshot:
+    """Read the node's counters and tables now (in the node's trio thread)."""
+    server, stats = node.server, node.server.stats
+    active: Series = {}
+    for transport, created in stats.allocations_created.items():
+        ended = sum(n for (t, _), n in stats.allocations_ended.items() if t is transport)
+        active[(transport.value,)] = created - ended
+    allocations = list(server.allocations.values())
+    datagrams: Series = {}
+    sizes: Series = {}
+    for transport, counters in node.counters.by_transport.items():
+        for direction in _DIRECTIONS:
+            key = (direction, transport.value)
+            datagrams[key] = getattr(counters, f"{direction}_datagrams")
+            sizes[key] = getattr(counters, f"{direction}_bytes")
+    ports: Series = {}
+    if server.ports is not None:
+        in_use = server.ports.in_use
+        ports = {("free",): server.ports.size - in_use, ("in_use",): in_use}
+    return NodeSnapshot(
+        allocations_active=active,
+        allocations_created={(t.value,): n for t, n in stats.allocations_created.items()},
+        allocations_ended={(t.value, r.value): n for (t, r), n in stats.allocations_ended.items()},
+        permissions_active={(): sum(len(a.permissions) for a in allocations)},
+        channels_active={(): sum(len(a.channels) for a in allocations)},
+        relayed_datagrams=datagrams,
+        relayed_bytes=sizes,
+        dropped=_drops(node.counters, stats.dropped),
+        requests={(method_label(m), str(c)): n for (m, c), n in stats.responses.items()},
+        auth_failures={(r.value,): n for r, n in stats.auth_failures.items()},
+        quota_rejections={(q.value,): n for q, n in stats.quota_rejections.items()},
+        relay_ports=ports,
+        latency={
+            method_label(m): (tuple(h.buckets), h.total_seconds) for m, h in stats.latency.items()
+        },
+    )
+
+
+def _drops(counters: DataPathCounters, core: dict[Drop, int]) -> Series:
+    drops: Series = {}
+    for reason in Drop:
+        runtime = _DATA_PATH_DROPS.get(reason)
+        extra = getattr(counters, runtime) if runtime is not None else 0
+        drops[(reason.value,)] = core.get(reason, 0) + extra
+    return drops
+
+
+def combine(snapshots: Iterable[NodeSnapshot]) -> NodeSnapshot:
+    """The sum of several workers' snapshots (every metric here is additive)."""
+    series: dict[str, Series] = {name: {} for name, *_ in _FAMILIES}
+    latency: Latency = {}
+    for one in snapshots:
+        for name, merged in series.items():
+            for key, value in getattr(one, name).items():
+                merged[key] = merged.get(key, 0) + value
+        for method, (counts, seconds) in one.latency.items():
+            old_counts, old_seconds = latency.get(method, ((0,) * len(counts), 0.0))
+            summed = tuple(a + b for a, b in zip(old_counts, counts, strict=True))
+            latency[method] = (summed, old_seconds + seconds)
+    return NodeSnapshot(**series, latency=latency)
+
+
+_Kind = type[CounterMetricFamily] | type[GaugeMetricFamily]
+_COUNTER, _GAUGE = CounterMetricFamily, GaugeMetricFamily
+# (NodeSnapshot field, kind, metric name (counters get "_total"), help, labels)
+_FAMILIES: tuple[tuple[str, _Kind, str, str, tuple[str, ...]], ...] = (
+    ("allocations_active", _GAUGE, "trelay_allocations_active",
+     "Allocations alive now, by client transport.", ("transport",)),
+    ("allocations_created", _COUNTER, "trelay_allocations_created",
+     "Allocations created, by client transport.", ("transport",)),
+    ("allocations_ended", _COUNTER, "trelay_allocations_ended",
+     "Allocations ended, by client transport and why.", ("transport", "reason")),
+    ("permissions_active", _GAUGE, "trelay_permissions_active",
+     "Permissions installed now (RFC 8656 §9).", ()),
+    ("channels_active", _GAUGE, "trelay_channels_active",
+     "Channels bound now (RFC 8656 §11).", ()),
+    ("relayed_datagrams", _COUNTER, "trelay_relayed_datagrams",
+     "Datagrams relayed, by direction and client transport.", ("direction", "transport")),
+    ("relayed_bytes", _COUNTER, "trelay_relayed_bytes",
+     "Application payload bytes relayed, by direction and client transport.",
+     ("direction", "transport")),
+    ("dropped", _COUNTER, "trelay_dropped_datagrams",
+     "Datagrams and indications not relayed, by reason.", ("reason",)),
+    ("requests", _COUNTER, "trelay_requests",
+     "STUN/TURN requests answered, by method and response code.", ("method", "code")),
+    ("auth_failures", _COUNTER, "trelay_auth_failures",
+     "Requests failing authentication, by reason.", ("reason",)),
+    ("quota_rejections", _COUNTER, "trelay_quota_rejections",
+     "Allocate requests refused by a quota.", ("quota",)),
+    ("relay_ports", _GAUGE, "trelay_relay_ports",
+     "Relay ports of the configured range, free or in use (absent without a range).",
+     ("state",)),
+)  # fmt: skip
+
+
+class NodeCollector(Collector):
+    """Publishes the sum of `source()`'s snapshots; `ready()` gives `trelay_ready`."""
+
+    def __init__(
+        self, source: Callable[[], Iterable[NodeSnapshot]], ready: Callable[[], bool]
+    ) -> None:
+        self.source = source
+        self.ready = ready
+        self.version = build_version()
+
+    def collect(self) -> Iterator[Metric]:
+        now = combine(self.source())
+        for name, kind, metric, documentation, labels in _FAMILIES:
+            series: Series = getattr(now, name)
+            # Every family is served from the start (HELP and TYPE, even before its first
+            # sample) so queries and dashboards resolve; the port-pool gauge only with a range.
+            if series or metric != "trelay_relay_ports":
+                yield _family(kind, metric, documentation, labels, series)
+        yield _latency(now.latency)
+        ready: Series = {(): 1.0 if self.ready() else 0.0}
+        yield _family(_GAUGE, "trelay_ready", "1 when every listener is bound and the node "
+                      "is not draining, else 0.", (), ready)  # fmt: skip
+        build: Series = {(self.version, platform.python_version()): 1.0}
+        yield _family(_GAUGE, "trelay_build_info", "The running trelay and Python versions.",
+                      ("version", "python"), build)  # fmt: skip
+
+
+def _family(
+    kind: _Kind, name: str, documentation: str, labels: tuple[str, ...], series: Series
+) -> Metric:
+    family = kind(name, documentation, labels=list(labels))
+    for key, value in sorted(series.items()):
+        family.add_metric(list(key), value)
+    return family
+
+
+def _latency(latency: Latency) -> Metric:
+    family = HistogramMetricFamily(
+        "trelay_request_duration_seconds",
+        "Time to handle one STUN/TURN request in the core (control path).",
+        labels=["method"],
+    )
+    bounds = [*(str(b) for b in LATENCY_BUCKETS), "+Inf"]
+    for method, (counts, seconds) in sorted(latency.items()):
+        cumulative, running = [], 0
+        for bound, count in zip(bounds, counts, strict=True):
+            running += count
+            cumulative.append((bound, float(running)))
+        family.add_metric([method], cumulative, sum_value=seconds)
+    return family
+
+
+_GAUGE_FIELDS = frozenset(name for name, kind, *_ in _FAMILIES if kind is _GAUGE)
+
+
+def counters_only(one: NodeSnapshot) -> NodeSnapshot:
+    """`one` without its gauges: what an ended worker still adds to the node's counters."""
+    kept = {name: {} if name in _GAUGE_FIELDS else getattr(one, name) for name, *_ in _FAMILIES}
+    return NodeSnapshot(**kept, latency=one.latency)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerUsage:
+    """One worker process as the supervisor last heard of it (`trelay.process.workers`)."""
+
+    index: int
+    up: bool
+    allocations_active: float = 0.0
+    cpu_seconds: float = 0.0
+    resident_bytes: int = 0
+    restarts: int = 0
+
+
+class WorkerCollector(Collector):
+    """The per-worker families (`trelay_worker_*{worker}`) of `source()`'s workers."""
+
+    def __init__(self, source: Callable[[], Iterable[WorkerUsage]]) -> None:
+        self.source = source
+
+    def collect(self) -> Iterator[Metric]:
+        workers = list(self.source())
+        columns: tuple[tuple[_Kind, str, str, Callable[[WorkerUsage], float]], ...] = (
+            (_GAUGE, "trelay_worker_up", "1 when the worker runs and is ready, else 0.",
+             lambda w: 1.0 if w.up else 0.0),
+            (_GAUGE, "trelay_worker_allocations_active", "Allocations alive now, by worker.",
+             lambda w: w.allocations_active),
+            (_COUNTER, "trelay_worker_cpu_seconds", "CPU seconds (user and system) used by "
+             "the worker, over all its restarts.", lambda w: w.cpu_seconds),
+            (_GAUGE, "trelay_worker_resident_memory_bytes", "Resident memory of the worker.",
+             lambda w: float(w.resident_bytes)),
+            (_COUNTER, "trelay_worker_restarts", "Times the worker was restarted after it "
+             "died.", lambda w: float(w.restarts)),
+        )  # fmt: skip
+        for kind, name, documentation, read in columns:
+            series: Series = {(str(w.index),): read(w) for w in workers}
+            yield _family(kind, name, documentation, ("worker",), series)
+
+
+def workers_registry(
+    snapshots: Callable[[], Iterable[NodeSnapshot]],
+    workers: Callable[[], Iterable[WorkerUsage]],
+    *,
+    ready: Callable[[], bool],
+) -> CollectorRegistry:
+    """The supervisor's registry: the workers' summed node metrics, the per-worker
+    families, and the supervisor's own `process_*`."""
+    registry = CollectorRegistry()
+    registry.register(NodeCollector(snapshots, ready))
+    registry.register(WorkerCollector(workers))
+    ProcessCollector(registry=registry)
+    return registry
+
+
+def build_version() -> str:
+    try:
+        return metadata.version("trelay")
+    except metadata.PackageNotFoundError:  # pragma: no cover - a bare checkout
+        return "unknown"
+
+
+def node_registry(
+    node: TurnNode, *, ready: Callable[[], bool], process: bool = True
+) -> CollectorRegistry:
+    """A registry of its own for `node`: its metrics, and the process's (`process_*`)."""
+    registry = CollectorRegistry()
+    registry.register(NodeCollector(lambda: (snapshot(node),), ready))
+    if process:
+        ProcessCollector(registry=registry)
+    return registry

@@ -1,0 +1,380 @@
+"""The `trelay` command: `trelay serve` runs the relay until SIGINT or SIGTERM.
+
+Owns the operator's side of the runtime: flags, logging, the ready line and exit
+statuses. Nothing imports this module; it is the console-script entry point
+(`trelay = "trelay.process.cli:main"`, whose wrapper passes `main`'s return value to `sys.exit`).
+
+Invariants:
+- A bad flag or setting is one line on stderr, "trelay: <key>: <problem>", and status 2;
+  nothing has been bound by then. A listen address that cannot be bound is one line
+  too, naming its `listen.*` key, and status 1.
+- Once every listener is bound, the operator HTTP port(s) (`http.listen`: /metrics,
+  /healthz, /readyz) are started, then exactly one JSON line goes to stdout (flushed):
+  {"event": "ready", "udp": [...], "tcp": [...], "tls": [...], "http": [...],
+  "ice_servers": [...]}, and a ready-to-paste `iceServers` block goes to stderr. /readyz
+  answers 200 from then on.
+- SIGINT and SIGTERM drain the relay (/readyz answers 503 at once; no new allocations;
+  existing ones get a short grace period), then close every socket; `main` returns 0.
+- The ready line's `ice_servers` carry a TURN credential for a day when shared secrets
+  (or, with neither users nor secrets configured, the generated dev secret) are set.
+- `--workers N` (`workers = N`), N > 1: this process supervises N worker processes that
+  share the listen ports (`trelay.process.workers`); the ready line, the HTTP port, signals and
+  exit statuses are the same. A worker that cannot start, or keeps dying, is one line
+  and status 1 (2 for a bad setting). N = 1 is the single-process path below.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import logging
+import signal
+import sys
+from collections.abc import AsyncIterator, Iterator, Sequence
+from pathlib import Path
+from typing import NoReturn, TextIO
+
+import trio
+from starlette.applications import Starlette
+
+from trelay.config.revocations import Revocations, load_revocations, watch_revocations_file
+from trelay.config.secrets_file import watch_secrets_file
+from trelay.config.settings import Flags, Settings, load_settings
+from trelay.config.values import SettingsError, format_host_port
+from trelay.credentials.ice_config import (
+    TurnCredential,
+    format_ice_servers,
+    ice_servers,
+    ice_servers_json,
+)
+from trelay.node.listeners import BoundAddresses, HostPort, ListenError, serve
+from trelay.node.turn_node import TurnNode
+from trelay.node.turn_setup import build_turn_server, dev_credential, shared_secrets
+from trelay.ops.http_app import NodeStatus, build_app
+from trelay.ops.http_server import serve_http
+from trelay.ops.logs import configure_logging
+from trelay.ops.metrics import node_registry
+from trelay.ops.operator_routes import operator_routes
+from trelay.process.token_commands import TOKEN_COMMANDS, add_token_commands, run_token_command
+from trelay.process.workers import WorkersFailed, serve_workers
+
+PROG = "trelay"
+EXIT_OK = 0
+EXIT_LISTEN_FAILED = 1
+EXIT_BAD_SETTINGS = 2
+DRAIN_GRACE_SECONDS = 5.0
+
+logger = logging.getLogger(__name__)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run `trelay` with `argv` (default: the process's arguments); return the exit status."""
+    try:
+        arguments = build_parser().parse_args(argv)
+        if arguments.command in TOKEN_COMMANDS:
+            return run_token_command(arguments)
+        settings = load_settings(arguments.config, flags_from(arguments))
+    except SettingsError as exc:
+        return _fail(exc, EXIT_BAD_SETTINGS)
+    except SystemExit as exc:  # --help
+        return exc.code if isinstance(exc.code, int) else EXIT_OK
+    configure_logging(settings.log_level.logging_level, settings.log_format, settings.log_usernames)
+    return run(settings)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but its errors become `SettingsError` ("trelay: <key>: <problem>")."""
+
+    def error(self, message: str) -> NoReturn:
+        raise usage_error(message)
+
+
+def usage_error(message: str) -> SettingsError:
+    """Turn an argparse message into a `SettingsError` whose key is the flag concerned."""
+    head, _, rest = message.partition(": ")
+    if head.startswith("argument "):
+        # "argument --listen-udp: expected one argument"
+        flag, _, problem = message.removeprefix("argument ").partition(": ")
+        return SettingsError(flag, problem)
+    if head == "unrecognized arguments":
+        first = rest.split()[0] if rest.split() else rest
+        return SettingsError(first, "unknown flag" if first.startswith("-") else "unexpected")
+    if head == "the following arguments are required":
+        return SettingsError(rest, "required")
+    return SettingsError("arguments", message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=PROG, description="A STUN/TURN relay on trio.")
+    commands = parser.add_subparsers(dest="command", metavar="command", required=True)
+    serve_parser = commands.add_parser(
+        "serve",
+        help="run the relay until SIGINT or SIGTERM",
+        description="Run the relay. With no flags: loopback, ephemeral ports, dev TLS.",
+    )
+    serve_parser.add_argument("--config", type=Path, metavar="FILE", help="TOML settings")
+    for transport in ("udp", "tcp", "tls"):
+        serve_parser.add_argument(
+            f"--listen-{transport}",
+            action="append",
+            metavar="HOST:PORT",
+            help=f"listen for {transport.upper()} (repeatable; replaces listen.{transport})",
+        )
+    serve_parser.add_argument(
+        "--listen-http",
+        action="append",
+        metavar="HOST:PORT",
+        help="the operator HTTP port: /metrics, /healthz, /readyz (repeatable; replaces "
+        "http.listen)",
+    )
+    serve_parser.add_argument("--realm", help="REALM of the long-term credentials")
+    serve_parser.add_argument("--tls-cert", metavar="FILE", help="PEM certificate chain")
+    serve_parser.add_argument("--tls-key", metavar="FILE", help="PEM private key")
+    serve_parser.add_argument("--log-level", metavar="LEVEL", help="debug, info, warning, ...")
+    serve_parser.add_argument(
+        "--user", action="append", metavar="NAME:PASSWORD", help="a static TURN user"
+    )
+    serve_parser.add_argument(
+        "--secret", action="append", metavar="SECRET", help="a TURN REST API shared secret"
+    )
+    serve_parser.add_argument(
+        "--secrets-file",
+        metavar="FILE",
+        help="TURN REST API shared secrets, one per line, newest first; re-read on change",
+    )
+    serve_parser.add_argument("--relay-address", metavar="IP", help="where relay sockets bind")
+    serve_parser.add_argument(
+        "--external-address",
+        metavar="IP",
+        help="the relay address clients are told (behind a 1:1 NAT, or a wildcard relay address)",
+    )
+    serve_parser.add_argument(
+        "--relay-address-v6", metavar="IP", help="where IPv6 relay sockets bind (dual stack)"
+    )
+    serve_parser.add_argument("--relay-ports", metavar="MIN-MAX", help="relay port range")
+    serve_parser.add_argument(
+        "--allow-loopback-peers",
+        action="store_true",
+        help="let peers on loopback through (tests and local development only)",
+    )
+    serve_parser.add_argument(
+        "--selftest",
+        action="store_true",
+        help="serve /selftest on the HTTP port (it hands out short-lived TURN credentials)",
+    )
+    serve_parser.add_argument(
+        "--api-keys", metavar="FILE", help="API keys (`trelay keys create`): serve the token API"
+    )
+    serve_parser.add_argument(
+        "--revocations-file", metavar="FILE", help="revoked identities, watched for changes"
+    )
+    serve_parser.add_argument(
+        "--workers",
+        metavar="N",
+        help="worker processes sharing the listen ports (SO_REUSEPORT); default 1",
+    )
+    serve_parser.add_argument("--log-format", metavar="FORMAT", help="human or json")
+    serve_parser.add_argument(
+        "--log-usernames", action="store_true", help="write usernames in logs"
+    )
+    add_token_commands(commands)
+    return parser
+
+
+def flags_from(arguments: argparse.Namespace) -> Flags:
+    def addresses(values: list[str] | None) -> tuple[str, ...] | None:
+        return None if values is None else tuple(values)
+
+    return Flags(
+        listen_udp=addresses(arguments.listen_udp),
+        listen_tcp=addresses(arguments.listen_tcp),
+        listen_tls=addresses(arguments.listen_tls),
+        listen_http=addresses(arguments.listen_http),
+        realm=arguments.realm,
+        tls_cert=arguments.tls_cert,
+        tls_key=arguments.tls_key,
+        log_level=arguments.log_level,
+        users=addresses(arguments.user),
+        secrets=addresses(arguments.secret),
+        secrets_file=arguments.secrets_file,
+        relay_address=arguments.relay_address,
+        relay_address_v6=arguments.relay_address_v6,
+        external_address=arguments.external_address,
+        relay_ports=arguments.relay_ports,
+        allow_loopback_peers=arguments.allow_loopback_peers,
+        selftest=arguments.selftest,
+        api_keys=arguments.api_keys,
+        revocations_file=arguments.revocations_file,
+        log_format=arguments.log_format,
+        log_usernames=arguments.log_usernames,
+        workers=arguments.workers,
+    )
+
+
+def run(settings: Settings) -> int:
+    """Serve until SIGINT/SIGTERM; the exit status."""
+    try:
+        if settings.workers > 1:
+            trio.run(serve_workers_until_signal, settings, sys.stdout, sys.stderr)
+        else:
+            trio.run(serve_until_signal, settings, sys.stdout, sys.stderr)
+    except KeyboardInterrupt:  # a Ctrl-C before the signal receiver was installed
+        return EXIT_OK
+    except (SettingsError, ListenError, WorkersFailed, BaseExceptionGroup) as exc:
+        known = _known_error(exc)
+        if known is None:
+            raise
+        if isinstance(known, WorkersFailed):
+            return _fail(known, known.status)
+        status = EXIT_BAD_SETTINGS if isinstance(known, SettingsError) else EXIT_LISTEN_FAILED
+        return _fail(known, status)
+    return EXIT_OK
+
+
+async def serve_workers_until_signal(settings: Settings, stdout: TextIO, stderr: TextIO) -> None:
+    """`serve_until_signal` with `settings.workers` worker processes (`trelay.process.workers`)."""
+
+    async def http(nursery: trio.Nursery, app: Starlette) -> list[HostPort]:
+        return await start_http(nursery, settings, app)
+
+    def announce(bound: BoundAddresses, http_bound: Sequence[HostPort]) -> None:
+        announce_ready(settings, bound, stdout, stderr, http_bound)
+
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        await serve_workers(
+            settings, signals, drain_grace=DRAIN_GRACE_SECONDS, start_http=http, announce=announce
+        )
+
+
+async def serve_until_signal(settings: Settings, stdout: TextIO, stderr: TextIO) -> None:
+    """Run `serve`, announce readiness, and stop cleanly on the first SIGINT or SIGTERM."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            auth = settings.auth
+            secrets = shared_secrets(settings)
+            node = TurnNode(build_turn_server(settings, secrets), nursery)
+            status = NodeStatus()
+            if auth.secrets_file is not None:
+                watch = functools.partial(watch_secrets_file, auth.secrets_file, secrets)
+                await nursery.start(watch, auth.secrets)
+            revocations = None
+            if auth.revocations_file is not None:
+                revocations = _load_revocations(auth.revocations_file)
+                node.server.auth.is_revoked = revocations.is_revoked
+                watch = functools.partial(
+                    watch_revocations_file, auth.revocations_file, revocations
+                )
+                await nursery.start(watch)
+            nursery.start_soon(_drain_on_signal, signals, node, status, nursery.cancel_scope)
+            await nursery.start(node.run_timers)
+            bound: BoundAddresses = await nursery.start(
+                functools.partial(serve, settings, frontend=node)
+            )
+            node.server.listening_on([*bound.udp, *bound.tcp, *bound.tls])
+            registry = node_registry(node, ready=lambda: status.ready)
+            routes = operator_routes(settings, bound, revocations)
+            app = build_app(status, registry=registry, extra_routes=routes)
+            http = await start_http(nursery, settings, app)
+            status.mark_bound()
+            announce_ready(settings, bound, stdout, stderr, http)
+
+
+def _load_revocations(path: Path) -> Revocations:
+    try:
+        return load_revocations(path)
+    except ValueError as exc:
+        raise SettingsError("auth.revocations_file", str(exc)) from exc
+
+
+async def start_http(nursery: trio.Nursery, settings: Settings, app: Starlette) -> list[HostPort]:
+    """Start the operator HTTP port(s); a failure to bind is a `ListenError` naming its key."""
+    bound: list[HostPort] = []
+    for index, address in enumerate(settings.http.listen):
+        try:
+            bound.append(await nursery.start(serve_http, address.host, address.port, app))
+        except OSError as exc:
+            raise ListenError(f"http.listen[{index}]", address, exc) from exc
+    return bound
+
+
+async def _drain_on_signal(
+    signals: AsyncIterator[int], node: TurnNode, status: NodeStatus, scope: trio.CancelScope
+) -> None:
+    """First signal: not ready any more, no new allocations, the others get a grace period."""
+    async for number in signals:
+        logger.info("%s received, draining", signal.Signals(number).name)
+        status.start_draining()
+        await node.drain(DRAIN_GRACE_SECONDS)
+        scope.cancel()
+        return
+
+
+def ready_event(
+    bound: BoundAddresses,
+    credential: TurnCredential | None = None,
+    http: Sequence[HostPort] | None = None,
+) -> dict[str, object]:
+    """The ready line's content (JSON-ready); "http" only when `http` is given."""
+    event: dict[str, object] = {
+        "event": "ready",
+        "udp": [format_host_port(*a) for a in bound.udp],
+        "tcp": [format_host_port(*a) for a in bound.tcp],
+        "tls": [format_host_port(*a) for a in bound.tls],
+    }
+    if http is not None:
+        event["http"] = [format_host_port(*a) for a in http]
+    event["ice_servers"] = ice_servers_json(ice_servers(bound, credential))
+    return event
+
+
+def announce_ready(
+    settings: Settings,
+    bound: BoundAddresses,
+    stdout: TextIO,
+    stderr: TextIO,
+    http: Sequence[HostPort] = (),
+) -> None:
+    # One line, flushed at once: a supervisor or test reads it as the sign to go on.
+    credential = dev_credential(settings)
+    stdout.write(json.dumps(ready_event(bound, credential, http)) + "\n")
+    stdout.flush()
+    stderr.write(f"{PROG}: ready. Paste into new RTCPeerConnection({{...}}):\n")
+    stderr.write(format_ice_servers(ice_servers(bound, credential)) + "\n")
+    if settings.relay.allow_loopback_peers:
+        stderr.write(f"{PROG}: loopback peers allowed: for tests and local development only\n")
+    if bound.tls and settings.tls.self_signed:
+        stderr.write(f"{PROG}: stuns: uses a throw-away self-signed certificate\n")
+    if settings.http.selftest:
+        for host, port in http:
+            stderr.write(
+                f"{PROG}: self-test page: http://{format_host_port(host, port)}/selftest\n"
+            )
+    stderr.flush()
+
+
+def _known_error(exc: BaseException) -> SettingsError | ListenError | WorkersFailed | None:
+    """The one error to report, when `exc` (maybe a nest of groups) holds only ours."""
+    leaves = list(_leaves(exc))
+    if leaves and all(isinstance(e, SettingsError | ListenError | WorkersFailed) for e in leaves):
+        first = leaves[0]
+        assert isinstance(first, SettingsError | ListenError | WorkersFailed)
+        return first
+    return None
+
+
+def _leaves(exc: BaseException) -> Iterator[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            yield from _leaves(inner)
+    else:
+        yield exc
+
+
+def _fail(error: Exception, status: int) -> int:
+    print(f"{PROG}: {error}", file=sys.stderr)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,362 @@
+"""One worker process of a multi-worker node, and the control channel to its supervisor.
+
+Owns the worker's side of `trelay serve --workers N` (DESIGN §4, `trelay.process.workers` is the
+supervisor): `python -m trelay.process.worker FD` runs one TURN node - its own trio loop,
+`trelay.node.turn_node.TurnNode` and the UDP/TCP/TLS listeners of its settings on ports the
+supervisor chose (UDP on sockets the supervisor bound and passed down, `udp_fds`; TCP
+and TLS bound here with SO_REUSEPORT) - and no HTTP port. FD is its end
+of a socketpair to the supervisor, which carries the messages below: length-prefixed
+pickles (both ends are our own processes; nothing else can reach the socketpair).
+
+Supervisor -> worker: `WorkerAssignment` (first, once), then `Drain` and `ReportRequest`.
+Worker -> supervisor: `WorkerBound` once every listener is bound, `WorkerReport` every
+`REPORT_INTERVAL` seconds and after each `ReportRequest`, `StartFailed` if the settings
+or a listen address fail before binding.
+
+Invariants:
+- The worker drains as `trelay serve` does (no new allocations, `drain_grace` seconds
+  for the others, then it ends, status 0) on `Drain`, on SIGTERM, and when the control
+  channel closes (its supervisor is gone: a worker never outlives it). SIGINT is
+  ignored: a Ctrl-C in a terminal reaches the whole process group, and the supervisor
+  decides.
+- Without shared secrets (static users only) the core's nonce key would be random per
+  process; every worker gets the supervisor's `nonce_key` instead, so a nonce minted by
+  one worker is accepted by all. With secrets the key is derived from them, as ever.
+- A worker watches `auth.secrets_file` and `auth.revocations_file` itself.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import pickle
+import signal
+import socket
+import sys
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import trio
+
+from trelay.config.revocations import Revocations, load_revocations, watch_revocations_file
+from trelay.config.secrets_file import watch_secrets_file
+from trelay.config.settings import Settings
+from trelay.config.values import SettingsError
+from trelay.node.frontend import ClientFrontend
+from trelay.node.listeners import BoundAddresses, HostPort, ListenError, Listeners, serve
+from trelay.node.stream_listener import serve_stream
+from trelay.node.turn_node import TurnNode
+from trelay.node.turn_setup import build_turn_server, shared_secrets
+from trelay.node.udp_listener import serve_udp_socket
+from trelay.ops.http_app import NodeStatus
+from trelay.ops.logs import configure_logging
+from trelay.ops.metrics import NodeSnapshot, snapshot
+from trelay.turn.credential_sources import SharedSecrets
+from trelay.turn.nonces import NonceStamper
+
+REPORT_INTERVAL = 1.0
+ASSIGNMENT_TIMEOUT = 30.0
+MAX_MESSAGE = 16 * 1024 * 1024
+EXIT_OK, EXIT_LISTEN_FAILED, EXIT_BAD_SETTINGS = 0, 1, 2
+
+logger = logging.getLogger(__name__)
+
+
+def worker_listeners(assignment: WorkerAssignment) -> Listeners:
+    """UDP on the inherited sockets; TCP and TLS bound here, with SO_REUSEPORT."""
+    listen = assignment.settings.listen.udp
+    inherited = {
+        (address.host, address.port): fd
+        for address, fd in zip(listen, assignment.udp_fds, strict=True)
+    }
+
+    async def serve_inherited_udp(
+        host: str,
+        port: int,
+        frontend: ClientFrontend,
+        /,
+        *,
+        task_status: trio.TaskStatus[HostPort] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        sock = socket.socket(fileno=inherited[(host, port)])
+        sock.setblocking(False)
+        await serve_udp_socket(sock, frontend, task_status=task_status)
+
+    return Listeners(
+        udp=serve_inherited_udp, stream=functools.partial(serve_stream, reuse_port=True)
+    )
+
+
+# --- the messages ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerAssignment:
+    """What a worker serves: its settings (concrete ports, its relay port slice)."""
+
+    index: int
+    settings: Settings
+    drain_grace: float
+    nonce_key: bytes = field(repr=False)
+    username_key: bytes = field(repr=False)
+    # Inherited UDP sockets (bound by the supervisor), one per `settings.listen.udp`.
+    udp_fds: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Drain:
+    """Stop taking allocations, give the others `drain_grace`, then end."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReportRequest:
+    """Send a `WorkerReport` now (a scrape is waiting)."""
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerBound:
+    pid: int
+    bound: BoundAddresses
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerReport:
+    snapshot: NodeSnapshot
+    ready: bool
+    cpu_seconds: float
+    resident_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class StartFailed:
+    """The one-line error ("<key>: <problem>") and the exit status `trelay` would use."""
+
+    status: int
+    message: str
+
+
+Message = WorkerAssignment | Drain | ReportRequest | WorkerBound | WorkerReport | StartFailed
+_MESSAGES = (WorkerAssignment, Drain, ReportRequest, WorkerBound, WorkerReport, StartFailed)
+
+
+class ControlChannel:
+    """Messages over a stream: a 4-byte big-endian length, then the pickle."""
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self.stream = stream
+        self._buffer = bytearray()
+        self._send_lock = trio.Lock()  # reports and answers come from different tasks
+
+    @classmethod
+    def from_socket(cls, sock: socket.socket) -> ControlChannel:
+        return cls(trio.SocketStream(trio.socket.from_stdlib_socket(sock)))
+
+    async def send(self, message: Message) -> None:
+        data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+        async with self._send_lock:
+            await self.stream.send_all(len(data).to_bytes(4) + data)
+
+    async def receive(self) -> Message | None:
+        """The next message, or None once the other end has closed."""
+        size = await self._read_exactly(4)
+        if size is None:
+            return None
+        length = int.from_bytes(size)
+        if length > MAX_MESSAGE:
+            raise ValueError(f"control message of {length} bytes")
+        data = await self._read_exactly(length)
+        if data is None:
+            return None
+        # Trusted: the other end is our own process, over a socketpair nobody else holds.
+        message = pickle.loads(data)  # noqa: S301
+        if not isinstance(message, _MESSAGES):
+            raise ValueError(f"unexpected control message {type(message).__name__}")
+        return message
+
+    async def __aiter__(self) -> AsyncIterator[Message]:
+        while (message := await self.receive()) is not None:
+            yield message
+
+    async def _read_exactly(self, count: int) -> bytes | None:
+        while len(self._buffer) < count:
+            try:
+                chunk = await self.stream.receive_some(65536)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return None
+            if not chunk:
+                return None
+            self._buffer += chunk
+        data = bytes(self._buffer[:count])
+        del self._buffer[:count]
+        return data
+
+
+# --- the worker --------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    arguments = sys.argv[1:] if argv is None else argv
+    if len(arguments) != 1 or not arguments[0].isdigit():
+        print("usage: python -m trelay.process.worker FD (started by `trelay serve --workers N`)")
+        return EXIT_BAD_SETTINGS
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    return trio.run(run_worker, int(arguments[0]))
+
+
+async def run_worker(fd: int) -> int:
+    control = ControlChannel.from_socket(socket.socket(fileno=fd))
+    with trio.fail_after(ASSIGNMENT_TIMEOUT):
+        assignment = await control.receive()
+    if not isinstance(assignment, WorkerAssignment):
+        return EXIT_BAD_SETTINGS
+    settings = assignment.settings
+    configure_logging(
+        settings.log_level.logging_level,
+        settings.log_format,
+        settings.log_usernames,
+        username_key=assignment.username_key,
+    )
+    try:
+        await serve_worker(assignment, control)
+    except (SettingsError, ListenError, BaseExceptionGroup) as exc:
+        known = _known_error(exc)
+        if known is None:
+            raise
+        status = EXIT_BAD_SETTINGS if isinstance(known, SettingsError) else EXIT_LISTEN_FAILED
+        await control.send(StartFailed(status, str(known)))
+        return status
+    return EXIT_OK
+
+
+async def serve_worker(assignment: WorkerAssignment, control: ControlChannel) -> None:
+    """Serve the assignment until drained; tell the supervisor when bound, and report."""
+    settings = assignment.settings
+    with trio.open_signal_receiver(signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            secrets = shared_secrets(settings)
+            node = TurnNode(build_turn_server(settings, secrets), nursery)
+            if not settings.auth.shared_secrets:
+                node.server.auth.nonces = NonceStamper(assignment.nonce_key)
+            status = NodeStatus()
+            await start_auth_watchers(nursery, settings, node, secrets)
+            draining = Draining(node, status, assignment.drain_grace, nursery.cancel_scope)
+            nursery.start_soon(draining.on_signal, signals)
+            await nursery.start(node.run_timers)
+            bound: BoundAddresses = await nursery.start(
+                functools.partial(
+                    serve, settings, frontend=node, listeners=worker_listeners(assignment)
+                )
+            )
+            node.server.listening_on([*bound.udp, *bound.tcp, *bound.tls])
+            status.mark_bound()
+            logger.info("worker %d (pid %d) ready", assignment.index, os.getpid())
+            await control.send(WorkerBound(os.getpid(), bound))
+            nursery.start_soon(_report_every, control, node, status)
+            nursery.start_soon(_obey, control, node, status, draining)
+
+
+async def start_auth_watchers(
+    nursery: trio.Nursery, settings: Settings, node: TurnNode, secrets: SharedSecrets
+) -> Revocations | None:
+    """Watch `auth.secrets_file` and `auth.revocations_file` (if set) for `node`."""
+    auth = settings.auth
+    if auth.secrets_file is not None:
+        watch = functools.partial(watch_secrets_file, auth.secrets_file, secrets)
+        await nursery.start(watch, auth.secrets)
+    if auth.revocations_file is None:
+        return None
+    revocations = load_revocations_setting(auth.revocations_file)
+    node.server.auth.is_revoked = revocations.is_revoked
+    await nursery.start(watch_revocations_file, auth.revocations_file, revocations)
+    return revocations
+
+
+def load_revocations_setting(path: Path) -> Revocations:
+    try:
+        return load_revocations(path)
+    except ValueError as exc:
+        raise SettingsError("auth.revocations_file", str(exc)) from exc
+
+
+@dataclass(slots=True)
+class Draining:
+    """Drains the worker's node once, whoever asks first (SIGTERM, `Drain`, lost supervisor)."""
+
+    node: TurnNode
+    status: NodeStatus
+    grace: float
+    scope: trio.CancelScope
+
+    async def drain(self, why: str) -> None:
+        if self.status.draining:
+            return
+        logger.info("%s, draining", why)
+        self.status.start_draining()
+        await self.node.drain(self.grace)
+        self.scope.cancel()
+
+    async def on_signal(self, signals: AsyncIterator[int]) -> None:
+        async for number in signals:
+            await self.drain(f"{signal.Signals(number).name} received")
+            return
+
+
+async def _obey(
+    control: ControlChannel, node: TurnNode, status: NodeStatus, draining: Draining
+) -> None:
+    async for message in control:
+        if isinstance(message, ReportRequest):
+            await control.send(report(node, status))
+        elif isinstance(message, Drain):
+            await draining.drain("drain asked by the supervisor")
+    await draining.drain("supervisor gone")
+
+
+async def _report_every(control: ControlChannel, node: TurnNode, status: NodeStatus) -> None:
+    while True:
+        try:
+            await control.send(report(node, status))
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return  # the supervisor is gone; `_obey` drains
+        await trio.sleep(REPORT_INTERVAL)
+
+
+def report(node: TurnNode, status: NodeStatus) -> WorkerReport:
+    return WorkerReport(snapshot(node), status.ready, time.process_time(), resident_bytes())
+
+
+def resident_bytes() -> int:
+    """This process's resident set size (Linux /proc); 0 where that is not available."""
+    try:
+        with open("/proc/self/statm") as statm:
+            pages = int(statm.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
+    return pages * os.sysconf("SC_PAGE_SIZE")
+
+
+def _known_error(exc: BaseException) -> SettingsError | ListenError | None:
+    """The first of ours in `exc` (maybe a nest of groups) when it holds only ours."""
+    leaves = list(_leaves(exc))
+    if leaves and all(isinstance(e, SettingsError | ListenError) for e in leaves):
+        first = leaves[0]
+        assert isinstance(first, SettingsError | ListenError)
+        return first
+    return None
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
+    return [exc]
+
+
+if __name__ == "__main__":
+    # Run the imported module, not `__main__`: the messages must unpickle as (and be
+    # checked against) trelay.process.worker's classes.
+    from trelay.process.worker import main as worker_main
+
+    sys.exit(worker_main())

@@ -1,0 +1,403 @@
+"""`trelay serve --workers N`: a supervisor and N worker processes sharing the listen ports.
+
+Owns the multi-core node of DESIGN §4. The process the operator started (the supervisor)
+serves no TURN itself; it
+1. makes every listen address concrete (`trelay.process.listen_reservation`): a plain socket (no
+   SO_REUSEPORT) binds it first, so a port in use fails as with one process (a
+   `ListenError` naming its key, status 1; SO_REUSEPORT alone would silently share a
+   port with a stale trelay of the same user) and a port-0 address gets a port nobody
+   holds. Then, per UDP address, it binds N SO_REUSEPORT sockets, one per worker, and
+   keeps them for its whole life; per TCP/TLS address, one SO_REUSEPORT probe (bound,
+   never listening) holds the port until the workers listen on it;
+2. starts N workers (`python -m trelay.process.worker`: one socketpair each for the messages of
+   `trelay.process.worker`, plus the worker's UDP sockets, inherited) with the settings made
+   concrete, each with its own slice of `relay.ports` (`split_port_range`), so two
+   workers never bind the same relay port;
+3. closes the TCP probes once every worker is bound, then serves the operator HTTP
+   port and prints the ready line.
+
+Why the supervisor binds the UDP sockets: when a socket leaves an SO_REUSEPORT group,
+Linux moves the group's last socket into its slot, so a worker that died and rebound
+would take over a *surviving* worker's clients (their datagrams would reach a process
+without their allocation). With the sockets held here the group never changes: a
+restarted worker reads the very socket its predecessor did, and no datagram is ever
+hashed to a socket nobody will read (there are no UDP probes; what arrives while a
+worker restarts waits in its socket's buffer). TCP needs none of this: an accepted
+connection stays with the process that accepted it.
+
+HTTP: /metrics sums the workers' latest snapshots (each sends one every second, and the
+supervisor asks all of them, waiting at most `REFRESH_TIMEOUT`, before each scrape) plus
+the counters of ended workers; per-worker families are labelled `worker="<index>"`
+(`trelay.ops.metrics.workers_registry`). /readyz is 200 only while every worker is ready and
+the node is not draining. The token API and /selftest are served as with one process.
+Without certificate files, one throw-away TLS certificate serves every worker.
+
+SIGINT/SIGTERM: /readyz turns 503, every worker is told to drain (as `trelay serve`
+does: no new allocations, a grace period, then it ends), the supervisor waits at most
+the grace plus `DRAIN_MARGIN` seconds, stops what is left and ends (status 0).
+
+A worker that dies unexpectedly is logged, the node is not ready until it is back, and
+it is restarted with the same index, sockets and relay port slice after `RESTART_DELAY`
+seconds: its allocations are lost either way (its clients get 437 and allocate again),
+and a relay that keeps serving everyone else beats one that exits. A worker that dies
+`MAX_RAPID_RESTARTS` times in a row, each within `RAPID_SECONDS` of its start, means
+something is broken, not bad luck: the supervisor stops every worker and ends with
+status 1 (`WorkersFailed`). A worker that fails before it is first bound (bad
+certificate, ...) ends the start the same way, with the worker's own one-line error.
+
+Per worker, not per node (each worker has its own core): the quotas (`quotas.user`
+allocations per user per worker, `quotas.total` per worker), the unauthenticated-request
+rate limit, the response cache and the relay port slice. Nonces verify on every worker
+(one nonce key for all, `trelay.process.worker`), and the kernel keeps a client's 5-tuple on one
+worker (UDP by hash of the addresses, TCP/TLS by connection).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import trio
+from starlette.applications import Starlette
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from trelay.config.revocations import Revocations, watch_revocations_file
+from trelay.config.settings import ListenSettings, Settings
+from trelay.node.listeners import BoundAddresses, HostPort
+from trelay.node.tls import generate_self_signed
+from trelay.ops.http_app import NodeStatus, build_app
+from trelay.ops.metrics import NodeSnapshot, WorkerUsage, combine, counters_only, workers_registry
+from trelay.ops.operator_routes import operator_routes
+from trelay.process.listen_reservation import (
+    Reservation,
+    close_all,
+    reserve_listen_ports,
+    worker_settings,
+)
+from trelay.process.worker import (
+    ControlChannel,
+    Drain,
+    ReportRequest,
+    StartFailed,
+    WorkerAssignment,
+    WorkerBound,
+    WorkerReport,
+    load_revocations_setting,
+)
+
+STARTUP_TIMEOUT = 30.0
+REFRESH_TIMEOUT = 0.5
+DRAIN_MARGIN = 5.0
+RESTART_DELAY = 0.5
+RAPID_SECONDS = 10.0
+MAX_RAPID_RESTARTS = 5
+STOP_TIMEOUT = 5.0
+
+logger = logging.getLogger(__name__)
+
+StartHttp = Callable[[trio.Nursery, Starlette], Awaitable[list[HostPort]]]
+Announce = Callable[[BoundAddresses, Sequence[HostPort]], None]
+
+
+class WorkersFailed(Exception):
+    """The node cannot run: a worker failed to start, or keeps dying. `status` to exit with."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+# --- one worker --------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class WorkerSlot:
+    """Worker `index` across its restarts, as the supervisor sees it."""
+
+    index: int
+    settings: Settings
+    process: trio.Process | None = None
+    control: ControlChannel | None = None
+    bound: BoundAddresses | None = None
+    first_bound: trio.Event = field(default_factory=trio.Event)
+    ready: bool = False
+    failure: StartFailed | None = None
+    latest: NodeSnapshot | None = None
+    retired: NodeSnapshot = field(default_factory=NodeSnapshot)
+    cpu_seconds: float = 0.0
+    retired_cpu: float = 0.0
+    resident_bytes: int = 0
+    restarts: int = 0
+    fresh: trio.Event = field(default_factory=trio.Event)
+
+    def usage(self) -> WorkerUsage:
+        active = 0.0 if self.latest is None else sum(self.latest.allocations_active.values())
+        return WorkerUsage(
+            self.index, self.ready, active, self.retired_cpu + self.cpu_seconds,
+            self.resident_bytes, self.restarts,
+        )  # fmt: skip
+
+    def ended(self) -> None:
+        """The process is gone: keep its counters (they must not go backwards), not it."""
+        if self.latest is not None:
+            self.retired = combine((self.retired, counters_only(self.latest)))
+        self.retired_cpu += self.cpu_seconds
+        self.latest, self.cpu_seconds, self.resident_bytes = None, 0.0, 0
+        self.process = self.control = None
+        self.ready = False
+        self.fresh.set()  # nobody waits for a report from a dead worker
+
+
+@dataclass(slots=True)
+class WorkersStatus(NodeStatus):
+    """`NodeStatus`, also not ready while any worker is down."""
+
+    slots: list[WorkerSlot] = field(default_factory=list)
+
+    @property
+    def not_ready_reason(self) -> str | None:
+        # Explicit base call: zero-argument super() breaks in slotted dataclasses.
+        reason: str | None = NodeStatus.not_ready_reason.fget(self)  # type: ignore[attr-defined]
+        if reason is not None:
+            return reason
+        down = [str(slot.index) for slot in self.slots if not slot.ready]
+        return f"worker {', '.join(down)} not running" if down else None
+
+
+class Supervisor:
+    def __init__(self, settings: Settings, reservation: Reservation, drain_grace: float) -> None:
+        self.settings = settings
+        self.drain_grace = drain_grace
+        self.reservation = reservation
+        each = worker_settings(settings, reservation.listen)
+        self.slots = [WorkerSlot(i, s) for i, s in enumerate(each)]
+        self.status = WorkersStatus(slots=self.slots)
+        self.nonce_key = secrets.token_bytes(32)
+        self.username_key = secrets.token_bytes(32)
+
+    # --- running workers -------------------------------------------------------------
+
+    async def keep_running(self, slot: WorkerSlot) -> None:
+        """Run worker `slot.index`, restarting it when it dies, until the node drains."""
+        rapid = 0
+        while not self.status.draining:
+            started = trio.current_time()
+            status = await self.run_once(slot)
+            if self.status.draining:
+                return
+            if not slot.first_bound.is_set():
+                failure = slot.failure
+                if failure is not None:
+                    raise WorkersFailed(failure.status, failure.message)
+                raise WorkersFailed(1, f"worker {slot.index} exited ({status}) before binding")
+            rapid = rapid + 1 if trio.current_time() - started < RAPID_SECONDS else 0
+            logger.error("worker %d exited unexpectedly (status %s)", slot.index, status)
+            if rapid >= MAX_RAPID_RESTARTS:
+                raise WorkersFailed(1, f"worker {slot.index} died {rapid} times in a row")
+            await trio.sleep(RESTART_DELAY)
+            if self.status.draining:
+                return
+            slot.restarts += 1
+            logger.warning("restarting worker %d (restart %d)", slot.index, slot.restarts)
+
+    async def run_once(self, slot: WorkerSlot) -> int:
+        """Start the worker process, serve its messages, return its exit status."""
+        parent, child = socket.socketpair()
+        udp_fds = self.reservation.udp_fds(slot.index)  # the same numbers in the worker
+        try:
+            process = await trio.lowlevel.open_process(
+                [sys.executable, "-m", "trelay.process.worker", str(child.fileno())],
+                pass_fds=(child.fileno(), *udp_fds),
+                stdin=subprocess.DEVNULL,
+                stdout=sys.stderr.fileno(),  # stdout is the supervisor's ready line only
+            )
+        finally:
+            child.close()
+        slot.process, slot.control, slot.failure = process, ControlChannel.from_socket(parent), None
+        try:
+            assignment = WorkerAssignment(
+                slot.index, slot.settings, self.drain_grace, self.nonce_key, self.username_key,
+                udp_fds,
+            )  # fmt: skip
+            listened = trio.Event()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._listen, slot, slot.control, listened)
+                # If it died at once, its exit status says why.
+                with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                    await slot.control.send(assignment)
+                status = await process.wait()
+                # Its last words (a `StartFailed`) may still be in the socket: read to EOF.
+                with trio.move_on_after(STOP_TIMEOUT):
+                    await listened.wait()
+                nursery.cancel_scope.cancel()
+        finally:
+            with trio.CancelScope(shield=True):
+                await _stop(process)
+            parent.close()
+            slot.ended()
+        return status
+
+    async def _listen(
+        self, slot: WorkerSlot, control: ControlChannel, listened: trio.Event
+    ) -> None:
+        async for message in control:
+            if isinstance(message, WorkerReport):
+                slot.latest, slot.ready = message.snapshot, message.ready
+                slot.cpu_seconds, slot.resident_bytes = message.cpu_seconds, message.resident_bytes
+                slot.fresh.set()
+            elif isinstance(message, WorkerBound):
+                slot.bound, slot.ready = message.bound, True
+                logger.info("worker %d bound (pid %d)", slot.index, message.pid)
+                slot.first_bound.set()
+            elif isinstance(message, StartFailed):
+                slot.failure = message
+        listened.set()
+
+    # --- asking the workers ----------------------------------------------------------
+
+    async def refresh(self) -> None:
+        """Ask every worker for a report; wait for them at most `REFRESH_TIMEOUT`."""
+        waiting: list[trio.Event] = []
+        for slot in self.slots:
+            if slot.control is None:
+                continue
+            if slot.fresh.is_set():
+                slot.fresh = trio.Event()
+            waiting.append(slot.fresh)
+            try:
+                await slot.control.send(ReportRequest())
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                slot.fresh.set()
+        with trio.move_on_after(REFRESH_TIMEOUT):
+            for event in waiting:
+                await event.wait()
+
+    def snapshots(self) -> Iterator[NodeSnapshot]:
+        for slot in self.slots:
+            yield slot.retired
+            if slot.latest is not None:
+                yield slot.latest
+
+    def usage(self) -> list[WorkerUsage]:
+        return [slot.usage() for slot in self.slots]
+
+    async def drain(self) -> None:
+        """Tell every worker to drain; wait for them (bounded)."""
+        self.status.start_draining()
+        for slot in self.slots:
+            if slot.control is not None:
+                with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                    await slot.control.send(Drain())
+        with trio.move_on_after(self.drain_grace + DRAIN_MARGIN):
+            for slot in self.slots:
+                if slot.process is not None:
+                    await slot.process.wait()
+
+
+async def _stop(process: trio.Process) -> None:
+    """Ask a still-running worker to drain (SIGTERM), then kill it; bounded."""
+    if process.returncode is None:
+        process.terminate()
+        with trio.move_on_after(STOP_TIMEOUT):
+            await process.wait()
+    if process.returncode is None:
+        process.kill()
+        await process.wait()
+
+
+class RefreshBeforeScrape:
+    """ASGI middleware: before /metrics, fresh reports from the workers."""
+
+    def __init__(self, app: ASGIApp, refresh: Callable[[], Awaitable[None]]) -> None:
+        self.app = app
+        self.refresh = refresh
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == "/metrics":
+            await self.refresh()
+        await self.app(scope, receive, send)
+
+
+# --- the supervisor ----------------------------------------------------------------------
+
+
+async def serve_workers(
+    settings: Settings,
+    signals: AsyncIterator[int],
+    *,
+    drain_grace: float,
+    start_http: StartHttp,
+    announce: Announce,
+    task_status: trio.TaskStatus[Supervisor] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run `settings.workers` workers until the first of `signals`, then drain them."""
+    reservation = reserve_listen_ports(settings.listen, settings.workers)
+    with tempfile.TemporaryDirectory(prefix="trelay-workers-") as directory:
+        try:
+            listen = reservation.listen
+            settings_for_workers = _shared_certificate(settings, listen, Path(directory))
+            supervisor = Supervisor(settings_for_workers, reservation, drain_grace)
+            async with trio.open_nursery() as nursery:
+                for slot in supervisor.slots:
+                    nursery.start_soon(supervisor.keep_running, slot)
+                with trio.move_on_after(STARTUP_TIMEOUT) as startup:
+                    for slot in supervisor.slots:
+                        await slot.first_bound.wait()
+                if startup.cancelled_caught:
+                    raise WorkersFailed(1, f"workers not bound within {STARTUP_TIMEOUT:g} s")
+                close_all(reservation.probes)
+                bound = supervisor.slots[0].bound
+                assert bound is not None
+                revocations = await _watch_revocations(nursery, settings)
+                registry = workers_registry(
+                    supervisor.snapshots, supervisor.usage, ready=lambda: supervisor.status.ready
+                )
+                routes = operator_routes(settings, bound, revocations)
+                app = build_app(supervisor.status, registry=registry, extra_routes=routes)
+                app.add_middleware(RefreshBeforeScrape, refresh=supervisor.refresh)
+                http = await start_http(nursery, app)
+                supervisor.status.mark_bound()
+                announce(bound, http)
+                task_status.started(supervisor)
+                async for number in signals:
+                    name = signal.Signals(number).name
+                    logger.info("%s received, draining %d workers", name, len(supervisor.slots))
+                    break
+                await supervisor.drain()
+                nursery.cancel_scope.cancel()
+        finally:
+            reservation.close()
+
+
+def _shared_certificate(settings: Settings, listen: ListenSettings, directory: Path) -> Settings:
+    """With TLS and no certificate files: one throw-away certificate for every worker
+    (clients pinning it see the same one whichever worker they reach)."""
+    if not listen.tls or not settings.tls.self_signed:
+        return settings
+    certificate = generate_self_signed([a.host for a in listen.tls])
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    cert.write_bytes(certificate.cert_pem)
+    fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as file:
+        file.write(certificate.key_pem)
+    return replace(settings, tls=replace(settings.tls, cert_file=cert, key_file=key))
+
+
+async def _watch_revocations(nursery: trio.Nursery, settings: Settings) -> Revocations | None:
+    """The token API's view of the revocations file (each worker watches its own)."""
+    path = settings.auth.revocations_file
+    if path is None:
+        return None
+    revocations = load_revocations_setting(path)
+    await nursery.start(watch_revocations_file, path, revocations)
+    return revocations

@@ -1,0 +1,166 @@
+"""The core's counters (`trelay.turn.stats.ServerStats`) and their metrics, from the pure harness.
+
+Auth failures by reason (missing, bad request, stale nonce, wrong credentials, expired,
+revoked), quota rejections (user, total, ports), the relay port gauge, drops the core
+decides (rate limit, malformed, Send indications), responses by method and code, and
+the multi-worker sum of snapshots.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import trio
+
+from tests.helpers.turn_harness import REALM, Client, Clock, make_server
+from trelay.node.turn_node import TurnNode
+from trelay.ops.metrics import NodeCollector, combine, snapshot
+from trelay.stun.attributes import RequestedTransport
+from trelay.stun.codes import ErrorCode, MessageClass, Method
+from trelay.stun.message import Message, encode_message
+from trelay.turn.addressing import ClientTransport
+from trelay.turn.auth import Rejected
+from trelay.turn.config import TurnConfig
+from trelay.turn.server import TurnServer
+from trelay.turn.stats import AuthFailure, Drop, Quota, auth_failure, response_outcome
+
+PEER = ("127.0.0.1", 40000)  # loopback: allowed by the harness policy
+DENIED = ("10.0.0.1", 4000)  # private: denied by the policy
+
+
+def code_count(server: TurnServer, method: Method, code: int) -> int:
+    return server.stats.responses.get((method, code), 0)
+
+
+def test_auth_failures_by_reason() -> None:
+    clock = Clock()
+    server = make_server(clock=clock)
+    alice = Client(server)
+    alice.allocate()  # 401 (missing), then 200
+    wrong = Client(server, address=("203.0.113.6", 50000), password="wrong")
+    wrong.allocate()  # 401 missing, 401 wrong credentials
+    stale = Client(server, address=("203.0.113.7", 50000))
+    stale.authenticate()
+    stale.nonce = alice.nonce  # bound to alice's address: stale for this one (438)
+    stale.send(stale.request(Method.ALLOCATE, RequestedTransport(17)))
+    bad = Client(server, address=("203.0.113.8", 50000))
+    bad.nonce = "x"
+    # Signed but without USERNAME/REALM/NONCE: 400 (RFC 8489 §9.2.4 step 2).
+    bad.send(bad.request(Method.ALLOCATE, RequestedTransport(17), sign=False), sign=True)
+    expired = Client(server, address=("203.0.113.10", 50000))
+    expired.use_rest("carol", clock.unix - 1)
+    expired.allocate()  # 401 missing, then 401 "Credentials expired"
+    failures = server.stats.auth_failures
+    assert failures == {
+        AuthFailure.MISSING: 4,
+        AuthFailure.WRONG_CREDENTIALS: 1,
+        AuthFailure.STALE_NONCE: 1,
+        AuthFailure.BAD_REQUEST: 1,
+        AuthFailure.EXPIRED: 1,
+        AuthFailure.REVOKED: 0,
+    }
+    assert code_count(server, Method.ALLOCATE, 401) == 6
+    assert code_count(server, Method.ALLOCATE, 438) == 1
+    assert code_count(server, Method.ALLOCATE, 400) == 1
+    assert code_count(server, Method.ALLOCATE, 200) == 1
+
+
+def test_rejections_map_to_bounded_reasons() -> None:
+    def reject(code: ErrorCode, reason: str, anonymous: bool = False) -> Rejected:
+        return Rejected(code, reason, True, anonymous)
+
+    assert auth_failure(reject(ErrorCode.UNAUTHORIZED, "x", True)) is AuthFailure.MISSING
+    assert auth_failure(reject(ErrorCode.BAD_REQUEST, "x")) is AuthFailure.BAD_REQUEST
+    assert auth_failure(reject(ErrorCode.STALE_NONCE, "x")) is AuthFailure.STALE_NONCE
+    assert auth_failure(reject(ErrorCode.UNAUTHORIZED, "Token revoked")) is AuthFailure.REVOKED
+    assert auth_failure(reject(ErrorCode.UNAUTHORIZED, "Token expired")) is AuthFailure.EXPIRED
+    wrong = reject(ErrorCode.UNAUTHORIZED, "Wrong credentials")
+    assert auth_failure(wrong) is AuthFailure.WRONG_CREDENTIALS
+
+
+def test_quota_rejections_by_quota() -> None:
+    server = make_server(TurnConfig(realm=REALM, relay_host="198.51.100.1", user_quota=1))
+    Client(server).allocate()
+    again = Client(server, address=("203.0.113.5", 50001)).allocate()
+    assert again.message_class is MessageClass.ERROR
+    total = make_server(TurnConfig(realm=REALM, relay_host="198.51.100.1", total_quota=1))
+    Client(total).allocate()
+    Client(total, address=("203.0.113.6", 50000), username="bob", password="hunter2").allocate()
+    ports = make_server(
+        TurnConfig(realm=REALM, relay_host="198.51.100.1", port_range=(50000, 50000))
+    )
+    Client(ports).allocate()
+    Client(ports, address=("203.0.113.6", 50000), username="bob", password="hunter2").allocate()
+    assert server.stats.quota_rejections[Quota.USER] == 1
+    assert total.stats.quota_rejections[Quota.TOTAL] == 1
+    assert ports.stats.quota_rejections[Quota.PORTS] == 1
+    assert code_count(server, Method.ALLOCATE, 486) == 1
+    assert code_count(total, Method.ALLOCATE, 508) == code_count(ports, Method.ALLOCATE, 508) == 1
+
+
+def test_core_drops_by_reason() -> None:
+    server = make_server(TurnConfig(realm=REALM, relay_host="198.51.100.1",
+                                    unauthenticated_rate=1, unauthenticated_burst=1))  # fmt: skip
+    alice = Client(server)
+    alice.send_indication(PEER, b"no allocation yet")
+    alice.allocate()
+    alice.send_indication(PEER, b"no permission yet")
+    alice.send_indication(DENIED, b"denied")
+    alice.permit(PEER)
+    assert alice.send_indication(PEER, b"relayed") != []
+    alice.send_raw(b"\x00\x01\x00\x00not stun at all")  # no magic cookie: malformed
+    flood = Client(server, address=("203.0.113.99", 1))
+    request = Message(
+        Method.ALLOCATE, MessageClass.REQUEST, b"\x01" * 12, (RequestedTransport(17),)
+    )
+    assert flood.send_raw(encode_message(request)) != []  # the burst of one
+    assert (
+        flood.send_raw(encode_message(dataclasses.replace(request, transaction_id=b"\x02" * 12)))
+        == []
+    )
+    assert server.stats.dropped == {
+        Drop.NO_ALLOCATION: 1, Drop.NO_PERMISSION: 1, Drop.DENIED_PEER: 1, Drop.MALFORMED: 1,
+        Drop.RATE_LIMITED: 1, Drop.NO_CHANNEL: 0, Drop.SEND_FAILED: 0, Drop.QUEUE_FULL: 0,
+    }  # fmt: skip
+
+
+def test_response_outcome_reads_method_and_code() -> None:
+    server = make_server()
+    alice = Client(server)
+    alice.allocate()
+    assert alice.last_raw is not None
+    assert response_outcome(alice.last_raw) == (Method.ALLOCATE, 200)
+    challenge = Client(server, address=("203.0.113.50", 1))
+    challenge.authenticate()
+    assert challenge.last_raw is not None
+    assert response_outcome(challenge.last_raw) == (Method.ALLOCATE, 401)
+    request = encode_message(Message(Method.BINDING, MessageClass.REQUEST, b"\x00" * 12))
+    assert response_outcome(request) is None  # a request, not a response
+    assert response_outcome(b"\x40\x01\x00\x00") is None  # ChannelData
+    unknown = encode_message(Message(0x0FF, MessageClass.SUCCESS, b"\x00" * 12))
+    assert response_outcome(unknown) == (-1, 200)  # any other method: one bounded key
+
+
+async def test_relay_ports_gauge_and_the_sum_of_worker_snapshots() -> None:
+    config = TurnConfig(realm=REALM, relay_host="198.51.100.1", port_range=(50000, 50009))
+    async with trio.open_nursery() as nursery:
+        node = TurnNode(make_server(config), nursery)  # no task started: the core only
+        Client(node.server).allocate()
+        Client(node.server, address=("203.0.113.6", 50000), username="bob",
+               password="hunter2").allocate()  # fmt: skip
+        node.server.stats.observe_request(Method.ALLOCATE, 0.002)
+        one = snapshot(node)
+        assert one.relay_ports == {("free",): 8, ("in_use",): 2}
+        assert one.allocations_active[(ClientTransport.UDP.value,)] == 2
+        two = combine([one, one])
+        assert two.relay_ports == {("free",): 16, ("in_use",): 4}
+        assert two.requests[("allocate", "200")] == 4
+        assert two.allocations_active[("udp",)] == 4
+        counts, seconds = two.latency["allocate"]
+        assert sum(counts) == 2 and seconds == 0.004
+        # A collector over several workers publishes the sum.
+        collector = NodeCollector(lambda: [one, one], ready=lambda: True)
+        families = {f.name: f for f in collector.collect()}
+        in_use = [s.value for s in families["trelay_relay_ports"].samples
+                  if s.labels == {"state": "in_use"}]  # fmt: skip
+        assert in_use == [4]

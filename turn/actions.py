@@ -2,7 +2,7 @@
 
 The core never performs I/O; each handler returns a list of these. The data path
 (ChannelData and peer datagrams) returns plain values instead, so that relaying a
-packet allocates nothing but the payload (DESIGN §3, §4).
+packet allocates nothing but the payload (design §3, §4).
 """
 
 from __future__ import annotations

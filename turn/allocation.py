@@ -10,7 +10,7 @@ Owns the per-allocation tables the data path reads (RFC 8656 §2.2, §9, §12):
 - `channel_expiry`: channel number -> expiry.
 
 A channel binding keeps its peer's permission alive for as long as the channel lives
-(DESIGN §5: aioice and werift refresh channels only every ~500 s and never send
+(design §5: aioice and werift refresh channels only every ~500 s and never send
 CreatePermission).
 
 Expiry is enforced by the server's timers, which delete what has expired before the

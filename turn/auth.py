@@ -29,7 +29,7 @@ Third-party authorization (RFC 7635, optional): 401 challenges also carry
 THIRD-PARTY-AUTHORIZATION; a request with ACCESS-TOKEN is checked against the key table
 (USERNAME = kid) and its token's mac_key is the only candidate key.
 
-DESIGN §5: 401 and 438 always carry REALM and NONCE (Chrome ignores a 438 without
+design §5: 401 and 438 always carry REALM and NONCE (Chrome ignores a 438 without
 REALM). Credential expiry (TURN REST usernames, token lifetimes) is also the caller's
 decision, since it applies to Allocate and Refresh only.
 """

@@ -2,8 +2,8 @@
 
 Owns the checks and table updates of the two requests that name peers. Both are
 all-or-nothing: a request that fails any check changes nothing. Both answer 403 for a
-peer the policy denies (DESIGN §6) and 443 for a peer of the other address family.
-ChannelBind also installs (and keeps alive) the peer's permission (DESIGN §5).
+peer the policy denies (design §6) and 443 for a peer of the other address family.
+ChannelBind also installs (and keeps alive) the peer's permission (design §5).
 
 Each function returns the encoded response; the server caches and sends it.
 """

@@ -1,4 +1,4 @@
-"""Per-source rate limit on unauthenticated requests (DESIGN §6).
+"""Per-source rate limit on unauthenticated requests (design §6).
 
 Owns a token bucket per client IP. Only requests without MESSAGE-INTEGRITY spend tokens
 (those are the ones an attacker can send for free and that make us compute a nonce);

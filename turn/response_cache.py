@@ -1,4 +1,4 @@
-"""Responses kept for retransmitted requests (RFC 8489 §6.3.1, DESIGN §5).
+"""Responses kept for retransmitted requests (RFC 8489 §6.3.1, design §5).
 
 Owns the (5-tuple, transaction id) -> response bytes map. A client that lost our
 response retransmits the request with the same transaction id; answering it again from

@@ -1,6 +1,6 @@
 """Building the responses the TURN core sends: success and error, signed when they must be.
 
-Owns the response rules of RFC 8489 §6.3.3/§6.3.4 and DESIGN §5: every response carries
+Owns the response rules of RFC 8489 §6.3.3/§6.3.4 and design §5: every response carries
 SOFTWARE and ends in FINGERPRINT; a response to an authenticated request is signed with
 the request's key (error responses included: aioice drops unsigned ones and retries
 until it times out), with MESSAGE-INTEGRITY-SHA256 instead of MESSAGE-INTEGRITY when

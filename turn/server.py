@@ -110,7 +110,7 @@ class TurnServer:
         return peer_datagram(allocation, peer, data)
 
     def listening_on(self, endpoints: Iterable[Address]) -> None:
-        """Deny the server's own listening endpoints as peers (DESIGN §6).
+        """Deny the server's own listening endpoints as peers (design §6).
 
         A wildcard listener (0.0.0.0, ::) is reachable at every local address; the core
         knows the relay and external addresses and loopback, and denies those with the
@@ -243,7 +243,7 @@ class TurnServer:
         return expires_at is not None and expires_at <= self.wall_clock()
 
     def expiry_challenge(self, five_tuple: FiveTuple) -> tuple[Attribute, ...]:
-        # DESIGN §5: every 401 carries REALM and NONCE, also for expired credentials,
+        # design §5: every 401 carries REALM and NONCE, also for expired credentials,
         # so that the client retries with fresh ones instead of giving up.
         return self.auth.challenge(five_tuple.client, self.wall_clock())
 

@@ -54,7 +54,7 @@ class AuthFailure(Enum):
 
 
 class Quota(Enum):
-    """Which limit refused an Allocate (RFC 8656 §7.2 step 8, DESIGN §6)."""
+    """Which limit refused an Allocate (RFC 8656 §7.2 step 8, design §6)."""
 
     USER = "user"  # 486
     TOTAL = "total"  # 508, the server-wide allocation cap

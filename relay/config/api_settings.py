@@ -2,7 +2,7 @@
 
 Owns two sections of the settings tree (`trelay.config.settings` composes them):
 
-    [api]                          # the token API on the operator HTTP port (issue 4)
+    [api]                          # the token API on the operator HTTP port
     keys_file = "keys.toml"        # API keys (`trelay keys create`); absent: no token API
     ice_urls = ["turn:turn.example.org:3478?transport=udp"]  # absent: from the listeners
     default_ttl = 86400            # seconds a minted TURN credential lives

@@ -152,7 +152,7 @@ class StreamSettings:
 
 @dataclass(frozen=True, slots=True)
 class RelaySettings:
-    """Relay sockets and the peer policy (RFC 8656 §7.2, DESIGN §6)."""
+    """Relay sockets and the peer policy (RFC 8656 §7.2, design §6)."""
 
     address: str = DEFAULT_HOST
     # A second relay address of the other family (REQUESTED-ADDRESS-FAMILY, RFC 8656 §7.2).

@@ -171,7 +171,7 @@ def check_ports(key: str, value: object) -> tuple[int, int]:
     except ValueError:
         raise SettingsError(key, problem) from None
     if not 1024 <= low <= high <= 65535:
-        # DESIGN §5: Chrome refuses relayed ports below 1024 (except 53, 80, 443).
+        # design §5: Chrome refuses relayed ports below 1024 (except 53, 80, 443).
         raise SettingsError(key, f"expected 1024 <= min <= max <= 65535, got {low}-{high}")
     return low, high
 

@@ -3,7 +3,7 @@
 Owns the test relay that the pytest plugin (`trelay.icekit.pytest_plugin`) and our own interop
 tests run: a real `TurnNode` with UDP, TCP and TLS listeners (RFC 8656 §3.1; TLS with a
 throw-away self-signed certificate) bound to 127.0.0.1 port 0, a `TurnServer` whose peer
-policy allows loopback peers (the test-only switch of DESIGN §6), and one credential:
+policy allows loopback peers (the test-only switch of design §6), and one credential:
 either a static user with a random password (RFC 8489 §9.2) or, when a secret is given,
 a TURN REST API username and password minted under it (draft-uberti-behave-turn-rest-00).
 

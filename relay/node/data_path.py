@@ -1,6 +1,6 @@
 """The relay's data path: datagrams in batches, client -> peer and peer -> client.
 
-Owns DESIGN §4's hot loops and the counters they keep:
+Owns design §4's hot loops and the counters they keep:
 
 - `ClientReader`: one UDP listener's batches. ChannelData is relayed inline: one
   lookup for the allocation, one for the channel, one `sendto` of a view of the receive
@@ -87,7 +87,7 @@ class DataPathCounters:
 class ClientReader:
     """Client -> relay over one UDP listener: datagrams in batches.
 
-    ChannelData is relayed inline (DESIGN §4): one lookup for the allocation, one for
+    ChannelData is relayed inline (design §4): one lookup for the allocation, one for
     the channel, one send of a view of the receive buffer; the counters are added up
     once per batch. The send goes through the channel's connected socket once there is
     one (`TurnNode.connect_channel`: no address to parse, a cached route), else through
@@ -108,7 +108,7 @@ class ClientReader:
         self.buffer = bytearray(MAX_DATAGRAM)
         self.view = memoryview(self.buffer)
 
-    def batch(self) -> int:  # noqa: PLR0915 - the hot path is inlined on purpose (DESIGN §4)
+    def batch(self) -> int:  # noqa: PLR0915 - the hot path is inlined on purpose (design §4)
         counters, stats, table = self.node.counters, self.stats, self.table
         buffer, view = self.buffer, self.view
         receive_into = self.sock.recvfrom_into
@@ -236,7 +236,7 @@ class PeerReader:
                 except OSError as exc:
                     if exc.errno not in ICMP_ERRNOS:
                         raise
-                    continue  # an ICMP error about an earlier datagram to a peer (DESIGN §5)
+                    continue  # an ICMP error about an earlier datagram to a peer (design §5)
                 peer = address if is_pair else (address[0], address[1])
                 channel = peers.get(peer)
                 if channel is not None:

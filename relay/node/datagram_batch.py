@@ -1,13 +1,13 @@
 """Draining a non-blocking UDP socket in bounded batches: the shape of every UDP loop.
 
-Owns the primitives of DESIGN §4's data path, shared by the STUN-only listener
+Owns the primitives of design §4's data path, shared by the STUN-only listener
 (`drain`) and the TURN node's own batch readers:
 
 - `BATCH_SIZE`: how many datagrams one batch reads before the loop yields to trio, so
   one busy socket cannot starve the others;
 - `ICMP_ERRNOS`: the errors a UDP socket reports about an earlier datagram (a peer's
   closed port, an unreachable host). They concern one destination, never end a loop,
-  and count towards the batch so a flood of them cannot starve others (DESIGN §5);
+  and count towards the batch so a flood of them cannot starve others (design §5);
 - `send_reply`: a reply the kernel cannot take now is dropped and counted, never
   awaited (UDP never waits for a slow consumer);
 - `UdpListenerStats`: plain counters, read by whoever publishes metrics;

@@ -6,7 +6,7 @@ Owns the order and the pairing of the listeners, not their loops (those are
 - the TLS context is built before anything binds, so a bad certificate file is a
   `SettingsError` with no socket opened;
 - UDP first, then TCP, then TLS, each with `await nursery.start(...)`, so `serve` reports
-  `BoundAddresses` only once every socket is bound (DESIGN §4);
+  `BoundAddresses` only once every socket is bound (design §4);
 - a TCP address with port 0 first tries the port that the matching port-0 UDP address
   on the same host got (the dev default then shows "host:P" for both, as STUN and TURN
   servers conventionally pair them); if that port is taken it falls back to any free port;

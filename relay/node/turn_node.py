@@ -5,7 +5,7 @@ Owns everything between the pure core and the kernel for TURN (RFC 8656):
 - executing the core's actions: replies to clients (UDP sockets or stream
   connections), datagrams to peers, binding and closing relay sockets;
 - one relay socket per allocation, read by a task in the allocation's own cancel scope,
-  so ending an allocation closes its socket at once (DESIGN §4);
+  so ending an allocation closes its socket at once (design §4);
 - the data path both ways (its batch readers are in `trelay.node.data_path`), with no
   checkpoint, log line or action object per packet;
 - the timer task that sleeps until the core's next deadline;

@@ -1,6 +1,6 @@
 """The UDP listener: one socket, read in batches by what its frontend makes of it.
 
-Owns the socket and the loop of DESIGN §4: bind, ask the frontend for the socket's
+Owns the socket and the loop of design §4: bind, ask the frontend for the socket's
 `DatagramBatch` (`trelay.node.datagram_batch`: a STUN-only `drain`, or the TURN node's reader
 with its inline ChannelData path), then wait until the socket is readable and run
 batches without awaiting anything in between (no checkpoint and no log line per packet).

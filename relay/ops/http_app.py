@@ -8,7 +8,7 @@ Owns the routes of the operator port (served by `trelay.ops.http_server`):
   balancer stops sending new clients to a node that is shutting down;
 - `GET /metrics`: the node's registry in the Prometheus text format
   (`prometheus_client.CONTENT_TYPE_LATEST`);
-- whatever `extra_routes` adds (the token API of issue 4 mounts here);
+- whatever `extra_routes` adds (the token API mounts here);
 - any other path: 404 `{"error": "not found"}`; a known path with the wrong method: 405
   `{"error": "method not allowed"}` with an `Allow` header.
 

@@ -3,7 +3,7 @@
 Owns the operator port's socket and server loop: HTTP/1.1 (and h2c) over plain TCP,
 one address per call.
 
-Invariants (DESIGN §4):
+Invariants (design §4):
 - `task_status.started((host, port))` is called once the socket is bound and listening,
   with the port actually bound (port 0 asks for any free one);
 - an address that cannot be bound raises `OSError` before `started` (the CLI turns it

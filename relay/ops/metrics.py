@@ -4,7 +4,7 @@ Owns the metric names, their labels and the translation from the node's counters
 (`trelay.node.data_path.DataPathCounters` / `TransportCounters`, `trelay.turn.stats.ServerStats`,
 the allocation table and the relay port pool) to Prometheus metric families. Nothing
 here runs per packet: the data path adds plain integers once per batch, and a scrape
-reads them (DESIGN §4).
+reads them (design §4).
 
 Metrics (base units, `_total` counters, and no per-user or per-allocation label, so the
 number of series is bounded whatever the traffic):
@@ -30,7 +30,7 @@ Invariants: each node has its own `CollectorRegistry` (never the global one), so
 process can run several nodes (tests do); a scrape must run in the node's trio thread
 (the HTTP app's endpoint is async), so the tables it walks do not change under it.
 
-Several worker processes (DESIGN §4, `trelay.process.workers`): what a scrape reads is first
+Several worker processes (design §4, `trelay.process.workers`): what a scrape reads is first
 turned into a `NodeSnapshot`, a plain picklable value, and `NodeCollector` publishes the
 sum (`combine`) of the snapshots its `source` returns. With one process the source is
 its node; with `workers = N` it is the latest snapshot each worker sent the supervisor

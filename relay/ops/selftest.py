@@ -1,6 +1,6 @@
 """`/selftest`: a page that checks, in the operator's own browser, that the relay relays.
 
-Owns the two routes of issue 5's self-test: `GET /selftest` (the page, `selftest.html`
+Owns the two routes of the self-test: `GET /selftest` (the page, `selftest.html`
 beside this module) and `GET /selftest/ice-servers` (an RTCConfiguration's `iceServers`
 with a fresh short-lived TURN credential). The page opens two relay-only peer
 connections per transport (UDP, TCP, TLS), sends data over a data channel and says in

@@ -1,6 +1,6 @@
 """One worker process of a multi-worker node, and the control channel to its supervisor.
 
-Owns the worker's side of `trelay serve --workers N` (DESIGN §4, `trelay.process.workers` is the
+Owns the worker's side of `trelay serve --workers N` (design §4, `trelay.process.workers` is the
 supervisor): `python -m trelay.process.worker FD` runs one TURN node - its own trio loop,
 `trelay.node.turn_node.TurnNode` and the UDP/TCP/TLS listeners of its settings on ports the
 supervisor chose (UDP on sockets the supervisor bound and passed down, `udp_fds`; TCP

@@ -1,6 +1,6 @@
 """`trelay serve --workers N`: a supervisor and N worker processes sharing the listen ports.
 
-Owns the multi-core node of DESIGN §4. The process the operator started (the supervisor)
+Owns the multi-core node of design §4. The process the operator started (the supervisor)
 serves no TURN itself; it
 1. makes every listen address concrete (`trelay.process.listen_reservation`): a plain socket (no
    SO_REUSEPORT) binds it first, so a port in use fails as with one process (a

@@ -19,7 +19,7 @@ from tests.helpers.monitoring_files import (
     metric_names,
 )
 
-# The metrics issue 6 asks for; the dashboard must show each of them.
+# The metrics operators rely on; the dashboard must show each of them.
 TRELAY_METRICS = frozenset(
     {
         "trelay_allocations_active",

@@ -1,4 +1,4 @@
-"""Headless Debian Chromium under Selenium, for browser interop tests (DESIGN §7).
+"""Headless Debian Chromium under Selenium, for browser interop tests (design §7).
 
 Owns how the browser is started: only the Debian binaries (/usr/bin/chromium and
 /usr/bin/chromedriver) are used, and Selenium Manager - which would otherwise look for
@@ -38,7 +38,7 @@ PAGE_LOAD_TIMEOUT = 10.0
 # start itself is bounded by the 120 s Selenium gives ChromiumRemoteConnection).
 COMMAND_TIMEOUT = 60
 
-# DESIGN §7: headless, no sandbox (CI runs as root in a container), no GPU, and nothing
+# design §7: headless, no sandbox (CI runs as root in a container), no GPU, and nothing
 # that talks to the network by itself (first-run pages, component updates, sync,
 # background fetches).
 BASE_FLAGS = (
@@ -50,7 +50,7 @@ BASE_FLAGS = (
     "--disable-component-update",
     "--disable-sync",
 )
-# Beyond DESIGN §7. Checked and not needed for a relay-only call on loopback:
+# Beyond design §7. Checked and not needed for a relay-only call on loopback:
 # --disable-quic (WebRTC's TURN client never uses QUIC) and any flag for mDNS host
 # candidates (a relay-only connection gathers no host candidates).
 EXTRA_FLAGS = (

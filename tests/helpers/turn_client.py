@@ -13,7 +13,7 @@ Invariants:
   until its timeout; the server's response cache makes that idempotent;
 - frames that arrive while a request waits for its response are kept, in order, for
   `receive_data`; responses to other transactions (late duplicates) are dropped;
-- a response to a signed request must carry a valid MESSAGE-INTEGRITY (DESIGN §5),
+- a response to a signed request must carry a valid MESSAGE-INTEGRITY (design §5),
   except 401 and 438, which the server cannot sign.
 
 `start_node` runs a real `trelay.node.turn_node.TurnNode` with UDP and TCP listeners in the

@@ -2,7 +2,7 @@
 feeds them to a `TurnServer` with a chosen `now`, and decodes what comes back.
 
 Also: TURN REST credentials (`rest_credentials`), a runtime-like timer loop
-(`run_timers`), and `assert_error`, which checks the code and the DESIGN §5 rules
+(`run_timers`), and `assert_error`, which checks the code and the design §5 rules
 (401/438 carry REALM and NONCE; responses to authenticated requests are signed).
 """
 

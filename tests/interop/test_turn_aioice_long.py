@@ -1,7 +1,7 @@
 """An aioice relay-only call keeps flowing past 330 s of node time with no CreatePermission.
 
 aioice binds a channel per peer, refreshes channels only every ~500 s and never sends
-CreatePermission (DESIGN §5). A server that let the ChannelBind's permission expire at
+CreatePermission (design §5). A server that let the ChannelBind's permission expire at
 300 s (RFC 8656 §9) would drop the call; trelay keeps it alive for the channel's 600 s
 (§12). aioice runs in asyncio on real time; the node runs in a trio thread on a
 `MockClock` (rate 1, so it also follows real time), and the test jumps that clock by

@@ -1,4 +1,4 @@
-"""Headless Debian Chromium makes a relay-only WebRTC call through trelay (DESIGN §7).
+"""Headless Debian Chromium makes a relay-only WebRTC call through trelay (design §7).
 
 Two RTCPeerConnections in one page, both with `iceTransportPolicy: "relay"` and trelay
 as their only ICE server (TURN over UDP or over TCP), open a data channel; one side

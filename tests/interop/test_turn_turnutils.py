@@ -1,4 +1,4 @@
-"""coturn's `turnutils_uclient` relays through trelay's TURN node without loss (issue 3).
+"""coturn's `turnutils_uclient` relays through trelay's TURN node without loss.
 
 Each test starts a fresh trelay node (UDP and TCP listeners on loopback, loopback peers
 allowed) and runs uclient against it as a subprocess:

@@ -1,7 +1,7 @@
 """Hostile input against a real TurnNode: floods of malformed datagrams and TCP streams.
 
 Real sockets on loopback and the autojump MockClock, so idle timeouts (trio time) pass at
-once. What must hold (issue 3): after thousands of random and almost-valid datagrams the
+once. What must hold: after thousands of random and almost-valid datagrams the
 node still answers Binding and a fresh client can allocate; the core keeps no state for
 the garbage sources (allocations, client tables, the response cache, the rate limiter
 stay as they were or bounded); the drop counters moved. Broken TCP streams are closed

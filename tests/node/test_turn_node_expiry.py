@@ -3,7 +3,7 @@
 Real sockets on loopback; the node's `now` is `trio.current_time()`, so the autojump
 MockClock carries it through hundreds of seconds at once, while nonces keep the real
 wall clock. RFC 8656 §7 (allocation lifetime, Refresh, LIFETIME 0), §9 (permissions
-last 300 s), §11/§12 (channels last 600 s and keep their peer's permission, DESIGN §5).
+last 300 s), §11/§12 (channels last 600 s and keep their peer's permission, design §5).
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ from trelay.ops.metrics import node_registry
 from trelay.stun.channel_data import encode_channel_data
 from trelay.turn.stats import LATENCY_BUCKETS
 
-DENIED_PEER = ("10.1.2.3", 9)  # private: denied by the default policy (DESIGN §6)
+DENIED_PEER = ("10.1.2.3", 9)  # private: denied by the default policy (design §6)
 UNPERMITTED_PEER = ("127.0.0.2", 9)  # loopback is allowed here, but nobody permitted it
 
 

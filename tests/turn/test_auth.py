@@ -1,6 +1,6 @@
 """Long-term auth pieces: the nonce stamper, TURN REST usernames, the authenticator's
 order of checks (RFC 8489 §9.2.4), and the per-source rate limit on unauthenticated
-requests (DESIGN §6)."""
+requests (design §6)."""
 
 from __future__ import annotations
 

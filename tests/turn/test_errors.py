@@ -1,7 +1,7 @@
 """Every error response the TURN core produces (RFC 8656 §7-§11, RFC 8489 §9.2.4).
 
 Each test asserts the code, that 401/438 carry REALM and NONCE, and whether the response
-is signed: responses to authenticated requests are, error responses included (DESIGN §5);
+is signed: responses to authenticated requests are, error responses included (design §5);
 responses to requests that did not authenticate are not. Also the retransmission rules
 (RFC 8489 §6.3.1) and the TURN REST credential forms.
 """
@@ -575,7 +575,7 @@ def test_shutdown_answers_pending_allocates() -> None:
     assert server.allocation_count == 0
 
 
-# --- retransmissions (RFC 8489 §6.3.1, DESIGN §5) -------------------------------------------
+# --- retransmissions (RFC 8489 §6.3.1, design §5) -------------------------------------------
 
 
 def test_retransmitted_allocate_gets_the_same_success() -> None:

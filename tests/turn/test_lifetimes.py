@@ -1,4 +1,4 @@
-"""Lifetimes of allocations, permissions and channels (RFC 8656 §7, §9, §12; DESIGN §5).
+"""Lifetimes of allocations, permissions and channels (RFC 8656 §7, §9, §12; design §5).
 
 Time is driven as a runtime does: `run_timers` calls `handle_timer` at each
 `next_deadline()`. No sleeps.

@@ -1,4 +1,4 @@
-"""PeerPolicy (RFC 8656 §21.3, DESIGN §6): default denials, allow/deny lists, embedded IPv4,
+"""PeerPolicy (RFC 8656 §21.3, design §6): default denials, allow/deny lists, embedded IPv4,
 the relay's own addresses, and what the server does with a denied peer."""
 
 from __future__ import annotations

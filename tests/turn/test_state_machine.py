@@ -1,4 +1,4 @@
-"""A hypothesis state machine over the TURN core (DESIGN §7), driven as a runtime drives it.
+"""A hypothesis state machine over the TURN core (design §7), driven as a runtime drives it.
 
 Several clients (UDP and TCP 5-tuples, static users and TURN REST identities, one of
 them with a credential that expires mid-run) allocate, refresh, permit, bind channels,
@@ -194,7 +194,7 @@ class TurnCoreMachine(RuleBasedStateMachine):
         return None
 
     def check_reply(self, client: Peer, raw: bytes, reply: Message) -> None:
-        """DESIGN §5: 401/438 carry REALM and NONCE; everything else authenticated is signed."""
+        """design §5: 401/438 carry REALM and NONCE; everything else authenticated is signed."""
         code = _code(reply)
         if code in (401, 438):
             assert reply.get(Realm) is not None and reply.get(Nonce) is not None

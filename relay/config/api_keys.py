@@ -21,15 +21,15 @@ watching or reading the file never sees half a key.
 from __future__ import annotations
 
 import datetime as dt
-import os
 import re
 import secrets
 import string
-import tempfile
 import tomllib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from trelay.config.files import FileProblem, read_text_bounded, write_file_atomically
 
 SID_PATTERN = re.compile(r"SK[0-9a-fA-F]{32}")
 ACCOUNT_PATTERN = re.compile(r"AC[0-9a-fA-F]{32}")
@@ -173,18 +173,9 @@ def load_keys(path: Path) -> ApiKeys:
 
 def _read(path: Path) -> str:
     try:
-        with path.open("rb") as file:
-            raw = file.read(MAX_FILE_BYTES + 1)
-    except FileNotFoundError:
-        raise ApiKeyError(str(path), "file not found") from None
-    except OSError as exc:
-        raise ApiKeyError(str(path), f"cannot read: {exc.strerror or exc}") from None
-    if len(raw) > MAX_FILE_BYTES:
-        raise ApiKeyError(str(path), f"larger than {MAX_FILE_BYTES} bytes")
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ApiKeyError(str(path), f"not UTF-8 text (byte {exc.start})") from None
+        return read_text_bounded(path, MAX_FILE_BYTES)
+    except FileProblem as exc:
+        raise ApiKeyError(str(path), exc.problem) from None
 
 
 def create_key(path: Path, account: str | None = None) -> ApiKey:
@@ -205,19 +196,3 @@ def create_key(path: Path, account: str | None = None) -> ApiKey:
         existing += "\n"
     write_file_atomically(path, existing + ("\n" if existing else "") + block)
     return key
-
-
-def write_file_atomically(path: Path, text: str, mode: int = 0o600) -> None:
-    """Replace `path` with `text` atomically: a temporary file beside it, then rename."""
-    directory = path.parent
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=directory)
-    try:
-        os.fchmod(descriptor, mode)
-        with os.fdopen(descriptor, "w", encoding="utf-8") as file:
-            file.write(text)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise

@@ -45,8 +45,8 @@ from pathlib import Path
 
 import trio
 
-from trelay.config.api_keys import write_file_atomically
 from trelay.config.file_watch import POLL_SECONDS, watch_file
+from trelay.config.files import FileProblem, read_text_bounded, write_file_atomically
 
 MAX_FILE_BYTES = 4 * 1024 * 1024
 MAX_IDENTITY_BYTES = 256
@@ -145,18 +145,11 @@ def _entry(name: str, table: object) -> Revocation:
 def read_revocations_file(path: Path) -> list[Revocation]:
     """The entries in `path` (none if it does not exist); ValueError if it is unusable."""
     try:
-        with path.open("rb") as file:
-            raw = file.read(MAX_FILE_BYTES + 1)
-    except FileNotFoundError:
-        return []
-    except OSError as exc:
-        raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from None
-    if len(raw) > MAX_FILE_BYTES:
-        raise ValueError(f"{path} is larger than {MAX_FILE_BYTES} bytes")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"{path} is not UTF-8 text (byte {exc.start})") from None
+        text = read_text_bounded(path, MAX_FILE_BYTES)
+    except FileProblem as exc:
+        if exc.missing:
+            return []
+        raise
     try:
         return parse_revocations(text)
     except ValueError as exc:

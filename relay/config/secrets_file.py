@@ -22,6 +22,7 @@ from pathlib import Path
 import trio
 
 from trelay.config.file_watch import POLL_SECONDS, watch_file
+from trelay.config.files import read_text_bounded
 from trelay.turn.credential_sources import SharedSecrets
 
 MAX_FILE_BYTES = 64 * 1024
@@ -29,17 +30,7 @@ MAX_FILE_BYTES = 64 * 1024
 
 def read_secrets_file(path: Path) -> tuple[str, ...]:
     """The secrets in `path`, newest first; ValueError says what is wrong with the file."""
-    try:
-        with path.open("rb") as file:
-            raw = file.read(MAX_FILE_BYTES + 1)
-    except OSError as exc:
-        raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    if len(raw) > MAX_FILE_BYTES:
-        raise ValueError(f"{path} is larger than {MAX_FILE_BYTES} bytes")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"{path} is not UTF-8 text (byte {exc.start})") from exc
+    text = read_text_bounded(path, MAX_FILE_BYTES)
     secrets = tuple(
         line.strip()
         for line in text.splitlines()

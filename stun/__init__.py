@@ -3,9 +3,10 @@
 Modules: `codes` (wire numbers), `attributes` and `address_attributes` (typed
 attributes), `message` (header and TLVs), `integrity` (MESSAGE-INTEGRITY,
 MESSAGE-INTEGRITY-SHA256, FINGERPRINT), `credentials` (long-term keys, USERHASH,
-OpaqueString), `nonce_cookie` (RFC 8489 security feature bits), `demux` (RFC 7983),
-`channel_data` (TURN ChannelData), `framing` (TCP/TLS stream deframer) and
-`strategies` (hypothesis strategies, needs the `hypothesis` extra).
+OpaqueString), `nonce_cookie` (RFC 8489 security feature bits), `channel_data`
+(TURN ChannelData, and the first byte that tells it from STUN, RFC 7983 §7), `framing`
+(TCP/TLS stream deframer) and `strategies` (hypothesis strategies, needs the
+`hypothesis` extra).
 """
 
 from trelay.stun.errors import StunDecodeError

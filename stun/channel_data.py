@@ -41,6 +41,13 @@ from trelay.stun.errors import StunDecodeError
 MIN_CHANNEL = 0x4000
 MAX_CHANNEL = 0x4FFF  # RFC 8656 §12
 MAX_RFC5766_CHANNEL = 0x7FFF  # RFC 5766 §11, and the codec's limit
+# The first byte of every ChannelData message (RFC 7983 §7): the channel number's high
+# byte, 0x40-0x7F. A STUN message starts below (its two top bits are zero, RFC 8489 §5),
+# so `FIRST_CHANNEL_BYTE` is also the bound a STUN first byte stays under. The one
+# definition of that split: the stream deframer, `is_stun_header` and the runtime's
+# datagram loop all read it from here.
+FIRST_CHANNEL_BYTE = MIN_CHANNEL >> 8
+LAST_CHANNEL_BYTE = MAX_RFC5766_CHANNEL >> 8
 # Channel number and length, both 16-bit big-endian (RFC 8656 §12.4).
 CHANNEL_HEADER = struct.Struct("!HH")
 CHANNEL_HEADER_LENGTH = CHANNEL_HEADER.size

@@ -2,7 +2,8 @@
 
 Owns the cutting of a byte stream into frames (RFC 8489 §6.2.2, RFC 8656 §12.5). On a
 stream, STUN messages and ChannelData messages follow one another with no other
-delimiter; the first byte tells them apart (RFC 7983, `trelay.stun.demux`):
+delimiter; the first byte tells them apart (RFC 7983 §7; the boundary is
+`trelay.stun.channel_data.FIRST_CHANNEL_BYTE`):
 
 - 0x00-0x3F: a STUN message, `HEADER_LENGTH + length` bytes, where the header must carry
   the magic cookie and a length that is a multiple of 4 (RFC 8489 §5, §6.3);
@@ -34,15 +35,19 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from trelay.stun.channel_data import CHANNEL_HEADER, MAX_DATA_LENGTH, ByteString
+from trelay.stun.channel_data import (
+    CHANNEL_HEADER,
+    FIRST_CHANNEL_BYTE,
+    LAST_CHANNEL_BYTE,
+    MAX_DATA_LENGTH,
+    ByteString,
+)
 from trelay.stun.codes import HEADER_LENGTH, MAGIC_COOKIE_BYTES
 from trelay.stun.errors import StunDecodeError
 
 # The larger of a STUN message (20 + 65532) and padded ChannelData (4 + 65535 + 1).
 MAX_FRAME_SIZE = HEADER_LENGTH + MAX_DATA_LENGTH
 
-_FIRST_CHANNEL_BYTE = 0x40  # ChannelData: 0x40-0x7F (RFC 5766 range); STUN: below
-_LAST_CHANNEL_BYTE = 0x7F
 _COOKIE_START = 4  # the magic cookie follows the 16-bit type and 16-bit length
 _COOKIE_END = _COOKIE_START + len(MAGIC_COOKIE_BYTES)
 _PREFIX = CHANNEL_HEADER.size  # type (or channel) and length: enough to size any frame
@@ -107,7 +112,7 @@ class StreamDeframer:
         append = frames.append
         while offset < end:
             first = view[offset]
-            if first > _LAST_CHANNEL_BYTE:
+            if first > LAST_CHANNEL_BYTE:
                 # Rejected on its first byte, before any more of it is buffered.
                 raise StunDecodeError(
                     f"stream byte 0x{first:02x} starts neither STUN nor ChannelData"
@@ -115,7 +120,7 @@ class StreamDeframer:
             if end - offset < _PREFIX:
                 break
             head, length = _unpack_prefix(view, offset)
-            if first >= _FIRST_CHANNEL_BYTE:
+            if first >= FIRST_CHANNEL_BYTE:
                 # RFC 8656 §12.5: over TCP/TLS ChannelData is padded to 4 bytes; the
                 # length field counts the data only. `head` is the channel number.
                 frame_end = offset + _PREFIX + ((length + 3) & ~3)

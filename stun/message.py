@@ -26,6 +26,7 @@ from trelay.stun import attributes as attrs
 from trelay.stun import auth_attributes as auth_attrs
 from trelay.stun import error_attributes as error_attrs
 from trelay.stun.attributes import Attribute, UnknownAttribute
+from trelay.stun.channel_data import FIRST_CHANNEL_BYTE
 from trelay.stun.codes import (
     HEADER_LENGTH,
     MAGIC_COOKIE,
@@ -193,7 +194,7 @@ def is_stun_header(data: bytes) -> bool:
     """Cheap test for demultiplexing: top bits 00, magic cookie, 4-aligned length."""
     return (
         len(data) >= HEADER_LENGTH
-        and data[0] < 0x40
+        and data[0] < FIRST_CHANNEL_BYTE
         and data[4:8] == b"\x21\x12\xa4\x42"
         and data[3] % 4 == 0
     )

@@ -9,8 +9,11 @@ from hypothesis import strategies as st
 from trelay.stun.channel_data import (
     CHANNEL_HEADER,
     CHANNEL_HEADER_LENGTH,
+    FIRST_CHANNEL_BYTE,
+    LAST_CHANNEL_BYTE,
     MAX_CHANNEL,
     MAX_DATA_LENGTH,
+    MAX_RFC5766_CHANNEL,
     MIN_CHANNEL,
     decode_channel_data,
     encode_channel_data,
@@ -18,7 +21,9 @@ from trelay.stun.channel_data import (
     padded_length,
     parse_channel_header,
 )
+from trelay.stun.codes import MessageClass
 from trelay.stun.errors import StunDecodeError
+from trelay.stun.message import Message, encode_message, is_stun_header
 
 channels = st.integers(MIN_CHANNEL, MAX_CHANNEL)
 
@@ -27,6 +32,33 @@ def test_constants() -> None:
     assert (MIN_CHANNEL, MAX_CHANNEL) == (0x4000, 0x4FFF)
     assert CHANNEL_HEADER.size == CHANNEL_HEADER_LENGTH == 4
     assert MAX_DATA_LENGTH == 0xFFFF
+    assert (FIRST_CHANNEL_BYTE, LAST_CHANNEL_BYTE) == (0x40, 0x7F)  # RFC 7983 §7
+
+
+@given(
+    channel=st.integers(MIN_CHANNEL, MAX_RFC5766_CHANNEL),
+    data=st.binary(max_size=64),
+    pad=st.booleans(),
+)
+def test_channel_data_starts_in_the_channel_byte_range(
+    channel: int, data: bytes, pad: bool
+) -> None:
+    packet = encode_channel_data(channel, data, pad=pad)
+    assert FIRST_CHANNEL_BYTE <= packet[0] <= LAST_CHANNEL_BYTE
+    assert not is_stun_header(packet + bytes(20))
+
+
+@given(
+    method=st.integers(0, 0xFFF),
+    message_class=st.sampled_from(MessageClass),
+    transaction_id=st.binary(min_size=12, max_size=12),
+)
+def test_every_stun_message_starts_below_the_channel_bytes(
+    method: int, message_class: MessageClass, transaction_id: bytes
+) -> None:
+    packet = encode_message(Message(method, message_class, transaction_id))
+    assert packet[0] < FIRST_CHANNEL_BYTE
+    assert is_stun_header(packet)
 
 
 @pytest.mark.parametrize(
@@ -132,7 +164,8 @@ def test_random_bytes_only_raise_stun_decode_error(packet: bytes) -> None:
         channel, data = decode_channel_data(packet)
     except StunDecodeError:
         return
-    # Whatever decodes is a valid channel, and re-encodes to a prefix of the input.
-    assert is_valid_channel(channel)
+    # Whatever decodes is a channel of the wire format's range (RFC 5766's, which the
+    # codec accepts), and re-encodes to a prefix of the input.
+    assert is_valid_channel(channel, rfc5766=True)
     assert packet.startswith(encode_channel_data(channel, data))
     assert len(packet) - 4 - len(data) <= 3

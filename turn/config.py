@@ -35,7 +35,6 @@ class TurnConfig:
     # Bindable channel numbers: RFC 5766's 0x4000-0x7FFF (coturn accepts them, and its
     # own client picks them) or, False, RFC 8656's 0x4000-0x4FFF only.
     rfc5766_channels: bool = True
-    nonce_lifetime: int = 3600
     response_cache_seconds: float = 40.0  # > RFC 8489 Ti (39.5 s): retransmits see one answer
     response_cache_size: int = 16384
     unauthenticated_rate: float = 20.0  # requests per second per source IP

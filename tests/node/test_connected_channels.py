@@ -9,6 +9,7 @@ import os
 import socket
 from contextlib import AsyncExitStack
 
+import pytest
 import trio
 import trio.testing
 
@@ -154,4 +155,6 @@ async def test_allocations_ended_while_their_peers_send_leave_the_node_running()
                 for _ in range(100):  # skip what the earlier allocations' peer sent late
                     if await client.receive_data() == (0x4000, b"alive"):
                         break
+                else:
+                    pytest.fail("the new allocation never relayed its peer's datagram")
         nursery.cancel_scope.cancel()

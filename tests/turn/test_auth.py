@@ -91,10 +91,24 @@ def test_parse_rest_username(username: str, parsed: tuple[str, float] | None) ->
     assert parse_rest_username(username) == parsed
 
 
-@given(st.text(max_size=30))
+@given(st.text(max_size=30) | st.text(alphabet="01:a\u00b2\u0661", max_size=12))
 def test_parse_rest_username_never_raises(username: str) -> None:
     parsed = parse_rest_username(username)
-    assert parsed is None or parsed[1] >= 0
+    fields = username.split(":")
+    if parsed is None:
+        # Neither end is an expiry: no colon, or no ASCII digits alone before or after it.
+        assert len(fields) == 1 or not (_seconds(fields[0]) or _seconds(fields[-1]))
+        return
+    # The expiry is an ASCII-digit field at one end, the user all the rest.
+    user, expiry = parsed
+    first, last = fields[0], fields[-1]
+    assert (_seconds(first) and (user, expiry) == (username[len(first) + 1 :], float(first))) or (
+        _seconds(last) and (user, expiry) == (username[: -len(last) - 1], float(last))
+    )
+
+
+def _seconds(text: str) -> bool:
+    return text != "" and all(c in "0123456789" for c in text)
 
 
 def test_rest_password_is_base64_hmac_sha1() -> None:

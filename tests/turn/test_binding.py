@@ -42,9 +42,20 @@ def answer(responder: Responder, data: bytes, source: tuple[str, int] = SOURCE) 
     return decode_message(reply)
 
 
-def test_responder_matches_the_responder_type(responder: BindingResponder) -> None:
+def test_responder_keeps_the_responder_contract(responder: BindingResponder) -> None:
+    # What a listener relies on (`Responder`): bytes and the source in; the reply for that
+    # source (bytes), or None for what gets no answer, out.
     typed: Responder = responder
-    assert typed(encode_message(request()), SOURCE) is not None
+    reply = typed(encode_message(request()), SOURCE)
+    assert isinstance(reply, bytes)
+    decoded = decode_message(reply)
+    assert (decoded.transaction_id, decoded.get(XorMappedAddress)) == (
+        TID,
+        XorMappedAddress(*SOURCE),
+    )
+    indication = Message(Method.BINDING, MessageClass.INDICATION, TID)
+    assert typed(encode_message(indication), SOURCE) is None
+    assert typed(b"not STUN", SOURCE) is None
 
 
 def test_success_layout(responder: BindingResponder) -> None:

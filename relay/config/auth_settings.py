@@ -11,9 +11,9 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from trelay.config.api_settings import ThirdPartySettings, read_third_party
+from trelay.config.flags import Flags
 from trelay.config.secrets_file import read_secrets_file
 from trelay.config.values import (
     SettingsError,
@@ -24,9 +24,6 @@ from trelay.config.values import (
     read_path,
     read_text,
 )
-
-if TYPE_CHECKING:
-    from trelay.config.settings import Flags
 
 DEFAULT_REALM = "trelay.local"
 

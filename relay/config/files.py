@@ -31,7 +31,7 @@ def read_text_bounded(path: Path, limit: int) -> str:
         with path.open("rb") as file:
             raw = file.read(limit + 1)
     except FileNotFoundError:
-        raise FileProblem(path, "cannot read: file not found", missing=True) from None
+        raise FileProblem(path, "file not found", missing=True) from None
     except OSError as exc:
         raise FileProblem(path, f"cannot read: {exc.strerror or exc}") from None
     if len(raw) > limit:

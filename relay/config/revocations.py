@@ -47,6 +47,7 @@ import trio
 
 from trelay.config.file_watch import POLL_SECONDS, watch_file
 from trelay.config.files import FileProblem, read_text_bounded, write_file_atomically
+from trelay.config.values import SettingsError
 
 MAX_FILE_BYTES = 4 * 1024 * 1024
 MAX_IDENTITY_BYTES = 256
@@ -216,3 +217,19 @@ async def watch_revocations_file(
         return f"reloaded {len(loaded)} revocation(s) from {path}"
 
     await watch_file(path, reload, "auth.revocations_file", poll_seconds, task_status=task_status)
+
+
+async def watched_revocations(nursery: trio.Nursery, path: Path | None) -> Revocations | None:
+    """The revocations of the setting `auth.revocations_file`, watched in `nursery`.
+
+    None when the setting is unset; a `SettingsError` naming it when the file is unusable
+    at start-up (later, an unusable file keeps the last good list: `watch_revocations_file`).
+    """
+    if path is None:
+        return None
+    try:
+        revocations = load_revocations(path)
+    except ValueError as exc:
+        raise SettingsError("auth.revocations_file", str(exc)) from exc
+    await nursery.start(watch_revocations_file, path, revocations)
+    return revocations

@@ -73,6 +73,7 @@ from trelay.config.api_settings import (
     read_api,
 )
 from trelay.config.auth_settings import AuthSettings, auth_flags, read_auth
+from trelay.config.flags import Flags
 from trelay.config.values import (
     ListenAddress,
     SettingsError,
@@ -195,37 +196,6 @@ class Settings:
     log_usernames: bool = False
     # Worker processes sharing the listen ports (SO_REUSEPORT); 1 = this process serves.
     workers: int = 1
-
-
-@dataclass(frozen=True, slots=True)
-class Flags:
-    """Command-line overrides, as typed (unparsed); None means "not given"."""
-
-    listen_udp: tuple[str, ...] | None = None
-    listen_tcp: tuple[str, ...] | None = None
-    listen_tls: tuple[str, ...] | None = None
-    listen_http: tuple[str, ...] | None = None
-    realm: str | None = None
-    tls_cert: str | None = None
-    tls_key: str | None = None
-    log_level: str | None = None
-    users: tuple[str, ...] | None = None  # "name:password"
-    secrets: tuple[str, ...] | None = None
-    secrets_file: str | None = None
-    relay_address: str | None = None
-    relay_address_v6: str | None = None
-    external_address: str | None = None
-    relay_ports: str | None = None  # "min-max"
-    allow_loopback_peers: bool = False
-    selftest: bool = False
-    api_keys: str | None = None
-    revocations_file: str | None = None
-    log_format: str | None = None
-    log_usernames: bool = False
-    workers: str | None = None
-
-
-# --- host:port ------------------------------------------------------------------------
 
 
 # --- loading ----------------------------------------------------------------------------

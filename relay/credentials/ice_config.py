@@ -11,15 +11,20 @@ Owns the URIs a client is given for the bound addresses:
 Invariants: IPv6 hosts are in brackets (RFC 3986 §3.2.2); a wildcard listener (0.0.0.0,
 ::) is advertised as the loopback address of its family, the only address we know it
 answers on; the credential never appears in `repr`.
+
+`dev_credential` mints the credential `make run` prints and `/selftest` hands out: a
+TURN REST credential under the first shared secret.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import json
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from trelay.config.settings import Settings
 from trelay.config.values import format_host_port
 from trelay.node.listeners import BoundAddresses
 from trelay.turn.credential_sources import rest_password
@@ -101,3 +106,20 @@ def ice_servers_json(servers: Iterable[IceServer]) -> list[dict[str, object]]:
 def format_ice_servers(servers: Iterable[IceServer]) -> str:
     """A block to paste into `new RTCPeerConnection({ ... })` (JSON is valid JavaScript)."""
     return "iceServers: " + json.dumps(ice_servers_json(servers), indent=2)
+
+
+DEV_CREDENTIAL_SECONDS = 24 * 3600
+
+
+def dev_credential(
+    settings: Settings,
+    now: float | None = None,
+    *,
+    identity: str = "dev",
+    seconds: int = DEV_CREDENTIAL_SECONDS,
+) -> TurnCredential | None:
+    """A TURN REST credential under the first shared secret (a day, by default)."""
+    if not settings.auth.shared_secrets:
+        return None
+    expiry = int((time.time() if now is None else now) + seconds)
+    return rest_credential(settings.auth.shared_secrets[0], identity, expiry)

@@ -1,12 +1,9 @@
-"""The AEAD of RFC 7635 ACCESS-TOKENs (AES-GCM via `cryptography`), and minting tokens.
+"""Minting RFC 7635 ACCESS-TOKENs (AES-GCM via `cryptography`) for non-browser clients.
 
-Owns the crypto half of third-party authorization that the pure core may not import
-(`trelay.turn.third_party` holds the token format and the checks):
+Owns the authorization server's half of third-party authorization (the nodes decrypt
+with `trelay.node.token_cipher`; `trelay.turn.third_party` holds the token format and
+the checks):
 
-- `AesGcmTokenCipher`: `trelay.turn.third_party.TokenDecryptor` over AES-GCM. The key's length
-  picks the algorithm: 32 bytes AES-256-GCM (RFC 7635's mandatory one), 16 bytes
-  AES-128-GCM (JOSE "A128GCM"). Any failure (wrong tag, wrong key size, nonce outside
-  8..128 bytes) is None: a client's bytes never raise.
 - `mint_access_token`: what the authorization server (our HTTP API) does for a
   non-browser client: a fresh random mac_key and 12-byte nonce, the block encrypted
   under the kid's key with the TURN server's name as associated data. The client sends
@@ -17,30 +14,15 @@ from __future__ import annotations
 
 import secrets
 
-from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from trelay.node.token_cipher import KEY_SIZES
 from trelay.stun.auth_attributes import AccessToken
 from trelay.turn.third_party import TokenGrant, encode_grant
 
 NONCE_BYTES = 12  # the GCM nonce size NIST SP 800-38D recommends
 MAC_KEY_BYTES = 32  # enough for HMAC-SHA256 (MESSAGE-INTEGRITY-SHA256) as well as -SHA1
-_KEY_SIZES = frozenset((16, 32))
 _MAX_USERNAME_BYTES = 509  # RFC 8489 §14.3: the kid travels in USERNAME
-
-
-class AesGcmTokenCipher:
-    """AES-GCM decryption for `trelay.turn.third_party.ThirdPartyAuthorizer`."""
-
-    __slots__ = ()
-
-    def decrypt(self, key: bytes, nonce: bytes, ciphertext: bytes, aad: bytes) -> bytes | None:
-        if len(key) not in _KEY_SIZES:
-            return None
-        try:
-            return AESGCM(key).decrypt(nonce, ciphertext, aad)
-        except (InvalidTag, ValueError, OverflowError):
-            return None
 
 
 def mint_access_token(
@@ -59,7 +41,7 @@ def mint_access_token(
     """
     if not kid or len(kid.encode("utf-8")) > _MAX_USERNAME_BYTES:
         raise ValueError("kid must be 1..509 bytes of UTF-8 (it is sent as USERNAME)")
-    if len(key) not in _KEY_SIZES:
+    if len(key) not in KEY_SIZES:
         raise ValueError("key must be 16 (A128GCM) or 32 (AES-256-GCM) bytes")
     if lifetime <= 0:
         raise ValueError("lifetime must be positive")

@@ -24,7 +24,6 @@ tables with single C-level calls, which is consistent enough from another thread
 from __future__ import annotations
 
 import contextlib
-import functools
 import queue
 import secrets
 import ssl
@@ -37,25 +36,15 @@ from typing import TypeVar
 
 import trio
 
+from trelay.config.settings import ListenSettings, Settings
+from trelay.config.values import ListenAddress
 from trelay.credentials.ice_config import IceServer, TurnCredential, ice_servers, ice_servers_json
 from trelay.icekit.ice_shim import parse_ice_uri
-from trelay.node.listeners import BoundAddresses
-from trelay.node.stream_listener import serve_stream
+from trelay.node.assembly import RunningNode, TurnNode, TurnServer, loopback_turn_server, start_node
 from trelay.node.tls import context_from_pem, generate_self_signed
-from trelay.node.turn_node import TurnNode
-from trelay.node.udp_listener import serve_udp
 from trelay.turn.addressing import Address
-from trelay.turn.auth import LongTermAuthenticator
 from trelay.turn.config import TurnConfig
-from trelay.turn.credential_sources import (
-    CredentialSources,
-    SharedSecrets,
-    StaticUsers,
-    rest_password,
-)
-from trelay.turn.nonces import NonceStamper
-from trelay.turn.policy import PeerPolicy
-from trelay.turn.server import TurnServer
+from trelay.turn.credential_sources import rest_password
 
 T = TypeVar("T")
 LOOPBACK = "127.0.0.1"
@@ -106,10 +95,7 @@ class RelayCounters:
 class LoopbackRelay:
     """A running test relay: where it listens, how to log in, what it has relayed."""
 
-    udp: Address
-    tcp: Address
-    tls: Address
-    node: TurnNode
+    running: RunningNode
     # The token of the trio loop the node runs in (`trio.from_thread.run(..., trio_token=)`).
     token: trio.lowlevel.TrioToken
     # The TLS listener's throw-away certificate (PEM), for clients to trust.
@@ -142,10 +128,25 @@ class LoopbackRelay:
                 servers.append(IceServer(urls, entry.username, entry.credential))
         return {"iceServers": ice_servers_json(servers), "iceTransportPolicy": policy}
 
+    @property
+    def node(self) -> TurnNode:
+        return self.running.node
+
+    @property
+    def udp(self) -> Address:
+        return self.running.bound.udp[0]
+
+    @property
+    def tcp(self) -> Address:
+        return self.running.bound.tcp[0]
+
+    @property
+    def tls(self) -> Address:
+        return self.running.bound.tls[0]
+
     def ice_server_entries(self) -> tuple[IceServer, ...]:
-        bound = BoundAddresses(udp=(self.udp,), tcp=(self.tcp,), tls=(self.tls,))
         credential = TurnCredential(self.credentials.username, self.credentials.password)
-        return ice_servers(bound, credential)
+        return ice_servers(self.running.bound, credential)
 
     def client_ssl_context(self) -> ssl.SSLContext:
         """A client context that trusts this node's throw-away certificate (for turns:)."""
@@ -182,15 +183,8 @@ def make_turn_server(
     config = config or TurnConfig(realm=DEFAULT_REALM, relay_host=LOOPBACK)
     credentials = credentials or RelayCredentials.static(config.realm)
     if credentials.secret is not None:
-        source: StaticUsers | SharedSecrets = SharedSecrets([credentials.secret], config.realm)
-    else:
-        source = StaticUsers({credentials.username: credentials.password}, config.realm)
-    auth = LongTermAuthenticator(
-        config.realm, CredentialSources(source), NonceStamper(secrets.token_bytes(32), 600)
-    )
-    return TurnServer(
-        config, auth, PeerPolicy.from_strings(allow_loopback=True), wall_clock=time.time
-    )
+        return loopback_turn_server(config, shared=[credentials.secret])
+    return loopback_turn_server(config, {credentials.username: credentials.password})
 
 
 def _credentials_for(
@@ -216,14 +210,16 @@ async def start_relay(
     """Start a test relay in `nursery`; it returns once every listener is bound."""
     config, credentials = _credentials_for(config, credentials, secret)
     certificate = generate_self_signed([LOOPBACK])  # EC P-256: milliseconds
-    node = TurnNode(make_turn_server(config, credentials), nursery)
-    await nursery.start(node.run_timers)
-    udp = await nursery.start(serve_udp, LOOPBACK, 0, node)
-    tcp = await nursery.start(serve_stream, LOOPBACK, 0, node)
-    serve_tls = functools.partial(serve_stream, ssl_context=context_from_pem(certificate))
-    tls = await nursery.start(serve_tls, LOOPBACK, 0, node)
+    loopback = (ListenAddress(LOOPBACK, 0),)
+    settings = Settings(listen=ListenSettings(udp=loopback, tcp=loopback, tls=loopback))
+    running = await start_node(
+        nursery,
+        settings,
+        server=make_turn_server(config, credentials),
+        ssl_context=context_from_pem(certificate),
+    )
     token = trio.lowlevel.current_trio_token()
-    return LoopbackRelay(udp, tcp, tls, node, token, certificate.cert_pem, credentials)
+    return LoopbackRelay(running, token, certificate.cert_pem, credentials)
 
 
 @asynccontextmanager

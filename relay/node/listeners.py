@@ -97,6 +97,7 @@ async def serve(
     *,
     frontend: ClientFrontend | None = None,
     listeners: Listeners | None = None,
+    ssl_context: ssl.SSLContext | None = None,
     task_status: trio.TaskStatus[BoundAddresses] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run every listener of `settings` until cancelled; report `BoundAddresses` once bound.
@@ -104,11 +105,13 @@ async def serve(
     `frontend` is what the listeners hand traffic to; by default a STUN-only server
     (`BindingResponder` answering with `settings.software`). Raises `SettingsError` (bad
     TLS files) before binding anything and `ListenError` when a listener cannot bind (the
-    listeners already bound are closed again).
+    listeners already bound are closed again). `ssl_context` replaces the TLS context
+    `settings.tls` describes (the caller holds the certificate).
     """
     listeners = listeners or Listeners()
     listen = settings.listen
-    ssl_context = context_for(settings.tls, [a.host for a in listen.tls]) if listen.tls else None
+    if ssl_context is None and listen.tls:
+        ssl_context = context_for(settings.tls, [a.host for a in listen.tls])
     if frontend is None:
         frontend = ResponderFrontend(BindingResponder(settings.software))
     # The frontend is passed positionally: the listeners' parameter names are their own.

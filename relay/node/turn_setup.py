@@ -1,10 +1,10 @@
-"""Build the TURN core from the settings, and mint the dev credential `make run` prints.
+"""Build the TURN core from the settings, or for a throw-away test relay.
 
 Owns the translation from operator settings (`trelay.config.settings`) to the pure core's
 values (`trelay.turn.config.TurnConfig`, credential sources, the peer policy, the nonce key).
 The nonce key is derived from the shared secrets when there are any, so that every
-worker and node holding the same secret accepts the same nonces; otherwise it is
-random per process.
+worker and node holding the same secret accepts the same nonces; otherwise it is the
+key the caller gives (a worker gets its supervisor's) or random per process.
 """
 
 from __future__ import annotations
@@ -12,20 +12,18 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
+from collections.abc import Mapping, Sequence
 
 from trelay.config.settings import Settings
-from trelay.credentials.ice_config import TurnCredential, rest_credential
-from trelay.credentials.token_crypto import AesGcmTokenCipher
+from trelay.node.token_cipher import AesGcmTokenCipher
 from trelay.node.turn_node import DONT_FRAGMENT_SUPPORTED
-from trelay.turn.auth import LongTermAuthenticator
+from trelay.turn.auth import LongTermAuthenticator, RevocationCheck
 from trelay.turn.config import TurnConfig
 from trelay.turn.credential_sources import CredentialSources, SharedSecrets, StaticUsers
 from trelay.turn.nonces import NonceStamper
 from trelay.turn.policy import PeerPolicy
 from trelay.turn.server import TurnServer
 from trelay.turn.third_party import ThirdPartyAuthorizer
-
-DEV_CREDENTIAL_SECONDS = 24 * 3600
 
 
 def turn_config(settings: Settings) -> TurnConfig:
@@ -53,18 +51,19 @@ def shared_secrets(settings: Settings) -> SharedSecrets:
     return SharedSecrets(settings.auth.shared_secrets, settings.auth.realm)
 
 
-def build_turn_server(settings: Settings, rest: SharedSecrets | None = None) -> TurnServer:
+def build_turn_server(
+    settings: Settings,
+    rest: SharedSecrets | None = None,
+    *,
+    nonce_key: bytes | None = None,
+    is_revoked: RevocationCheck | None = None,
+) -> TurnServer:
+    """The core `settings` describe. `rest`: the shared secrets object the node keeps
+    (and a secrets-file watcher swaps); `nonce_key`: used when the settings have no
+    shared secret to derive one from; `is_revoked`: the revocation check, if any."""
     auth = settings.auth
     rest = rest or shared_secrets(settings)
     sources = CredentialSources(StaticUsers(dict(auth.users), auth.realm), rest)
-    # Derived from the secrets at start-up only: a rotation must not make every
-    # outstanding nonce stale at once.
-    shared = [s.encode() for s in auth.shared_secrets]
-    nonce_key = (
-        hashlib.sha256(b"trelay nonce key|" + b"|".join(shared)).digest()
-        if shared
-        else secrets.token_bytes(32)
-    )
     policy = PeerPolicy.from_strings(
         settings.relay.allow_peers,
         settings.relay.deny_peers,
@@ -77,20 +76,40 @@ def build_turn_server(settings: Settings, rest: SharedSecrets | None = None) -> 
             tp.server_name, tp.authorization_server, tp.keys, AesGcmTokenCipher()
         )
     authenticator = LongTermAuthenticator(
-        auth.realm, sources, NonceStamper(nonce_key), third_party=third_party
+        auth.realm,
+        sources,
+        NonceStamper(_nonce_key(auth.shared_secrets, nonce_key)),
+        third_party=third_party,
+        is_revoked=is_revoked,
     )
     return TurnServer(turn_config(settings), authenticator, policy, wall_clock=time.time)
 
 
-def dev_credential(
-    settings: Settings,
-    now: float | None = None,
-    *,
-    identity: str = "dev",
-    seconds: int = DEV_CREDENTIAL_SECONDS,
-) -> TurnCredential | None:
-    """A TURN REST credential under the first shared secret (a day, by default)."""
-    if not settings.auth.shared_secrets:
-        return None
-    expiry = int((time.time() if now is None else now) + seconds)
-    return rest_credential(settings.auth.shared_secrets[0], identity, expiry)
+def _nonce_key(shared_secrets: tuple[str, ...], given: bytes | None) -> bytes:
+    """Derived from the secrets when there are any, so that every worker and node holding
+    the same secret accepts the same nonces; at start-up only: a rotation must not make
+    every outstanding nonce stale at once."""
+    if shared_secrets:
+        joined = b"|".join(s.encode() for s in shared_secrets)
+        return hashlib.sha256(b"trelay nonce key|" + joined).digest()
+    return given if given is not None else secrets.token_bytes(32)
+
+
+def loopback_turn_server(
+    config: TurnConfig,
+    users: Mapping[str, str] | None = None,
+    shared: Sequence[str] = (),
+) -> TurnServer:
+    """A core for throw-away test relays: `config` as given, loopback peers allowed, the
+    static `users` and TURN REST `shared` secrets given, a random nonce key."""
+    source: StaticUsers | SharedSecrets = (
+        SharedSecrets(list(shared), config.realm)
+        if shared
+        else StaticUsers(dict(users or {}), config.realm)
+    )
+    auth = LongTermAuthenticator(
+        config.realm, CredentialSources(source), NonceStamper(secrets.token_bytes(32), 600)
+    )
+    return TurnServer(
+        config, auth, PeerPolicy.from_strings(allow_loopback=True), wall_clock=time.time
+    )

@@ -16,10 +16,9 @@ from starlette.routing import BaseRoute
 
 from trelay.config.revocations import Revocations
 from trelay.config.settings import Settings
-from trelay.credentials.ice_config import IceServer, TurnCredential, ice_servers
+from trelay.credentials.ice_config import IceServer, TurnCredential, dev_credential, ice_servers
 from trelay.credentials.token_api import ThirdPartyMint, TokenApiContext, token_routes
 from trelay.node.listeners import BoundAddresses
-from trelay.node.turn_setup import dev_credential
 from trelay.ops.selftest import selftest_routes
 
 SELFTEST_CREDENTIAL_SECONDS = 600

@@ -26,43 +26,40 @@ Invariants:
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import logging
 import signal
 import sys
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import NoReturn, TextIO
 
 import trio
 from starlette.applications import Starlette
 
-from trelay.config.revocations import Revocations, load_revocations, watch_revocations_file
-from trelay.config.secrets_file import watch_secrets_file
-from trelay.config.settings import Flags, Settings, load_settings
+from trelay.config.flags import Flags
+from trelay.config.settings import Settings, load_settings
 from trelay.config.values import SettingsError, format_host_port
 from trelay.credentials.ice_config import (
     TurnCredential,
+    dev_credential,
     format_ice_servers,
     ice_servers,
     ice_servers_json,
 )
-from trelay.node.listeners import BoundAddresses, HostPort, ListenError, serve
+from trelay.node.assembly import start_node
+from trelay.node.listeners import BoundAddresses, HostPort, ListenError
 from trelay.node.turn_node import TurnNode
-from trelay.node.turn_setup import build_turn_server, dev_credential, shared_secrets
 from trelay.ops.http_app import NodeStatus, build_app
 from trelay.ops.http_server import serve_http
 from trelay.ops.logs import configure_logging
 from trelay.ops.metrics import node_registry
 from trelay.ops.operator_routes import operator_routes
+from trelay.process.exit_codes import ExitStatus, known_error, status_for
 from trelay.process.token_commands import TOKEN_COMMANDS, add_token_commands, run_token_command
 from trelay.process.workers import WorkersFailed, serve_workers
 
 PROG = "trelay"
-EXIT_OK = 0
-EXIT_LISTEN_FAILED = 1
-EXIT_BAD_SETTINGS = 2
 DRAIN_GRACE_SECONDS = 5.0
 
 logger = logging.getLogger(__name__)
@@ -76,9 +73,9 @@ def main(argv: list[str] | None = None) -> int:
             return run_token_command(arguments)
         settings = load_settings(arguments.config, flags_from(arguments))
     except SettingsError as exc:
-        return _fail(exc, EXIT_BAD_SETTINGS)
+        return _fail(exc, ExitStatus.BAD_SETTINGS)
     except SystemExit as exc:  # --help
-        return exc.code if isinstance(exc.code, int) else EXIT_OK
+        return exc.code if isinstance(exc.code, int) else ExitStatus.OK
     configure_logging(settings.log_level.logging_level, settings.log_format, settings.log_usernames)
     return run(settings)
 
@@ -220,16 +217,15 @@ def run(settings: Settings) -> int:
         else:
             trio.run(serve_until_signal, settings, sys.stdout, sys.stderr)
     except KeyboardInterrupt:  # a Ctrl-C before the signal receiver was installed
-        return EXIT_OK
+        return ExitStatus.OK
     except (SettingsError, ListenError, WorkersFailed, BaseExceptionGroup) as exc:
-        known = _known_error(exc)
+        known = known_error(exc, (SettingsError, ListenError, WorkersFailed))
         if known is None:
             raise
         if isinstance(known, WorkersFailed):
             return _fail(known, known.status)
-        status = EXIT_BAD_SETTINGS if isinstance(known, SettingsError) else EXIT_LISTEN_FAILED
-        return _fail(known, status)
-    return EXIT_OK
+        return _fail(known, status_for(known))
+    return ExitStatus.OK
 
 
 async def serve_workers_until_signal(settings: Settings, stdout: TextIO, stderr: TextIO) -> None:
@@ -248,43 +244,20 @@ async def serve_workers_until_signal(settings: Settings, stdout: TextIO, stderr:
 
 
 async def serve_until_signal(settings: Settings, stdout: TextIO, stderr: TextIO) -> None:
-    """Run `serve`, announce readiness, and stop cleanly on the first SIGINT or SIGTERM."""
+    """Start the node, announce readiness, and stop cleanly on the first SIGINT or SIGTERM."""
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
-            auth = settings.auth
-            secrets = shared_secrets(settings)
-            node = TurnNode(build_turn_server(settings, secrets), nursery)
+            running = await start_node(nursery, settings)
             status = NodeStatus()
-            if auth.secrets_file is not None:
-                watch = functools.partial(watch_secrets_file, auth.secrets_file, secrets)
-                await nursery.start(watch, auth.secrets)
-            revocations = None
-            if auth.revocations_file is not None:
-                revocations = _load_revocations(auth.revocations_file)
-                node.server.auth.is_revoked = revocations.is_revoked
-                watch = functools.partial(
-                    watch_revocations_file, auth.revocations_file, revocations
-                )
-                await nursery.start(watch)
-            nursery.start_soon(_drain_on_signal, signals, node, status, nursery.cancel_scope)
-            await nursery.start(node.run_timers)
-            bound: BoundAddresses = await nursery.start(
-                functools.partial(serve, settings, frontend=node)
+            nursery.start_soon(
+                _drain_on_signal, signals, running.node, status, nursery.cancel_scope
             )
-            node.server.listening_on([*bound.udp, *bound.tcp, *bound.tls])
-            registry = node_registry(node, ready=lambda: status.ready)
-            routes = operator_routes(settings, bound, revocations)
+            registry = node_registry(running.node, ready=lambda: status.ready)
+            routes = operator_routes(settings, running.bound, running.revocations)
             app = build_app(status, registry=registry, extra_routes=routes)
             http = await start_http(nursery, settings, app)
             status.mark_bound()
-            announce_ready(settings, bound, stdout, stderr, http)
-
-
-def _load_revocations(path: Path) -> Revocations:
-    try:
-        return load_revocations(path)
-    except ValueError as exc:
-        raise SettingsError("auth.revocations_file", str(exc)) from exc
+            announce_ready(settings, running.bound, stdout, stderr, http)
 
 
 async def start_http(nursery: trio.Nursery, settings: Settings, app: Starlette) -> list[HostPort]:
@@ -351,24 +324,6 @@ def announce_ready(
                 f"{PROG}: self-test page: http://{format_host_port(host, port)}/selftest\n"
             )
     stderr.flush()
-
-
-def _known_error(exc: BaseException) -> SettingsError | ListenError | WorkersFailed | None:
-    """The one error to report, when `exc` (maybe a nest of groups) holds only ours."""
-    leaves = list(_leaves(exc))
-    if leaves and all(isinstance(e, SettingsError | ListenError | WorkersFailed) for e in leaves):
-        first = leaves[0]
-        assert isinstance(first, SettingsError | ListenError | WorkersFailed)
-        return first
-    return None
-
-
-def _leaves(exc: BaseException) -> Iterator[BaseException]:
-    if isinstance(exc, BaseExceptionGroup):
-        for inner in exc.exceptions:
-            yield from _leaves(inner)
-    else:
-        yield exc
 
 
 def _fail(error: Exception, status: int) -> int:

@@ -37,30 +37,25 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import trio
 
-from trelay.config.revocations import Revocations, load_revocations, watch_revocations_file
-from trelay.config.secrets_file import watch_secrets_file
 from trelay.config.settings import Settings
 from trelay.config.values import SettingsError
+from trelay.node.assembly import start_node
 from trelay.node.frontend import ClientFrontend
-from trelay.node.listeners import BoundAddresses, HostPort, ListenError, Listeners, serve
+from trelay.node.listeners import BoundAddresses, HostPort, ListenError, Listeners
 from trelay.node.stream_listener import serve_stream
 from trelay.node.turn_node import TurnNode
-from trelay.node.turn_setup import build_turn_server, shared_secrets
 from trelay.node.udp_listener import serve_udp_socket
 from trelay.ops.http_app import NodeStatus
 from trelay.ops.logs import configure_logging
 from trelay.ops.metrics import NodeSnapshot, snapshot
-from trelay.turn.credential_sources import SharedSecrets
-from trelay.turn.nonces import NonceStamper
+from trelay.process.exit_codes import ExitStatus, known_error, status_for
 
 REPORT_INTERVAL = 1.0
 ASSIGNMENT_TIMEOUT = 30.0
 MAX_MESSAGE = 16 * 1024 * 1024
-EXIT_OK, EXIT_LISTEN_FAILED, EXIT_BAD_SETTINGS = 0, 1, 2
 
 logger = logging.getLogger(__name__)
 
@@ -201,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     arguments = sys.argv[1:] if argv is None else argv
     if len(arguments) != 1 or not arguments[0].isdigit():
         print("usage: python -m trelay.process.worker FD (started by `trelay serve --workers N`)")
-        return EXIT_BAD_SETTINGS
+        return ExitStatus.BAD_SETTINGS
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     return trio.run(run_worker, int(arguments[0]))
 
@@ -211,7 +206,7 @@ async def run_worker(fd: int) -> int:
     with trio.fail_after(ASSIGNMENT_TIMEOUT):
         assignment = await control.receive()
     if not isinstance(assignment, WorkerAssignment):
-        return EXIT_BAD_SETTINGS
+        return ExitStatus.BAD_SETTINGS
     settings = assignment.settings
     configure_logging(
         settings.log_level.logging_level,
@@ -222,13 +217,13 @@ async def run_worker(fd: int) -> int:
     try:
         await serve_worker(assignment, control)
     except (SettingsError, ListenError, BaseExceptionGroup) as exc:
-        known = _known_error(exc)
+        known = known_error(exc, (SettingsError, ListenError))
         if known is None:
             raise
-        status = EXIT_BAD_SETTINGS if isinstance(known, SettingsError) else EXIT_LISTEN_FAILED
+        status = status_for(known)
         await control.send(StartFailed(status, str(known)))
         return status
-    return EXIT_OK
+    return ExitStatus.OK
 
 
 async def serve_worker(assignment: WorkerAssignment, control: ControlChannel) -> None:
@@ -236,49 +231,20 @@ async def serve_worker(assignment: WorkerAssignment, control: ControlChannel) ->
     settings = assignment.settings
     with trio.open_signal_receiver(signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
-            secrets = shared_secrets(settings)
-            node = TurnNode(build_turn_server(settings, secrets), nursery)
-            if not settings.auth.shared_secrets:
-                node.server.auth.nonces = NonceStamper(assignment.nonce_key)
-            status = NodeStatus()
-            await start_auth_watchers(nursery, settings, node, secrets)
+            running = await start_node(
+                nursery,
+                settings,
+                nonce_key=assignment.nonce_key,
+                listeners=worker_listeners(assignment),
+            )
+            node, status = running.node, NodeStatus()
             draining = Draining(node, status, assignment.drain_grace, nursery.cancel_scope)
             nursery.start_soon(draining.on_signal, signals)
-            await nursery.start(node.run_timers)
-            bound: BoundAddresses = await nursery.start(
-                functools.partial(
-                    serve, settings, frontend=node, listeners=worker_listeners(assignment)
-                )
-            )
-            node.server.listening_on([*bound.udp, *bound.tcp, *bound.tls])
             status.mark_bound()
             logger.info("worker %d (pid %d) ready", assignment.index, os.getpid())
-            await control.send(WorkerBound(os.getpid(), bound))
+            await control.send(WorkerBound(os.getpid(), running.bound))
             nursery.start_soon(_report_every, control, node, status)
             nursery.start_soon(_obey, control, node, status, draining)
-
-
-async def start_auth_watchers(
-    nursery: trio.Nursery, settings: Settings, node: TurnNode, secrets: SharedSecrets
-) -> Revocations | None:
-    """Watch `auth.secrets_file` and `auth.revocations_file` (if set) for `node`."""
-    auth = settings.auth
-    if auth.secrets_file is not None:
-        watch = functools.partial(watch_secrets_file, auth.secrets_file, secrets)
-        await nursery.start(watch, auth.secrets)
-    if auth.revocations_file is None:
-        return None
-    revocations = load_revocations_setting(auth.revocations_file)
-    node.server.auth.is_revoked = revocations.is_revoked
-    await nursery.start(watch_revocations_file, auth.revocations_file, revocations)
-    return revocations
-
-
-def load_revocations_setting(path: Path) -> Revocations:
-    try:
-        return load_revocations(path)
-    except ValueError as exc:
-        raise SettingsError("auth.revocations_file", str(exc)) from exc
 
 
 @dataclass(slots=True)
@@ -336,22 +302,6 @@ def resident_bytes() -> int:
     except (OSError, ValueError, IndexError):
         return 0
     return pages * os.sysconf("SC_PAGE_SIZE")
-
-
-def _known_error(exc: BaseException) -> SettingsError | ListenError | None:
-    """The first of ours in `exc` (maybe a nest of groups) when it holds only ours."""
-    leaves = list(_leaves(exc))
-    if leaves and all(isinstance(e, SettingsError | ListenError) for e in leaves):
-        first = leaves[0]
-        assert isinstance(first, SettingsError | ListenError)
-        return first
-    return None
-
-
-def _leaves(exc: BaseException) -> list[BaseException]:
-    if isinstance(exc, BaseExceptionGroup):
-        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
-    return [exc]
 
 
 if __name__ == "__main__":

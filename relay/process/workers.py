@@ -71,7 +71,7 @@ import trio
 from starlette.applications import Starlette
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from trelay.config.revocations import Revocations, watch_revocations_file
+from trelay.config.revocations import watched_revocations
 from trelay.config.settings import ListenSettings, Settings
 from trelay.node.listeners import BoundAddresses, HostPort
 from trelay.node.tls import generate_self_signed
@@ -92,7 +92,6 @@ from trelay.process.worker import (
     WorkerAssignment,
     WorkerBound,
     WorkerReport,
-    load_revocations_setting,
 )
 
 STARTUP_TIMEOUT = 30.0
@@ -358,7 +357,7 @@ async def serve_workers(
                 close_all(reservation.probes)
                 bound = supervisor.slots[0].bound
                 assert bound is not None
-                revocations = await _watch_revocations(nursery, settings)
+                revocations = await watched_revocations(nursery, settings.auth.revocations_file)
                 registry = workers_registry(
                     supervisor.snapshots, supervisor.usage, ready=lambda: supervisor.status.ready
                 )
@@ -391,13 +390,3 @@ def _shared_certificate(settings: Settings, listen: ListenSettings, directory: P
     with os.fdopen(fd, "wb") as file:
         file.write(certificate.key_pem)
     return replace(settings, tls=replace(settings.tls, cert_file=cert, key_file=key))
-
-
-async def _watch_revocations(nursery: trio.Nursery, settings: Settings) -> Revocations | None:
-    """The token API's view of the revocations file (each worker watches its own)."""
-    path = settings.auth.revocations_file
-    if path is None:
-        return None
-    revocations = load_revocations_setting(path)
-    await nursery.start(watch_revocations_file, path, revocations)
-    return revocations

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from trelay.config.api_keys import create_key
-from trelay.config.settings import Flags, load_settings
+from trelay.config.flags import Flags
+from trelay.config.settings import load_settings
 from trelay.config.values import SettingsError
 
 KEY16 = base64.b64encode(bytes(range(16))).decode()

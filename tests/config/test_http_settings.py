@@ -20,7 +20,8 @@ import trio
 from tests.helpers.http_client import http_request
 from tests.helpers.trelay_process import TIMEOUT, running_trelay, stop, trelay_command
 from tests.helpers.turn_client import udp_client
-from trelay.config.settings import Flags, HttpSettings, load_settings
+from trelay.config.flags import Flags
+from trelay.config.settings import HttpSettings, load_settings
 from trelay.config.values import ListenAddress, SettingsError
 
 LOOPBACK_ANY = (ListenAddress("127.0.0.1", 0),)

@@ -9,8 +9,9 @@ import pytest
 import trio
 
 from trelay.config.file_watch import POLL_SECONDS
+from trelay.config.flags import Flags
 from trelay.config.secrets_file import read_secrets_file, watch_secrets_file
-from trelay.config.settings import Flags, load_settings
+from trelay.config.settings import load_settings
 from trelay.config.values import SettingsError
 from trelay.node.turn_setup import shared_secrets
 from trelay.stun.credentials import long_term_key
@@ -50,7 +51,7 @@ def test_a_bad_file_says_what_is_wrong(tmp_path: Path, content: bytes, problem: 
 
 
 def test_a_missing_file_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="cannot read"):
+    with pytest.raises(ValueError, match="absent: file not found"):
         read_secrets_file(tmp_path / "absent")
 
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from trelay.config.auth_settings import DEFAULT_REALM
-from trelay.config.settings import Flags, ListenSettings, LogLevel, Settings, load_settings
+from trelay.config.flags import Flags
+from trelay.config.settings import ListenSettings, LogLevel, Settings, load_settings
 from trelay.config.values import ListenAddress, SettingsError, format_host_port, parse_host_port
 from trelay.node.turn_setup import turn_config
 

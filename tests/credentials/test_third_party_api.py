@@ -31,7 +31,7 @@ from tests.helpers.turn_harness import Clock, assert_error, assert_success, make
 from trelay.config.revocations import Revocation, Revocations
 from trelay.credentials.access_tokens import mint_token
 from trelay.credentials.token_api import ThirdPartyMint, TokenApiContext
-from trelay.credentials.token_crypto import AesGcmTokenCipher
+from trelay.node.token_cipher import AesGcmTokenCipher
 from trelay.turn.server import TurnServer
 from trelay.turn.third_party import ThirdPartyAuthorizer, token_identity
 

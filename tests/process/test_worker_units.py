@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import trio
 
-from trelay.config.settings import Flags, ListenSettings, Settings, load_settings
+from trelay.config.flags import Flags
+from trelay.config.settings import ListenSettings, Settings, load_settings
 from trelay.config.values import ListenAddress, SettingsError
 from trelay.node.listeners import BoundAddresses, ListenError
 from trelay.ops.metrics import NodeSnapshot, WorkerCollector, WorkerUsage, combine, counters_only

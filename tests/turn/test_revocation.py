@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from tests.helpers.modern_client import Rfc8489Client, TokenClient
 from tests.helpers.turn_harness import Client, Clock, assert_error, assert_success, make_server
-from trelay.credentials.token_crypto import AesGcmTokenCipher, mint_access_token
+from trelay.credentials.token_crypto import mint_access_token
+from trelay.node.token_cipher import AesGcmTokenCipher
 from trelay.stun.error_attributes import ErrorCodeAttribute
 from trelay.stun.message import decode_message
 from trelay.turn.server import TurnServer

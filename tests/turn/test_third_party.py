@@ -17,7 +17,8 @@ from tests.helpers.turn_harness import (
     error_code,
     make_server,
 )
-from trelay.credentials.token_crypto import AesGcmTokenCipher, mint_access_token
+from trelay.credentials.token_crypto import mint_access_token
+from trelay.node.token_cipher import AesGcmTokenCipher
 from trelay.stun.attributes import Nonce, Realm, RequestedTransport, ThirdPartyAuthorization
 from trelay.stun.auth_attributes import AccessToken
 from trelay.stun.codes import MessageClass, Method

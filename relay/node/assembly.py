@@ -1,0 +1,90 @@
+"""The one way a relay node is started: settings (or a prepared core) in, a running node out.
+
+Owns the order of a node's start-up, for every caller (`trelay serve`, a worker process
+of `trelay serve --workers N`, the test kit's throw-away relay, the tests):
+
+1. the auth files: the revocations file is loaded before anything binds (a bad file is a
+   `SettingsError` naming `auth.revocations_file`), the shared secrets are the object the
+   secrets-file watcher swaps in place;
+2. the pure core (`trelay.turn.server.TurnServer`) built from the settings
+   (`trelay.node.turn_setup`), with the revocation check and the nonce key given at
+   construction; a caller with its own core (the test kit, built from a `TurnConfig`)
+   passes it instead;
+3. the `TurnNode` on that core, its timers, the file watchers;
+4. the listeners of `settings.listen` (`trelay.node.listeners.serve`), and the core told
+   which endpoints are its own (it denies them as peers, design §6).
+
+`loopback_turn_server` is the core of a throw-away test relay (`trelay.icekit`).
+`start_node` returns once every socket is bound (design §4: the caller may then announce
+readiness); everything it started runs in the caller's nursery and ends with it.
+"""
+
+from __future__ import annotations
+
+import functools
+import ssl
+from dataclasses import dataclass
+
+import trio
+
+from trelay.config.revocations import Revocations, watched_revocations
+from trelay.config.secrets_file import watch_secrets_file
+from trelay.config.settings import Settings
+from trelay.node.listeners import BoundAddresses, Listeners, serve
+from trelay.node.turn_node import TurnNode
+from trelay.node.turn_setup import build_turn_server, loopback_turn_server, shared_secrets
+from trelay.turn.server import TurnServer
+
+# What callers outside the node (the test kit) may use: the node's public face.
+__all__ = ["RunningNode", "TurnNode", "TurnServer", "loopback_turn_server", "start_node"]
+
+
+@dataclass(frozen=True, slots=True)
+class RunningNode:
+    """A started node: the node, where it listens, the revocations it consults (if any)."""
+
+    node: TurnNode
+    bound: BoundAddresses
+    revocations: Revocations | None
+
+
+async def start_node(
+    nursery: trio.Nursery,
+    settings: Settings,
+    *,
+    server: TurnServer | None = None,
+    nonce_key: bytes | None = None,
+    listeners: Listeners | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+) -> RunningNode:
+    """Start a node in `nursery` as `settings` says; return once every listener is bound.
+
+    `server`: a core prepared by the caller (default: built from `settings`).
+    `nonce_key`: the key nonces are stamped with when the settings have no shared
+    secret to derive it from (a worker gets its supervisor's, so that every worker
+    accepts every other's nonces). `listeners`: the listener loops (a worker's UDP
+    listeners use the sockets its supervisor holds). `ssl_context`: the TLS listeners'
+    context, when the caller holds the certificate (default: from `settings.tls`).
+    Raises `SettingsError` and `ListenError` (trelay.node.listeners) before returning.
+    """
+    auth = settings.auth
+    revocations = await watched_revocations(nursery, auth.revocations_file)
+    secrets = shared_secrets(settings)
+    if server is None:
+        server = build_turn_server(
+            settings,
+            secrets,
+            nonce_key=nonce_key,
+            is_revoked=None if revocations is None else revocations.is_revoked,
+        )
+    node = TurnNode(server, nursery)
+    if auth.secrets_file is not None:
+        await nursery.start(watch_secrets_file, auth.secrets_file, secrets, auth.secrets)
+    await nursery.start(node.run_timers)
+    bound: BoundAddresses = await nursery.start(
+        functools.partial(
+            serve, settings, frontend=node, listeners=listeners, ssl_context=ssl_context
+        )
+    )
+    server.listening_on([*bound.udp, *bound.tcp, *bound.tls])
+    return RunningNode(node, bound, revocations)

@@ -55,11 +55,10 @@ from trelay.ops.http_server import serve_http
 from trelay.ops.logs import configure_logging
 from trelay.ops.metrics import node_registry
 from trelay.ops.operator_routes import operator_routes
-from trelay.process.exit_codes import ExitStatus, known_error, status_for
+from trelay.process.exit_codes import PROG, ExitStatus, known_error, status_for
 from trelay.process.token_commands import TOKEN_COMMANDS, add_token_commands, run_token_command
 from trelay.process.workers import WorkersFailed, serve_workers
 
-PROG = "trelay"
 DRAIN_GRACE_SECONDS = 5.0
 
 logger = logging.getLogger(__name__)

@@ -1,11 +1,12 @@
 """How a trelay process ends: its exit statuses and the one error it reports.
 
 Owns the statuses `trelay serve` and its worker processes share (the supervisor passes
-a worker's status on): 0 after a clean stop or drain, 1 when a listener cannot bind, 2
-for a bad setting (`SettingsError`, before anything binds). An error raised inside a
-nursery arrives wrapped in exception groups; `known_error` unwraps it when every leaf is
-one of ours, so the operator reads one line ("trelay: <key>: <problem>") instead of a
-traceback, and anything else still propagates as the bug it is.
+a worker's status on): 0 after a clean stop or drain; 1 when the node cannot run (a
+listener cannot bind, workers keep dying); 2 for a bad setting (`SettingsError`, before
+anything binds). An error raised inside a nursery arrives wrapped in exception groups;
+`known_error` unwraps it when every leaf is one of ours, so the operator reads one line
+("trelay: <key>: <problem>") instead of a traceback, and anything else still propagates
+as the bug it is.
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ from trelay.config.values import SettingsError
 
 E = TypeVar("E", bound=BaseException)
 
+PROG = "trelay"  # the name every one-line error starts with
+
 
 class ExitStatus(IntEnum):
     OK = 0
-    LISTEN_FAILED = 1
+    FAILED = 1  # a listener could not bind, or the workers could not run
     BAD_SETTINGS = 2
 
 
@@ -39,7 +42,7 @@ def status_for(error: Exception) -> ExitStatus:
     """The exit status of a start-up failure: a bad setting, or a listener (`ListenError`)."""
     if isinstance(error, SettingsError):
         return ExitStatus.BAD_SETTINGS
-    return ExitStatus.LISTEN_FAILED
+    return ExitStatus.FAILED
 
 
 def _leaves(exc: BaseException) -> Iterator[BaseException]:

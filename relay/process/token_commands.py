@@ -23,10 +23,8 @@ from typing import TextIO, TypeVar
 
 from trelay.config.api_keys import ApiKeyError, create_key, load_keys
 from trelay.credentials.access_tokens import DEFAULT_TOKEN_TTL, mint_token
+from trelay.process.exit_codes import PROG, ExitStatus
 
-PROG = "trelay"
-EXIT_OK = 0
-EXIT_BAD_ARGUMENTS = 2
 MAX_TOKEN_TTL = 24 * 3600
 TOKEN_COMMANDS = frozenset({"keys", "token"})
 # Generic so that `trelay.process.cli`'s own ArgumentParser subclass (its error handling) is kept.
@@ -75,15 +73,15 @@ def run_token_command(
             stdout.write(json.dumps(line) + "\n")
             stderr.write(f"{PROG}: key {key.sid} added to {arguments.keys}; ")
             stderr.write("the secret is shown only this once\n")
-            return EXIT_OK
+            return ExitStatus.OK
         if arguments.command == "token":
             stdout.write(_token(arguments, time.time() if now is None else now) + "\n")
-            return EXIT_OK
+            return ExitStatus.OK
     except ApiKeyError as exc:
         stderr.write(f"{PROG}: {exc}\n")
-        return EXIT_BAD_ARGUMENTS
+        return ExitStatus.BAD_SETTINGS
     stderr.write(f"{PROG}: command: {arguments.command!r} is not a token command\n")
-    return EXIT_BAD_ARGUMENTS
+    return ExitStatus.BAD_SETTINGS
 
 
 def _token(arguments: argparse.Namespace, now: float) -> str:

@@ -78,6 +78,7 @@ from trelay.node.tls import generate_self_signed
 from trelay.ops.http_app import NodeStatus, build_app
 from trelay.ops.metrics import NodeSnapshot, WorkerUsage, combine, counters_only, workers_registry
 from trelay.ops.operator_routes import operator_routes
+from trelay.process.exit_codes import ExitStatus
 from trelay.process.listen_reservation import (
     Reservation,
     close_all,
@@ -198,11 +199,15 @@ class Supervisor:
                 failure = slot.failure
                 if failure is not None:
                     raise WorkersFailed(failure.status, failure.message)
-                raise WorkersFailed(1, f"worker {slot.index} exited ({status}) before binding")
+                raise WorkersFailed(
+                    ExitStatus.FAILED, f"worker {slot.index} exited ({status}) before binding"
+                )
             rapid = rapid + 1 if trio.current_time() - started < RAPID_SECONDS else 0
             logger.error("worker %d exited unexpectedly (status %s)", slot.index, status)
             if rapid >= MAX_RAPID_RESTARTS:
-                raise WorkersFailed(1, f"worker {slot.index} died {rapid} times in a row")
+                raise WorkersFailed(
+                    ExitStatus.FAILED, f"worker {slot.index} died {rapid} times in a row"
+                )
             await trio.sleep(RESTART_DELAY)
             if self.status.draining:
                 return
@@ -353,7 +358,9 @@ async def serve_workers(
                     for slot in supervisor.slots:
                         await slot.first_bound.wait()
                 if startup.cancelled_caught:
-                    raise WorkersFailed(1, f"workers not bound within {STARTUP_TIMEOUT:g} s")
+                    raise WorkersFailed(
+                        ExitStatus.FAILED, f"workers not bound within {STARTUP_TIMEOUT:g} s"
+                    )
                 close_all(reservation.probes)
                 bound = supervisor.slots[0].bound
                 assert bound is not None

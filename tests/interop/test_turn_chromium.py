@@ -9,7 +9,7 @@ relayed addresses are the ones Chromium reports, and the data path carried the b
 Hanging up must end the allocations (Refresh with LIFETIME 0 over UDP, the connection
 closing over TCP).
 
-The browser is the Debian one (tests/interop/chromium.py); the page is about:blank,
+The browser is the Debian one (tests/helpers/chromium.py); the page is about:blank,
 where RTCPeerConnection is available, and the call itself is tests/interop/relay_call.js.
 """
 

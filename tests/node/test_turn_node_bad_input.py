@@ -7,7 +7,7 @@ the garbage sources (allocations, client tables, the response cache, the rate li
 stay as they were or bounded); the drop counters moved. Broken TCP streams are closed
 for bad framing or dropped after the idle timeout when they stall, while other clients
 are served; and a client that stops reading while its allocation receives peer data is
-dropped by the writer's send timeout, its allocation ended (relay/stream_listener.py
+dropped by the writer's send timeout, its allocation ended (relay/node/stream_listener.py
 `_write`: `fail_after(idle_timeout)` around `send_all`).
 """
 
@@ -45,6 +45,7 @@ from trelay.stun.codes import MessageClass, Method
 from trelay.stun.integrity import encode_signed
 from trelay.stun.message import Message, encode_message
 from trelay.turn.addressing import ClientTransport, FiveTuple
+from trelay.turn.stats import Drop
 
 GARBAGE_DATAGRAMS = 3000
 GARBAGE_SOURCES = 16
@@ -231,9 +232,9 @@ async def test_a_flood_of_garbage_datagrams_leaves_no_state(
         assert core_sizes(local) == before
         assert len(local.node.server.rate_limiter) <= 1  # one bucket: every source is 127.0.0.1
         # The drop counters moved, per reason.
-        assert counters.dropped_no_allocation > 0  # ChannelData from sources without one
-        assert counters.dropped_no_channel > 0  # ChannelData for unbound channels
-        assert counters.dropped_malformed > 0  # the victim's: cut, or shorter than its length
+        assert counters.dropped[Drop.NO_ALLOCATION] > 0  # ChannelData from sources without one
+        assert counters.dropped[Drop.NO_CHANNEL] > 0  # ChannelData for unbound channels
+        assert counters.dropped[Drop.MALFORMED] > 0  # the victim's: cut, or shorter than its length
         assert counters.client_to_peer_datagrams == 0
         # Garbage that deserved an answer got one (400, 401 within the rate limit, Binding).
         assert stats.replies_sent > replies
@@ -365,7 +366,7 @@ async def test_an_unbound_channel_over_tcp_is_dropped_and_the_connection_goes_on
         await client.send_raw(struct.pack("!HH", 0x4123, 5) + b"hello\x00\x00\x00")
         reply = await client.binding()
         assert reply.message_class is MessageClass.SUCCESS
-        assert local.node.counters.dropped_no_channel == 1
+        assert local.node.counters.dropped[Drop.NO_CHANNEL] == 1
         assert local.node.server.allocation_count == 1
     await trio.sleep(1)
     # RFC 8656 §3.1: closing the connection ended the allocation.
@@ -395,7 +396,7 @@ async def test_a_client_that_stops_reading_is_dropped_and_its_allocation_ends(
             # Polling the node (mock seconds): reading would un-stall the client.
             while local.node.server.allocation_count:  # noqa: ASYNC110
                 await trio.sleep(1)
-        # relay/stream_listener.py `_write`: the stalled send_all timed out.
+        # relay/node/stream_listener.py `_write`: the stalled send_all timed out.
         assert trio.current_time() >= flood_end + 30
         assert local.tcp_stats.closed_idle == 1
         assert local.tcp_stats.connections_closed == 1

@@ -140,7 +140,7 @@ def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
     assert "--listen-udp" in capsys.readouterr().out
 
 
-# --- the real process (tests/trelay_process.py starts it) ------------------------------
+# --- the real process (tests/helpers/trelay_process.py starts it) ------------------------------
 
 
 async def test_serve_prints_ready_answers_binding_and_stops_on_sigterm(tmp_path: Path) -> None:

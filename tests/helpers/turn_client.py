@@ -1,20 +1,20 @@
 """A small trio TURN client for runtime tests, and the loopback node and peer it talks to.
 
-Owns the client side of RFC 8656 as the runtime tests need it, built on our own `stun`
-codec: Allocate with the long-term credential mechanism (RFC 8489 §9.2: an unsigned
-request, 401 with REALM and NONCE, the same request signed; 438 retried with the new
-nonce), Refresh (§7), CreatePermission (§9), ChannelBind (§11), Send indications (§10.1)
-and ChannelData (§12.4, padded over TCP §12.5) towards peers, and Data indications and
-ChannelData from them.
+`TurnClient` is the I/O around the pure client core `trelay.turn.client` (which owns the
+protocol: requests, the RFC 8489 §9.2 challenge, signing, matching responses, Data
+indications and ChannelData): a UDP socket or TCP connection, timeouts and UDP
+retransmission. It speaks as an RFC 5389 client (MD5 key, USERNAME,
+MESSAGE-INTEGRITY), as Chrome and aioice do.
 
 Invariants:
-- every wait is bounded: each request and each receive runs under `trio.fail_after`;
+- every wait is bounded: each transaction and each receive runs under `trio.fail_after`;
 - over UDP a request is retransmitted (same transaction id) every `RETRANSMIT` seconds
   until its timeout; the server's response cache makes that idempotent;
-- frames that arrive while a request waits for its response are kept, in order, for
+- data that arrives while a request waits for its response is kept, in order, for
   `receive_data`; responses to other transactions (late duplicates) are dropped;
 - a response to a signed request must carry a valid MESSAGE-INTEGRITY (design §5),
-  except 401 and 438, which the server cannot sign.
+  except 401 and 438, which the server cannot sign: the core reports any other as
+  discarded, and the client fails the test at once instead of waiting for a timeout.
 
 `start_node` runs a real `trelay.node.turn_node.TurnNode` with UDP and TCP listeners in the
 caller's nursery (loopback, port 0), so that tests see the node, its counters and the
@@ -36,25 +36,26 @@ from trelay.node.datagram_batch import MAX_DATAGRAM, UdpListenerStats
 from trelay.node.stream_listener import StreamListenerStats, serve_stream
 from trelay.node.turn_node import TurnNode
 from trelay.node.udp_listener import serve_udp
-from trelay.stun.address_attributes import XorPeerAddress, XorRelayedAddress
-from trelay.stun.attributes import (
-    Attribute,
-    ChannelNumber,
-    Data,
-    Lifetime,
-    Nonce,
-    Realm,
-    RequestedTransport,
-    Username,
-)
-from trelay.stun.channel_data import decode_channel_data, encode_channel_data
-from trelay.stun.codes import ErrorCode, MessageClass, Method, TransportProtocol
-from trelay.stun.credentials import long_term_key
-from trelay.stun.error_attributes import ErrorCodeAttribute
-from trelay.stun.framing import Frame, StreamDeframer
-from trelay.stun.integrity import encode_signed, verify_integrity
-from trelay.stun.message import Message, decode_message, encode_message, new_transaction_id
+from trelay.stun.attributes import Attribute
+from trelay.stun.codes import Method
+from trelay.stun.message import Message, new_transaction_id
 from trelay.turn.addressing import Address
+from trelay.turn.client import TurnClientSession
+from trelay.turn.client_auth import LongTermCredentials
+from trelay.turn.client_events import (
+    Allocated,
+    ChannelBound,
+    ClientEvent,
+    DataReceived,
+    Discarded,
+    DiscardReason,
+    OutgoingRequest,
+    PermissionCreated,
+    Refreshed,
+    RequestFailed,
+    Retrying,
+    TransactionEnded,
+)
 from trelay.turn.config import TurnConfig
 
 TIMEOUT = 10.0
@@ -85,14 +86,12 @@ class _Udp:
     async def send(self, data: bytes) -> None:
         await self.sock.sendto(data, self.server)
 
-    async def receive(self) -> list[Frame]:
+    async def receive(self) -> bytes:
+        """The next datagram from the server (others are dropped)."""
         while True:
             data, source = await self.sock.recvfrom(MAX_DATAGRAM)
-            if (source[0], source[1]) != self.server:
-                continue
-            if data and 0x40 <= data[0] <= 0x7F:  # ChannelData (RFC 7983, RFC 5766)
-                return [Frame(*decode_channel_data(data))]
-            return [Frame(None, data)]
+            if (source[0], source[1]) == self.server:
+                return data
 
     def local(self) -> Address:
         host, port = self.sock.getsockname()[:2]
@@ -114,20 +113,16 @@ class _Udp:
 class _Tcp:
     def __init__(self, stream: trio.SocketStream) -> None:
         self.stream = stream
-        self.deframer = StreamDeframer()
         self.reliable = True
 
     async def send(self, data: bytes) -> None:
         await self.stream.send_all(data)
 
-    async def receive(self) -> list[Frame]:
-        while True:
-            data = await self.stream.receive_some(65536)
-            if not data:
-                raise trio.BrokenResourceError("the server closed the connection")
-            frames = self.deframer.feed(bytes(data))
-            if frames:
-                return frames
+    async def receive(self) -> bytes:
+        data = await self.stream.receive_some(65536)
+        if not data:
+            raise trio.BrokenResourceError("the server closed the connection")
+        return bytes(data)
 
     def local(self) -> Address:
         host, port = self.stream.socket.getsockname()[:2]
@@ -151,92 +146,105 @@ class TurnClient:
         timeout: float = TIMEOUT,
     ) -> None:
         self.transport = transport
-        self.username = username
-        self.password = password
         self.timeout = timeout
-        self.realm: str | None = None
-        self.nonce: str | None = None
+        self.session = TurnClientSession(
+            _credentials(username, password),
+            transaction_ids=new_transaction_id,
+            stream=transport.reliable,
+        )
+        # Kept after a deletion (unlike the session's), so tests can aim at the old port.
         self.relayed: Address | None = None
         self._inbox: deque[Received] = deque()
+        self._events: deque[ClientEvent] = deque()
 
     @property
     def local(self) -> Address:
         return self.transport.local()
 
+    # Tests swap credentials on a client: the next challenge is answered with the new ones.
+    @property
+    def username(self) -> str:
+        return self._credentials.username
+
+    @username.setter
+    def username(self, username: str) -> None:
+        self.session.credentials = _credentials(username, self.password)
+
+    @property
+    def password(self) -> str:
+        return self._credentials.password
+
+    @password.setter
+    def password(self, password: str) -> None:
+        self.session.credentials = _credentials(self.username, password)
+
+    @property
+    def _credentials(self) -> LongTermCredentials:
+        credentials = self.session.credentials
+        assert isinstance(credentials, LongTermCredentials)
+        return credentials
+
+    @property
+    def realm(self) -> str | None:
+        return self.session.realm
+
+    @property
+    def nonce(self) -> str | None:
+        return self.session.nonce
+
     @property
     def key(self) -> bytes:
-        assert self.realm is not None, "no REALM yet: the server has not challenged us"
-        return long_term_key(self.username, self.realm, self.password)
+        signing = self.session.signing
+        assert signing is not None, "no REALM yet: the server has not challenged us"
+        return signing.key
 
     # --- requests (RFC 8489 §6.2, §9.2) --------------------------------------------------
 
     async def request(self, method: Method, *attributes: Attribute) -> Message:
         """Send a request (signed once we hold a nonce); return the final response.
 
-        A 401 or 438 carrying REALM and NONCE is retried once, signed with them.
+        A 401 or 438 carrying REALM and NONCE is answered by the core, signed.
         """
-        response = await self._transact(method, attributes)
-        if response.message_class is MessageClass.ERROR:
-            code = _error_code(response)
-            nonce, realm = response.get(Nonce), response.get(Realm)
-            if code in (ErrorCode.UNAUTHORIZED, ErrorCode.STALE_NONCE) and nonce and realm:
-                self.realm, self.nonce = realm.value, nonce.value
-                response = await self._transact(method, attributes)
-        return response
+        return _response(await self._run(self.session.request(method, attributes)))
 
     async def checked(self, method: Method, *attributes: Attribute) -> Message:
         """`request`, raising `TurnError` unless the answer is a success."""
-        response = await self.request(method, *attributes)
-        if response.message_class is not MessageClass.SUCCESS:
-            error = response.get(ErrorCodeAttribute)
-            code, reason = (0, "no ERROR-CODE") if error is None else (error.code, error.reason)
-            raise TurnError(method, code, reason)
-        return response
+        return _response(self._check(await self._run(self.session.request(method, attributes))))
 
     async def binding(self) -> Message:
         """An unauthenticated Binding request (RFC 8489 §3)."""
-        return await self._transact(Method.BINDING, (), sign=False)
+        return _response(await self._run(self.session.binding()))
 
     async def allocate(self, lifetime: int | None = None, *more: Attribute) -> Address:
         """RFC 8656 §7.1: Allocate a UDP relay; returns the relayed transport address."""
-        extra = (*(() if lifetime is None else (Lifetime(lifetime),)), *more)
-        response = await self.checked(
-            Method.ALLOCATE, RequestedTransport(TransportProtocol.UDP), *extra
-        )
-        relayed = response.get(XorRelayedAddress)
-        assert relayed is not None, "Allocate success without XOR-RELAYED-ADDRESS"
-        self.relayed = relayed.address
-        return relayed.address
+        event = self._check(await self._run(self.session.allocate(lifetime=lifetime, extra=more)))
+        assert isinstance(event, Allocated), event
+        self.relayed = event.relayed
+        return event.relayed
 
     async def refresh(self, lifetime: int | None = None) -> int:
         """RFC 8656 §7.3 (LIFETIME 0 deletes); returns the granted lifetime."""
-        extra = () if lifetime is None else (Lifetime(lifetime),)
-        response = await self.checked(Method.REFRESH, *extra)
-        granted = response.get(Lifetime)
-        assert granted is not None, "Refresh success without LIFETIME"
-        return granted.value
+        event = self._check(await self._run(self.session.refresh(lifetime)))
+        assert isinstance(event, Refreshed), event
+        return event.lifetime
 
     async def create_permission(self, *peers: Address) -> None:
         """RFC 8656 §9.1: install (or refresh) permissions for the peers' IPs."""
-        await self.checked(Method.CREATE_PERMISSION, *(XorPeerAddress(*peer) for peer in peers))
+        event = self._check(await self._run(self.session.create_permission(*peers)))
+        assert isinstance(event, PermissionCreated), event
 
     async def channel_bind(self, channel: int, peer: Address) -> None:
         """RFC 8656 §11.1: bind (or refresh) `channel` to `peer`."""
-        await self.checked(Method.CHANNEL_BIND, ChannelNumber(channel), XorPeerAddress(*peer))
+        event = self._check(await self._run(self.session.channel_bind(channel, peer)))
+        assert isinstance(event, ChannelBound), event
 
     # --- data (RFC 8656 §10, §12) -------------------------------------------------------
 
     async def send_indication(self, peer: Address, data: bytes, *more: Attribute) -> None:
-        indication = Message(
-            Method.SEND,
-            MessageClass.INDICATION,
-            new_transaction_id(),
-            (XorPeerAddress(*peer), Data(data), *more),
-        )
-        await self.transport.send(encode_message(indication))
+        await self.transport.send(self.session.send_indication(peer, data, extra=more))
 
     async def send_channel_data(self, channel: int, data: bytes) -> None:
-        await self.transport.send(encode_channel_data(channel, data, pad=self.transport.reliable))
+        await self.transport.send(self.session.channel_data(channel, data))
 
     async def send_raw(self, data: bytes) -> None:
         """Bytes as they are, from this client's address (for malformed input)."""
@@ -246,14 +254,14 @@ class TurnClient:
         """Over UDP: drop what the server sent that nobody read (e.g. answers to garbage)."""
         assert isinstance(self.transport, _Udp), "a stream cannot skip unread frames"
         self._inbox.clear()
+        self._events.clear()
         return self.transport.discard()
 
     async def receive_data(self) -> Received:
         """The next Data indication or ChannelData, within the timeout."""
         with trio.fail_after(self.timeout):
             while not self._inbox:
-                for frame in await self.transport.receive():
-                    self._keep(frame)
+                self._keep(await self._next_event())
             return self._inbox.popleft()
 
     async def aclose(self) -> None:
@@ -261,61 +269,67 @@ class TurnClient:
 
     # --- internals --------------------------------------------------------------------
 
-    def _encode(self, message: Message, sign: bool) -> bytes:
-        if not sign:
-            return encode_message(message)
-        assert self.realm is not None and self.nonce is not None
-        credentials = (Username(self.username), Realm(self.realm), Nonce(self.nonce))
-        return encode_signed(message.with_attributes(*credentials), self.key)
+    def _check(self, event: TransactionEnded) -> TransactionEnded:
+        if isinstance(event, RequestFailed):
+            raise TurnError(event.method, event.code, event.reason)
+        return event
 
-    async def _transact(
-        self, method: Method, attributes: tuple[Attribute, ...], sign: bool | None = None
-    ) -> Message:
-        signed = self.nonce is not None if sign is None else sign
-        transaction_id = new_transaction_id()
-        wire = self._encode(
-            Message(method, MessageClass.REQUEST, transaction_id, attributes), signed
-        )
-        with trio.fail_after(self.timeout):
-            while True:
-                await self.transport.send(wire)
-                with trio.move_on_after(
-                    RETRANSMIT if not self.transport.reliable else self.timeout
-                ):
-                    raw = await self._response(transaction_id)
-                    break
-        response = decode_message(raw)
-        code = _error_code(response) if response.message_class is MessageClass.ERROR else None
-        if signed and code not in (ErrorCode.UNAUTHORIZED, ErrorCode.STALE_NONCE):
-            assert verify_integrity(raw, self.key), f"unsigned response to a signed {method!r}"
-        return response
-
-    async def _response(self, transaction_id: bytes) -> bytes:
+    async def _run(self, request: OutgoingRequest) -> TransactionEnded:
+        """One request to its end, through any challenge the core answers."""
         while True:
-            for frame in await self.transport.receive():
-                # C1 (bit 8 of the type) set: a success or error response (RFC 8489 §5).
-                if (
-                    frame.channel is None
-                    and frame.data[8:20] == transaction_id
-                    and frame.data[0] & 1
-                ):
-                    return frame.data
-                self._keep(frame)
+            event = await self._transact(request)
+            if not isinstance(event, Retrying):
+                return event
+            request = event.request
 
-    def _keep(self, frame: Frame) -> None:
-        if frame.channel is not None:
-            self._inbox.append((frame.channel, frame.data))
-            return
-        message = decode_message(frame.data)
-        if message.method == Method.DATA and message.message_class is MessageClass.INDICATION:
-            peer, data = message.get(XorPeerAddress), message.get(Data)
-            assert peer is not None and data is not None, "Data indication without its parts"
-            self._inbox.append((peer.address, data.value))
+    async def _transact(self, request: OutgoingRequest) -> TransactionEnded | Retrying:
+        tid = request.transaction_id
+        try:
+            with trio.fail_after(self.timeout):
+                while True:
+                    await self.transport.send(request.data)
+                    with trio.move_on_after(
+                        RETRANSMIT if not self.transport.reliable else self.timeout
+                    ):
+                        return await self._outcome(tid)
+        finally:
+            self.session.cancel(tid)  # a no-op once answered; forgets it on a timeout
+
+    async def _outcome(self, tid: bytes) -> TransactionEnded | Retrying:
+        while True:
+            event = await self._next_event()
+            if isinstance(event, DataReceived):
+                self._keep(event)
+            elif isinstance(event, Discarded):
+                bad = event.reason is DiscardReason.BAD_INTEGRITY
+                assert not (bad and event.transaction_id == tid), "unsigned response"
+            elif event.transaction_id == tid:
+                return event
+
+    async def _next_event(self) -> ClientEvent:
+        while not self._events:
+            data = await self.transport.receive()
+            if self.transport.reliable:
+                self._events.extend(self.session.receive_stream(data))
+            else:
+                self._events.extend(self.session.receive_datagram(data))
+        return self._events.popleft()
+
+    def _keep(self, event: ClientEvent) -> None:
+        if isinstance(event, DataReceived):
+            source = event.peer if event.channel is None else event.channel
+            assert source is not None
+            self._inbox.append((source, event.data))
 
 
-def _error_code(response: Message) -> int | None:
-    error = response.get(ErrorCodeAttribute)
-    return None if error is None else error.code
+def _credentials(username: str, password: str) -> LongTermCredentials:
+    # RFC 5389 style: the nonce cookie's SHA-256 offer is left unanswered.
+    return LongTermCredentials(username, password, password_algorithms=())
+
+
+def _response(event: TransactionEnded) -> Message:
+    assert event.response is not None
+    return event.response
 
 
 @asynccontextmanager

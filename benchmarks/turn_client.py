@@ -1,22 +1,22 @@
 """A minimal synchronous TURN client over UDP, for the load generator (RFC 8656).
 
-Owns the client side of the control messages the benchmarks need: Allocate with the
-long-term credential mechanism (RFC 8489 §9.2: a first request without credentials, the
-401 carries REALM and NONCE, the retry is signed with MESSAGE-INTEGRITY), Refresh,
-CreatePermission and ChannelBind, plus ChannelData framing for the data path. Built on
-our own codec (`trelay.stun.message`, `trelay.stun.integrity`, `trelay.stun.credentials`,
-`trelay.stun.channel_data`).
+The blocking-socket I/O around the pure client core `trelay.turn.client`, which owns
+the protocol: Allocate with the long-term credential mechanism (RFC 8489 §9.2: a first
+request without credentials, the 401 carries REALM and NONCE, the retry is signed with
+MESSAGE-INTEGRITY; a 438 answered once with the new NONCE), Refresh, CreatePermission
+and ChannelBind, matching responses to requests, and ChannelData framing.
 
 Invariants:
 - Blocking socket, connected to the server, with a timeout: every receive is bounded, and
   every transaction is retransmitted at most `retries` times (RFC 8489 §6.2.1 in a
   simplified, fixed-interval form), then raises `TurnClientError`.
-- A 438 (Stale Nonce) is answered once with the new NONCE (RFC 8489 §9.2.5); a 401 on the
-  first, unsigned, request is the normal challenge; any other error raises.
 - Datagrams that are not the response being waited for (ChannelData, other
-  transactions' late answers) are skipped, never mistaken for the response.
-- Responses are not checked for MESSAGE-INTEGRITY: this is a load generator on loopback,
-  and every CPU cycle it spends is a cycle the server under test does not get.
+  transactions' late answers, bytes that are not STUN) are skipped, never mistaken for
+  the response.
+- Responses are not checked for MESSAGE-INTEGRITY (`verify_responses=False`): this is
+  a load generator on loopback, and every CPU cycle it spends is a cycle the server
+  under test does not get. For the same reason it signs as an RFC 5389 client (MD5 key,
+  MESSAGE-INTEGRITY), as most clients in the field still do.
 
 Not a general-purpose client: IPv4 UDP only, no DNS, no ALTERNATE-SERVER.
 """
@@ -27,27 +27,26 @@ import socket
 import time
 from typing import Self
 
-from trelay.stun.address_attributes import XorPeerAddress, XorRelayedAddress
-from trelay.stun.attributes import (
-    Attribute,
-    ChannelNumber,
-    Lifetime,
-    Nonce,
-    Realm,
-    RequestedTransport,
-    Username,
-)
-from trelay.stun.channel_data import encode_channel_data
-from trelay.stun.codes import MessageClass, Method, TransportProtocol
-from trelay.stun.credentials import long_term_key
-from trelay.stun.error_attributes import ErrorCodeAttribute
+from trelay.stun.attributes import Attribute
+from trelay.stun.codes import Method
 from trelay.stun.errors import StunDecodeError
-from trelay.stun.integrity import encode_signed
-from trelay.stun.message import Message, decode_message, is_stun_header, new_transaction_id
+from trelay.stun.message import Message, new_transaction_id
+from trelay.turn.client import TurnClientSession
+from trelay.turn.client_auth import LongTermCredentials
+from trelay.turn.client_events import (
+    Allocated,
+    DataReceived,
+    Discarded,
+    InvalidResponse,
+    OutgoingRequest,
+    Refreshed,
+    RequestFailed,
+    Retrying,
+    TransactionEnded,
+    method_name,
+)
 
 Address = tuple[str, int]
-_UNAUTHORIZED = 401
-_STALE_NONCE = 438
 
 
 class TurnClientError(Exception):
@@ -76,9 +75,11 @@ class TurnClient:
         self.password = password
         self.timeout = timeout
         self.retries = retries
-        self.realm: str | None = None
-        self.nonce: str | None = None
-        self.key: bytes | None = None
+        self.session = TurnClientSession(
+            LongTermCredentials(username, password, password_algorithms=()),
+            transaction_ids=new_transaction_id,
+            verify_responses=False,
+        )
         self.relayed: Address | None = None
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
@@ -103,86 +104,83 @@ class TurnClient:
         host, port = self.sock.getsockname()[:2]
         return (host, port)
 
+    @property
+    def realm(self) -> str | None:
+        return self.session.realm
+
+    @property
+    def nonce(self) -> str | None:
+        return self.session.nonce
+
+    @property
+    def key(self) -> bytes | None:
+        return None if self.session.signing is None else self.session.signing.key
+
     # --- requests ---------------------------------------------------------------------
 
     def allocate(self, lifetime: int | None = None) -> Address:
         """RFC 8656 §7.1: a UDP relayed address; returns XOR-RELAYED-ADDRESS."""
-        attributes: list[Attribute] = [RequestedTransport(TransportProtocol.UDP)]
-        if lifetime is not None:
-            attributes.append(Lifetime(lifetime))
-        response = self.request(Method.ALLOCATE, tuple(attributes))
-        relayed = response.get(XorRelayedAddress)
-        if relayed is None:
-            raise TurnClientError("Allocate success without XOR-RELAYED-ADDRESS")
-        self.relayed = relayed.address
+        event = self._run(self.session.allocate(lifetime=lifetime))
+        if not isinstance(event, Allocated):
+            raise TurnClientError(f"Allocate answered with {event}")
+        self.relayed = event.relayed
         return self.relayed
 
     def refresh(self, lifetime: int) -> int:
         """RFC 8656 §7.3: 0 deletes the allocation; returns the granted lifetime."""
-        response = self.request(Method.REFRESH, (Lifetime(lifetime),))
-        granted = response.get(Lifetime)
+        event = self._run(self.session.refresh(lifetime))
         if lifetime == 0:
             self.relayed = None
-        return 0 if granted is None else granted.value
+        return event.lifetime if isinstance(event, Refreshed) else 0
 
     def create_permission(self, peer: Address) -> None:
         """RFC 8656 §9.1: let datagrams from `peer`'s IP in."""
-        self.request(Method.CREATE_PERMISSION, (XorPeerAddress(*peer),))
+        self._run(self.session.create_permission(peer))
 
     def channel_bind(self, channel: int, peer: Address) -> None:
         """RFC 8656 §11.1: bind `channel` (0x4000-0x4FFF) to `peer`."""
-        self.request(Method.CHANNEL_BIND, (ChannelNumber(channel), XorPeerAddress(*peer)))
+        self._run(self.session.channel_bind(channel, peer))
 
     def request(self, method: Method, attributes: tuple[Attribute, ...]) -> Message:
         """Run one transaction, authenticating when challenged; the success response.
 
         RFC 8489 §9.2.3: without a nonce the request goes unsigned and the server answers
-        401 with REALM and NONCE; it is then resent with USERNAME, REALM, NONCE and
+        401 with REALM and NONCE; the core resends it with USERNAME, REALM, NONCE and
         MESSAGE-INTEGRITY. A 438 supplies a new nonce, and the request is resent once.
         """
-        challenged = self.key is not None
-        for _ in range(3):  # unsigned -> 401 -> signed -> 438 -> signed again, at most
-            response = self._transaction(method, attributes)
-            if response.message_class == MessageClass.SUCCESS:
-                return response
-            error = response.get(ErrorCodeAttribute)
-            code = None if error is None else error.code
-            realm, nonce = response.get(Realm), response.get(Nonce)
-            retry_401 = code == _UNAUTHORIZED and not challenged
-            if (retry_401 or code == _STALE_NONCE) and realm is not None and nonce is not None:
-                challenged = True
-                self._learn(realm.value, nonce.value)
-                continue
-            reason = "" if error is None else error.reason
-            raise TurnClientError(f"{method.name} failed: {code} {reason}", code)
-        raise TurnClientError(f"{method.name}: still challenged after retrying")
+        response = self._run(self.session.request(method, attributes)).response
+        assert response is not None
+        return response
 
-    def _learn(self, realm: str, nonce: str) -> None:
-        if realm != self.realm:
-            self.realm = realm
-            self.key = long_term_key(self.username, realm, self.password)
-        self.nonce = nonce
+    def _run(self, request: OutgoingRequest) -> TransactionEnded:
+        """`request` to its success, through the challenges the core answers; else raise."""
+        name = method_name(request.method)
+        while True:
+            event = self._transaction(request)
+            if isinstance(event, Retrying):
+                request = event.request
+            elif isinstance(event, RequestFailed):
+                raise TurnClientError(f"{name} failed: {event.code} {event.reason}", event.code)
+            elif isinstance(event, InvalidResponse):
+                raise TurnClientError(f"{name}: {event.reason}")
+            else:
+                return event
 
-    def _encode(self, method: Method, attributes: tuple[Attribute, ...], tid: bytes) -> bytes:
-        if self.key is None or self.realm is None or self.nonce is None:
-            message = Message(method, MessageClass.REQUEST, tid, attributes)
-            return encode_signed(message)
-        credentials = (Username(self.username), Realm(self.realm), Nonce(self.nonce))
-        message = Message(method, MessageClass.REQUEST, tid, attributes + credentials)
-        return encode_signed(message, self.key)
+    def _transaction(self, request: OutgoingRequest) -> TransactionEnded | Retrying:
+        tid = request.transaction_id
+        try:
+            for _ in range(self.retries + 1):
+                self.sock.send(request.data)
+                event = self._await_response(tid, time.monotonic() + self.timeout)
+                if event is not None:
+                    return event
+        finally:
+            self.session.cancel(tid)  # a no-op once answered
+        name = method_name(request.method)
+        raise TurnClientError(f"{name}: no response after {self.retries + 1} sends")
 
-    def _transaction(self, method: Method, attributes: tuple[Attribute, ...]) -> Message:
-        tid = new_transaction_id()
-        data = self._encode(method, attributes, tid)
-        for _ in range(self.retries + 1):
-            self.sock.send(data)
-            response = self._await_response(tid, time.monotonic() + self.timeout)
-            if response is not None:
-                return response
-        raise TurnClientError(f"{method.name}: no response after {self.retries + 1} sends")
-
-    def _await_response(self, tid: bytes, deadline: float) -> Message | None:
-        """The response to `tid` arriving before `deadline`, or None."""
+    def _await_response(self, tid: bytes, deadline: float) -> TransactionEnded | Retrying | None:
+        """What ends (or retries) transaction `tid` before `deadline`, or None."""
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -196,18 +194,18 @@ class TurnClient:
                 continue  # an ICMP port unreachable from an earlier send: ask again
             finally:
                 self.sock.settimeout(self.timeout)
-            if not is_stun_header(data) or data[8:20] != tid:
-                continue
             try:
-                message = decode_message(data)
+                events = self.session.receive_datagram(data)
             except StunDecodeError:
                 continue
-            if message.message_class in (MessageClass.SUCCESS, MessageClass.ERROR):
-                return message
+            for event in events:
+                if isinstance(event, (DataReceived, Discarded)):
+                    continue  # relayed data, late duplicates: not what we wait for
+                if event.transaction_id == tid:
+                    return event
 
     # --- data path --------------------------------------------------------------------
 
-    @staticmethod
-    def channel_data(channel: int, payload: bytes) -> bytes:
+    def channel_data(self, channel: int, payload: bytes) -> bytes:
         """A ChannelData datagram (RFC 8656 §12.4; unpadded, as UDP allows)."""
-        return encode_channel_data(channel, payload)
+        return self.session.channel_data(channel, payload)

@@ -1,26 +1,26 @@
 """Clients for the pure core that speak what legacy clients do not: RFC 8489 SHA-256
 keys, USERHASH, MESSAGE-INTEGRITY-SHA256 and PASSWORD-ALGORITHMS (`Rfc8489Client`), and
-RFC 7635 ACCESS-TOKEN (`TokenClient`). Both extend `tests.helpers.turn_harness.Client`."""
+RFC 7635 ACCESS-TOKEN (`TokenClient`). Both extend `tests.helpers.turn_harness.Client`.
+
+The credential attributes and the signing come from the client core's lower layer
+(`trelay.turn.client_auth.RequestSigning`, `parse_challenge`), built from explicit knobs
+instead of `signing_for`'s policy, so a test can send what a correct client never would:
+a key of the other algorithm, an altered PASSWORD-ALGORITHMS, USERHASH the server never
+offered, a token that does not decode."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from tests.helpers.turn_harness import REALM, Client
-from trelay.stun.attributes import (
-    Attribute,
-    Nonce,
-    RequestedTransport,
-    UnknownAttribute,
-    UserHash,
-    Username,
-)
-from trelay.stun.attributes import Realm as RealmAttribute
+from trelay.stun.attributes import Attribute, RequestedTransport, UnknownAttribute, UserHash
+from trelay.stun.attributes import Username as UsernameAttribute
 from trelay.stun.auth_attributes import PasswordAlgorithm, PasswordAlgorithms
 from trelay.stun.codes import AttributeType, MessageClass, Method, PasswordAlgorithmId
 from trelay.stun.credentials import long_term_key, userhash
-from trelay.stun.integrity import encode_signed, integrity_algorithms
+from trelay.stun.integrity import integrity_algorithms
 from trelay.stun.message import Message, encode_message
+from trelay.turn.client_auth import RequestSigning, parse_challenge
 
 
 @dataclass
@@ -46,26 +46,31 @@ class Rfc8489Client(Client):
             return self.key_override
         return long_term_key(self.username, self.realm, self.password, self.algorithm)
 
-    def identification(self) -> tuple[Attribute, ...]:
+    def identification(self) -> UsernameAttribute | UserHash:
         if self.use_userhash:
-            return (UserHash(userhash(self.username, self.realm)),)
-        return (Username(self.username),)
+            return UserHash(userhash(self.username, self.realm))
+        return UsernameAttribute(self.username)
+
+    def extra(self) -> tuple[Attribute, ...]:
+        """What follows USERNAME/USERHASH, REALM and NONCE (§9.2.4)."""
+        if not self.send_algorithms:
+            return ()
+        chosen = self.chosen or PasswordAlgorithm(self.algorithm)
+        return tuple(a for a in (self.offered, chosen) if a is not None)
+
+    def signing(self) -> RequestSigning:
+        assert self.nonce is not None
+        return RequestSigning(
+            self.identification(), self.realm, self.nonce, self.key, self.extra(),
+            sha256=self.mi_sha256, fingerprint=self.fingerprint,
+        )  # fmt: skip
 
     def request(self, method: Method, *attributes: Attribute, sign: bool = True) -> Message:
-        extra: tuple[Attribute, ...] = ()
-        if sign:
-            assert self.nonce is not None
-            extra = (*self.identification(), RealmAttribute(self.realm), Nonce(self.nonce))
-            if self.send_algorithms:
-                chosen = self.chosen or PasswordAlgorithm(self.algorithm)
-                extra += tuple(a for a in (self.offered, chosen) if a is not None)
-        return Message(method, MessageClass.REQUEST, self.rng.randbytes(12), (*attributes, *extra))
+        message = Message(method, MessageClass.REQUEST, self.rng.randbytes(12), attributes)
+        return self.signing().attach(message) if sign else message
 
     def encode(self, message: Message) -> bytes:
-        return encode_signed(
-            message, self.key, sha1=not self.mi_sha256, sha256=self.mi_sha256,
-            fingerprint=self.fingerprint,
-        )  # fmt: skip
+        return self.signing().encode(message)
 
     def send(self, message: Message, sign: bool = True) -> Message | None:
         data = self.encode(message) if sign else encode_message(message)
@@ -76,12 +81,12 @@ class Rfc8489Client(Client):
         probe = self.request(Method.ALLOCATE, RequestedTransport(17), sign=False)
         reply = self.send(probe, False)
         assert reply is not None
-        nonce = reply.get(Nonce)
-        assert nonce is not None
-        self.nonce = nonce.value
+        challenge = parse_challenge(401, reply)
+        assert challenge is not None, "401 without REALM and NONCE"
+        self.nonce = challenge.nonce
         if self.offered is None:
-            self.offered = reply.get(PasswordAlgorithms)
-        self.challenge_attributes = reply.attributes
+            self.offered = challenge.offered
+        self.challenge_attributes = challenge.attributes
 
     def signed_with_sha256(self) -> bool:
         """The last response carries MESSAGE-INTEGRITY-SHA256 and no MESSAGE-INTEGRITY."""
@@ -104,13 +109,8 @@ class TokenClient(Rfc8489Client):
     def key(self) -> bytes:
         return self.mac_key
 
-    def request(self, method: Method, *attributes: Attribute, sign: bool = True) -> Message:
-        message = super().request(method, *attributes, sign=sign)
-        if not sign:
-            return message
-        # Raw bytes, not `AccessToken`: tests send tokens that do not even decode.
+    def extra(self) -> tuple[Attribute, ...]:
+        # Raw bytes, not `AccessToken`: tests send tokens that do not even decode (the
+        # same attribute `AccessTokenCredentials` sends).
         token = UnknownAttribute(AttributeType.ACCESS_TOKEN, self.token)
-        return Message(
-            message.method, message.message_class, message.transaction_id,
-            (*message.attributes, token),
-        )  # fmt: skip
+        return (*super().extra(), token)

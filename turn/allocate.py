@@ -11,11 +11,12 @@ step 3 (REQUESTED-TRANSPORT present, and UDP: the only relayed transport here), 
 (EVEN-PORT with R set: port reservations are not offered), step 7 (a relay address of the
 requested family). Those that depend on the server's state (`_state_failure`): step 2
 (an allocation exists), expired credentials, draining, step 8 (quotas).
+
+The server's state comes in a `RequestContext` (whether it is draining, per call): this
+module never sees the server itself.
 """
 
 from __future__ import annotations
-
-from typing import TYPE_CHECKING
 
 from trelay.stun.address_attributes import XorMappedAddress, XorRelayedAddress
 from trelay.stun.attributes import (
@@ -32,13 +33,11 @@ from trelay.turn.actions import Action, AllocationCreated, CloseRelay, OpenRelay
 from trelay.turn.addressing import Address, FiveTuple, is_ipv6, unmap_ipv4
 from trelay.turn.allocation import Allocation
 from trelay.turn.allocation_table import PendingAllocate
-from trelay.turn.auth import Authenticated
+from trelay.turn.auth import Authenticated, AuthFailure
 from trelay.turn.config import TurnConfig
-from trelay.turn.stats import AuthFailure, Quota
+from trelay.turn.request_context import RequestContext
+from trelay.turn.stats import Quota
 from trelay.turn.timers import TimerKind
-
-if TYPE_CHECKING:
-    from trelay.turn.server import TurnServer
 
 # How many relay ports an Allocate tries before it gives up with 508.
 _MAX_BIND_ATTEMPTS = 4
@@ -76,116 +75,131 @@ def unsatisfiable(request: Message, config: TurnConfig) -> tuple[ErrorCode, str]
 
 
 def allocate(
-    server: TurnServer, request: Message, five_tuple: FiveTuple, auth: Authenticated, now: float
+    context: RequestContext,
+    request: Message,
+    five_tuple: FiveTuple,
+    auth: Authenticated,
+    now: float,
+    *,
+    draining: bool,
 ) -> list[Action]:
+    """Answer a failed Allocate, or hold it pending and ask the runtime to bind its port."""
     key = auth.credential.key
-    pending = server.table.pending.get(five_tuple)
+    table = context.table
+    pending = table.pending.get(five_tuple)
     if pending is not None and pending.request.transaction_id == request.transaction_id:
         return []  # a retransmission while the relay port is being bound
-    failure = _state_failure(server, request, five_tuple, auth)
+    failure = _state_failure(context, request, five_tuple, auth, draining)
     if failure is not None:
         code, reason = failure
-        extra = server.expiry_challenge(five_tuple) if code is ErrorCode.UNAUTHORIZED else ()
-        reply = responses.error(request, code, server.software, key, reason=reason, extra=extra)
-        return server.reply(request, five_tuple, now, reply)
+        extra = context.expiry_challenge(five_tuple) if code is ErrorCode.UNAUTHORIZED else ()
+        reply = responses.error(request, code, context.software, key, reason=reason, extra=extra)
+        return context.reply(request, five_tuple, now, reply)
     family = requested_family(request)
     even = request.get(EvenPort) is not None
     port = 0
-    if server.ports is not None:
-        acquired = server.ports.acquire(even=even)
+    if context.ports is not None:
+        acquired = context.ports.acquire(even=even)
         if acquired is None:
-            server.stats.quota_rejections[Quota.PORTS] += 1
+            context.stats.quota_rejections[Quota.PORTS] += 1
             reply = responses.error(
-                request, ErrorCode.INSUFFICIENT_CAPACITY, server.software, key,
+                request, ErrorCode.INSUFFICIENT_CAPACITY, context.software, key,
                 reason="No relay port free",
             )  # fmt: skip
-            return server.reply(request, five_tuple, now, reply)
+            return context.reply(request, five_tuple, now, reply)
         port = acquired
     lifetime_attr = request.get(Lifetime)
-    lifetime = server.config.allocate_lifetime(
+    lifetime = context.config.allocate_lifetime(
         None if lifetime_attr is None else lifetime_attr.value
     )
-    server.table.hold(five_tuple, PendingAllocate(request, auth, lifetime, family, port))
-    return [OpenRelay(five_tuple, pending_host(server.config, family), port)]
+    table.hold(five_tuple, PendingAllocate(request, auth, lifetime, family, port))
+    return [OpenRelay(five_tuple, pending_host(context.config, family), port)]
 
 
 def _state_failure(
-    server: TurnServer, request: Message, five_tuple: FiveTuple, auth: Authenticated
+    context: RequestContext,
+    request: Message,
+    five_tuple: FiveTuple,
+    auth: Authenticated,
+    draining: bool,
 ) -> tuple[ErrorCode, str] | None:
     """The first check of RFC 8656 §7.2 that fails, as (code, reason)."""
-    if five_tuple in server.allocations or five_tuple in server.table.pending:
+    table, config, stats = context.table, context.config, context.stats
+    if five_tuple in table.allocations or five_tuple in table.pending:
         return ErrorCode.ALLOCATION_MISMATCH, "Allocation already exists"  # step 2
-    if server.credential_expired(auth):
-        server.stats.auth_failures[AuthFailure.EXPIRED] += 1
+    if context.credential_expired(auth):
+        stats.auth_failures[AuthFailure.EXPIRED] += 1
         return ErrorCode.UNAUTHORIZED, "Credentials expired"
-    failure = unsatisfiable(request, server.config)  # steps 3, 5, 6, 7
+    failure = unsatisfiable(request, config)  # steps 3, 5, 6, 7
     if failure is not None:
         return failure
-    if server.draining:
+    if draining:
         return ErrorCode.INSUFFICIENT_CAPACITY, "Server is draining"
-    quota = server.config.user_quota
-    if quota and server.table.identity_count(auth.credential.identity) >= quota:
-        server.stats.quota_rejections[Quota.USER] += 1
+    quota = config.user_quota
+    if quota and table.identity_count(auth.credential.identity) >= quota:
+        stats.quota_rejections[Quota.USER] += 1
         return ErrorCode.ALLOCATION_QUOTA_REACHED, "Allocation Quota Reached"  # step 8
-    if server.config.total_quota and server.allocation_count >= server.config.total_quota:
-        server.stats.quota_rejections[Quota.TOTAL] += 1
+    if config.total_quota and table.count >= config.total_quota:
+        stats.quota_rejections[Quota.TOTAL] += 1
         return ErrorCode.INSUFFICIENT_CAPACITY, "Server at capacity"
     return None
 
 
 def pending_host(config: TurnConfig, family: AddressFamily) -> str:
     host = relay_host(config, family)
-    assert host is not None, "checked by _allocate_failure (step 7)"
+    assert host is not None, "checked by unsatisfiable (step 7)"
     return host
 
 
 def relay_opened(
-    server: TurnServer, five_tuple: FiveTuple, relayed: Address, now: float
+    context: RequestContext, five_tuple: FiveTuple, relayed: Address, now: float, runtime: object
 ) -> list[Action]:
+    """The pending Allocate's port is bound: create the allocation, answer success."""
     # Popped, not dropped: the allocation inherits the quota slot and the port.
-    pending = server.table.pending.pop(five_tuple, None)
+    pending = context.table.pending.pop(five_tuple, None)
     if pending is None:
         # The connection closed (or shutdown began) while the port was being bound.
         return [CloseRelay(relayed)]
     auth = pending.auth
-    external = (
-        server.config.external_host_v6 if is_ipv6(relayed[0]) else server.config.external_host
-    )
+    config = context.config
+    external = config.external_host_v6 if is_ipv6(relayed[0]) else config.external_host
     reported = (external or relayed[0], relayed[1])
     allocation = Allocation(
         five_tuple, relayed, reported, auth.username, auth.credential.identity,
-        auth.credential.key, now + pending.lifetime,
+        auth.credential.key, now + pending.lifetime, runtime=runtime,
     )  # fmt: skip
-    server.table.add(allocation)
-    server.stats.allocations_created[five_tuple.transport] += 1
-    server.timers.schedule(allocation.expires_at, TimerKind.ALLOCATION, allocation)
+    context.table.add(allocation)
+    context.stats.allocations_created[five_tuple.transport] += 1
+    context.timers.schedule(allocation.expires_at, TimerKind.ALLOCATION, allocation)
     host, port = five_tuple.client
     attributes = (
         XorRelayedAddress(*reported),
         Lifetime(pending.lifetime),
         XorMappedAddress(unmap_ipv4(host), port),
     )
-    reply = responses.success(pending.request, attributes, server.software, allocation.key)
+    reply = responses.success(pending.request, attributes, context.software, allocation.key)
     return [
-        *server.reply(pending.request, five_tuple, now, reply),
+        *context.reply(pending.request, five_tuple, now, reply),
         AllocationCreated(five_tuple, relayed, auth.username, pending.lifetime),
     ]
 
 
-def relay_failed(server: TurnServer, five_tuple: FiveTuple, now: float) -> list[Action]:
-    pending = server.table.pending.get(five_tuple)
+def relay_failed(context: RequestContext, five_tuple: FiveTuple, now: float) -> list[Action]:
+    """The pending Allocate's port could not be bound: try another, or answer 508."""
+    pending = context.table.pending.get(five_tuple)
     if pending is None:
         return []  # the connection closed (or shutdown began) meanwhile
-    if server.ports is not None and pending.attempts < _MAX_BIND_ATTEMPTS:
-        server.ports.release(pending.port)
-        port = server.ports.acquire(even=pending.request.get(EvenPort) is not None)
+    ports = context.ports
+    if ports is not None and pending.attempts < _MAX_BIND_ATTEMPTS:
+        ports.release(pending.port)
+        port = ports.acquire(even=pending.request.get(EvenPort) is not None)
         if port is not None:
             pending.port = port
             pending.attempts += 1
-            return [OpenRelay(five_tuple, pending_host(server.config, pending.family), port)]
-    server.table.drop_pending(five_tuple)
+            return [OpenRelay(five_tuple, pending_host(context.config, pending.family), port)]
+    context.table.drop_pending(five_tuple)
     reply = responses.error(
-        pending.request, ErrorCode.INSUFFICIENT_CAPACITY, server.software,
+        pending.request, ErrorCode.INSUFFICIENT_CAPACITY, context.software,
         pending.auth.credential.key, reason="Could not bind a relay port",
     )  # fmt: skip
-    return server.reply(pending.request, five_tuple, now, reply)
+    return context.reply(pending.request, five_tuple, now, reply)

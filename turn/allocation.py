@@ -15,15 +15,15 @@ CreatePermission).
 
 Expiry is enforced by the server's timers, which delete what has expired before the
 runtime relays another packet at or after that time.
+
+`runtime` is the runtime's own record of the allocation (its relay socket's senders),
+handed over when the relay socket is bound (`TurnServer.relay_opened`) so that the data
+path reaches it from the allocation with no second lookup. The core never reads it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from trelay.turn.addressing import Address, FiveTuple
-
-Buffer = bytes | bytearray | memoryview
 
 
 class Allocation:
@@ -38,8 +38,7 @@ class Allocation:
         "permissions",
         "relayed",
         "reported_relayed",
-        "senders",
-        "transmit",
+        "runtime",
         "username",
     )
 
@@ -52,6 +51,8 @@ class Allocation:
         identity: str,
         key: bytes,
         expires_at: float,
+        *,
+        runtime: object = None,
     ) -> None:
         self.five_tuple = five_tuple
         self.relayed = relayed  # the bound socket address
@@ -64,11 +65,8 @@ class Allocation:
         self.channels: dict[int, Address] = {}
         self.peers: dict[Address, int] = {}
         self.channel_expiry: dict[int, float] = {}
-        # The runtime's "send from the relay socket" (bytes-like, peer) -> int, attached
-        # when it binds the socket so the data path needs no lookup; the core never calls it.
-        self.transmit: Callable[[Buffer, Address], int] | None = None
-        # Also the runtime's: per channel, (peer, send to it on a socket connected there).
-        self.senders: dict[int, tuple[Address, Callable[[Buffer], int]]] = {}
+        # Opaque to the core: set once here, never read or changed by it.
+        self.runtime = runtime
 
     def permit(self, peer_ip: str, until: float) -> None:
         """Install or refresh a permission; never shortens an existing one."""

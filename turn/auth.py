@@ -32,6 +32,9 @@ THIRD-PARTY-AUTHORIZATION; a request with ACCESS-TOKEN is checked against the ke
 design §5: 401 and 438 always carry REALM and NONCE (Chrome ignores a 438 without
 REALM). Credential expiry (TURN REST usernames, token lifetimes) is also the caller's
 decision, since it applies to Allocate and Refresh only.
+
+Every `Rejected` says which check failed (`AuthFailure`), so that counters never read
+the reason text.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import Enum
 
 from trelay.stun.attributes import (
     Attribute,
@@ -78,19 +82,35 @@ class Authenticated:
     credential: Credential
 
 
+class AuthFailure(Enum):
+    """Why a request failed the long-term credential checks (RFC 8489 §9.2.4)."""
+
+    MISSING = "missing"  # no MESSAGE-INTEGRITY: the usual first 401 challenge (step 1)
+    BAD_REQUEST = "bad_request"  # integrity without USERNAME, REALM or NONCE (400, steps 2, 4)
+    STALE_NONCE = "stale_nonce"  # 438 (step 3)
+    WRONG_CREDENTIALS = "wrong_credentials"  # unknown user, wrong key or realm (401, step 5)
+    EXPIRED = "expired"  # a TURN REST credential past its expiry (the server's, Allocate, Refresh)
+    REVOKED = "revoked"  # a credential the source withdrew (step 6)
+
+
 @dataclass(frozen=True, slots=True)
 class Rejected:
     """Answer `code`; `challenge` says to include REALM and a fresh NONCE.
 
-    `anonymous` marks a request without any integrity attribute (rate-limited).
-    `key`, when set, signs the answer: the request authenticated but is refused.
+    `failure` is the check that failed, for counters. `key`, when set, signs the answer:
+    the request authenticated but is refused.
     """
 
+    failure: AuthFailure
     code: ErrorCode
     reason: str
     challenge: bool
-    anonymous: bool = False
     key: bytes | None = None
+
+    @property
+    def anonymous(self) -> bool:
+        """A request without any integrity attribute: the one kind that is rate-limited."""
+        return self.failure is AuthFailure.MISSING
 
 
 class LongTermAuthenticator:
@@ -111,8 +131,15 @@ class LongTermAuthenticator:
         self.nonces = nonces
         self.features = SECURITY_FEATURES if security_features else SecurityFeature.NONE
         self.third_party = third_party
-        # Assignable later: the runtime plugs in its revocations file once it is loaded.
         self.is_revoked = is_revoked
+
+    def use_revocation_check(self, check: RevocationCheck | None) -> None:
+        """Ask `check` from now on whether an identity is revoked (None: nobody is).
+
+        For a check that exists only after construction (a revocations source loaded
+        or replaced later); requests already answered are not revisited.
+        """
+        self.is_revoked = check
 
     def challenge(self, client: Address, unix_now: float) -> tuple[Attribute, ...]:
         """REALM, NONCE and what the server offers: the attributes of a 401 or 438."""
@@ -128,22 +155,24 @@ class LongTermAuthenticator:
         self, request: Message, raw: bytes, client: Address, unix_now: float
     ) -> Authenticated | Rejected:
         if request.get(MessageIntegrity) is None and request.get(MessageIntegritySha256) is None:
-            return Rejected(ErrorCode.UNAUTHORIZED, "Authentication required", True, True)
+            return Rejected(
+                AuthFailure.MISSING, ErrorCode.UNAUTHORIZED, "Authentication required", True
+            )
         username = request.get(Username)
         hashed = request.get(UserHash)
         realm = request.get(Realm)
         nonce = request.get(Nonce)
         if realm is None or nonce is None or (username is None and hashed is None):
-            return Rejected(ErrorCode.BAD_REQUEST, "USERNAME, REALM and NONCE required", False)
+            return _bad_request("USERNAME, REALM and NONCE required")
         features = self.nonces.features(nonce.value, client, unix_now)
         if features is None:
-            return Rejected(ErrorCode.STALE_NONCE, "Stale Nonce", True)
+            return Rejected(AuthFailure.STALE_NONCE, ErrorCode.STALE_NONCE, "Stale Nonce", True)
         if username is None and not features & SecurityFeature.USERNAME_ANONYMITY:
             # USERHASH only where our nonce offered it (§9.2.4, §14.4).
-            return Rejected(ErrorCode.BAD_REQUEST, "USERNAME, REALM and NONCE required", False)
+            return _bad_request("USERNAME, REALM and NONCE required")
         algorithm = _password_algorithm(request, features)
         if algorithm is None:
-            return Rejected(ErrorCode.BAD_REQUEST, "PASSWORD-ALGORITHMS mismatch", False)
+            return _bad_request("PASSWORD-ALGORITHMS mismatch")
         name = username.value if username is not None else self._unhash(hashed)
         # Every candidate is checked (not first-match) so timing does not tell which
         # secret or whether the user exists beyond what the candidate count reveals.
@@ -152,12 +181,17 @@ class LongTermAuthenticator:
             if verify_integrity(raw, credential.key) and matched is None:
                 matched = credential
         if name is None or matched is None or realm.value != self.realm:
-            return Rejected(ErrorCode.UNAUTHORIZED, "Wrong credentials", True)
+            return Rejected(
+                AuthFailure.WRONG_CREDENTIALS, ErrorCode.UNAUTHORIZED, "Wrong credentials", True
+            )
         if request.get(MessageIntegritySha256) is not None:
             # §9.2.4: answer with the integrity algorithm the request used.
             matched = dataclasses.replace(matched, key=Sha256Key(matched.key))
         if self._revoked(request, name, matched, unix_now):
-            return Rejected(ErrorCode.UNAUTHORIZED, "Credentials revoked", True, key=matched.key)
+            return Rejected(
+                AuthFailure.REVOKED, ErrorCode.UNAUTHORIZED, "Credentials revoked", True,
+                key=matched.key,
+            )  # fmt: skip
         return Authenticated(name, matched)
 
     def _unhash(self, hashed: UserHash | None) -> str | None:
@@ -187,6 +221,10 @@ class LongTermAuthenticator:
         if request.get(AccessToken) is not None:
             identities.add(name)  # the kid: revoking it refuses every token under that key
         return any(self.is_revoked(identity, unix_now) for identity in identities)
+
+
+def _bad_request(reason: str) -> Rejected:
+    return Rejected(AuthFailure.BAD_REQUEST, ErrorCode.BAD_REQUEST, reason, False)
 
 
 def _password_algorithm(request: Message, features: SecurityFeature) -> PasswordAlgorithmId | None:

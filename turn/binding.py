@@ -31,6 +31,7 @@ from trelay.stun.errors import StunDecodeError
 from trelay.stun.integrity import verify_fingerprint
 from trelay.stun.message import Message, decode_message
 from trelay.turn import responses
+from trelay.turn.responses import Reply
 
 Responder: TypeAlias = Callable[[bytes, tuple[str, int]], bytes | None]
 """Called with one STUN message (a datagram or a deframed stream frame) and the source
@@ -73,10 +74,10 @@ class BindingResponder:
         # STUN message (another protocol on the same port); discard them silently.
         if request.get(Fingerprint) is not None and not verify_fingerprint(data):
             return None
-        return answer_binding(request, source, self._software)
+        return answer_binding(request, source, self._software).data
 
 
-def answer_binding(request: Message, source: tuple[str, int], software: Software) -> bytes:
+def answer_binding(request: Message, source: tuple[str, int], software: Software) -> Reply:
     """The response to a decoded request on a STUN-only path (the TURN core shares it).
 
     RFC 8489 §6.3.1: "If the request contains one or more unknown comprehension-required

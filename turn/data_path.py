@@ -7,7 +7,8 @@ Data indication, with no FINGERPRINT or integrity, which the RFC does not ask fo
 over TCP and TLS, §12.5).
 
 The runtime's hot loop reads `Allocation.channels`/`peers`/`permissions` itself; these
-functions serve the slower paths and the tests, and return plain values.
+functions serve the slower paths and the tests, and return plain values: a refused Send
+indication says why (`Drop`), so the counters need not work it out again.
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ from trelay.stun.attributes import Data, DontFragment
 from trelay.stun.channel_data import encode_channel_data
 from trelay.stun.codes import MessageClass, Method
 from trelay.stun.message import Message, encode_message, new_transaction_id
-from trelay.turn.actions import Action, SendToPeer
+from trelay.turn.actions import SendToPeer
 from trelay.turn.addressing import Address, is_ipv6
 from trelay.turn.allocation import Allocation
 from trelay.turn.policy import PeerPolicy
+from trelay.turn.stats import Drop
 
 
 def send_indication(
@@ -28,26 +30,28 @@ def send_indication(
     message: Message,
     policy: PeerPolicy,
     dont_fragment_supported: bool = False,
-) -> list[Action]:
-    """§10.2: relay DATA to XOR-PEER-ADDRESS, or drop silently.
+) -> SendToPeer | Drop:
+    """§10.2: relay DATA to XOR-PEER-ADDRESS, or drop silently, saying why.
 
     DONT-FRAGMENT asks for the DF bit; a server that cannot set it discards the
     indication, as for any unknown comprehension-required attribute (RFC 8489 §6.3.2).
     """
     if allocation is None:
-        return []
+        return Drop.NO_ALLOCATION
     peer = message.get(XorPeerAddress)
     data = message.get(Data)
     if peer is None or data is None:
-        return []
+        return Drop.MALFORMED
+    if not policy.permits_endpoint(*peer.address):
+        return Drop.DENIED_PEER  # design §6, before the permission: a denied peer has none
     if is_ipv6(peer.host) != is_ipv6(allocation.relayed[0]):
-        return []
-    if peer.host not in allocation.permissions or not policy.permits_endpoint(*peer.address):
-        return []
+        return Drop.NO_PERMISSION  # a permission of the other family cannot exist (§9.1)
+    if peer.host not in allocation.permissions:
+        return Drop.NO_PERMISSION
     dont_fragment = message.get(DontFragment) is not None
     if dont_fragment and not dont_fragment_supported:
-        return []
-    return [SendToPeer(allocation.relayed, peer.address, data.value, dont_fragment)]
+        return Drop.NO_PERMISSION  # not relayable here, counted with the unpermitted
+    return SendToPeer(allocation.relayed, peer.address, data.value, dont_fragment)
 
 
 def peer_datagram(allocation: Allocation, peer: Address, data: bytes) -> bytes | None:

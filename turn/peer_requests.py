@@ -1,16 +1,16 @@
 """CreatePermission (RFC 8656 §9.2) and ChannelBind (RFC 8656 §11.2) on an allocation.
 
-Owns the checks and table updates of the two requests that name peers. Both are
-all-or-nothing: a request that fails any check changes nothing. Both answer 403 for a
-peer the policy denies (design §6) and 443 for a peer of the other address family.
-ChannelBind also installs (and keeps alive) the peer's permission (design §5).
+Owns the checks and table updates of the two requests that name peers, and the timers
+of what they install. Both are all-or-nothing: a request that fails any check changes
+nothing. Both answer 403 for a peer the policy denies (design §6) and 443 for a peer of
+the other address family. ChannelBind also installs (and keeps alive) the peer's
+permission (design §5).
 
-Each function returns the encoded response; the server caches and sends it.
+Each function gets the server's state as a `RequestContext` and the peer policy in
+force, and returns the response (`Reply`); the server caches and sends it.
 """
 
 from __future__ import annotations
-
-from typing import TYPE_CHECKING
 
 from trelay.stun.address_attributes import XorPeerAddress
 from trelay.stun.attributes import ChannelNumber
@@ -20,17 +20,17 @@ from trelay.stun.message import Message
 from trelay.turn import responses
 from trelay.turn.addressing import is_ipv6
 from trelay.turn.allocation import Allocation
-
-if TYPE_CHECKING:
-    from trelay.turn.server import TurnServer
+from trelay.turn.policy import PeerPolicy
+from trelay.turn.request_context import RequestContext
+from trelay.turn.responses import Reply
+from trelay.turn.timers import TimerKind
 
 
 def _peer_error(
-    server: TurnServer, allocation: Allocation, peer: XorPeerAddress, *, with_port: bool
+    policy: PeerPolicy, allocation: Allocation, peer: XorPeerAddress, *, with_port: bool
 ) -> ErrorCode | None:
     if is_ipv6(peer.host) != is_ipv6(allocation.relayed[0]):
         return ErrorCode.PEER_ADDRESS_FAMILY_MISMATCH
-    policy = server.policy
     # A permission is per IP (§9); a channel names the peer's port as well.
     allowed = policy.permits_endpoint(*peer.address) if with_port else policy.permits(peer.host)
     if not allowed:
@@ -39,45 +39,64 @@ def _peer_error(
 
 
 def create_permission(
-    server: TurnServer, request: Message, allocation: Allocation, now: float
-) -> bytes:
+    context: RequestContext,
+    policy: PeerPolicy,
+    request: Message,
+    allocation: Allocation,
+    now: float,
+) -> Reply:
     key = allocation.key
+    software = context.software
     peers = request.get_all(XorPeerAddress)
     if not peers:  # §9.2 step 1
         return responses.error(
-            request, ErrorCode.BAD_REQUEST, server.software, key, reason="XOR-PEER-ADDRESS missing"
+            request, ErrorCode.BAD_REQUEST, software, key, reason="XOR-PEER-ADDRESS missing"
         )
     for peer in peers:  # §9.2 steps 2-3: every address must pass before any is installed
-        code = _peer_error(server, allocation, peer, with_port=False)
+        code = _peer_error(policy, allocation, peer, with_port=False)
         if code is not None:
-            return responses.error(request, code, server.software, key)
-    until = now + server.config.permission_lifetime
+            return responses.error(request, code, software, key)
+    until = now + context.config.permission_lifetime
     for peer in peers:
         allocation.permit(peer.host, until)
-        server.schedule_permission(allocation, peer.host)
-    return responses.success(request, (), server.software, key)
+        _schedule_permission(context, allocation, peer.host)
+    return responses.success(request, (), software, key)
 
 
-def channel_bind(server: TurnServer, request: Message, allocation: Allocation, now: float) -> bytes:
+def channel_bind(
+    context: RequestContext,
+    policy: PeerPolicy,
+    request: Message,
+    allocation: Allocation,
+    now: float,
+) -> Reply:
     key = allocation.key
+    software = context.software
     number = request.get(ChannelNumber)
     peer = request.get(XorPeerAddress)
     reason = None
     if number is None or peer is None:
         reason = "CHANNEL-NUMBER and XOR-PEER-ADDRESS required"
-    elif not is_valid_channel(number.value, rfc5766=server.config.rfc5766_channels):
+    elif not is_valid_channel(number.value, rfc5766=context.config.rfc5766_channels):
         reason = "Channel number out of range"  # §11.2
     elif allocation.channels.get(number.value, peer.address) != peer.address:
         reason = "Channel bound to another peer"
     elif allocation.peers.get(peer.address, number.value) != number.value:
         reason = "Peer bound to another channel"
     if reason is not None:
-        return responses.error(request, ErrorCode.BAD_REQUEST, server.software, key, reason=reason)
+        return responses.error(request, ErrorCode.BAD_REQUEST, software, key, reason=reason)
     assert number is not None and peer is not None
-    code = _peer_error(server, allocation, peer, with_port=True)
+    code = _peer_error(policy, allocation, peer, with_port=True)
     if code is not None:
-        return responses.error(request, code, server.software, key)
-    allocation.bind_channel(number.value, peer.address, now + server.config.channel_lifetime)
-    server.schedule_channel(allocation, number.value)
-    server.schedule_permission(allocation, peer.host)
-    return responses.success(request, (), server.software, key)
+        return responses.error(request, code, software, key)
+    allocation.bind_channel(number.value, peer.address, now + context.config.channel_lifetime)
+    deadline = allocation.channel_expiry[number.value]
+    context.timers.schedule(deadline, TimerKind.CHANNEL, allocation, number.value)
+    _schedule_permission(context, allocation, peer.host)
+    return responses.success(request, (), software, key)
+
+
+def _schedule_permission(context: RequestContext, allocation: Allocation, peer_ip: str) -> None:
+    # The permission's deadline after `permit` (which never shortens one).
+    deadline = allocation.permissions[peer_ip]
+    context.timers.schedule(deadline, TimerKind.PERMISSION, allocation, peer_ip)

@@ -1,6 +1,6 @@
 """Responses kept for retransmitted requests (RFC 8489 §6.3.1, design §5).
 
-Owns the (5-tuple, transaction id) -> response bytes map. A client that lost our
+Owns the (5-tuple, transaction id) -> response (`Reply`) map. A client that lost our
 response retransmits the request with the same transaction id; answering it again from
 the cache (instead of re-running it) means a lost Allocate success does not turn into
 437, and a lost Refresh does not extend twice. Entries live `seconds` (longer than a
@@ -11,6 +11,7 @@ client's whole retransmission schedule, 39.5 s by default) and the map holds at 
 from __future__ import annotations
 
 from trelay.turn.addressing import FiveTuple
+from trelay.turn.responses import Reply
 
 
 class ResponseCache:
@@ -20,14 +21,14 @@ class ResponseCache:
         self.seconds = seconds
         self.max_entries = max_entries
         # Insertion order is expiry order, since every entry lives the same time.
-        self._entries: dict[tuple[FiveTuple, bytes], tuple[float, bytes]] = {}
+        self._entries: dict[tuple[FiveTuple, bytes], tuple[float, Reply]] = {}
 
-    def get(self, five_tuple: FiveTuple, transaction_id: bytes) -> bytes | None:
+    def get(self, five_tuple: FiveTuple, transaction_id: bytes) -> Reply | None:
         entry = self._entries.get((five_tuple, transaction_id))
         return None if entry is None else entry[1]
 
     def put(
-        self, five_tuple: FiveTuple, transaction_id: bytes, response: bytes, now: float
+        self, five_tuple: FiveTuple, transaction_id: bytes, response: Reply, now: float
     ) -> None:
         key = (five_tuple, transaction_id)
         self._entries.pop(key, None)

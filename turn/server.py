@@ -14,6 +14,11 @@ The data path (ChannelData from clients, datagrams from peers) does not go throu
 for peers without a channel. Those tables never hold expired state once `handle_timer`
 has run for the current time.
 
+The boundary: the runtime changes the server only through its methods (`listening_on`,
+`start_draining`, `relay_opened`...); its state is read-only from outside. The request
+handlers get it as one `RequestContext`, built here once. Every response is counted
+where it is sent, from the `Reply` that says its method and code.
+
 Invariants (checked by the state-machine tests): nothing outlives its allocation; the
 channel <-> peer maps stay a bijection; quotas hold, pending allocations included.
 """
@@ -53,18 +58,18 @@ from trelay.turn.actions import (
 from trelay.turn.addressing import Address, ClientTransport, FiveTuple, is_ipv6
 from trelay.turn.allocation import Allocation
 from trelay.turn.allocation_table import AllocationTable
-from trelay.turn.auth import Authenticated, LongTermAuthenticator, Rejected
+from trelay.turn.auth import Authenticated, AuthFailure, LongTermAuthenticator, Rejected
 from trelay.turn.binding import answer_binding
 from trelay.turn.config import TurnConfig
 from trelay.turn.data_path import peer_datagram, send_indication
 from trelay.turn.policy import PeerPolicy
 from trelay.turn.port_pool import RelayPortPool
 from trelay.turn.rate_limit import SourceRateLimiter
+from trelay.turn.request_context import RequestContext
 from trelay.turn.response_cache import ResponseCache
-from trelay.turn.stats import AuthFailure, Drop, ServerStats, send_drop_reason
+from trelay.turn.responses import Reply
+from trelay.turn.stats import Drop, ServerStats
 from trelay.turn.timers import TimerKind, TimerQueue
-
-_MAX_BIND_ATTEMPTS = 4
 
 
 class TurnServer:
@@ -77,25 +82,60 @@ class TurnServer:
         wall_clock: Callable[[], float],
         rng: random.Random | None = None,
     ) -> None:
-        self.config = config
         self.auth = authenticator
-        self.policy = policy
         self.wall_clock = wall_clock
-        self.software = Software(config.software)
+        self._policy = policy
+        self._draining = False
         ports = RelayPortPool(*config.port_range, rng=rng) if config.port_range else None
-        self.table = AllocationTable(ports)
-        # The runtime reads these two directly (the data path, relay sockets).
-        self.allocations = self.table.allocations
-        self.by_relayed = self.table.by_relayed
-        self.timers = TimerQueue()
+        self._table = table = AllocationTable(ports)
+        self._timers = timers = TimerQueue()
+        self._software = software = Software(config.software)
         self.responses = ResponseCache(config.response_cache_seconds, config.response_cache_size)
         self.rate_limiter = SourceRateLimiter(
             config.unauthenticated_rate, config.unauthenticated_burst
         )
-        self.ports = ports
-        self.draining = False
-        # Plain counters for the metrics layer, bumped on the control path only.
-        self.stats = ServerStats()
+        # Shared with the request handlers for the server's whole life; plain counters
+        # for the metrics layer (`stats`), bumped on the control path only.
+        self._context = RequestContext(
+            config, software, table, ports, timers, ServerStats(),
+            self._reply, self._credential_expired, self._expiry_challenge,
+        )  # fmt: skip
+        # The runtime reads these two directly (the data path, relay sockets).
+        self.allocations = table.allocations
+        self.by_relayed = table.by_relayed
+
+    # --- state, read-only from outside -------------------------------------------------
+
+    @property
+    def config(self) -> TurnConfig:
+        return self._context.config
+
+    @property
+    def ports(self) -> RelayPortPool | None:
+        """The relay port range's pool; None when the kernel picks ports."""
+        return self._context.ports
+
+    @property
+    def stats(self) -> ServerStats:
+        return self._context.stats
+
+    @property
+    def policy(self) -> PeerPolicy:
+        """The peer policy in force (`listening_on` adds the server's own endpoints)."""
+        return self._policy
+
+    @property
+    def draining(self) -> bool:
+        """True once `start_draining` (or `shutdown`) ran: new Allocates get 508."""
+        return self._draining
+
+    def start_draining(self) -> None:
+        """Refuse new allocations from now on (508); existing ones live on as before.
+
+        The first step of a graceful shutdown (design §4): Refresh, permissions,
+        channels and relaying still work, until the allocations end or `shutdown`.
+        """
+        self._draining = True
 
     # --- tables for the runtime's data path -------------------------------------------
 
@@ -103,7 +143,7 @@ class TurnServer:
         self, transport: ClientTransport, server: Address
     ) -> dict[Address, Allocation]:
         """The live client-address -> allocation map of one listening socket."""
-        return self.table.client_table(transport, server)
+        return self._table.client_table(transport, server)
 
     def peer_datagram(self, allocation: Allocation, peer: Address, data: bytes) -> bytes | None:
         """Frame a datagram from `peer` for the client, or None to drop it (§10.3, §12.6)."""
@@ -125,21 +165,16 @@ class TurnServer:
                 own += [(h, port) for h in hosts if h is not None]
             else:
                 own.append((host, port))
-        self.policy = self.policy.with_server_endpoints(own)
+        self._policy = self._policy.with_server_endpoints(own)
 
     @property
     def allocation_count(self) -> int:
-        return self.table.count
+        return self._table.count
 
     # --- control path -------------------------------------------------------------------
 
     def handle_message(self, data: bytes, five_tuple: FiveTuple, now: float) -> list[Action]:
         """One STUN message from a client (datagram or deframed stream frame)."""
-        actions = self._handle_message(data, five_tuple, now)
-        self.stats.count_replies(actions)
-        return actions
-
-    def _handle_message(self, data: bytes, five_tuple: FiveTuple, now: float) -> list[Action]:
         try:
             message = decode_message(data)
         except StunDecodeError as exc:
@@ -150,21 +185,23 @@ class TurnServer:
         if message.message_class is MessageClass.INDICATION:
             if message.method == Method.SEND:
                 allocation = self.allocations.get(five_tuple)
-                sent = send_indication(allocation, message, self.policy, self.config.dont_fragment)
-                if not sent:
-                    self.stats.dropped[send_drop_reason(allocation, message, self.policy)] += 1
-                return sent
+                sent = send_indication(allocation, message, self._policy, self.config.dont_fragment)
+                if isinstance(sent, Drop):
+                    self.stats.dropped[sent] += 1
+                    return []
+                return [sent]
             return []
         if message.message_class is not MessageClass.REQUEST:
             return []
         cached = self.responses.get(five_tuple, message.transaction_id)
         if cached is not None:
-            return [SendToClient(five_tuple, cached)]  # RFC 8489 §6.3.1: same answer
+            return self._send(five_tuple, cached)  # RFC 8489 §6.3.1: same answer
         if message.method == Method.BINDING:
-            return self._binding(message, five_tuple)
+            reply = answer_binding(message, five_tuple.client, self._software)
+            return self._send(five_tuple, reply)
         if message.method not in _AUTHENTICATED_METHODS:
-            reply = responses.error(message, ErrorCode.BAD_REQUEST, self.software)
-            return [SendToClient(five_tuple, reply)]
+            reply = responses.error(message, ErrorCode.BAD_REQUEST, self._software)
+            return self._send(five_tuple, reply)
         return self._authenticated_request(message, data, five_tuple, now)
 
     def _answer_undecodable(
@@ -177,11 +214,8 @@ class TurnServer:
             return []
         method, transaction_id = header
         request = Message(method, MessageClass.REQUEST, transaction_id)
-        reply = responses.error(request, ErrorCode.BAD_REQUEST, self.software, reason=exc.reason)
-        return [SendToClient(five_tuple, reply)]
-
-    def _binding(self, request: Message, five_tuple: FiveTuple) -> list[Action]:
-        return [SendToClient(five_tuple, answer_binding(request, five_tuple.client, self.software))]
+        reply = responses.error(request, ErrorCode.BAD_REQUEST, self._software, reason=exc.reason)
+        return self._send(five_tuple, reply)
 
     def _authenticated_request(
         self, request: Message, raw: bytes, five_tuple: FiveTuple, now: float
@@ -194,12 +228,12 @@ class TurnServer:
             if result.anonymous and not self.rate_limiter.allow(client[0], now):
                 self.stats.dropped[Drop.RATE_LIMITED] += 1
                 return []
-            self.stats.auth_rejected(result)
+            self.stats.auth_failures[result.failure] += 1
             extra = self.auth.challenge(client, unix_now) if result.challenge else ()
             reply = responses.error(
-                request, result.code, self.software, result.key, reason=result.reason, extra=extra
+                request, result.code, self._software, result.key, reason=result.reason, extra=extra
             )
-            return [SendToClient(five_tuple, reply)]
+            return self._send(five_tuple, reply)
         key = result.credential.key
         unknown = request.unknown_comprehension_required()
         dont_fragment = request.get(DontFragment) is not None
@@ -207,59 +241,69 @@ class TurnServer:
             # RFC 8656 §7.2 step 4: without DF support, treat it as unknown.
             unknown += (DontFragment.TYPE,)
         if unknown:
-            return self.reply(
+            return self._reply(
                 request, five_tuple, now,
                 responses.error(
-                    request, ErrorCode.UNKNOWN_ATTRIBUTE, self.software, key,
+                    request, ErrorCode.UNKNOWN_ATTRIBUTE, self._software, key,
                     extra=(UnknownAttributes(unknown),),
                 ),
             )  # fmt: skip
+        context = self._context
         if request.method == Method.ALLOCATE:
-            return allocate.allocate(self, request, five_tuple, result, now)
+            return allocate.allocate(
+                context, request, five_tuple, result, now, draining=self._draining
+            )
         allocation = self.allocations.get(five_tuple)
         if allocation is None:
-            reply = responses.error(request, ErrorCode.ALLOCATION_MISMATCH, self.software, key)
-            return self.reply(request, five_tuple, now, reply)
+            reply = responses.error(request, ErrorCode.ALLOCATION_MISMATCH, self._software, key)
+            return self._reply(request, five_tuple, now, reply)
         if result.username != allocation.username:
             # RFC 8656 §5: later requests must use the allocation's credentials.
-            reply = responses.error(request, ErrorCode.WRONG_CREDENTIALS, self.software, key)
-            return self.reply(request, five_tuple, now, reply)
+            reply = responses.error(request, ErrorCode.WRONG_CREDENTIALS, self._software, key)
+            return self._reply(request, five_tuple, now, reply)
         if request.method == Method.REFRESH:
             return self._refresh(request, allocation, result, now)
         if request.method == Method.CREATE_PERMISSION:
-            reply = peer_requests.create_permission(self, request, allocation, now)
+            reply = peer_requests.create_permission(context, self._policy, request, allocation, now)
         else:
-            reply = peer_requests.channel_bind(self, request, allocation, now)
-        return self.reply(request, five_tuple, now, reply)
+            reply = peer_requests.channel_bind(context, self._policy, request, allocation, now)
+        return self._reply(request, five_tuple, now, reply)
 
-    def reply(
-        self, request: Message, five_tuple: FiveTuple, now: float, reply: bytes
+    def _send(self, five_tuple: FiveTuple, reply: Reply) -> list[Action]:
+        """Send `reply` to the client, counted by the method and code it carries."""
+        self.stats.answered(reply)
+        return [SendToClient(five_tuple, reply.data)]
+
+    def _reply(
+        self, request: Message, five_tuple: FiveTuple, now: float, reply: Reply
     ) -> list[Action]:
+        """Send `reply` and keep it for retransmissions of `request` (RFC 8489 §6.3.1)."""
         self.responses.put(five_tuple, request.transaction_id, reply, now)
-        return [SendToClient(five_tuple, reply)]
+        return self._send(five_tuple, reply)
 
-    def credential_expired(self, auth: Authenticated) -> bool:
+    def _credential_expired(self, auth: Authenticated) -> bool:
         expires_at = auth.credential.expires_at
         return expires_at is not None and expires_at <= self.wall_clock()
 
-    def expiry_challenge(self, five_tuple: FiveTuple) -> tuple[Attribute, ...]:
+    def _expiry_challenge(self, five_tuple: FiveTuple) -> tuple[Attribute, ...]:
         # design §5: every 401 carries REALM and NONCE, also for expired credentials,
         # so that the client retries with fresh ones instead of giving up.
         return self.auth.challenge(five_tuple.client, self.wall_clock())
 
     # --- Allocate (RFC 8656 §7.2, in `trelay.turn.allocate`) -----------------------------------
 
-    def relay_opened(self, five_tuple: FiveTuple, relayed: Address, now: float) -> list[Action]:
-        """The runtime bound the relay socket of a pending Allocate at `relayed`."""
-        actions = allocate.relay_opened(self, five_tuple, relayed, now)
-        self.stats.count_replies(actions)
-        return actions
+    def relay_opened(
+        self, five_tuple: FiveTuple, relayed: Address, now: float, *, runtime: object = None
+    ) -> list[Action]:
+        """The runtime bound the relay socket of a pending Allocate at `relayed`.
+
+        `runtime`: the runtime's record of the allocation, kept as `Allocation.runtime`.
+        """
+        return allocate.relay_opened(self._context, five_tuple, relayed, now, runtime)
 
     def relay_failed(self, five_tuple: FiveTuple, now: float) -> list[Action]:
         """The runtime could not bind the requested port: try another, then give up (508)."""
-        actions = allocate.relay_failed(self, five_tuple, now)
-        self.stats.count_replies(actions)
-        return actions
+        return allocate.relay_failed(self._context, five_tuple, now)
 
     # --- Refresh (RFC 8656 §7.3) --------------------------------------------------------
 
@@ -271,16 +315,16 @@ class TurnServer:
         family = request.get(RequestedAddressFamily)
         if family is not None and family.family != _family_of(allocation.relayed):
             reply = responses.error(
-                request, ErrorCode.PEER_ADDRESS_FAMILY_MISMATCH, self.software, key
+                request, ErrorCode.PEER_ADDRESS_FAMILY_MISMATCH, self._software, key
             )
-            return self.reply(request, five_tuple, now, reply)
-        if self.config.strict_expiry and self.credential_expired(auth):
+            return self._reply(request, five_tuple, now, reply)
+        if self.config.strict_expiry and self._credential_expired(auth):
             self.stats.auth_failures[AuthFailure.EXPIRED] += 1
             reply = responses.error(
-                request, ErrorCode.UNAUTHORIZED, self.software, key,
-                reason="Credentials expired", extra=self.expiry_challenge(five_tuple),
+                request, ErrorCode.UNAUTHORIZED, self._software, key,
+                reason="Credentials expired", extra=self._expiry_challenge(five_tuple),
             )  # fmt: skip
-            return self.reply(request, five_tuple, now, reply)
+            return self._reply(request, five_tuple, now, reply)
         requested = request.get(Lifetime)
         lifetime = self.config.refresh_lifetime(None if requested is None else requested.value)
         actions: list[Action] = []
@@ -288,30 +332,22 @@ class TurnServer:
             actions = self._end(allocation, EndReason.DELETED)
         else:
             allocation.expires_at = now + lifetime
-            self.timers.schedule(allocation.expires_at, TimerKind.ALLOCATION, allocation)
-        reply = responses.success(request, (Lifetime(lifetime),), self.software, key)
-        return [*self.reply(request, five_tuple, now, reply), *actions]
+            self._timers.schedule(allocation.expires_at, TimerKind.ALLOCATION, allocation)
+        reply = responses.success(request, (Lifetime(lifetime),), self._software, key)
+        return [*self._reply(request, five_tuple, now, reply), *actions]
 
     # --- lifecycle, timers --------------------------------------------------------------
 
-    def schedule_permission(self, allocation: Allocation, peer_ip: str) -> None:
-        deadline = allocation.permissions[peer_ip]
-        self.timers.schedule(deadline, TimerKind.PERMISSION, allocation, peer_ip)
-
-    def schedule_channel(self, allocation: Allocation, number: int) -> None:
-        deadline = allocation.channel_expiry[number]
-        self.timers.schedule(deadline, TimerKind.CHANNEL, allocation, number)
-
     def next_deadline(self) -> float | None:
         """When `handle_timer` must run next (monotonic seconds), or None if never."""
-        deadlines = (self.responses.next_expiry(), self.timers.next_deadline())
+        deadlines = (self.responses.next_expiry(), self._timers.next_deadline())
         return min((d for d in deadlines if d is not None), default=None)
 
     def handle_timer(self, now: float) -> list[Action]:
         """Expire everything due at `now`."""
         actions: list[Action] = []
         self.responses.expire(now)
-        for kind, allocation, key in self.timers.pop_due(now):
+        for kind, allocation, key in self._timers.pop_due(now):
             if self.allocations.get(allocation.five_tuple) is not allocation:
                 continue  # already ended
             if kind is TimerKind.ALLOCATION:
@@ -329,7 +365,7 @@ class TurnServer:
         return actions
 
     def _end(self, allocation: Allocation, reason: EndReason) -> list[Action]:
-        self.table.remove(allocation)
+        self._table.remove(allocation)
         five_tuple = allocation.five_tuple
         self.stats.allocation_ended(five_tuple.transport, reason)
         return [
@@ -339,25 +375,24 @@ class TurnServer:
 
     def connection_closed(self, five_tuple: FiveTuple) -> list[Action]:
         """A TCP/TLS control connection ended: its allocation ends with it (RFC 8656 §3.1)."""
-        self.table.drop_pending(five_tuple)
+        self._table.drop_pending(five_tuple)
         allocation = self.allocations.get(five_tuple)
         return [] if allocation is None else self._end(allocation, EndReason.DELETED)
 
     def shutdown(self) -> list[Action]:
         """End every allocation now (after the runtime's drain deadline)."""
-        self.draining = True
+        self._draining = True
         actions: list[Action] = []
-        for five_tuple, pending in list(self.table.pending.items()):
+        for five_tuple, pending in list(self._table.pending.items()):
             # Allocates still binding their port are answered now; relay_opened closes it.
-            self.table.drop_pending(five_tuple)
+            self._table.drop_pending(five_tuple)
             reply = responses.error(
-                pending.request, ErrorCode.INSUFFICIENT_CAPACITY, self.software,
+                pending.request, ErrorCode.INSUFFICIENT_CAPACITY, self._software,
                 pending.auth.credential.key, reason="Server is shutting down",
             )  # fmt: skip
-            actions.append(SendToClient(five_tuple, reply))  # a retransmission meets 508 too
+            actions += self._send(five_tuple, reply)  # a retransmission meets 508 too
         for allocation in list(self.allocations.values()):
             actions += self._end(allocation, EndReason.SHUTDOWN)
-        self.stats.count_replies(actions)
         return actions
 
 

@@ -8,8 +8,15 @@ Owns design §4's hot loops and the counters they keep:
 - `PeerReader`: one relay socket's batches. A datagram is received 4 bytes into a buffer
   so that, for a peer with a channel, the ChannelData header is written in place and
   one view is sent; a peer without a channel becomes a Data indication via the core.
+- `RelaySenders`: how one allocation sends from its relayed address, the runtime's
+  record the core keeps as `Allocation.runtime`, so the allocation found for a
+  ChannelData packet leads to its socket with no second lookup;
 - `DataPathCounters` / `TransportCounters`: plain integers, added once per batch, read
-  by `trelay.ops.metrics` at scrape time.
+  by `trelay.ops.metrics` at scrape time. Drops are counted by the core's `Drop`, the
+  one vocabulary of drop reasons.
+
+The readers reach the TURN node only through what they are given (`ControlPath`, the
+core's tables and framing function), so this module does not import it.
 
 No trio checkpoint, log line or action object per packet; ICMP errors never end a loop.
 """
@@ -20,7 +27,7 @@ import socket
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from trelay.node.datagram_batch import (
     BATCH_SIZE,
@@ -30,13 +37,43 @@ from trelay.node.datagram_batch import (
     send_reply,
 )
 from trelay.turn.addressing import Address, ClientTransport, FiveTuple
-from trelay.turn.allocation import Allocation, Buffer
+from trelay.turn.allocation import Allocation
+from trelay.turn.stats import Drop, drop_counts
 
-if TYPE_CHECKING:
-    from trelay.node.turn_node import TurnNode
+Buffer = bytes | bytearray | memoryview
+# The core's framing of a datagram from a peer without a channel (`TurnServer.peer_datagram`).
+PeerFraming = Callable[[Allocation, Address, bytes], bytes | None]
 
 _CHANNEL_HEADER = struct.Struct("!HH")
 _ZEROS = bytes(3)
+
+
+class RelaySenders:
+    """How the data path sends from one allocation's relayed address (`Allocation.runtime`).
+
+    `transmit(data, peer)`: the relay socket's `sendto`. `per_channel`: channel number ->
+    (its peer, a send to it), a socket connected to the peer once there is one
+    (`TurnNode.connect_channel`); the pair is checked against the channel's current
+    peer before use, since a channel may expire and be bound again to another one.
+    """
+
+    __slots__ = ("per_channel", "transmit")
+
+    def __init__(self, transmit: Callable[[Buffer, Address], int]) -> None:
+        self.transmit = transmit
+        self.per_channel: dict[int, tuple[Address, Callable[[Buffer], int]]] = {}
+
+
+class ControlPath(Protocol):
+    """What a `ClientReader` hands to the TURN node (`trelay.node.turn_node.TurnNode`)."""
+
+    def handle_stun(self, data: bytes, five_tuple: FiveTuple) -> bytes | None:
+        """Run a STUN message through the core; the reply to its sender, if any."""
+        ...
+
+    def connect_channel(self, allocation: Allocation, channel: int, peer: Address) -> None:
+        """The channel's first datagram went out: give it a sender of its own."""
+        ...
 
 
 @dataclass(slots=True)
@@ -57,15 +94,10 @@ def _by_transport() -> dict[ClientTransport, TransportCounters]:
 class DataPathCounters:
     """Plain integers bumped on the data path (per batch where it can); `trelay.ops.metrics`
     reads them at scrape time. Relayed traffic is kept per client transport
-    (`by_transport`) and summed on reading; drops are not split."""
+    (`by_transport`) and summed on reading; drops are by the core's `Drop`, not split."""
 
     by_transport: dict[ClientTransport, TransportCounters] = field(default_factory=_by_transport)
-    dropped_no_allocation: int = 0
-    dropped_no_channel: int = 0
-    dropped_no_permission: int = 0
-    dropped_malformed: int = 0
-    dropped_send_failed: int = 0
-    dropped_queue_full: int = 0  # a stream client's outbox was full (or already closed)
+    dropped: dict[Drop, int] = field(default_factory=drop_counts)
 
     @property
     def client_to_peer_datagrams(self) -> int:
@@ -94,28 +126,41 @@ class ClientReader:
     the relay socket. Everything else is STUN for the core.
     """
 
-    __slots__ = ("buffer", "node", "relayed", "server_address", "sock", "stats", "table", "view")
+    __slots__ = (
+        "buffer", "control", "dropped", "relayed", "server_address", "sock", "stats", "table",
+        "view",
+    )  # fmt: skip
 
     def __init__(
-        self, sock: socket.socket, server_address: Address, stats: UdpListenerStats, node: TurnNode
+        self,
+        sock: socket.socket,
+        server_address: Address,
+        stats: UdpListenerStats,
+        table: dict[Address, Allocation],
+        counters: DataPathCounters,
+        control: ControlPath,
     ) -> None:
+        """`table`: the core's client-address -> allocation map of this listener."""
         self.sock = sock
         self.server_address = server_address
         self.stats = stats
-        self.node = node
-        self.table = node.server.client_table(ClientTransport.UDP, server_address)
-        self.relayed = node.counters.by_transport[ClientTransport.UDP]
+        self.table = table
+        self.control = control
+        self.dropped = counters.dropped
+        self.relayed = counters.by_transport[ClientTransport.UDP]
         self.buffer = bytearray(MAX_DATAGRAM)
         self.view = memoryview(self.buffer)
 
     def batch(self) -> int:  # noqa: PLR0915 - the hot path is inlined on purpose (design §4)
-        counters, stats, table = self.node.counters, self.stats, self.table
+        stats, table = self.stats, self.table
         buffer, view = self.buffer, self.view
         receive_into = self.sock.recvfrom_into
         unpack_from = _CHANNEL_HEADER.unpack_from
         # IPv4 sources are (host, port) already; IPv6 ones carry flow info and scope too.
         is_pair = self.sock.family == socket.AF_INET
         count = errors = relayed = relayed_bytes = 0
+        # Drops, as plain locals: added to the counters once per batch.
+        no_allocation = no_channel = malformed = send_failed = 0
         try:
             for count in range(BATCH_SIZE):  # `finally` reads `count`
                 try:
@@ -131,26 +176,29 @@ class ClientReader:
                 if size >= 4 and 0x40 <= buffer[0] <= 0x7F:  # ChannelData: the hot path
                     allocation = table.get(source)
                     if allocation is None:
-                        counters.dropped_no_allocation += 1
+                        no_allocation += 1
                         continue
                     channel, length = unpack_from(buffer)
                     peer = allocation.channels.get(channel)
                     if peer is None:
-                        counters.dropped_no_channel += 1
+                        no_channel += 1
                         continue
                     if length > size - 4:
-                        counters.dropped_malformed += 1
+                        malformed += 1
                         continue
-                    sender = allocation.senders.get(channel)
+                    # Handed to the core with the relay socket (`TurnServer.relay_opened`);
+                    # an annotation, not a cast: no call per datagram.
+                    senders: RelaySenders = allocation.runtime  # type: ignore[assignment]
+                    sender = senders.per_channel.get(channel)
                     try:
                         if sender is not None and sender[0] == peer:
                             sender[1](view[4 : 4 + length])  # connected: no address to parse
                         else:
-                            allocation.transmit(view[4 : 4 + length], peer)  # type: ignore[misc]
+                            senders.transmit(view[4 : 4 + length], peer)
                             if sender is None:
-                                self.node.connect_channel(allocation, channel, peer)
+                                self.control.connect_channel(allocation, channel, peer)
                     except OSError:
-                        counters.dropped_send_failed += 1
+                        send_failed += 1
                         continue
                     relayed += 1
                     relayed_bytes += length
@@ -164,10 +212,16 @@ class ClientReader:
             by_transport = self.relayed
             by_transport.client_to_peer_datagrams += relayed
             by_transport.client_to_peer_bytes += relayed_bytes
+            if no_allocation or no_channel or malformed or send_failed:
+                dropped = self.dropped
+                dropped[Drop.NO_ALLOCATION] += no_allocation
+                dropped[Drop.NO_CHANNEL] += no_channel
+                dropped[Drop.MALFORMED] += malformed
+                dropped[Drop.SEND_FAILED] += send_failed
 
     def _stun(self, data: bytes, source: Address, address: Any) -> None:
         five_tuple = FiveTuple(ClientTransport.UDP, source, self.server_address)
-        reply = self.node.handle_stun(data, five_tuple)
+        reply = self.control.handle_stun(data, five_tuple)
         if reply is not None:
             send_reply(self.sock, reply, address, self.stats)
 
@@ -198,27 +252,30 @@ class PeerReader:
     datagram is read, so one 64 KiB buffer serves any number of allocations.
     """
 
-    __slots__ = ("allocation", "buffer", "counters", "deliver", "node", "relayed", "sock", "view")
+    __slots__ = (
+        "allocation", "buffer", "deliver", "dropped", "framing", "relayed", "sock", "view",
+    )  # fmt: skip
 
     def __init__(
         self,
         sock: socket.socket,
         allocation: Allocation,
         deliver: Callable[[Buffer], object],
-        node: TurnNode,
+        framing: PeerFraming,
+        counters: DataPathCounters,
         relayed: TransportCounters,
+        peer_buffer: PeerBuffer,
     ) -> None:
         self.sock = sock
         self.allocation = allocation
         self.deliver = deliver
-        self.node = node
-        self.counters = node.counters
+        self.framing = framing
+        self.dropped = counters.dropped
         self.relayed = relayed
-        self.buffer = node.peer_buffer.buffer
-        self.view = node.peer_buffer.view
+        self.buffer = peer_buffer.buffer
+        self.view = peer_buffer.view
 
     def batch(self) -> int:
-        counters = self.counters
         peers = self.allocation.peers
         buffer, view, deliver = self.buffer, self.view, self.deliver
         receive_into = self.sock.recvfrom_into
@@ -226,7 +283,7 @@ class PeerReader:
         pack_into = _CHANNEL_HEADER.pack_into
         pad = self.allocation.five_tuple.transport.is_stream
         is_pair = self.sock.family == socket.AF_INET
-        delivered = delivered_bytes = 0
+        delivered = delivered_bytes = no_permission = queue_full = send_failed = 0
         try:
             for count in range(BATCH_SIZE):  # `finally` adds up what was delivered
                 try:
@@ -248,27 +305,35 @@ class PeerReader:
                     frame: Buffer = view[:end]
                 else:
                     data = bytes(view[4 : 4 + size])
-                    indication = self.node.server.peer_datagram(self.allocation, peer, data)
+                    indication = self.framing(self.allocation, peer, data)
                     if indication is None:
-                        counters.dropped_no_permission += 1
+                        no_permission += 1
                         continue
                     frame = indication
                 try:
                     deliver(frame)
                 except Stalled:
-                    counters.dropped_queue_full += 1
+                    queue_full += 1
                     continue
                 except OSError:
-                    counters.dropped_send_failed += 1
+                    send_failed += 1
                     continue
                 delivered += 1
                 delivered_bytes += size
             return BATCH_SIZE
         finally:
-            self._count(delivered, delivered_bytes)
+            self._count(delivered, delivered_bytes, no_permission, queue_full, send_failed)
 
-    def _count(self, delivered: int, delivered_bytes: int) -> None:
-        """Once per batch: what reached the client, for its transport."""
+    def _count(
+        self, delivered: int, delivered_bytes: int, no_permission: int, queue_full: int,
+        send_failed: int,
+    ) -> None:  # fmt: skip
+        """Once per batch: what reached the client, for its transport, and the drops."""
         by_transport = self.relayed
         by_transport.peer_to_client_datagrams += delivered
         by_transport.peer_to_client_bytes += delivered_bytes
+        if no_permission or queue_full or send_failed:
+            dropped = self.dropped
+            dropped[Drop.NO_PERMISSION] += no_permission
+            dropped[Drop.QUEUE_FULL] += queue_full
+            dropped[Drop.SEND_FAILED] += send_failed

@@ -28,10 +28,12 @@ from dataclasses import dataclass, field
 import trio
 
 from trelay.node.data_path import (
+    Buffer,
     ClientReader,
     DataPathCounters,
     PeerBuffer,
     PeerReader,
+    RelaySenders,
     Stalled,
     TransportCounters,
 )
@@ -52,8 +54,9 @@ from trelay.turn.actions import (
     SendToPeer,
 )
 from trelay.turn.addressing import Address, ClientTransport, FiveTuple
-from trelay.turn.allocation import Allocation, Buffer
+from trelay.turn.allocation import Allocation
 from trelay.turn.server import TurnServer
+from trelay.turn.stats import Drop
 
 log = logging.getLogger(__name__)
 
@@ -74,9 +77,13 @@ DONT_FRAGMENT_SUPPORTED = sys.platform == "linux"
 
 @dataclass(slots=True)
 class _Relay:
+    """The runtime's record of one allocation's relay socket; its `senders` are what the
+    core keeps as `Allocation.runtime` for the data path."""
+
     sock: socket.socket
     scope: trio.CancelScope
     relayed: TransportCounters
+    senders: RelaySenders
     allocation: Allocation | None = None
     # Set by the relay task: where readers of connected channel sockets run, and how a
     # frame reaches the client.
@@ -152,7 +159,8 @@ class TurnNode:
     ) -> DatagramBatch:
         """The batch reader of the UDP listener bound at `server_address`."""
         self.udp_sockets[server_address] = sock
-        return ClientReader(sock, server_address, stats, self).batch
+        table = self.server.client_table(ClientTransport.UDP, server_address)
+        return ClientReader(sock, server_address, stats, table, self.counters, self).batch
 
     # --- clients over TCP/TLS -----------------------------------------------------------
 
@@ -167,7 +175,7 @@ class TurnNode:
         allocation = self.server.allocations.get(five_tuple)
         peer = None if allocation is None else allocation.channels.get(channel)
         if allocation is None or peer is None:
-            self.counters.dropped_no_channel += 1
+            self.counters.dropped[Drop.NO_CHANNEL] += 1
             return
         self._to_peer(self._relays[allocation.relayed], data, peer)
 
@@ -279,7 +287,7 @@ class TurnNode:
         try:
             relay.sock.sendto(data, peer)
         except OSError:
-            self.counters.dropped_send_failed += 1
+            self.counters.dropped[Drop.SEND_FAILED] += 1
             return
         relay.relayed.client_to_peer_datagrams += 1
         relay.relayed.client_to_peer_bytes += len(data)
@@ -291,7 +299,7 @@ class TurnNode:
                 try:
                     sock.sendto(data, five_tuple.client)
                 except OSError:
-                    self.counters.dropped_send_failed += 1
+                    self.counters.dropped[Drop.SEND_FAILED] += 1
             return
         connection = self.streams.get(five_tuple)
         if connection is not None:
@@ -305,17 +313,18 @@ class TurnNode:
             return
         bound = sock.getsockname()
         relayed = (bound[0], bound[1])
-        relay = _Relay(
-            sock, trio.CancelScope(), self.counters.by_transport[action.five_tuple.transport]
-        )
+        counters = self.counters.by_transport[action.five_tuple.transport]
+        relay = _Relay(sock, trio.CancelScope(), counters, RelaySenders(sock.sendto))
         self._relays[relayed] = relay
-        self._execute(self.server.relay_opened(action.five_tuple, relayed, trio.current_time()))
+        now = trio.current_time()
+        self._execute(
+            self.server.relay_opened(action.five_tuple, relayed, now, runtime=relay.senders)
+        )
         relay.allocation = self.server.by_relayed.get(relayed)
         if relay.allocation is None:  # pragma: no cover - the core always creates it
             self._relays.pop(relayed)
             sock.close()
             return
-        relay.allocation.transmit = sock.sendto
         self.nursery.start_soon(self._relay_task, relay)
 
     # --- peer -> client ------------------------------------------------------------------
@@ -353,7 +362,10 @@ class TurnNode:
     async def _read_relay(self, relay: _Relay, sock: socket.socket) -> None:
         allocation = relay.allocation
         assert allocation is not None and relay.deliver is not None
-        reader = PeerReader(sock, allocation, relay.deliver, self, relay.relayed)
+        reader = PeerReader(
+            sock, allocation, relay.deliver, self.server.peer_datagram, self.counters,
+            relay.relayed, self.peer_buffer,
+        )  # fmt: skip
         with sock:
             try:
                 # `_Relay.close` may close it while this task waits or is about to run
@@ -377,13 +389,12 @@ class TurnNode:
         relay = self._relays.get(allocation.relayed)
         if relay is None or relay.nursery is None:
             return
-        transmit = allocation.transmit
-        assert transmit is not None
+        per_channel, transmit = relay.senders.per_channel, relay.senders.transmit
 
         def unconnected(data: Buffer) -> int:
             return transmit(data, peer)
 
-        allocation.senders[channel] = (peer, unconnected)  # until connected, or for good
+        per_channel[channel] = (peer, unconnected)  # until connected, or for good
         if len(relay.connected) >= MAX_CONNECTED_CHANNELS:
             return
         sock = socket.socket(relay.sock.family, socket.SOCK_DGRAM)
@@ -396,7 +407,7 @@ class TurnNode:
             sock.close()
             return
         relay.connected.append(sock)
-        allocation.senders[channel] = (peer, sock.send)
+        per_channel[channel] = (peer, sock.send)
         relay.nursery.start_soon(self._read_relay, relay, sock)
 
     # --- timers and shutdown -------------------------------------------------------------
@@ -423,7 +434,7 @@ class TurnNode:
 
     async def drain(self, grace: float) -> None:
         """Refuse new allocations, wait up to `grace` seconds for the rest, then end them."""
-        self.server.draining = True
+        self.server.start_draining()
         if self.server.allocation_count:
             with trio.move_on_after(grace):
                 await self._all_ended.wait()

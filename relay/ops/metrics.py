@@ -19,12 +19,17 @@ number of series is bounded whatever the traffic):
     trelay_dropped_datagrams_total{reason}               counter  `trelay.turn.stats.Drop`
     trelay_requests_total{method,code}                   counter  code "200" for success
     trelay_request_duration_seconds{method}              histogram, control path only
-    trelay_auth_failures_total{reason}                   counter  `trelay.turn.stats.AuthFailure`
+    trelay_auth_failures_total{reason}                   counter  `trelay.turn.auth.AuthFailure`
     trelay_quota_rejections_total{quota}                 counter  user|total|ports
     trelay_relay_ports{state}                            gauge    free|in_use (with a range)
     trelay_ready                                         gauge    1 ready, 0 not
     trelay_build_info{version,python}                    gauge    1
     process_*                                            prometheus_client's ProcessCollector
+
+Every label value is an enum value the deciding code chose (`Drop`, `AuthFailure`,
+`Quota`, `EndReason`) or a (method, code) pair the core counted from its own `Reply`:
+nothing here decodes a response or reads reason text, and the core's drops and the data
+path's are counted by the same `Drop` and simply added.
 
 Invariants: each node has its own `CollectorRegistry` (never the global one), so one
 process can run several nodes (tests do); a scrape must run in the node's trio thread
@@ -64,7 +69,6 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from trelay.node.data_path import DataPathCounters
 from trelay.node.turn_node import TurnNode
 from trelay.stun.codes import Method
 from trelay.turn.stats import LATENCY_BUCKETS, OTHER_METHOD, Drop
@@ -73,14 +77,6 @@ Series = dict[tuple[str, ...], float]
 # method label -> (per-bucket counts, not cumulative, the last one +Inf; sum of seconds)
 Latency = dict[str, tuple[tuple[int, ...], float]]
 
-_DATA_PATH_DROPS = {
-    Drop.NO_ALLOCATION: "dropped_no_allocation",
-    Drop.NO_CHANNEL: "dropped_no_channel",
-    Drop.NO_PERMISSION: "dropped_no_permission",
-    Drop.MALFORMED: "dropped_malformed",
-    Drop.SEND_FAILED: "dropped_send_failed",
-    Drop.QUEUE_FULL: "dropped_queue_full",
-}
 _DIRECTIONS = ("client_to_peer", "peer_to_client")
 
 
@@ -139,7 +135,7 @@ def snapshot(node: TurnNode) -> NodeSnapshot:
         channels_active={(): sum(len(a.channels) for a in allocations)},
         relayed_datagrams=datagrams,
         relayed_bytes=sizes,
-        dropped=_drops(node.counters, stats.dropped),
+        dropped=_drops(stats.dropped, node.counters.dropped),
         requests={(method_label(m), str(c)): n for (m, c), n in stats.responses.items()},
         auth_failures={(r.value,): n for r, n in stats.auth_failures.items()},
         quota_rejections={(q.value,): n for q, n in stats.quota_rejections.items()},
@@ -150,13 +146,9 @@ def snapshot(node: TurnNode) -> NodeSnapshot:
     )
 
 
-def _drops(counters: DataPathCounters, core: dict[Drop, int]) -> Series:
-    drops: Series = {}
-    for reason in Drop:
-        runtime = _DATA_PATH_DROPS.get(reason)
-        extra = getattr(counters, runtime) if runtime is not None else 0
-        drops[(reason.value,)] = core.get(reason, 0) + extra
-    return drops
+def _drops(core: dict[Drop, int], data_path: dict[Drop, int]) -> Series:
+    """Every reason, the core's drops and the data path's added (one vocabulary)."""
+    return {(reason.value,): core.get(reason, 0) + data_path.get(reason, 0) for reason in Drop}
 
 
 def combine(snapshots: Iterable[NodeSnapshot]) -> NodeSnapshot:

@@ -28,6 +28,7 @@ from tests.helpers.turn_client import Peer, TurnClient, peer, udp_client
 from tests.helpers.turn_relay import PASSWORD, USERNAME, RunningNode, threaded_turn_node
 from trelay.node.turn_node import TurnNode
 from trelay.turn.addressing import Address, ClientTransport, FiveTuple
+from trelay.turn.stats import Drop
 
 pytestmark = pytest.mark.interop
 TIMEOUT = 20.0
@@ -106,13 +107,13 @@ class CreatePermissionOnly:
         allocation = self.node.node.server.allocations[self.five_tuple]
         assert allocation.permissions == {}
         counters = self.node.node.counters
-        dropped = counters.dropped_no_permission
+        dropped = counters.dropped[Drop.NO_PERMISSION]
         await self.peer.send(self.client.relayed, b"control after the jump")
         with trio.fail_after(TIMEOUT):
             # The relay task counts the drop; there is no event to wait on.
-            while counters.dropped_no_permission == dropped:  # noqa: ASYNC110
+            while counters.dropped[Drop.NO_PERMISSION] == dropped:  # noqa: ASYNC110
                 await trio.sleep(0.01)
-        assert counters.dropped_no_permission == dropped + 1
+        assert counters.dropped[Drop.NO_PERMISSION] == dropped + 1
         assert self.client.discard_pending() == 0
 
     async def close(self) -> None:
@@ -180,5 +181,5 @@ def test_an_aioice_call_outlives_the_permission_lifetime(transport: str) -> None
         assert after.allocations[control.five_tuple] == ({}, {})
         # Nothing of the call itself was dropped for lack of a permission: only the
         # control's one datagram.
-        assert node.running.node.counters.dropped_no_permission == 1
+        assert node.running.node.counters.dropped[Drop.NO_PERMISSION] == 1
         assert node.running.node.counters.peer_to_client_bytes > 0

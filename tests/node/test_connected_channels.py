@@ -14,6 +14,7 @@ import trio
 import trio.testing
 
 from tests.helpers.turn_client import peer, port_is_free, start_node, udp_client
+from trelay.node.data_path import RelaySenders
 from trelay.node.turn_node import MAX_CONNECTED_CHANNELS, bind_relay_socket
 from trelay.turn.config import TurnConfig
 
@@ -30,7 +31,10 @@ async def test_a_channel_relays_through_its_connected_socket_both_ways() -> None
             await client.send_channel_data(0x4000, b"first")  # via the relay socket
             assert await far.receive() == (b"first", relayed)
             allocation = local.node.server.allocations[next(iter(local.node.server.allocations))]
-            connected_peer, send = allocation.senders[0x4000]
+            # The runtime's senders, which the core keeps for the data path.
+            assert allocation.runtime is local.node._relays[relayed].senders
+            assert isinstance(allocation.runtime, RelaySenders)
+            connected_peer, send = allocation.runtime.per_channel[0x4000]
             assert connected_peer == far.address
             assert getattr(send, "__self__", None) is not None  # a socket's bound send
             await client.send_channel_data(0x4000, b"second")  # via the connected one

@@ -27,6 +27,7 @@ from tests.helpers.turn_client import (
 from trelay.stun.codes import ErrorCode
 from trelay.turn.addressing import ClientTransport
 from trelay.turn.allocation import Allocation
+from trelay.turn.stats import Drop
 
 CHANNEL = 0x4001
 
@@ -137,9 +138,9 @@ async def test_a_permission_expires_after_300_seconds(
         await sleep_until_after(permission_expiry)
         assert allocation.permissions == {}
         counters = local.node.counters
-        dropped, delivered = counters.dropped_no_permission, counters.peer_to_client_datagrams
+        dropped, delivered = counters.dropped[Drop.NO_PERMISSION], counters.peer_to_client_datagrams
         assert not await relays_from(other, client, b"at 301 s")
-        assert counters.dropped_no_permission == dropped + 1
+        assert counters.dropped[Drop.NO_PERMISSION] == dropped + 1
         assert counters.peer_to_client_datagrams == delivered
         # RFC 8656 §10.2: the client's Send indication is dropped too.
         sent = counters.client_to_peer_datagrams
@@ -168,7 +169,7 @@ async def test_a_channel_keeps_its_permission_alive_at_330_seconds(
         assert await relays_from(other, client, b"peer at 330 s")
         await client.send_channel_data(CHANNEL, b"client at 330 s")
         assert await other.receive() == (b"client at 330 s", relayed)
-        assert local.node.counters.dropped_no_permission == 0
+        assert local.node.counters.dropped[Drop.NO_PERMISSION] == 0
 
         # RFC 8656 §12: the channel (and with it the permission) ends at 600 s, while the
         # allocation, refreshed now, lives on.
@@ -178,7 +179,7 @@ async def test_a_channel_keeps_its_permission_alive_at_330_seconds(
         assert allocation.channels == {}
         assert allocation.permissions == {}
         assert not await relays_from(other, client, b"peer at 601 s")
-        assert local.node.counters.dropped_no_permission == 1
+        assert local.node.counters.dropped[Drop.NO_PERMISSION] == 1
 
 
 async def test_refresh_with_lifetime_zero_closes_the_relay_at_once(

@@ -12,23 +12,25 @@ import dataclasses
 
 import trio
 
-from tests.helpers.turn_harness import REALM, Client, Clock, make_server
+from tests.helpers.turn_harness import REALM, Client, Clock, error_code, make_server
 from trelay.node.turn_node import TurnNode
 from trelay.ops.metrics import NodeCollector, combine, snapshot
-from trelay.stun.attributes import RequestedTransport
-from trelay.stun.codes import ErrorCode, MessageClass, Method
-from trelay.stun.message import Message, encode_message
+from trelay.stun.attributes import RequestedTransport, Software
+from trelay.stun.codes import MessageClass, Method
+from trelay.stun.integrity import encode_signed
+from trelay.stun.message import Message, decode_message, encode_message
+from trelay.turn import responses
 from trelay.turn.addressing import ClientTransport
-from trelay.turn.auth import Rejected
+from trelay.turn.auth import AuthFailure, Rejected
 from trelay.turn.config import TurnConfig
 from trelay.turn.server import TurnServer
-from trelay.turn.stats import AuthFailure, Drop, Quota, auth_failure, response_outcome
+from trelay.turn.stats import OTHER_METHOD, SUCCESS_CODE, Drop, Quota, ServerStats
 
 PEER = ("127.0.0.1", 40000)  # loopback: allowed by the harness policy
 DENIED = ("10.0.0.1", 4000)  # private: denied by the policy
 
 
-def code_count(server: TurnServer, method: Method, code: int) -> int:
+def code_count(server: TurnServer, method: int, code: int) -> int:
     return server.stats.responses.get((method, code), 0)
 
 
@@ -65,17 +67,38 @@ def test_auth_failures_by_reason() -> None:
     assert code_count(server, Method.ALLOCATE, 200) == 1
 
 
-def test_rejections_map_to_bounded_reasons() -> None:
-    def reject(code: ErrorCode, reason: str, anonymous: bool = False) -> Rejected:
-        return Rejected(code, reason, True, anonymous)
+def test_each_rejection_names_the_check_that_failed() -> None:
+    """`Rejected.failure` is the authenticator's own word for what failed: the counters
+    read it, never the reason text. Revocation through `use_revocation_check`."""
+    server = make_server()
+    unix_now = Clock().unix
 
-    assert auth_failure(reject(ErrorCode.UNAUTHORIZED, "x", True)) is AuthFailure.MISSING
-    assert auth_failure(reject(ErrorCode.BAD_REQUEST, "x")) is AuthFailure.BAD_REQUEST
-    assert auth_failure(reject(ErrorCode.STALE_NONCE, "x")) is AuthFailure.STALE_NONCE
-    assert auth_failure(reject(ErrorCode.UNAUTHORIZED, "Token revoked")) is AuthFailure.REVOKED
-    assert auth_failure(reject(ErrorCode.UNAUTHORIZED, "Token expired")) is AuthFailure.EXPIRED
-    wrong = reject(ErrorCode.UNAUTHORIZED, "Wrong credentials")
-    assert auth_failure(wrong) is AuthFailure.WRONG_CREDENTIALS
+    def check(client: Client, message: Message, *, sign: bool = True) -> AuthFailure | None:
+        raw = encode_signed(message, client.key) if sign else encode_message(message)
+        result = server.auth.check(decode_message(raw), raw, client.address, unix_now)
+        if isinstance(result, Rejected):
+            assert result.anonymous is (result.failure is AuthFailure.MISSING)
+            return result.failure
+        return None
+
+    alice = Client(server)
+    alice.authenticate()
+    allocate = (Method.ALLOCATE, RequestedTransport(17))
+    assert check(alice, alice.request(*allocate), sign=False) is AuthFailure.MISSING
+    assert check(alice, alice.request(*allocate, sign=False)) is AuthFailure.BAD_REQUEST
+    assert check(alice, alice.request(*allocate)) is None
+    elsewhere = Client(server, address=("203.0.113.30", 1), nonce=alice.nonce)
+    assert check(elsewhere, elsewhere.request(*allocate)) is AuthFailure.STALE_NONCE
+    wrong = Client(server, password="wrong", nonce=alice.nonce)
+    assert check(wrong, wrong.request(*allocate)) is AuthFailure.WRONG_CREDENTIALS
+    server.auth.use_revocation_check(lambda identity, _: identity == "alice")
+    assert check(alice, alice.request(*allocate)) is AuthFailure.REVOKED
+    server.auth.use_revocation_check(None)
+    assert check(alice, alice.request(*allocate)) is None
+    # And counted by that word when the server answers.
+    server.auth.use_revocation_check(lambda identity, _: identity == "alice")
+    assert error_code(alice.allocate()) == 401
+    assert server.stats.auth_failures[AuthFailure.REVOKED] == 1
 
 
 def test_quota_rejections_by_quota() -> None:
@@ -124,21 +147,33 @@ def test_core_drops_by_reason() -> None:
     }  # fmt: skip
 
 
-def test_response_outcome_reads_method_and_code() -> None:
+def test_responses_are_counted_by_the_method_and_code_the_core_decided() -> None:
     server = make_server()
     alice = Client(server)
     alice.allocate()
-    assert alice.last_raw is not None
-    assert response_outcome(alice.last_raw) == (Method.ALLOCATE, 200)
+    assert code_count(server, Method.ALLOCATE, 200) == 1
+    assert code_count(server, Method.ALLOCATE, 401) == 1
     challenge = Client(server, address=("203.0.113.50", 1))
     challenge.authenticate()
-    assert challenge.last_raw is not None
-    assert response_outcome(challenge.last_raw) == (Method.ALLOCATE, 401)
-    request = encode_message(Message(Method.BINDING, MessageClass.REQUEST, b"\x00" * 12))
-    assert response_outcome(request) is None  # a request, not a response
-    assert response_outcome(b"\x40\x01\x00\x00") is None  # ChannelData
-    unknown = encode_message(Message(0x0FF, MessageClass.SUCCESS, b"\x00" * 12))
-    assert response_outcome(unknown) == (-1, 200)  # any other method: one bounded key
+    assert code_count(server, Method.ALLOCATE, 401) == 2
+    refresh = alice.request(Method.REFRESH)
+    alice.send(refresh)
+    alice.send(refresh)  # answered again from the response cache: counted again
+    assert code_count(server, Method.REFRESH, 200) == 2
+    counted = dict(server.stats.responses)
+    response = encode_message(Message(Method.BINDING, MessageClass.SUCCESS, b"\x00" * 12))
+    assert challenge.send_raw(response) == []  # a response, not a request: no answer
+    assert challenge.send_raw(b"\x40\x01\x00\x00") == []  # ChannelData: no answer
+    assert server.stats.responses == counted
+    # Any other method: one bounded key, whatever the method number.
+    unknown = Message(0x0FF, MessageClass.REQUEST, b"\x01" * 12)
+    assert error_code(challenge.send(unknown, sign=False)) == 400
+    assert code_count(server, OTHER_METHOD, 400) == 1
+    reply = responses.success(unknown, (), Software("test"), None)
+    assert (reply.method, reply.code) == (0x0FF, SUCCESS_CODE)
+    stats = ServerStats()
+    stats.answered(reply)
+    assert stats.responses == {(OTHER_METHOD, 200): 1}
 
 
 async def test_relay_ports_gauge_and_the_sum_of_worker_snapshots() -> None:

@@ -31,7 +31,7 @@ class Revoked:
 
 def server_with(revoked: Revoked) -> TurnServer:
     server = make_server(clock=Clock(NOW))
-    server.auth.is_revoked = revoked
+    server.auth.use_revocation_check(revoked)
     return server
 
 

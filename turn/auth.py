@@ -114,7 +114,13 @@ class Rejected:
 
 
 class LongTermAuthenticator:
-    __slots__ = ("credentials", "features", "is_revoked", "nonces", "realm", "third_party")
+    """RFC 8489 §9.2 long-term credentials (and RFC 7635 tokens) for a TURN server.
+
+    Everything it consults is given at construction and read-only afterwards; the one
+    thing a runtime may change later is the revocation check (`use_revocation_check`).
+    """
+
+    __slots__ = ("_credentials", "_features", "_is_revoked", "_nonces", "_realm", "_third_party")
 
     def __init__(
         self,
@@ -126,12 +132,36 @@ class LongTermAuthenticator:
         third_party: ThirdPartyAuthorizer | None = None,
         is_revoked: RevocationCheck | None = None,
     ) -> None:
-        self.realm = realm
-        self.credentials = credentials
-        self.nonces = nonces
-        self.features = SECURITY_FEATURES if security_features else SecurityFeature.NONE
-        self.third_party = third_party
-        self.is_revoked = is_revoked
+        self._realm = realm
+        self._credentials = credentials
+        self._nonces = nonces
+        self._features = SECURITY_FEATURES if security_features else SecurityFeature.NONE
+        self._third_party = third_party
+        self._is_revoked = is_revoked
+
+    @property
+    def realm(self) -> str:
+        return self._realm
+
+    @property
+    def credentials(self) -> CredentialSources:
+        return self._credentials
+
+    @property
+    def nonces(self) -> NonceStamper:
+        return self._nonces
+
+    @property
+    def features(self) -> SecurityFeature:
+        return self._features
+
+    @property
+    def third_party(self) -> ThirdPartyAuthorizer | None:
+        return self._third_party
+
+    @property
+    def is_revoked(self) -> RevocationCheck | None:
+        return self._is_revoked
 
     def use_revocation_check(self, check: RevocationCheck | None) -> None:
         """Ask `check` from now on whether an identity is revoked (None: nobody is).
@@ -139,7 +169,7 @@ class LongTermAuthenticator:
         For a check that exists only after construction (a revocations source loaded
         or replaced later); requests already answered are not revisited.
         """
-        self.is_revoked = check
+        self._is_revoked = check
 
     def challenge(self, client: Address, unix_now: float) -> tuple[Attribute, ...]:
         """REALM, NONCE and what the server offers: the attributes of a 401 or 438."""

@@ -82,7 +82,7 @@ class TurnServer:
         wall_clock: Callable[[], float],
         rng: random.Random | None = None,
     ) -> None:
-        self.auth = authenticator
+        self._auth = authenticator
         self.wall_clock = wall_clock
         self._policy = policy
         self._draining = False
@@ -123,6 +123,10 @@ class TurnServer:
     def policy(self) -> PeerPolicy:
         """The peer policy in force (`listening_on` adds the server's own endpoints)."""
         return self._policy
+
+    @property
+    def auth(self) -> LongTermAuthenticator:
+        return self._auth
 
     @property
     def draining(self) -> bool:
@@ -222,14 +226,14 @@ class TurnServer:
     ) -> list[Action]:
         client = five_tuple.client
         unix_now = self.wall_clock()
-        result = self.auth.check(request, raw, client, unix_now)
+        result = self._auth.check(request, raw, client, unix_now)
         if isinstance(result, Rejected):
             # An unauthenticated request is the one kind anybody can send for free.
             if result.anonymous and not self.rate_limiter.allow(client[0], now):
                 self.stats.dropped[Drop.RATE_LIMITED] += 1
                 return []
             self.stats.auth_failures[result.failure] += 1
-            extra = self.auth.challenge(client, unix_now) if result.challenge else ()
+            extra = self._auth.challenge(client, unix_now) if result.challenge else ()
             reply = responses.error(
                 request, result.code, self._software, result.key, reason=result.reason, extra=extra
             )
@@ -288,7 +292,7 @@ class TurnServer:
     def _expiry_challenge(self, five_tuple: FiveTuple) -> tuple[Attribute, ...]:
         # design §5: every 401 carries REALM and NONCE, also for expired credentials,
         # so that the client retries with fresh ones instead of giving up.
-        return self.auth.challenge(five_tuple.client, self.wall_clock())
+        return self._auth.challenge(five_tuple.client, self.wall_clock())
 
     # --- Allocate (RFC 8656 §7.2, in `trelay.turn.allocate`) -----------------------------------
 

@@ -80,11 +80,8 @@ def _reset(api: Api) -> None:
 
 def token_server(clock: Clock) -> TurnServer:
     """A pure TURN core that knows the API's kid, as a relay node configured for it would."""
-    server = make_server(clock=clock)
-    server.auth.third_party = ThirdPartyAuthorizer(
-        SERVER_NAME, AS_NAME, {KID: AES_KEY}, AesGcmTokenCipher()
-    )
-    return server
+    authorizer = ThirdPartyAuthorizer(SERVER_NAME, AS_NAME, {KID: AES_KEY}, AesGcmTokenCipher())
+    return make_server(clock=clock, third_party=authorizer)
 
 
 def client_for(server: TurnServer, body: dict[str, Any]) -> TokenClient:

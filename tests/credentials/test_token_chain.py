@@ -53,7 +53,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
     with throwaway_relay(secret=TURN_SECRET) as relay:
         node_revocations = Revocations()
         # The core's hook (trelay.turn.auth): a revoked identity's Allocate and Refresh get 401.
-        relay.node.server.auth.is_revoked = node_revocations.is_revoked
+        relay.node.server.auth.use_revocation_check(node_revocations.is_revoked)
         revocations_file = tmp_path_factory.mktemp("chain") / "revoked.toml"
         urls = (
             f"stun:127.0.0.1:{relay.udp[1]}",

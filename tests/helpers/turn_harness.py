@@ -31,7 +31,7 @@ from trelay.stun.integrity import encode_signed, verify_integrity
 from trelay.stun.message import Message, decode_message, encode_message
 from trelay.turn.actions import Action, OpenRelay, SendToClient
 from trelay.turn.addressing import Address, ClientTransport, FiveTuple
-from trelay.turn.auth import LongTermAuthenticator
+from trelay.turn.auth import LongTermAuthenticator, RevocationCheck
 from trelay.turn.config import TurnConfig
 from trelay.turn.credential_sources import (
     CredentialSources,
@@ -42,6 +42,7 @@ from trelay.turn.credential_sources import (
 from trelay.turn.nonces import NonceStamper
 from trelay.turn.policy import PeerPolicy
 from trelay.turn.server import TurnServer
+from trelay.turn.third_party import ThirdPartyAuthorizer
 
 REALM = "example.org"
 SERVER_ADDRESS = ("192.0.2.1", 3478)
@@ -63,13 +64,24 @@ def make_server(
     clock: Clock | None = None,
     secrets: Iterable[bytes] = (SECRET,),
     nonce_lifetime: float = 600,
+    *,
+    third_party: ThirdPartyAuthorizer | None = None,
+    is_revoked: RevocationCheck | None = None,
+    security_features: bool = True,
 ) -> TurnServer:
     config = config or TurnConfig(realm=REALM, relay_host="198.51.100.1")
     sources = CredentialSources(
         StaticUsers(users if users is not None else {"alice": "secret", "bob": "hunter2"}, REALM),
         SharedSecrets(secrets, REALM),
     )
-    auth = LongTermAuthenticator(REALM, sources, NonceStamper(b"n" * 32, nonce_lifetime))
+    auth = LongTermAuthenticator(
+        REALM,
+        sources,
+        NonceStamper(b"n" * 32, nonce_lifetime),
+        third_party=third_party,
+        is_revoked=is_revoked,
+        security_features=security_features,
+    )
     return TurnServer(
         config,
         auth,

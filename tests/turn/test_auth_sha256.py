@@ -70,10 +70,7 @@ def test_401_carries_cookie_nonce_and_password_algorithms() -> None:
 
 
 def test_features_can_be_switched_off() -> None:
-    server = make_server()
-    server.auth = LongTermAuthenticator(
-        server.auth.realm, server.auth.credentials, server.auth.nonces, security_features=False
-    )
+    server = make_server(security_features=False)
     client = Client(server)
     client.authenticate()
     assert client.nonce is not None and len(client.nonce) == 30

@@ -30,9 +30,7 @@ class Revoked:
 
 
 def server_with(revoked: Revoked) -> TurnServer:
-    server = make_server(clock=Clock(NOW))
-    server.auth.use_revocation_check(revoked)
-    return server
+    return make_server(clock=Clock(NOW), is_revoked=revoked)
 
 
 def reason(client: Client) -> str:
@@ -84,10 +82,10 @@ def test_sha256_client_gets_a_revocation_signed_with_mi_sha256() -> None:
 
 def test_tokens_are_revoked_by_kid_or_by_token_identity() -> None:
     revoked = Revoked()
-    server = server_with(revoked)
-    server.auth.third_party = ThirdPartyAuthorizer(
+    authorizer = ThirdPartyAuthorizer(
         "turn.example.org", "as.example.org", {"kid1": bytes(32)}, AesGcmTokenCipher()
     )
+    server = make_server(clock=Clock(NOW), is_revoked=revoked, third_party=authorizer)
 
     def client(address: tuple[str, int]) -> TokenClient:
         token, mac_key = mint_access_token("kid1", bytes(32), "turn.example.org", 600, NOW)

@@ -99,3 +99,16 @@ def test_state_the_runtime_reads_cannot_be_replaced() -> None:
     with pytest.raises(AttributeError):
         server.stats = ServerStats()  # type: ignore[misc]
     assert not server.draining
+
+
+def test_the_authenticator_is_given_at_construction_and_kept() -> None:
+    revoked = frozenset({"carol"})
+    server = make_server(is_revoked=lambda identity, _: identity in revoked)
+    auth = server.auth
+    with pytest.raises(AttributeError):
+        server.auth = auth  # type: ignore[misc]
+    for name in ("realm", "credentials", "nonces", "features", "third_party", "is_revoked"):
+        with pytest.raises(AttributeError):
+            setattr(auth, name, None)
+    assert auth.is_revoked is not None and auth.is_revoked("carol", 0.0)
+    assert not auth.is_revoked("alice", 0.0)

@@ -45,11 +45,10 @@ NOW = 1_700_000_000.0
 
 
 def token_server(clock: Clock | None = None, config: TurnConfig | None = None) -> TurnServer:
-    server = make_server(config=config, clock=clock or Clock(NOW))
-    server.auth.third_party = ThirdPartyAuthorizer(
+    authorizer = ThirdPartyAuthorizer(
         SERVER_NAME, AS_NAME, {KID: KEY256, KID128: KEY128}, AesGcmTokenCipher()
     )
-    return server
+    return make_server(config=config, clock=clock or Clock(NOW), third_party=authorizer)
 
 
 def token_client(

@@ -23,6 +23,7 @@ listeners' stats; `Peer` is a plain UDP socket standing in for a TURN peer.
 
 from __future__ import annotations
 
+import functools
 import socket
 from collections import deque
 from collections.abc import AsyncIterator
@@ -32,7 +33,11 @@ from dataclasses import dataclass
 import trio
 
 from tests.helpers.turn_relay import PASSWORD, USERNAME, make_turn_server
+from trelay.config.settings import ListenSettings, Settings, StreamSettings
+from trelay.config.values import ListenAddress
+from trelay.node.assembly import start_node as start_node_from
 from trelay.node.datagram_batch import MAX_DATAGRAM, UdpListenerStats
+from trelay.node.listeners import Listeners
 from trelay.node.stream_listener import StreamListenerStats, serve_stream
 from trelay.node.turn_node import TurnNode
 from trelay.node.udp_listener import serve_udp
@@ -380,20 +385,23 @@ class LocalNode:
 async def start_node(
     nursery: trio.Nursery, config: TurnConfig | None = None, *, idle_timeout: float = 30.0
 ) -> LocalNode:
-    """A TurnNode with a UDP and a TCP listener on loopback (user alice/wonderland)."""
-    node = TurnNode(make_turn_server(config), nursery)
+    """A node with a UDP and a TCP listener on loopback (user alice/wonderland), started
+    by the node assembly with the listeners' counters kept for the test."""
     udp_stats, tcp_stats = UdpListenerStats(), StreamListenerStats()
-
-    async def udp(task_status: trio.TaskStatus[Address]) -> None:
-        await serve_udp(LOOPBACK, 0, node, stats=udp_stats, task_status=task_status)
-
-    async def tcp(task_status: trio.TaskStatus[Address]) -> None:
-        await serve_stream(
-            LOOPBACK, 0, node, idle_timeout=idle_timeout, stats=tcp_stats, task_status=task_status
-        )
-
-    await nursery.start(node.run_timers)
-    return LocalNode(node, await nursery.start(udp), await nursery.start(tcp), udp_stats, tcp_stats)
+    loopback = (ListenAddress(LOOPBACK, 0),)
+    settings = Settings(
+        listen=ListenSettings(udp=loopback, tcp=loopback, tls=()),
+        stream=StreamSettings(idle_timeout=idle_timeout),
+    )
+    listeners = Listeners(
+        udp=functools.partial(serve_udp, stats=udp_stats),
+        stream=functools.partial(serve_stream, stats=tcp_stats),
+    )
+    running = await start_node_from(
+        nursery, settings, server=make_turn_server(config), listeners=listeners
+    )
+    (udp,), (tcp,) = running.bound.udp, running.bound.tcp
+    return LocalNode(running.node, udp, tcp, udp_stats, tcp_stats)
 
 
 class Peer:

@@ -53,7 +53,12 @@ from trelay.stun.attributes import (
     ReservationToken,
     Software,
 )
-from trelay.stun.channel_data import decode_channel_data, encode_channel_data
+from trelay.stun.channel_data import (
+    FIRST_CHANNEL_BYTE,
+    LAST_CHANNEL_BYTE,
+    decode_channel_data,
+    encode_channel_data,
+)
 from trelay.stun.codes import AddressFamily, ErrorCode, MessageClass, Method, TransportProtocol
 from trelay.stun.error_attributes import ErrorCodeAttribute
 from trelay.stun.framing import StreamDeframer
@@ -250,7 +255,7 @@ class TurnClientSession:
 
     def receive_datagram(self, data: bytes) -> list[ClientEvent]:
         """One UDP datagram from the server: a STUN message or ChannelData (RFC 7983)."""
-        if data and 0x40 <= data[0] <= 0x7F:
+        if data and FIRST_CHANNEL_BYTE <= data[0] <= LAST_CHANNEL_BYTE:
             return [self._channel_data(*decode_channel_data(data))]
         return [self.receive_message(data)]
 

@@ -36,6 +36,7 @@ from trelay.node.datagram_batch import (
     UdpListenerStats,
     send_reply,
 )
+from trelay.stun.channel_data import FIRST_CHANNEL_BYTE, LAST_CHANNEL_BYTE
 from trelay.turn.addressing import Address, ClientTransport, FiveTuple
 from trelay.turn.allocation import Allocation
 from trelay.turn.stats import Drop, drop_counts
@@ -156,6 +157,7 @@ class ClientReader:
         buffer, view = self.buffer, self.view
         receive_into = self.sock.recvfrom_into
         unpack_from = _CHANNEL_HEADER.unpack_from
+        first_channel, last_channel = FIRST_CHANNEL_BYTE, LAST_CHANNEL_BYTE  # locals: fast
         # IPv4 sources are (host, port) already; IPv6 ones carry flow info and scope too.
         is_pair = self.sock.family == socket.AF_INET
         count = errors = relayed = relayed_bytes = 0
@@ -173,7 +175,7 @@ class ClientReader:
                     errors += 1
                     continue
                 source = address if is_pair else (address[0], address[1])
-                if size >= 4 and 0x40 <= buffer[0] <= 0x7F:  # ChannelData: the hot path
+                if size >= 4 and first_channel <= buffer[0] <= last_channel:  # ChannelData
                     allocation = table.get(source)
                     if allocation is None:
                         no_allocation += 1

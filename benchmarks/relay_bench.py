@@ -13,7 +13,9 @@ them in the same run, measures with `benchmarks.load_generator`:
 
 It prints the tables and the trelay/coturn ratios and rewrites the marked part of the
 "Relay throughput vs coturn" section of benchmarks/README.md (`--no-write` keeps it).
-Both servers are killed in a `finally`, whatever happens.
+Both servers are killed in a `finally`, whatever happens. `--baseline PATH` adds a third
+server, another trelay build's `trelay` executable (say, the last release installed in
+its own venv), measured in the same alternating rounds: before/after figures from one run.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ END = "<!-- relay-bench:end -->"
 HEADING = "## Relay throughput vs coturn"
 PAYLOADS = (100, 1200)
 USER, PASSWORD, REALM = "u", "p", "bench"
+BASELINE = "baseline"  # the name of a second trelay build measured in the same run
 
 
 # --- the servers under test ------------------------------------------------------------
@@ -117,10 +120,13 @@ def _read_line(stream: IO[bytes], timeout: float) -> bytes:
     return stream.readline()
 
 
-def start_trelay(workdir: Path) -> Server:
-    executable = Path(sys.executable).with_name("trelay")
+def start_trelay(workdir: Path, executable: str | None = None, name: str = "trelay") -> Server:
+    """`trelay serve` from this environment, or `executable` (another build, to compare)."""
+    if executable is None:
+        ours = Path(sys.executable).with_name("trelay")
+        executable = str(ours) if ours.exists() else shutil.which("trelay") or "trelay"
     command = [
-        str(executable) if executable.exists() else shutil.which("trelay") or "trelay",
+        executable,
         "serve",
         "--listen-udp", "127.0.0.1:0",
         "--user", f"{USER}:{PASSWORD}",
@@ -128,7 +134,7 @@ def start_trelay(workdir: Path) -> Server:
         "--allow-loopback-peers",
         "--relay-address", "127.0.0.1",
     ]  # fmt: skip
-    log = workdir / "trelay.log"
+    log = workdir / f"{name}.log"
     with log.open("wb") as stderr:
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr)
     try:
@@ -139,7 +145,7 @@ def start_trelay(workdir: Path) -> Server:
         process.kill()
         process.wait(5)
         raise
-    return Server("trelay", process, (host, int(port)), log)
+    return Server(name, process, (host, int(port)), log)
 
 
 def free_udp_port() -> int:
@@ -207,14 +213,19 @@ def _await_binding(address: tuple[str, int], timeout: float) -> None:
 
 
 @contextlib.contextmanager
-def running_servers(cpus: tuple[set[int], set[int]] | None) -> Iterator[list[Server]]:
-    """Both servers; with `cpus`, pinned to the server CPU and this process to the rest
-    (the load generator's processes are forked from it and inherit that)."""
+def running_servers(
+    cpus: tuple[set[int], set[int]] | None, baseline: str | None = None
+) -> Iterator[list[Server]]:
+    """Both servers (and a `baseline` trelay build, if given); with `cpus`, pinned to the
+    server CPU and this process to the rest (the load generator's processes are forked
+    from it and inherit that)."""
     servers: list[Server] = []
     with tempfile.TemporaryDirectory(prefix="relay-bench-") as workdir:
         try:
             servers.append(start_trelay(Path(workdir)))
             servers.append(start_coturn(Path(workdir)))
+            if baseline is not None:
+                servers.append(start_trelay(Path(workdir), baseline, BASELINE))
             if cpus is not None:
                 for server in servers:
                     server.pin(cpus[0])
@@ -310,7 +321,9 @@ def _ratio(ours: float, theirs: float) -> str:
 
 
 def tables(results: Results, names: list[str]) -> str:
-    trelay, coturn = names
+    """The tables, then trelay's ratios to coturn (and to the baseline build, if run)."""
+    trelay, coturn, *others = names
+    against = [coturn, *others]
     lines = [
         "| server | payload | relayed per server CPU-s | server CPU | relayed/s | offered/s |",
         "|---|--:|--:|--:|--:|--:|",
@@ -324,7 +337,7 @@ def tables(results: Results, names: list[str]) -> str:
                 f"| {name} | {payload} B | {per_cpu(w):,.0f} | {w.server_cpu / w.seconds:.2f} "
                 f"| {w.relayed / w.seconds:,.0f} | {w.offered / w.seconds:,.0f} |"
             )
-        ratio = _ratio(per_cpu(best[trelay]), per_cpu(best[coturn]))
+        ratio = " | ".join(_ratio(per_cpu(best[trelay]), per_cpu(best[n])) for n in against)
         ratios.append(f"| relayed per CPU-s, {payload} B | {ratio} |")
     lines += ["", "| server | ping-pong p50 | p99 | lost |", "|---|--:|--:|--:|"]
     for name in names:
@@ -332,7 +345,8 @@ def tables(results: Results, names: list[str]) -> str:
         p50, p99 = percentile(times, 0.50), percentile(times, 0.99)
         lines.append(f"| {name} | {p50:.0f} µs | {p99:.0f} µs | {lost} |")
     p50s = {n: percentile(results.latency[n][0], 0.5) for n in names}
-    ratios.append(f"| ping-pong p50 (lower is better) | {_ratio(p50s[trelay], p50s[coturn])} |")
+    ratio = " | ".join(_ratio(p50s[trelay], p50s[n]) for n in against)
+    ratios.append(f"| ping-pong p50 (lower is better) | {ratio} |")
     lines += [
         "",
         "| server | allocations/s | per server CPU-s | server CPU | failed |",
@@ -346,8 +360,10 @@ def tables(results: Results, names: list[str]) -> str:
             f"| {name} | {a.allocations / a.seconds:,.0f} | {rates[name]:,.0f} "
             f"| {a.server_cpu / a.seconds:.2f} | {a.failures} |"
         )
-    ratios.append(f"| allocations per CPU-s | {_ratio(rates[trelay], rates[coturn])} |")
-    lines += ["", f"| {trelay}/{coturn} | ratio |", "|---|--:|", *ratios]
+    ratio = " | ".join(_ratio(rates[trelay], rates[n]) for n in against)
+    ratios.append(f"| allocations per CPU-s | {ratio} |")
+    heading = " | ".join(f"{trelay}/{n}" for n in against)
+    lines += ["", f"| ratio | {heading} |", "|---|" + "--:|" * len(against), *ratios]
     return "\n".join(lines)
 
 
@@ -388,13 +404,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="a ~20 s version")
     parser.add_argument("--no-write", action="store_true", help="print only, keep README.md")
     parser.add_argument("--no-pin", action="store_true", help="let servers and load share all CPUs")
+    parser.add_argument(
+        "--baseline",
+        metavar="TRELAY",
+        help="the `trelay` executable of another build, measured in the same run (before/after)",
+    )
     args = parser.parse_args(argv)
     cpus = None if args.no_pin else split_cpus()
     if args.quick:
         settings = Settings(1.5, 0.5, args.senders, 1, 1000, 1.5, 2)
     else:
         settings = Settings(args.duration, 1.0, args.senders, args.rounds, 5000, 5.0, 2)
-    with running_servers(cpus) as servers:
+    with running_servers(cpus, args.baseline) as servers:
         names = [server.name for server in servers]
         results = measure(servers, settings)
     print()

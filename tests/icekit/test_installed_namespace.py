@@ -38,6 +38,8 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
+from tests.helpers.user_project import CALL_WITHOUT_TRELAY
+
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX venv layout (bin/)")
 
 CHECKOUT = Path(__file__).resolve().parents[2]
@@ -269,7 +271,8 @@ addopts = "--strict-markers"
 """
 
 # The README's relay-only test, with an aioice pair instead of aiortc (a dependency of trelay).
-USER_TEST = '''
+USER_TEST = (
+    '''
 import asyncio
 import sys
 from pathlib import Path
@@ -313,19 +316,9 @@ def play():
     assert turn.order.next_turn(["ana", "bo"], "bo") == "ana"
 
 
-async def call_without_trelay():
-    """Application code: it knows nothing about TURN."""
-    left = aioice.Connection(ice_controlling=True, use_ipv6=False)
-    right = aioice.Connection(ice_controlling=False, use_ipv6=False)
-    try:
-        await connect_pair(left, right, 20.0)
-        await left.send(PAYLOAD)
-        assert await asyncio.wait_for(right.recv(), 20.0) == PAYLOAD
-        assert_relayed(left)
-        assert_relayed(right)
-    finally:
-        await left.close()
-        await right.close()
+'''
+    + CALL_WITHOUT_TRELAY
+    + """
 
 
 def test_own_packages_before_the_relay():
@@ -341,7 +334,8 @@ def test_call_works_through_turn_only(turn_server):
     kit = check_modules()
     assert "trelay.node.assembly" in kit  # the relay ran, and left the project's modules alone
     assert "trelay.stun.message" in kit and "trelay.turn.allocation" in kit
-'''
+"""
+)
 
 
 def make_user_project(root: Path) -> Path:

@@ -11,12 +11,15 @@ from __future__ import annotations
 import aioice
 import pytest
 
+from tests.helpers.user_project import CALL_WITHOUT_TRELAY
+
 SUBPROCESS_TIMEOUT = 120.0
 # Host candidates exclude 127.0.0.1 (aioice), so a host-to-host call needs another address.
 HAS_HOST_ADDRESS = bool(aioice.ice.get_host_addresses(use_ipv4=True, use_ipv6=False))
 
 
-USER_TESTS = '''
+USER_TESTS = (
+    """
 import asyncio
 import socket
 
@@ -24,24 +27,14 @@ import aioice
 import pytest
 import trio
 
-from trelay.icekit.ice_shim import assert_relayed, connect_pair
+from trelay.icekit import assert_relayed, connect_pair
 
 PAYLOAD = b"x" * 1000
 
 
-async def call_without_trelay():
-    """Code under test: it knows nothing about TURN."""
-    left = aioice.Connection(ice_controlling=True, use_ipv6=False)
-    right = aioice.Connection(ice_controlling=False, use_ipv6=False)
-    try:
-        await connect_pair(left, right, 20.0)
-        await left.send(PAYLOAD)
-        assert await asyncio.wait_for(right.recv(), 20.0) == PAYLOAD
-        assert_relayed(left)
-        assert_relayed(right)
-    finally:
-        await left.close()
-        await right.close()
+"""
+    + CALL_WITHOUT_TRELAY
+    + """
 
 
 @pytest.mark.relay_only
@@ -72,7 +65,8 @@ async def test_turn_server_from_trio(turn_server):
         answer, _ = await sock.recvfrom(2048)
     assert answer[:2] == bytes.fromhex("0101") and answer[8:20] == request[8:20]
     assert turn_server.ice_configuration["iceTransportPolicy"] == "relay"
-'''
+"""
+)
 
 
 def run_user_project(pytester: pytest.Pytester, tests: str) -> pytest.RunResult:

@@ -1,67 +1,40 @@
-"""The `trelay` command: `trelay serve` runs the relay until SIGINT or SIGTERM.
+"""The `trelay` command: its flags and subcommands, and the status it exits with.
 
-Owns the operator's side of the runtime: flags, logging, the ready line and exit
-statuses. Nothing imports this module; it is the console-script entry point
-(`trelay = "trelay.process.cli:main"`, whose wrapper passes `main`'s return value to `sys.exit`).
+Owns the operator's side of the runtime: parsing (`trelay serve`, `trelay keys`,
+`trelay token`), logging set-up, and turning a start-up failure into one line and an
+exit status. Serving is `trelay.process.serve`, the ready line `trelay.process.ready`.
+Nothing imports this module; it is the console-script entry point
+(`trelay = "trelay.process.cli:main"`, whose wrapper passes `main`'s return value to
+`sys.exit`).
 
 Invariants:
 - A bad flag or setting is one line on stderr, "trelay: <key>: <problem>", and status 2;
   nothing has been bound by then. A listen address that cannot be bound is one line
-  too, naming its `listen.*` key, and status 1.
-- Once every listener is bound, the operator HTTP port(s) (`http.listen`: /metrics,
-  /healthz, /readyz) are started, then exactly one JSON line goes to stdout (flushed):
-  {"event": "ready", "udp": [...], "tcp": [...], "tls": [...], "http": [...],
-  "ice_servers": [...]}, and a ready-to-paste `iceServers` block goes to stderr. /readyz
-  answers 200 from then on.
-- SIGINT and SIGTERM drain the relay (/readyz answers 503 at once; no new allocations;
-  existing ones get a short grace period), then close every socket; `main` returns 0.
-- The ready line's `ice_servers` carry a TURN credential for a day when shared secrets
-  (or, with neither users nor secrets configured, the generated dev secret) are set.
+  too, naming its `listen.*` key, and status 1 (`trelay.process.exit_codes`).
 - `--workers N` (`workers = N`), N > 1: this process supervises N worker processes that
-  share the listen ports (`trelay.process.workers`); the ready line, the HTTP port, signals and
-  exit statuses are the same. A worker that cannot start, or keeps dying, is one line
-  and status 1 (2 for a bad setting). N = 1 is the single-process path below.
+  share the listen ports (`trelay.process.workers`); the ready line, the HTTP port,
+  signals and exit statuses are the same. A worker that cannot start, or keeps dying,
+  is one line and status 1 (2 for a bad setting).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import logging
-import signal
 import sys
-from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
-from typing import NoReturn, TextIO
+from typing import NoReturn
 
 import trio
-from starlette.applications import Starlette
 
 from trelay.config.flags import Flags
 from trelay.config.settings import Settings, load_settings
-from trelay.config.values import SettingsError, format_host_port
-from trelay.credentials.ice_config import (
-    TurnCredential,
-    dev_credential,
-    format_ice_servers,
-    ice_servers,
-    ice_servers_json,
-)
-from trelay.node.assembly import start_node
-from trelay.node.listeners import BoundAddresses, HostPort, ListenError
-from trelay.node.turn_node import TurnNode
-from trelay.ops.http_app import NodeStatus, build_app
-from trelay.ops.http_server import serve_http
+from trelay.config.values import SettingsError
+from trelay.node.listeners import ListenError
 from trelay.ops.logs import configure_logging
-from trelay.ops.metrics import node_registry
-from trelay.ops.operator_routes import operator_routes
 from trelay.process.exit_codes import PROG, ExitStatus, known_error, status_for
+from trelay.process.serve import serve_until_signal, serve_workers_until_signal
 from trelay.process.token_commands import TOKEN_COMMANDS, add_token_commands, run_token_command
-from trelay.process.workers import WorkersFailed, serve_workers
-
-DRAIN_GRACE_SECONDS = 5.0
-
-logger = logging.getLogger(__name__)
+from trelay.process.workers import WorkersFailed
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -225,104 +198,6 @@ def run(settings: Settings) -> int:
             return _fail(known, known.status)
         return _fail(known, status_for(known))
     return ExitStatus.OK
-
-
-async def serve_workers_until_signal(settings: Settings, stdout: TextIO, stderr: TextIO) -> None:
-    """`serve_until_signal` with `settings.workers` worker processes (`trelay.process.workers`)."""
-
-    async def http(nursery: trio.Nursery, app: Starlette) -> list[HostPort]:
-        return await start_http(nursery, settings, app)
-
-    def announce(bound: BoundAddresses, http_bound: Sequence[HostPort]) -> None:
-        announce_ready(settings, bound, stdout, stderr, http_bound)
-
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        await serve_workers(
-            settings, signals, drain_grace=DRAIN_GRACE_SECONDS, start_http=http, announce=announce
-        )
-
-
-async def serve_until_signal(settings: Settings, stdout: TextIO, stderr: TextIO) -> None:
-    """Start the node, announce readiness, and stop cleanly on the first SIGINT or SIGTERM."""
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with trio.open_nursery() as nursery:
-            running = await start_node(nursery, settings)
-            status = NodeStatus()
-            nursery.start_soon(
-                _drain_on_signal, signals, running.node, status, nursery.cancel_scope
-            )
-            registry = node_registry(running.node, ready=lambda: status.ready)
-            routes = operator_routes(settings, running.bound, running.revocations)
-            app = build_app(status, registry=registry, extra_routes=routes)
-            http = await start_http(nursery, settings, app)
-            status.mark_bound()
-            announce_ready(settings, running.bound, stdout, stderr, http)
-
-
-async def start_http(nursery: trio.Nursery, settings: Settings, app: Starlette) -> list[HostPort]:
-    """Start the operator HTTP port(s); a failure to bind is a `ListenError` naming its key."""
-    bound: list[HostPort] = []
-    for index, address in enumerate(settings.http.listen):
-        try:
-            bound.append(await nursery.start(serve_http, address.host, address.port, app))
-        except OSError as exc:
-            raise ListenError(f"http.listen[{index}]", address, exc) from exc
-    return bound
-
-
-async def _drain_on_signal(
-    signals: AsyncIterator[int], node: TurnNode, status: NodeStatus, scope: trio.CancelScope
-) -> None:
-    """First signal: not ready any more, no new allocations, the others get a grace period."""
-    async for number in signals:
-        logger.info("%s received, draining", signal.Signals(number).name)
-        status.start_draining()
-        await node.drain(DRAIN_GRACE_SECONDS)
-        scope.cancel()
-        return
-
-
-def ready_event(
-    bound: BoundAddresses,
-    credential: TurnCredential | None = None,
-    http: Sequence[HostPort] | None = None,
-) -> dict[str, object]:
-    """The ready line's content (JSON-ready); "http" only when `http` is given."""
-    event: dict[str, object] = {
-        "event": "ready",
-        "udp": [format_host_port(*a) for a in bound.udp],
-        "tcp": [format_host_port(*a) for a in bound.tcp],
-        "tls": [format_host_port(*a) for a in bound.tls],
-    }
-    if http is not None:
-        event["http"] = [format_host_port(*a) for a in http]
-    event["ice_servers"] = ice_servers_json(ice_servers(bound, credential))
-    return event
-
-
-def announce_ready(
-    settings: Settings,
-    bound: BoundAddresses,
-    stdout: TextIO,
-    stderr: TextIO,
-    http: Sequence[HostPort] = (),
-) -> None:
-    # One line, flushed at once: a supervisor or test reads it as the sign to go on.
-    credential = dev_credential(settings)
-    stdout.write(json.dumps(ready_event(bound, credential, http)) + "\n")
-    stdout.flush()
-    stderr.write(f"{PROG}: ready. Paste into new RTCPeerConnection({{...}}):\n")
-    stderr.write(format_ice_servers(ice_servers(bound, credential)) + "\n")
-    if settings.relay.allow_loopback_peers:
-        stderr.write(f"{PROG}: loopback peers allowed: for tests and local development only\n")
-    if bound.tls and settings.tls.self_signed:
-        stderr.write(f"{PROG}: stuns: uses a throw-away self-signed certificate\n")
-    if settings.http.selftest:
-        for host, port in http:
-            stderr.write(
-                f"{PROG}: self-test page: http://{format_host_port(host, port)}/selftest\n"
-            )
-    stderr.flush()
 
 
 def _fail(error: Exception, status: int) -> int:

@@ -70,7 +70,7 @@ def test_the_probes_ask_endpoints_trelay_serves() -> None:
 
 
 def test_the_grace_period_leaves_time_to_drain() -> None:
-    from trelay.process.cli import DRAIN_GRACE_SECONDS
+    from trelay.process.serve import DRAIN_GRACE_SECONDS
 
     spec = documents()["DaemonSet"]["spec"]["template"]["spec"]
     assert spec["terminationGracePeriodSeconds"] > DRAIN_GRACE_SECONDS + 5

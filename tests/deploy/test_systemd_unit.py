@@ -32,7 +32,7 @@ def test_the_unit_runs_trelay_serve_with_a_config_file() -> None:
 
 
 def test_the_unit_stops_with_sigterm_and_leaves_time_to_drain() -> None:
-    from trelay.process.cli import DRAIN_GRACE_SECONDS
+    from trelay.process.serve import DRAIN_GRACE_SECONDS
 
     settings = dict(line.split("=", 1) for line in UNIT.read_text().splitlines() if "=" in line)
     assert settings["KillSignal"] == "SIGTERM"

@@ -33,7 +33,8 @@ from trelay.credentials.ice_config import (
     turn_uri,
 )
 from trelay.node.listeners import BoundAddresses
-from trelay.process.cli import main, ready_event, usage_error
+from trelay.process.cli import main, usage_error
+from trelay.process.ready import ready_event
 from trelay.stun.address_attributes import XorMappedAddress
 from trelay.stun.codes import MessageClass, Method
 from trelay.stun.message import Message, decode_message, encode_message, new_transaction_id

@@ -12,6 +12,12 @@ Every count is told by the deciding code what it decided: a response by its `Rep
 (method and code), an auth failure by `Rejected.failure`, a drop by its `Drop`; nothing
 here decodes a response or reads reason text.
 
+A request without credentials (`AuthFailure.MISSING`, RFC 8489 §9.2.4 step 1) is counted
+in `auth_failures` by the core like any rejection, but it is the normal first round trip
+of every client (each Allocate starts with it), not a failure: `challenges` and
+`failed_authentications` are the two views the runtime publishes, so a growth in calls
+never reads as a growth in bad credentials.
+
 Invariants:
 - every key space is bounded whatever the traffic: methods outside `trelay.stun.codes.Method`
   count as `OTHER_METHOD`, error codes are the ones the core answers with, the other
@@ -113,6 +119,15 @@ class ServerStats:
     # Drops the core decides (Send indications, undecodable datagrams, the rate limit).
     dropped: dict[Drop, int] = field(default_factory=drop_counts)
     latency: dict[int, LatencyHistogram] = field(default_factory=dict)
+
+    @property
+    def challenges(self) -> int:
+        """401 challenges to requests that carried no credentials (RFC 8489 §9.2.4 step 1)."""
+        return self.auth_failures[AuthFailure.MISSING]
+
+    def failed_authentications(self) -> dict[AuthFailure, int]:
+        """Requests that tried to authenticate and failed, by the check that failed."""
+        return {f: n for f, n in self.auth_failures.items() if f is not AuthFailure.MISSING}
 
     def answered(self, reply: Reply) -> None:
         """Count one response sent, by the (method, code) the core decided."""

@@ -19,12 +19,22 @@ number of series is bounded whatever the traffic):
     trelay_dropped_datagrams_total{reason}               counter  `trelay.turn.stats.Drop`
     trelay_requests_total{method,code}                   counter  code "200" for success
     trelay_request_duration_seconds{method}              histogram, control path only
+    trelay_auth_challenges_total                         counter  401 challenges (no credentials)
     trelay_auth_failures_total{reason}                   counter  `trelay.turn.auth.AuthFailure`
+                                                                  but "missing"
     trelay_quota_rejections_total{quota}                 counter  user|total|ports
     trelay_relay_ports{state}                            gauge    free|in_use (with a range)
     trelay_ready                                         gauge    1 ready, 0 not
+    trelay_draining                                      gauge    1 while the node drains
     trelay_build_info{version,python}                    gauge    1
     process_*                                            prometheus_client's ProcessCollector
+
+The challenge is not a failure: every client's first request (an Allocate without
+credentials) is answered 401 with a nonce (RFC 8489 §9.2.4 step 1), so its count grows
+with the calls. It has its own counter, `trelay_auth_challenges_total`, and
+`trelay_auth_failures_total` counts only requests that tried to authenticate and failed,
+which is what an operator means by an authentication failure (and what the
+`TrelayAuthFailureSpike` alert watches).
 
 Every label value is an enum value the deciding code chose (`Drop`, `AuthFailure`,
 `Quota`, `EndReason`) or a (method, code) pair the core counted from its own `Reply`:
@@ -41,8 +51,9 @@ sum (`combine`) of the snapshots its `source` returns. With one process the sour
 its node; with `workers = N` it is the latest snapshot each worker sent the supervisor
 (every second, and when a scrape asks), plus `counters_only` of the last snapshot of
 every worker that has ended, so counters never go backwards when a worker restarts.
-Counters, gauges and histogram buckets all add up across workers; `trelay_ready` is the
-supervisor's view (every worker ready, not draining). The supervisor's registry
+Counters, gauges and histogram buckets all add up across workers, except
+`trelay_draining`, which is 1 while any worker drains (`_ANY_FIELDS`); `trelay_ready` is
+the supervisor's view (every worker ready, not draining). The supervisor's registry
 (`workers_registry`) adds its own `process_*` and, labelled by worker index (at most
 `trelay.config.settings.MAX_WORKERS` series each):
 
@@ -93,9 +104,11 @@ class NodeSnapshot:
     relayed_bytes: Series = field(default_factory=dict)
     dropped: Series = field(default_factory=dict)
     requests: Series = field(default_factory=dict)
+    auth_challenges: Series = field(default_factory=dict)
     auth_failures: Series = field(default_factory=dict)
     quota_rejections: Series = field(default_factory=dict)
     relay_ports: Series = field(default_factory=dict)
+    draining: Series = field(default_factory=dict)
     latency: Latency = field(default_factory=dict)
 
 
@@ -137,9 +150,11 @@ def snapshot(node: TurnNode) -> NodeSnapshot:
         relayed_bytes=sizes,
         dropped=_drops(stats.dropped, node.counters.dropped),
         requests={(method_label(m), str(c)): n for (m, c), n in stats.responses.items()},
-        auth_failures={(r.value,): n for r, n in stats.auth_failures.items()},
+        auth_challenges={(): stats.challenges},
+        auth_failures={(r.value,): n for r, n in stats.failed_authentications().items()},
         quota_rejections={(q.value,): n for q, n in stats.quota_rejections.items()},
         relay_ports=ports,
+        draining={(): 1.0 if server.draining else 0.0},
         latency={
             method_label(m): (tuple(h.buckets), h.total_seconds) for m, h in stats.latency.items()
         },
@@ -158,13 +173,20 @@ def combine(snapshots: Iterable[NodeSnapshot]) -> NodeSnapshot:
     for one in snapshots:
         for name, merged in series.items():
             for key, value in getattr(one, name).items():
-                merged[key] = merged.get(key, 0) + value
+                if name in _ANY_FIELDS:
+                    merged[key] = max(merged.get(key, 0), value)
+                else:
+                    merged[key] = merged.get(key, 0) + value
         for method, (counts, seconds) in one.latency.items():
             old_counts, old_seconds = latency.get(method, ((0,) * len(counts), 0.0))
             summed = tuple(a + b for a, b in zip(old_counts, counts, strict=True))
             latency[method] = (summed, old_seconds + seconds)
     return NodeSnapshot(**series, latency=latency)
 
+
+# Flags, not amounts: the node is draining when one of its workers is (the supervisor
+# drains them all at once), and two draining workers are not "2".
+_ANY_FIELDS = frozenset({"draining"})
 
 _Kind = type[CounterMetricFamily] | type[GaugeMetricFamily]
 _COUNTER, _GAUGE = CounterMetricFamily, GaugeMetricFamily
@@ -189,13 +211,18 @@ _FAMILIES: tuple[tuple[str, _Kind, str, str, tuple[str, ...]], ...] = (
      "Datagrams and indications not relayed, by reason.", ("reason",)),
     ("requests", _COUNTER, "trelay_requests",
      "STUN/TURN requests answered, by method and response code.", ("method", "code")),
+    ("auth_challenges", _COUNTER, "trelay_auth_challenges",
+     "401 challenges to requests without credentials: every client's first request, "
+     "not a failure (RFC 8489 §9.2.4).", ()),
     ("auth_failures", _COUNTER, "trelay_auth_failures",
-     "Requests failing authentication, by reason.", ("reason",)),
+     "Requests that tried to authenticate and failed, by reason.", ("reason",)),
     ("quota_rejections", _COUNTER, "trelay_quota_rejections",
      "Allocate requests refused by a quota.", ("quota",)),
     ("relay_ports", _GAUGE, "trelay_relay_ports",
      "Relay ports of the configured range, free or in use (absent without a range).",
      ("state",)),
+    ("draining", _GAUGE, "trelay_draining",
+     "1 while the node drains (no new allocations, existing ones kept), else 0.", ()),
 )  # fmt: skip
 
 

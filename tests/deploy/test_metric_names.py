@@ -32,10 +32,12 @@ TRELAY_METRICS = frozenset(
         "trelay_dropped_datagrams_total",
         "trelay_requests_total",
         "trelay_request_duration_seconds",
+        "trelay_auth_challenges_total",
         "trelay_auth_failures_total",
         "trelay_quota_rejections_total",
         "trelay_relay_ports",
         "trelay_ready",
+        "trelay_draining",
         "trelay_build_info",
     }
 )
@@ -108,9 +110,15 @@ def test_alert_rule_has_for_severity_and_annotations(rule: AlertRule) -> None:
 def test_alert_rules_cover_the_issue() -> None:
     exprs = {rule.name: rule.expr for rule in load_alert_rules()}
     assert "trelay_relay_ports" in exprs["TrelayRelayPortPoolNearlyExhausted"]
-    assert "trelay_auth_failures_total[1h]" in exprs["TrelayAuthFailureSpike"]
+    spike = exprs["TrelayAuthFailureSpike"]
+    assert "trelay_auth_failures_total[1h]" in spike
+    # The challenge every Allocate starts with is counted apart, never as a failure.
+    assert "challenges" not in spike and "missing" not in spike
     assert "trelay_dropped_datagrams_total" in exprs["TrelayHighDropRate"]
-    assert exprs["TrelayNodeNotReady"] == "trelay_ready == 0"
+    # A node draining on purpose (a rolling restart keeping its calls) does not page.
+    assert exprs["TrelayNodeNotReady"] == (
+        "trelay_ready == 0 unless on (instance, job) trelay_draining == 1"
+    )
 
 
 def test_dashboard_shape() -> None:
@@ -133,5 +141,6 @@ def test_dashboard_shape() -> None:
     titles = " ".join(p["title"].lower() for p in panels)
     for word in ["bits/s", "datagrams/s", "dropped", "active allocations", "created and ended",
                  "method and code", "authentication failures", "p50 / p99", "port pool",
-                 "ready", "cpu", "memory"]:  # fmt: skip
+                 "authentication challenges", "ready", "draining", "cpu",
+                 "memory"]:  # fmt: skip
         assert word in titles, word

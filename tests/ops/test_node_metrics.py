@@ -26,7 +26,7 @@ from tests.helpers.turn_client import (
     tcp_client,
     udp_client,
 )
-from trelay.ops.metrics import node_registry
+from trelay.ops.metrics import NodeSnapshot, combine, counters_only, node_registry
 from trelay.stun.channel_data import encode_channel_data
 from trelay.turn.stats import LATENCY_BUCKETS
 
@@ -129,10 +129,12 @@ async def test_every_metric_after_a_scripted_sequence(local: LocalNode) -> None:
         ("binding", "200"): 1,
         ("refresh", "200"): 1,
     }
+    # A, B and the stranger each started with a request without credentials: three
+    # challenges; only the stranger's wrong key is a failure.
+    assert value(after, "trelay_auth_challenges_total") == 3
     failures = by_label(after, "trelay_auth_failures_total", "reason")
     assert failures == {
-        "missing": 3, "wrong_credentials": 1, "bad_request": 0, "stale_nonce": 0,
-        "expired": 0, "revoked": 0,
+        "wrong_credentials": 1, "bad_request": 0, "stale_nonce": 0, "expired": 0, "revoked": 0,
     }  # fmt: skip
     assert set(by_label(after, "trelay_quota_rejections_total", "quota").values()) == {0}
     assert not series(after, "trelay_relay_ports")  # no port range configured: absent
@@ -149,6 +151,7 @@ async def test_every_metric_after_a_scripted_sequence(local: LocalNode) -> None:
     assert buckets == sorted(buckets) and buckets[-1] == 6  # cumulative, ending at count
 
     assert value(after, "trelay_ready") == 1
+    assert value(after, "trelay_draining") == 0
     [build] = series(after, "trelay_build_info")
     assert dict(build).keys() == {"version", "python"}
     # This process's CPU time (the collector reads /proc in clock ticks, rounded down).
@@ -174,7 +177,21 @@ async def test_drain_counts_the_allocations_it_ends_as_shutdown(local: LocalNode
     registry = node_registry(local.node, ready=lambda: True, process=False)
     async with udp_client(local.udp) as client:
         await client.allocate()
+        assert value(scrape(registry), "trelay_draining") == 0
         await local.node.drain(0)
     samples = scrape(registry)
+    assert value(samples, "trelay_draining") == 1
     assert value(samples, "trelay_allocations_ended_total", transport="udp", reason="shutdown") == 1
     assert value(samples, "trelay_allocations_active", transport="udp") == 0
+
+
+def test_draining_is_a_flag_across_workers_not_a_sum() -> None:
+    def worker(draining: float) -> NodeSnapshot:
+        return NodeSnapshot(draining={(): draining}, auth_challenges={(): 2.0})
+
+    both = combine((worker(1.0), worker(1.0)))
+    assert both.draining == {(): 1.0}
+    assert both.auth_challenges == {(): 4.0}  # counters still add up
+    assert combine((worker(0.0), worker(1.0))).draining == {(): 1.0}
+    assert combine((worker(0.0), worker(0.0))).draining == {(): 0.0}
+    assert counters_only(worker(1.0)).draining == {}

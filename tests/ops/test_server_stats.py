@@ -61,6 +61,15 @@ def test_auth_failures_by_reason() -> None:
         AuthFailure.EXPIRED: 1,
         AuthFailure.REVOKED: 0,
     }
+    # The first request of each client is a challenge, not a failure.
+    assert server.stats.challenges == 4
+    assert server.stats.failed_authentications() == {
+        AuthFailure.WRONG_CREDENTIALS: 1,
+        AuthFailure.STALE_NONCE: 1,
+        AuthFailure.BAD_REQUEST: 1,
+        AuthFailure.EXPIRED: 1,
+        AuthFailure.REVOKED: 0,
+    }
     assert code_count(server, Method.ALLOCATE, 401) == 6
     assert code_count(server, Method.ALLOCATE, 438) == 1
     assert code_count(server, Method.ALLOCATE, 400) == 1

@@ -86,6 +86,7 @@ class TurnServer:
         self.wall_clock = wall_clock
         self._policy = policy
         self._draining = False
+        self._alternate: Address | None = None
         ports = RelayPortPool(*config.port_range, rng=rng) if config.port_range else None
         self._table = table = AllocationTable(ports)
         self._timers = timers = TimerQueue()
@@ -130,16 +131,25 @@ class TurnServer:
 
     @property
     def draining(self) -> bool:
-        """True once `start_draining` (or `shutdown`) ran: new Allocates get 508."""
+        """True once `start_draining` (or `shutdown`) ran: new Allocates are refused."""
         return self._draining
 
-    def start_draining(self) -> None:
-        """Refuse new allocations from now on (508); existing ones live on as before.
+    @property
+    def alternate(self) -> Address | None:
+        """Where a draining server sends new Allocates (300 Try Alternate), if anywhere."""
+        return self._alternate
+
+    def start_draining(self, *, alternate: Address | None = None) -> None:
+        """Refuse new allocations from now on; existing ones live on as before.
 
         The first step of a graceful shutdown (design §4): Refresh, permissions,
         channels and relaying still work, until the allocations end or `shutdown`.
+        A new Allocate gets 300 Try Alternate with ALTERNATE-SERVER `alternate` (RFC 8489
+        §10, RFC 8656 §7.2) when one is given and of the client's address family, else
+        508 Insufficient Capacity.
         """
         self._draining = True
+        self._alternate = alternate
 
     # --- tables for the runtime's data path -------------------------------------------
 
@@ -255,8 +265,9 @@ class TurnServer:
         context = self._context
         if request.method == Method.ALLOCATE:
             return allocate.allocate(
-                context, request, five_tuple, result, now, draining=self._draining
-            )
+                context, request, five_tuple, result, now,
+                draining=self._draining, alternate=self._alternate,
+            )  # fmt: skip
         allocation = self.allocations.get(five_tuple)
         if allocation is None:
             reply = responses.error(request, ErrorCode.ALLOCATION_MISMATCH, self._software, key)

@@ -1,11 +1,8 @@
 """trelay as `pip install` leaves it: one top-level package, `trelay`, and nothing else.
 
-The wheel is built from the checkout once per module (hatchling, from the `test` extra, with
-no build isolation and no package index), then installed by the running interpreter's pip
-into a fresh venv made `--without-pip`. That venv borrows the test dependencies (trio,
-aioice, pytest, pytest-trio...) through one `.pth` line naming the running interpreter's
-site-packages. Python does not process the `.pth` files of a directory that a `.pth` line
-added, so the editable install's own `.pth` (the checkout root on sys.path, where `relay`,
+The wheel is built from the checkout once per module and installed into a fresh venv that
+borrows the test dependencies (`tests.helpers.venvs`: offline, hatchling from the `test`
+extra). The editable install's own `.pth` (the checkout root on sys.path, where `relay`,
 `stun`, `turn` and the `trelay` link are importable) is not applied there: the probe checks
 it, so what the venv imports as `trelay` is the wheel's copy.
 
@@ -22,112 +19,48 @@ from __future__ import annotations
 
 import ast
 import configparser
-import importlib.util
 import json
 import os
 import re
 import stat
-import subprocess
 import sys
-import sysconfig
 import textwrap
 import zipfile
-from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import pytest
 
 from tests.helpers.user_project import CALL_WITHOUT_TRELAY
+from tests.helpers.venvs import (
+    CHECKOUT,
+    PTH_NAME,
+    InstalledVenv,
+    borrow_test_dependencies,
+    build_wheel,
+    make_venv,
+    pip_install_into,
+    run,
+)
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX venv layout (bin/)")
 
-CHECKOUT = Path(__file__).resolve().parents[2]
 PACKAGE = CHECKOUT / "relay"  # installed as trelay/
 SHADOWED = ("relay", "stun", "turn")  # top-level names the wheel must not install
-COMMAND_TIMEOUT = 90.0  # every subprocess; under pytest-timeout's 120 s per test
-# Stripped from the subprocesses' environment: nothing may add to their sys.path or plugins.
-INHERITED_SETTINGS = (
-    "PYTHONPATH",
-    "PYTHONHOME",
-    "PYTHONSTARTUP",
-    "PYTHONSAFEPATH",
-    "PYTHONUSERBASE",
-    "VIRTUAL_ENV",
-)
-PTH_NAME = "_test_dependencies.pth"
-
-
-@dataclass(frozen=True, slots=True)
-class InstalledVenv:
-    root: Path
-    python: Path
-    site_packages: Path
-    borrowed: tuple[Path, ...]  # the running interpreter's site-packages, named by the .pth
-
-
-def clean_env(venv: InstalledVenv | None = None) -> dict[str, str]:
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if key not in INHERITED_SETTINGS and not key.startswith("PYTEST_")
-    }
-    env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
-    if venv is not None:  # as if the user had activated it
-        env["VIRTUAL_ENV"] = str(venv.root)
-        env["PATH"] = os.pathsep.join([str(venv.root / "bin"), env.get("PATH", os.defpath)])
-    return env
-
-
-def run(
-    args: Sequence[str | Path], cwd: Path, venv: InstalledVenv | None = None
-) -> subprocess.CompletedProcess[str]:
-    """Run a command to completion (bounded); fail the test with its output if it fails."""
-    command = [str(arg) for arg in args]
-    result = subprocess.run(
-        command,
-        cwd=cwd,
-        env=clean_env(venv),
-        capture_output=True,
-        text=True,
-        timeout=COMMAND_TIMEOUT,
-        check=False,
-    )
-    if result.returncode != 0:
-        pytest.fail(
-            f"{' '.join(command)} exited {result.returncode} (cwd {cwd})\n"
-            f"--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}",
-            pytrace=False,
-        )
-    return result
 
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The wheel `pip install .` would install, built from the checkout with no network."""
-    if importlib.util.find_spec("hatchling") is None:
-        pytest.fail("hatchling is not installed: it is in the `test` extra (pip install '.[test]')")
-    out = tmp_path_factory.mktemp("wheel")
-    # In-tree PEP 517 build with the installed hatchling: nothing to download.
-    pip_wheel = ["-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index"]
-    run([sys.executable, *pip_wheel, "--no-cache-dir", "-q", "-w", out, CHECKOUT], cwd=out)
-    (built,) = out.glob("trelay-*.whl")
-    return built
+    return build_wheel(tmp_path_factory.mktemp("wheel"))
 
 
 @pytest.fixture(scope="module")
 def venv(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> InstalledVenv:
     """A fresh venv with the wheel installed, and the test dependencies borrowed."""
     root = tmp_path_factory.mktemp("venv")
-    run([sys.executable, "-m", "venv", "--without-pip", root], cwd=root)
-    python = root / "bin" / "python"
-    purelib = "import sysconfig; print(sysconfig.get_path('purelib'))"
-    site_packages = Path(run([python, "-c", purelib], cwd=root).stdout.strip())
-    # The running interpreter's pip installs into the venv, which has none (`--python`).
-    pip_install = ["-m", "pip", "--python", str(python), "install", "--no-deps", "--no-index"]
-    run([sys.executable, *pip_install, "--no-cache-dir", "-q", wheel], cwd=root)
-    borrowed = tuple(dict.fromkeys(Path(sysconfig.get_path(n)) for n in ("purelib", "platlib")))
-    (site_packages / PTH_NAME).write_text("".join(f"{path}\n" for path in borrowed))
+    python = make_venv(root)
+    pip_install_into(python, wheel)
+    installed = borrow_test_dependencies(root)
     # The `pytest` command as pip writes console scripts; pytest itself is borrowed.
     script = root / "bin" / "pytest"
     script.write_text(
@@ -135,7 +68,7 @@ def venv(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> InstalledVenv
         "if __name__ == '__main__':\n    sys.exit(console_main())\n"
     )
     script.chmod(script.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
-    return InstalledVenv(root, python, site_packages, borrowed)
+    return installed
 
 
 def absolute_imports(source: bytes) -> set[str]:

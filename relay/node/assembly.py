@@ -31,6 +31,7 @@ from trelay.config.revocations import Revocations, watched_revocations
 from trelay.config.secrets_file import watch_secrets_file
 from trelay.config.settings import Settings
 from trelay.node.listeners import BoundAddresses, Listeners, serve
+from trelay.node.tls import context_for
 from trelay.node.turn_node import TurnNode
 from trelay.node.turn_setup import build_turn_server, loopback_turn_server, shared_secrets
 from trelay.turn.server import TurnServer
@@ -46,6 +47,9 @@ class RunningNode:
     node: TurnNode
     bound: BoundAddresses
     revocations: Revocations | None
+    # The TLS listeners' context (None without them): a reload loads a renewed
+    # certificate into it, for new handshakes (`trelay.node.live_settings`).
+    ssl_context: ssl.SSLContext | None = None
 
 
 async def start_node(
@@ -81,10 +85,12 @@ async def start_node(
     if auth.secrets_file is not None:
         await nursery.start(watch_secrets_file, auth.secrets_file, secrets, auth.secrets)
     await nursery.start(node.run_timers)
+    if ssl_context is None and settings.listen.tls:
+        ssl_context = context_for(settings.tls, [a.host for a in settings.listen.tls])
     bound: BoundAddresses = await nursery.start(
         functools.partial(
             serve, settings, frontend=node, listeners=listeners, ssl_context=ssl_context
         )
     )
     server.listening_on([*bound.udp, *bound.tcp, *bound.tls])
-    return RunningNode(node, bound, revocations)
+    return RunningNode(node, bound, revocations, ssl_context)

@@ -13,7 +13,9 @@ answer. The order of checks follows §9.2.4:
 5. USERNAME (or USERHASH) unknown, ACCESS-TOKEN not valid (RFC 7635), or the MAC
    matches no candidate key: 401 with REALM and NONCE;
 6. Allocate or Refresh from a revoked identity: 401 "Credentials revoked" with REALM
-   and NONCE, signed (the request did authenticate);
+   and NONCE, signed (the request did authenticate); an Allocate matching only a
+   retired credential (a user a reload removed or re-keyed,
+   `trelay.turn.credential_sources.RetiredUsers`): 401 as for unknown credentials;
 7. otherwise the request is authenticated; every response to it is signed with its key,
    with MESSAGE-INTEGRITY-SHA256 if the request used it (§9.2.4; `Sha256Key`).
 
@@ -116,8 +118,9 @@ class Rejected:
 class LongTermAuthenticator:
     """RFC 8489 §9.2 long-term credentials (and RFC 7635 tokens) for a TURN server.
 
-    Everything it consults is given at construction and read-only afterwards; the one
-    thing a runtime may change later is the revocation check (`use_revocation_check`).
+    Everything it consults is given at construction and read-only afterwards; what a
+    runtime may change later goes through named methods: the revocation check
+    (`use_revocation_check`) and the credential sources (`use_credentials`, a reload).
     """
 
     __slots__ = ("_credentials", "_features", "_is_revoked", "_nonces", "_realm", "_third_party")
@@ -214,6 +217,11 @@ class LongTermAuthenticator:
             return Rejected(
                 AuthFailure.WRONG_CREDENTIALS, ErrorCode.UNAUTHORIZED, "Wrong credentials", True
             )
+        if matched.retired and request.method == Method.ALLOCATE:
+            # Removed (or re-keyed) by a reload: its allocations live on, no new one.
+            return Rejected(
+                AuthFailure.WRONG_CREDENTIALS, ErrorCode.UNAUTHORIZED, "Wrong credentials", True
+            )
         if request.get(MessageIntegritySha256) is not None:
             # §9.2.4: answer with the integrity algorithm the request used.
             matched = dataclasses.replace(matched, key=Sha256Key(matched.key))
@@ -251,6 +259,16 @@ class LongTermAuthenticator:
         if request.get(AccessToken) is not None:
             identities.add(name)  # the kid: revoking it refuses every token under that key
         return any(self.is_revoked(identity, unix_now) for identity in identities)
+
+    def use_credentials(self, credentials: CredentialSources) -> None:
+        """Look usernames up in `credentials` from now on (a reload changed the users).
+
+        Requests already answered are not revisited; nonces stay valid (their key is not
+        part of the credentials). To keep the allocations of users removed or re-keyed,
+        build `credentials` with `CredentialSources.with_static_users` (as
+        `TurnServer.use_users` does).
+        """
+        self._credentials = credentials
 
 
 def _bad_request(reason: str) -> Rejected:

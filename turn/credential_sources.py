@@ -11,6 +11,10 @@ PASSWORD-ALGORITHM the client chose) and to the identity that quotas count.
   (Unix seconds), the password is base64(HMAC-SHA1(secret, username)). Several secrets
   are accepted at once so that a secret can be rotated: one candidate key per secret.
 - `CredentialSources`: both at once (coturn 4.6.1 cannot combine them).
+- `RetiredUsers`: the old credentials of static users a reload removed or gave a new
+  password (`CredentialSources.with_static_users`), kept only for users that hold
+  allocations. Their `Credential.retired` is set: the authenticator lets them refresh
+  and extend those allocations but refuses them a new Allocate, so a reload ends no call.
 
 USERHASH works for static users only: it is SHA-256(username ":" realm), and a TURN
 REST username (`<expiry>:<user>`) cannot be recovered from its hash, so there is no
@@ -27,8 +31,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass, replace
 
 from trelay.stun.codes import PasswordAlgorithmId
 from trelay.stun.credentials import long_term_key, userhash
@@ -49,6 +53,9 @@ class Credential:
     key: bytes
     identity: str
     expires_at: float | None = None
+    # From a user a reload removed or re-keyed (`RetiredUsers`): good for the allocations
+    # made with it, never for a new Allocate (`LongTermAuthenticator.check`).
+    retired: bool = False
 
 
 class StaticUsers:
@@ -79,6 +86,10 @@ class StaticUsers:
 
     def username_for_hash(self, hashed: bytes) -> str | None:
         return self._by_hash.get(hashed)
+
+    def hashes_of(self, names: Collection[str]) -> dict[bytes, str]:
+        """USERHASH -> username for the users in `names` (those that have a USERHASH)."""
+        return {hashed: name for hashed, name in self._by_hash.items() if name in names}
 
 
 def rest_password(secret: bytes, username: str) -> str:
@@ -145,7 +156,7 @@ class CredentialSources:
 
     __slots__ = ("_sources",)
 
-    def __init__(self, *sources: StaticUsers | SharedSecrets) -> None:
+    def __init__(self, *sources: StaticUsers | SharedSecrets | RetiredUsers) -> None:
         self._sources = sources
 
     def candidates(
@@ -163,3 +174,79 @@ class CredentialSources:
             if found is not None:
                 return found
         return None
+
+    @property
+    def shared_secrets(self) -> tuple[SharedSecrets, ...]:
+        """The TURN REST secrets objects, as given (a secrets-file watcher swaps them in place)."""
+        return tuple(s for s in self._sources if isinstance(s, SharedSecrets))
+
+    @property
+    def retired_users(self) -> int:
+        """How many users have retired credentials here (`RetiredUsers`)."""
+        return sum(len(s) for s in self._sources if isinstance(s, RetiredUsers))
+
+    def with_static_users(
+        self, users: StaticUsers, *, keep_for: Collection[str] = ()
+    ) -> CredentialSources:
+        """These sources with `users` as the static users (tried first, as before).
+
+        The credentials the old static users (and users retired earlier) had under the
+        names in `keep_for` (those holding allocations) are kept as `RetiredUsers`, tried
+        after `users`: a user removed or given a new password keeps its allocations
+        alive, and a user whose password did not change matches `users` first. The
+        shared secrets objects are kept as they are.
+        """
+        old = [s for s in self._sources if isinstance(s, StaticUsers | RetiredUsers)]
+        kept: dict[str, dict[PasswordAlgorithmId, tuple[Credential, ...]]] = {}
+        hashes: dict[bytes, str] = {}
+        for name in keep_for:
+            for algorithm in PasswordAlgorithmId:
+                current = users.candidates(name, algorithm)
+                found = tuple(
+                    replace(credential, retired=True)
+                    for source in old
+                    for credential in source.candidates(name, algorithm)
+                    if credential.key not in {c.key for c in current}
+                )
+                if found:
+                    kept.setdefault(name, {})[algorithm] = tuple(dict.fromkeys(found))
+        for source in old:
+            hashes |= source.hashes_of(kept)
+        sources: tuple[StaticUsers | SharedSecrets | RetiredUsers, ...] = (users,)
+        if kept:
+            sources += (RetiredUsers(kept, hashes),)
+        return CredentialSources(*sources, *self.shared_secrets)
+
+
+class RetiredUsers:
+    """Old credentials of static users a reload removed or re-keyed, for their allocations.
+
+    Every candidate is `Credential.retired`; the authenticator refuses it a new
+    Allocate. Kept for the users that held allocations at the reload, so it holds no
+    more entries than there were allocations.
+    """
+
+    __slots__ = ("_by_hash", "_by_username")
+
+    def __init__(
+        self,
+        by_username: Mapping[str, Mapping[PasswordAlgorithmId, tuple[Credential, ...]]],
+        by_hash: Mapping[bytes, str],
+    ) -> None:
+        self._by_username = {name: dict(keys) for name, keys in by_username.items()}
+        self._by_hash = dict(by_hash)
+
+    def __len__(self) -> int:
+        """How many users have retired credentials here."""
+        return len(self._by_username)
+
+    def candidates(
+        self, username: str, algorithm: PasswordAlgorithmId = MD5
+    ) -> tuple[Credential, ...]:
+        return self._by_username.get(username, {}).get(algorithm, ())
+
+    def username_for_hash(self, hashed: bytes) -> str | None:
+        return self._by_hash.get(hashed)
+
+    def hashes_of(self, names: Collection[str]) -> dict[bytes, str]:
+        return {hashed: name for hashed, name in self._by_hash.items() if name in names}

@@ -15,6 +15,15 @@ endpoint check applies where a port is known: ChannelBind and Send indications.
 
 A denied peer gets 403 on CreatePermission and ChannelBind; Send indications to it are
 dropped.
+
+A policy can change while allocations live (a reload, `TurnServer.use_policy`). The
+safe choice is made: `withdraw_denied` removes, from every allocation, the permissions
+(RFC 8656 §9) and channel bindings (§12) to peers the new policy denies, so relaying to
+and from them stops at once, both ways (the data path finds no channel and no
+permission and drops, counted as `no_channel`, `no_permission`, `denied_peer`). The
+allocations themselves live on; permissions and channels to peers still allowed are
+untouched. A peer allowed again later needs a new CreatePermission or ChannelBind,
+which the client's ICE agent sends when its checks fail.
 """
 
 from __future__ import annotations
@@ -22,6 +31,10 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # typing only: an allocation is what the policy is applied to
+    from trelay.turn.allocation import Allocation
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 IP = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -133,6 +146,38 @@ class PeerPolicy:
         if self.allow_loopback and any(_within(c, LOOPBACK) for c in candidates):
             return True
         return not any(_within(c, DEFAULT_DENIED) for c in candidates)
+
+
+@dataclass(frozen=True, slots=True)
+class Withdrawn:
+    """What `withdraw_denied` removed: permissions (per peer IP) and channel bindings."""
+
+    permissions: int = 0
+    channels: int = 0
+
+    def __bool__(self) -> bool:
+        return bool(self.permissions or self.channels)
+
+
+def withdraw_denied(policy: PeerPolicy, allocations: Iterable[Allocation]) -> Withdrawn:
+    """Remove the permissions and channels of `allocations` to peers `policy` denies.
+
+    Channels first: a channel keeps its peer's permission alive (design §5), and a
+    channel to a denied peer must not outlive the permission it implies. The
+    channel <-> peer bijection holds throughout (`Allocation.unbind_channel`); the timers
+    of what was removed find nothing when they come due.
+    """
+    permissions = channels = 0
+    for allocation in allocations:
+        for number, peer in list(allocation.channels.items()):
+            if not policy.permits_endpoint(*peer):
+                allocation.unbind_channel(number)
+                channels += 1
+        for peer_ip in list(allocation.permissions):
+            if not policy.permits(peer_ip):
+                del allocation.permissions[peer_ip]
+                permissions += 1
+    return Withdrawn(permissions, channels)
 
 
 def _within(ip: IP, networks: tuple[Network, ...]) -> bool:

@@ -25,6 +25,7 @@ channel <-> peer maps stay a bijection; quotas hold, pending allocations include
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Callable, Iterable
 
@@ -61,8 +62,9 @@ from trelay.turn.allocation_table import AllocationTable
 from trelay.turn.auth import Authenticated, AuthFailure, LongTermAuthenticator, Rejected
 from trelay.turn.binding import answer_binding
 from trelay.turn.config import TurnConfig
+from trelay.turn.credential_sources import StaticUsers
 from trelay.turn.data_path import peer_datagram, send_indication
-from trelay.turn.policy import PeerPolicy
+from trelay.turn.policy import PeerPolicy, Withdrawn, withdraw_denied
 from trelay.turn.port_pool import RelayPortPool
 from trelay.turn.rate_limit import SourceRateLimiter
 from trelay.turn.request_context import RequestContext
@@ -410,11 +412,69 @@ class TurnServer:
             actions += self._end(allocation, EndReason.SHUTDOWN)
         return actions
 
+    # --- live changes (a reload, `trelay.node.live_settings`) ---------------------------
+    # None of them ends an allocation: a reload loses no call.
+
+    def use_policy(self, policy: PeerPolicy) -> Withdrawn:
+        """Judge peers by `policy` from now on; the server's own endpoints stay denied.
+
+        New CreatePermission, ChannelBind (403 for a denied peer) and Send indications
+        follow it. Permissions and channels that existing allocations hold to peers it
+        denies are removed (`trelay.turn.policy.withdraw_denied`): relaying to and from
+        those peers stops at once; the allocations live on. Returns what was removed.
+        """
+        self._policy = policy.with_server_endpoints(self._policy.server_endpoints)
+        return withdraw_denied(self._policy, self.allocations.values())
+
+    def use_config(self, config: TurnConfig) -> None:
+        """Use `config` from now on; only the fields in `LIVE_CONFIG_FIELDS` may differ.
+
+        Quotas (RFC 8656 §7.2 step 8) are checked at each new Allocate: a lower quota
+        refuses new ones (486, 508) and ends none of those already over it. Lifetimes
+        apply to the Allocates, Refreshes, permissions and channels made from now on;
+        what runs keeps its expiry. `strict_expiry` applies from the next Refresh.
+        Raises ValueError naming the fields that cannot change while the server runs
+        (relay addresses and ports, realm, SOFTWARE, the caches and the rate limit,
+        built once).
+        """
+        current = self.config
+        fixed = [
+            f.name
+            for f in dataclasses.fields(config)
+            if f.name not in LIVE_CONFIG_FIELDS
+            and getattr(config, f.name) != getattr(current, f.name)
+        ]
+        if fixed:
+            raise ValueError(f"cannot change while running: {', '.join(fixed)}")
+        # The handlers read the configuration from the context at each request.
+        self._context = dataclasses.replace(self._context, config=config)
+
+    def use_users(self, users: StaticUsers) -> int:
+        """Authenticate static users against `users` from now on.
+
+        A user removed or given a new password gets 401 on a new Allocate. The
+        allocations (and Allocates pending) made with the old credential keep
+        refreshing, adding permissions and channels and relaying until they end
+        (`CredentialSources.with_static_users`); revoke the identity to refuse their
+        refreshes. TURN REST secrets are left as they are. Returns how many users keep
+        an old credential for their allocations.
+        """
+        in_use = {allocation.username for allocation in self.allocations.values()}
+        in_use |= {pending.auth.username for pending in self._table.pending.values()}
+        sources = self._auth.credentials.with_static_users(users, keep_for=in_use)
+        self._auth.use_credentials(sources)
+        return sources.retired_users
+
 
 _WILDCARDS = frozenset(("0.0.0.0", "::"))  # noqa: S104 - recognised, never bound
 _AUTHENTICATED_METHODS = frozenset(
     (Method.ALLOCATE, Method.REFRESH, Method.CREATE_PERMISSION, Method.CHANNEL_BIND)
 )
+# What `TurnServer.use_config` may change while the server runs: read at each request.
+LIVE_CONFIG_FIELDS = frozenset(
+    ("default_lifetime", "max_lifetime", "permission_lifetime", "channel_lifetime",
+     "user_quota", "total_quota", "strict_expiry")
+)  # fmt: skip
 
 
 def _family_of(address: Address) -> AddressFamily:

@@ -5,7 +5,20 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck layers unit bench clean
+.PHONY: run test lint typecheck layers unit bench clean install
+
+# `make install PREFIX=/opt/trelay`: a venv at PREFIX with trelay installed from a wheel
+# built from this checkout (trelay is not on PyPI yet), for deploy/systemd/trelay.service,
+# which runs $(PREFIX)/bin/trelay. A venv because Debian 12 refuses system-wide pip
+# installs. Running it again replaces trelay with the checkout's current build (the
+# version number may not have changed, so it is uninstalled first) and keeps the rest.
+# The tests run it offline: WHEEL_PYTHON (a Python with hatchling), WHEEL_FLAGS and
+# INSTALL_FLAGS let them pass --no-build-isolation, --no-index and --no-deps.
+PREFIX ?= /opt/trelay
+DIST ?= dist
+WHEEL_PYTHON ?= $(PREFIX)/bin/python
+WHEEL_FLAGS ?=
+INSTALL_FLAGS ?=
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,6 +46,13 @@ unit: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.codec_bench
+
+install:
+	test -x $(PREFIX)/bin/python || $(PYTHON) -m venv $(PREFIX)
+	rm -f $(DIST)/trelay-*.whl
+	$(WHEEL_PYTHON) -m pip wheel --quiet --no-deps $(WHEEL_FLAGS) --wheel-dir $(DIST) .
+	$(PREFIX)/bin/python -m pip uninstall --quiet --quiet --yes trelay
+	$(PREFIX)/bin/python -m pip install --quiet $(INSTALL_FLAGS) $(DIST)/trelay-*.whl
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

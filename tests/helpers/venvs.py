@@ -105,9 +105,13 @@ def site_packages_of(python: Path) -> Path:
     return Path(run([python, "-c", purelib], cwd=python.parent).stdout.strip())
 
 
-def make_venv(root: Path) -> Path:
-    """A fresh venv without pip (the running interpreter's pip installs into it); its python."""
-    run([sys.executable, "-m", "venv", "--without-pip", root], cwd=root.parent)
+def make_venv(root: Path, interpreter: str | Path = sys.executable) -> Path:
+    """A fresh venv without pip (the running interpreter's pip installs into it); its python.
+
+    `interpreter` (default: the running one) must be the same Python version as the
+    running interpreter when the venv is to borrow its packages.
+    """
+    run([interpreter, "-m", "venv", "--without-pip", root], cwd=root.parent)
     return root / "bin" / "python"
 
 

@@ -8,12 +8,23 @@ Owns the URIs a client is given for the bound addresses:
   "turn:host:port?transport=tcp" and "turns:host:port?transport=tcp", in one entry with
   `username` and `credential` (W3C WebRTC §4.2.1 RTCIceServer).
 
+`ice_servers` lists every listener (for tools and the ready line); `browser_ice_servers`
+only what a browser will use, so a block pasted into `new RTCPeerConnection(...)` gathers
+at once instead of waiting on URIs it cannot use (Chromium's gathering waited 40 s on
+them):
+- no "stuns:": browsers speak STUN over UDP only (RFC 7064's stuns: is for other clients);
+- "turns:" only when the certificate will be trusted (a configured one): a browser refuses
+  the throw-away self-signed certificate of the dev defaults.
+
 Invariants: IPv6 hosts are in brackets (RFC 3986 §3.2.2); a wildcard listener (0.0.0.0,
 ::) is advertised as the loopback address of its family, the only address we know it
 answers on; the credential never appears in `repr`.
 
-`dev_credential` mints the credential `make run` prints and `/selftest` hands out: a
-TURN REST credential under the first shared secret.
+`dev_credential` mints the credential `/selftest` hands out and the development defaults
+print: a TURN REST credential under the first shared secret. `uses_dev_secret` says when
+the node runs on the generated dev secret (no users, no secrets configured): the only
+case in which a credential may be printed, since nobody else can mint one (design §6:
+no secrets in logs).
 """
 
 from __future__ import annotations
@@ -99,6 +110,25 @@ def ice_servers(
     return tuple(servers)
 
 
+def browser_ice_servers(
+    bound: BoundAddresses, credential: TurnCredential | None, *, trusted_tls: bool
+) -> tuple[IceServer, ...]:
+    """The iceServers a browser can use as-is: "stun:" (UDP), "turn:" over UDP and TCP,
+    and "turns:" only when `trusted_tls` (a certificate the browser will accept)."""
+    servers: list[IceServer] = []
+    stun_urls = [stun_uri(False, *a) for a in bound.udp]
+    if stun_urls:
+        servers.append(IceServer(tuple(stun_urls)))
+    if credential is not None:
+        turn_urls = [turn_uri(False, *a, "udp") for a in bound.udp]
+        turn_urls += [turn_uri(False, *a, "tcp") for a in bound.tcp]
+        if trusted_tls:
+            turn_urls += [turn_uri(True, *a, "tcp") for a in bound.tls]
+        if turn_urls:
+            servers.append(IceServer(tuple(turn_urls), credential.username, credential.password))
+    return tuple(servers)
+
+
 def ice_servers_json(servers: Iterable[IceServer]) -> list[dict[str, object]]:
     return [server.to_json() for server in servers]
 
@@ -109,6 +139,16 @@ def format_ice_servers(servers: Iterable[IceServer]) -> str:
 
 
 DEV_CREDENTIAL_SECONDS = 24 * 3600
+
+
+def uses_dev_secret(settings: Settings) -> bool:
+    """True when the node runs on the generated dev secret alone: no users, no secrets, no
+    secrets file (even an empty one), no RFC 7635 third party: the development defaults
+    of `make run`. A production configuration always names one of these."""
+    # `AuthSettings.shared_secrets` falls back to the dev secret when no secret is loaded.
+    auth = settings.auth
+    configured = auth.secrets_file is not None or auth.third_party is not None
+    return not configured and auth.shared_secrets == (auth.dev_secret,)
 
 
 def dev_credential(

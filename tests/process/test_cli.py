@@ -10,6 +10,7 @@ import json
 import signal
 import socket
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -26,9 +27,11 @@ from tests.helpers.trelay_process import (
 from trelay.credentials.ice_config import (
     IceServer,
     TurnCredential,
+    browser_ice_servers,
     format_ice_servers,
     ice_servers,
     ice_servers_json,
+    rest_credential,
     stun_uri,
     turn_uri,
 )
@@ -38,7 +41,6 @@ from trelay.process.ready import ready_event
 from trelay.stun.address_attributes import XorMappedAddress
 from trelay.stun.codes import MessageClass, Method
 from trelay.stun.message import Message, decode_message, encode_message, new_transaction_id
-from trelay.turn.credential_sources import rest_password
 
 # --- iceServers and the ready line -------------------------------------------------------
 
@@ -81,6 +83,31 @@ def test_ice_servers_with_a_credential_add_one_turn_entry() -> None:
     }
     assert "c2VjcmV0" not in repr(servers)
     assert "c2VjcmV0" not in repr(TurnCredential("u", "c2VjcmV0"))
+
+
+def test_browser_ice_servers_leave_out_what_a_browser_cannot_use() -> None:
+    credential = TurnCredential("1700000000:alice", "c2VjcmV0")
+    untrusted = ice_servers_json(browser_ice_servers(BOUND, credential, trusted_tls=False))
+    # No stuns: (browsers send STUN over UDP only), no turns: to a certificate the
+    # browser will refuse: Chromium's gathering would wait on each of them.
+    assert untrusted == [
+        {"urls": ["stun:127.0.0.1:40000", "stun:[::1]:40002"]},
+        {
+            "urls": [
+                "turn:127.0.0.1:40000?transport=udp",
+                "turn:[::1]:40002?transport=udp",
+                "turn:127.0.0.1:40000?transport=tcp",
+            ],
+            "username": "1700000000:alice",
+            "credential": "c2VjcmV0",
+        },
+    ]
+    trusted = ice_servers_json(browser_ice_servers(BOUND, credential, trusted_tls=True))
+    assert trusted[0] == untrusted[0]
+    assert trusted[1]["urls"] == [*untrusted[1]["urls"], "turns:127.0.0.1:40001?transport=tcp"]
+    assert browser_ice_servers(BOUND, None, trusted_tls=True) == (
+        IceServer(("stun:127.0.0.1:40000", "stun:[::1]:40002")),
+    )
 
 
 def test_the_paste_block_is_the_same_json() -> None:
@@ -163,6 +190,24 @@ async def test_serve_prints_ready_answers_binding_and_stops_on_sigterm(tmp_path:
         ]
         # The printed dev credential really allocates (TURN REST form, generated secret).
         await allocate_with(udp, turn_entry["username"], turn_entry["credential"])
+        # stderr was complete when the ready line came: the block to paste into a
+        # browser has what Chromium uses as-is, no stuns: and no turns: to the
+        # self-signed certificate, and says where TLS is instead.
+        stderr = running.stderr_path.read_text()
+        pasted = json.loads(paste_block(stderr))
+        assert pasted == [
+            {"urls": [f"stun:127.0.0.1:{udp[1]}"]},
+            {
+                "urls": [
+                    f"turn:127.0.0.1:{udp[1]}?transport=udp",
+                    f"turn:127.0.0.1:{tcp[1]}?transport=tcp",
+                ],
+                "username": turn_entry["username"],
+                "credential": turn_entry["credential"],
+            },
+        ]
+        assert f"TURN over TLS listens on 127.0.0.1:{tls[1]} with a throw-away" in stderr
+        assert f"openssl s_client -connect 127.0.0.1:{tls[1]}" in stderr
 
         with trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
             await client.bind(("127.0.0.1", 0))
@@ -175,10 +220,14 @@ async def test_serve_prints_ready_answers_binding_and_stops_on_sigterm(tmp_path:
             assert reply.get(XorMappedAddress) == XorMappedAddress(*client.getsockname())
 
         assert await stop(running, signal.SIGTERM) == 0
-        stderr = running.stderr_path.read_text()
-        assert "iceServers: [" in stderr
-        assert f"stun:127.0.0.1:{udp[1]}" in stderr
-        assert "Traceback" not in stderr
+        assert "Traceback" not in running.stderr_path.read_text()
+
+
+def paste_block(stderr: str) -> str:
+    """The JSON of the `iceServers: [...]` block `trelay serve` prints on stderr."""
+    start = stderr.index("iceServers: [") + len("iceServers: ")
+    end = stderr.index("\n]", start) + 2
+    return stderr[start:end]
 
 
 async def test_the_server_denies_its_own_listeners_as_peers(tmp_path: Path) -> None:
@@ -224,7 +273,8 @@ async def test_a_config_file_is_used(tmp_path: Path) -> None:
             assert header[:2] == b"\x01\x01"  # Binding success response (RFC 8489 §5)
             assert header[8:20] == request.transaction_id
         assert await stop(running, signal.SIGTERM) == 0
-        # log_level = "error": no info lines, but the paste block is always shown.
+        # log_level = "error": no info lines. No users or secrets in the file: the node
+        # runs on the generated dev secret, so the paste block (its only way in) is shown.
         stderr = running.stderr_path.read_text()
         assert "INFO" not in stderr
         assert "iceServers: [" in stderr
@@ -277,14 +327,48 @@ async def test_a_port_in_use_exits_1_naming_the_key() -> None:
     )
 
 
-async def test_a_secrets_file_signs_the_printed_credential(tmp_path: Path) -> None:
+async def test_a_secrets_file_signs_credentials_and_none_is_printed(tmp_path: Path) -> None:
     secrets = tmp_path / "secrets.txt"
     secrets.write_text("# newest first\nrotated-in\nolder\n")
     async with running_trelay(tmp_path, "--secrets-file", str(secrets)) as running:
         [udp] = running.addresses("udp")
-        servers = running.ready["ice_servers"]
-        assert isinstance(servers, list)
-        username = servers[1]["username"]
-        assert servers[1]["credential"] == rest_password(b"rotated-in", username)
-        await allocate_with(udp, username, rest_password(b"older", username))
+        [tls] = running.addresses("tls")
+        # A configured secret is production: the ready line names the listeners and
+        # carries STUN URIs, no credential (it would land in journald and kubectl logs).
+        assert running.ready["ice_servers"] == [
+            {"urls": [f"stun:127.0.0.1:{udp[1]}", f"stuns:127.0.0.1:{tls[1]}"]}
+        ]
+        # Clients mint their credential from the secret, as an application back end does.
+        expiry = int(time.time()) + 300
+        for secret in ("rotated-in", "older"):
+            credential = rest_credential(secret, "alice", expiry)
+            await allocate_with(udp, credential.username, credential.password)
         assert await stop(running, signal.SIGTERM) == 0
+    stderr = running.stderr_path.read_text()
+    assert "iceServers" not in stderr and "credential" not in json.dumps(running.ready)
+    assert f"trelay: ready: udp 127.0.0.1:{udp[1]}, tcp 127.0.0.1:" in stderr
+
+
+@pytest.mark.parametrize(
+    "auth",
+    [
+        ["--secret", "s3cret-of-the-fleet"],
+        ["--user", "alice:wonderland"],
+    ],
+)
+async def test_a_production_node_prints_no_credential(tmp_path: Path, auth: list[str]) -> None:
+    config = tmp_path / "trelay.toml"
+    # The example's shape on loopback: listeners, an operator port, a configured auth.
+    config.write_text(
+        '[listen]\nudp = ["127.0.0.1:0"]\ntcp = ["127.0.0.1:0"]\n[http]\nlisten = ["127.0.0.1:0"]\n'
+    )
+    async with running_trelay(tmp_path, "--config", str(config), *auth) as running:
+        [udp] = running.addresses("udp")
+        [http] = running.addresses("http")
+        assert running.ready["ice_servers"] == [{"urls": [f"stun:127.0.0.1:{udp[1]}"]}]
+        assert "username" not in json.dumps(running.ready)
+        assert await stop(running, signal.SIGTERM) == 0
+    stderr = running.stderr_path.read_text()
+    assert "iceServers" not in stderr and 'credential"' not in stderr
+    assert f"http 127.0.0.1:{http[1]}" in stderr
+    assert auth[1] not in stderr and "wonderland" not in stderr

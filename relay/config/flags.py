@@ -37,3 +37,5 @@ class Flags:
     log_format: str | None = None
     log_usernames: bool = False
     workers: str | None = None
+    drain_timeout: str | None = None  # seconds
+    alternate_server: str | None = None  # "host:port"

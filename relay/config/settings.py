@@ -41,6 +41,9 @@ TOML file, so an error's key is the dotted path a user would edit:
     selftest = false               # serve /selftest (hands out TURN credentials)
     log_format = "human"           # or "json" (top level, beside log_level)
     log_usernames = false          # usernames in logs; otherwise a keyed reference
+    [drain]                        # SIGTERM/SIGINT: stop taking allocations, keep calls
+    timeout = 3600.0               # seconds existing allocations may run on; 0 = none
+    alternate_server = "198.51.100.7:3478"  # new Allocates meanwhile: 300 Try Alternate
 
 `[auth]` is read by `trelay.config.auth_settings`; `[api]` and `[auth.third_party]` are described
 in `trelay.config.api_settings`.
@@ -95,6 +98,11 @@ from trelay.config.values import (
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_IDLE_TIMEOUT = 30.0
+# Long enough for the calls running when SIGTERM comes to end on their own (an hour is
+# what TURN's own maximum allocation lifetime is, RFC 8656 §7.2); the process supervisor's
+# stop timeout (systemd TimeoutStopSec, Kubernetes terminationGracePeriodSeconds) must be
+# longer.
+DEFAULT_DRAIN_TIMEOUT = 3600.0
 TRANSPORTS = ("udp", "tcp", "tls")
 LOG_FORMATS = ("human", "json")  # trelay.ops.logs.LogFormat
 MAX_WORKERS = 64
@@ -152,6 +160,18 @@ class StreamSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class DrainSettings:
+    """What SIGTERM does (design §4): allocations get `timeout` seconds to end on their own.
+
+    `alternate_server`: where new Allocates are sent meanwhile (300 Try Alternate with
+    ALTERNATE-SERVER, RFC 8489 §10); None answers them 508.
+    """
+
+    timeout: float = DEFAULT_DRAIN_TIMEOUT
+    alternate_server: ListenAddress | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class RelaySettings:
     """Relay sockets and the peer policy (RFC 8656 §7.2, design §6)."""
 
@@ -190,6 +210,7 @@ class Settings:
     relay: RelaySettings = field(default_factory=RelaySettings)
     http: HttpSettings = field(default_factory=HttpSettings)
     api: ApiSettings = field(default_factory=ApiSettings)
+    drain: DrainSettings = field(default_factory=DrainSettings)
     software: str = field(default_factory=default_software)
     log_level: LogLevel = LogLevel.INFO
     log_format: str = LOG_FORMATS[0]
@@ -244,6 +265,8 @@ def _read_file(path: Path) -> tuple[Settings, dict[str, tuple[ListenAddress, ...
     )
     api_table = root.table("api")
     api = read_api(api_table, base)
+    drain_table = root.table("drain")
+    drain = _read_drain(drain_table)
     software = read_text(root, "software", default_software())
     level = root.take("log_level")
     log_level = LogLevel.INFO if level is None else _parse_log_level("log_level", level)
@@ -252,10 +275,11 @@ def _read_file(path: Path) -> tuple[Settings, dict[str, tuple[ListenAddress, ...
     workers_value = root.take("workers")
     workers = 1 if workers_value is None else _check_workers("workers", workers_value)
     tables = (listen_table, tls_table, stream_table, auth_table, relay_table, quota_table)
-    for table in (*tables, lifetime_table, http_table, api_table, root):
+    for table in (*tables, lifetime_table, http_table, api_table, drain_table, root):
         table.finish()
     settings = Settings(
-        tls=tls, stream=stream, auth=auth, relay=relay, http=http, api=api, software=software,
+        tls=tls, stream=stream, auth=auth, relay=relay, http=http, api=api, drain=drain,
+        software=software,
         log_level=log_level, log_format=log_format, log_usernames=log_usernames,
         workers=workers,
     )  # fmt: skip
@@ -356,6 +380,7 @@ def _apply_flags(
     if flags.workers is not None:
         workers = _check_workers("--workers", flags.workers)
     relay = _relay_flags(settings.relay, flags)
+    drain = _drain_flags(settings.drain, flags)
     _check_port_range_split(relay.ports, workers)
     # The operator port is TCP too: it must not take a TCP or TLS listener's fixed port.
     _check_unique([("listen.tcp", resolved.tcp), ("listen.tls", resolved.tls),
@@ -368,6 +393,7 @@ def _apply_flags(
         relay=relay,
         http=http,
         api=api,
+        drain=drain,
         log_level=log_level,
         log_format=log_format,
         log_usernames=settings.log_usernames or flags.log_usernames,
@@ -428,6 +454,53 @@ def _check_unique(groups: list[tuple[str, tuple[ListenAddress, ...]]]) -> None:
             if address.port and address in seen:
                 raise SettingsError(key, f"{address} is already listed as {seen[address]}")
             seen.setdefault(address, key)
+
+
+def _read_drain(table: Table) -> DrainSettings:
+    timeout = table.take("timeout")
+    alternate = table.take("alternate_server")
+    return DrainSettings(
+        DEFAULT_DRAIN_TIMEOUT
+        if timeout is None
+        else check_drain_timeout(table.key("timeout"), timeout),
+        None
+        if alternate is None
+        else check_alternate_server(table.key("alternate_server"), alternate),
+    )
+
+
+def _drain_flags(drain: DrainSettings, flags: Flags) -> DrainSettings:
+    if flags.drain_timeout is not None:
+        drain = replace(drain, timeout=check_drain_timeout("--drain-timeout", flags.drain_timeout))
+    if flags.alternate_server is not None:
+        alternate = check_alternate_server("--alternate-server", flags.alternate_server)
+        drain = replace(drain, alternate_server=alternate)
+    return drain
+
+
+def check_drain_timeout(key: str, value: object) -> float:
+    """Seconds >= 0 (0: end the allocations at once), from TOML or a flag's text."""
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            raise SettingsError(key, f"expected seconds (a number), got {value!r}") from None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise SettingsError(key, f"expected seconds (a number), got {toml_type(value)}")
+    if not (math.isfinite(value) and value >= 0):
+        raise SettingsError(key, f"expected a number of seconds >= 0, got {value}")
+    return float(value)
+
+
+def check_alternate_server(key: str, value: object) -> ListenAddress:
+    """An IP address and port clients can be sent to (ALTERNATE-SERVER carries an IP
+    address, not a name: RFC 8489 §14.15)."""
+    address = parse_host_port(key, value)
+    if address.port == 0:
+        raise SettingsError(key, "needs a port other than 0")
+    if ipaddress.ip_address(address.host).is_unspecified:
+        raise SettingsError(key, f"{address.host} is no address a client can be sent to")
+    return address
 
 
 def _read_idle_timeout(table: Table) -> float:

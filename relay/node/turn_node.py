@@ -9,7 +9,10 @@ Owns everything between the pure core and the kernel for TURN (RFC 8656):
 - the data path both ways (its batch readers are in `trelay.node.data_path`), with no
   checkpoint, log line or action object per packet;
 - the timer task that sleeps until the core's next deadline;
-- graceful drain on shutdown.
+- graceful drain on shutdown (`drain`, design §4): the core refuses new allocations (508,
+  or 300 to an alternate server), every existing one keeps relaying, refreshing and
+  binding until it ends or the drain's timeout runs out, `end_drain_now` cuts it short,
+  and whatever is left is ended (reason `shutdown`).
 
 Clocks: `trio.current_time()` is the core's `now` (so tests can use MockClock), and
 `time.time()` its wall clock (nonces and TURN REST expiry must agree across processes).
@@ -24,6 +27,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 import trio
 
@@ -73,6 +77,16 @@ _DONT_FRAGMENT = {
     socket.AF_INET6: (socket.IPPROTO_IPV6, socket.IPV6_DONTFRAG, 1, 0),
 }
 DONT_FRAGMENT_SUPPORTED = sys.platform == "linux"
+# How often a running drain reports the allocations it still waits for.
+DRAIN_PROGRESS_SECONDS = 10.0
+
+
+class DrainEnd(StrEnum):
+    """Why a drain ended (what the last log line of a stopping node says)."""
+
+    ALL_ENDED = "all allocations ended"
+    TIMEOUT = "the drain timeout ran out"
+    ENDED_NOW = "ended at once on request"
 
 
 @dataclass(slots=True)
@@ -151,6 +165,8 @@ class TurnNode:
     _relays: dict[Address, _Relay] = field(default_factory=dict)
     _timer_scope: trio.CancelScope | None = None
     _all_ended: trio.Event = field(default_factory=trio.Event)
+    _drain_scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    _ended_now: bool = False
 
     # --- clients over UDP ---------------------------------------------------------------
 
@@ -432,13 +448,44 @@ class TurnNode:
         if scope is not None and deadline is not None and deadline < scope.deadline:
             scope.deadline = deadline
 
-    async def drain(self, grace: float) -> None:
-        """Refuse new allocations, wait up to `grace` seconds for the rest, then end them."""
-        self.server.start_draining()
-        if self.server.allocation_count:
-            with trio.move_on_after(grace):
-                await self._all_ended.wait()
+    async def drain(
+        self,
+        within: float,
+        *,
+        alternate: Address | None = None,
+        progress: Callable[[int], object] | None = None,
+        every: float = DRAIN_PROGRESS_SECONDS,
+    ) -> DrainEnd:
+        """Refuse new allocations, let the others run for up to `within` seconds (the
+        drain timeout), then end what is left; return why it ended.
+
+        New Allocates get 300 with `alternate` (when given) or 508 (the core decides,
+        `TurnServer.start_draining`); everything else keeps working. `progress` is told
+        the allocations left every `every` seconds while some are. `end_drain_now` ends
+        it early (an operator's second signal).
+        """
+        self.server.start_draining(alternate=alternate)
+        scope = self._drain_scope
+        scope.deadline = min(scope.deadline, trio.current_time() + within)
+        with scope:
+            while self.server.allocation_count:
+                if self._all_ended.is_set():  # set by an earlier moment at zero
+                    self._all_ended = trio.Event()
+                with trio.move_on_after(every):
+                    await self._all_ended.wait()
+                left = self.server.allocation_count
+                if left and progress is not None:
+                    progress(left)
+        end = DrainEnd.ALL_ENDED
+        if scope.cancelled_caught and self.server.allocation_count:
+            end = DrainEnd.ENDED_NOW if self._ended_now else DrainEnd.TIMEOUT
         self._execute(self.server.shutdown())
+        return end
+
+    def end_drain_now(self) -> None:
+        """Cut a running (or coming) drain short: its allocations end at once."""
+        self._ended_now = True
+        self._drain_scope.cancel()
 
 
 def wall_clock() -> float:

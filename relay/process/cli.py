@@ -143,6 +143,18 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="worker processes sharing the listen ports (SO_REUSEPORT); default 1",
     )
+    serve_parser.add_argument(
+        "--drain-timeout",
+        metavar="SECONDS",
+        help="on SIGTERM/SIGINT, how long existing allocations may run on (default 3600; "
+        "replaces drain.timeout); a second signal ends at once",
+    )
+    serve_parser.add_argument(
+        "--alternate-server",
+        metavar="HOST:PORT",
+        help="while draining, send new Allocates there (300 Try Alternate) instead of "
+        "refusing them (508); replaces drain.alternate_server",
+    )
     serve_parser.add_argument("--log-format", metavar="FORMAT", help="human or json")
     serve_parser.add_argument(
         "--log-usernames", action="store_true", help="write usernames in logs"
@@ -178,6 +190,8 @@ def flags_from(arguments: argparse.Namespace) -> Flags:
         log_format=arguments.log_format,
         log_usernames=arguments.log_usernames,
         workers=arguments.workers,
+        drain_timeout=arguments.drain_timeout,
+        alternate_server=arguments.alternate_server,
     )
 
 

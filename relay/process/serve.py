@@ -1,68 +1,90 @@
 """Serving until a signal: `trelay serve` in one process, or as the supervisor of workers.
 
 Owns what happens between a node being started and the process ending: the operator
-HTTP port, readiness, and the signals. SIGINT and SIGTERM drain the relay (/readyz
-answers 503 at once; no new allocations; existing ones get a grace period), then close
-every socket. The node itself is built by `trelay.node.assembly`; the workers by
+HTTP port, readiness, systemd's notifications, and the signals.
+
+- Before anything else binds, the operator HTTP ports are held (`hold_http_ports`): a
+  port another process listens on is a `SettingsError` naming `http.listen[i]` (status
+  2), not a failure after the relay's own ports are bound. The held sockets (bound,
+  never listening, SO_REUSEADDR like hypercorn's) are closed once the HTTP server
+  listens on the same ports.
+- Once the ready line is out, systemd is told READY=1, and its watchdog (if the unit
+  asks for one) is pinged for as long as the trio loop runs.
+- SIGINT and SIGTERM drain the relay (`trelay.process.drain`; with workers,
+  `trelay.process.workers`): /readyz 503 at once, new Allocates refused (300 Try
+  Alternate or 508), existing allocations relayed until they end or `[drain] timeout`
+  runs out; a second signal ends at once. Then every socket is closed and the process
+  ends with status 0.
+
+The node itself is built by `trelay.node.assembly`; the workers by
 `trelay.process.workers`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
-from collections.abc import AsyncIterator, Sequence
+import socket
+from collections.abc import Iterator, Sequence
 from typing import TextIO
 
 import trio
 from starlette.applications import Starlette
 
 from trelay.config.settings import Settings
+from trelay.config.values import SettingsError
 from trelay.node.assembly import start_node
 from trelay.node.listeners import BoundAddresses, HostPort, ListenError
-from trelay.node.turn_node import TurnNode
 from trelay.ops.http_app import NodeStatus, build_app
-from trelay.ops.http_server import serve_http
+from trelay.ops.http_server import bind_socket, serve_http
 from trelay.ops.metrics import node_registry
 from trelay.ops.operator_routes import operator_routes
+from trelay.process import systemd
+from trelay.process.drain import NodeDrain
 from trelay.process.ready import announce_ready
 from trelay.process.workers import serve_workers
-
-DRAIN_GRACE_SECONDS = 5.0
 
 logger = logging.getLogger(__name__)
 
 
 async def serve_workers_until_signal(settings: Settings, stdout: TextIO, stderr: TextIO) -> None:
     """`serve_until_signal` with `settings.workers` worker processes (`trelay.process.workers`)."""
+    with hold_http_ports(settings) as held:
 
-    async def http(nursery: trio.Nursery, app: Starlette) -> list[HostPort]:
-        return await start_http(nursery, settings, app)
+        async def http(nursery: trio.Nursery, app: Starlette) -> list[HostPort]:
+            bound = await start_http(nursery, settings, app)
+            _close(held)
+            return bound
 
-    def announce(bound: BoundAddresses, http_bound: Sequence[HostPort]) -> None:
-        announce_ready(settings, bound, stdout, stderr, http_bound)
+        def announce(bound: BoundAddresses, http_bound: Sequence[HostPort]) -> None:
+            announce_ready(settings, bound, stdout, stderr, http_bound)
+            systemd.notify("READY=1")
 
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        await serve_workers(
-            settings, signals, drain_grace=DRAIN_GRACE_SECONDS, start_http=http, announce=announce
-        )
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            await serve_workers(settings, signals, start_http=http, announce=announce)
 
 
 async def serve_until_signal(settings: Settings, stdout: TextIO, stderr: TextIO) -> None:
-    """Start the node, announce readiness, and stop cleanly on the first SIGINT or SIGTERM."""
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    """Start the node, announce readiness, drain on the first SIGINT or SIGTERM."""
+    with (
+        hold_http_ports(settings) as held,
+        trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals,
+    ):
         async with trio.open_nursery() as nursery:
             running = await start_node(nursery, settings)
             status = NodeStatus()
-            nursery.start_soon(
-                _drain_on_signal, signals, running.node, status, nursery.cancel_scope
-            )
+            drain = NodeDrain(running.node, status, settings.drain, nursery.cancel_scope, nursery)
+            nursery.start_soon(drain.on_signals, signals)
             registry = node_registry(running.node, ready=lambda: status.ready)
             routes = operator_routes(settings, running.bound, running.revocations)
             app = build_app(status, registry=registry, extra_routes=routes)
             http = await start_http(nursery, settings, app)
+            _close(held)
             status.mark_bound()
             announce_ready(settings, running.bound, stdout, stderr, http)
+            systemd.notify("READY=1")
+            await nursery.start(systemd.keep_watchdog)
 
 
 async def start_http(nursery: trio.Nursery, settings: Settings, app: Starlette) -> list[HostPort]:
@@ -76,13 +98,33 @@ async def start_http(nursery: trio.Nursery, settings: Settings, app: Starlette) 
     return bound
 
 
-async def _drain_on_signal(
-    signals: AsyncIterator[int], node: TurnNode, status: NodeStatus, scope: trio.CancelScope
-) -> None:
-    """First signal: not ready any more, no new allocations, the others get a grace period."""
-    async for number in signals:
-        logger.info("%s received, draining", signal.Signals(number).name)
-        status.start_draining()
-        await node.drain(DRAIN_GRACE_SECONDS)
-        scope.cancel()
-        return
+@contextlib.contextmanager
+def hold_http_ports(settings: Settings) -> Iterator[list[socket.socket]]:
+    """Bind every fixed-port `http.listen` address now, before the relay binds anything.
+
+    A port that cannot be bound (another process listens on it, an address this machine
+    does not have) is a `SettingsError` naming `http.listen[i]`. The sockets are bound
+    with SO_REUSEADDR and never listen, so the HTTP server's own socket binds the same
+    port beside them (Linux refuses that only next to a listening socket); they are
+    closed on leaving, or earlier by the caller once the server listens. Port 0 needs no
+    hold: any free port will do.
+    """
+    held: list[socket.socket] = []
+    try:
+        for index, address in enumerate(settings.http.listen):
+            if address.port == 0:
+                continue
+            try:
+                held.append(bind_socket(address.host, address.port))
+            except OSError as exc:
+                problem = f"cannot listen on {address}: {exc.strerror or exc}"
+                raise SettingsError(f"http.listen[{index}]", problem) from None
+        yield held
+    finally:
+        _close(held)
+
+
+def _close(sockets: list[socket.socket]) -> None:
+    for sock in sockets:
+        sock.close()
+    sockets.clear()

@@ -14,11 +14,14 @@ Worker -> supervisor: `WorkerBound` once every listener is bound, `WorkerReport`
 or a listen address fail before binding.
 
 Invariants:
-- The worker drains as `trelay serve` does (no new allocations, `drain_grace` seconds
-  for the others, then it ends, status 0) on `Drain`, on SIGTERM, and when the control
-  channel closes (its supervisor is gone: a worker never outlives it). SIGINT is
-  ignored: a Ctrl-C in a terminal reaches the whole process group, and the supervisor
-  decides.
+- The worker drains as `trelay serve` does (`trelay.process.drain`: no new allocations,
+  the others run on until they end or the drain timeout runs out, then it ends, status
+  0) on the first `Drain` (its timeout is the supervisor's), on SIGTERM (the settings'
+  timeout: systemd signals every process of the unit), and when the control channel
+  closes (its supervisor is gone: a worker never outlives it). While it drains, a
+  `Drain` with timeout 0 or another SIGTERM ends it at once (the operator's second
+  signal); a repeated `Drain` with a timeout does not. SIGINT is ignored: a Ctrl-C in a
+  terminal reaches the whole process group, and the supervisor decides.
 - Without shared secrets (static users only) the core's nonce key would be random per
   process; every worker gets the supervisor's `nonce_key` instead, so a nonce minted by
   one worker is accepted by all. With secrets the key is derived from them, as ever.
@@ -51,6 +54,7 @@ from trelay.node.udp_listener import serve_udp_socket
 from trelay.ops.http_app import NodeStatus
 from trelay.ops.logs import configure_logging
 from trelay.ops.metrics import NodeSnapshot, snapshot
+from trelay.process.drain import NodeDrain
 from trelay.process.exit_codes import ExitStatus, known_error, status_for
 
 REPORT_INTERVAL = 1.0
@@ -94,7 +98,6 @@ class WorkerAssignment:
 
     index: int
     settings: Settings
-    drain_grace: float
     nonce_key: bytes = field(repr=False)
     username_key: bytes = field(repr=False)
     # Inherited UDP sockets (bound by the supervisor), one per `settings.listen.udp`.
@@ -103,7 +106,12 @@ class WorkerAssignment:
 
 @dataclass(frozen=True, slots=True)
 class Drain:
-    """Stop taking allocations, give the others `drain_grace`, then end."""
+    """Stop taking allocations, let the others run for up to `timeout` seconds, then end.
+
+    Sent again with timeout 0 while the worker drains: end at once (a second signal).
+    """
+
+    timeout: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,8 +246,10 @@ async def serve_worker(assignment: WorkerAssignment, control: ControlChannel) ->
                 listeners=worker_listeners(assignment),
             )
             node, status = running.node, NodeStatus()
-            draining = Draining(node, status, assignment.drain_grace, nursery.cancel_scope)
-            nursery.start_soon(draining.on_signal, signals)
+            draining = NodeDrain(
+                node, status, settings.drain, nursery.cancel_scope, nursery, notify=False
+            )
+            nursery.start_soon(draining.on_signals, signals)
             status.mark_bound()
             logger.info("worker %d (pid %d) ready", assignment.index, os.getpid())
             await control.send(WorkerBound(os.getpid(), running.bound))
@@ -247,38 +257,19 @@ async def serve_worker(assignment: WorkerAssignment, control: ControlChannel) ->
             nursery.start_soon(_obey, control, node, status, draining)
 
 
-@dataclass(slots=True)
-class Draining:
-    """Drains the worker's node once, whoever asks first (SIGTERM, `Drain`, lost supervisor)."""
-
-    node: TurnNode
-    status: NodeStatus
-    grace: float
-    scope: trio.CancelScope
-
-    async def drain(self, why: str) -> None:
-        if self.status.draining:
-            return
-        logger.info("%s, draining", why)
-        self.status.start_draining()
-        await self.node.drain(self.grace)
-        self.scope.cancel()
-
-    async def on_signal(self, signals: AsyncIterator[int]) -> None:
-        async for number in signals:
-            await self.drain(f"{signal.Signals(number).name} received")
-            return
-
-
 async def _obey(
-    control: ControlChannel, node: TurnNode, status: NodeStatus, draining: Draining
+    control: ControlChannel, node: TurnNode, status: NodeStatus, draining: NodeDrain
 ) -> None:
     async for message in control:
         if isinstance(message, ReportRequest):
             await control.send(report(node, status))
         elif isinstance(message, Drain):
-            await draining.drain("drain asked by the supervisor")
-    await draining.drain("supervisor gone")
+            # Never awaited: the drain runs in the node's nursery while this loop goes
+            # on answering (reports, and a second `Drain` that ends it at once).
+            draining.request(
+                "drain asked by the supervisor", message.timeout, repeat_ends=message.timeout <= 0
+            )
+    draining.request("supervisor gone", repeat_ends=False)
 
 
 async def _report_every(control: ControlChannel, node: TurnNode, status: NodeStatus) -> None:

@@ -32,9 +32,14 @@ the counters of ended workers; per-worker families are labelled `worker="<index>
 the node is not draining. The token API and /selftest are served as with one process.
 Without certificate files, one throw-away TLS certificate serves every worker.
 
-SIGINT/SIGTERM: /readyz turns 503, every worker is told to drain (as `trelay serve`
-does: no new allocations, a grace period, then it ends), the supervisor waits at most
-the grace plus `DRAIN_MARGIN` seconds, stops what is left and ends (status 0).
+SIGINT/SIGTERM: /readyz turns 503, systemd is told STOPPING=1, and every worker is told
+to drain with `[drain] timeout` (`Drain`; as `trelay serve` does: no new allocations, the
+others run on until they end or the timeout runs out, then the worker ends). The
+supervisor logs the allocations left (from the workers' reports) when the drain starts
+and every `DRAIN_PROGRESS_SECONDS` (also as the systemd STATUS), waits for the workers
+at most the timeout plus `DRAIN_MARGIN` seconds, stops what is left and ends (status
+0), logging why. A second SIGINT/SIGTERM tells every worker to end at once (`Drain(0)`)
+and waits at most `STOP_TIMEOUT` more.
 
 A worker that dies unexpectedly is logged, the node is not ready until it is back, and
 it is restarted with the same index, sockets and relay port slice after `RESTART_DELAY`
@@ -75,9 +80,12 @@ from trelay.config.revocations import watched_revocations
 from trelay.config.settings import ListenSettings, Settings
 from trelay.node.listeners import BoundAddresses, HostPort
 from trelay.node.tls import generate_self_signed
+from trelay.node.turn_node import DRAIN_PROGRESS_SECONDS, DrainEnd
 from trelay.ops.http_app import NodeStatus, build_app
 from trelay.ops.metrics import NodeSnapshot, WorkerUsage, combine, counters_only, workers_registry
 from trelay.ops.operator_routes import operator_routes
+from trelay.process import systemd
+from trelay.process.drain import draining_status
 from trelay.process.exit_codes import ExitStatus
 from trelay.process.listen_reservation import (
     Reservation,
@@ -175,9 +183,8 @@ class WorkersStatus(NodeStatus):
 
 
 class Supervisor:
-    def __init__(self, settings: Settings, reservation: Reservation, drain_grace: float) -> None:
+    def __init__(self, settings: Settings, reservation: Reservation) -> None:
         self.settings = settings
-        self.drain_grace = drain_grace
         self.reservation = reservation
         each = worker_settings(settings, reservation.listen)
         self.slots = [WorkerSlot(i, s) for i, s in enumerate(each)]
@@ -230,8 +237,7 @@ class Supervisor:
         slot.process, slot.control, slot.failure = process, ControlChannel.from_socket(parent), None
         try:
             assignment = WorkerAssignment(
-                slot.index, slot.settings, self.drain_grace, self.nonce_key, self.username_key,
-                udp_fds,
+                slot.index, slot.settings, self.nonce_key, self.username_key, udp_fds,
             )  # fmt: skip
             listened = trio.Event()
             async with trio.open_nursery() as nursery:
@@ -295,17 +301,63 @@ class Supervisor:
     def usage(self) -> list[WorkerUsage]:
         return [slot.usage() for slot in self.slots]
 
-    async def drain(self) -> None:
-        """Tell every worker to drain; wait for them (bounded)."""
+    def allocations_left(self) -> int:
+        """The allocations of every worker, as their latest reports say."""
+        return int(sum(slot.usage().allocations_active for slot in self.slots))
+
+    async def drain(self, why: str, signals: AsyncIterator[int] | None = None) -> DrainEnd:
+        """Tell every worker to drain; wait for them (bounded); a further signal from
+        `signals` ends them at once. Returns why the drain ended."""
         self.status.start_draining()
+        timeout = self.settings.drain.timeout
+        left = self.allocations_left()
+        logger.info(
+            "%s: draining %d workers, %d allocations left, timeout %g s",
+            why, len(self.slots), left, timeout,
+        )  # fmt: skip
+        systemd.notify("STOPPING=1", draining_status(left))
+        await self._tell_all(Drain(timeout))
+        started = trio.current_time()
+        ended_now = trio.Event()
+        async with trio.open_nursery() as watchers:
+            with trio.move_on_after(timeout + DRAIN_MARGIN) as waiting:
+                if signals is not None:
+                    watchers.start_soon(self._end_now_on, signals, waiting, ended_now)
+                watchers.start_soon(self._progress)
+                for slot in self.slots:
+                    if slot.process is not None:
+                        await slot.process.wait()
+            watchers.cancel_scope.cancel()
+        if ended_now.is_set():
+            end = DrainEnd.ENDED_NOW
+        elif waiting.cancelled_caught or trio.current_time() - started >= timeout:
+            end = DrainEnd.TIMEOUT
+        else:
+            end = DrainEnd.ALL_ENDED
+        logger.info("drain over: %s", end.value)
+        return end
+
+    async def _tell_all(self, message: Drain) -> None:
         for slot in self.slots:
             if slot.control is not None:
                 with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-                    await slot.control.send(Drain())
-        with trio.move_on_after(self.drain_grace + DRAIN_MARGIN):
-            for slot in self.slots:
-                if slot.process is not None:
-                    await slot.process.wait()
+                    await slot.control.send(message)
+
+    async def _end_now_on(
+        self, signals: AsyncIterator[int], waiting: trio.CancelScope, ended_now: trio.Event
+    ) -> None:
+        async for number in signals:
+            logger.info("%s received while draining: ending at once", signal.Signals(number).name)
+            ended_now.set()
+            waiting.deadline = min(waiting.deadline, trio.current_time() + STOP_TIMEOUT)
+            await self._tell_all(Drain(0.0))
+
+    async def _progress(self) -> None:
+        while True:
+            await trio.sleep(DRAIN_PROGRESS_SECONDS)
+            left = self.allocations_left()
+            logger.info("draining: %d allocations left", left)
+            systemd.notify(draining_status(left))
 
 
 async def _stop(process: trio.Process) -> None:
@@ -339,7 +391,6 @@ async def serve_workers(
     settings: Settings,
     signals: AsyncIterator[int],
     *,
-    drain_grace: float,
     start_http: StartHttp,
     announce: Announce,
     task_status: trio.TaskStatus[Supervisor] = trio.TASK_STATUS_IGNORED,
@@ -350,7 +401,7 @@ async def serve_workers(
         try:
             listen = reservation.listen
             settings_for_workers = _shared_certificate(settings, listen, Path(directory))
-            supervisor = Supervisor(settings_for_workers, reservation, drain_grace)
+            supervisor = Supervisor(settings_for_workers, reservation)
             async with trio.open_nursery() as nursery:
                 for slot in supervisor.slots:
                     nursery.start_soon(supervisor.keep_running, slot)
@@ -374,12 +425,14 @@ async def serve_workers(
                 http = await start_http(nursery, app)
                 supervisor.status.mark_bound()
                 announce(bound, http)
+                await nursery.start(systemd.keep_watchdog)
                 task_status.started(supervisor)
                 async for number in signals:
-                    name = signal.Signals(number).name
-                    logger.info("%s received, draining %d workers", name, len(supervisor.slots))
+                    why = f"{signal.Signals(number).name} received"
                     break
-                await supervisor.drain()
+                else:  # pragma: no cover - a signal receiver never ends by itself
+                    why = "signals closed"
+                await supervisor.drain(why, signals)
                 nursery.cancel_scope.cancel()
         finally:
             reservation.close()

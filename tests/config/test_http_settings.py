@@ -108,7 +108,7 @@ async def test_serve_reports_http_and_readyz_turns_503_on_sigterm(tmp_path: Path
             await client.allocate()
             metrics = await http_request(operator, "/metrics")
             assert 'trelay_allocations_active{transport="udp"} 1.0' in metrics.text
-            # The allocation keeps the node draining (its grace period) after SIGTERM.
+            # The allocation keeps the node draining (up to the drain timeout) after SIGTERM.
             running.process.send_signal(signal.SIGTERM)
             with trio.fail_after(TIMEOUT):
                 for _ in range(1000):  # bounded: 503 comes within one poll or two
@@ -119,6 +119,8 @@ async def test_serve_reports_http_and_readyz_turns_503_on_sigterm(tmp_path: Path
             assert readyz.json() == {"status": "not ready", "reason": "draining"}
             assert (await http_request(operator, "/healthz")).status == 200
             assert "trelay_ready 0.0" in (await http_request(operator, "/metrics")).text
+            # Its end is the drain's end: the node stops as soon as it is deleted.
+            assert await client.refresh(0) == 0
         with trio.fail_after(TIMEOUT):
             assert await running.process.wait() == 0
 
@@ -130,7 +132,9 @@ async def test_no_http_port_when_the_list_is_empty(tmp_path: Path) -> None:
         assert await stop(running, signal.SIGINT) == 0
 
 
-async def test_an_http_port_in_use_exits_1_naming_the_key(tmp_path: Path) -> None:
+async def test_an_http_port_in_use_exits_2_naming_the_key_before_anything_binds(
+    tmp_path: Path,
+) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -141,6 +145,9 @@ async def test_an_http_port_in_use_exits_1_naming_the_key(tmp_path: Path) -> Non
                  "--listen-http", f"127.0.0.1:{port}"],
                 capture_stdout=True, capture_stderr=True, check=False,
             )  # fmt: skip
-    assert done.returncode == 1
+    assert done.returncode == 2
     assert done.stdout == b""
-    assert f"trelay: http.listen[0]: cannot listen on 127.0.0.1:{port}" in done.stderr.decode()
+    # One line, and before the relay bound anything (no "listening on" line before it).
+    assert done.stderr.decode() == (
+        f"trelay: http.listen[0]: cannot listen on 127.0.0.1:{port}: Address already in use\n"
+    )

@@ -21,7 +21,14 @@ from pathlib import Path
 import trio
 
 from trelay.stun.address_attributes import XorPeerAddress, XorRelayedAddress
-from trelay.stun.attributes import ChannelNumber, Nonce, Realm, RequestedTransport, Username
+from trelay.stun.attributes import (
+    ChannelNumber,
+    Lifetime,
+    Nonce,
+    Realm,
+    RequestedTransport,
+    Username,
+)
 from trelay.stun.codes import MessageClass, Method
 from trelay.stun.credentials import long_term_key
 from trelay.stun.error_attributes import ErrorCodeAttribute
@@ -105,7 +112,9 @@ async def allocate_with(
     """401 challenge, then a signed Allocate that must succeed with a relayed address
     (or, with `refused`, fail with that error code, signed).
 
-    Then one ChannelBind per (peer, expected error code or None for success).
+    Then one ChannelBind per (peer, expected error code or None for success), and the
+    allocation is deleted (Refresh with LIFETIME 0), as a client that is done does: a
+    drain then has nothing to wait for.
     """
     with trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
         await client.bind(("127.0.0.1", 0))
@@ -140,3 +149,13 @@ async def allocate_with(
                 answer = decode_message(await client.recv(2048))
             error = answer.get(ErrorCodeAttribute)
             assert (None if error is None else error.code) == expected, answer
+        delete = Message(
+            Method.REFRESH,
+            MessageClass.REQUEST,
+            new_transaction_id(),
+            (Lifetime(0), *attributes[1:]),
+        )
+        await client.sendto(encode_signed(delete, key), server)
+        with trio.fail_after(TIMEOUT):
+            deleted = decode_message(await client.recv(2048))
+        assert deleted.message_class is MessageClass.SUCCESS, deleted

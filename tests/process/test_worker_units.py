@@ -92,8 +92,8 @@ def test_control_messages_pickle() -> None:
     snapshot = NodeSnapshot(relayed_bytes={("client_to_peer", "udp"): 10.0},
                             latency={"allocate": ((1, 0, 2), 0.25)})  # fmt: skip
     messages = [
-        WorkerAssignment(1, Settings(), 5.0, b"n" * 32, b"u" * 32),
-        Drain(),
+        WorkerAssignment(1, Settings(), b"n" * 32, b"u" * 32),
+        Drain(3600.0),
         ReportRequest(),
         WorkerBound(1234, BoundAddresses(udp=(("127.0.0.1", 1),))),
         WorkerReport(snapshot, True, 1.5, 4096),
@@ -110,9 +110,9 @@ async def test_the_control_channel_frames_messages_both_ways() -> None:
     report = WorkerReport(NodeSnapshot(channels_active={(): 2.0}), False, 0.5, 1)
     with trio.fail_after(5):
         await a.send(report)
-        await a.send(Drain())
+        await a.send(Drain(2.5))
         assert await b.receive() == report
-        assert await b.receive() == Drain()
+        assert await b.receive() == Drain(2.5)
         await a.stream.aclose()
         assert await b.receive() is None
     await b.stream.aclose()

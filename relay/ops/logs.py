@@ -328,3 +328,12 @@ def configure_logging(
     root.addHandler(handler)
     root.setLevel(parse_level(level))
     return handler
+
+
+def set_level(level: int | str) -> None:
+    """Change the level in force (a reload's `log_level`): the root logger's, nothing else.
+
+    The handler, its format and its `user_ref` key stay as `configure_logging` made them,
+    so references to one user still match across the change.
+    """
+    logging.getLogger().setLevel(parse_level(level))

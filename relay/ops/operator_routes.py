@@ -7,7 +7,8 @@ Owns the choice of routes from the settings (`trelay.ops.http_app.build_app` mou
   public name or address: a listener bound to 0.0.0.0 is advertised as loopback);
 - RFC 7635 access tokens (`POST /v1/access-tokens`) when `[auth.third_party]` is set;
 - `/selftest` when `http.selftest` is on, with credentials for the identity "selftest"
-  valid for ten minutes.
+  valid for ten minutes, telling the page when TLS uses the throw-away self-signed
+  certificate (no `tls.cert`), which browsers refuse.
 """
 
 from __future__ import annotations
@@ -49,7 +50,8 @@ def operator_routes(
             )
             return ice_servers(bound, credential)
 
-        routes += selftest_routes(selftest_servers)
+        self_signed = bool(bound.tls) and settings.tls.self_signed
+        routes += selftest_routes(selftest_servers, self_signed_tls=self_signed)
     return routes
 
 

@@ -1,5 +1,7 @@
 """`/selftest` in headless Debian Chromium: it reports the relay working over UDP and TCP,
-and reports failure, in plain words, when the relay refuses the credentials."""
+reports failure, in plain words, when the relay refuses the credentials, and, with the
+development defaults' self-signed certificate, says TLS was not checked from the browser
+(and how to check it) instead of reporting TURN over TLS as broken."""
 
 from __future__ import annotations
 
@@ -60,6 +62,20 @@ def relay_with_page() -> Iterator[tuple[RunningNode, str]]:
 
 
 @pytest.fixture
+def relay_with_tls_page() -> Iterator[tuple[RunningNode, str]]:
+    """The page as `make run` serves it: UDP, TCP and TLS with a throw-away certificate."""
+    with threaded_turn_node() as running:
+        bound = BoundAddresses(udp=(running.udp,), tcp=(running.tcp,), tls=(running.tls,))
+        credential = TurnCredential(USERNAME, PASSWORD)
+        routes = selftest_routes(lambda: ice_servers(bound, credential), self_signed_tls=True)
+        base = trio.from_thread.run(
+            running.node.nursery.start, serve_page, Starlette(routes=routes),
+            trio_token=running.token,
+        )  # fmt: skip
+        yield running, base
+
+
+@pytest.fixture
 def browser(tmp_path: Path) -> Iterator[webdriver.Chrome]:
     with headless_chromium(tmp_path / "profile", tmp_path / "chromedriver.log") as driver:
         yield driver
@@ -110,3 +126,28 @@ def test_the_page_reports_refused_credentials(
         assert result["error"] == "the relay refused the credentials (401)", json.dumps(state)
     assert "does not work: the relay refused the credentials (401)" in str(state["text"])
     assert "The relay works over 0 of 2 transports." in str(state["text"])
+
+
+def test_a_development_certificate_is_explained_not_reported_broken(
+    relay_with_tls_page: tuple[RunningNode, str], browser: webdriver.Chrome
+) -> None:
+    running, base = relay_with_tls_page
+    state = run_page(browser, f"{base}/selftest")
+    results = state["results"]
+    assert isinstance(results, dict), state
+    assert set(results) == {"udp", "tcp", "tls"}, state
+    assert results["udp"]["ok"] is True and results["tcp"]["ok"] is True, json.dumps(state)
+    # Chromium refuses the self-signed certificate: the page says so, in plain words.
+    tls = results["tls"]
+    assert tls["ok"] is False and tls["untrustedCertificate"] is True, json.dumps(state)
+    text = str(state["text"])
+    assert "does not work" not in text, text
+    assert "not checked: this browser does not trust the relay's development" in text
+    assert (
+        "The relay works over every transport this browser can check (TURN over UDP, "
+        "TURN over TCP). TURN over TLS was not checked: the certificate is a development one."
+    ) in text
+    # And how to check TLS for real, with this relay's TLS address.
+    host, port = running.tls
+    assert f"openssl s_client -connect {host}:{port}" in text
+    assert "a certificate browsers trust" in text

@@ -104,7 +104,12 @@ def test_browser_ice_servers_leave_out_what_a_browser_cannot_use() -> None:
     ]
     trusted = ice_servers_json(browser_ice_servers(BOUND, credential, trusted_tls=True))
     assert trusted[0] == untrusted[0]
-    assert trusted[1]["urls"] == [*untrusted[1]["urls"], "turns:127.0.0.1:40001?transport=tcp"]
+    assert trusted[1]["urls"] == [
+        "turn:127.0.0.1:40000?transport=udp",
+        "turn:[::1]:40002?transport=udp",
+        "turn:127.0.0.1:40000?transport=tcp",
+        "turns:127.0.0.1:40001?transport=tcp",  # a configured certificate: trusted
+    ]
     assert browser_ice_servers(BOUND, None, trusted_tls=True) == (
         IceServer(("stun:127.0.0.1:40000", "stun:[::1]:40002")),
     )

@@ -41,6 +41,8 @@ async def test_tokens_revocations_and_selftest_through_the_process(
     async with running_trelay(tmp_path, *args, "--selftest") as running:
         [udp] = running.addresses("udp")
         [http] = running.addresses("http")
+        # A configured secret: the ready line names the listeners, and no credential.
+        assert "username" not in json.dumps(running.ready)
 
         bearer = {"Authorization": f"Bearer {token}"}
         answer = await http_request(http, "/v1/ice-servers?policy=relay", headers=bearer)

@@ -130,6 +130,7 @@ _WHY_RESTART = {
     "log_format": "the log formatter is made at start",
     "log_usernames": "the log formatter is made at start",
     "tls": "a throw-away certificate is made at start only",
+    "drain": "the drain is set up at start",
 }
 
 
@@ -151,11 +152,22 @@ class Reload:
     `settings`: the settings in force from now on (compare the next reload with them).
     `live`: the changes a running node and process apply (`applies` asks for a key).
     `restart`: changes refused until a restart; `settings` keeps the running values.
+    `live_paths`: the `Settings` attribute paths ("relay.user_quota") whose values the
+    live changes set, for `onto`.
     """
 
     settings: Settings
     live: tuple[Change, ...] = ()
     restart: tuple[Change, ...] = ()
+    live_paths: tuple[str, ...] = ()
+
+    def onto(self, settings: Settings) -> Settings:
+        """`settings` with this reload's live values: another view of the same node (a
+        worker's settings, with its own ports and relay port slice), kept up to date so
+        that a worker restarted later starts with what is in force."""
+        for path in self.live_paths:
+            settings = _with(settings, path, _value(self.settings, path))
+        return settings
 
     def applies(self, *keys: str) -> bool:
         """True if any of `keys` (as in the file: "quotas.user") changes live."""
@@ -196,7 +208,12 @@ def reload_settings(current: Settings, config: Path | None, flags: Flags) -> Rel
     problem = _contradiction(merged)
     if problem is not None:
         return problem
-    return Reload(merged, (*tls.live, *secrets, *live), (*tls.restart, *refused, *restart))
+    return Reload(
+        merged,
+        (*tls.live, *secrets, *live),
+        (*tls.restart, *refused, *restart),
+        tuple(_differences(current, merged)),
+    )
 
 
 # --- the rules with more than one key ----------------------------------------------------

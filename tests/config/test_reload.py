@@ -7,6 +7,7 @@ running value), and that a bad file changes nothing and names the key.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -64,6 +65,7 @@ def test_the_dev_defaults_keep_their_generated_secret() -> None:
     assert isinstance(result, Reload)
     assert result.live == () and result.restart == ()
     assert result.settings.auth.dev_secret == current.auth.dev_secret
+    assert result.live_paths == ()
     assert result.settings.auth.shared_secrets == current.auth.shared_secrets
 
 
@@ -361,3 +363,36 @@ def test_a_file_that_is_gone_or_not_toml_is_refused(config: Path) -> None:
     config.unlink()
     gone = reload_settings(current, config, Flags())
     assert isinstance(gone, ReloadFailed) and gone.key == "--config"
+
+
+# --- other views of the node, and keys nobody classified ---------------------------------
+
+
+def test_onto_gives_a_workers_settings_the_live_values_and_keeps_its_own(config: Path) -> None:
+    current = load_settings(config)
+    worker = replace(
+        current,
+        listen=replace(current.listen, udp=(ListenAddress("127.0.0.1", 40000),)),
+        relay=replace(current.relay, ports=(50000, 50099)),
+    )
+    text = "workers = 4\n" + BASE.replace("user = 5", "user = 1").replace(
+        'allow_peers = ["192.0.2.0/24"]', 'deny_peers = ["198.51.100.7/32"]'
+    )
+    result = reloaded(current, config, text)
+    assert set(result.live_paths) == {"relay.allow_peers", "relay.deny_peers", "relay.user_quota"}
+    updated = result.onto(worker)
+    assert updated.relay.user_quota == 1
+    assert updated.relay.deny_peers == ("198.51.100.7/32",)
+    assert updated.relay.allow_peers == ()
+    assert updated.relay.ports == (50000, 50099)
+    assert updated.listen == worker.listen
+    assert updated.workers == current.workers == 1
+
+
+def test_a_key_without_a_rule_waits_for_a_restart(config: Path) -> None:
+    current = load_settings(config)
+    result = reloaded(current, config, BASE + "[drain]\ntimeout = 60\n")
+    assert [str(c) for c in result.restart] == [
+        "drain.timeout: changed; needs a restart (the drain is set up at start)"
+    ]
+    assert result.settings.drain == current.drain

@@ -1,66 +1,78 @@
-"""deploy/kubernetes/trelay.yaml and deploy/Dockerfile agree with trelay itself: the
-ConfigMap's settings load, the container's command is one `trelay serve` accepts, the
-probes and the Prometheus annotation name the operator port and endpoints trelay serves,
-and the ports match. (No cluster or container engine runs here: this checks what can be
-checked without one.)"""
+"""deploy/kubernetes/trelay.yaml agrees with trelay itself and with Kubernetes' schemas: the
+objects validate offline (kubernetes-validate's OpenAPI schemas, unknown fields refused),
+the ConfigMap's settings and the container's arguments load, the operator port listens on
+the pod IP (never 0.0.0.0 on the host network), the probes and the Prometheus annotation
+name what trelay serves, the grace period covers the drain, and the preStop hook drains
+trelay and waits for it, run for real in a PID namespace where trelay is PID 1 as in the
+container. (No cluster runs here: the kubelet's own part is not exercised.)
+"""
 
 from __future__ import annotations
 
 import json
-import re
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
-from trelay.config.settings import load_settings
+from tests.helpers.kube_manifests import (
+    NODE_IP,
+    by_kind,
+    kubernetes_versions,
+    mounted_settings,
+    only_container,
+    validate,
+)
 from trelay.ops.http_app import NodeStatus, build_app
-from trelay.process.cli import build_parser, flags_from
+from trelay.process.cli import build_parser
 
 ROOT = Path(__file__).parents[2]
 MANIFEST = ROOT / "deploy" / "kubernetes" / "trelay.yaml"
-DOCKERFILE = ROOT / "deploy" / "Dockerfile"
+DRAIN_TIMEOUT = 3600.0  # `[drain] timeout`'s default; the manifest passes it explicitly
+TIMEOUT = 60
 
 
 def documents() -> dict[str, dict[str, Any]]:
-    return {doc["kind"]: doc for doc in yaml.safe_load_all(MANIFEST.read_text())}
+    return by_kind(yaml.safe_load_all(MANIFEST.read_text()))
 
 
 def container() -> dict[str, Any]:
-    spec = documents()["DaemonSet"]["spec"]["template"]["spec"]
-    [only] = spec["containers"]
-    return dict(only)
+    return only_container(documents()["DaemonSet"])
 
 
-def mount(name: str) -> str:
-    return str(next(m["mountPath"] for m in container()["volumeMounts"] if m["name"] == name))
+@pytest.mark.parametrize("version", kubernetes_versions())
+def test_the_objects_validate_against_the_kubernetes_schemas(version: str) -> None:
+    for item in documents().values():
+        validate(item, version)
 
 
 def test_the_config_map_and_the_command_make_valid_settings(tmp_path: Path) -> None:
     docs = documents()
-    config_dir = tmp_path / mount("config").strip("/")
-    secrets_dir = tmp_path / mount("secrets").strip("/")
-    config_dir.mkdir(parents=True)
-    secrets_dir.mkdir(parents=True)
-    for name, text in docs["ConfigMap"]["data"].items():
-        (config_dir / name).write_text(text.replace("/etc/", f"{tmp_path}/etc/"))
-    for name, text in docs["Secret"]["stringData"].items():
-        (secrets_dir / name).write_text(text)
-    args = [a.replace("$(HOST_IP)", "10.0.0.5") for a in container()["args"]]
-    args = [a.replace("/etc/", f"{tmp_path}/etc/") for a in args]
-    arguments = build_parser().parse_args(args)
-    settings = load_settings(arguments.config, flags_from(arguments))
-    assert settings.relay.address == "10.0.0.5"
+    settings = mounted_settings(docs, tmp_path)
+    assert settings.relay.address == NODE_IP  # status.hostIP
     assert settings.auth.shared_secrets == ("replace-with-a-long-random-secret",)
     ports = {(p["containerPort"], p["protocol"]) for p in container()["ports"]}
     assert {(a.port, "UDP") for a in settings.listen.udp} <= ports
     assert {(a.port, "TCP") for a in settings.listen.tcp} <= ports
+    # The operator port on the pod IP only: 0.0.0.0 on the host network is every address
+    # of the node, its public one included.
     [http] = settings.http.listen
+    assert http.host == NODE_IP
     assert (http.port, "TCP") in ports
     annotations = docs["DaemonSet"]["spec"]["template"]["metadata"]["annotations"]
     assert annotations["prometheus.io/port"] == str(http.port)
     for probe in ("readinessProbe", "livenessProbe"):
         assert container()[probe]["httpGet"]["port"] == http.port
+        assert "host" not in container()[probe]["httpGet"]  # the pod IP, where it listens
+    pod_ip = {e["name"]: e for e in container()["env"]}["POD_IP"]
+    assert pod_ip["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
 
 
 def test_the_probes_ask_endpoints_trelay_serves() -> None:
@@ -69,24 +81,76 @@ def test_the_probes_ask_endpoints_trelay_serves() -> None:
     assert container()["livenessProbe"]["httpGet"]["path"] == "/healthz" in paths
 
 
-def test_the_grace_period_leaves_time_to_drain() -> None:
-    from trelay.process.serve import DRAIN_GRACE_SECONDS
-
+def test_the_grace_period_covers_the_drain(tmp_path: Path) -> None:
     spec = documents()["DaemonSet"]["spec"]["template"]["spec"]
-    assert spec["terminationGracePeriodSeconds"] > DRAIN_GRACE_SECONDS + 5
+    args = container()["args"]
+    drain = float(args[args.index("--drain-timeout") + 1])
+    assert drain == DRAIN_TIMEOUT
+    assert spec["terminationGracePeriodSeconds"] == drain + 60
     assert spec["hostNetwork"] is True  # relayed addresses are the node's own
+    settings = mounted_settings(documents(), tmp_path)
+    assert settings.drain.timeout == drain
 
 
-def test_the_image_runs_trelay_serve_with_the_mounted_settings() -> None:
-    text = DOCKERFILE.read_text()
-    entrypoint = json.loads(re.search(r"^ENTRYPOINT (.+)$", text, re.M).group(1))  # type: ignore[union-attr]
-    command = json.loads(re.search(r"^CMD (.+)$", text, re.M).group(1))  # type: ignore[union-attr]
-    assert entrypoint == ["trelay"]
-    arguments = build_parser().parse_args(command)
-    assert arguments.command == "serve"
-    config_map_file = Path(mount("config")) / next(iter(documents()["ConfigMap"]["data"]))
-    assert arguments.config == config_map_file
+def test_the_image_is_the_readme_tag_and_runs_the_mounted_settings() -> None:
+    assert container()["image"] == "trelay:0.1.0"
+    dockerfile = (ROOT / "deploy" / "Dockerfile").read_text()
+    command = json.loads(next(line for line in dockerfile.splitlines()
+                              if line.startswith("CMD "))[4:])  # fmt: skip
     # The manifest's args replace the image's CMD and keep the same settings file.
     assert container()["args"][:3] == command
-    user = re.search(r"^USER (\d+)", text, re.M)
-    assert user is not None and int(user.group(1)) == container()["securityContext"]["runAsUser"]
+    config = build_parser().parse_args(command).config
+    mount = next(m for m in container()["volumeMounts"] if m["name"] == "config")
+    assert config == Path(mount["mountPath"]) / next(iter(documents()["ConfigMap"]["data"]))
+    security = container()["securityContext"]
+    assert "USER 65534:65534" in dockerfile and security["runAsUser"] == 65534
+    assert security["runAsNonRoot"] and security["readOnlyRootFilesystem"]
+    assert security["capabilities"] == {"drop": ["ALL"]}
+
+
+def pre_stop_command() -> list[str]:
+    return list(container()["lifecycle"]["preStop"]["exec"]["command"])
+
+
+def children(pid: int) -> list[int]:
+    text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    return [int(child) for child in text.split()]
+
+
+def test_the_pre_stop_hook_drains_trelay_and_waits_for_it_to_exit(tmp_path: Path) -> None:
+    """trelay as PID 1 of a new PID namespace, as in the container (exec-form ENTRYPOINT);
+    the hook, run in that namespace, must start the drain with SIGTERM and end only when
+    trelay has ended (status 0): the kubelet's own SIGTERM comes after the hook."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None or shutil.which("nsenter") is None:
+        pytest.skip("a PID namespace needs root and util-linux's unshare and nsenter")
+    trelay = Path(sys.executable).with_name("trelay")
+    with (tmp_path / "stderr").open("w+") as stderr:
+        # unshare forks and its child execs trelay: PID 1 there; unshare exits with its status.
+        serve = subprocess.Popen(
+            ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child",
+             trelay, "serve", "--listen-udp", "127.0.0.1:0", "--listen-http", "127.0.0.1:0"],
+            stdout=subprocess.PIPE, stderr=stderr, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            assert serve.stdout is not None
+            line = serve.stdout.readline()
+            assert json.loads(line)["event"] == "ready", (line, stderr.read())
+            [pid_1] = children(serve.pid)  # trelay, as the host sees it
+            hook = subprocess.run(
+                ["nsenter", f"--target={pid_1}", "--pid", "--", *pre_stop_command()],
+                capture_output=True, text=True, timeout=TIMEOUT, check=False,
+            )  # fmt: skip
+            # When PID 1 ends, the kernel kills the rest of its namespace, the hook's wait
+            # loop included (in a pod the kubelet sees the hook end with the container).
+            assert hook.returncode in (0, -signal.SIGKILL), hook
+            started = time.monotonic()
+            status = serve.wait(timeout=TIMEOUT)
+            assert time.monotonic() - started < 1.0  # trelay had ended when the hook did
+        finally:
+            if serve.poll() is None:
+                serve.kill()
+                serve.wait()
+        stderr.seek(0)
+        log = stderr.read()
+    assert status == 0, log
+    assert "SIGTERM received" in log and "Traceback" not in log

@@ -17,8 +17,8 @@ Invariants:
 - The worker drains as `trelay serve` does (`trelay.process.drain`: no new allocations,
   the others run on until they end or the drain timeout runs out, then it ends, status
   0) on the first `Drain` (its timeout is the supervisor's), on SIGTERM (the settings'
-  timeout: systemd signals every process of the unit), and when the control channel
-  closes (its supervisor is gone: a worker never outlives it). While it drains, a
+  timeout: systemd signals every process of the unit). When the control channel closes
+  (its supervisor is gone: a worker never outlives it) it ends at once. While it drains, a
   `Drain` with timeout 0 or another SIGTERM ends it at once (the operator's second
   signal); a repeated `Drain` with a timeout does not. SIGINT is ignored: a Ctrl-C in a
   terminal reaches the whole process group, and the supervisor decides.
@@ -269,7 +269,9 @@ async def _obey(
             draining.request(
                 "drain asked by the supervisor", message.timeout, repeat_ends=message.timeout <= 0
             )
-    draining.request("supervisor gone", repeat_ends=False)
+    # Nobody is left to serve /readyz or to stop this worker: its calls end now, and no
+    # orphan keeps a share of the listen ports from a restarted node.
+    draining.request("supervisor gone", 0.0)
 
 
 async def _report_every(control: ControlChannel, node: TurnNode, status: NodeStatus) -> None:

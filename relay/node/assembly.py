@@ -89,7 +89,12 @@ async def start_node(
         ssl_context = context_for(settings.tls, [a.host for a in settings.listen.tls])
     bound: BoundAddresses = await nursery.start(
         functools.partial(
-            serve, settings, frontend=node, listeners=listeners, ssl_context=ssl_context
+            serve,
+            settings,
+            frontend=node,
+            listeners=listeners,
+            ssl_context=ssl_context,
+            handshake_failures=node.tls_handshake_failures,
         )
     )
     server.listening_on([*bound.udp, *bound.tcp, *bound.tls])

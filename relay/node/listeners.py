@@ -29,7 +29,7 @@ import trio
 from trelay.config.settings import ListenSettings, Settings
 from trelay.config.values import ListenAddress, format_host_port
 from trelay.node.frontend import ClientFrontend, ResponderFrontend
-from trelay.node.stream_listener import serve_stream
+from trelay.node.stream_listener import HandshakeFailures, serve_stream
 from trelay.node.tls import context_for
 from trelay.node.udp_listener import serve_udp
 from trelay.turn.binding import BindingResponder
@@ -61,6 +61,7 @@ class StreamServe(Protocol):
         *,
         ssl_context: ssl.SSLContext | None = ...,
         idle_timeout: float = ...,
+        handshake_failures: HandshakeFailures | None = ...,
         task_status: trio.TaskStatus[HostPort] = ...,
     ) -> None: ...
 
@@ -98,6 +99,7 @@ async def serve(
     frontend: ClientFrontend | None = None,
     listeners: Listeners | None = None,
     ssl_context: ssl.SSLContext | None = None,
+    handshake_failures: HandshakeFailures | None = None,
     task_status: trio.TaskStatus[BoundAddresses] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run every listener of `settings` until cancelled; report `BoundAddresses` once bound.
@@ -106,7 +108,8 @@ async def serve(
     (`BindingResponder` answering with `settings.software`). Raises `SettingsError` (bad
     TLS files) before binding anything and `ListenError` when a listener cannot bind (the
     listeners already bound are closed again). `ssl_context` replaces the TLS context
-    `settings.tls` describes (the caller holds the certificate).
+    `settings.tls` describes (the caller holds the certificate). `handshake_failures`
+    counts the TLS listeners' failed handshakes (the node's, for its metrics).
     """
     listeners = listeners or Listeners()
     listen = settings.listen
@@ -119,6 +122,8 @@ async def serve(
     udp_serve = listeners.udp
     tcp_serve = functools.partial(listeners.stream, idle_timeout=idle_timeout)
     tls_serve = functools.partial(tcp_serve, ssl_context=ssl_context)
+    if handshake_failures is not None:
+        tls_serve = functools.partial(tls_serve, handshake_failures=handshake_failures)
     async with trio.open_nursery() as nursery:
         udp: list[HostPort] = []
         for index, address in enumerate(listen.udp):

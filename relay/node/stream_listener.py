@@ -14,6 +14,10 @@ Invariants:
   seconds is closed; this also bounds the TLS handshake.
 - A failed TLS handshake, a reset or any other broken connection closes only that
   connection; the listener keeps accepting.
+- Failed TLS handshakes (scanners, clients that do not trust the certificate, plain TCP
+  sent to the TLS port) are counted (`HandshakeFailures.count`, a plain int the metrics
+  read) and logged at a bounded rate: at most one line per `HANDSHAKE_LOG_SECONDS`, with
+  the number of failures since the previous line, never a traceback per handshake.
 - A connection whose session holds state (a TURN allocation) is not closed for being
   quiet: its allocation's lifetime governs it (RFC 8656 §3.1).
 - Everything for the client (replies and relayed data) goes through one bounded outbox
@@ -25,12 +29,15 @@ Invariants:
 
 from __future__ import annotations
 
+import logging
+import math
 import socket
 import ssl
 from dataclasses import dataclass
 
 import trio
 
+from trelay.config.values import format_host_port
 from trelay.node.frontend import ClientFrontend, StreamSession
 from trelay.stun.errors import StunDecodeError
 from trelay.stun.framing import StreamDeframer
@@ -40,6 +47,10 @@ RECEIVE_SIZE = 65536
 # How long a graceful close (TLS close_notify) may take before the socket is just closed.
 CLOSE_TIMEOUT = 1.0
 OUTBOX_SIZE = 256
+# At most one log line about failed TLS handshakes per this many seconds.
+HANDSHAKE_LOG_SECONDS = 10.0
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -52,8 +63,41 @@ class StreamListenerStats:
     closed_malformed: int = 0
     # Handshake failures and resets: the connection broke under us.
     closed_broken: int = 0
+    tls_handshake_failures: int = 0  # of those, failed TLS handshakes
     frames_received: int = 0
     writes: int = 0
+
+
+@dataclass(slots=True)
+class HandshakeFailures:
+    """Failed TLS handshakes: `count` (every one, for metrics) and a log line at most every
+    `interval` seconds, saying how many failed since the previous line and the latest
+    reason. A node's TLS listeners share one (`TurnNode.tls_handshake_failures`)."""
+
+    count: int = 0
+    interval: float = HANDSHAKE_LOG_SECONDS
+    unlogged: int = 0
+    next_line: float = -math.inf
+
+    def failed(self, client: tuple[str, int], error: BaseException, now: float) -> None:
+        self.count += 1
+        self.unlogged += 1
+        if now < self.next_line:
+            return
+        logger.warning(
+            "TLS handshake failed: %d since the last such line (latest from %s: %s)",
+            self.unlogged, format_host_port(*client), handshake_problem(error),
+        )  # fmt: skip
+        self.unlogged = 0
+        self.next_line = now + self.interval
+
+
+def handshake_problem(error: BaseException) -> str:
+    """What went wrong, in a few words: the SSL library's reason when it gave one."""
+    cause = error.__cause__ or error
+    if isinstance(cause, ssl.SSLError) and cause.reason:
+        return cause.reason
+    return str(cause) or type(cause).__name__
 
 
 async def serve_stream(
@@ -65,6 +109,7 @@ async def serve_stream(
     idle_timeout: float = 30.0,
     stats: StreamListenerStats | None = None,
     reuse_port: bool = False,
+    handshake_failures: HandshakeFailures | None = None,
     task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve STUN/TURN over TCP (or TLS with `ssl_context`) on (host, port) until cancelled.
@@ -72,8 +117,11 @@ async def serve_stream(
     Calls `task_status.started((host, port))` with the bound address of the first
     listening socket once every socket is listening (port 0 picks a free port).
     `reuse_port` sets SO_REUSEPORT on the listening sockets before they bind.
+    `handshake_failures` counts and logs failed TLS handshakes (default: this
+    listener's own).
     """
     connection_stats = StreamListenerStats() if stats is None else stats
+    failures = HandshakeFailures() if handshake_failures is None else handshake_failures
     if reuse_port:
         listeners = await open_reuse_port_listeners(host, port)
     else:
@@ -84,7 +132,7 @@ async def serve_stream(
 
     async def handle(stream: trio.SocketStream) -> None:
         await serve_connection(
-            stream, frontend, server, ssl_context, idle_timeout, connection_stats
+            stream, frontend, server, ssl_context, idle_timeout, connection_stats, failures
         )
 
     async with trio.open_nursery() as nursery:
@@ -126,6 +174,7 @@ async def serve_connection(
     ssl_context: ssl.SSLContext | None,
     idle_timeout: float,
     stats: StreamListenerStats,
+    handshake_failures: HandshakeFailures | None = None,
 ) -> None:
     """Serve one client until it closes, stalls or sends garbage."""
     stats.connections_accepted += 1
@@ -149,7 +198,13 @@ async def serve_connection(
             # Handshake now (not lazily on first read) so a client that connects and
             # never finishes it is held to the same idle timeout.
             with trio.fail_after(idle_timeout):
-                await stream.do_handshake()
+                try:
+                    await stream.do_handshake()
+                except trio.BrokenResourceError as exc:
+                    stats.tls_handshake_failures += 1
+                    if handshake_failures is not None:
+                        handshake_failures.failed(source, exc, trio.current_time())
+                    raise
         outbox, pending = trio.open_memory_channel[bytes](OUTBOX_SIZE)
         session = frontend.stream_session(kind, source, server, outbox)
         try:

@@ -47,6 +47,7 @@ from trelay.node.datagram_batch import (
     UdpListenerStats,
     enlarge_receive_buffer,
 )
+from trelay.node.stream_listener import HandshakeFailures
 from trelay.stun.message import decode_message_type
 from trelay.turn.actions import (
     Action,
@@ -162,6 +163,8 @@ class TurnNode:
     peer_buffer: PeerBuffer = field(default_factory=PeerBuffer)
     udp_sockets: dict[Address, socket.socket] = field(default_factory=dict)
     streams: dict[FiveTuple, StreamConnection] = field(default_factory=dict)
+    # Failed TLS handshakes on the node's TLS listeners (counted and logged there).
+    tls_handshake_failures: HandshakeFailures = field(default_factory=HandshakeFailures)
     _relays: dict[Address, _Relay] = field(default_factory=dict)
     _timer_scope: trio.CancelScope | None = None
     _all_ended: trio.Event = field(default_factory=trio.Event)

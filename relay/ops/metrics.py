@@ -26,6 +26,7 @@ number of series is bounded whatever the traffic):
     trelay_relay_ports{state}                            gauge    free|in_use (with a range)
     trelay_ready                                         gauge    1 ready, 0 not
     trelay_draining                                      gauge    1 while the node drains
+    trelay_tls_handshake_failures_total                  counter  failed TLS handshakes
     trelay_build_info{version,python}                    gauge    1
     process_*                                            prometheus_client's ProcessCollector
 
@@ -109,6 +110,7 @@ class NodeSnapshot:
     quota_rejections: Series = field(default_factory=dict)
     relay_ports: Series = field(default_factory=dict)
     draining: Series = field(default_factory=dict)
+    tls_handshake_failures: Series = field(default_factory=dict)
     latency: Latency = field(default_factory=dict)
 
 
@@ -155,6 +157,7 @@ def snapshot(node: TurnNode) -> NodeSnapshot:
         quota_rejections={(q.value,): n for q, n in stats.quota_rejections.items()},
         relay_ports=ports,
         draining={(): 1.0 if server.draining else 0.0},
+        tls_handshake_failures={(): node.tls_handshake_failures.count},
         latency={
             method_label(m): (tuple(h.buckets), h.total_seconds) for m, h in stats.latency.items()
         },
@@ -223,6 +226,9 @@ _FAMILIES: tuple[tuple[str, _Kind, str, str, tuple[str, ...]], ...] = (
      ("state",)),
     ("draining", _GAUGE, "trelay_draining",
      "1 while the node drains (no new allocations, existing ones kept), else 0.", ()),
+    ("tls_handshake_failures", _COUNTER, "trelay_tls_handshake_failures",
+     "TLS handshakes that failed on the TLS listeners (scanners, untrusted "
+     "certificates, plain TCP to the TLS port).", ()),
 )  # fmt: skip
 
 

@@ -15,6 +15,7 @@ from trelay.config.settings import ListenSettings, Settings, StreamSettings, Tls
 from trelay.config.values import ListenAddress, SettingsError
 from trelay.node.frontend import ClientFrontend, ResponderFrontend
 from trelay.node.listeners import BoundAddresses, ListenError, Listeners, paired_ports, serve
+from trelay.node.stream_listener import HandshakeFailures
 from trelay.stun.address_attributes import XorMappedAddress
 from trelay.stun.attributes import Software
 from trelay.stun.codes import MessageClass, Method
@@ -82,6 +83,7 @@ class FakeNetwork:
         *,
         ssl_context: ssl.SSLContext | None = None,
         idle_timeout: float = 30.0,
+        handshake_failures: HandshakeFailures | None = None,
         task_status: trio.TaskStatus[HostPort] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         self.frontends.append(frontend)

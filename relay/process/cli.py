@@ -1,16 +1,23 @@
 """The `trelay` command: its flags and subcommands, and the status it exits with.
 
-Owns the operator's side of the runtime: parsing (`trelay serve`, `trelay keys`,
-`trelay token`), logging set-up, and turning a start-up failure into one line and an
-exit status. Serving is `trelay.process.serve`, the ready line `trelay.process.ready`.
-Nothing imports this module; it is the console-script entry point
-(`trelay = "trelay.process.cli:main"`, whose wrapper passes `main`'s return value to
-`sys.exit`).
+Owns the operator's side of the runtime: parsing (`trelay serve`, `trelay check-config`,
+`trelay keys`, `trelay token`, `trelay --version`), logging set-up, and turning a
+start-up failure into one line and an exit status. Serving is `trelay.process.serve`,
+the ready line `trelay.process.ready`. Nothing imports this module; it is the
+console-script entry point (`trelay = "trelay.process.cli:main"`, whose wrapper passes
+`main`'s return value to `sys.exit`).
 
 Invariants:
 - A bad flag or setting is one line on stderr, "trelay: <key>: <problem>", and status 2;
-  nothing has been bound by then. A listen address that cannot be bound is one line
-  too, naming its `listen.*` key, and status 1 (`trelay.process.exit_codes`).
+  nothing has been bound by then. That includes what only the machine can tell
+  (`trelay.process.preflight`): a TLS key that does not match its certificate, an
+  unreadable secrets or revocations file, a relay address the machine does not have,
+  and an operator HTTP port already in use (`trelay.process.serve`). A relay listen
+  address that cannot be bound is one line too, naming its `listen.*` key, and status 1
+  (`trelay.process.exit_codes`).
+- `trelay check-config FILE` reads FILE as `trelay serve --config FILE` would, and the
+  files it names, binding nothing: "FILE: ok" on stdout and status 0, or the one line
+  and status 2.
 - `--workers N` (`workers = N`), N > 1: this process supervises N worker processes that
   share the listen ports (`trelay.process.workers`); the ready line, the HTTP port,
   signals and exit statuses are the same. A worker that cannot start, or keeps dying,
@@ -21,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from importlib import metadata
 from pathlib import Path
 from typing import NoReturn
 
@@ -32,6 +40,7 @@ from trelay.config.values import SettingsError
 from trelay.node.listeners import ListenError
 from trelay.ops.logs import configure_logging
 from trelay.process.exit_codes import PROG, ExitStatus, known_error, status_for
+from trelay.process.preflight import check_files, check_relay_addresses
 from trelay.process.serve import serve_until_signal, serve_workers_until_signal
 from trelay.process.token_commands import TOKEN_COMMANDS, add_token_commands, run_token_command
 from trelay.process.workers import WorkersFailed
@@ -43,7 +52,13 @@ def main(argv: list[str] | None = None) -> int:
         arguments = build_parser().parse_args(argv)
         if arguments.command in TOKEN_COMMANDS:
             return run_token_command(arguments)
-        settings = load_settings(arguments.config, flags_from(arguments))
+        if arguments.command == "check-config":
+            return check_config(arguments.file)
+        flags = flags_from(arguments)
+        settings = load_settings(arguments.config, flags)
+        # Before anything binds: what only the files and the machine can tell.
+        check_files(settings)
+        check_relay_addresses(settings, flags)
     except SettingsError as exc:
         return _fail(exc, ExitStatus.BAD_SETTINGS)
     except SystemExit as exc:  # --help
@@ -74,9 +89,33 @@ def usage_error(message: str) -> SettingsError:
     return SettingsError("arguments", message)
 
 
+def version() -> str:
+    """The installed `trelay` distribution's version ("unknown" from a bare checkout)."""
+    try:
+        return metadata.version("trelay")
+    except metadata.PackageNotFoundError:  # pragma: no cover - not installed
+        return "unknown"
+
+
+def check_config(path: Path) -> int:
+    """`trelay check-config FILE`: the settings and the files they name, no bind."""
+    check_files(load_settings(path))
+    print(f"{path}: ok")
+    return ExitStatus.OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="A STUN/TURN relay on trio.")
+    parser.add_argument("--version", action="version", version=f"{PROG} {version()}")
     commands = parser.add_subparsers(dest="command", metavar="command", required=True)
+    check_parser = commands.add_parser(
+        "check-config",
+        help="validate a settings file without binding anything",
+        description="Read FILE as `trelay serve --config FILE` would, with the files it "
+        "names (TLS, secrets, revocations, API keys), binding nothing. Prints "
+        '"FILE: ok" (status 0) or one line naming the key (status 2).',
+    )
+    check_parser.add_argument("file", type=Path, metavar="FILE", help="TOML settings")
     serve_parser = commands.add_parser(
         "serve",
         help="run the relay until SIGINT or SIGTERM",

@@ -108,14 +108,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="A STUN/TURN relay on trio.")
     parser.add_argument("--version", action="version", version=f"{PROG} {version()}")
     commands = parser.add_subparsers(dest="command", metavar="command", required=True)
-    check_parser = commands.add_parser(
-        "check-config",
-        help="validate a settings file without binding anything",
-        description="Read FILE as `trelay serve --config FILE` would, with the files it "
-        "names (TLS, secrets, revocations, API keys), binding nothing. Prints "
-        '"FILE: ok" (status 0) or one line naming the key (status 2).',
-    )
-    check_parser.add_argument("file", type=Path, metavar="FILE", help="TOML settings")
     serve_parser = commands.add_parser(
         "serve",
         help="run the relay until SIGINT or SIGTERM",
@@ -199,6 +191,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-usernames", action="store_true", help="write usernames in logs"
     )
     add_token_commands(commands)
+    check_parser = commands.add_parser(
+        "check-config",
+        help="validate a settings file without binding anything",
+        description="Read FILE as `trelay serve --config FILE` would, with the files it "
+        "names (TLS, secrets, revocations, API keys), binding nothing. Prints "
+        '"FILE: ok" (status 0) or one line naming the key (status 2).',
+    )
+    check_parser.add_argument("file", type=Path, metavar="FILE", help="TOML settings")
     return parser
 
 

@@ -147,7 +147,7 @@ def test_ready_event() -> None:
         ([], "trelay: command: required"),
         (
             ["frob"],
-            "trelay: command: invalid choice: 'frob' (choose from 'serve', 'keys', 'token')",
+            "trelay: command: invalid choice: 'frob' (choose from 'serve', 'keys', 'token'",
         ),
         (["serve", "--log-level", "loud"], "trelay: --log-level: expected one of"),
         (["serve", "--config", "/nonexistent/trelay.toml"], "trelay: --config: file not found"),

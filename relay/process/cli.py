@@ -41,6 +41,7 @@ from trelay.node.listeners import ListenError
 from trelay.ops.logs import configure_logging
 from trelay.process.exit_codes import PROG, ExitStatus, known_error, status_for
 from trelay.process.preflight import check_files, check_relay_addresses
+from trelay.process.reload import SettingsSource
 from trelay.process.serve import serve_until_signal, serve_workers_until_signal
 from trelay.process.token_commands import TOKEN_COMMANDS, add_token_commands, run_token_command
 from trelay.process.workers import WorkersFailed
@@ -64,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # --help
         return exc.code if isinstance(exc.code, int) else ExitStatus.OK
     configure_logging(settings.log_level.logging_level, settings.log_format, settings.log_usernames)
-    return run(settings)
+    return run(settings, SettingsSource(arguments.config, flags))
 
 
 class _Parser(argparse.ArgumentParser):
@@ -234,13 +235,13 @@ def flags_from(arguments: argparse.Namespace) -> Flags:
     )
 
 
-def run(settings: Settings) -> int:
+def run(settings: Settings, source: SettingsSource) -> int:
     """Serve until SIGINT/SIGTERM; the exit status."""
     try:
         if settings.workers > 1:
-            trio.run(serve_workers_until_signal, settings, sys.stdout, sys.stderr)
+            trio.run(serve_workers_until_signal, settings, source, sys.stdout, sys.stderr)
         else:
-            trio.run(serve_until_signal, settings, sys.stdout, sys.stderr)
+            trio.run(serve_until_signal, settings, source, sys.stdout, sys.stderr)
     except KeyboardInterrupt:  # a Ctrl-C before the signal receiver was installed
         return ExitStatus.OK
     except (SettingsError, ListenError, WorkersFailed, BaseExceptionGroup) as exc:

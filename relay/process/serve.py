@@ -10,6 +10,8 @@ HTTP port, readiness, systemd's notifications, and the signals.
   listens on the same ports.
 - Once the ready line is out, systemd is told READY=1, and its watchdog (if the unit
   asks for one) is pinged for as long as the trio loop runs.
+- SIGHUP reloads the settings file (`trelay.process.reload`): what can change live
+  applies, the rest is logged as waiting for a restart.
 - SIGINT and SIGTERM drain the relay (`trelay.process.drain`; with workers,
   `trelay.process.workers`): /readyz 503 at once, new Allocates refused (300 Try
   Alternate or 508), existing allocations relayed until they end or `[drain] timeout`
@@ -43,12 +45,15 @@ from trelay.ops.operator_routes import operator_routes
 from trelay.process import systemd
 from trelay.process.drain import NodeDrain
 from trelay.process.ready import announce_ready
+from trelay.process.reload import SettingsSource, reload_on_hangup
 from trelay.process.workers import serve_workers
 
 logger = logging.getLogger(__name__)
 
 
-async def serve_workers_until_signal(settings: Settings, stdout: TextIO, stderr: TextIO) -> None:
+async def serve_workers_until_signal(
+    settings: Settings, source: SettingsSource, stdout: TextIO, stderr: TextIO
+) -> None:
     """`serve_until_signal` with `settings.workers` worker processes (`trelay.process.workers`)."""
     with hold_http_ports(settings) as held:
 
@@ -61,21 +66,30 @@ async def serve_workers_until_signal(settings: Settings, stdout: TextIO, stderr:
             announce_ready(settings, bound, stdout, stderr, http_bound)
             systemd.notify("READY=1")
 
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            await serve_workers(settings, signals, start_http=http, announce=announce)
+        with (
+            trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals,
+            trio.open_signal_receiver(signal.SIGHUP) as hangups,
+        ):
+            await serve_workers(
+                settings, signals, start_http=http, announce=announce, reloads=(hangups, source)
+            )
 
 
-async def serve_until_signal(settings: Settings, stdout: TextIO, stderr: TextIO) -> None:
-    """Start the node, announce readiness, drain on the first SIGINT or SIGTERM."""
+async def serve_until_signal(
+    settings: Settings, source: SettingsSource, stdout: TextIO, stderr: TextIO
+) -> None:
+    """Start the node, announce readiness, reload on SIGHUP, drain on SIGINT or SIGTERM."""
     with (
         hold_http_ports(settings) as held,
         trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals,
+        trio.open_signal_receiver(signal.SIGHUP) as hangups,
     ):
         async with trio.open_nursery() as nursery:
             running = await start_node(nursery, settings)
             status = NodeStatus()
             drain = NodeDrain(running.node, status, settings.drain, nursery.cancel_scope, nursery)
             nursery.start_soon(drain.on_signals, signals)
+            nursery.start_soon(reload_on_hangup, hangups, running, settings, source)
             registry = node_registry(running.node, ready=lambda: status.ready)
             routes = operator_routes(settings, running.bound, running.revocations)
             app = build_app(status, registry=registry, extra_routes=routes)

@@ -43,9 +43,10 @@ from dataclasses import dataclass, field
 
 import trio
 
+from trelay.config.reload import Reload
 from trelay.config.settings import Settings
 from trelay.config.values import SettingsError
-from trelay.node.assembly import start_node
+from trelay.node.assembly import RunningNode, start_node
 from trelay.node.frontend import ClientFrontend
 from trelay.node.listeners import BoundAddresses, HostPort, ListenError, Listeners
 from trelay.node.stream_listener import serve_stream
@@ -56,6 +57,7 @@ from trelay.ops.logs import configure_logging
 from trelay.ops.metrics import NodeSnapshot, snapshot
 from trelay.process.drain import NodeDrain
 from trelay.process.exit_codes import ExitStatus, known_error, status_for
+from trelay.process.reload import apply_reload
 
 REPORT_INTERVAL = 1.0
 ASSIGNMENT_TIMEOUT = 30.0
@@ -141,8 +143,13 @@ class StartFailed:
     message: str
 
 
-Message = WorkerAssignment | Drain | ReportRequest | WorkerBound | WorkerReport | StartFailed
-_MESSAGES = (WorkerAssignment, Drain, ReportRequest, WorkerBound, WorkerReport, StartFailed)
+# `Reload` (trelay.config.reload) carries a settings reload from the supervisor.
+Message = (
+    WorkerAssignment | Drain | ReportRequest | WorkerBound | WorkerReport | StartFailed | Reload
+)
+_MESSAGES = (
+    WorkerAssignment, Drain, ReportRequest, WorkerBound, WorkerReport, StartFailed, Reload,
+)  # fmt: skip
 
 
 class ControlChannel:
@@ -206,6 +213,9 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m trelay.process.worker FD (started by `trelay serve --workers N`)")
         return ExitStatus.BAD_SETTINGS
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Reloads come from the supervisor (a `Reload` message): a SIGHUP sent to every
+    # process of the node (`pkill -HUP trelay`) must not end a worker.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     return trio.run(run_worker, int(arguments[0]))
 
 
@@ -254,15 +264,17 @@ async def serve_worker(assignment: WorkerAssignment, control: ControlChannel) ->
             logger.info("worker %d (pid %d) ready", assignment.index, os.getpid())
             await control.send(WorkerBound(os.getpid(), running.bound))
             nursery.start_soon(_report_every, control, node, status)
-            nursery.start_soon(_obey, control, node, status, draining)
+            nursery.start_soon(_obey, control, running, status, draining)
 
 
 async def _obey(
-    control: ControlChannel, node: TurnNode, status: NodeStatus, draining: NodeDrain
+    control: ControlChannel, running: RunningNode, status: NodeStatus, draining: NodeDrain
 ) -> None:
     async for message in control:
         if isinstance(message, ReportRequest):
-            await control.send(report(node, status))
+            await control.send(report(running.node, status))
+        elif isinstance(message, Reload):
+            apply_reload(running, message)
         elif isinstance(message, Drain):
             # Never awaited: the drain runs in the node's nursery while this loop goes
             # on answering (reports, and a second `Drain` that ends it at once).

@@ -93,6 +93,7 @@ from trelay.process.listen_reservation import (
     reserve_listen_ports,
     worker_settings,
 )
+from trelay.process.reload import SettingsSource, apply_reload, decide_reload
 from trelay.process.worker import (
     ControlChannel,
     Drain,
@@ -305,6 +306,31 @@ class Supervisor:
         """The allocations of every worker, as their latest reports say."""
         return int(sum(slot.usage().allocations_active for slot in self.slots))
 
+    async def reload_on_hangup(
+        self, hangups: AsyncIterator[int], settings: Settings, source: SettingsSource
+    ) -> None:
+        """On every SIGHUP: re-read the settings and hand the live part to every worker.
+
+        `settings` are the operator's (not the workers' own views, with their ports and a
+        shared throw-away certificate's paths): the file is compared with what the
+        operator configured. Each slot keeps the live values, so a worker restarted later
+        starts with what is in force.
+        """
+        async for _ in hangups:
+            systemd.reloading()
+            result = await decide_reload(settings, source)
+            if result is not None:
+                settings = result.settings
+                for slot in self.slots:
+                    slot.settings = result.onto(slot.settings)
+                    if slot.control is not None:
+                        with contextlib.suppress(
+                            trio.BrokenResourceError, trio.ClosedResourceError
+                        ):
+                            await slot.control.send(result)
+                apply_reload(None, result)  # the supervisor's own log level
+            systemd.notify("READY=1")
+
     async def drain(self, why: str, signals: AsyncIterator[int] | None = None) -> DrainEnd:
         """Tell every worker to drain; wait for them (bounded); a further signal from
         `signals` ends them at once. Returns why the drain ended."""
@@ -393,9 +419,11 @@ async def serve_workers(
     *,
     start_http: StartHttp,
     announce: Announce,
+    reloads: tuple[AsyncIterator[int], SettingsSource] | None = None,
     task_status: trio.TaskStatus[Supervisor] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run `settings.workers` workers until the first of `signals`, then drain them."""
+    """Run `settings.workers` workers until the first of `signals`, then drain them;
+    `reloads`: SIGHUPs and where the settings came from, to reload on each."""
     reservation = reserve_listen_ports(settings.listen, settings.workers)
     with tempfile.TemporaryDirectory(prefix="trelay-workers-") as directory:
         try:
@@ -426,6 +454,10 @@ async def serve_workers(
                 supervisor.status.mark_bound()
                 announce(bound, http)
                 await nursery.start(systemd.keep_watchdog)
+                if reloads is not None:
+                    nursery.start_soon(
+                        supervisor.reload_on_hangup, reloads[0], settings, reloads[1]
+                    )
                 task_status.started(supervisor)
                 async for number in signals:
                     why = f"{signal.Signals(number).name} received"

@@ -108,9 +108,11 @@ async def allocate_with(
     channel_binds: Sequence[tuple[tuple[str, int], int | None]] = (),
     *,
     refused: int | None = None,
+    signed: bool = True,
 ) -> None:
     """401 challenge, then a signed Allocate that must succeed with a relayed address
-    (or, with `refused`, fail with that error code, signed).
+    (or, with `refused`, fail with that error code, signed unless `signed` is False: a
+    server cannot sign its answer to a username it does not know).
 
     Then one ChannelBind per (peer, expected error code or None for success), and the
     allocation is deleted (Refresh with LIFETIME 0), as a client that is done does: a
@@ -132,7 +134,7 @@ async def allocate_with(
         with trio.fail_after(TIMEOUT):
             data = await client.recv(2048)
         reply = decode_message(data)
-        assert verify_integrity(data, key)
+        assert verify_integrity(data, key) is signed
         if refused is not None:
             error = reply.get(ErrorCodeAttribute)
             assert error is not None and error.code == refused, reply

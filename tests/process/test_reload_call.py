@@ -1,0 +1,155 @@
+"""A call keeps going through a SIGHUP reload, and the reload takes effect live.
+
+`trelay serve --config FILE` (one process, and `--workers 2`) relays a coturn
+`turnutils_uclient` call (two sessions relaying to each other, `-y`); once data flows the
+test rewrites the settings file (one user removed, the log level set to warning, a
+listen address changed) and sends SIGHUP. Checked:
+
+- uclient's closing totals: every message came back, nothing lost;
+- the removed user's next Allocate is refused (401) while the remaining user's succeeds;
+- the new log level is in force (no INFO line from the node after the reload);
+- the listen address change is refused and logged as waiting for a restart;
+- the node then drains and ends on SIGTERM as usual (status 0).
+
+Every wait is bounded; nothing depends on how long the call takes.
+"""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import pytest
+import trio
+
+from tests.helpers.supervised import Supervised, poll_until, running_workers, total
+from tests.helpers.trelay_process import allocate_with
+from tests.helpers.turn_relay import PASSWORD, USERNAME
+from tests.helpers.turnutils import PEER, UCLIENT, UclientRun, run_uclient
+
+pytestmark = [
+    pytest.mark.interop,
+    pytest.mark.skipif(
+        UCLIENT is None or PEER is None,
+        reason="coturn's turnutils_uclient is needed (apt-get install coturn)",
+    ),
+]
+
+MESSAGES = 100
+LENGTH = 200
+DATAGRAMS = "trelay_relayed_datagrams_total"
+
+SETTINGS = """\
+log_level = "{level}"
+
+[listen]
+udp = ["{udp}"]
+tcp = []
+tls = []
+
+[http]
+listen = ["127.0.0.1:0"]
+
+[auth]
+realm = "reload.test"
+users = {users}
+
+[relay]
+allow_loopback_peers = true
+
+[drain]
+timeout = 0
+"""
+
+
+def settings_text(level: str, users: dict[str, str], udp: str = "127.0.0.1:0") -> str:
+    table = "{ " + ", ".join(f'{name} = "{password}"' for name, password in users.items()) + " }"
+    return SETTINGS.format(level=level, users=table, udp=udp)
+
+
+async def call_through_sighup(
+    node: Supervised, config: Path, new_text: str, processes: int
+) -> UclientRun:
+    """Run a uclient call, reload once data flows; return once `processes` said reloaded."""
+    server = node.addresses("udp")[0]
+    flags = ["-y", "-m", "1", "-c", "-n", str(MESSAGES), "-l", str(LENGTH)]
+    runs: list[UclientRun] = []
+
+    async def call() -> None:
+        runs.append(await trio.to_thread.run_sync(lambda: run_uclient(server, *flags)))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(call)
+
+        async def relaying() -> bool:
+            return total(await node.metrics(), DATAGRAMS) > 0
+
+        await poll_until(relaying)
+        await trio.Path(config).write_text(new_text)
+        node.process.send_signal(signal.SIGHUP)
+
+        async def reloaded() -> bool:
+            return node.stderr_path.read_text().count("reloaded:") >= processes
+
+        await poll_until(reloaded)
+    [run] = runs
+    return run
+
+
+def assert_no_loss(run: UclientRun) -> None:
+    tail = run.output[-2000:]
+    summary = run.summary
+    assert run.returncode == 0, tail
+    assert summary is not None, tail
+    assert summary.sent_messages == 2 * MESSAGES, tail
+    assert summary.received_messages == summary.sent_messages, tail
+    assert summary.lost_packets == summary.send_dropped == 0, tail
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+async def test_a_call_runs_through_a_reload_that_takes_effect(tmp_path: Path, workers: str) -> None:
+    config = tmp_path / "trelay.toml"
+    users = {USERNAME: PASSWORD, "bob": "builder"}
+    config.write_text(settings_text("info", users))
+    async with running_workers(tmp_path, "--config", str(config), "--workers", workers) as node:
+        server = node.addresses("udp")[0]
+        await allocate_with(server, "bob", "builder")  # bob may, before the reload
+        # The same listen address as in force (port 0 became a real port): only a change
+        # that needs a restart is the new udp address below.
+        new = settings_text("warning", {USERNAME: PASSWORD}, udp="127.0.0.1:1")
+        # The supervisor and each worker say "reloaded:"; one process says it once.
+        processes = 1 if workers == "1" else int(workers) + 1
+        run = await call_through_sighup(node, config, new, processes)
+        assert_no_loss(run)
+        await allocate_with(server, "bob", "builder", refused=401, signed=False)
+        await allocate_with(server, USERNAME, PASSWORD)
+        assert await node.stop(signal.SIGTERM) == 0
+    stderr = node.stderr_path.read_text()
+    assert "Traceback" not in stderr
+    reload_at = stderr.index("reloaded:")
+    assert "auth.users" in stderr[reload_at:], stderr[reload_at:]
+    assert "listen.udp" in stderr and "restart" in stderr, stderr
+    # INFO lines (an allocation created, ended) before the reload, none after it: the
+    # level is "warning" now, in every process.
+    assert "INFO: trelay.node.turn_node: allocation created" in stderr[:reload_at]
+    after = stderr[stderr.rindex("reloaded:") :].splitlines()[1:]
+    assert not [line for line in after if ": INFO: trelay.node" in line], after
+
+
+async def test_a_bad_file_keeps_the_settings_in_force(tmp_path: Path) -> None:
+    config = tmp_path / "trelay.toml"
+    config.write_text(settings_text("info", {USERNAME: PASSWORD}))
+    async with running_workers(tmp_path, "--config", str(config)) as node:
+        server = node.addresses("udp")[0]
+        await trio.Path(config).write_text("[quotas]\nuser = -1\n")
+        node.process.send_signal(signal.SIGHUP)
+
+        async def refused() -> bool:
+            return "reload refused" in node.stderr_path.read_text()
+
+        await poll_until(refused)
+        await allocate_with(server, USERNAME, PASSWORD)
+        assert await node.stop(signal.SIGTERM) == 0
+    stderr = node.stderr_path.read_text()
+    assert "Traceback" not in stderr
+    assert "reload refused, the settings in force stay" in stderr, stderr

@@ -57,6 +57,7 @@ class EndReason(Enum):
     EXPIRED = "expired"
     DELETED = "deleted"
     SHUTDOWN = "shutdown"
+    ADMIN = "admin"  # ended by the operator (`TurnServer.end_allocation`, `end_identity`)
 
 
 @dataclass(frozen=True, slots=True)

@@ -198,7 +198,7 @@ def relay_opened(
     reported = (external or relayed[0], relayed[1])
     allocation = Allocation(
         five_tuple, relayed, reported, auth.username, auth.credential.identity,
-        auth.credential.key, now + pending.lifetime, runtime=runtime,
+        auth.credential.key, now + pending.lifetime, created_at=now, runtime=runtime,
     )  # fmt: skip
     context.table.add(allocation)
     context.stats.allocations_created[five_tuple.transport] += 1

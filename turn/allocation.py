@@ -13,6 +13,9 @@ A channel binding keeps its peer's permission alive for as long as the channel l
 (design §5: aioice and werift refresh channels only every ~500 s and never send
 CreatePermission).
 
+`created_at` and `expires_at` are monotonic seconds (the age and lifetime left the
+operator's view shows, `trelay.turn.allocation_view`).
+
 Expiry is enforced by the server's timers, which delete what has expired before the
 runtime relays another packet at or after that time.
 
@@ -30,6 +33,7 @@ class Allocation:
     __slots__ = (
         "channel_expiry",
         "channels",
+        "created_at",
         "expires_at",
         "five_tuple",
         "identity",
@@ -52,6 +56,7 @@ class Allocation:
         key: bytes,
         expires_at: float,
         *,
+        created_at: float | None = None,
         runtime: object = None,
     ) -> None:
         self.five_tuple = five_tuple
@@ -61,6 +66,8 @@ class Allocation:
         self.identity = identity
         self.key = key
         self.expires_at = expires_at
+        # When the allocation was made (monotonic seconds; the admin view's age).
+        self.created_at = expires_at if created_at is None else created_at
         self.permissions: dict[str, float] = {}
         self.channels: dict[int, Address] = {}
         self.peers: dict[Address, int] = {}

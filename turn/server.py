@@ -16,7 +16,10 @@ has run for the current time.
 
 The boundary: the runtime changes the server only through its methods (`listening_on`,
 `start_draining`, `relay_opened`...); its state is read-only from outside. The request
-handlers get it as one `RequestContext`, built here once. Every response is counted
+handlers get it as one `RequestContext`, built here once. Session admin
+(`trelay.turn.allocation_view`): the operator lists allocations (`allocation_views`)
+and ends one or all of an identity's (`end_allocation`, `end_identity`) through the same
+path as expiry. Every response is counted
 where it is sent, from the `Reply` that says its method and code.
 
 Invariants (checked by the state-machine tests): nothing outlives its allocation; the
@@ -59,6 +62,7 @@ from trelay.turn.actions import (
 from trelay.turn.addressing import Address, ClientTransport, FiveTuple, is_ipv6
 from trelay.turn.allocation import Allocation
 from trelay.turn.allocation_table import AllocationTable
+from trelay.turn.allocation_view import AllocationView, view_of
 from trelay.turn.auth import Authenticated, AuthFailure, LongTermAuthenticator, Rejected
 from trelay.turn.binding import answer_binding
 from trelay.turn.config import TurnConfig
@@ -395,6 +399,47 @@ class TurnServer:
         self._table.drop_pending(five_tuple)
         allocation = self.allocations.get(five_tuple)
         return [] if allocation is None else self._end(allocation, EndReason.DELETED)
+
+    # --- session admin (the operator's view and hand; design §4) -------------------------
+
+    def allocation_views(self, now: float, identity: str | None = None) -> list[AllocationView]:
+        """Every live allocation (only `identity`'s when given) as seen at `now`.
+
+        Pending Allocates (their relay socket still binding) are not listed: they have
+        no relayed address yet.
+        """
+        return [
+            view_of(allocation, now)
+            for allocation in self.allocations.values()
+            if identity is None or allocation.identity == identity
+        ]
+
+    def end_allocation(self, which: FiveTuple | Address) -> list[Action]:
+        """End one allocation now, found by its client 5-tuple or its relayed address
+        (the bound one or the one reported to the client); [] when there is none.
+
+        Ends it as Refresh 0 and expiry do (`CloseRelay`, then `AllocationEnded` with
+        reason `admin`), with no message to the client: RFC 8656 has no way to tell it,
+        so it learns at its next request (437 Allocation Mismatch, §7.3) and may
+        allocate again unless its identity is revoked too.
+        """
+        if isinstance(which, FiveTuple):
+            allocation = self.allocations.get(which)
+        else:
+            allocation = self.by_relayed.get(which) or next(
+                (a for a in self.allocations.values() if a.reported_relayed == which), None
+            )
+        return [] if allocation is None else self._end(allocation, EndReason.ADMIN)
+
+    def end_identity(self, identity: str) -> list[Action]:
+        """End every live allocation of `identity` now (reason `admin`), as
+        `end_allocation` does. Allocates still binding their port are left to finish:
+        revoke the identity (`auth.revocations_file`) to keep it out."""
+        actions: list[Action] = []
+        for allocation in list(self.allocations.values()):
+            if allocation.identity == identity:
+                actions += self._end(allocation, EndReason.ADMIN)
+        return actions
 
     def shutdown(self) -> list[Action]:
         """End every allocation now (after the runtime's drain deadline)."""

@@ -1,0 +1,54 @@
+"""The operator's read-only view of live allocations (session admin), sans I/O.
+
+Owns `AllocationView`, one live allocation as an operator lists it (coturn's CLI
+`ps`, `eturnalctl sessions`): the client's 5-tuple (transport, client and server
+addresses, RFC 8656 §2), the relayed address (§7.2), the identity quotas count, its age
+and the lifetime it has left (§7), and how many permissions (§9) and channels (§12) it
+holds. Traffic is the runtime's to count (`trelay.node.sessions`); the core counts no
+bytes.
+
+A view is a frozen copy taken at `now` (monotonic seconds from the caller): it never
+reaches back into the allocation, so it can be handed to another task, pickled to a
+supervisor or serialised without the core changing under it. It carries no key and no
+password; the identity is shown because only an authenticated operator sees views.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from trelay.turn.addressing import Address, FiveTuple
+from trelay.turn.allocation import Allocation
+
+
+@dataclass(frozen=True, slots=True)
+class AllocationView:
+    """One live allocation at one moment, as the operator sees it.
+
+    `relayed` is the bound relay socket's address, `reported_relayed` what
+    XOR-RELAYED-ADDRESS told the client (they differ behind a 1:1 NAT or with a
+    wildcard relay address). `age` and `lifetime_left` are seconds.
+    """
+
+    five_tuple: FiveTuple
+    relayed: Address
+    reported_relayed: Address
+    identity: str
+    age: float
+    lifetime_left: float
+    permissions: int
+    channels: int
+
+
+def view_of(allocation: Allocation, now: float) -> AllocationView:
+    """`allocation` as the operator sees it at `now`."""
+    return AllocationView(
+        five_tuple=allocation.five_tuple,
+        relayed=allocation.relayed,
+        reported_relayed=allocation.reported_relayed,
+        identity=allocation.identity,
+        age=max(0.0, now - allocation.created_at),
+        lifetime_left=max(0.0, allocation.expires_at - now),
+        permissions=len(allocation.permissions),
+        channels=len(allocation.channels),
+    )

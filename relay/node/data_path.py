@@ -13,7 +13,9 @@ Owns design §4's hot loops and the counters they keep:
   ChannelData packet leads to its socket with no second lookup;
 - `DataPathCounters` / `TransportCounters`: plain integers, added once per batch, read
   by `trelay.ops.metrics` at scrape time. Drops are counted by the core's `Drop`, the
-  one vocabulary of drop reasons.
+  one vocabulary of drop reasons. Per allocation, `RelaySenders` counts the same
+  traffic again for the session admin (one more integer add per datagram client to
+  peer, per batch peer to client).
 
 The readers reach the TURN node only through what they are given (`ControlPath`, the
 core's tables and framing function), so this module does not import it.
@@ -50,19 +52,33 @@ _ZEROS = bytes(3)
 
 
 class RelaySenders:
-    """How the data path sends from one allocation's relayed address (`Allocation.runtime`).
+    """How the data path sends from one allocation's relayed address (`Allocation.runtime`),
+    and what it relayed for that allocation.
 
     `transmit(data, peer)`: the relay socket's `sendto`. `per_channel`: channel number ->
     (its peer, a send to it), a socket connected to the peer once there is one
     (`TurnNode.connect_channel`); the pair is checked against the channel's current
     peer before use, since a channel may expire and be bound again to another one.
+
+    The four counters are this allocation's relayed datagrams and payload bytes each
+    way, as `TransportCounters` counts them for every allocation of a transport (the
+    session admin's view, `trelay.node.sessions`). Client to peer over UDP is added
+    per datagram in the batch loop (the allocation is only known there), peer to client
+    once per batch (a `PeerReader` serves one allocation).
     """
 
-    __slots__ = ("per_channel", "transmit")
+    __slots__ = (
+        "client_to_peer_bytes", "client_to_peer_datagrams", "peer_to_client_bytes",
+        "peer_to_client_datagrams", "per_channel", "transmit",
+    )  # fmt: skip
 
     def __init__(self, transmit: Callable[[Buffer, Address], int]) -> None:
         self.transmit = transmit
         self.per_channel: dict[int, tuple[Address, Callable[[Buffer], int]]] = {}
+        self.client_to_peer_datagrams = 0
+        self.client_to_peer_bytes = 0
+        self.peer_to_client_datagrams = 0
+        self.peer_to_client_bytes = 0
 
 
 class ControlPath(Protocol):
@@ -204,6 +220,8 @@ class ClientReader:
                         continue
                     relayed += 1
                     relayed_bytes += length
+                    senders.client_to_peer_datagrams += 1
+                    senders.client_to_peer_bytes += length
                     continue
                 self._stun(bytes(view[:size]), source, address)
             count = BATCH_SIZE
@@ -334,6 +352,10 @@ class PeerReader:
         by_transport = self.relayed
         by_transport.peer_to_client_datagrams += delivered
         by_transport.peer_to_client_bytes += delivered_bytes
+        if delivered:
+            senders: RelaySenders = self.allocation.runtime  # type: ignore[assignment]
+            senders.peer_to_client_datagrams += delivered
+            senders.peer_to_client_bytes += delivered_bytes
         if no_permission or queue_full or send_failed:
             dropped = self.dropped
             dropped[Drop.NO_PERMISSION] += no_permission

@@ -9,6 +9,9 @@ Owns everything between the pure core and the kernel for TURN (RFC 8656):
 - the data path both ways (its batch readers are in `trelay.node.data_path`), with no
   checkpoint, log line or action object per packet;
 - the timer task that sleeps until the core's next deadline;
+- session admin (`sessions`, `end_sessions`; `trelay.node.sessions`): the core's view of
+  each allocation with the traffic its relay counted, and ending allocations on an
+  operator's request;
 - graceful drain on shutdown (`drain`, design §4): the core refuses new allocations (508,
   or 300 to an alternate server), every existing one keeps relaying, refreshing and
   binding until it ends or the drain's timeout runs out, `end_drain_now` cuts it short,
@@ -47,6 +50,7 @@ from trelay.node.datagram_batch import (
     UdpListenerStats,
     enlarge_receive_buffer,
 )
+from trelay.node.sessions import Session, Traffic
 from trelay.node.stream_listener import HandshakeFailures
 from trelay.stun.message import decode_message_type
 from trelay.turn.actions import (
@@ -247,6 +251,9 @@ class TurnNode:
         return reply
 
     def _execute(self, actions: list[Action]) -> None:
+        # What each relay closed here relayed, for its "allocation ended" line (the core
+        # sends AllocationEnded right after CloseRelay).
+        closed: dict[Address, RelaySenders] = {}
         for action in actions:
             if isinstance(action, SendToPeer):
                 self._send_to_peer(action)
@@ -260,6 +267,7 @@ class TurnNode:
                     # At once, not when the task unwinds: the port pool may hand the
                     # port to the next Allocate in this very batch.
                     relay.close()
+                    closed[action.relayed] = relay.senders
             elif isinstance(action, AllocationCreated):
                 log.info(
                     "allocation created",
@@ -274,6 +282,7 @@ class TurnNode:
             elif isinstance(action, AllocationEnded):
                 if self.server.draining and not self.server.allocation_count:
                     self._all_ended.set()
+                traffic = Traffic.of(closed.pop(action.relayed, None))
                 log.info(
                     "allocation ended %s",
                     action.reason.value,
@@ -283,6 +292,8 @@ class TurnNode:
                         "transport": action.five_tuple.transport,
                         "username": action.username,
                         "reason": action.reason,
+                        "to_peer_bytes": traffic.client_to_peer_bytes,
+                        "to_client_bytes": traffic.peer_to_client_bytes,
                     },
                 )
 
@@ -310,6 +321,8 @@ class TurnNode:
             return
         relay.relayed.client_to_peer_datagrams += 1
         relay.relayed.client_to_peer_bytes += len(data)
+        relay.senders.client_to_peer_datagrams += 1
+        relay.senders.client_to_peer_bytes += len(data)
 
     def _send_to_client(self, five_tuple: FiveTuple, data: bytes) -> None:
         if five_tuple.transport is ClientTransport.UDP:
@@ -428,6 +441,36 @@ class TurnNode:
         relay.connected.append(sock)
         per_channel[channel] = (peer, sock.send)
         relay.nursery.start_soon(self._read_relay, relay, sock)
+
+    # --- session admin (`trelay.node.sessions`) ------------------------------------------
+
+    def sessions(self, identity: str | None = None) -> list[Session]:
+        """Every live allocation (only `identity`'s when given), with what it relayed."""
+        by_relayed = self.server.by_relayed
+        return [
+            Session(view, Traffic.of(by_relayed[view.relayed].runtime))
+            for view in self.server.allocation_views(trio.current_time(), identity)
+        ]
+
+    def end_sessions(self, *, identity: str | None = None, relayed: Address | None = None) -> int:
+        """End every allocation of `identity`, or the one at `relayed` (bound or reported
+        address); return how many ended. Their relay sockets close at once; each client
+        learns at its next request (437)."""
+        if (identity is None) == (relayed is None):
+            raise ValueError("give identity or relayed, not both")
+        if identity is not None:
+            actions = self.server.end_identity(identity)
+        else:
+            assert relayed is not None
+            actions = self.server.end_allocation(relayed)
+        ended = sum(isinstance(action, AllocationEnded) for action in actions)
+        log.info(
+            "operator ended %d allocation(s)",
+            ended,
+            extra={"identity": identity, "relayed": relayed},
+        )
+        self._execute(actions)
+        return ended
 
     # --- timers and shutdown -------------------------------------------------------------
 

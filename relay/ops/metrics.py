@@ -11,7 +11,7 @@ number of series is bounded whatever the traffic):
 
     trelay_allocations_active{transport}                 gauge    udp|tcp|tls
     trelay_allocations_created_total{transport}          counter
-    trelay_allocations_ended_total{transport,reason}     counter  expired|deleted|shutdown
+    trelay_allocations_ended_total{transport,reason}     counter  expired|deleted|shutdown|admin
     trelay_permissions_active                            gauge
     trelay_channels_active                               gauge
     trelay_relayed_datagrams_total{direction,transport}  counter  client_to_peer|peer_to_client

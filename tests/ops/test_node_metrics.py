@@ -93,7 +93,7 @@ async def test_every_metric_after_a_scripted_sequence(local: LocalNode) -> None:
     ended = {tuple(dict(k).values()): v for k, v in
              series(after, "trelay_allocations_ended_total").items()}  # fmt: skip
     assert ended[("deleted", "tcp")] == 1
-    assert sum(ended.values()) == 1 and len(ended) == 9  # 3 transports x 3 reasons
+    assert sum(ended.values()) == 1 and len(ended) == 12  # 3 transports x 4 reasons
     # A: one permission (CreatePermission and ChannelBind name the same IP), B: one.
     assert value(during, "trelay_permissions_active") == 2
     assert value(during, "trelay_channels_active") == 2

@@ -39,3 +39,4 @@ class Flags:
     workers: str | None = None
     drain_timeout: str | None = None  # seconds
     alternate_server: str | None = None  # "host:port"
+    admin_token_file: str | None = None

@@ -48,6 +48,8 @@ What needs a restart (the change is listed, the running value kept), and why:
   undone behind the operator's back;
 - `auth.third_party`, `api.*`, `http.selftest`: the token API and `/selftest` routes are
   built at start with their keys and secret;
+- `http.admin_token_file` (the path and the token it holds): the admin routes are built
+  at start with the token;
 - `software`: SOFTWARE is encoded once into the core (RFC 8489 §14.14);
 - `stream.idle_timeout`: each TCP/TLS listener got it as an argument at start;
 - `log_format`, `log_usernames`: the formatter and its `user_ref` key are made at start;
@@ -86,6 +88,7 @@ _KEYS = {
     "relay.default_lifetime": "lifetimes.default",
     "relay.max_lifetime": "lifetimes.max",
     "api.keys": "api.keys_file",
+    "http.admin_token": "http.admin_token_file",  # its content; never shown
 }
 # Paths that apply live without a special rule (TLS and the secrets have their own).
 _LIVE = frozenset(

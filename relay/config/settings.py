@@ -39,6 +39,7 @@ TOML file, so an error's key is the dotted path a user would edit:
     [http]                         # the operator port: /metrics, /healthz, /readyz
     listen = ["127.0.0.1:9478"]    # default ["127.0.0.1:0"]; [] = no HTTP port
     selftest = false               # serve /selftest (hands out TURN credentials)
+    admin_token_file = "admin.token"  # serve /v1/sessions and /v1/drain to its bearer
     log_format = "human"           # or "json" (top level, beside log_level)
     log_usernames = false          # usernames in logs; otherwise a keyed reference
     [drain]                        # SIGTERM/SIGINT: stop taking allocations, keep calls
@@ -70,6 +71,7 @@ from enum import StrEnum
 from importlib import metadata
 from pathlib import Path
 
+from trelay.config.admin_token import read_admin_token
 from trelay.config.api_settings import (
     ApiSettings,
     load_api_keys,
@@ -136,10 +138,15 @@ class HttpSettings:
 
     `selftest` serves `/selftest`, whose credential endpoint hands working TURN
     credentials to whoever reaches the port: off unless asked for.
+    `admin_token_file`: serve the session admin routes (`trelay.ops.admin_routes`) to
+    requests bearing the token it holds (`admin_token`, read and checked at load,
+    `trelay.config.admin_token`); None serves no admin route at all.
     """
 
     listen: tuple[ListenAddress, ...] = _DEV_LISTEN
     selftest: bool = False
+    admin_token_file: Path | None = None
+    admin_token: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,9 +266,14 @@ def _read_file(path: Path) -> tuple[Settings, dict[str, tuple[ListenAddress, ...
     relay = _read_relay(relay_table, quota_table, lifetime_table)
     http_table = root.table("http")
     http_listen = read_addresses(http_table, "listen")
+    token_file = read_path(http_table, "admin_token_file", base)
     http = HttpSettings(
         _DEV_LISTEN if http_listen is None else http_listen,
         read_bool(http_table, "selftest", False),
+        token_file,
+        None
+        if token_file is None
+        else read_admin_token(http_table.key("admin_token_file"), token_file),
     )
     api_table = root.table("api")
     api = read_api(api_table, base)
@@ -367,6 +379,10 @@ def _apply_flags(
         http = replace(http, listen=listen_http)
     if flags.selftest:
         http = replace(http, selftest=True)
+    if flags.admin_token_file is not None:
+        path = check_file("--admin-token-file", Path(flags.admin_token_file))
+        token = read_admin_token("--admin-token-file", path)
+        http = replace(http, admin_token_file=path, admin_token=token)
     api = settings.api
     if flags.api_keys is not None:
         path = check_file("--api-keys", Path(flags.api_keys))

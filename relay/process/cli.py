@@ -129,6 +129,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="the operator HTTP port: /metrics, /healthz, /readyz (repeatable; replaces "
         "http.listen)",
     )
+    serve_parser.add_argument(
+        "--admin-token-file",
+        metavar="FILE",
+        help="serve the session admin routes (/v1/sessions, /v1/drain) on the HTTP port to "
+        "requests bearing the token in FILE (replaces http.admin_token_file)",
+    )
     serve_parser.add_argument("--realm", help="REALM of the long-term credentials")
     serve_parser.add_argument("--tls-cert", metavar="FILE", help="PEM certificate chain")
     serve_parser.add_argument("--tls-key", metavar="FILE", help="PEM private key")
@@ -232,6 +238,7 @@ def flags_from(arguments: argparse.Namespace) -> Flags:
         workers=arguments.workers,
         drain_timeout=arguments.drain_timeout,
         alternate_server=arguments.alternate_server,
+        admin_token_file=arguments.admin_token_file,
     )
 
 

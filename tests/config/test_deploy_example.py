@@ -27,3 +27,22 @@ def test_the_example_config_loads(tmp_path: Path) -> None:
     assert [str(a) for a in settings.listen.udp] == ["0.0.0.0:3478"]
     assert settings.api.keys is not None and len(settings.api.ice_urls) == 3
     assert settings.log_format == "json" and not settings.http.selftest
+
+
+def test_the_example_admin_token_line_works_uncommented(tmp_path: Path) -> None:
+    (tmp_path / "cert.pem").write_text("placeholder")
+    (tmp_path / "key.pem").write_text("placeholder")
+    create_key(tmp_path / "keys.toml")
+    (tmp_path / "admin.token").write_text("f" * 64 + "\n")
+    text = EXAMPLE.read_text()
+    line = '# admin_token_file = "/etc/trelay/admin.token"'
+    assert line in text
+    text = text.replace(line, 'admin_token_file = "admin.token"')
+    for old, new in [
+        ("/etc/trelay/fullchain.pem", "cert.pem"), ("/etc/trelay/privkey.pem", "key.pem"),
+        ("/etc/trelay/keys.toml", "keys.toml"), ("/var/lib/trelay/revoked.toml", "revoked.toml"),
+    ]:  # fmt: skip
+        text = text.replace(old, new)
+    config = tmp_path / "trelay.toml"
+    config.write_text(text)
+    assert load_settings(config).http.admin_token == "f" * 64

@@ -12,6 +12,8 @@ HTTP port, readiness, systemd's notifications, and the signals.
   asks for one) is pinged for as long as the trio loop runs.
 - SIGHUP reloads the settings file (`trelay.process.reload`): what can change live
   applies, the rest is logged as waiting for a restart.
+- The session admin routes (`trelay.ops.admin_routes`, with `[http] admin_token_file`)
+  list and end allocations; their `POST /v1/drain` starts the drain as a first signal.
 - SIGINT and SIGTERM drain the relay (`trelay.process.drain`; with workers,
   `trelay.process.workers`): /readyz 503 at once, new Allocates refused (300 Try
   Alternate or 508), existing allocations relayed until they end or `[drain] timeout`
@@ -38,6 +40,7 @@ from trelay.config.settings import Settings
 from trelay.config.values import SettingsError
 from trelay.node.assembly import start_node
 from trelay.node.listeners import BoundAddresses, HostPort, ListenError
+from trelay.ops.admin_routes import admin_routes
 from trelay.ops.http_app import NodeStatus, build_app
 from trelay.ops.http_server import bind_socket, serve_http
 from trelay.ops.metrics import node_registry
@@ -46,6 +49,7 @@ from trelay.process import systemd
 from trelay.process.drain import NodeDrain
 from trelay.process.ready import announce_ready
 from trelay.process.reload import SettingsSource, reload_on_hangup
+from trelay.process.session_admin import NodeSessionAdmin
 from trelay.process.workers import serve_workers
 
 logger = logging.getLogger(__name__)
@@ -92,6 +96,8 @@ async def serve_until_signal(
             nursery.start_soon(reload_on_hangup, hangups, running, settings, source)
             registry = node_registry(running.node, ready=lambda: status.ready)
             routes = operator_routes(settings, running.bound, running.revocations)
+            admin = NodeSessionAdmin(running.node, drain)
+            routes += admin_routes(settings.http.admin_token, admin)
             app = build_app(status, registry=registry, extra_routes=routes)
             http = await start_http(nursery, settings, app)
             _close(held)

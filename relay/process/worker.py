@@ -8,10 +8,13 @@ and TLS bound here with SO_REUSEPORT) - and no HTTP port. FD is its end
 of a socketpair to the supervisor, which carries the messages below: length-prefixed
 pickles (both ends are our own processes; nothing else can reach the socketpair).
 
-Supervisor -> worker: `WorkerAssignment` (first, once), then `Drain` and `ReportRequest`.
+Supervisor -> worker: `WorkerAssignment` (first, once), then `Drain`, `ReportRequest`,
+`Reload`, and the session admin's `SessionsRequest` and `EndSessions`.
 Worker -> supervisor: `WorkerBound` once every listener is bound, `WorkerReport` every
 `REPORT_INTERVAL` seconds and after each `ReportRequest`, `StartFailed` if the settings
-or a listen address fail before binding.
+or a listen address fail before binding, and `SessionsAnswer`s to the session admin's
+requests (same `request_id`; a listing comes in chunks of at most `SESSIONS_PER_ANSWER`
+sessions, the last one marked `last`, so no message nears `MAX_MESSAGE`).
 
 Invariants:
 - The worker drains as `trelay serve` does (`trelay.process.drain`: no new allocations,
@@ -49,6 +52,7 @@ from trelay.config.values import SettingsError
 from trelay.node.assembly import RunningNode, start_node
 from trelay.node.frontend import ClientFrontend
 from trelay.node.listeners import BoundAddresses, HostPort, ListenError, Listeners
+from trelay.node.sessions import Session
 from trelay.node.stream_listener import serve_stream
 from trelay.node.turn_node import TurnNode
 from trelay.node.udp_listener import serve_udp_socket
@@ -58,10 +62,13 @@ from trelay.ops.metrics import NodeSnapshot, snapshot
 from trelay.process.drain import NodeDrain
 from trelay.process.exit_codes import ExitStatus, known_error, status_for
 from trelay.process.reload import apply_reload
+from trelay.turn.addressing import Address
 
 REPORT_INTERVAL = 1.0
 ASSIGNMENT_TIMEOUT = 30.0
 MAX_MESSAGE = 16 * 1024 * 1024
+# A pickled `Session` is a few hundred bytes: a chunk stays far below MAX_MESSAGE.
+SESSIONS_PER_ANSWER = 2000
 
 logger = logging.getLogger(__name__)
 
@@ -143,12 +150,42 @@ class StartFailed:
     message: str
 
 
+@dataclass(frozen=True, slots=True)
+class SessionsRequest:
+    """List the worker's live allocations (only `identity`'s when given)."""
+
+    request_id: int
+    identity: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EndSessions:
+    """End `identity`'s allocations, or the one at `relayed` (`TurnNode.end_sessions`)."""
+
+    request_id: int
+    identity: str | None = None
+    relayed: Address | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SessionsAnswer:
+    """The answer to the request `request_id`: a chunk of `sessions` (a listing) or how
+    many allocations `ended`; `last` on the final chunk."""
+
+    request_id: int
+    sessions: tuple[Session, ...] = ()
+    ended: int = 0
+    last: bool = True
+
+
 # `Reload` (trelay.config.reload) carries a settings reload from the supervisor.
 Message = (
     WorkerAssignment | Drain | ReportRequest | WorkerBound | WorkerReport | StartFailed | Reload
-)
+    | SessionsRequest | EndSessions | SessionsAnswer
+)  # fmt: skip
 _MESSAGES = (
     WorkerAssignment, Drain, ReportRequest, WorkerBound, WorkerReport, StartFailed, Reload,
+    SessionsRequest, EndSessions, SessionsAnswer,
 )  # fmt: skip
 
 
@@ -275,6 +312,9 @@ async def _obey(
             await control.send(report(running.node, status))
         elif isinstance(message, Reload):
             apply_reload(running, message)
+        elif isinstance(message, SessionsRequest | EndSessions):
+            for answer in session_answers(running.node, message):
+                await control.send(answer)
         elif isinstance(message, Drain):
             # Never awaited: the drain runs in the node's nursery while this loop goes
             # on answering (reports, and a second `Drain` that ends it at once).
@@ -293,6 +333,22 @@ async def _report_every(control: ControlChannel, node: TurnNode, status: NodeSta
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             return  # the supervisor is gone; `_obey` drains
         await trio.sleep(REPORT_INTERVAL)
+
+
+def session_answers(node: TurnNode, request: SessionsRequest | EndSessions) -> list[SessionsAnswer]:
+    """What the worker answers a session admin request with (at least one message)."""
+    if isinstance(request, EndSessions):
+        ended = node.end_sessions(identity=request.identity, relayed=request.relayed)
+        return [SessionsAnswer(request.request_id, ended=ended)]
+    sessions = node.sessions(request.identity)
+    chunks = [
+        tuple(sessions[start : start + SESSIONS_PER_ANSWER])
+        for start in range(0, len(sessions), SESSIONS_PER_ANSWER)
+    ] or [()]
+    return [
+        SessionsAnswer(request.request_id, chunk, last=index == len(chunks) - 1)
+        for index, chunk in enumerate(chunks)
+    ]
 
 
 def report(node: TurnNode, status: NodeStatus) -> WorkerReport:

@@ -32,6 +32,11 @@ the counters of ended workers; per-worker families are labelled `worker="<index>
 the node is not draining. The token API and /selftest are served as with one process.
 Without certificate files, one throw-away TLS certificate serves every worker.
 
+Session admin (`trelay.ops.admin_routes`, with `[http] admin_token_file`): the supervisor
+asks every worker for its sessions or to end some (`trelay.process.session_admin`) and
+merges the answers, each session tagged with its worker's index. `POST /v1/drain`
+starts the drain as the first signal does.
+
 SIGINT/SIGTERM: /readyz turns 503, systemd is told STOPPING=1, and every worker is told
 to drain with `[drain] timeout` (`Drain`; as `trelay serve` does: no new allocations, the
 others run on until they end or the timeout runs out, then the worker ends). The
@@ -81,6 +86,7 @@ from trelay.config.settings import ListenSettings, Settings
 from trelay.node.listeners import BoundAddresses, HostPort
 from trelay.node.tls import generate_self_signed
 from trelay.node.turn_node import DRAIN_PROGRESS_SECONDS, DrainEnd
+from trelay.ops.admin_routes import admin_routes
 from trelay.ops.http_app import NodeStatus, build_app
 from trelay.ops.metrics import NodeSnapshot, WorkerUsage, combine, counters_only, workers_registry
 from trelay.ops.operator_routes import operator_routes
@@ -94,10 +100,12 @@ from trelay.process.listen_reservation import (
     worker_settings,
 )
 from trelay.process.reload import SettingsSource, apply_reload, decide_reload
+from trelay.process.session_admin import DRAIN_REQUEST, WorkerSessionAdmin
 from trelay.process.worker import (
     ControlChannel,
     Drain,
     ReportRequest,
+    SessionsAnswer,
     StartFailed,
     WorkerAssignment,
     WorkerBound,
@@ -192,6 +200,17 @@ class Supervisor:
         self.status = WorkersStatus(slots=self.slots)
         self.nonce_key = secrets.token_bytes(32)
         self.username_key = secrets.token_bytes(32)
+        # POST /v1/drain: the same drain as the first signal (`serve_workers` waits on both).
+        self.drain_asked = trio.Event()
+        self.sessions = WorkerSessionAdmin(
+            lambda: [(slot.index, slot.control) for slot in self.slots], self.ask_drain
+        )
+
+    def ask_drain(self) -> bool:
+        """Start the drain as the first SIGTERM would; False if it was under way."""
+        started = not (self.status.draining or self.drain_asked.is_set())
+        self.drain_asked.set()
+        return started
 
     # --- running workers -------------------------------------------------------------
 
@@ -272,6 +291,8 @@ class Supervisor:
                 slot.first_bound.set()
             elif isinstance(message, StartFailed):
                 slot.failure = message
+            elif isinstance(message, SessionsAnswer):
+                self.sessions.answered(slot.index, message)
         listened.set()
 
     # --- asking the workers ----------------------------------------------------------
@@ -448,6 +469,7 @@ async def serve_workers(
                     supervisor.snapshots, supervisor.usage, ready=lambda: supervisor.status.ready
                 )
                 routes = operator_routes(settings, bound, revocations)
+                routes += admin_routes(settings.http.admin_token, supervisor.sessions)
                 app = build_app(supervisor.status, registry=registry, extra_routes=routes)
                 app.add_middleware(RefreshBeforeScrape, refresh=supervisor.refresh)
                 http = await start_http(nursery, app)
@@ -459,15 +481,37 @@ async def serve_workers(
                         supervisor.reload_on_hangup, reloads[0], settings, reloads[1]
                     )
                 task_status.started(supervisor)
-                async for number in signals:
-                    why = f"{signal.Signals(number).name} received"
-                    break
-                else:  # pragma: no cover - a signal receiver never ends by itself
-                    why = "signals closed"
+                why = await _first_drain_request(signals, supervisor.drain_asked)
                 await supervisor.drain(why, signals)
                 nursery.cancel_scope.cancel()
         finally:
             reservation.close()
+
+
+async def _first_drain_request(signals: AsyncIterator[int], asked: trio.Event) -> str:
+    """Wait for the first signal or `POST /v1/drain`, whichever comes first; say which.
+
+    `signals` stays usable afterwards: a second signal must still end the drain at once.
+    """
+    why = "signals closed"
+    async with trio.open_nursery() as nursery:
+
+        async def on_signal() -> None:
+            nonlocal why
+            async for number in signals:
+                why = f"{signal.Signals(number).name} received"
+                break
+            nursery.cancel_scope.cancel()
+
+        async def on_request() -> None:
+            nonlocal why
+            await asked.wait()
+            why = DRAIN_REQUEST
+            nursery.cancel_scope.cancel()
+
+        nursery.start_soon(on_signal)
+        nursery.start_soon(on_request)
+    return why
 
 
 def _shared_certificate(settings: Settings, listen: ListenSettings, directory: Path) -> Settings:

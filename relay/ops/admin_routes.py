@@ -33,6 +33,7 @@ import hmac
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -71,8 +72,13 @@ class SessionAdmin(Protocol):
         self, *, identity: str | None = None, relayed: Address | None = None
     ) -> SessionsEnded: ...
 
-    def start_drain(self) -> bool:
-        """Start the drain as SIGTERM does; False if it had started already."""
+    @property
+    def draining(self) -> bool:
+        """True once a drain has started (or been asked for)."""
+        ...
+
+    def start_drain(self) -> None:
+        """Start the drain as SIGTERM does; nothing more if it had started already."""
         ...
 
 
@@ -131,8 +137,20 @@ def admin_routes(token: str | None, admin: SessionAdmin) -> list[BaseRoute]:
         refused = refusal(request)
         if refused is not None:
             return refused
-        started = admin.start_drain()
-        return JSONResponse({"status": "draining", "started": started}, status_code=202)
+        started = not admin.draining
+
+        async def start() -> None:
+            # Async: Starlette would run a plain function in a worker thread, and the
+            # drain belongs to the node's trio thread.
+            admin.start_drain()
+
+        # After the answer is sent: a node with nothing to wait for ends at once, and
+        # its HTTP port with it.
+        return JSONResponse(
+            {"status": "draining", "started": started},
+            status_code=202,
+            background=BackgroundTask(start),
+        )
 
     return [
         Route("/v1/sessions", sessions, methods=["GET", "DELETE"]),

@@ -1,7 +1,7 @@
 """The `trelay` command: its flags and subcommands, and the status it exits with.
 
 Owns the operator's side of the runtime: parsing (`trelay serve`, `trelay check-config`,
-`trelay keys`, `trelay token`, `trelay --version`), logging set-up, and turning a
+`trelay keys`, `trelay token`, `trelay sessions`, `trelay --version`), logging set-up, and turning a
 start-up failure into one line and an exit status. Serving is `trelay.process.serve`,
 the ready line `trelay.process.ready`. Nothing imports this module; it is the
 console-script entry point (`trelay = "trelay.process.cli:main"`, whose wrapper passes
@@ -43,6 +43,7 @@ from trelay.process.exit_codes import PROG, ExitStatus, known_error, status_for
 from trelay.process.preflight import check_files, check_relay_addresses
 from trelay.process.reload import SettingsSource
 from trelay.process.serve import serve_until_signal, serve_workers_until_signal
+from trelay.process.sessions_command import add_sessions_command, run_sessions_command
 from trelay.process.token_commands import TOKEN_COMMANDS, add_token_commands, run_token_command
 from trelay.process.workers import WorkersFailed
 
@@ -55,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
             return run_token_command(arguments)
         if arguments.command == "check-config":
             return check_config(arguments.file)
+        if arguments.command == "sessions":
+            return run_sessions_command(arguments)
         flags = flags_from(arguments)
         settings = load_settings(arguments.config, flags)
         # Before anything binds: what only the files and the machine can tell.
@@ -206,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
         '"FILE: ok" (status 0) or one line naming the key (status 2).',
     )
     check_parser.add_argument("file", type=Path, metavar="FILE", help="TOML settings")
+    add_sessions_command(commands)
     return parser
 
 

@@ -58,11 +58,13 @@ class NodeSessionAdmin:
     ) -> SessionsEnded:
         return SessionsEnded(self.node.end_sessions(identity=identity, relayed=relayed))
 
-    def start_drain(self) -> bool:
-        started = not self.drain.started
+    @property
+    def draining(self) -> bool:
+        return self.drain.started
+
+    def start_drain(self) -> None:
         # Not a second signal: a repeated request must not cut the calls short.
         self.drain.request(DRAIN_REQUEST, repeat_ends=False)
-        return started
 
 
 @dataclass(slots=True)
@@ -81,23 +83,30 @@ class WorkerSessionAdmin:
 
     `controls()`: (worker index, its control channel or None while it is down) of
     every worker;
-    `start_drain()`: the supervisor's drain, as its first signal.
+    `start_drain()`: the supervisor's drain, as its first signal; `draining()`: whether
+    it started (or was asked for).
     """
 
     def __init__(
         self,
         controls: Callable[[], Iterable[tuple[int, ControlChannel | None]]],
-        start_drain: Callable[[], bool],
+        start_drain: Callable[[], object],
+        draining: Callable[[], bool],
         answer_timeout: float = ANSWER_TIMEOUT,
     ) -> None:
         self._controls = controls
         self._start_drain = start_drain
+        self._draining = draining
         self._timeout = answer_timeout
         self._ids = itertools.count(1)
         self._waiting: dict[int, _Waiting] = {}
 
-    def start_drain(self) -> bool:
-        return self._start_drain()
+    @property
+    def draining(self) -> bool:
+        return self._draining()
+
+    def start_drain(self) -> None:
+        self._start_drain()
 
     async def list_sessions(self, identity: str | None) -> SessionListing:
         waiting, unanswered = await self._ask(lambda i: SessionsRequest(i, identity))

@@ -203,14 +203,10 @@ class Supervisor:
         # POST /v1/drain: the same drain as the first signal (`serve_workers` waits on both).
         self.drain_asked = trio.Event()
         self.sessions = WorkerSessionAdmin(
-            lambda: [(slot.index, slot.control) for slot in self.slots], self.ask_drain
+            lambda: [(slot.index, slot.control) for slot in self.slots],
+            self.drain_asked.set,
+            lambda: self.status.draining or self.drain_asked.is_set(),
         )
-
-    def ask_drain(self) -> bool:
-        """Start the drain as the first SIGTERM would; False if it was under way."""
-        started = not (self.status.draining or self.drain_asked.is_set())
-        self.drain_asked.set()
-        return started
 
     # --- running workers -------------------------------------------------------------
 

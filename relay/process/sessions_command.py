@@ -1,0 +1,168 @@
+"""`trelay sessions`: list or end a running relay's sessions through its operator port.
+
+Owns the subcommand (argparse) that `trelay.process.cli` wires in, a client of the admin
+routes of `trelay.ops.admin_routes` written with the standard library only (urllib):
+
+    trelay sessions --http HOST:PORT --token-file FILE [--identity ID] [--json]
+    trelay sessions --http HOST:PORT --token-file FILE --end (--identity ID | --relayed ADDR)
+
+Without `--end` it prints one line per live allocation (a table, or the routes' JSON
+with `--json`); with `--end` it ends the identity's allocations or the one relaying on
+ADDR and prints how many ended. Workers that did not answer are named on stderr.
+
+Exit status: 0 done; 1 the relay refused or could not be reached (one line: "trelay:
+sessions: <why>", with the route's reason for a 401); 2 a bad flag or token file (one
+line naming it, as for `trelay serve`). The token is never printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any, TextIO, TypeVar
+
+from trelay.config.admin_token import read_admin_token
+from trelay.config.values import SettingsError, format_host_port, parse_host_port
+from trelay.process.exit_codes import PROG, ExitStatus
+
+TIMEOUT = 10.0
+Parser = TypeVar("Parser", bound=argparse.ArgumentParser)
+COLUMNS = (
+    ("WORKER", "worker"), ("TRANSPORT", "transport"), ("CLIENT", "client"),
+    ("RELAYED", "relayed"), ("IDENTITY", "identity"), ("AGE", "age_seconds"),
+    ("LEFT", "lifetime_left_seconds"), ("PERMS", "permissions"), ("CHANS", "channels"),
+    ("TO_PEER", "client_to_peer_bytes"), ("TO_CLIENT", "peer_to_client_bytes"),
+)  # fmt: skip
+
+
+class CommandFailed(Exception):
+    """The relay refused or could not be reached: exit status 1."""
+
+
+def add_sessions_command(subparsers: argparse._SubParsersAction[Parser]) -> None:
+    """Add `sessions` to the `command` subparsers of `trelay`."""
+    sessions = subparsers.add_parser(
+        "sessions",
+        help="list or end a running relay's sessions (its operator port's admin routes)",
+        description="List the live allocations of a running relay, or end an identity's "
+        "(or one relayed address's), through its operator HTTP port and admin token.",
+    )
+    sessions.add_argument(
+        "--http", required=True, metavar="HOST:PORT", help="the relay's operator HTTP port"
+    )
+    sessions.add_argument(
+        "--token-file", required=True, type=Path, metavar="FILE", help="the admin token"
+    )
+    sessions.add_argument("--identity", metavar="ID", help="only this identity's sessions")
+    sessions.add_argument(
+        "--relayed", metavar="HOST:PORT", help="with --end: the session relaying there"
+    )
+    sessions.add_argument(
+        "--end", action="store_true", help="end the sessions of --identity (or --relayed)"
+    )
+    sessions.add_argument("--json", action="store_true", help="print the JSON the relay sent")
+
+
+def run_sessions_command(
+    arguments: argparse.Namespace, stdout: TextIO | None = None, stderr: TextIO | None = None
+) -> int:
+    """Run `trelay sessions`; the exit status."""
+    stdout = stdout or sys.stdout
+    stderr = stderr or sys.stderr
+    try:
+        request = _request(arguments)
+        answer = _send(request)
+    except SettingsError as exc:
+        stderr.write(f"{PROG}: {exc}\n")
+        return ExitStatus.BAD_SETTINGS
+    except CommandFailed as exc:
+        stderr.write(f"{PROG}: sessions: {exc}\n")
+        return ExitStatus.FAILED
+    unanswered = answer.get("unanswered_workers") or []
+    if unanswered:
+        workers = ", ".join(str(w) for w in unanswered)
+        stderr.write(f"{PROG}: sessions: no answer from worker {workers}; not included\n")
+    if arguments.json:
+        stdout.write(json.dumps(answer, indent=2) + "\n")
+    elif arguments.end:
+        count = answer.get("ended", 0)
+        stdout.write(f"ended {count} session{'' if count == 1 else 's'}\n")
+    else:
+        stdout.write(table(answer.get("sessions", [])))
+    return ExitStatus.OK
+
+
+def table(sessions: list[dict[str, Any]]) -> str:
+    """The sessions as aligned columns (WORKER only when the relay has workers)."""
+    columns = [c for c in COLUMNS if c[1] != "worker" or any("worker" in s for s in sessions)]
+    rows = [[title for title, _ in columns]]
+    rows += [[_cell(session.get(field)) for _, field in columns] for session in sessions]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(columns))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+             for row in rows]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.0f}s"
+    return "-" if value is None else str(value)
+
+
+def _request(arguments: argparse.Namespace) -> urllib.request.Request:
+    address = parse_host_port("--http", arguments.http)
+    token = read_admin_token("--token-file", arguments.token_file)
+    base = f"http://{format_host_port(address.host, address.port)}/v1/sessions"
+    query = {} if arguments.identity is None else {"identity": arguments.identity}
+    method = "GET"
+    if arguments.end:
+        method = "DELETE"
+        if (arguments.identity is None) == (arguments.relayed is None):
+            raise SettingsError("--end", "give --identity or --relayed (one of them)")
+        if arguments.relayed is not None:
+            relayed = parse_host_port("--relayed", arguments.relayed)
+            quoted = urllib.parse.quote(format_host_port(relayed.host, relayed.port), safe=":")
+            base, query = f"{base}/{quoted}", {}
+    elif arguments.relayed is not None:
+        raise SettingsError("--relayed", "only with --end")
+    url = f"{base}?{urllib.parse.urlencode(query)}" if query else base
+    return urllib.request.Request(  # noqa: S310 - the URL is http:// built here
+        url, method=method, headers={"Authorization": f"Bearer {token}"}
+    )
+
+
+def _send(request: urllib.request.Request) -> dict[str, Any]:
+    try:
+        with urllib.request.urlopen(request, timeout=TIMEOUT) as response:  # noqa: S310
+            body = response.read()
+    except urllib.error.HTTPError as exc:
+        raise CommandFailed(_refusal(exc)) from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise CommandFailed(f"cannot reach {request.full_url}: {reason}") from None
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        raise CommandFailed(f"{request.full_url} answered no JSON") from None
+    if not isinstance(answer, dict):
+        raise CommandFailed(f"{request.full_url} answered unexpected JSON")
+    return answer
+
+
+def _refusal(error: urllib.error.HTTPError) -> str:
+    """One line from an HTTP error: its status and the JSON reason or error, if any."""
+    try:
+        body = json.loads(error.read())
+    except ValueError:
+        body = {}
+    detail = ""
+    if isinstance(body, dict):
+        detail = str(body.get("reason") or body.get("error") or "")
+    if error.code == 404 and detail == "not found":
+        detail = "no admin routes there (is http.admin_token_file set?)"
+    return f"HTTP {error.code}" + (f": {detail}" if detail else "")

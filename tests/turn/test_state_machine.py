@@ -377,6 +377,26 @@ class TurnCoreMachine(RuleBasedStateMachine):
         assert len([a for a in actions if isinstance(a, CloseRelay)]) == int(had)
         self.orphan(five_tuple, bound)
 
+    @rule(identity=st.sampled_from(["alice", "bob", "carol", "dave"]))
+    def operator_ends_identity(self, identity: str) -> None:
+        had = sum(a.identity == identity for a in self.server.allocations.values())
+        actions = self.server.end_identity(identity)
+        self.process(actions)
+        assert len([a for a in actions if isinstance(a, CloseRelay)]) == had
+        assert not self.server.allocation_views(self.now, identity)
+
+    @rule(index=clients_index, by_relayed=st.booleans())
+    def operator_ends_one(self, index: int, by_relayed: bool) -> None:
+        five_tuple = self.clients[index].five_tuple
+        allocation = self.server.allocations.get(five_tuple)
+        if by_relayed and allocation is None:
+            return
+        which = allocation.relayed if by_relayed and allocation is not None else five_tuple
+        actions = self.server.end_allocation(which)
+        self.process(actions)
+        assert len([a for a in actions if isinstance(a, CloseRelay)]) == int(allocation is not None)
+        assert five_tuple not in self.server.allocations
+
     @precondition(lambda self: not self.server.draining)
     @rule(bound=st.booleans(), dice=st.integers(0, 9))
     def shutdown(self, bound: bool, dice: int) -> None:

@@ -1,4 +1,4 @@
-"""Session admin on the operator HTTP port: list and end allocations, start a drain.
+"""Admin on the operator HTTP port: list and end allocations, drain, reload.
 
 Owns the admin routes (what coturn's CLI, `eturnalctl sessions` and STUNner give), served
 only when `[http] admin_token_file` is set (`trelay.config.admin_token`); without it none
@@ -14,7 +14,10 @@ nothing new:
   that allocation, 200 `{"ended": 1}`, or 404 `{"error": ..., "ended": 0}`;
 - `POST /v1/drain`: start the drain exactly as SIGTERM does (design §4), 202
   `{"status": "draining", "started": true}`; asked again while draining it changes
-  nothing (`"started": false`): cutting a drain short stays a second signal's job.
+  nothing (`"started": false`): cutting a drain short stays a second signal's job;
+- `POST /v1/reload`: the SIGHUP reload (`trelay.process.reload`), 200 `{"applied":
+  [...], "waiting_for_restart": [...]}`, or 422 with the reason when the settings file
+  is refused (the settings in force stay).
 
 Every admin request must carry `Authorization: Bearer <token>` (RFC 6750 §2.1), compared
 in constant time (`hmac.compare_digest`, design §6); otherwise 401 with a JSON reason and
@@ -30,6 +33,7 @@ not answer within the supervisor's bound, and their sessions are missing).
 from __future__ import annotations
 
 import hmac
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -82,8 +86,23 @@ class SessionAdmin(Protocol):
         ...
 
 
-def admin_routes(token: str | None, admin: SessionAdmin) -> list[BaseRoute]:
-    """The admin routes guarded by `token`; none at all without a token."""
+@dataclass(frozen=True, slots=True)
+class Reloaded:
+    """What a reload did: the changes applied live, the keys waiting for a restart, or
+    (`refused`) why the settings file was not used."""
+
+    applied: tuple[str, ...] = ()
+    waiting: tuple[str, ...] = ()
+    refused: str | None = None
+
+
+def admin_routes(
+    token: str | None,
+    admin: SessionAdmin,
+    reload: Callable[[], Awaitable[Reloaded]] | None = None,
+) -> list[BaseRoute]:
+    """The admin routes guarded by `token`; none at all without a token. `reload`: what
+    `POST /v1/reload` runs (the SIGHUP reload); no such route without it."""
     if token is None:
         return []
     expected = token.encode("ascii")
@@ -152,11 +171,26 @@ def admin_routes(token: str | None, admin: SessionAdmin) -> list[BaseRoute]:
             background=BackgroundTask(start),
         )
 
-    return [
+    async def reload_settings(request: Request) -> Response:
+        refused = refusal(request)
+        if refused is not None:
+            return refused
+        assert reload is not None  # the route exists only with it
+        outcome = await reload()
+        if outcome.refused is not None:
+            return _error(422, f"reload refused, the settings in force stay: {outcome.refused}")
+        return JSONResponse(
+            {"applied": list(outcome.applied), "waiting_for_restart": list(outcome.waiting)}
+        )
+
+    routes: list[BaseRoute] = [
         Route("/v1/sessions", sessions, methods=["GET", "DELETE"]),
         Route("/v1/sessions/{relayed}", end_one, methods=["DELETE"]),
         Route("/v1/drain", drain, methods=["POST"]),
     ]
+    if reload is not None:
+        routes.append(Route("/v1/reload", reload_settings, methods=["POST"]))
+    return routes
 
 
 def session_json(entry: ListedSession) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """The `trelay` command: its flags and subcommands, and the status it exits with.
 
 Owns the operator's side of the runtime: parsing (`trelay serve`, `trelay check-config`,
-`trelay keys`, `trelay token`, `trelay sessions`, `trelay --version`), logging set-up, and turning a
+`trelay keys`, `trelay token`, `trelay sessions`, `trelay reload`,
+`trelay --version`), logging set-up, and turning a
 start-up failure into one line and an exit status. Serving is `trelay.process.serve`,
 the ready line `trelay.process.ready`. Nothing imports this module; it is the
 console-script entry point (`trelay = "trelay.process.cli:main"`, whose wrapper passes
@@ -39,11 +40,16 @@ from trelay.config.settings import Settings, load_settings
 from trelay.config.values import SettingsError
 from trelay.node.listeners import ListenError
 from trelay.ops.logs import configure_logging
+from trelay.process.admin_commands import (
+    add_reload_command,
+    add_sessions_command,
+    run_reload_command,
+    run_sessions_command,
+)
 from trelay.process.exit_codes import PROG, ExitStatus, known_error, status_for
 from trelay.process.preflight import check_files, check_relay_addresses
 from trelay.process.reload import SettingsSource
 from trelay.process.serve import serve_until_signal, serve_workers_until_signal
-from trelay.process.sessions_command import add_sessions_command, run_sessions_command
 from trelay.process.token_commands import TOKEN_COMMANDS, add_token_commands, run_token_command
 from trelay.process.workers import WorkersFailed
 
@@ -58,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
             return check_config(arguments.file)
         if arguments.command == "sessions":
             return run_sessions_command(arguments)
+        if arguments.command == "reload":
+            return run_reload_command(arguments)
         flags = flags_from(arguments)
         settings = load_settings(arguments.config, flags)
         # Before anything binds: what only the files and the machine can tell.
@@ -210,6 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check_parser.add_argument("file", type=Path, metavar="FILE", help="TOML settings")
     add_sessions_command(commands)
+    add_reload_command(commands)
     return parser
 
 

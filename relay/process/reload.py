@@ -7,8 +7,9 @@ Owns the process side of a reload, for one process and for a supervisor with wor
 - `apply_reload`: the live part on a running node (`trelay.node.live_settings`: TLS
   pair, users, secrets, peer lists, quotas, lifetimes) and on the process (log level);
   one log line says what changed, one warning per key that needs a restart;
-- `reload_on_hangup` (one process) and `Supervisor.reload` (workers; each worker applies
-  the same `Reload` when its control channel delivers it).
+- `Reloader`: one reload at a time, on SIGHUP or `POST /v1/reload` (the admin routes),
+  applied to the node (one process) or by `Supervisor.apply_reload` (workers; each
+  worker applies the same `Reload` when its control channel delivers it).
 
 systemd is told RELOADING=1 before and READY=1 after (`Type=notify` with
 `ExecReload=kill -HUP $MAINPID`: `systemctl reload` waits for the reload to finish). No
@@ -18,7 +19,7 @@ allocation is touched by a reload: a call running through it loses nothing.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from trelay.config.reload import Reload, ReloadFailed, reload_settings
 from trelay.config.settings import Settings
 from trelay.node.assembly import RunningNode
 from trelay.node.live_settings import PROCESS_KEYS, apply_live
+from trelay.ops.admin_routes import Reloaded
 from trelay.ops.logs import set_level
 from trelay.process import systemd
 
@@ -43,22 +45,57 @@ class SettingsSource:
     flags: Flags
 
 
-async def decide_reload(settings: Settings, source: SettingsSource) -> Reload | None:
-    """The reload of `source` against `settings`, or None (logged) when the file is bad."""
-    # Reading and checking the file (TLS pair, secrets file) is blocking file I/O.
-    result = await trio.to_thread.run_sync(reload_settings, settings, source.config, source.flags)
-    if isinstance(result, ReloadFailed):
-        logger.error("reload refused, the settings in force stay: %s", result)
-        return None
-    for change in result.restart:
-        logger.warning("reload: %s", change)
-    return result
+class Reloader:
+    """One reload at a time, from SIGHUP or `POST /v1/reload`, against the settings in
+    force; `apply` puts a decided `Reload` into effect (on the node, or handed to every
+    worker) and returns what changed."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        source: SettingsSource,
+        apply: Callable[[Reload], Awaitable[list[str]]],
+    ) -> None:
+        self.settings = settings
+        self.source = source
+        self._apply = apply
+        self._lock = trio.Lock()
+
+    async def reload(self) -> Reloaded:
+        async with self._lock:
+            systemd.reloading()
+            try:
+                return await self._reload()
+            finally:
+                systemd.notify("READY=1")
+
+    async def on_hangups(self, hangups: AsyncIterator[int]) -> None:
+        async for _ in hangups:
+            await self.reload()
+
+    async def _reload(self) -> Reloaded:
+        # Reading and checking the file (TLS pair, secrets file) is blocking file I/O.
+        result = await trio.to_thread.run_sync(
+            reload_settings, self.settings, self.source.config, self.source.flags
+        )
+        if isinstance(result, ReloadFailed):
+            logger.error("reload refused, the settings in force stay: %s", result)
+            return Reloaded(refused=str(result))
+        waiting = tuple(str(change) for change in result.restart)
+        for change in waiting:
+            logger.warning("reload: %s", change)
+        applied = await self._apply(result)
+        self.settings = result.settings
+        return Reloaded(tuple(applied), waiting)
 
 
-def apply_reload(running: RunningNode | None, result: Reload) -> None:
-    """Apply `result` to `running` (None: a supervisor, which has no node) and the process."""
+def apply_reload(running: RunningNode | None, result: Reload) -> list[str]:
+    """Apply `result` to `running` (None: a supervisor, which has no node: its workers
+    apply the node's part) and the process; log and return what changed."""
     lines: list[str] = []
-    if running is not None:
+    if running is None:
+        lines += [str(change) for change in result.live if change.key not in PROCESS_KEYS]
+    else:
         applied = apply_live(running, result)
         lines += applied.changed
         for problem in applied.failed:
@@ -71,16 +108,4 @@ def apply_reload(running: RunningNode | None, result: Reload) -> None:
     logger.info("reloaded: %s", "; ".join(lines) or "nothing changed")
     if level:
         set_level(result.settings.log_level.logging_level)
-
-
-async def reload_on_hangup(
-    hangups: AsyncIterator[int], running: RunningNode, settings: Settings, source: SettingsSource
-) -> None:
-    """Reload the single-process node on every SIGHUP, for as long as it serves."""
-    async for _ in hangups:
-        systemd.reloading()
-        result = await decide_reload(settings, source)
-        if result is not None:
-            apply_reload(running, result)
-            settings = result.settings
-        systemd.notify("READY=1")
+    return lines

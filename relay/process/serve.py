@@ -36,6 +36,7 @@ from typing import TextIO
 import trio
 from starlette.applications import Starlette
 
+from trelay.config.reload import Reload
 from trelay.config.settings import Settings
 from trelay.config.values import SettingsError
 from trelay.node.assembly import start_node
@@ -48,7 +49,7 @@ from trelay.ops.operator_routes import operator_routes
 from trelay.process import systemd
 from trelay.process.drain import NodeDrain
 from trelay.process.ready import announce_ready
-from trelay.process.reload import SettingsSource, reload_on_hangup
+from trelay.process.reload import Reloader, SettingsSource, apply_reload
 from trelay.process.session_admin import NodeSessionAdmin
 from trelay.process.workers import serve_workers
 
@@ -93,11 +94,16 @@ async def serve_until_signal(
             status = NodeStatus()
             drain = NodeDrain(running.node, status, settings.drain, nursery.cancel_scope, nursery)
             nursery.start_soon(drain.on_signals, signals)
-            nursery.start_soon(reload_on_hangup, hangups, running, settings, source)
+
+            async def apply(result: Reload) -> list[str]:
+                return apply_reload(running, result)
+
+            reloader = Reloader(settings, source, apply)
+            nursery.start_soon(reloader.on_hangups, hangups)
             registry = node_registry(running.node, ready=lambda: status.ready)
             routes = operator_routes(settings, running.bound, running.revocations)
             admin = NodeSessionAdmin(running.node, drain)
-            routes += admin_routes(settings.http.admin_token, admin)
+            routes += admin_routes(settings.http.admin_token, admin, reloader.reload)
             app = build_app(status, registry=registry, extra_routes=routes)
             http = await start_http(nursery, settings, app)
             _close(held)

@@ -81,6 +81,7 @@ import trio
 from starlette.applications import Starlette
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from trelay.config.reload import Reload
 from trelay.config.revocations import watched_revocations
 from trelay.config.settings import ListenSettings, Settings
 from trelay.node.listeners import BoundAddresses, HostPort
@@ -99,7 +100,7 @@ from trelay.process.listen_reservation import (
     reserve_listen_ports,
     worker_settings,
 )
-from trelay.process.reload import SettingsSource, apply_reload, decide_reload
+from trelay.process.reload import Reloader, SettingsSource, apply_reload
 from trelay.process.session_admin import DRAIN_REQUEST, WorkerSessionAdmin
 from trelay.process.worker import (
     ControlChannel,
@@ -323,30 +324,15 @@ class Supervisor:
         """The allocations of every worker, as their latest reports say."""
         return int(sum(slot.usage().allocations_active for slot in self.slots))
 
-    async def reload_on_hangup(
-        self, hangups: AsyncIterator[int], settings: Settings, source: SettingsSource
-    ) -> None:
-        """On every SIGHUP: re-read the settings and hand the live part to every worker.
-
-        `settings` are the operator's (not the workers' own views, with their ports and a
-        shared throw-away certificate's paths): the file is compared with what the
-        operator configured. Each slot keeps the live values, so a worker restarted later
-        starts with what is in force.
-        """
-        async for _ in hangups:
-            systemd.reloading()
-            result = await decide_reload(settings, source)
-            if result is not None:
-                settings = result.settings
-                for slot in self.slots:
-                    slot.settings = result.onto(slot.settings)
-                    if slot.control is not None:
-                        with contextlib.suppress(
-                            trio.BrokenResourceError, trio.ClosedResourceError
-                        ):
-                            await slot.control.send(result)
-                apply_reload(None, result)  # the supervisor's own log level
-            systemd.notify("READY=1")
+    async def apply_reload(self, result: Reload) -> list[str]:
+        """Hand a reload's live part to every worker and keep it for the slots (a worker
+        restarted later starts with what is in force); the supervisor's own log level."""
+        for slot in self.slots:
+            slot.settings = result.onto(slot.settings)
+            if slot.control is not None:
+                with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                    await slot.control.send(result)
+        return apply_reload(None, result)
 
     async def drain(self, why: str, signals: AsyncIterator[int] | None = None) -> DrainEnd:
         """Tell every worker to drain; wait for them (bounded); a further signal from
@@ -465,17 +451,22 @@ async def serve_workers(
                     supervisor.snapshots, supervisor.usage, ready=lambda: supervisor.status.ready
                 )
                 routes = operator_routes(settings, bound, revocations)
-                routes += admin_routes(settings.http.admin_token, supervisor.sessions)
+                # The operator's settings (not the workers' views, with their ports and a
+                # shared throw-away certificate's paths) are what a reload compares with.
+                reloader = (
+                    None if reloads is None
+                    else Reloader(settings, reloads[1], supervisor.apply_reload)
+                )  # fmt: skip
+                reload = None if reloader is None else reloader.reload
+                routes += admin_routes(settings.http.admin_token, supervisor.sessions, reload)
                 app = build_app(supervisor.status, registry=registry, extra_routes=routes)
                 app.add_middleware(RefreshBeforeScrape, refresh=supervisor.refresh)
                 http = await start_http(nursery, app)
                 supervisor.status.mark_bound()
                 announce(bound, http)
                 await nursery.start(systemd.keep_watchdog)
-                if reloads is not None:
-                    nursery.start_soon(
-                        supervisor.reload_on_hangup, reloads[0], settings, reloads[1]
-                    )
+                if reloads is not None and reloader is not None:
+                    nursery.start_soon(reloader.on_hangups, reloads[0])
                 task_status.started(supervisor)
                 why = await _first_drain_request(signals, supervisor.drain_asked)
                 await supervisor.drain(why, signals)

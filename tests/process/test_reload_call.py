@@ -9,7 +9,9 @@ listen address changed) and sends SIGHUP. Checked:
 - the removed user's next Allocate is refused (401) while the remaining user's succeeds;
 - the new log level is in force (no INFO line from the node after the reload);
 - the listen address change is refused and logged as waiting for a restart;
-- the node then drains and ends on SIGTERM as usual (status 0).
+- the node then drains and ends on SIGTERM as usual (status 0);
+- `trelay reload` does the same through the operator port's admin route (one process
+  and workers): what was applied on stdout, a refused file is status 1 with the reason.
 
 Every wait is bounded; nothing depends on how long the call takes.
 """
@@ -17,13 +19,14 @@ Every wait is bounded; nothing depends on how long the call takes.
 from __future__ import annotations
 
 import signal
+import subprocess
 from pathlib import Path
 
 import pytest
 import trio
 
-from tests.helpers.supervised import Supervised, poll_until, running_workers, total
-from tests.helpers.trelay_process import allocate_with
+from tests.helpers.supervised import TIMEOUT, Supervised, poll_until, running_workers, total
+from tests.helpers.trelay_process import allocate_with, trelay_command
 from tests.helpers.turn_relay import PASSWORD, USERNAME
 from tests.helpers.turnutils import PEER, UCLIENT, UclientRun, run_uclient
 
@@ -153,3 +156,53 @@ async def test_a_bad_file_keeps_the_settings_in_force(tmp_path: Path) -> None:
     stderr = node.stderr_path.read_text()
     assert "Traceback" not in stderr
     assert "reload refused, the settings in force stay" in stderr, stderr
+
+
+TOKEN = "admin-token-for-the-reload-tests-0123"
+
+
+async def reload_command(*args: str) -> subprocess.CompletedProcess[bytes]:
+    with trio.fail_after(TIMEOUT):
+        return await trio.run_process(
+            [*trelay_command(), "reload", *args], capture_stdout=True, capture_stderr=True,
+            check=False,
+        )  # fmt: skip
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+async def test_trelay_reload_over_the_operator_port(tmp_path: Path, workers: str) -> None:
+    config = tmp_path / "trelay.toml"
+    token = tmp_path / "admin.token"
+    token.write_text(TOKEN + "\n")
+    users = {USERNAME: PASSWORD, "bob": "builder"}
+    config.write_text(settings_text("info", users))
+    args = ("--config", str(config), "--admin-token-file", str(token), "--workers", workers)
+    async with running_workers(tmp_path, *args) as node:
+        server = node.addresses("udp")[0]
+        common = ("--http", f"{node.http[0]}:{node.http[1]}", "--token-file", str(token))
+        await allocate_with(server, "bob", "builder")
+        await trio.Path(config).write_text(settings_text("info", {USERNAME: PASSWORD}))
+        done = await reload_command(*common)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.decode().startswith("reloaded: auth.users: 1 removed"), done.stdout
+        # The answer comes once every worker was handed the reload; give them a moment
+        # to apply it (each logs "reloaded:").
+        processes = 1 if workers == "1" else int(workers) + 1
+
+        async def applied() -> bool:
+            return node.stderr_path.read_text().count("reloaded:") >= processes
+
+        await poll_until(applied)
+        await allocate_with(server, "bob", "builder", refused=401, signed=False)
+        # A bad file: status 1, the reason, and nothing changes.
+        await trio.Path(config).write_text("[quotas]\nuser = -1\n")
+        refused = await reload_command(*common, "--json")
+        assert refused.returncode == 1
+        assert b"reload refused" in refused.stderr and b"quotas.user" in refused.stderr
+        await allocate_with(server, USERNAME, PASSWORD)
+        # Without the right token: status 1 and the route's reason.
+        token.write_text("not-the-admin-token-0123456789\n")
+        wrong = await reload_command(*common)
+        assert wrong.returncode == 1 and b"HTTP 401: wrong admin token" in wrong.stderr
+        assert await node.stop(signal.SIGTERM) == 0
+    assert "Traceback" not in node.stderr_path.read_text()

@@ -1,10 +1,14 @@
-"""`trelay sessions`: list or end a running relay's sessions through its operator port.
+"""`trelay sessions` and `trelay reload`: a running relay's admin, through its operator port.
 
-Owns the subcommand (argparse) that `trelay.process.cli` wires in, a client of the admin
+Owns the subcommands (argparse) that `trelay.process.cli` wires in, clients of the admin
 routes of `trelay.ops.admin_routes` written with the standard library only (urllib):
 
     trelay sessions --http HOST:PORT --token-file FILE [--identity ID] [--json]
     trelay sessions --http HOST:PORT --token-file FILE --end (--identity ID | --relayed ADDR)
+    trelay reload --http HOST:PORT --token-file FILE [--json]
+
+`trelay reload` asks for the SIGHUP reload and prints what was applied and what waits for
+a restart (or, status 1, why the settings file was refused).
 
 Without `--end` it prints one line per live allocation (a table, or the routes' JSON
 with `--json`); with `--end` it ends the identity's allocations or the one relaying on
@@ -166,3 +170,51 @@ def _refusal(error: urllib.error.HTTPError) -> str:
     if error.code == 404 and detail == "not found":
         detail = "no admin routes there (is http.admin_token_file set?)"
     return f"HTTP {error.code}" + (f": {detail}" if detail else "")
+
+
+def add_reload_command(subparsers: argparse._SubParsersAction[Parser]) -> None:
+    """Add `reload` to the `command` subparsers of `trelay`."""
+    reload = subparsers.add_parser(
+        "reload",
+        help="reload a running relay's settings file (as SIGHUP; its operator port's admin route)",
+        description="Re-read the settings file of a running relay and apply what can change "
+        "without a restart, through its operator HTTP port and admin token. Under systemd, "
+        "`systemctl reload trelay` does the same with a signal.",
+    )
+    reload.add_argument(
+        "--http", required=True, metavar="HOST:PORT", help="the relay's operator HTTP port"
+    )
+    reload.add_argument(
+        "--token-file", required=True, type=Path, metavar="FILE", help="the admin token"
+    )
+    reload.add_argument("--json", action="store_true", help="print the JSON the relay sent")
+
+
+def run_reload_command(
+    arguments: argparse.Namespace, stdout: TextIO | None = None, stderr: TextIO | None = None
+) -> int:
+    """Run `trelay reload`; the exit status."""
+    stdout = stdout or sys.stdout
+    stderr = stderr or sys.stderr
+    try:
+        address = parse_host_port("--http", arguments.http)
+        token = read_admin_token("--token-file", arguments.token_file)
+        url = f"http://{format_host_port(address.host, address.port)}/v1/reload"
+        request = urllib.request.Request(
+            url, method="POST", headers={"Authorization": f"Bearer {token}"}
+        )
+        answer = _send(request)
+    except SettingsError as exc:
+        stderr.write(f"{PROG}: {exc}\n")
+        return ExitStatus.BAD_SETTINGS
+    except CommandFailed as exc:
+        stderr.write(f"{PROG}: reload: {exc}\n")
+        return ExitStatus.FAILED
+    if arguments.json:
+        stdout.write(json.dumps(answer, indent=2) + "\n")
+        return ExitStatus.OK
+    applied = answer.get("applied") or []
+    stdout.write("reloaded: " + ("; ".join(applied) if applied else "nothing changed") + "\n")
+    for waiting in answer.get("waiting_for_restart") or []:
+        stdout.write(f"waiting for a restart: {waiting}\n")
+    return ExitStatus.OK

@@ -27,6 +27,7 @@ import sys
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
@@ -56,12 +57,7 @@ def add_sessions_command(subparsers: argparse._SubParsersAction[Parser]) -> None
         description="List the live allocations of a running relay, or end an identity's "
         "(or one relayed address's), through its operator HTTP port and admin token.",
     )
-    sessions.add_argument(
-        "--http", required=True, metavar="HOST:PORT", help="the relay's operator HTTP port"
-    )
-    sessions.add_argument(
-        "--token-file", required=True, type=Path, metavar="FILE", help="the admin token"
-    )
+    _add_admin_arguments(sessions)
     sessions.add_argument("--identity", metavar="ID", help="only this identity's sessions")
     sessions.add_argument(
         "--relayed", metavar="HOST:PORT", help="with --end: the session relaying there"
@@ -69,7 +65,32 @@ def add_sessions_command(subparsers: argparse._SubParsersAction[Parser]) -> None
     sessions.add_argument(
         "--end", action="store_true", help="end the sessions of --identity (or --relayed)"
     )
-    sessions.add_argument("--json", action="store_true", help="print the JSON the relay sent")
+
+
+def _add_admin_arguments(parser: argparse.ArgumentParser) -> None:
+    """What every admin command takes: the operator port, the token, JSON output."""
+    parser.add_argument(
+        "--http", required=True, metavar="HOST:PORT", help="the relay's operator HTTP port"
+    )
+    parser.add_argument(
+        "--token-file", required=True, type=Path, metavar="FILE", help="the admin token"
+    )
+    parser.add_argument("--json", action="store_true", help="print the JSON the relay sent")
+
+
+def _ask(
+    name: str, build: Callable[[], urllib.request.Request], stderr: TextIO
+) -> dict[str, Any] | int:
+    """The relay's JSON answer to the request `build` makes, or the exit status of a
+    one-line error (2: a bad flag or token file; 1: refused or unreachable)."""
+    try:
+        return _send(build())
+    except SettingsError as exc:
+        stderr.write(f"{PROG}: {exc}\n")
+        return ExitStatus.BAD_SETTINGS
+    except CommandFailed as exc:
+        stderr.write(f"{PROG}: {name}: {exc}\n")
+        return ExitStatus.FAILED
 
 
 def run_sessions_command(
@@ -78,15 +99,9 @@ def run_sessions_command(
     """Run `trelay sessions`; the exit status."""
     stdout = stdout or sys.stdout
     stderr = stderr or sys.stderr
-    try:
-        request = _request(arguments)
-        answer = _send(request)
-    except SettingsError as exc:
-        stderr.write(f"{PROG}: {exc}\n")
-        return ExitStatus.BAD_SETTINGS
-    except CommandFailed as exc:
-        stderr.write(f"{PROG}: sessions: {exc}\n")
-        return ExitStatus.FAILED
+    answer = _ask("sessions", lambda: _request(arguments), stderr)
+    if isinstance(answer, int):
+        return answer
     unanswered = answer.get("unanswered_workers") or []
     if unanswered:
         workers = ", ".join(str(w) for w in unanswered)
@@ -119,11 +134,9 @@ def _cell(value: object) -> str:
 
 
 def _request(arguments: argparse.Namespace) -> urllib.request.Request:
-    address = parse_host_port("--http", arguments.http)
-    token = read_admin_token("--token-file", arguments.token_file)
-    base = f"http://{format_host_port(address.host, address.port)}/v1/sessions"
+    """The sessions route `arguments` ask for: list, or end an identity's or one."""
+    path, method = "/v1/sessions", "GET"
     query = {} if arguments.identity is None else {"identity": arguments.identity}
-    method = "GET"
     if arguments.end:
         method = "DELETE"
         if (arguments.identity is None) == (arguments.relayed is None):
@@ -131,13 +144,23 @@ def _request(arguments: argparse.Namespace) -> urllib.request.Request:
         if arguments.relayed is not None:
             relayed = parse_host_port("--relayed", arguments.relayed)
             quoted = urllib.parse.quote(format_host_port(relayed.host, relayed.port), safe=":")
-            base, query = f"{base}/{quoted}", {}
+            path, query = f"{path}/{quoted}", {}
     elif arguments.relayed is not None:
         raise SettingsError("--relayed", "only with --end")
-    url = f"{base}?{urllib.parse.urlencode(query)}" if query else base
-    return urllib.request.Request(  # noqa: S310 - the URL is http:// built here
-        url, method=method, headers={"Authorization": f"Bearer {token}"}
-    )
+    return _admin_request(arguments, path, method, query)
+
+
+def _admin_request(
+    arguments: argparse.Namespace, path: str, method: str, query: dict[str, str] | None = None
+) -> urllib.request.Request:
+    """`method path?query` on the relay's operator port, with its admin token."""
+    address = parse_host_port("--http", arguments.http)
+    token = read_admin_token("--token-file", arguments.token_file)
+    url = f"http://{format_host_port(address.host, address.port)}{path}"
+    if query:
+        url = f"{url}?{urllib.parse.urlencode(query)}"
+    headers = {"Authorization": f"Bearer {token}"}
+    return urllib.request.Request(url, method=method, headers=headers)  # noqa: S310 - http:// built here
 
 
 def _send(request: urllib.request.Request) -> dict[str, Any]:
@@ -181,13 +204,7 @@ def add_reload_command(subparsers: argparse._SubParsersAction[Parser]) -> None:
         "without a restart, through its operator HTTP port and admin token. Under systemd, "
         "`systemctl reload trelay` does the same with a signal.",
     )
-    reload.add_argument(
-        "--http", required=True, metavar="HOST:PORT", help="the relay's operator HTTP port"
-    )
-    reload.add_argument(
-        "--token-file", required=True, type=Path, metavar="FILE", help="the admin token"
-    )
-    reload.add_argument("--json", action="store_true", help="print the JSON the relay sent")
+    _add_admin_arguments(reload)
 
 
 def run_reload_command(
@@ -196,20 +213,9 @@ def run_reload_command(
     """Run `trelay reload`; the exit status."""
     stdout = stdout or sys.stdout
     stderr = stderr or sys.stderr
-    try:
-        address = parse_host_port("--http", arguments.http)
-        token = read_admin_token("--token-file", arguments.token_file)
-        url = f"http://{format_host_port(address.host, address.port)}/v1/reload"
-        request = urllib.request.Request(
-            url, method="POST", headers={"Authorization": f"Bearer {token}"}
-        )
-        answer = _send(request)
-    except SettingsError as exc:
-        stderr.write(f"{PROG}: {exc}\n")
-        return ExitStatus.BAD_SETTINGS
-    except CommandFailed as exc:
-        stderr.write(f"{PROG}: reload: {exc}\n")
-        return ExitStatus.FAILED
+    answer = _ask("reload", lambda: _admin_request(arguments, "/v1/reload", "POST"), stderr)
+    if isinstance(answer, int):
+        return answer
     if arguments.json:
         stdout.write(json.dumps(answer, indent=2) + "\n")
         return ExitStatus.OK

@@ -39,4 +39,6 @@ class Flags:
     workers: str | None = None
     drain_timeout: str | None = None  # seconds
     alternate_server: str | None = None  # "host:port"
+    redis_url: str | None = None  # [fleet] redis_url
+    region: str | None = None  # [fleet] region
     admin_token_file: str | None = None

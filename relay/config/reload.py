@@ -134,6 +134,7 @@ _WHY_RESTART = {
     "log_usernames": "the log formatter is made at start",
     "tls": "a throw-away certificate is made at start only",
     "drain": "the drain is set up at start",
+    "fleet": "the fleet's Redis connection and registry entry are set up at start",
 }
 
 

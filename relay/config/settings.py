@@ -47,7 +47,7 @@ TOML file, so an error's key is the dotted path a user would edit:
     alternate_server = "198.51.100.7:3478"  # new Allocates meanwhile: 300 Try Alternate
 
 `[auth]` is read by `trelay.config.auth_settings`; `[api]` and `[auth.third_party]` are described
-in `trelay.config.api_settings`.
+in `trelay.config.api_settings`; `[fleet]` (absent: a node alone) in `trelay.config.fleet_settings`.
 
 Invariants:
 - Every problem is a `SettingsError(key, problem)`, raised by `load_settings` before
@@ -79,6 +79,7 @@ from trelay.config.api_settings import (
 )
 from trelay.config.auth_settings import AuthSettings, auth_flags, read_auth
 from trelay.config.flags import Flags
+from trelay.config.fleet_settings import FleetSettings, fleet_flags, read_fleet
 from trelay.config.values import (
     ListenAddress,
     SettingsError,
@@ -218,6 +219,8 @@ class Settings:
     http: HttpSettings = field(default_factory=HttpSettings)
     api: ApiSettings = field(default_factory=ApiSettings)
     drain: DrainSettings = field(default_factory=DrainSettings)
+    # The shared Redis and this node's registry entry; None: a node alone (design §9).
+    fleet: FleetSettings | None = None
     software: str = field(default_factory=default_software)
     log_level: LogLevel = LogLevel.INFO
     log_format: str = LOG_FORMATS[0]
@@ -279,6 +282,8 @@ def _read_file(path: Path) -> tuple[Settings, dict[str, tuple[ListenAddress, ...
     api = read_api(api_table, base)
     drain_table = root.table("drain")
     drain = _read_drain(drain_table)
+    fleet_table = root.table("fleet")
+    fleet = read_fleet(fleet_table, base)
     software = read_text(root, "software", default_software())
     level = root.take("log_level")
     log_level = LogLevel.INFO if level is None else _parse_log_level("log_level", level)
@@ -287,11 +292,11 @@ def _read_file(path: Path) -> tuple[Settings, dict[str, tuple[ListenAddress, ...
     workers_value = root.take("workers")
     workers = 1 if workers_value is None else _check_workers("workers", workers_value)
     tables = (listen_table, tls_table, stream_table, auth_table, relay_table, quota_table)
-    for table in (*tables, lifetime_table, http_table, api_table, drain_table, root):
+    for table in (*tables, lifetime_table, http_table, api_table, drain_table, fleet_table, root):
         table.finish()
     settings = Settings(
         tls=tls, stream=stream, auth=auth, relay=relay, http=http, api=api, drain=drain,
-        software=software,
+        fleet=fleet, software=software,
         log_level=log_level, log_format=log_format, log_usernames=log_usernames,
         workers=workers,
     )  # fmt: skip
@@ -410,6 +415,7 @@ def _apply_flags(
         http=http,
         api=api,
         drain=drain,
+        fleet=fleet_flags(settings.fleet, flags),
         log_level=log_level,
         log_format=log_format,
         log_usernames=settings.log_usernames or flags.log_usernames,

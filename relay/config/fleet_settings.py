@@ -1,0 +1,156 @@
+"""Settings of the fleet (`[fleet]`): where the shared Redis is and who this node is in it.
+
+Owns one section of the settings tree (`trelay.config.settings` composes it):
+
+    [fleet]                        # absent: a node alone, nothing touches Redis
+    redis_url = "rediss://redis.example.org:6380/0"  # redis:// or rediss:// (TLS)
+    redis_password_file = "redis.password"  # or the password in the URL; not both
+    node_id = "fra-1"              # absent: generated once per process
+    region = "eu-central"
+    public_uris = ["turn:fra-1.example.org:3478?transport=udp"]
+    heartbeat_seconds = 5.0        # how often the node refreshes its registry entry
+    ttl_seconds = 15.0             # how long the entry lives without a refresh
+
+Invariants: no `[fleet]` table (and no `--redis-url`) means `Settings.fleet is None`, the
+embedded default; the password never appears in `repr`; `ttl_seconds` is more than
+`heartbeat_seconds`, so one late refresh does not drop a live node. Paths are relative
+to the settings file.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from trelay.config.api_settings import URI_SCHEMES
+from trelay.config.flags import Flags
+from trelay.config.values import SettingsError, Table, check_text, read_path, toml_type
+
+DEFAULT_HEARTBEAT = 5.0
+DEFAULT_TTL = 15.0
+DEFAULT_REGION = "default"
+REDIS_SCHEMES = ("redis", "rediss")
+
+
+@dataclass(frozen=True, slots=True)
+class FleetSettings:
+    """The fleet's Redis and this node's entry in the registry (`trelay.fleet.registry`).
+
+    `redis_password`: read from `redis_password_file` when that is set (None: the URL's
+    own password, if any).
+    """
+
+    redis_url: str = field(repr=False)
+    # None: the registry generates one per process (`trelay.fleet.registry`); not here,
+    # so that re-reading the file on SIGHUP compares equal.
+    node_id: str | None = None
+    region: str = DEFAULT_REGION
+    public_uris: tuple[str, ...] = ()
+    heartbeat_seconds: float = DEFAULT_HEARTBEAT
+    ttl_seconds: float = DEFAULT_TTL
+    redis_password_file: Path | None = None
+    redis_password: str | None = field(default=None, repr=False)
+
+
+def read_fleet(table: Table, base: Path) -> FleetSettings | None:
+    """`[fleet]`, or None when the table is absent or empty (the embedded default)."""
+    url = table.take("redis_url")
+    password_file = read_path(table, "redis_password_file", base)
+    node_id = table.take("node_id")
+    region = table.take("region")
+    uris = table.take("public_uris")
+    heartbeat = table.take("heartbeat_seconds")
+    ttl = table.take("ttl_seconds")
+    given = (url, password_file, node_id, region, uris, heartbeat, ttl)
+    if all(v is None for v in given):
+        return None
+    if url is None:
+        raise SettingsError(table.key("redis_url"), "missing: [fleet] needs a Redis URL")
+    settings = FleetSettings(
+        redis_url=check_redis_url(table.key("redis_url"), url),
+        node_id=None if node_id is None else _check_name(table.key("node_id"), node_id),
+        region=DEFAULT_REGION if region is None else _check_name(table.key("region"), region),
+        public_uris=_read_uris(table.key("public_uris"), uris),
+        heartbeat_seconds=_seconds(table.key("heartbeat_seconds"), heartbeat, DEFAULT_HEARTBEAT),
+        ttl_seconds=_seconds(table.key("ttl_seconds"), ttl, DEFAULT_TTL),
+        redis_password_file=password_file,
+        redis_password=None
+        if password_file is None
+        else _read_password(table.key("redis_password_file"), password_file),
+    )
+    if password_file is not None and urlsplit(settings.redis_url).password:
+        raise SettingsError(
+            table.key("redis_password_file"), "the URL has a password already; give one"
+        )
+    if settings.ttl_seconds <= settings.heartbeat_seconds:
+        raise SettingsError(table.key("ttl_seconds"), "must be more than fleet.heartbeat_seconds")
+    return settings
+
+
+def fleet_flags(fleet: FleetSettings | None, flags: Flags) -> FleetSettings | None:
+    """`--redis-url` (which alone turns the fleet on) and `--region`."""
+    if flags.redis_url is not None:
+        url = check_redis_url("--redis-url", flags.redis_url)
+        fleet = FleetSettings(redis_url=url) if fleet is None else replace(fleet, redis_url=url)
+    if flags.region is not None:
+        if fleet is None:
+            raise SettingsError("--region", "needs a fleet: give --redis-url or [fleet] redis_url")
+        fleet = replace(fleet, region=_check_name("--region", flags.region))
+    return fleet
+
+
+def check_redis_url(key: str, value: object) -> str:
+    text = check_text(key, value)
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 - raises ValueError for a port out of range
+    except ValueError as exc:
+        raise SettingsError(key, f"not a URL: {exc}") from None
+    if parts.scheme not in REDIS_SCHEMES or not parts.hostname:
+        raise SettingsError(key, f"expected redis://host[:port][/db] or rediss://..., got {text!r}")
+    path = parts.path.strip("/")
+    if path and not path.isdigit():
+        raise SettingsError(key, f"the database must be a number, got {path!r}")
+    return text
+
+
+def _check_name(key: str, value: object) -> str:
+    text = check_text(key, value)
+    # Ids and regions become parts of Redis keys: no separators, no spaces.
+    if not all(c.isalnum() or c in "-_." for c in text):
+        raise SettingsError(key, f"only letters, digits, '-', '_' and '.', got {text!r}")
+    return text
+
+
+def _read_uris(key: str, value: object) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise SettingsError(key, f"expected a list of stun:/turn: URIs, got {toml_type(value)}")
+    uris = tuple(check_text(f"{key}[{i}]", v) for i, v in enumerate(value))
+    for index, uri in enumerate(uris):
+        if not uri.startswith(URI_SCHEMES):
+            raise SettingsError(f"{key}[{index}]", f"expected a stun:/turn: URI, got {uri!r}")
+    return uris
+
+
+def _seconds(key: str, value: object, default: float) -> float:
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise SettingsError(key, f"expected seconds (a number), got {toml_type(value)}")
+    if not (math.isfinite(value) and value > 0):
+        raise SettingsError(key, f"expected a positive number of seconds, got {value}")
+    return float(value)
+
+
+def _read_password(key: str, path: Path) -> str:
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SettingsError(key, f"cannot read {path}: {exc}") from None
+    if not text:
+        raise SettingsError(key, f"{path} is empty")
+    return text

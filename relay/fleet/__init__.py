@@ -1,0 +1,13 @@
+"""The fleet: what a node shares with the other nodes, through Redis (design §9).
+
+Owns the connection to the shared store (`trelay.fleet.store`: a Redis reached through
+coredis, its state and its reconnection) and the node registry (`trelay.fleet.registry`:
+each node's entry with a short TTL, refreshed by a heartbeat, and the listing of the
+live ones).
+
+Invariants: nothing here is on the data path or in TURN authentication. A node with no
+`[fleet]` settings never builds a store (no connection is attempted); a node that loses
+Redis keeps relaying and verifying credentials, and only its registry entry lapses.
+`trelay.node` never imports this room; the fleet reads the node's counters from the
+outside, as the metrics do.
+"""

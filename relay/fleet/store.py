@@ -1,0 +1,165 @@
+"""The fleet's connection to Redis (coredis on trio), its state and its reconnection.
+
+Owns one coredis client per process and what the rest of the node may know about it:
+`StoreState` (connecting before the first answer, connected, lost since a wall-clock
+time). Every call goes through `RedisStore.call`, bounded by `call_timeout`; a call that
+fails or times out marks the store lost and raises `StoreUnavailable`, and callers carry
+on without it. While lost, `run` probes with PING on a bounded exponential backoff
+(`BACKOFF_FIRST` doubling up to `BACKOFF_MAX`) and marks it connected on the first
+answer. The transitions are logged once each way, never per attempt.
+
+Invariants: nothing on the data path or in TURN authentication calls this; the URL's
+password never reaches a log line (`where` is host:port only).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from enum import StrEnum
+from typing import TypeVar
+from urllib.parse import urlsplit
+
+import coredis
+import trio
+from coredis.exceptions import RedisError
+from coredis.retry import NoRetryPolicy
+
+from trelay.config.fleet_settings import FleetSettings
+
+logger = logging.getLogger(__name__)
+
+CALL_TIMEOUT = 2.0
+BACKOFF_FIRST = 0.25
+BACKOFF_MAX = 5.0
+
+T = TypeVar("T")
+Client = coredis.Redis[str]
+
+
+class StoreState(StrEnum):
+    CONNECTING = "connecting"  # configured, no answer yet
+    CONNECTED = "connected"
+    LOST = "lost"
+
+
+class StoreUnavailable(Exception):
+    """Redis did not answer (in time); the caller goes on without it."""
+
+
+class RedisStore:
+    """The shared store. `run` (in a nursery) owns the client; `call` uses it."""
+
+    def __init__(
+        self,
+        settings: FleetSettings,
+        *,
+        call_timeout: float = CALL_TIMEOUT,
+        backoff_max: float = BACKOFF_MAX,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.call_timeout = call_timeout
+        self.backoff_max = backoff_max
+        self.wall_clock = wall_clock
+        self.state = StoreState.CONNECTING
+        self.lost_since: float | None = None  # wall-clock seconds, while LOST
+        self.failed_probes = 0  # reconnection attempts that failed, for tests and logs
+        parts = urlsplit(settings.redis_url)
+        self.where = f"{parts.hostname}:{parts.port or 6379}"
+        self._client: Client | None = None
+        self._lost = trio.Event()
+
+    @property
+    def connected(self) -> bool:
+        return self.state is StoreState.CONNECTED
+
+    def _new_client(self) -> Client:
+        # No retries inside coredis: `run` owns reconnection, and a call must stay bounded.
+        client: Client = coredis.Redis.from_url(
+            self.settings.redis_url,
+            password=self.settings.redis_password,
+            decode_responses=True,
+            stream_timeout=self.call_timeout,
+            connect_timeout=self.call_timeout,
+            retry_policy=NoRetryPolicy(),
+        )
+        return client
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Hold the client and keep the state current until cancelled. Starts at once:
+        nothing waits for Redis to answer."""
+        async with self._new_client() as client:
+            self._client = client
+            task_status.started()
+            try:
+                await self._keep_connected()
+            finally:
+                self._client = None
+
+    async def _keep_connected(self) -> None:
+        backoff = BACKOFF_FIRST
+        while True:
+            if await self._probe():
+                backoff = BACKOFF_FIRST
+                # A fresh event: failures seen while lost are behind us.
+                self._lost = trio.Event()
+                await self._lost.wait()
+            else:
+                await trio.sleep(backoff)
+                backoff = min(backoff * 2, self.backoff_max)
+
+    async def _probe(self) -> bool:
+        assert self._client is not None
+        try:
+            with trio.fail_after(self.call_timeout):
+                await self._client.ping()
+        except (trio.TooSlowError, RedisError, OSError) as exc:
+            self.failed_probes += 1
+            self._mark_lost(exc)
+            return False
+        self._mark_connected()
+        return True
+
+    async def call(self, operation: Callable[[Client], Awaitable[T]]) -> T:
+        """Run `operation` on the client within `call_timeout`, or raise `StoreUnavailable`
+        (at once while the store is not connected: `run` is the one that retries)."""
+        client = self._client
+        if client is None or not self.connected:
+            raise StoreUnavailable(f"Redis at {self.where} is {self.state.value}")
+        try:
+            with trio.fail_after(self.call_timeout):
+                return await operation(client)
+        except (trio.TooSlowError, RedisError, OSError) as exc:
+            self._mark_lost(exc)
+            raise StoreUnavailable(f"Redis at {self.where}: {_describe(exc)}") from exc
+
+    def _mark_lost(self, exc: BaseException) -> None:
+        if self.state is StoreState.LOST:
+            return
+        was = self.state
+        self.state, self.lost_since = StoreState.LOST, self.wall_clock()
+        self._lost.set()
+        if was is StoreState.CONNECTED:
+            logger.warning("fleet: lost Redis at %s (%s); relaying goes on, retrying",
+                           self.where, _describe(exc))  # fmt: skip
+        else:
+            logger.warning("fleet: cannot reach Redis at %s (%s); relaying goes on, retrying",
+                           self.where, _describe(exc))  # fmt: skip
+
+    def _mark_connected(self) -> None:
+        if self.state is StoreState.CONNECTED:
+            return
+        if self.state is StoreState.LOST and self.lost_since is not None:
+            away = self.wall_clock() - self.lost_since
+            logger.info("fleet: Redis at %s is back after %.1f s", self.where, away)
+        else:
+            logger.info("fleet: connected to Redis at %s", self.where)
+        self.state, self.lost_since = StoreState.CONNECTED, None
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, trio.TooSlowError):
+        return "timed out"
+    return str(exc) or type(exc).__name__

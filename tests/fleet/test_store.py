@@ -1,0 +1,98 @@
+"""The fleet store on a real redis-server: connect, lose, keep answering, rejoin; logged
+once each way, never per attempt."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import pytest
+import trio
+
+from tests.helpers.redis_server import RedisServer
+from trelay.config.fleet_settings import FleetSettings
+from trelay.fleet.store import RedisStore, StoreState, StoreUnavailable
+
+WAIT = 20.0
+
+
+async def wait_until(condition: Callable[[], bool]) -> None:
+    with trio.fail_after(WAIT):
+        while not condition():
+            await trio.sleep(0.02)
+
+
+def store_lines(caplog: pytest.LogCaptureFixture, words: str) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "trelay.fleet.store" and words in r.getMessage()
+    ]
+
+
+async def test_store_connects_loses_and_rejoins_with_one_line_each_way(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="trelay.fleet.store")
+    store = RedisStore(FleetSettings(redis_url=redis_server.url), call_timeout=1.0, backoff_max=0.1)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(store.run)
+        await wait_until(lambda: store.connected)
+        assert await store.call(lambda c: c.set("k", "v")) is True
+        assert await store.call(lambda c: c.get("k")) == "v"
+
+        redis_server.stop()
+        with pytest.raises(StoreUnavailable):
+            await store.call(lambda c: c.get("k"))
+        assert store.state is StoreState.LOST
+        assert store.lost_since is not None
+        # Several reconnection attempts fail, and calls are refused at once meanwhile.
+        await wait_until(lambda: store.failed_probes >= 3)
+        with pytest.raises(StoreUnavailable, match="lost"):
+            await store.call(lambda c: c.ping())
+
+        redis_server.start()
+        await wait_until(lambda: store.connected)
+        assert store.lost_since is None
+        assert await store.call(lambda c: c.set("k", "w")) is True
+        nursery.cancel_scope.cancel()
+    assert len(store_lines(caplog, "connected to Redis")) == 1
+    assert len(store_lines(caplog, "lost Redis")) == 1
+    assert len(store_lines(caplog, "is back after")) == 1
+    assert not store_lines(caplog, "cannot reach")
+
+
+async def test_store_that_never_reached_redis_says_so_once_and_joins_later(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="trelay.fleet.store")
+    redis_server.stop()
+    store = RedisStore(FleetSettings(redis_url=redis_server.url), call_timeout=1.0, backoff_max=0.1)
+    assert store.state is StoreState.CONNECTING
+    async with trio.open_nursery() as nursery:
+        await nursery.start(store.run)
+        await wait_until(lambda: store.failed_probes >= 3)
+        assert store.state is StoreState.LOST
+        redis_server.start()
+        await wait_until(lambda: store.connected)
+        nursery.cancel_scope.cancel()
+    assert len(store_lines(caplog, "cannot reach Redis")) == 1
+    assert len(store_lines(caplog, "is back after")) == 1
+
+
+async def test_password_from_settings_reaches_a_redis_that_requires_one(
+    redis_server: RedisServer,
+) -> None:
+    redis_server.stop()
+    redis_server.password = "hunter2"
+    redis_server.start()
+    right = FleetSettings(redis_url=redis_server.url, redis_password="hunter2")
+    wrong = FleetSettings(redis_url=redis_server.url, redis_password="wrong")
+    assert "hunter2" not in repr(right)
+    stores = [RedisStore(right, call_timeout=1.0), RedisStore(wrong, call_timeout=1.0)]
+    async with trio.open_nursery() as nursery:
+        for store in stores:
+            await nursery.start(store.run)
+        await wait_until(lambda: stores[0].connected and stores[1].failed_probes >= 1)
+        assert stores[1].state is StoreState.LOST
+        nursery.cancel_scope.cancel()

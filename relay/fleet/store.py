@@ -1,12 +1,13 @@
 """The fleet's connection to Redis (coredis on trio), its state and its reconnection.
 
-Owns one coredis client per process and what the rest of the node may know about it:
-`StoreState` (connecting before the first answer, connected, lost since a wall-clock
-time). Every call goes through `RedisStore.call`, bounded by `call_timeout`; a call that
-fails or times out marks the store lost and raises `StoreUnavailable`, and callers carry
-on without it. While lost, `run` probes with PING on a bounded exponential backoff
-(`BACKOFF_FIRST` doubling up to `BACKOFF_MAX`) and marks it connected on the first
-answer. The transitions are logged once each way, never per attempt.
+Owns one coredis client per process (held by `opened`) and what the rest of the node may
+know about it: `StoreState` (connecting before the first answer, connected, lost since a
+wall-clock time). Every call goes through `RedisStore.call`, bounded by `call_timeout`;
+a call that fails or times out marks the store lost and raises `StoreUnavailable`, and
+callers carry on without it. While lost, the store probes with PING on a bounded
+exponential backoff (`BACKOFF_FIRST` doubling up to `BACKOFF_MAX`) and marks it
+connected on the first answer. The transitions are logged once each way, never per
+attempt.
 
 Invariants: nothing on the data path or in TURN authentication calls this; the URL's
 password never reaches a log line (`where` is host:port only).
@@ -16,11 +17,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from enum import StrEnum
 from typing import TypeVar
 from urllib.parse import urlsplit
 
+import anyio
 import coredis
 import trio
 from coredis.exceptions import RedisError
@@ -38,6 +41,11 @@ T = TypeVar("T")
 Client = coredis.Redis[str]
 
 
+# What a call that Redis does not answer raises: timeouts, coredis's errors, socket
+# errors, and anyio's when the client's connection was closed under the call.
+_FAILURES = (trio.TooSlowError, RedisError, OSError, anyio.ClosedResourceError)
+
+
 class StoreState(StrEnum):
     CONNECTING = "connecting"  # configured, no answer yet
     CONNECTED = "connected"
@@ -49,7 +57,7 @@ class StoreUnavailable(Exception):
 
 
 class RedisStore:
-    """The shared store. `run` (in a nursery) owns the client; `call` uses it."""
+    """The shared store. `opened` holds the client; `call` uses it."""
 
     def __init__(
         self,
@@ -76,7 +84,7 @@ class RedisStore:
         return self.state is StoreState.CONNECTED
 
     def _new_client(self) -> Client:
-        # No retries inside coredis: `run` owns reconnection, and a call must stay bounded.
+        # No retries inside coredis: `opened` owns reconnection, and a call must stay bounded.
         client: Client = coredis.Redis.from_url(
             self.settings.redis_url,
             password=self.settings.redis_password,
@@ -87,16 +95,19 @@ class RedisStore:
         )
         return client
 
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Hold the client and keep the state current until cancelled. Starts at once:
-        nothing waits for Redis to answer."""
-        async with self._new_client() as client:
+    @asynccontextmanager
+    async def opened(self) -> AsyncIterator[RedisStore]:
+        """Hold the client, and keep the state current, for the body's duration. Enters at
+        once: nothing waits for Redis to answer. Callers that must still reach Redis while
+        stopping (the registry deletes its entry) do it inside the body."""
+        async with self._new_client() as client, trio.open_nursery() as nursery:
             self._client = client
-            task_status.started()
+            nursery.start_soon(self._keep_connected)
             try:
-                await self._keep_connected()
+                yield self
             finally:
                 self._client = None
+                nursery.cancel_scope.cancel()
 
     async def _keep_connected(self) -> None:
         backoff = BACKOFF_FIRST
@@ -115,7 +126,7 @@ class RedisStore:
         try:
             with trio.fail_after(self.call_timeout):
                 await self._client.ping()
-        except (trio.TooSlowError, RedisError, OSError) as exc:
+        except _FAILURES as exc:
             self.failed_probes += 1
             self._mark_lost(exc)
             return False
@@ -124,14 +135,14 @@ class RedisStore:
 
     async def call(self, operation: Callable[[Client], Awaitable[T]]) -> T:
         """Run `operation` on the client within `call_timeout`, or raise `StoreUnavailable`
-        (at once while the store is not connected: `run` is the one that retries)."""
+        (at once while the store is not connected: `opened` is what retries)."""
         client = self._client
         if client is None or not self.connected:
             raise StoreUnavailable(f"Redis at {self.where} is {self.state.value}")
         try:
             with trio.fail_after(self.call_timeout):
                 return await operation(client)
-        except (trio.TooSlowError, RedisError, OSError) as exc:
+        except _FAILURES as exc:
             self._mark_lost(exc)
             raise StoreUnavailable(f"Redis at {self.where}: {_describe(exc)}") from exc
 

@@ -18,8 +18,11 @@ WAIT = 20.0
 
 async def wait_until(condition: Callable[[], bool]) -> None:
     with trio.fail_after(WAIT):
-        while not condition():
+        for _ in range(int(WAIT / 0.02) + 1):
+            if condition():
+                return
             await trio.sleep(0.02)
+    raise AssertionError("condition never met")
 
 
 def store_lines(caplog: pytest.LogCaptureFixture, words: str) -> list[str]:
@@ -35,8 +38,7 @@ async def test_store_connects_loses_and_rejoins_with_one_line_each_way(
 ) -> None:
     caplog.set_level(logging.INFO, logger="trelay.fleet.store")
     store = RedisStore(FleetSettings(redis_url=redis_server.url), call_timeout=1.0, backoff_max=0.1)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(store.run)
+    async with store.opened():
         await wait_until(lambda: store.connected)
         assert await store.call(lambda c: c.set("k", "v")) is True
         assert await store.call(lambda c: c.get("k")) == "v"
@@ -55,7 +57,6 @@ async def test_store_connects_loses_and_rejoins_with_one_line_each_way(
         await wait_until(lambda: store.connected)
         assert store.lost_since is None
         assert await store.call(lambda c: c.set("k", "w")) is True
-        nursery.cancel_scope.cancel()
     assert len(store_lines(caplog, "connected to Redis")) == 1
     assert len(store_lines(caplog, "lost Redis")) == 1
     assert len(store_lines(caplog, "is back after")) == 1
@@ -68,14 +69,12 @@ async def test_store_that_never_reached_redis_says_so_once_and_joins_later(
     caplog.set_level(logging.INFO, logger="trelay.fleet.store")
     redis_server.stop()
     store = RedisStore(FleetSettings(redis_url=redis_server.url), call_timeout=1.0, backoff_max=0.1)
-    assert store.state is StoreState.CONNECTING
-    async with trio.open_nursery() as nursery:
-        await nursery.start(store.run)
+    assert store.state.value == "connecting"
+    async with store.opened():
         await wait_until(lambda: store.failed_probes >= 3)
         assert store.state is StoreState.LOST
         redis_server.start()
         await wait_until(lambda: store.connected)
-        nursery.cancel_scope.cancel()
     assert len(store_lines(caplog, "cannot reach Redis")) == 1
     assert len(store_lines(caplog, "is back after")) == 1
 
@@ -90,9 +89,6 @@ async def test_password_from_settings_reaches_a_redis_that_requires_one(
     wrong = FleetSettings(redis_url=redis_server.url, redis_password="wrong")
     assert "hunter2" not in repr(right)
     stores = [RedisStore(right, call_timeout=1.0), RedisStore(wrong, call_timeout=1.0)]
-    async with trio.open_nursery() as nursery:
-        for store in stores:
-            await nursery.start(store.run)
+    async with stores[0].opened(), stores[1].opened():
         await wait_until(lambda: stores[0].connected and stores[1].failed_probes >= 1)
         assert stores[1].state is StoreState.LOST
-        nursery.cancel_scope.cancel()

@@ -1,0 +1,110 @@
+"""`[fleet]` and its flags: the embedded default without them, values read, errors named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from trelay.config.flags import Flags
+from trelay.config.settings import Settings, load_settings
+from trelay.config.values import SettingsError
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "trelay.toml"
+    path.write_text(text)
+    return path
+
+
+def test_no_fleet_is_the_embedded_default(tmp_path: Path) -> None:
+    assert Settings().fleet is None
+    assert load_settings(write(tmp_path, "[fleet]\n")).fleet is None
+    assert load_settings(write(tmp_path, 'software = "x"\n')).fleet is None
+
+
+def test_a_full_fleet_section(tmp_path: Path) -> None:
+    (tmp_path / "redis.password").write_text("s3cret\n")
+    settings = load_settings(
+        write(
+            tmp_path,
+            '[fleet]\nredis_url = "rediss://redis.example.org:6380/2"\n'
+            'redis_password_file = "redis.password"\nnode_id = "fra-1"\nregion = "eu-central"\n'
+            'public_uris = ["turn:fra-1.example.org:3478?transport=udp",'
+            ' "turns:fra-1.example.org:5349?transport=tcp"]\n'
+            "heartbeat_seconds = 2\nttl_seconds = 7.5\n",
+        )
+    )
+    fleet = settings.fleet
+    assert fleet is not None
+    assert fleet.redis_url == "rediss://redis.example.org:6380/2"
+    assert fleet.redis_password == "s3cret"
+    assert (fleet.node_id, fleet.region) == ("fra-1", "eu-central")
+    assert len(fleet.public_uris) == 2
+    assert (fleet.heartbeat_seconds, fleet.ttl_seconds) == (2.0, 7.5)
+    assert "s3cret" not in repr(settings) and "redis.example.org" not in repr(settings)
+
+
+def test_defaults_and_no_node_id_until_the_registry_makes_one(tmp_path: Path) -> None:
+    fleet = load_settings(write(tmp_path, '[fleet]\nredis_url = "redis://127.0.0.1"\n')).fleet
+    assert fleet is not None
+    assert (fleet.node_id, fleet.region, fleet.public_uris) == (None, "default", ())
+    assert (fleet.heartbeat_seconds, fleet.ttl_seconds) == (5.0, 15.0)
+
+
+def test_flags_turn_the_fleet_on_and_override(tmp_path: Path) -> None:
+    fleet = load_settings(flags=Flags(redis_url="redis://10.0.0.5:6379/0", region="us")).fleet
+    assert fleet is not None
+    assert (fleet.redis_url, fleet.region) == ("redis://10.0.0.5:6379/0", "us")
+    config = write(tmp_path, '[fleet]\nredis_url = "redis://a"\nregion = "eu"\n')
+    fleet = load_settings(config, Flags(region="ap")).fleet
+    assert fleet is not None
+    assert (fleet.redis_url, fleet.region) == ("redis://a", "ap")
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ('region = "eu"', "fleet.redis_url"),
+        ('redis_url = "http://redis"', "fleet.redis_url"),
+        ('redis_url = "redis://"', "fleet.redis_url"),
+        ('redis_url = "redis://h:99999"', "fleet.redis_url"),
+        ('redis_url = "redis://h/db"', "fleet.redis_url"),
+        ("redis_url = 6379", "fleet.redis_url"),
+        ('redis_url = "redis://h"\nredis_password_file = "missing"', "fleet.redis_password_file"),
+        ('redis_url = "redis://h"\nnode_id = "a b"', "fleet.node_id"),
+        ('redis_url = "redis://h"\nregion = "eu:west"', "fleet.region"),
+        ('redis_url = "redis://h"\npublic_uris = "turn:a"', "fleet.public_uris"),
+        ('redis_url = "redis://h"\npublic_uris = ["http://a"]', "fleet.public_uris[0]"),
+        ('redis_url = "redis://h"\nheartbeat_seconds = 0', "fleet.heartbeat_seconds"),
+        ('redis_url = "redis://h"\nttl_seconds = true', "fleet.ttl_seconds"),
+        ('redis_url = "redis://h"\nheartbeat_seconds = 5\nttl_seconds = 5', "fleet.ttl_seconds"),
+        ('redis_url = "redis://h"\ncolour = "blue"', "fleet.colour"),
+    ],
+)
+def test_bad_values_name_their_key(tmp_path: Path, text: str, key: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings(write(tmp_path, f"[fleet]\n{text}\n"))
+    assert caught.value.key == key
+
+
+def test_a_password_file_and_a_password_in_the_url_conflict(tmp_path: Path) -> None:
+    (tmp_path / "pw").write_text("x")
+    text = '[fleet]\nredis_url = "redis://:inline@h"\nredis_password_file = "pw"\n'
+    with pytest.raises(SettingsError) as caught:
+        load_settings(write(tmp_path, text))
+    assert caught.value.key == "fleet.redis_password_file"
+
+
+@pytest.mark.parametrize(
+    ("flags", "key"),
+    [
+        (Flags(redis_url="tcp://h"), "--redis-url"),
+        (Flags(region="eu"), "--region"),
+        (Flags(redis_url="redis://h", region="e u"), "--region"),
+    ],
+)
+def test_bad_flags_name_the_flag(flags: Flags, key: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings(flags=flags)
+    assert caught.value.key == key

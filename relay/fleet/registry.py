@@ -165,12 +165,16 @@ class NodeRegistry:
     ) -> None:
         """Publish every `heartbeat_seconds` while the store is connected, until cancelled."""
         task_status.started()
+        beat = self.settings.heartbeat_seconds
         while True:
+            # Publish as soon as Redis answers (at start, after a loss), then every beat.
+            with trio.move_on_after(beat):
+                await self.store.wait_connected()
             if self.store.connected:
                 # The store logged a failure once; the next beat tries again.
                 with contextlib.suppress(StoreUnavailable):
                     await self.publish()
-            await trio.sleep(self.settings.heartbeat_seconds)
+                await trio.sleep(beat)
 
 
 async def live_nodes(store: RedisStore, ttl_seconds: float) -> list[NodeEntry]:

@@ -78,10 +78,15 @@ class RedisStore:
         self.where = f"{parts.hostname}:{parts.port or 6379}"
         self._client: Client | None = None
         self._lost = trio.Event()
+        self._connected = trio.Event()
 
     @property
     def connected(self) -> bool:
         return self.state is StoreState.CONNECTED
+
+    async def wait_connected(self) -> None:
+        """Return once Redis answers (callers bound the wait)."""
+        await self._connected.wait()
 
     def _new_client(self) -> Client:
         # No retries inside coredis: `opened` owns reconnection, and a call must stay bounded.
@@ -152,6 +157,7 @@ class RedisStore:
         was = self.state
         self.state, self.lost_since = StoreState.LOST, self.wall_clock()
         self._lost.set()
+        self._connected = trio.Event()
         if was is StoreState.CONNECTED:
             logger.warning("fleet: lost Redis at %s (%s); relaying goes on, retrying",
                            self.where, _describe(exc))  # fmt: skip
@@ -168,6 +174,7 @@ class RedisStore:
         else:
             logger.info("fleet: connected to Redis at %s", self.where)
         self.state, self.lost_since = StoreState.CONNECTED, None
+        self._connected.set()
 
 
 def _describe(exc: BaseException) -> str:

@@ -5,7 +5,9 @@ Owns the routes of the operator port (served by `trelay.ops.http_server`):
 - `GET /healthz`: 200 `{"status": "alive"}` while the process serves HTTP at all;
 - `GET /readyz`: 200 `{"status": "ready"}` once every listener is bound and while the
   node is not draining; 503 `{"status": "not ready", "reason": ...}` otherwise, so a load
-  balancer stops sending new clients to a node that is shutting down;
+  balancer stops sending new clients to a node that is shutting down. In a fleet the
+  body also says `"fleet": "connected" | "connecting" | "lost"`; a lost Redis does not
+  make the node unready (it still relays, design §9);
 - `GET /metrics`: the node's registry in the Prometheus text format
   (`prometheus_client.CONTENT_TYPE_LATEST`);
 - whatever `extra_routes` adds (the token API mounts here);
@@ -20,7 +22,7 @@ Invariants: `/metrics` is an async endpoint, so the scrape runs in the node's tr
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -40,6 +42,8 @@ class NodeStatus:
 
     listeners_bound: bool = False
     draining: bool = False
+    # The fleet store's state (`trelay.fleet.store.StoreState`); None: no fleet.
+    fleet: Callable[[], str] | None = None
 
     def mark_bound(self) -> None:
         self.listeners_bound = True
@@ -78,9 +82,10 @@ def build_app(
 
     async def readyz(request: Request) -> Response:
         reason = status.not_ready_reason
+        fleet = {} if status.fleet is None else {"fleet": status.fleet()}
         if reason is None:
-            return JSONResponse({"status": "ready"})
-        return JSONResponse({"status": "not ready", "reason": reason}, status_code=503)
+            return JSONResponse({"status": "ready", **fleet})
+        return JSONResponse({"status": "not ready", "reason": reason, **fleet}, status_code=503)
 
     async def metrics(request: Request) -> Response:
         # Async on purpose: generate_latest reads the node's tables in the node's thread.

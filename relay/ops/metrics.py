@@ -26,6 +26,7 @@ number of series is bounded whatever the traffic):
     trelay_relay_ports{state}                            gauge    free|in_use (with a range)
     trelay_ready                                         gauge    1 ready, 0 not
     trelay_draining                                      gauge    1 while the node drains
+    trelay_fleet_connected                               gauge    1 Redis answers, 0 not ([fleet])
     trelay_tls_handshake_failures_total                  counter  failed TLS handshakes
     trelay_build_info{version,python}                    gauge    1
     process_*                                            prometheus_client's ProcessCollector
@@ -343,6 +344,18 @@ def workers_registry(
     registry.register(WorkerCollector(workers))
     ProcessCollector(registry=registry)
     return registry
+
+
+class FleetCollector(Collector):
+    """`trelay_fleet_connected`: 1 while the fleet's Redis answers, else 0 (design §9)."""
+
+    def __init__(self, connected: Callable[[], bool]) -> None:
+        self.connected = connected
+
+    def collect(self) -> Iterator[Metric]:
+        value: Series = {(): 1.0 if self.connected() else 0.0}
+        yield _family(_GAUGE, "trelay_fleet_connected", "1 while the fleet's Redis answers, "
+                      "else 0 (only with [fleet]).", (), value)  # fmt: skip
 
 
 def build_version() -> str:

@@ -204,6 +204,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="while draining, send new Allocates there (300 Try Alternate) instead of "
         "refusing them (508); replaces drain.alternate_server",
     )
+    serve_parser.add_argument(
+        "--redis-url",
+        metavar="URL",
+        help="join a fleet through this Redis (redis:// or rediss://); replaces fleet.redis_url",
+    )
+    serve_parser.add_argument(
+        "--region", metavar="NAME", help="this node's region in the fleet; replaces fleet.region"
+    )
     serve_parser.add_argument("--log-format", metavar="FORMAT", help="human or json")
     serve_parser.add_argument(
         "--log-usernames", action="store_true", help="write usernames in logs"
@@ -251,6 +259,8 @@ def flags_from(arguments: argparse.Namespace) -> Flags:
         workers=arguments.workers,
         drain_timeout=arguments.drain_timeout,
         alternate_server=arguments.alternate_server,
+        redis_url=arguments.redis_url,
+        region=arguments.region,
         admin_token_file=arguments.admin_token_file,
     )
 

@@ -10,6 +10,9 @@ HTTP port, readiness, systemd's notifications, and the signals.
   listens on the same ports.
 - Once the ready line is out, systemd is told READY=1, and its watchdog (if the unit
   asks for one) is pinged for as long as the trio loop runs.
+- With `[fleet]`, the node joins the fleet (`trelay.fleet`, design §9): its Redis store
+  and its registry heartbeat run beside it; `/readyz` says the store's state
+  (`"fleet"`), `trelay_fleet_connected` too. Without, nothing touches Redis.
 - SIGHUP reloads the settings file (`trelay.process.reload`): what can change live
   applies, the rest is logged as waiting for a restart.
 - The session admin routes (`trelay.ops.admin_routes`, with `[http] admin_token_file`)
@@ -39,12 +42,14 @@ from starlette.applications import Starlette
 from trelay.config.reload import Reload
 from trelay.config.settings import Settings
 from trelay.config.values import SettingsError
+from trelay.fleet.node_load import turn_node_load
+from trelay.fleet.registry import NodeRegistry, NodeView, start_fleet
 from trelay.node.assembly import start_node
 from trelay.node.listeners import BoundAddresses, HostPort, ListenError
 from trelay.ops.admin_routes import admin_routes
 from trelay.ops.http_app import NodeStatus, build_app
 from trelay.ops.http_server import bind_socket, serve_http
-from trelay.ops.metrics import node_registry
+from trelay.ops.metrics import FleetCollector, node_registry
 from trelay.ops.operator_routes import operator_routes
 from trelay.process import systemd
 from trelay.process.drain import NodeDrain
@@ -94,6 +99,13 @@ async def serve_until_signal(
             status = NodeStatus()
             drain = NodeDrain(running.node, status, settings.drain, nursery.cancel_scope, nursery)
             nursery.start_soon(drain.on_signals, signals)
+            view = NodeView(
+                load=lambda: turn_node_load(running.node),
+                ready=lambda: status.ready,
+                draining=lambda: status.draining,
+            )
+            fleet = await start_fleet(nursery, settings.fleet, view)
+            watch_fleet(status, fleet)
 
             async def apply(result: Reload) -> list[str]:
                 return apply_reload(running, result)
@@ -101,6 +113,8 @@ async def serve_until_signal(
             reloader = Reloader(settings, source, apply)
             nursery.start_soon(reloader.on_hangups, hangups)
             registry = node_registry(running.node, ready=lambda: status.ready)
+            if fleet is not None:
+                registry.register(FleetCollector(lambda: fleet.store.connected))
             routes = operator_routes(settings, running.bound, running.revocations)
             admin = NodeSessionAdmin(running.node, drain)
             routes += admin_routes(settings.http.admin_token, admin, reloader.reload)
@@ -111,6 +125,13 @@ async def serve_until_signal(
             announce_ready(settings, running.bound, stdout, stderr, http)
             systemd.notify("READY=1")
             await nursery.start(systemd.keep_watchdog)
+
+
+def watch_fleet(status: NodeStatus, fleet: NodeRegistry | None) -> None:
+    """Let /readyz say the fleet store's state (a lost Redis leaves the node ready)."""
+    if fleet is not None:
+        store = fleet.store
+        status.fleet = lambda: store.state.value
 
 
 async def start_http(nursery: trio.Nursery, settings: Settings, app: Starlette) -> list[HostPort]:

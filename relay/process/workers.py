@@ -31,6 +31,8 @@ the counters of ended workers; per-worker families are labelled `worker="<index>
 (`trelay.ops.metrics.workers_registry`). /readyz is 200 only while every worker is ready and
 the node is not draining. The token API and /selftest are served as with one process.
 Without certificate files, one throw-away TLS certificate serves every worker.
+With `[fleet]`, the supervisor (never a worker) publishes the node's one registry entry
+(`trelay.fleet.registry`) with the load its workers' reports sum (`fleet_view`).
 
 Session admin (`trelay.ops.admin_routes`, with `[http] admin_token_file`): the supervisor
 asks every worker for its sessions or to end some (`trelay.process.session_admin`) and
@@ -84,12 +86,20 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from trelay.config.reload import Reload
 from trelay.config.revocations import watched_revocations
 from trelay.config.settings import ListenSettings, Settings
+from trelay.fleet.registry import LoadSample, NodeView, start_fleet
 from trelay.node.listeners import BoundAddresses, HostPort
 from trelay.node.tls import generate_self_signed
 from trelay.node.turn_node import DRAIN_PROGRESS_SECONDS, DrainEnd
 from trelay.ops.admin_routes import admin_routes
 from trelay.ops.http_app import NodeStatus, build_app
-from trelay.ops.metrics import NodeSnapshot, WorkerUsage, combine, counters_only, workers_registry
+from trelay.ops.metrics import (
+    FleetCollector,
+    NodeSnapshot,
+    WorkerUsage,
+    combine,
+    counters_only,
+    workers_registry,
+)
 from trelay.ops.operator_routes import operator_routes
 from trelay.process import systemd
 from trelay.process.drain import draining_status
@@ -320,6 +330,21 @@ class Supervisor:
     def usage(self) -> list[WorkerUsage]:
         return [slot.usage() for slot in self.slots]
 
+    def fleet_view(self) -> NodeView:
+        """The node's registry entry as the workers' latest reports sum it (design §9)."""
+
+        def load() -> LoadSample:
+            relayed = combine(self.snapshots()).relayed_bytes
+            return LoadSample(
+                allocations=self.allocations_left(),
+                relayed_bytes=int(sum(relayed.values())),
+                cpu_seconds=sum(usage.cpu_seconds for usage in self.usage()),
+            )
+
+        return NodeView(
+            load=load, ready=lambda: self.status.ready, draining=lambda: self.status.draining
+        )
+
     def allocations_left(self) -> int:
         """The allocations of every worker, as their latest reports say."""
         return int(sum(slot.usage().allocations_active for slot in self.slots))
@@ -450,6 +475,11 @@ async def serve_workers(
                 registry = workers_registry(
                     supervisor.snapshots, supervisor.usage, ready=lambda: supervisor.status.ready
                 )
+                fleet = await start_fleet(nursery, settings.fleet, supervisor.fleet_view())
+                if fleet is not None:
+                    store = fleet.store
+                    supervisor.status.fleet = lambda: store.state.value
+                    registry.register(FleetCollector(lambda: store.connected))
                 routes = operator_routes(settings, bound, revocations)
                 # The operator's settings (not the workers' views, with their ports and a
                 # shared throw-away certificate's paths) are what a reload compares with.

@@ -40,17 +40,17 @@ from trelay.config.settings import Settings, load_settings
 from trelay.config.values import SettingsError
 from trelay.node.listeners import ListenError
 from trelay.ops.logs import configure_logging
-from trelay.process.admin_commands import (
+from trelay.process.commands.admin import (
     add_reload_command,
     add_sessions_command,
     run_reload_command,
     run_sessions_command,
 )
+from trelay.process.commands.token import TOKEN_COMMANDS, add_token_commands, run_token_command
 from trelay.process.exit_codes import PROG, ExitStatus, known_error, status_for
 from trelay.process.preflight import check_files, check_relay_addresses
 from trelay.process.reload import SettingsSource
 from trelay.process.serve import serve_until_signal, serve_workers_until_signal
-from trelay.process.token_commands import TOKEN_COMMANDS, add_token_commands, run_token_command
 from trelay.process.workers import WorkersFailed
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from trelay.config.api_keys import load_keys
 from trelay.credentials.access_tokens import verify_token
-from trelay.process.token_commands import TOKEN_COMMANDS, add_token_commands, run_token_command
+from trelay.process.commands.token import TOKEN_COMMANDS, add_token_commands, run_token_command
 
 NOW = 1_800_000_000.0
 ACCOUNT = "AC" + "00112233445566778899aabbccddeeff"

@@ -1,0 +1,7 @@
+"""The `trelay` subcommands that talk to files or to a running relay, not the relay itself.
+
+Owns `token` (`trelay keys create`, `trelay token`: API keys and access tokens from the
+shell) and `admin` (`trelay sessions`, `trelay reload`: clients of a running relay's
+admin routes). `trelay.process.cli` wires them in; `trelay serve` is
+`trelay.process.serve`.
+"""

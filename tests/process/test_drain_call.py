@@ -33,20 +33,12 @@ import trio
 
 from tests.helpers.supervised import Supervised, poll_until, running_workers, total
 from tests.helpers.turn_relay import PASSWORD, USERNAME
-from tests.helpers.turnutils import PEER, UCLIENT, UclientRun, run_uclient
+from tests.helpers.turnutils import UclientRun
+from tests.helpers.uclient_call import NEEDS_UCLIENT, assert_no_loss, call_through
 
-pytestmark = [
-    pytest.mark.interop,
-    pytest.mark.skipif(
-        UCLIENT is None or PEER is None,
-        reason="coturn's turnutils_uclient is needed (apt-get install coturn)",
-    ),
-]
+pytestmark = [pytest.mark.interop, NEEDS_UCLIENT]
 
 TIMEOUT = 60
-MESSAGES = 100  # -n per session, at uclient's 20 ms interval: a call of a few seconds
-LENGTH = 200
-DATAGRAMS = "trelay_relayed_datagrams_total"
 
 
 def node_args(*more: str) -> tuple[str, ...]:
@@ -58,41 +50,16 @@ def node_args(*more: str) -> tuple[str, ...]:
 
 async def call_through_sigterm(node: Supervised, *, tcp: bool) -> UclientRun:
     """Run a uclient call, SIGTERM the node once data flows, return uclient's run."""
-    server = node.addresses("tcp" if tcp else "udp")[0]
-    flags = ["-y", "-m", "1", "-c", "-n", str(MESSAGES), "-l", str(LENGTH)]
-    if tcp:
-        flags.append("-t")
-    runs: list[UclientRun] = []
 
-    async def call() -> None:
-        runs.append(await trio.to_thread.run_sync(lambda: run_uclient(server, *flags)))
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(call)
-
-        async def relaying() -> bool:
-            return total(await node.metrics(), DATAGRAMS) > 0
-
-        await poll_until(relaying)
+    async def sigterm() -> None:
         node.process.send_signal(signal.SIGTERM)
 
         async def draining() -> bool:
             return await node.status("/readyz") == 503
 
         await poll_until(draining)
-    [run] = runs
-    return run
 
-
-def assert_no_loss(run: UclientRun) -> None:
-    tail = run.output[-2000:]
-    summary = run.summary
-    assert run.returncode == 0, tail
-    assert summary is not None, tail
-    assert summary.sent_messages == 2 * MESSAGES, tail
-    assert summary.received_messages == summary.sent_messages, tail
-    assert summary.received_bytes == summary.sent_bytes == summary.sent_messages * LENGTH, tail
-    assert summary.lost_packets == summary.send_dropped == 0, tail
+    return await call_through(node, sigterm, tcp=tcp)
 
 
 @contextmanager

@@ -25,22 +25,13 @@ from pathlib import Path
 import pytest
 import trio
 
-from tests.helpers.supervised import TIMEOUT, Supervised, poll_until, running_workers, total
+from tests.helpers.supervised import TIMEOUT, Supervised, poll_until, running_workers
 from tests.helpers.trelay_process import allocate_with, trelay_command
 from tests.helpers.turn_relay import PASSWORD, USERNAME
-from tests.helpers.turnutils import PEER, UCLIENT, UclientRun, run_uclient
+from tests.helpers.turnutils import UclientRun
+from tests.helpers.uclient_call import NEEDS_UCLIENT, assert_no_loss, call_through
 
-pytestmark = [
-    pytest.mark.interop,
-    pytest.mark.skipif(
-        UCLIENT is None or PEER is None,
-        reason="coturn's turnutils_uclient is needed (apt-get install coturn)",
-    ),
-]
-
-MESSAGES = 100
-LENGTH = 200
-DATAGRAMS = "trelay_relayed_datagrams_total"
+pytestmark = [pytest.mark.interop, NEEDS_UCLIENT]
 
 SETTINGS = """\
 log_level = "{level}"
@@ -70,43 +61,27 @@ def settings_text(level: str, users: dict[str, str], udp: str = "127.0.0.1:0") -
     return SETTINGS.format(level=level, users=table, udp=udp)
 
 
+async def said_reloaded(node: Supervised, processes: int) -> None:
+    """Wait until `processes` processes (a single node, or the supervisor and each
+    worker) have logged "reloaded:"."""
+
+    async def reloaded() -> bool:
+        return node.stderr_path.read_text().count("reloaded:") >= processes
+
+    await poll_until(reloaded)
+
+
 async def call_through_sighup(
     node: Supervised, config: Path, new_text: str, processes: int
 ) -> UclientRun:
     """Run a uclient call, reload once data flows; return once `processes` said reloaded."""
-    server = node.addresses("udp")[0]
-    flags = ["-y", "-m", "1", "-c", "-n", str(MESSAGES), "-l", str(LENGTH)]
-    runs: list[UclientRun] = []
 
-    async def call() -> None:
-        runs.append(await trio.to_thread.run_sync(lambda: run_uclient(server, *flags)))
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(call)
-
-        async def relaying() -> bool:
-            return total(await node.metrics(), DATAGRAMS) > 0
-
-        await poll_until(relaying)
+    async def sighup() -> None:
         await trio.Path(config).write_text(new_text)
         node.process.send_signal(signal.SIGHUP)
+        await said_reloaded(node, processes)
 
-        async def reloaded() -> bool:
-            return node.stderr_path.read_text().count("reloaded:") >= processes
-
-        await poll_until(reloaded)
-    [run] = runs
-    return run
-
-
-def assert_no_loss(run: UclientRun) -> None:
-    tail = run.output[-2000:]
-    summary = run.summary
-    assert run.returncode == 0, tail
-    assert summary is not None, tail
-    assert summary.sent_messages == 2 * MESSAGES, tail
-    assert summary.received_messages == summary.sent_messages, tail
-    assert summary.lost_packets == summary.send_dropped == 0, tail
+    return await call_through(node, sighup)
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])
@@ -117,8 +92,8 @@ async def test_a_call_runs_through_a_reload_that_takes_effect(tmp_path: Path, wo
     async with running_workers(tmp_path, "--config", str(config), "--workers", workers) as node:
         server = node.addresses("udp")[0]
         await allocate_with(server, "bob", "builder")  # bob may, before the reload
-        # The same listen address as in force (port 0 became a real port): only a change
-        # that needs a restart is the new udp address below.
+        # bob removed and the level raised apply live; the new udp address needs a
+        # restart, so the node keeps listening where it does.
         new = settings_text("warning", {USERNAME: PASSWORD}, udp="127.0.0.1:1")
         # The supervisor and each worker say "reloaded:"; one process says it once.
         processes = 1 if workers == "1" else int(workers) + 1
@@ -187,12 +162,7 @@ async def test_trelay_reload_over_the_operator_port(tmp_path: Path, workers: str
         assert done.stdout.decode().startswith("reloaded: auth.users: 1 removed"), done.stdout
         # The answer comes once every worker was handed the reload; give them a moment
         # to apply it (each logs "reloaded:").
-        processes = 1 if workers == "1" else int(workers) + 1
-
-        async def applied() -> bool:
-            return node.stderr_path.read_text().count("reloaded:") >= processes
-
-        await poll_until(applied)
+        await said_reloaded(node, 1 if workers == "1" else int(workers) + 1)
         await allocate_with(server, "bob", "builder", refused=401, signed=False)
         # A bad file: status 1, the reason, and nothing changes.
         await trio.Path(config).write_text("[quotas]\nuser = -1\n")

@@ -81,7 +81,7 @@ async def serve_workers_until_signal(
             trio.open_signal_receiver(signal.SIGHUP) as hangups,
         ):
             await serve_workers(
-                settings, signals, start_http=http, announce=announce, reloads=(hangups, source)
+                settings, signals, hangups, source, start_http=http, announce=announce
             )
 
 

@@ -444,14 +444,15 @@ class RefreshBeforeScrape:
 async def serve_workers(
     settings: Settings,
     signals: AsyncIterator[int],
+    hangups: AsyncIterator[int],
+    source: SettingsSource,
     *,
     start_http: StartHttp,
     announce: Announce,
-    reloads: tuple[AsyncIterator[int], SettingsSource] | None = None,
     task_status: trio.TaskStatus[Supervisor] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run `settings.workers` workers until the first of `signals`, then drain them;
-    `reloads`: SIGHUPs and where the settings came from, to reload on each."""
+    reload on each of `hangups`, reading the settings again from `source`."""
     reservation = reserve_listen_ports(settings.listen, settings.workers)
     with tempfile.TemporaryDirectory(prefix="trelay-workers-") as directory:
         try:
@@ -483,20 +484,17 @@ async def serve_workers(
                 routes = operator_routes(settings, bound, revocations)
                 # The operator's settings (not the workers' views, with their ports and a
                 # shared throw-away certificate's paths) are what a reload compares with.
-                reloader = (
-                    None if reloads is None
-                    else Reloader(settings, reloads[1], supervisor.apply_reload)
-                )  # fmt: skip
-                reload = None if reloader is None else reloader.reload
-                routes += admin_routes(settings.http.admin_token, supervisor.sessions, reload)
+                reloader = Reloader(settings, source, supervisor.apply_reload)
+                routes += admin_routes(
+                    settings.http.admin_token, supervisor.sessions, reloader.reload
+                )
                 app = build_app(supervisor.status, registry=registry, extra_routes=routes)
                 app.add_middleware(RefreshBeforeScrape, refresh=supervisor.refresh)
                 http = await start_http(nursery, app)
                 supervisor.status.mark_bound()
                 announce(bound, http)
                 await nursery.start(systemd.keep_watchdog)
-                if reloads is not None and reloader is not None:
-                    nursery.start_soon(reloader.on_hangups, reloads[0])
+                nursery.start_soon(reloader.on_hangups, hangups)
                 task_status.started(supervisor)
                 why = await _first_drain_request(signals, supervisor.drain_asked)
                 await supervisor.drain(why, signals)

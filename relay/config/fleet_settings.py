@@ -10,11 +10,14 @@ Owns one section of the settings tree (`trelay.config.settings` composes it):
     public_uris = ["turn:fra-1.example.org:3478?transport=udp"]
     heartbeat_seconds = 5.0        # how often the node refreshes its registry entry
     ttl_seconds = 15.0             # how long the entry lives without a refresh
+    max_allocations = 0            # overloaded at this many allocations (0: no limit)
+    max_cpu_share = 0.0            # overloaded at this CPU share, 1.0 = one core (0: none)
 
 Invariants: no `[fleet]` table (and no `--redis-url`) means `Settings.fleet is None`, the
 embedded default; the password never appears in `repr`; `ttl_seconds` is more than
 `heartbeat_seconds`, so one late refresh does not drop a live node. Paths are relative
-to the settings file.
+to the settings file. A node over either load limit says `overloaded` in its registry
+entry (the token API then leaves it out; design §9).
 """
 
 from __future__ import annotations
@@ -50,8 +53,16 @@ class FleetSettings:
     public_uris: tuple[str, ...] = ()
     heartbeat_seconds: float = DEFAULT_HEARTBEAT
     ttl_seconds: float = DEFAULT_TTL
+    max_allocations: int = 0  # 0: no limit
+    max_cpu_share: float = 0.0  # 0: no limit
     redis_password_file: Path | None = None
     redis_password: str | None = field(default=None, repr=False)
+
+    def overloaded(self, allocations: int, cpu_share: float) -> bool:
+        """At or over a configured load limit (none configured: never)."""
+        if self.max_allocations and allocations >= self.max_allocations:
+            return True
+        return bool(self.max_cpu_share) and cpu_share >= self.max_cpu_share
 
 
 def read_fleet(table: Table, base: Path) -> FleetSettings | None:
@@ -63,7 +74,9 @@ def read_fleet(table: Table, base: Path) -> FleetSettings | None:
     uris = table.take("public_uris")
     heartbeat = table.take("heartbeat_seconds")
     ttl = table.take("ttl_seconds")
-    given = (url, password_file, node_id, region, uris, heartbeat, ttl)
+    max_allocations = table.take("max_allocations")
+    max_cpu = table.take("max_cpu_share")
+    given = (url, password_file, node_id, region, uris, heartbeat, ttl, max_allocations, max_cpu)
     if all(v is None for v in given):
         return None
     if url is None:
@@ -75,6 +88,8 @@ def read_fleet(table: Table, base: Path) -> FleetSettings | None:
         public_uris=_read_uris(table.key("public_uris"), uris),
         heartbeat_seconds=_seconds(table.key("heartbeat_seconds"), heartbeat, DEFAULT_HEARTBEAT),
         ttl_seconds=_seconds(table.key("ttl_seconds"), ttl, DEFAULT_TTL),
+        max_allocations=_limit(table.key("max_allocations"), max_allocations),
+        max_cpu_share=_cpu_share(table.key("max_cpu_share"), max_cpu),
         redis_password_file=password_file,
         redis_password=None
         if password_file is None
@@ -143,6 +158,24 @@ def _seconds(key: str, value: object, default: float) -> float:
         raise SettingsError(key, f"expected seconds (a number), got {toml_type(value)}")
     if not (math.isfinite(value) and value > 0):
         raise SettingsError(key, f"expected a positive number of seconds, got {value}")
+    return float(value)
+
+
+def _limit(key: str, value: object) -> int:
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise SettingsError(key, f"expected a count (an integer, 0: no limit), got {value!r}")
+    return value
+
+
+def _cpu_share(key: str, value: object) -> float:
+    if value is None:
+        return 0.0
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise SettingsError(key, f"expected a CPU share (a number), got {toml_type(value)}")
+    if not (math.isfinite(value) and value >= 0):
+        raise SettingsError(key, f"expected a CPU share >= 0 (1.0: one core), got {value}")
     return float(value)
 
 

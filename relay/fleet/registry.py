@@ -16,7 +16,8 @@ Redis layout (design §9), prefix `trelay:fleet:`:
 
 Load: `allocations` active now; `relayed_bps`, bits relayed per second (both
 directions) since the previous heartbeat; `cpu_share`, CPU seconds used per wall second
-over that interval (1.0 = one core busy; with workers, their sum).
+over that interval (1.0 = one core busy; with workers, their sum); `overloaded`, at or
+over the node's own `[fleet] max_allocations` or `max_cpu_share`.
 
 Invariants: the heartbeat never blocks the node: a call Redis does not answer is
 bounded by the store's timeout and skipped while the store is lost. A stopping node
@@ -77,6 +78,12 @@ class NodeEntry:
     relayed_bps: float
     cpu_share: float
     updated_at: float  # wall-clock seconds
+    overloaded: bool = False
+
+    @property
+    def available(self) -> bool:
+        """Ready, not draining, not overloaded: a node new clients may be sent to."""
+        return self.ready and not self.draining and not self.overloaded
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
@@ -94,6 +101,7 @@ class NodeEntry:
             relayed_bps=float(data["relayed_bps"]),
             cpu_share=float(data["cpu_share"]),
             updated_at=float(data["updated_at"]),
+            overloaded=bool(data.get("overloaded", False)),
         )
 
 
@@ -144,6 +152,7 @@ class NodeRegistry:
             relayed_bps=bps,
             cpu_share=cpu,
             updated_at=self.wall_clock(),
+            overloaded=self.settings.overloaded(sample.allocations, cpu),
         )
 
     async def publish(self) -> None:

@@ -108,3 +108,31 @@ def test_bad_flags_name_the_flag(flags: Flags, key: str) -> None:
     with pytest.raises(SettingsError) as caught:
         load_settings(flags=flags)
     assert caught.value.key == key
+
+
+def test_load_limits_mark_a_node_overloaded(tmp_path: Path) -> None:
+    text = '[fleet]\nredis_url = "redis://127.0.0.1"\nmax_allocations = 10\nmax_cpu_share = 1.5\n'
+    fleet = load_settings(write(tmp_path, text)).fleet
+    assert fleet is not None
+    assert (fleet.max_allocations, fleet.max_cpu_share) == (10, 1.5)
+    assert not fleet.overloaded(9, 1.49)
+    assert fleet.overloaded(10, 0.0)
+    assert fleet.overloaded(0, 1.5)
+    unlimited = load_settings(write(tmp_path, '[fleet]\nredis_url = "redis://127.0.0.1"\n')).fleet
+    assert unlimited is not None and not unlimited.overloaded(10**9, 64.0)
+
+
+@pytest.mark.parametrize(
+    ("line", "problem"),
+    [
+        ("max_allocations = -1", "fleet.max_allocations"),
+        ("max_allocations = 1.5", "fleet.max_allocations"),
+        ("max_cpu_share = -0.5", "fleet.max_cpu_share"),
+        ('max_cpu_share = "high"', "fleet.max_cpu_share"),
+        ("max_cpu_share = nan", "fleet.max_cpu_share"),
+    ],
+)
+def test_bad_load_limits_are_named(tmp_path: Path, line: str, problem: str) -> None:
+    text = f'[fleet]\nredis_url = "redis://127.0.0.1"\n{line}\n'
+    with pytest.raises(SettingsError, match=problem):
+        load_settings(write(tmp_path, text))

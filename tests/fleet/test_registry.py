@@ -153,3 +153,17 @@ async def test_no_fleet_settings_build_no_store(monkeypatch: pytest.MonkeyPatch)
 def test_entries_round_trip_through_json() -> None:
     entry = NodeEntry("n", "eu", ("turn:a",), True, False, 2, 8.0, 0.5, 1.0)
     assert NodeEntry.from_json(entry.to_json()) == entry
+
+
+def test_the_entry_says_overloaded_at_the_configured_limit() -> None:
+    settings = FleetSettings(redis_url="redis://127.0.0.1", node_id="n", max_allocations=3)
+    node = FakeNode(allocations=2)
+    registry = NodeRegistry(RedisStore(settings), settings, node.view())
+    entry = registry.entry()
+    assert not entry.overloaded and entry.available
+    node.allocations = 3
+    entry = registry.entry()
+    assert entry.overloaded and not entry.available
+    assert NodeEntry.from_json(entry.to_json()) == entry
+    node.allocations, node.draining = 0, True
+    assert not registry.entry().available

@@ -4,7 +4,8 @@
 fails), this network; every namespace name carries the pid and a per-process counter, so
 parallel runs never collide:
 
-                       "pub" (a bridge, 203.0.113.1/24: the relay runs here)
+                       "pub" (a bridge, 203.0.113.1/24: the relay runs here;
+                              with `nat_lab(relays=N)` also .2 .. .N, one per node)
                         |                                  |
           203.0.113.11 wan                                wan 203.0.113.12
           "r1" (NAT router)                               "r2" (NAT router)
@@ -156,6 +157,8 @@ class NatLab:
 
     namespaces: dict[str, str]  # role ("pub", "r1", "r2", "c1", "c2") -> namespace name
     relay_ip: str = RELAY_IP
+    # Every relay address of the public segment: RELAY_IP first (`nat_lab(relays=N)`).
+    relay_ips: tuple[str, ...] = (RELAY_IP,)
     public_network: str = PUBLIC_NETWORK
     sites: dict[str, Site] = field(default_factory=lambda: dict(SITES))
     _processes: list[subprocess.Popen[Any]] = field(default_factory=list)
@@ -198,7 +201,8 @@ def _build(lab: NatLab) -> None:
         forwarding = "1" if role in ("r1", "r2") else "0"
         lab.run(role, "sh", "-c", f"echo {forwarding} > /proc/sys/net/ipv4/ip_forward")
     ip(ns["pub"], "link", "add", "br0", "type", "bridge")
-    ip(ns["pub"], "addr", "add", f"{RELAY_IP}/{PUBLIC_PREFIX}", "dev", "br0")
+    for address in lab.relay_ips:
+        ip(ns["pub"], "addr", "add", f"{address}/{PUBLIC_PREFIX}", "dev", "br0")
     ip(ns["pub"], "link", "set", "br0", "up")
     for site in lab.sites.values():
         router, client, port = ns[site.router], ns[site.client], f"to-{site.router}"
@@ -233,10 +237,14 @@ def _delete(names: Sequence[str]) -> list[str]:
 
 
 @contextmanager
-def nat_lab() -> Iterator[NatLab]:
-    """Build the lab (module docstring), yield it, and always tear it down."""
+def nat_lab(relays: int = 1) -> Iterator[NatLab]:
+    """Build the lab (module docstring) with `relays` relay addresses (203.0.113.1 up,
+    below the routers' .11 and .12), yield it, and always tear it down."""
+    if not 1 <= relays <= 10:
+        raise ValueError(f"relays: 1 to 10 addresses below the routers', got {relays}")
     prefix = f"trelay-{os.getpid()}-{next(_counter)}"
-    lab = NatLab({role: f"{prefix}-{role}" for role in ROLES})
+    relay_ips = tuple(f"203.0.113.{n}" for n in range(1, relays + 1))
+    lab = NatLab({role: f"{prefix}-{role}" for role in ROLES}, relay_ips=relay_ips)
     created: list[str] = []
     failed = True
     try:

@@ -47,7 +47,8 @@ TOML file, so an error's key is the dotted path a user would edit:
     alternate_server = "198.51.100.7:3478"  # new Allocates meanwhile: 300 Try Alternate
 
 `[auth]` is read by `trelay.config.auth_settings`; `[api]` and `[auth.third_party]` are described
-in `trelay.config.api_settings`; `[fleet]` (absent: a node alone) in `trelay.config.fleet_settings`.
+in `trelay.config.api_settings`; `[fleet]` (absent: a node alone) in `trelay.config.fleet_settings`;
+`[usage]` (usage records: interval, stream bounds) in `trelay.config.usage_settings`.
 
 Invariants:
 - Every problem is a `SettingsError(key, problem)`, raised by `load_settings` before
@@ -80,6 +81,7 @@ from trelay.config.api_settings import (
 from trelay.config.auth_settings import AuthSettings, auth_flags, read_auth
 from trelay.config.flags import Flags
 from trelay.config.fleet_settings import FleetSettings, fleet_flags, read_fleet
+from trelay.config.usage_settings import UsageSettings, read_usage
 from trelay.config.values import (
     ListenAddress,
     SettingsError,
@@ -221,6 +223,8 @@ class Settings:
     drain: DrainSettings = field(default_factory=DrainSettings)
     # The shared Redis and this node's registry entry; None: a node alone (design §9).
     fleet: FleetSettings | None = None
+    # Usage records per allocation (`trelay.node.usage`, `trelay.fleet.usage_stream`).
+    usage: UsageSettings = field(default_factory=UsageSettings)
     software: str = field(default_factory=default_software)
     log_level: LogLevel = LogLevel.INFO
     log_format: str = LOG_FORMATS[0]
@@ -284,6 +288,8 @@ def _read_file(path: Path) -> tuple[Settings, dict[str, tuple[ListenAddress, ...
     drain = _read_drain(drain_table)
     fleet_table = root.table("fleet")
     fleet = read_fleet(fleet_table, base)
+    usage_table = root.table("usage")
+    usage = read_usage(usage_table)
     software = read_text(root, "software", default_software())
     level = root.take("log_level")
     log_level = LogLevel.INFO if level is None else _parse_log_level("log_level", level)
@@ -291,12 +297,13 @@ def _read_file(path: Path) -> tuple[Settings, dict[str, tuple[ListenAddress, ...
     log_usernames = read_bool(root, "log_usernames", False)
     workers_value = root.take("workers")
     workers = 1 if workers_value is None else _check_workers("workers", workers_value)
-    tables = (listen_table, tls_table, stream_table, auth_table, relay_table, quota_table)
-    for table in (*tables, lifetime_table, http_table, api_table, drain_table, fleet_table, root):
+    tables = [listen_table, tls_table, stream_table, auth_table, relay_table, quota_table]
+    tables += [lifetime_table, http_table, api_table, drain_table, fleet_table, usage_table]
+    for table in (*tables, root):
         table.finish()
     settings = Settings(
         tls=tls, stream=stream, auth=auth, relay=relay, http=http, api=api, drain=drain,
-        fleet=fleet, software=software,
+        fleet=fleet, usage=usage, software=software,
         log_level=log_level, log_format=log_format, log_usernames=log_usernames,
         workers=workers,
     )  # fmt: skip

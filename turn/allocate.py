@@ -12,22 +12,26 @@ step 3 (REQUESTED-TRANSPORT present, and UDP: the only relayed transport here), 
 requested family). Those that depend on the server's state (`_state_failure`): step 2
 (an allocation exists), expired credentials, draining, step 8 (quotas).
 
-A draining server (design §4) answers 300 Try Alternate with ALTERNATE-SERVER (RFC 8489
-§10, §14.15; RFC 8656 §7.2 allows it for Allocate) when the operator named an alternate
-of the client's address family (RFC 8489 §10: the alternate must be reachable in the
-family the request came in), else 508. Like every error to an authenticated request it
-is signed, which RFC 8489 §10 requires of a 300 (a forged one would redirect clients).
-Over TLS no ALTERNATE-DOMAIN is sent: the client then checks the alternate's
-certificate against the domain it first asked for (RFC 8489 §10), which a fleet sharing
-one certificate passes.
+Redirection (`trelay.turn.redirection`): a draining server, or one the fleet marks
+overloaded, answers 300 Try Alternate with ALTERNATE-SERVER (RFC 8489 §10, §14.15;
+RFC 8656 §6.2, §7.2) when an alternate fits the client (its transport and address
+family), with ALTERNATE-DOMAIN over TLS when the alternate has one (RFC 8489 §14.16);
+with none, a draining server answers 508 and an overloaded one serves the Allocate.
+Like every error to an authenticated request the 300 is signed, which RFC 8489 §10
+requires (a forged one would redirect clients). It comes after authentication, before
+the quotas: a redirected client is not counted here.
 
-The server's state comes in a `RequestContext` (whether it is draining, per call): this
-module never sees the server itself.
+Quotas (step 8): an identity's allocations here (pending ones included) plus those the
+fleet says it holds on other nodes (`AllocationTable.remote_count`, a cache the runtime
+fills from Redis, `trelay.fleet.quotas`; read synchronously, never awaited).
+
+The server's state comes in a `RequestContext`, its redirection per call: this module
+never sees the server itself.
 """
 
 from __future__ import annotations
 
-from trelay.stun.address_attributes import AlternateServer, XorMappedAddress, XorRelayedAddress
+from trelay.stun.address_attributes import XorMappedAddress, XorRelayedAddress
 from trelay.stun.attributes import (
     Attribute,
     EvenPort,
@@ -45,6 +49,7 @@ from trelay.turn.allocation import Allocation
 from trelay.turn.allocation_table import PendingAllocate
 from trelay.turn.auth import Authenticated, AuthFailure
 from trelay.turn.config import TurnConfig
+from trelay.turn.redirection import Alternate, Redirection
 from trelay.turn.request_context import RequestContext
 from trelay.turn.stats import Quota
 from trelay.turn.timers import TimerKind
@@ -90,28 +95,26 @@ def allocate(
     five_tuple: FiveTuple,
     auth: Authenticated,
     now: float,
-    *,
-    draining: bool,
-    alternate: Address | None = None,
+    redirection: Redirection,
 ) -> list[Action]:
     """Answer a failed Allocate, or hold it pending and ask the runtime to bind its port.
 
-    `alternate`: where a draining server redirects newcomers (300), if anywhere.
+    `redirection`: whether the server drains, and where newcomers may be sent (300).
     """
     key = auth.credential.key
     table = context.table
     pending = table.pending.get(five_tuple)
     if pending is not None and pending.request.transaction_id == request.transaction_id:
         return []  # a retransmission while the relay port is being bound
-    redirect = _redirect_for(five_tuple, alternate) if draining else None
-    failure = _state_failure(context, request, five_tuple, auth, draining, redirect)
+    redirect = redirection.alternate_for(five_tuple)
+    failure = _state_failure(context, request, five_tuple, auth, redirection.draining, redirect)
     if failure is not None:
         code, reason = failure
         extra: tuple[Attribute, ...] = ()
         if code is ErrorCode.UNAUTHORIZED:
             extra = context.expiry_challenge(five_tuple)
         elif code is ErrorCode.TRY_ALTERNATE and redirect is not None:
-            extra = (redirect,)
+            extra = redirect.attributes(five_tuple.transport)
         reply = responses.error(request, code, context.software, key, reason=reason, extra=extra)
         return context.reply(request, five_tuple, now, reply)
     family = requested_family(request)
@@ -141,7 +144,7 @@ def _state_failure(
     five_tuple: FiveTuple,
     auth: Authenticated,
     draining: bool,
-    redirect: AlternateServer | None,
+    redirect: Alternate | None,
 ) -> tuple[ErrorCode, str] | None:
     """The first check of RFC 8656 §7.2 that fails, as (code, reason)."""
     table, config, stats = context.table, context.config, context.stats
@@ -157,24 +160,17 @@ def _state_failure(
         if redirect is not None:
             return ErrorCode.TRY_ALTERNATE, "Server is draining: try the alternate"
         return ErrorCode.INSUFFICIENT_CAPACITY, "Server is draining"
+    if redirect is not None:
+        return ErrorCode.TRY_ALTERNATE, "Server is busy: try the alternate"  # overflow
     quota = config.user_quota
-    if quota and table.identity_count(auth.credential.identity) >= quota:
+    identity = auth.credential.identity
+    if quota and table.identity_count(identity) + table.remote_count(identity) >= quota:
         stats.quota_rejections[Quota.USER] += 1
         return ErrorCode.ALLOCATION_QUOTA_REACHED, "Allocation Quota Reached"  # step 8
     if config.total_quota and table.count >= config.total_quota:
         stats.quota_rejections[Quota.TOTAL] += 1
         return ErrorCode.INSUFFICIENT_CAPACITY, "Server at capacity"
     return None
-
-
-def _redirect_for(five_tuple: FiveTuple, alternate: Address | None) -> AlternateServer | None:
-    """ALTERNATE-SERVER for this client, or None: no alternate, or not of its family."""
-    if alternate is None:
-        return None
-    client_v6 = is_ipv6(unmap_ipv4(five_tuple.client[0]))
-    if is_ipv6(alternate[0]) != client_v6:
-        return None  # RFC 8489 §10: of the family the request came in; 508 instead
-    return AlternateServer(*alternate)
 
 
 def pending_host(config: TurnConfig, family: AddressFamily) -> str:

@@ -7,7 +7,10 @@ Owns the server's bookkeeping of allocations (RFC 8656 §5, §7.2 step 8 quotas)
   runtime's UDP data path reads directly (one lookup per ChannelData packet);
 - `pending`: Allocates whose relay socket the runtime is still binding; they count
   towards quotas and hold their relay port, so a burst cannot overshoot either;
-- allocations per identity (the user quota) and the relay port pool.
+- allocations per identity (the user quota) and the relay port pool;
+- `remote`: what the fleet says each identity holds on other nodes (the runtime fills it
+  from Redis, `trelay.fleet.quotas`; at most `MAX_REMOTE_IDENTITIES` identities), which
+  the user quota adds to the local count.
 
 Invariants: the three maps always hold exactly the same allocations; an identity's
 count is its allocations plus its pending Allocates; a port is in use exactly while an
@@ -16,7 +19,9 @@ allocation or a pending Allocate holds it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 
 from trelay.stun.codes import AddressFamily
 from trelay.stun.message import Message
@@ -24,6 +29,10 @@ from trelay.turn.addressing import Address, ClientTransport, FiveTuple
 from trelay.turn.allocation import Allocation
 from trelay.turn.auth import Authenticated
 from trelay.turn.port_pool import RelayPortPool
+
+# The remote counts are a cache of the identities this server holds (the runtime asks
+# for no others); the bound keeps a runtime mistake from growing it without limit.
+MAX_REMOTE_IDENTITIES = 100_000
 
 
 @dataclass(slots=True)
@@ -39,7 +48,10 @@ class PendingAllocate:
 
 
 class AllocationTable:
-    __slots__ = ("_client_tables", "_per_identity", "allocations", "by_relayed", "pending", "ports")
+    __slots__ = (
+        "_client_tables", "_per_identity", "_remote", "allocations", "by_relayed", "pending",
+        "ports",
+    )  # fmt: skip
 
     def __init__(self, ports: RelayPortPool | None) -> None:
         self.allocations: dict[FiveTuple, Allocation] = {}
@@ -48,6 +60,7 @@ class AllocationTable:
         self.ports = ports
         self._client_tables: dict[tuple[ClientTransport, Address], dict[Address, Allocation]] = {}
         self._per_identity: dict[str, int] = {}
+        self._remote: dict[str, int] = {}
 
     def client_table(
         self, transport: ClientTransport, server: Address
@@ -62,6 +75,24 @@ class AllocationTable:
 
     def identity_count(self, identity: str) -> int:
         return self._per_identity.get(identity, 0)
+
+    def identity_counts(self) -> Mapping[str, int]:
+        """Identity -> its allocations here, pending ones included (a read-only view)."""
+        return MappingProxyType(self._per_identity)
+
+    def remote_count(self, identity: str) -> int:
+        """The allocations the fleet last said `identity` holds on other nodes."""
+        return self._remote.get(identity, 0)
+
+    def use_remote_counts(self, counts: Mapping[str, int]) -> None:
+        """Replace the remote counts (positive ones only, at most `MAX_REMOTE_IDENTITIES`)."""
+        remote: dict[str, int] = {}
+        for identity, count in counts.items():
+            if len(remote) >= MAX_REMOTE_IDENTITIES:
+                break
+            if count > 0:
+                remote[identity] = count
+        self._remote = remote
 
     def hold(self, five_tuple: FiveTuple, pending: PendingAllocate) -> None:
         """Record a pending Allocate: it holds a quota slot and its port from now on."""

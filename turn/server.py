@@ -22,6 +22,11 @@ and ends one or all of an identity's (`end_allocation`, `end_identity`) through 
 path as expiry. Every response is counted
 where it is sent, from the `Reply` that says its method and code.
 
+The fleet (design §9) reaches the core through two plain calls, never awaited by it:
+`redirect_new_allocations` (300 to a healthy node while this one is overloaded or
+draining, `trelay.turn.redirection`) and `use_remote_counts` (the identities' allocations
+on other nodes, added to the user quota); `identity_counts` is what it publishes.
+
 Invariants (checked by the state-machine tests): nothing outlives its allocation; the
 channel <-> peer maps stay a bijection; quotas hold, pending allocations included.
 """
@@ -30,7 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 from trelay.stun.attributes import (
     Attribute,
@@ -71,6 +76,7 @@ from trelay.turn.data_path import peer_datagram, send_indication
 from trelay.turn.policy import PeerPolicy, Withdrawn, withdraw_denied
 from trelay.turn.port_pool import RelayPortPool
 from trelay.turn.rate_limit import SourceRateLimiter
+from trelay.turn.redirection import Alternate, Redirection
 from trelay.turn.request_context import RequestContext
 from trelay.turn.response_cache import ResponseCache
 from trelay.turn.responses import Reply
@@ -91,8 +97,7 @@ class TurnServer:
         self._auth = authenticator
         self.wall_clock = wall_clock
         self._policy = policy
-        self._draining = False
-        self._alternate: Address | None = None
+        self._redirection = Redirection()
         ports = RelayPortPool(*config.port_range, rng=rng) if config.port_range else None
         self._table = table = AllocationTable(ports)
         self._timers = timers = TimerQueue()
@@ -138,12 +143,24 @@ class TurnServer:
     @property
     def draining(self) -> bool:
         """True once `start_draining` (or `shutdown`) ran: new Allocates are refused."""
-        return self._draining
+        return self._redirection.draining
 
     @property
     def alternate(self) -> Address | None:
         """Where a draining server sends new Allocates (300 Try Alternate), if anywhere."""
-        return self._alternate
+        return self._redirection.drain_alternate
+
+    @property
+    def redirection(self) -> Redirection:
+        """Whether the server drains and where new Allocates may be sent."""
+        return self._redirection
+
+    def redirect_new_allocations(self, alternates: tuple[Alternate, ...]) -> None:
+        """Send new Allocates to `alternates` from now on, draining or not (overflow);
+        () stops it. The first alternate that fits a client's transport and address
+        family is named in a 300; a client none fits is served here (while draining:
+        the drain's alternate, else 508). Existing allocations are untouched."""
+        self._redirection = dataclasses.replace(self._redirection, fleet=alternates)
 
     def start_draining(self, *, alternate: Address | None = None) -> None:
         """Refuse new allocations from now on; existing ones live on as before.
@@ -154,8 +171,9 @@ class TurnServer:
         §10, RFC 8656 §7.2) when one is given and of the client's address family, else
         508 Insufficient Capacity.
         """
-        self._draining = True
-        self._alternate = alternate
+        self._redirection = dataclasses.replace(
+            self._redirection, draining=True, drain_alternate=alternate
+        )
 
     # --- tables for the runtime's data path -------------------------------------------
 
@@ -190,6 +208,15 @@ class TurnServer:
     @property
     def allocation_count(self) -> int:
         return self._table.count
+
+    def identity_counts(self) -> Mapping[str, int]:
+        """Identity -> its allocations here, pending ones included (read-only, live)."""
+        return self._table.identity_counts()
+
+    def use_remote_counts(self, counts: Mapping[str, int]) -> None:
+        """What the fleet says each identity holds on other nodes, from now on (replaces
+        the previous counts; {} forgets them: the user quota is local again)."""
+        self._table.use_remote_counts(counts)
 
     # --- control path -------------------------------------------------------------------
 
@@ -271,8 +298,7 @@ class TurnServer:
         context = self._context
         if request.method == Method.ALLOCATE:
             return allocate.allocate(
-                context, request, five_tuple, result, now,
-                draining=self._draining, alternate=self._alternate,
+                context, request, five_tuple, result, now, self._redirection
             )  # fmt: skip
         allocation = self.allocations.get(five_tuple)
         if allocation is None:
@@ -443,7 +469,7 @@ class TurnServer:
 
     def shutdown(self) -> list[Action]:
         """End every allocation now (after the runtime's drain deadline)."""
-        self._draining = True
+        self._redirection = dataclasses.replace(self._redirection, draining=True)
         actions: list[Action] = []
         for five_tuple, pending in list(self._table.pending.items()):
             # Allocates still binding their port are answered now; relay_opened closes it.

@@ -105,19 +105,9 @@ def admin_routes(
     `POST /v1/reload` runs (the SIGHUP reload); no such route without it."""
     if token is None:
         return []
-    expected = token.encode("ascii")
 
     def refusal(request: Request) -> Response | None:
-        header = request.headers.get("authorization")
-        if header is None:
-            return _unauthorized("missing Authorization: Bearer <admin token>")
-        scheme, _, given = header.partition(" ")
-        if scheme.lower() != "bearer" or not given.strip():
-            return _unauthorized("expected Authorization: Bearer <admin token>")
-        # Header values arrive latin-1 decoded; compared as bytes in constant time.
-        if not hmac.compare_digest(given.strip().encode("latin-1"), expected):
-            return _unauthorized("wrong admin token")
-        return None
+        return admin_refusal(token, request)
 
     async def sessions(request: Request) -> Response:
         refused = refusal(request)
@@ -191,6 +181,21 @@ def admin_routes(
     if reload is not None:
         routes.append(Route("/v1/reload", reload_settings, methods=["POST"]))
     return routes
+
+
+def admin_refusal(token: str, request: Request) -> Response | None:
+    """None when `request` bears the admin `token` (Bearer, constant time), else the 401.
+    Every admin route of the operator port checks with this (`trelay.ops.fleet_routes` too)."""
+    header = request.headers.get("authorization")
+    if header is None:
+        return _unauthorized("missing Authorization: Bearer <admin token>")
+    scheme, _, given = header.partition(" ")
+    if scheme.lower() != "bearer" or not given.strip():
+        return _unauthorized("expected Authorization: Bearer <admin token>")
+    # Header values arrive latin-1 decoded; compared as bytes in constant time.
+    if not hmac.compare_digest(given.strip().encode("latin-1"), token.encode("ascii")):
+        return _unauthorized("wrong admin token")
+    return None
 
 
 def session_json(entry: ListedSession) -> dict[str, Any]:

@@ -10,6 +10,8 @@ PASSWORD-ALGORITHM the client chose) and to the identity that quotas count.
   coturn's `use-auth-secret`): the username is `<expiry>:<user>` or `<user>:<expiry>`
   (Unix seconds), the password is base64(HMAC-SHA1(secret, username)). Several secrets
   are accepted at once so that a secret can be rotated: one candidate key per secret.
+  The configured secrets (`replace`) and a fleet's shared ones (`share`) are kept apart,
+  so that a reload and the fleet's follower never undo each other.
 - `CredentialSources`: both at once (coturn 4.6.1 cannot combine them).
 - `RetiredUsers`: the old credentials of static users a reload removed or gave a new
   password (`CredentialSources.with_static_users`), kept only for users that hold
@@ -117,15 +119,25 @@ def _is_seconds(text: str) -> bool:
 class SharedSecrets:
     """TURN REST API credentials under any of several secrets (newest first)."""
 
-    __slots__ = ("_realm", "_secrets")
+    __slots__ = ("_configured", "_realm", "_secrets", "_shared")
 
     def __init__(self, secrets: Iterable[bytes | str], realm: str) -> None:
-        self._secrets = _encoded(secrets)
+        self._configured = _encoded(secrets)
+        self._shared: tuple[bytes, ...] = ()
+        self._secrets = self._configured
         self._realm = realm
 
     def replace(self, secrets: Iterable[bytes | str]) -> None:
-        """Use `secrets` from now on (a rotation); credentials are checked per request."""
-        self._secrets = _encoded(secrets)
+        """Use `secrets` from now on (a rotation); credentials are checked per request.
+        The secrets given to `share` stay."""
+        self._configured = _encoded(secrets)
+        self._secrets = _deduplicated(self._configured + self._shared)
+
+    def share(self, secrets: Iterable[bytes | str]) -> None:
+        """Also accept `secrets` (a fleet's, from its store), beside the configured ones;
+        `replace` (a reload, a secrets file) keeps them, and they keep the configured."""
+        self._shared = _encoded(secrets)
+        self._secrets = _deduplicated(self._configured + self._shared)
 
     def candidates(
         self, username: str, algorithm: PasswordAlgorithmId = MD5
@@ -149,6 +161,11 @@ class SharedSecrets:
 
 def _encoded(secrets: Iterable[bytes | str]) -> tuple[bytes, ...]:
     return tuple(s.encode("utf-8") if isinstance(s, str) else s for s in secrets)
+
+
+def _deduplicated(secrets: tuple[bytes, ...]) -> tuple[bytes, ...]:
+    # One candidate key per distinct secret, in order.
+    return tuple(dict.fromkeys(secrets))
 
 
 class CredentialSources:

@@ -26,6 +26,10 @@ it with `kubectl apply`); rsync or scp from the API node; configuration manageme
 (Ansible, Puppet, Salt). A revocation takes effect on a node one poll after its copy
 changes. Credentials are stateless (HMAC), so nothing else needs to be shared.
 
+A node in a fleet also learns revocations from Redis (`trelay.fleet.revocations`): they
+are a second source of the same `Revocations`, so a file reload and a Redis reload never
+wipe each other's entries.
+
 Invariants: a file that turns unreadable or invalid is logged and ignored (the node
 keeps its current list, as `trelay.config.secrets_file` does); writes replace the file
 atomically (temporary file + rename) under an exclusive lock, so readers never see half
@@ -51,6 +55,9 @@ from trelay.config.values import SettingsError
 
 MAX_FILE_BYTES = 4 * 1024 * 1024
 MAX_IDENTITY_BYTES = 256
+# The sources of a node's `Revocations`.
+FILE = "file"
+FLEET = "fleet"
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,31 +69,57 @@ class Revocation:
 
 
 class Revocations:
-    """The revoked identities a node knows of; swapped whole on reload."""
+    """The revoked identities a node knows of, by source; a source is swapped whole on reload.
 
-    __slots__ = ("_until",)
+    Sources (`FILE`: `auth.revocations_file` and the token API's own writes; `FLEET`:
+    Redis, `trelay.fleet.revocations`) are kept apart, so that reloading one never wipes
+    the other; an identity is revoked while any source says so.
+    """
 
-    def __init__(self, entries: Iterable[Revocation] = ()) -> None:
-        self._until: dict[str, float] = _merged(entries)
+    __slots__ = ("_by_source",)
+
+    def __init__(self, entries: Iterable[Revocation] = (), source: str = FILE) -> None:
+        self._by_source: dict[str, dict[str, float]] = {source: _merged(entries)}
 
     def is_revoked(self, identity: str, unix_now: float) -> bool:
-        until = self._until.get(identity)
-        return until is not None and unix_now < until
+        for until in self._by_source.values():
+            when = until.get(identity)
+            if when is not None and unix_now < when:
+                return True
+        return False
 
-    def replace(self, entries: Iterable[Revocation]) -> None:
-        self._until = _merged(entries)
+    def replace(self, entries: Iterable[Revocation], source: str = FILE) -> None:
+        self._by_source[source] = _merged(entries)
 
-    def add(self, entry: Revocation) -> None:
-        """Take one revocation into account now (the writer does not wait for its poll)."""
-        merged = dict(self._until)
-        merged[entry.identity] = max(entry.until, merged.get(entry.identity, entry.until))
-        self._until = merged
+    def add(self, entry: Revocation, source: str = FILE, *, limit: int | None = None) -> bool:
+        """Take one revocation into account now (the writer does not wait for its poll).
+
+        False (nothing changed) when `source` holds `limit` identities and not this one.
+        In place: one revocation costs a dictionary store, whatever the size of the list.
+        """
+        until = self._by_source.setdefault(source, {})
+        held = until.get(entry.identity)
+        if held is None and limit is not None and len(until) >= limit:
+            return False
+        until[entry.identity] = entry.until if held is None else max(entry.until, held)
+        return True
+
+    def count(self, source: str) -> int:
+        """How many identities `source` holds (past entries included until its next reload)."""
+        return len(self._by_source.get(source, ()))
 
     def __len__(self) -> int:
-        return len(self._until)
+        return len(self._merged_until())
 
     def __iter__(self) -> Iterator[Revocation]:
-        return iter([Revocation(i, u) for i, u in self._until.items()])
+        return iter([Revocation(i, u) for i, u in self._merged_until().items()])
+
+    def _merged_until(self) -> dict[str, float]:
+        merged: dict[str, float] = {}
+        for until in self._by_source.values():
+            for identity, when in until.items():
+                merged[identity] = max(when, merged.get(identity, when))
+        return merged
 
 
 def _merged(entries: Iterable[Revocation]) -> dict[str, float]:

@@ -11,7 +11,8 @@ HTTP port, readiness, systemd's notifications, and the signals.
 - Once the ready line is out, systemd is told READY=1, and its watchdog (if the unit
   asks for one) is pinged for as long as the trio loop runs.
 - With `[fleet]`, the node joins the fleet (`trelay.fleet`, design §9): its Redis store
-  and its registry heartbeat run beside it; `/readyz` says the store's state
+  and its registry heartbeat run beside it, and its node link (`trelay.fleet.node_link`:
+  revocations and TURN secrets followed from Redis); `/readyz` says the store's state
   (`"fleet"`), `trelay_fleet_connected` too. Without, nothing touches Redis.
 - SIGHUP reloads the settings file (`trelay.process.reload`): what can change live
   applies, the rest is logged as waiting for a restart.
@@ -42,6 +43,7 @@ from starlette.applications import Starlette
 from trelay.config.reload import Reload
 from trelay.config.settings import Settings
 from trelay.config.values import SettingsError
+from trelay.fleet.node_link import run_node_link
 from trelay.fleet.node_load import turn_node_load
 from trelay.fleet.registry import NodeRegistry, NodeView, start_fleet
 from trelay.node.assembly import start_node
@@ -106,6 +108,7 @@ async def serve_until_signal(
             )
             fleet = await start_fleet(nursery, settings.fleet, view)
             watch_fleet(status, fleet)
+            link = await nursery.start(run_node_link, settings, running)
 
             async def apply(result: Reload) -> list[str]:
                 return apply_reload(running, result)
@@ -115,7 +118,8 @@ async def serve_until_signal(
             registry = node_registry(running.node, ready=lambda: status.ready)
             if fleet is not None:
                 registry.register(FleetCollector(lambda: fleet.store.connected))
-            routes = operator_routes(settings, running.bound, running.revocations)
+            revocations = running.revocations if link is None else link.revocations
+            routes = operator_routes(settings, running.bound, revocations)
             admin = NodeSessionAdmin(running.node, drain)
             routes += admin_routes(settings.http.admin_token, admin, reloader.reload)
             app = build_app(status, registry=registry, extra_routes=routes)

@@ -28,7 +28,10 @@ Invariants:
 - Without shared secrets (static users only) the core's nonce key would be random per
   process; every worker gets the supervisor's `nonce_key` instead, so a nonce minted by
   one worker is accepted by all. With secrets the key is derived from them, as ever.
-- A worker watches `auth.secrets_file` and `auth.revocations_file` itself.
+- A worker watches `auth.secrets_file` and `auth.revocations_file` itself, and with
+  `[fleet]` follows the fleet's revocations and secrets in Redis itself
+  (`trelay.fleet.node_link`, its own connection), so each worker refuses a revoked
+  identity as soon as Redis tells it.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ import trio
 from trelay.config.reload import Reload
 from trelay.config.settings import Settings
 from trelay.config.values import SettingsError
+from trelay.fleet.node_link import run_node_link
 from trelay.node.assembly import RunningNode, start_node
 from trelay.node.frontend import ClientFrontend
 from trelay.node.listeners import BoundAddresses, HostPort, ListenError, Listeners
@@ -292,6 +296,7 @@ async def serve_worker(assignment: WorkerAssignment, control: ControlChannel) ->
                 nonce_key=assignment.nonce_key,
                 listeners=worker_listeners(assignment),
             )
+            await nursery.start(run_node_link, settings, running)
             node, status = running.node, NodeStatus()
             draining = NodeDrain(
                 node, status, settings.drain, nursery.cancel_scope, nursery, notify=False

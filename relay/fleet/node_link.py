@@ -1,0 +1,95 @@
+"""The one place a TURN-serving process joins the fleet's shared state (design §9).
+
+Owns `run_node_link(settings, running)`: the single `trelay serve` process and each worker of
+`trelay serve --workers N` run it beside their node. Without `[fleet]` it returns at
+once and touches nothing. With `[fleet]` it opens the process's own `RedisStore` and
+runs, in one nursery, the followers that keep the node's in-memory copies of fleet-wide
+state current (each a `trelay.fleet.follow` loop):
+
+- revocations (`trelay.fleet.revocations`): the `FLEET` source of the node's
+  `Revocations`, which its TURN authentication consults; a revoked identity's live
+  allocations on this node are ended as the revocation arrives;
+- TURN REST secrets (`trelay.fleet.secrets`): shared with the core's `SharedSecrets`
+  beside the configured ones; `NodeLink.secrets.minting_secret` is what a token API in
+  this process mints under.
+
+Each follower is one task start in `run_node_link`; what else a node follows (quotas,
+usage records) is started there too.
+
+Invariants: the node never imports this module (the process wires it); nothing here is
+awaited by the data path or TURN authentication, which read the copies synchronously;
+a lost Redis leaves the copies as they were until the store is back.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import trio
+
+from trelay.config.revocations import Revocations
+from trelay.config.settings import Settings
+from trelay.fleet.follow import follow
+from trelay.fleet.revocations import RevocationFollower
+from trelay.fleet.secrets import FleetSecrets, SecretFollower
+from trelay.fleet.store import RedisStore
+from trelay.node.assembly import RunningNode
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeLink:
+    """What a linked process holds: its store, and the copies its followers keep."""
+
+    store: RedisStore
+    revocations: Revocations
+    secrets: FleetSecrets
+
+
+async def run_node_link(
+    settings: Settings,
+    running: RunningNode,
+    *,
+    task_status: trio.TaskStatus[NodeLink | None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Follow the fleet's state for `running` until cancelled; `started` with the link
+    (None, at once, without `[fleet]`). Nothing waits for Redis to answer."""
+    if settings.fleet is None:
+        task_status.started(None)
+        return
+    store = RedisStore(settings.fleet)
+    revocations = _revocations_of(running)
+    server = running.node.server
+    # Until a fleet secret is active, a token API here mints under the configured one.
+    fleet_secrets = FleetSecrets(next(iter(settings.auth.shared_secrets), None))
+
+    def accept_secrets(held: tuple[str, ...]) -> None:
+        for shared in server.auth.credentials.shared_secrets:
+            shared.share(held)
+
+    def end_revoked(identities: Iterable[str]) -> None:
+        wanted = set(identities)
+        for identity in {a.identity for a in server.allocations.values()} & wanted:
+            ended = running.node.end_sessions(identity=identity)
+            logger.info("fleet: revoked; %d allocation(s) ended", ended,
+                        extra={"identity": identity})  # fmt: skip
+
+    async with store.opened(), trio.open_nursery() as nursery:
+        revoked = RevocationFollower(store, revocations, on_revoked=end_revoked)
+        await nursery.start(follow, store, revoked)
+        await nursery.start(follow, store, SecretFollower(store, fleet_secrets, accept_secrets))
+        task_status.started(NodeLink(store, revocations, fleet_secrets))
+
+
+def _revocations_of(running: RunningNode) -> Revocations:
+    """The node's revocations: those of its file, which the fleet's become a second
+    source of; a node without a file gets some now, and its TURN authentication checks
+    them from now on (`NodeLink.revocations` is then what its token API consults)."""
+    if running.revocations is not None:
+        return running.revocations
+    revocations = Revocations()
+    running.node.server.auth.use_revocation_check(revocations.is_revoked)
+    return revocations

@@ -10,7 +10,8 @@ of `trelay serve --workers N`, the test kit's throw-away relay, the tests):
    (`trelay.node.turn_setup`), with the revocation check and the nonce key given at
    construction; a caller with its own core (the test kit, built from a `TurnConfig`)
    passes it instead;
-3. the `TurnNode` on that core, its timers, the file watchers;
+3. the `TurnNode` on that core, its timers, its usage recorder (`[usage]`, with the
+   fleet's node id and region when `[fleet]` names them), the file watchers;
 4. the listeners of `settings.listen` (`trelay.node.listeners.serve`), and the core told
    which endpoints are its own (it denies them as peers, design §6).
 
@@ -34,6 +35,7 @@ from trelay.node.listeners import BoundAddresses, Listeners, serve
 from trelay.node.tls import context_for
 from trelay.node.turn_node import TurnNode
 from trelay.node.turn_setup import build_turn_server, loopback_turn_server, shared_secrets
+from trelay.node.usage import UsageRecorder
 from trelay.turn.server import TurnServer
 
 # What callers outside the node (the test kit) may use: the node's public face.
@@ -81,10 +83,11 @@ async def start_node(
             nonce_key=nonce_key,
             is_revoked=None if revocations is None else revocations.is_revoked,
         )
-    node = TurnNode(server, nursery)
+    node = TurnNode(server, nursery, usage=usage_recorder(settings))
     if auth.secrets_file is not None:
         await nursery.start(watch_secrets_file, auth.secrets_file, secrets, auth.secrets)
     await nursery.start(node.run_timers)
+    await nursery.start(node.usage.run)
     if ssl_context is None and settings.listen.tls:
         ssl_context = context_for(settings.tls, [a.host for a in settings.listen.tls])
     bound: BoundAddresses = await nursery.start(
@@ -99,3 +102,15 @@ async def start_node(
     )
     server.listening_on([*bound.udp, *bound.tcp, *bound.tls])
     return RunningNode(node, bound, revocations, ssl_context)
+
+
+def usage_recorder(settings: Settings) -> UsageRecorder:
+    """The node's usage recorder as `[usage]` says (records as log lines until a fleet
+    sink takes over, `trelay.fleet.usage_stream`)."""
+    fleet = settings.fleet
+    return UsageRecorder(
+        interval=settings.usage.interval_seconds,
+        enabled=settings.usage.enabled,
+        node_id=None if fleet is None else fleet.node_id,
+        region=None if fleet is None else fleet.region,
+    )

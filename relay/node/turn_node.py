@@ -12,6 +12,8 @@ Owns everything between the pure core and the kernel for TURN (RFC 8656):
 - session admin (`sessions`, `end_sessions`; `trelay.node.sessions`): the core's view of
   each allocation with the traffic its relay counted, and ending allocations on an
   operator's request;
+- usage records (`usage`, `trelay.node.usage`): each allocation is metered from its
+  relay socket's bind to its `CloseRelay`, the one place every end passes;
 - graceful drain on shutdown (`drain`, design §4): the core refuses new allocations (508,
   or 300 to an alternate server), every existing one keeps relaying, refreshing and
   binding until it ends or the drain's timeout runs out, `end_drain_now` cuts it short,
@@ -52,6 +54,7 @@ from trelay.node.datagram_batch import (
 )
 from trelay.node.sessions import Session, Traffic
 from trelay.node.stream_listener import HandshakeFailures
+from trelay.node.usage import UsageRecorder
 from trelay.stun.message import decode_message_type
 from trelay.turn.actions import (
     Action,
@@ -169,6 +172,8 @@ class TurnNode:
     streams: dict[FiveTuple, StreamConnection] = field(default_factory=dict)
     # Failed TLS handshakes on the node's TLS listeners (counted and logged there).
     tls_handshake_failures: HandshakeFailures = field(default_factory=HandshakeFailures)
+    # Usage records (`trelay.node.usage`): metered from relay open to CloseRelay.
+    usage: UsageRecorder = field(default_factory=UsageRecorder)
     _relays: dict[Address, _Relay] = field(default_factory=dict)
     _timer_scope: trio.CancelScope | None = None
     _all_ended: trio.Event = field(default_factory=trio.Event)
@@ -268,6 +273,7 @@ class TurnNode:
                     # port to the next Allocate in this very batch.
                     relay.close()
                     closed[action.relayed] = relay.senders
+                    self.usage.ended(action.relayed)  # every end comes here, once
             elif isinstance(action, AllocationCreated):
                 log.info(
                     "allocation created",
@@ -357,6 +363,7 @@ class TurnNode:
             self._relays.pop(relayed)
             sock.close()
             return
+        self.usage.opened(relay.allocation, relay.senders)
         self.nursery.start_soon(self._relay_task, relay)
 
     # --- peer -> client ------------------------------------------------------------------

@@ -3,7 +3,8 @@
 Owns two sections of the settings tree (`trelay.config.settings` composes them):
 
     [api]                          # the token API on the operator HTTP port
-    keys_file = "keys.toml"        # API keys (`trelay keys create`); absent: no token API
+    keys_file = "keys.toml"        # API keys (`trelay keys create`)
+    fleet_keys = false             # also the fleet's keys in Redis (`trelay fleet api-key`)
     ice_urls = ["turn:turn.example.org:3478?transport=udp"]  # absent: from the listeners
     default_ttl = 86400            # seconds a minted TURN credential lives
     max_ttl = 86400
@@ -13,6 +14,8 @@ Owns two sections of the settings tree (`trelay.config.settings` composes them):
     keys = { kid1 = "base64 of 16 or 32 bytes" }        # kid -> AES-GCM key
     token_lifetime = 3600          # what the API's /v1/access-tokens grants at most
 
+The token API is served when `keys_file` is set or `fleet_keys` is true (with `[fleet]`:
+a key added to Redis works on every API node within seconds, `trelay.fleet.api_keys`).
 Paths are relative to the settings file; keys are checked (sizes, base64) when loaded.
 """
 
@@ -28,6 +31,7 @@ from trelay.config.values import (
     SettingsError,
     Table,
     check_text,
+    read_bool,
     read_count,
     read_path,
     toml_type,
@@ -43,9 +47,15 @@ class ApiSettings:
     keys_file: Path | None = None
     # The keys `keys_file` held when the settings were loaded (a bad file never starts).
     keys: ApiKeys | None = field(default=None, repr=False)
+    fleet_keys: bool = False
     ice_urls: tuple[str, ...] = ()
     default_ttl: int = DEFAULT_TTL
     max_ttl: int = DEFAULT_TTL
+
+    @property
+    def served(self) -> bool:
+        """Whether the token API is served (it has, or may get, API keys)."""
+        return self.keys is not None or self.fleet_keys
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +81,7 @@ def read_api(table: Table, base: Path) -> ApiSettings:
         keys_file=keys_file,
         keys=None if keys_file is None else load_api_keys(table.key("keys_file"), keys_file),
         ice_urls=urls,
+        fleet_keys=read_bool(table, "fleet_keys", False),
         default_ttl=read_count(table, "default_ttl", DEFAULT_TTL),
         max_ttl=read_count(table, "max_ttl", DEFAULT_TTL),
     )

@@ -12,6 +12,7 @@ Owns one section of the settings tree (`trelay.config.settings` composes it):
     ttl_seconds = 15.0             # how long the entry lives without a refresh
     max_allocations = 0            # overloaded at this many allocations (0: no limit)
     max_cpu_share = 0.0            # overloaded at this CPU share, 1.0 = one core (0: none)
+    [fleet.placement]              # which nodes the token API hands out (placement_settings)
 
 Invariants: no `[fleet]` table (and no `--redis-url`) means `Settings.fleet is None`, the
 embedded default; the password never appears in `repr`; `ttl_seconds` is more than
@@ -29,6 +30,7 @@ from urllib.parse import urlsplit
 
 from trelay.config.api_settings import URI_SCHEMES
 from trelay.config.flags import Flags
+from trelay.config.placement_settings import PlacementSettings, check_region_name, read_placement
 from trelay.config.values import SettingsError, Table, check_text, read_path, toml_type
 
 DEFAULT_HEARTBEAT = 5.0
@@ -57,6 +59,7 @@ class FleetSettings:
     max_cpu_share: float = 0.0  # 0: no limit
     redis_password_file: Path | None = None
     redis_password: str | None = field(default=None, repr=False)
+    placement: PlacementSettings = field(default_factory=PlacementSettings)
 
     def overloaded(self, allocations: int, cpu_share: float) -> bool:
         """At or over a configured load limit (none configured: never)."""
@@ -76,8 +79,11 @@ def read_fleet(table: Table, base: Path) -> FleetSettings | None:
     ttl = table.take("ttl_seconds")
     max_allocations = table.take("max_allocations")
     max_cpu = table.take("max_cpu_share")
+    placement_given = table.take("placement")
+    placement_key = table.key("placement")
+    placement = read_placement(Table(_table(placement_key, placement_given), placement_key))
     given = (url, password_file, node_id, region, uris, heartbeat, ttl, max_allocations, max_cpu)
-    if all(v is None for v in given):
+    if all(v is None for v in given) and not placement_given:
         return None
     if url is None:
         raise SettingsError(table.key("redis_url"), "missing: [fleet] needs a Redis URL")
@@ -94,6 +100,7 @@ def read_fleet(table: Table, base: Path) -> FleetSettings | None:
         redis_password=None
         if password_file is None
         else _read_password(table.key("redis_password_file"), password_file),
+        placement=placement,
     )
     if password_file is not None and urlsplit(settings.redis_url).password:
         raise SettingsError(
@@ -132,11 +139,16 @@ def check_redis_url(key: str, value: object) -> str:
 
 
 def _check_name(key: str, value: object) -> str:
-    text = check_text(key, value)
     # Ids and regions become parts of Redis keys: no separators, no spaces.
-    if not all(c.isalnum() or c in "-_." for c in text):
-        raise SettingsError(key, f"only letters, digits, '-', '_' and '.', got {text!r}")
-    return text
+    return check_region_name(key, value)
+
+
+def _table(key: str, value: object) -> dict[str, object]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise SettingsError(key, f"expected a table, got {toml_type(value)}")
+    return value
 
 
 def _read_uris(key: str, value: object) -> tuple[str, ...]:

@@ -18,10 +18,22 @@ holding the secret verifies it alone.
   the token.
 - `GET|POST /v1/turn-credentials?service=turn&username=...`: the draft's response shape
   {username, password, ttl, uris} (draft §2.2), Bearer token or Basic key.
-- `POST /v1/revocations` (Basic key) with JSON {identity, until | ttl}: 201; written to
-  the revocations file that every node watches (`trelay.config.revocations`).
+- `POST /v1/iceconfig` (and `/v1alpha/iceconfig`), Bearer token or Basic key: Google's
+  Network Traversal answer that AppRTC-style clients parse: {"lifetimeDuration": "<n>s",
+  "iceServers": [{urls, username, credential}], "iceTransportPolicy": "all" | "relay"}
+  (`relay` for `?policy=relay` or a JSON body {"policy": "relay"}); the body may be empty.
+- `POST /v1/revocations` (Basic key) with JSON {identity, until | ttl}: 201; handed to the
+  context's `revoke` writer (today's: the revocations file that every node watches,
+  `trelay.config.revocations`; none: 404).
 - `POST /v1/access-tokens` (Bearer token or Basic key): an RFC 7635 ACCESS-TOKEN and its
   mac_key for a non-browser client (`access_tokens` says what revocation can reach).
+
+What the routes hand out comes from providers in the context, so that one node alone and
+a node in a fleet share the routes: the API keys (`keys()`: the keys file, merged with
+the fleet's keys in Redis, `trelay.fleet.api_keys`), the minting secret (`secret()`), the
+ICE URIs for the request (`uris(request)`: a static list, or placement in the fleet,
+`trelay.credentials.ice_uris`; 503 `no_relay` when no node can take the client) and the
+revocation writer (`revoke(identity, until, now)`).
 
 Invariants: every refusal is a 4xx with JSON {"error": reason, "message": ...}; an
 identity that is revoked gets no credential; secrets, passwords and tokens are never
@@ -61,6 +73,7 @@ from trelay.credentials.api_requests import (
     refusal,
 )
 from trelay.credentials.ice_config import rest_credential
+from trelay.credentials.ice_uris import IceUriProvider, static_uris
 from trelay.credentials.token_crypto import mint_access_token
 from trelay.turn.third_party import token_identity
 
@@ -89,22 +102,64 @@ class ThirdPartyMint:
         return mint_access_token(self.kid, self.key, self.server_name, lifetime, now)
 
 
+# Writes a revocation (identity, until, now: Unix seconds) where every node will see it.
+RevocationWriter = Callable[[str, float, float], Awaitable[Revocation]]
+
+
 @dataclass(frozen=True, slots=True)
 class TokenApiContext:
-    """What the routes need: keys, the TURN secret, the URIs to hand out, a clock."""
+    """What the routes need: providers of keys, secret and URIs, a revocation writer, a clock."""
 
-    keys: ApiKeys
-    turn_secret: str = field(repr=False)
-    # turn:/turns:/stun: URIs (RFC 7064/7065), e.g. "turn:relay.example:3478?transport=udp".
-    ice_urls: tuple[str, ...]
+    keys: Callable[[], ApiKeys]
+    # The TURN REST secret credentials are minted under (the nodes accept it).
+    secret: Callable[[], str] = field(repr=False)
+    # turn:/turns:/stun: URIs (RFC 7064/7065) for one request.
+    uris: IceUriProvider
     default_ttl: int = DEFAULT_TTL
     max_ttl: int = DEFAULT_TTL
-    revocations_file: Path | None = None
+    # None: `POST /v1/revocations` answers 404 (no place to write revocations to).
+    revoke: RevocationWriter | None = None
     # The node's live view (kept fresh by `watch_revocations_file`); checked before minting.
     revocations: Revocations = field(default_factory=Revocations)
     clock: Callable[[], float] = time.time
     # RFC 7635 minting (`POST /v1/access-tokens`); None: that route answers 404.
     third_party: ThirdPartyMint | None = None
+
+
+def file_revocation_writer(path: Path) -> RevocationWriter:
+    """Today's writer: the revocations file every node watches (`trelay.config.revocations`)."""
+
+    async def write(identity: str, until: float, now: float) -> Revocation:
+        entry: Revocation = await trio.to_thread.run_sync(revoke, path, identity, until, now)
+        return entry
+
+    return write
+
+
+def static_context(
+    keys: ApiKeys,
+    turn_secret: str,
+    ice_urls: tuple[str, ...],
+    *,
+    default_ttl: int = DEFAULT_TTL,
+    max_ttl: int = DEFAULT_TTL,
+    revocations_file: Path | None = None,
+    revocations: Revocations | None = None,
+    clock: Callable[[], float] = time.time,
+    third_party: ThirdPartyMint | None = None,
+) -> TokenApiContext:
+    """A context of fixed values: a node alone, as before the fleet (and the tests)."""
+    return TokenApiContext(
+        keys=lambda: keys,
+        secret=lambda: turn_secret,
+        uris=static_uris(ice_urls),
+        default_ttl=default_ttl,
+        max_ttl=max_ttl,
+        revoke=None if revocations_file is None else file_revocation_writer(revocations_file),
+        revocations=Revocations() if revocations is None else revocations,
+        clock=clock,
+        third_party=third_party,
+    )
 
 
 def token_routes(context: TokenApiContext) -> list[Route]:
@@ -129,6 +184,8 @@ def token_routes(context: TokenApiContext) -> list[Route]:
         route("/v1/turn-credentials", turn_credentials, ["GET", "POST"]),
         route("/v1/revocations", revocations, ["POST"]),
         route("/v1/access-tokens", access_tokens, ["POST"]),
+        route("/v1/iceconfig", iceconfig, ["POST"]),
+        route("/v1alpha/iceconfig", iceconfig, ["POST"]),
     ]
 
 
@@ -181,14 +238,15 @@ def _rfc2822(unix: float) -> str:
 async def nts_token(context: TokenApiContext, request: Request) -> Response:
     """Twilio NTS `POST /2010-04-01/Accounts/{AccountSid}/Tokens.json`."""
     now = context.clock()
-    key = basic_key(context.keys, request, now)
+    key = basic_key(context.keys(), request, now)
     if request.path_params["account_sid"] != key.account:
         raise ApiError(403, "wrong_account", f"the API key {key.sid} is not of this account")
     ttl = _ttl((await read_form(request)).get("Ttl"), context)
     _refuse_revoked(context, key.sid, now)
-    username, password = turn_credential(context.turn_secret, key.sid, int(now) + ttl)
+    urls = await context.uris(request)
+    username, password = turn_credential(context.secret(), key.sid, int(now) + ttl)
     servers = []
-    for url in context.ice_urls:
+    for url in urls:
         entry: dict[str, str] = {"url": url, "urls": url}
         if _is_turn(url):
             entry |= {"username": username, "credential": password}
@@ -218,13 +276,12 @@ def _bearer_expiry(context: TokenApiContext, token: VerifiedToken, now: float) -
 async def ice_servers(context: TokenApiContext, request: Request) -> Response:
     """`GET /v1/ice-servers`: an RTCConfiguration for the bearer token's identity."""
     now = context.clock()
-    token = bearer_token(context.keys, context.revocations.is_revoked, request, now)
-    policy = request.query_params.get("policy", "all")
-    if policy not in {"all", "relay"}:
-        raise ApiError(400, "bad_policy", "policy must be 'all' or 'relay'")
+    token = bearer_token(context.keys(), context.revocations.is_revoked, request, now)
+    policy = _policy(request.query_params.get("policy", "all"))
     expiry = _bearer_expiry(context, token, now)
-    username, password = turn_credential(context.turn_secret, token.identity, expiry)
-    body: dict[str, Any] = {"iceServers": rtc_ice_servers(context.ice_urls, username, password)}
+    urls = await context.uris(request)
+    username, password = turn_credential(context.secret(), token.identity, expiry)
+    body: dict[str, Any] = {"iceServers": rtc_ice_servers(urls, username, password)}
     if policy == "relay":
         body["iceTransportPolicy"] = "relay"
     # Identities go in `extra`, where trelay.ops.logs hides them unless usernames may be logged.
@@ -243,12 +300,12 @@ async def turn_credentials(context: TokenApiContext, request: Request) -> Respon
     scheme = (authorization(request) or ("", ""))[0]
     requested = params.get("username")
     if scheme == "bearer":
-        token = bearer_token(context.keys, context.revocations.is_revoked, request, now)
+        token = bearer_token(context.keys(), context.revocations.is_revoked, request, now)
         if requested not in {None, "", token.identity}:
             raise ApiError(403, "identity_mismatch", "username is not the token's identity")
         identity, expiry = token.identity, _bearer_expiry(context, token, now)
     else:
-        key = basic_key(context.keys, request, now)
+        key = basic_key(context.keys(), request, now)
         identity = requested or key.sid
         try:
             check_identity(identity)
@@ -256,8 +313,8 @@ async def turn_credentials(context: TokenApiContext, request: Request) -> Respon
             raise ApiError(400, "bad_username", str(exc)) from None
         _refuse_revoked(context, identity, now)
         expiry = int(now) + _ttl(params.get("ttl"), context)
-    username, password = turn_credential(context.turn_secret, identity, expiry)
-    uris = [u for u in context.ice_urls if _is_turn(u)]
+    uris = [u for u in await context.uris(request) if _is_turn(u)]
+    username, password = turn_credential(context.secret(), identity, expiry)
     body = {"username": username, "password": password, "ttl": max(0, expiry - int(now))}
     return JSONResponse(body | {"uris": uris})
 
@@ -293,6 +350,7 @@ async def access_tokens(context: TokenApiContext, request: Request) -> Response:
         lifetime = min(lifetime, math.floor(not_after - now))
     if lifetime <= 0:  # within the verification leeway, but nothing left to hand out
         raise ApiError(401, "expired", "the token expires now", BEARER_CHALLENGE)
+    uris = [u for u in await context.uris(request) if _is_turn(u)]
     token, mac_key = mint.mint(lifetime, now)
     log.info(
         "token api: RFC 7635 token minted",
@@ -304,18 +362,65 @@ async def access_tokens(context: TokenApiContext, request: Request) -> Response:
         "mac_key": base64.b64encode(mac_key).decode("ascii"),
         "lifetime": lifetime,
         "server_name": mint.server_name,
-        "uris": [u for u in context.ice_urls if _is_turn(u)],
+        "uris": uris,
         "identity": token_identity(mint.kid, mac_key),
     }
     return JSONResponse(body, status_code=201)
 
 
+async def iceconfig(context: TokenApiContext, request: Request) -> Response:
+    """`POST /v1/iceconfig`: Google's Network Traversal answer, as AppRTC's client parses it.
+
+    200 {"lifetimeDuration": "<seconds>s" (a protobuf Duration in JSON), "iceServers":
+    [RTCIceServer...], "iceTransportPolicy": "all" | "relay"}. A Bearer token's identity
+    (its credential expiring no later than the token) or a Basic key's SID (for
+    `api.default_ttl`); the body may be empty, or a JSON object whose `policy` may say
+    "relay" (as may `?policy=relay`); other fields are ignored, as Google's API does.
+    """
+    now = context.clock()
+    identity, not_after = _caller(context, request, now)
+    raw = await read_body(request)
+    policy = request.query_params.get("policy")
+    if raw.strip():
+        try:
+            document = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise ApiError(400, "malformed_body", "the body is not JSON") from None
+        if not isinstance(document, dict):
+            raise ApiError(400, "malformed_body", "expected a JSON object")
+        given = document.get("policy")
+        if given is not None:
+            policy = given if isinstance(given, str) else ""
+    policy = _policy("all" if policy is None else policy)
+    if not_after is None:
+        expiry = int(now) + context.default_ttl
+    else:
+        expiry = min(int(now) + context.max_ttl, math.floor(not_after))
+        if expiry <= now:
+            raise ApiError(401, "expired", "the token expires now", BEARER_CHALLENGE)
+    urls = await context.uris(request)
+    username, password = turn_credential(context.secret(), identity, expiry)
+    body = {
+        "lifetimeDuration": f"{expiry - int(now)}s",
+        "iceServers": rtc_ice_servers(urls, username, password),
+        "iceTransportPolicy": policy,
+    }
+    log.info("token api: iceconfig minted", extra={"identity": identity, "until": expiry})
+    return JSONResponse(body)
+
+
+def _policy(value: str) -> str:
+    if value not in {"all", "relay"}:
+        raise ApiError(400, "bad_policy", "policy must be 'all' or 'relay'")
+    return value
+
+
 def _caller(context: TokenApiContext, request: Request, now: float) -> tuple[str, float | None]:
     """Who asks, and when their Bearer token expires (None for an API key)."""
     if (authorization(request) or ("", ""))[0] == "bearer":
-        token = bearer_token(context.keys, context.revocations.is_revoked, request, now)
+        token = bearer_token(context.keys(), context.revocations.is_revoked, request, now)
         return token.identity, token.expires_at
-    key = basic_key(context.keys, request, now)
+    key = basic_key(context.keys(), request, now)
     _refuse_revoked(context, key.sid, now)
     return key.sid, None
 
@@ -323,8 +428,8 @@ def _caller(context: TokenApiContext, request: Request, now: float) -> tuple[str
 async def revocations(context: TokenApiContext, request: Request) -> Response:
     """`POST /v1/revocations` {identity, until | ttl}: refuse the identity until then."""
     now = context.clock()
-    key = basic_key(context.keys, request, now)
-    if context.revocations_file is None:
+    key = basic_key(context.keys(), request, now)
+    if context.revoke is None:
         raise ApiError(404, "not_configured", "this node has no revocations file")
     try:
         document = json.loads(await read_body(request))
@@ -333,9 +438,7 @@ async def revocations(context: TokenApiContext, request: Request) -> Response:
     until = _revocation_until(document, now)
     identity = document["identity"]
     try:
-        entry: Revocation = await trio.to_thread.run_sync(
-            revoke, context.revocations_file, identity, until, now
-        )
+        entry = await context.revoke(identity, until, now)
     except ValueError as exc:
         raise ApiError(400, "malformed_body", str(exc)) from None
     context.revocations.add(entry)

@@ -1,10 +1,17 @@
 """What the operator HTTP port serves beyond /metrics and health: the token API, /selftest.
 
 Owns the choice of routes from the settings (`trelay.ops.http_app.build_app` mounts them):
-- the token API (`trelay.credentials.token_api`) when `api.keys_file` is set, minting TURN REST
-  credentials under the first shared secret, with `api.ice_urls` or, by default, the
-  URIs of the bound listeners (set `api.ice_urls` when clients reach the relay by a
-  public name or address: a listener bound to 0.0.0.0 is advertised as loopback);
+- the token API (`trelay.credentials.token_api`) when `api.keys_file` is set (or
+  `api.fleet_keys`), minting TURN REST credentials under the first shared secret. Its
+  ICE URIs: alone, `api.ice_urls` or, by default, the URIs of the bound listeners (set
+  `api.ice_urls` when clients reach the relay by a public name or address: a listener
+  bound to 0.0.0.0 is advertised as loopback); in a fleet (`FleetApi`, started by
+  `start_fleet_api` beside the registry), placement over the live nodes
+  (`trelay.credentials.ice_uris.PlacedUris`), that static list being the fallback while
+  Redis is away for longer than the registry's TTL. With `api.fleet_keys` in a fleet,
+  the API keys are the keys file's and the fleet's (`trelay.fleet.api_keys`);
+- the fleet listing `GET /v1/fleet/nodes` (`trelay.ops.fleet_routes`) with an admin
+  token and a fleet;
 - RFC 7635 access tokens (`POST /v1/access-tokens`) when `[auth.third_party]` is set;
 - `/selftest` when `http.selftest` is on, with credentials for the identity "selftest"
   valid for ten minutes, telling the page when TLS uses the throw-away self-signed
@@ -13,35 +20,94 @@ Owns the choice of routes from the settings (`trelay.ops.http_app.build_app` mou
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import trio
 from starlette.routing import BaseRoute
 
+from trelay.config.api_keys import ApiKeys
 from trelay.config.revocations import Revocations
 from trelay.config.settings import Settings
 from trelay.credentials.ice_config import IceServer, TurnCredential, dev_credential, ice_servers
-from trelay.credentials.token_api import ThirdPartyMint, TokenApiContext, token_routes
+from trelay.credentials.ice_uris import IceUriProvider, PlacedUris, static_uris
+from trelay.credentials.token_api import (
+    ThirdPartyMint,
+    TokenApiContext,
+    file_revocation_writer,
+    token_routes,
+)
+from trelay.fleet.api_keys import FleetApiKeys
+from trelay.fleet.directory import NodeDirectory
+from trelay.fleet.registry import NodeRegistry
 from trelay.node.listeners import BoundAddresses
+from trelay.ops.fleet_routes import fleet_routes
 from trelay.ops.selftest import selftest_routes
+
+logger = logging.getLogger(__name__)
 
 SELFTEST_CREDENTIAL_SECONDS = 600
 
 
+@dataclass(frozen=True, slots=True)
+class FleetApi:
+    """What the operator port uses of the fleet: the registry (its store, settings and node
+    id), the cached listing for placement, and the fleet's API keys (None: not followed)."""
+
+    registry: NodeRegistry
+    directory: NodeDirectory
+    keys: FleetApiKeys | None
+
+
+async def start_fleet_api(
+    nursery: trio.Nursery, settings: Settings, fleet: NodeRegistry | None
+) -> FleetApi | None:
+    """With a fleet: start the listing's reader (and, with `api.fleet_keys`, the API keys'
+    follower) on the registry's store. Without: None, nothing started."""
+    if fleet is None:
+        if settings.api.fleet_keys:
+            logger.warning("api.fleet_keys without [fleet]: only the keys file's keys are used")
+        return None
+    placement = fleet.settings.placement
+    directory = NodeDirectory(
+        fleet.store, fleet.settings.ttl_seconds, refresh_seconds=placement.refresh_seconds
+    )
+    await nursery.start(directory.run)
+    keys = None
+    if settings.api.fleet_keys:
+        keys = FleetApiKeys(fleet.store, settings.api.keys)
+        await nursery.start(keys.run)
+    return FleetApi(fleet, directory, keys)
+
+
 def operator_routes(
-    settings: Settings, bound: BoundAddresses, revocations: Revocations | None
+    settings: Settings,
+    bound: BoundAddresses,
+    revocations: Revocations | None,
+    fleet: FleetApi | None = None,
 ) -> list[BaseRoute]:
     routes: list[BaseRoute] = []
     api = settings.api
-    if api.keys is not None:
+    if api.served:
+        # The first shared secret, as the nodes' settings hold it (a provider, so that a
+        # fleet-held secret can take its place).
+        secret = settings.auth.shared_secrets[0]
         context = TokenApiContext(
-            keys=api.keys,
-            turn_secret=settings.auth.shared_secrets[0],
-            ice_urls=api.ice_urls or listener_urls(bound),
+            keys=_keys_provider(settings, fleet),
+            secret=lambda: secret,
+            uris=_uris_provider(settings, bound, fleet),
             default_ttl=api.default_ttl,
             max_ttl=api.max_ttl,
-            revocations_file=settings.auth.revocations_file,
+            revoke=None
+            if settings.auth.revocations_file is None
+            else file_revocation_writer(settings.auth.revocations_file),
             revocations=revocations or Revocations(),
             third_party=_third_party_mint(settings),
         )
         routes += token_routes(context)
+    if fleet is not None:
+        routes += fleet_routes(settings.http.admin_token, fleet.registry)
     if settings.http.selftest:
 
         def selftest_servers() -> tuple[IceServer, ...]:
@@ -53,6 +119,23 @@ def operator_routes(
         self_signed = bool(bound.tls) and settings.tls.self_signed
         routes += selftest_routes(selftest_servers, self_signed_tls=self_signed)
     return routes
+
+
+def _keys_provider(settings: Settings, fleet: FleetApi | None) -> Callable[[], ApiKeys]:
+    if fleet is not None and fleet.keys is not None:
+        return fleet.keys.current
+    keys = settings.api.keys or ApiKeys()
+    return lambda: keys
+
+
+def _uris_provider(
+    settings: Settings, bound: BoundAddresses, fleet: FleetApi | None
+) -> IceUriProvider:
+    static = settings.api.ice_urls or listener_urls(bound)
+    if fleet is None:
+        return static_uris(static)
+    fleet_settings = fleet.registry.settings
+    return PlacedUris(fleet.directory, fleet_settings.placement, fleet_settings.region, static)
 
 
 def _third_party_mint(settings: Settings) -> ThirdPartyMint | None:

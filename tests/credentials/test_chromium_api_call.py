@@ -39,7 +39,7 @@ from tests.helpers.chromium import (
 )
 from tests.helpers.token_harness import KEY, KEYS, TURN_SECRET
 from trelay.credentials.access_tokens import mint_token
-from trelay.credentials.token_api import TokenApiContext, token_routes
+from trelay.credentials.token_api import static_context, token_routes
 from trelay.icekit.loopback_relay import LOOPBACK, LoopbackRelay, start_relay, trio_in_thread
 from trelay.ops.http_app import NodeStatus, build_app
 from trelay.ops.http_server import serve_http
@@ -100,7 +100,7 @@ def relay_with_token_api() -> Iterator[Deployment]:
             f"turn:{LOOPBACK}:{relay.udp[1]}?transport=udp",
             f"turn:{LOOPBACK}:{relay.tcp[1]}?transport=tcp",
         )
-        context = TokenApiContext(keys=KEYS, turn_secret=TURN_SECRET, ice_urls=urls)
+        context = static_context(KEYS, TURN_SECRET, urls)
         routes = [*token_routes(context), Route("/blank", blank_page, methods=["GET"])]
         app = build_app(NodeStatus(), extra_routes=routes)
         host, port = await nursery.start(serve_http, LOOPBACK, 0, app)

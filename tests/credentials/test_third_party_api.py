@@ -30,7 +30,7 @@ from tests.helpers.token_harness import (
 from tests.helpers.turn_harness import Clock, assert_error, assert_success, make_server
 from trelay.config.revocations import Revocation, Revocations
 from trelay.credentials.access_tokens import mint_token
-from trelay.credentials.token_api import ThirdPartyMint, TokenApiContext
+from trelay.credentials.token_api import ThirdPartyMint, TokenApiContext, static_context
 from trelay.node.token_cipher import AesGcmTokenCipher
 from trelay.turn.server import TurnServer
 from trelay.turn.third_party import ThirdPartyAuthorizer, token_identity
@@ -53,10 +53,10 @@ class Api:
 
 
 def context_for(clock: SettableClock, third_party: ThirdPartyMint | None) -> TokenApiContext:
-    return TokenApiContext(
-        keys=KEYS,
-        turn_secret=TURN_SECRET,
-        ice_urls=URLS,
+    return static_context(
+        KEYS,
+        TURN_SECRET,
+        URLS,
         revocations=Revocations(),
         clock=clock,
         third_party=third_party,

@@ -32,7 +32,7 @@ from tests.helpers.token_harness import (
 )
 from trelay.config.revocations import Revocation, Revocations, read_revocations_file
 from trelay.credentials.access_tokens import mint_token
-from trelay.credentials.token_api import TokenApiContext
+from trelay.credentials.token_api import TokenApiContext, static_context
 
 NOW = 1_800_000_000.0
 URLS = (
@@ -56,10 +56,10 @@ class Api:
 def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
     revocations_file = tmp_path_factory.mktemp("api") / "revoked.toml"
     clock = SettableClock(NOW)
-    context = TokenApiContext(
-        keys=KEYS,
-        turn_secret=TURN_SECRET,
-        ice_urls=URLS,
+    context = static_context(
+        KEYS,
+        TURN_SECRET,
+        URLS,
         revocations_file=revocations_file,
         revocations=Revocations(),
         clock=clock,

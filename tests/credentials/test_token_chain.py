@@ -34,7 +34,7 @@ from tests.helpers.token_harness import (
 )
 from trelay.config.revocations import Revocations
 from trelay.credentials.access_tokens import mint_token
-from trelay.credentials.token_api import TokenApiContext
+from trelay.credentials.token_api import static_context
 from trelay.icekit.loopback_relay import LoopbackRelay, throwaway_relay
 
 pytestmark = pytest.mark.interop
@@ -60,10 +60,10 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
             f"turn:127.0.0.1:{relay.udp[1]}?transport=udp",
             f"turn:127.0.0.1:{relay.tcp[1]}?transport=tcp",
         )
-        context = TokenApiContext(
-            keys=KEYS,
-            turn_secret=TURN_SECRET,
-            ice_urls=urls,
+        context = static_context(
+            KEYS,
+            TURN_SECRET,
+            urls,
             default_ttl=600,
             revocations_file=revocations_file,
             revocations=Revocations(),  # the API's own view, separate from the node's

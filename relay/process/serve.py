@@ -52,7 +52,7 @@ from trelay.ops.admin_routes import admin_routes
 from trelay.ops.http_app import NodeStatus, build_app
 from trelay.ops.http_server import bind_socket, serve_http
 from trelay.ops.metrics import FleetCollector, node_registry
-from trelay.ops.operator_routes import operator_routes
+from trelay.ops.operator_routes import operator_routes, start_fleet_api
 from trelay.process import systemd
 from trelay.process.drain import NodeDrain
 from trelay.process.ready import announce_ready
@@ -119,7 +119,8 @@ async def serve_until_signal(
             if fleet is not None:
                 registry.register(FleetCollector(lambda: fleet.store.connected))
             revocations = running.revocations if link is None else link.revocations
-            routes = operator_routes(settings, running.bound, revocations)
+            fleet_api = await start_fleet_api(nursery, settings, fleet)
+            routes = operator_routes(settings, running.bound, revocations, fleet_api)
             admin = NodeSessionAdmin(running.node, drain)
             routes += admin_routes(settings.http.admin_token, admin, reloader.reload)
             app = build_app(status, registry=registry, extra_routes=routes)

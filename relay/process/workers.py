@@ -100,7 +100,7 @@ from trelay.ops.metrics import (
     counters_only,
     workers_registry,
 )
-from trelay.ops.operator_routes import operator_routes
+from trelay.ops.operator_routes import operator_routes, start_fleet_api
 from trelay.process import systemd
 from trelay.process.drain import draining_status
 from trelay.process.exit_codes import ExitStatus
@@ -481,7 +481,8 @@ async def serve_workers(
                     store = fleet.store
                     supervisor.status.fleet = lambda: store.state.value
                     registry.register(FleetCollector(lambda: store.connected))
-                routes = operator_routes(settings, bound, revocations)
+                fleet_api = await start_fleet_api(nursery, settings, fleet)
+                routes = operator_routes(settings, bound, revocations, fleet_api)
                 # The operator's settings (not the workers' views, with their ports and a
                 # shared throw-away certificate's paths) are what a reload compares with.
                 reloader = Reloader(settings, source, supervisor.apply_reload)

@@ -1,7 +1,7 @@
 """The `trelay` command: its flags and subcommands, and the status it exits with.
 
 Owns the operator's side of the runtime: parsing (`trelay serve`, `trelay check-config`,
-`trelay keys`, `trelay token`, `trelay sessions`, `trelay reload`,
+`trelay keys`, `trelay token`, `trelay sessions`, `trelay reload`, `trelay fleet`,
 `trelay --version`), logging set-up, and turning a
 start-up failure into one line and an exit status. Serving is `trelay.process.serve`,
 the ready line `trelay.process.ready`. Nothing imports this module; it is the
@@ -46,6 +46,7 @@ from trelay.process.commands.admin import (
     run_reload_command,
     run_sessions_command,
 )
+from trelay.process.commands.fleet import add_fleet_command, run_fleet_command
 from trelay.process.commands.token import TOKEN_COMMANDS, add_token_commands, run_token_command
 from trelay.process.exit_codes import PROG, ExitStatus, known_error, status_for
 from trelay.process.preflight import check_files, check_relay_addresses
@@ -64,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
             return check_config(arguments.file)
         if arguments.command == "sessions":
             return run_sessions_command(arguments)
+        if arguments.command == "fleet":
+            return run_fleet_command(arguments)
         if arguments.command == "reload":
             return run_reload_command(arguments)
         flags = flags_from(arguments)
@@ -227,6 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     check_parser.add_argument("file", type=Path, metavar="FILE", help="TOML settings")
     add_sessions_command(commands)
     add_reload_command(commands)
+    add_fleet_command(commands)
     return parser
 
 

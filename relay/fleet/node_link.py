@@ -11,7 +11,9 @@ state current (each a `trelay.fleet.follow` loop):
   allocations on this node are ended as the revocation arrives;
 - TURN REST secrets (`trelay.fleet.secrets`): shared with the core's `SharedSecrets`
   beside the configured ones; `NodeLink.secrets.minting_secret` is what a token API in
-  this process mints under.
+  this process mints under;
+- usage records (`trelay.fleet.usage_stream`): the node's records go to the stream
+  `trelay:fleet:usage` instead of the log.
 
 Each follower is one task start in `run_node_link`; what else a node follows (quotas,
 usage records) is started there too.
@@ -35,6 +37,7 @@ from trelay.fleet.follow import follow
 from trelay.fleet.revocations import RevocationFollower
 from trelay.fleet.secrets import FleetSecrets, SecretFollower
 from trelay.fleet.store import RedisStore
+from trelay.fleet.usage_stream import run_usage_stream
 from trelay.node.assembly import RunningNode
 
 logger = logging.getLogger(__name__)
@@ -81,6 +84,7 @@ async def run_node_link(
         revoked = RevocationFollower(store, revocations, on_revoked=end_revoked)
         await nursery.start(follow, store, revoked)
         await nursery.start(follow, store, SecretFollower(store, fleet_secrets, accept_secrets))
+        await nursery.start(run_usage_stream, store, settings, running)
         task_status.started(NodeLink(store, revocations, fleet_secrets))
 
 

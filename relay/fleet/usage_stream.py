@@ -1,0 +1,173 @@
+"""Usage records to the fleet's Redis stream, with a bounded queue and a log fallback.
+
+Owns the Redis side of usage records (issue 12 part 6; design §9):
+
+- `STREAM_KEY` (`trelay:fleet:usage`): one entry per `trelay.node.usage.UsageRecord`,
+  its fields flat (`UsageRecord.flat`), added with `XADD … MAXLEN ~ [usage]
+  stream_max_entries`, so the stream's length stays bounded (old entries are trimmed;
+  readers that bill keep up within that bound). Entry ids are Redis's millisecond
+  timestamps of the write: `trelay.ops.usage_routes` sums a time window by them.
+- `StreamSink`: the sink a node's `UsageRecorder` writes to while the process is in a
+  fleet. `write` only appends to an in-memory queue of at most `[usage]
+  queue_max_records` records; beyond it (Redis lost for long) a record is written as a
+  log line instead (`LogUsageSink`), counted in `logged_instead`, and said once per
+  episode, never dropped silently.
+- `run_usage_stream`: takes the recorder's sink over, then writes the queue in batches
+  of up to `BATCH` records, one pipelined round trip each, whenever Redis answers;
+  while the store is lost it waits for it (`RedisStore.wait_connected`) and the queue
+  keeps what comes. On the way out it gives the recorder its previous sink back, tries
+  one last bounded write of what is queued (a stopping node's final records), and logs
+  what that could not write.
+
+Delivery is at least once: a batch whose answer is lost is written again, and the two
+copies share `allocation` and `seq`, which the summing route counts once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Sequence
+
+import trio
+from coredis.tokens import PureToken
+
+from trelay.config.settings import Settings
+from trelay.config.usage_settings import UsageSettings
+from trelay.fleet.store import Client, RedisStore, StoreUnavailable
+from trelay.node.assembly import RunningNode
+from trelay.node.usage import LogUsageSink, UsageRecord, UsageSink
+
+logger = logging.getLogger(__name__)
+
+STREAM_KEY = "trelay:fleet:usage"
+# Records per pipelined round trip.
+BATCH = 200
+# How long a stopping process tries to write what is queued before logging it instead.
+FINAL_FLUSH_SECONDS = 2.0
+
+
+class StreamSink:
+    """A bounded queue in front of the stream; overflow goes to `fallback` (the log)."""
+
+    def __init__(self, max_queued: int, fallback: UsageSink | None = None) -> None:
+        self.max_queued = max_queued
+        self.fallback: UsageSink = LogUsageSink() if fallback is None else fallback
+        self.queue: deque[UsageRecord] = deque()
+        self.streamed = 0  # records written to the stream
+        self.logged_instead = 0  # records that went to the log because the queue was full
+        self._overflowing = False
+        self._queued = trio.Event()
+
+    def write(self, record: UsageRecord) -> None:
+        if len(self.queue) < self.max_queued:
+            self.queue.append(record)
+            self._queued.set()
+            return
+        if not self._overflowing:
+            self._overflowing = True
+            logger.warning(
+                "fleet: usage queue full (%d records); records go to the log until Redis "
+                "takes them",
+                self.max_queued,
+            )
+        self.logged_instead += 1
+        self.fallback.write(record)
+
+    async def wait_queued(self) -> None:
+        """Return once a record is queued."""
+        while not self.queue:
+            self._queued = trio.Event()
+            await self._queued.wait()
+
+    def batch(self) -> list[UsageRecord]:
+        """The oldest records, up to `BATCH`, left queued until `written`."""
+        return [self.queue[i] for i in range(min(BATCH, len(self.queue)))]
+
+    def written(self, count: int) -> None:
+        for _ in range(count):
+            self.queue.popleft()
+        self.streamed += count
+        if self._overflowing and len(self.queue) < self.max_queued:
+            self._overflowing = False
+            logger.info("fleet: usage queue draining; records go to Redis again")
+
+    def log_all(self) -> int:
+        """Write whatever is queued as log lines (Redis is out of reach for good)."""
+        count = len(self.queue)
+        while self.queue:
+            self.logged_instead += 1
+            self.fallback.write(self.queue.popleft())
+        return count
+
+
+async def add_records(store: RedisStore, records: Sequence[UsageRecord], max_entries: int) -> None:
+    """XADD each record (MAXLEN ~ `max_entries`) in one pipeline; `StoreUnavailable` if
+    Redis does not answer."""
+
+    async def pipelined(client: Client) -> None:
+        async with client.pipeline(transaction=False) as pipe:
+            for record in records:
+                pipe.xadd(
+                    STREAM_KEY,
+                    record.flat(),
+                    trim_strategy=PureToken.MAXLEN,
+                    threshold=max_entries,
+                    trim_operator=PureToken.APPROXIMATELY,
+                )
+
+    await store.call(pipelined)
+
+
+async def run_usage_stream(
+    store: RedisStore,
+    settings: Settings,
+    running: RunningNode,
+    *,
+    task_status: trio.TaskStatus[StreamSink | None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Send `running`'s usage records to the stream until cancelled (`started` with the
+    sink; None, at once, when `[usage]` is disabled). Never blocks the node."""
+    usage = settings.usage
+    recorder = running.node.usage
+    if not usage.enabled:
+        task_status.started(None)
+        return
+    sink = StreamSink(usage.queue_max_records)
+    previous, recorder.sink = recorder.sink, sink
+    try:
+        task_status.started(sink)
+        await _write_forever(store, sink, usage)
+    finally:
+        # From now on records go where they went before (the log); what is queued gets
+        # one bounded try at Redis, then the log.
+        recorder.sink = previous
+        with trio.CancelScope(shield=True) as scope:
+            scope.deadline = trio.current_time() + FINAL_FLUSH_SECONDS
+            await _flush(store, sink, usage)
+        left = sink.log_all()
+        if left:
+            logger.warning("fleet: %d usage records written to the log: Redis did not take them",
+                           left)  # fmt: skip
+
+
+async def _write_forever(store: RedisStore, sink: StreamSink, usage: UsageSettings) -> None:
+    while True:
+        await sink.wait_queued()
+        await store.wait_connected()
+        batch = sink.batch()
+        try:
+            await add_records(store, batch, usage.stream_max_entries)
+        except StoreUnavailable:
+            continue  # the store logged it; wait until it is back
+        sink.written(len(batch))
+
+
+async def _flush(store: RedisStore, sink: StreamSink, usage: UsageSettings) -> None:
+    while sink.queue and store.connected:
+        batch = sink.batch()
+        try:
+            await add_records(store, batch, usage.stream_max_entries)
+        except StoreUnavailable:
+            return
+        sink.written(len(batch))

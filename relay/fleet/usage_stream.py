@@ -19,17 +19,24 @@ Owns the Redis side of usage records (issue 12 part 6; design §9):
   one last bounded write of what is queued (a stopping node's final records), and logs
   what that could not write.
 
+- `sum_usage`: the reader. It sums the records written in a time window (XRANGE by
+  entry id, in chunks of `READ_CHUNK`, at most `max_entries` read, `truncated` said),
+  grouped by identity and optionally node, region, transport.
+
 Delivery is at least once: a batch whose answer is lost is written again, and the two
-copies share `allocation` and `seq`, which the summing route counts once.
+copies share `allocation` and `seq`, which `sum_usage` counts once.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import trio
+from coredis.response.types import StreamEntry
 from coredis.tokens import PureToken
 
 from trelay.config.settings import Settings
@@ -171,3 +178,104 @@ async def _flush(store: RedisStore, sink: StreamSink, usage: UsageSettings) -> N
         except StoreUnavailable:
             return
         sink.written(len(batch))
+
+
+# --- reading: sums over a time window (`trelay.ops.usage_routes`) -------------------------
+
+# Entries per XRANGE call, and at most this many read for one sum by default.
+READ_CHUNK = 5000
+MAX_ENTRIES_READ = 200_000
+GROUP_FIELDS = ("identity", "node", "region", "transport")
+
+
+@dataclass(slots=True)
+class UsageTotals:
+    """What a group of records adds up to."""
+
+    records: int = 0
+    allocations_ended: int = 0  # final records: allocations that ended in the window
+    client_to_peer_datagrams: int = 0
+    client_to_peer_bytes: int = 0
+    peer_to_client_datagrams: int = 0
+    peer_to_client_bytes: int = 0
+    allocation_seconds: float = 0.0
+
+    def add(self, record: UsageRecord) -> None:
+        self.records += 1
+        self.allocations_ended += record.final
+        self.client_to_peer_datagrams += record.client_to_peer_datagrams
+        self.client_to_peer_bytes += record.client_to_peer_bytes
+        self.peer_to_client_datagrams += record.peer_to_client_datagrams
+        self.peer_to_client_bytes += record.peer_to_client_bytes
+        self.allocation_seconds += record.allocation_seconds
+
+
+@dataclass(slots=True)
+class UsageSummary:
+    """Sums by group (the values of `by`, in order); `truncated` when `max_entries` were
+    read before the window's end; `duplicates`: entries written twice, counted once."""
+
+    by: tuple[str, ...]
+    groups: dict[tuple[str | None, ...], UsageTotals] = field(default_factory=dict)
+    entries_read: int = 0
+    duplicates: int = 0
+    unreadable: int = 0
+    truncated: bool = False
+
+
+async def sum_usage(
+    store: RedisStore,
+    *,
+    since_ms: int | None,
+    until_ms: int | None,
+    by: tuple[str, ...] = ("identity",),
+    identity: str | None = None,
+    max_entries: int = MAX_ENTRIES_READ,
+) -> UsageSummary:
+    """Sum the stream's records written in [since_ms, until_ms) (Unix milliseconds, the
+    entry ids; None: open), only `identity`'s when given, grouped by `by` (fields of
+    `GROUP_FIELDS`). Reads in chunks of `READ_CHUNK` (XRANGE, never KEYS/SCAN), at most
+    `max_entries`. Raises `StoreUnavailable`."""
+    summary = UsageSummary(by)
+    seen: set[str] = set()
+    start = "-" if since_ms is None else str(since_ms)
+    end = "+" if until_ms is None else f"({until_ms}-0"
+    while summary.entries_read < max_entries:
+        count = min(READ_CHUNK, max_entries - summary.entries_read)
+        entries = await _read(store, start, end, count)
+        for entry in entries:
+            _add_entry(summary, seen, entry.field_values, identity)
+        summary.entries_read += len(entries)
+        if len(entries) < count:
+            return summary
+        start = f"({_text(entries[-1].identifier)}"
+    # The bound was hit: truncated unless the window has nothing more.
+    summary.truncated = bool(await _read(store, start, end, 1))
+    return summary
+
+
+async def _read(store: RedisStore, start: str, end: str, count: int) -> tuple[StreamEntry, ...]:
+    return await store.call(lambda c: c.xrange(STREAM_KEY, start, end, count=count))
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _add_entry(
+    summary: UsageSummary, seen: set[str], values: Mapping[Any, Any], identity: str | None
+) -> None:
+    try:
+        record = UsageRecord.from_flat({str(k): str(v) for k, v in values.items()})
+    except (KeyError, ValueError):
+        summary.unreadable += 1  # not a record (written by something else): skipped
+        return
+    if identity is not None and record.identity != identity:
+        return
+    once = f"{record.allocation}:{record.seq}"
+    if once in seen:
+        summary.duplicates += 1
+        return
+    seen.add(once)
+    key = tuple(getattr(record, name) for name in summary.by)
+    summary.groups.setdefault(key, UsageTotals()).add(record)

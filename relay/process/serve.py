@@ -53,6 +53,7 @@ from trelay.ops.http_app import NodeStatus, build_app
 from trelay.ops.http_server import bind_socket, serve_http
 from trelay.ops.metrics import FleetCollector, node_registry
 from trelay.ops.operator_routes import operator_routes, start_fleet_api
+from trelay.ops.usage_routes import usage_routes
 from trelay.process import systemd
 from trelay.process.drain import NodeDrain
 from trelay.process.ready import announce_ready
@@ -108,6 +109,8 @@ async def serve_until_signal(
             )
             fleet = await start_fleet(nursery, settings.fleet, view)
             watch_fleet(status, fleet)
+            if fleet is not None:  # usage records name the node as its registry entry does
+                running.node.usage.node_id = fleet.node_id
             link = await nursery.start(run_node_link, settings, running)
 
             async def apply(result: Reload) -> list[str]:
@@ -123,6 +126,9 @@ async def serve_until_signal(
             routes = operator_routes(settings, running.bound, revocations, fleet_api)
             admin = NodeSessionAdmin(running.node, drain)
             routes += admin_routes(settings.http.admin_token, admin, reloader.reload)
+            routes += usage_routes(
+                settings.http.admin_token, None if fleet is None else fleet.store
+            )
             app = build_app(status, registry=registry, extra_routes=routes)
             http = await start_http(nursery, settings, app)
             _close(held)

@@ -101,6 +101,7 @@ from trelay.ops.metrics import (
     workers_registry,
 )
 from trelay.ops.operator_routes import operator_routes, start_fleet_api
+from trelay.ops.usage_routes import usage_routes
 from trelay.process import systemd
 from trelay.process.drain import draining_status
 from trelay.process.exit_codes import ExitStatus
@@ -488,6 +489,9 @@ async def serve_workers(
                 reloader = Reloader(settings, source, supervisor.apply_reload)
                 routes += admin_routes(
                     settings.http.admin_token, supervisor.sessions, reloader.reload
+                )
+                routes += usage_routes(
+                    settings.http.admin_token, None if fleet is None else fleet.store
                 )
                 app = build_app(supervisor.status, registry=registry, extra_routes=routes)
                 app.add_middleware(RefreshBeforeScrape, refresh=supervisor.refresh)

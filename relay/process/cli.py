@@ -1,7 +1,7 @@
 """The `trelay` command: its flags and subcommands, and the status it exits with.
 
 Owns the operator's side of the runtime: parsing (`trelay serve`, `trelay check-config`,
-`trelay keys`, `trelay token`, `trelay sessions`, `trelay reload`, `trelay fleet`,
+`trelay keys`, `trelay token`, `trelay sessions`, `trelay reload`, `trelay fleet`, `trelay usage`,
 `trelay --version`), logging set-up, and turning a
 start-up failure into one line and an exit status. Serving is `trelay.process.serve`,
 the ready line `trelay.process.ready`. Nothing imports this module; it is the
@@ -48,6 +48,7 @@ from trelay.process.commands.admin import (
 )
 from trelay.process.commands.fleet import add_fleet_command, run_fleet_command
 from trelay.process.commands.token import TOKEN_COMMANDS, add_token_commands, run_token_command
+from trelay.process.commands.usage import add_usage_command, run_usage_command
 from trelay.process.exit_codes import PROG, ExitStatus, known_error, status_for
 from trelay.process.preflight import check_files, check_relay_addresses
 from trelay.process.reload import SettingsSource
@@ -69,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
             return run_fleet_command(arguments)
         if arguments.command == "reload":
             return run_reload_command(arguments)
+        if arguments.command == "usage":
+            return run_usage_command(arguments)
         flags = flags_from(arguments)
         settings = load_settings(arguments.config, flags)
         # Before anything binds: what only the files and the machine can tell.
@@ -231,6 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_sessions_command(commands)
     add_reload_command(commands)
     add_fleet_command(commands)
+    add_usage_command(commands)
     return parser
 
 

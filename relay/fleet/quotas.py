@@ -24,9 +24,12 @@ if shorter), pipelined in chunks of `CHUNK` identities, each chunk one bounded c
 So with H identities held (at most one per allocation) and C changes per second, a
 process sends about `3 H / heartbeat_seconds + 3 C` commands per second in
 `1 / sync_seconds + H / (CHUNK heartbeat_seconds)` round trips. Measured on this
-machine (tests/fleet/test_quotas.py, `test_commands_per_identity`): exactly 3 commands
-per held identity per heartbeat; 1000 held identities, heartbeat 5 s: 600 commands/s,
-each pipelined chunk of 500 identities (1500 commands) answered in a few ms.
+machine (`benchmarks/quota_sync.py`; Redis's own command count agrees): 3 commands per
+held identity per heartbeat, so at the 5 s default 1000 held identities are 600
+commands/s (a full step: ~45 ms of this process's loop, in chunks of ~10 ms), 10 000
+are 6000 commands/s (~0.6 s per heartbeat, ~12% of a core); 1% of them changing in a
+second add 300 commands/s (3 per change). The node's CPU, not Redis, is the first limit.
+With no user quota in force (`[quotas] user = 0`, the default) the sync sends nothing.
 
 The overshoot, honestly: a node learns the other nodes' counts only for identities it
 holds (anything else would mean reading every identity of the fleet). So
@@ -58,12 +61,13 @@ import trio
 
 from trelay.config.fleet_settings import FleetSettings
 from trelay.fleet.store import Client, RedisStore, StoreUnavailable
+from trelay.turn.server import TurnServer
 
 logger = logging.getLogger(__name__)
 
 KEY_PREFIX = "trelay:fleet:quota:"
 SYNC_SECONDS = 1.0
-CHUNK = 500  # identities per pipelined call (3 commands each)
+CHUNK = 200  # identities per pipelined call (3 commands each): ~10 ms of the loop
 
 
 class QuotaCore(Protocol):
@@ -110,9 +114,10 @@ class QuotaSync:
         field: str,
         *,
         clock: Callable[[], float] = trio.current_time,
+        enabled: Callable[[], bool] = lambda: True,
     ) -> None:
         self.store, self.settings, self.core, self.field = store, settings, core, field
-        self.clock = clock
+        self.clock, self.enabled = clock, enabled
         self.sync_seconds = min(SYNC_SECONDS, settings.heartbeat_seconds)
         self.published: dict[str, int] = {}  # what Redis holds of ours, as far as we know
         self.remote: dict[str, int] = {}  # identity -> the others' count, held ones only
@@ -129,6 +134,10 @@ class QuotaSync:
 
     async def step(self) -> None:
         """Publish what changed (everything, once per heartbeat), read the others' counts."""
+        if not self.enabled():
+            # No quota in force: nothing to send; our fields lapse within the TTL.
+            self.published, self.refreshed_at = {}, -math.inf
+            return
         now = self.clock()
         held = dict(self.core.identity_counts())
         changed = [
@@ -191,11 +200,15 @@ class QuotaSync:
 async def run_quota_sync(
     store: RedisStore,
     settings: FleetSettings,
-    core: QuotaCore,
+    server: TurnServer,
     node_id: str,
     *,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run `QuotaSync` for `core` until cancelled (inside `store.opened()`)."""
-    sync = QuotaSync(store, settings, core, process_field(node_id))
+    """Run `QuotaSync` for `server` until cancelled (inside `store.opened()`), while its
+    user quota is in force (a reload may change it)."""
+    sync = QuotaSync(
+        store, settings, server, process_field(node_id),
+        enabled=lambda: server.config.user_quota > 0,
+    )  # fmt: skip
     await sync.run(task_status=task_status)

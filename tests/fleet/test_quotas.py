@@ -128,3 +128,17 @@ async def test_the_redis_layout_and_the_commands_per_identity(redis_server: Redi
         assert mine.commands - before == 1
         assert await reader.call(lambda c: c.exists([quota_key("user5")])) == 0
         assert "user5" not in core.remote
+
+
+async def test_without_a_user_quota_nothing_is_sent(redis_server: RedisServer) -> None:
+    settings = FleetSettings(
+        redis_url=redis_server.url, heartbeat_seconds=HEARTBEAT, ttl_seconds=TTL
+    )
+    store = RedisStore(settings)
+    async with store.opened():
+        with trio.fail_after(10):
+            await store.wait_connected()
+        sync = QuotaSync(store, settings, FakeCore({"alice": 1}), "a:1", enabled=lambda: False)
+        await sync.step()
+        assert sync.commands == 0
+        assert await store.call(lambda c: c.exists([quota_key("alice")])) == 0

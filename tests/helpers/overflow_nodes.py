@@ -99,7 +99,9 @@ async def start_node_in_fleet(
     await nursery.start(registry.run)
     store = RedisStore(fleet, backoff_max=0.2)  # the process's own, as the node link's
     overflow = OverflowTask(store, fleet, server, node_id)
-    quotas = QuotaSync(store, fleet, server, process_field(node_id))
+    quotas = QuotaSync(
+        store, fleet, server, process_field(node_id), enabled=lambda: server.config.user_quota > 0
+    )
 
     async def tasks(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with store.opened(), trio.open_nursery() as inner:

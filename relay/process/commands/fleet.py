@@ -37,7 +37,7 @@ from typing import Any, TextIO, TypeVar
 
 import trio
 
-from trelay.config.api_keys import ApiKeyError
+from trelay.config.api_keys import ACCOUNT_PATTERN, ApiKeyError
 from trelay.config.fleet_settings import FleetSettings, check_redis_url
 from trelay.config.settings import load_settings
 from trelay.config.values import SettingsError
@@ -114,6 +114,9 @@ def run_fleet_command(
     if arguments.fleet_command == "nodes":
         return _nodes(arguments, stdout, stderr)
     try:
+        account = getattr(arguments, "account", None)
+        if account is not None and not ACCOUNT_PATTERN.fullmatch(account):
+            raise SettingsError("--account", f"{account!r} is not 'AC' followed by 32 hex digits")
         fleet = fleet_settings_from(arguments)
         not_after = _not_after(getattr(arguments, "not_after", None))
         return trio.run(_api_key, arguments, fleet, not_after, stdout, stderr)

@@ -29,6 +29,7 @@ stops the node, so a last write could not be made reliably).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import secrets
@@ -110,6 +111,19 @@ def generated_node_id() -> str:
     return f"{socket.gethostname()}-{secrets.token_hex(3)}"
 
 
+@functools.cache
+def process_node_id() -> str:
+    """The id generated for this process, once: every part of a node that has no
+    configured id (its registry entry, its overflow and quota tasks) uses the same."""
+    return generated_node_id()
+
+
+def node_id_of(settings: FleetSettings) -> str:
+    """This node's id: the configured one, else this process's generated one (the
+    supervisor of workers hands its own to them, `trelay.process.workers`)."""
+    return settings.node_id or process_node_id()
+
+
 def node_key(node_id: str) -> str:
     return KEY_PREFIX + node_id
 
@@ -127,7 +141,7 @@ class NodeRegistry:
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.store, self.settings, self.view = store, settings, view
-        self.node_id = settings.node_id or generated_node_id()
+        self.node_id = node_id_of(settings)
         self.clock, self.wall_clock = clock, wall_clock
         self._previous: tuple[float, LoadSample] | None = None
 

@@ -86,7 +86,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from trelay.config.reload import Reload
 from trelay.config.revocations import watched_revocations
 from trelay.config.settings import ListenSettings, Settings
-from trelay.fleet.registry import LoadSample, NodeView, start_fleet
+from trelay.fleet.registry import LoadSample, NodeView, node_id_of, start_fleet
 from trelay.node.listeners import BoundAddresses, HostPort
 from trelay.node.tls import generate_self_signed
 from trelay.node.turn_node import DRAIN_PROGRESS_SECONDS, DrainEnd
@@ -459,6 +459,9 @@ async def serve_workers(
         try:
             listen = reservation.listen
             settings_for_workers = _shared_certificate(settings, listen, Path(directory))
+            if settings.fleet is not None:  # one node id: the supervisor's entry's, for all
+                same_id = replace(settings.fleet, node_id=node_id_of(settings.fleet))
+                settings_for_workers = replace(settings_for_workers, fleet=same_id)
             supervisor = Supervisor(settings_for_workers, reservation)
             async with trio.open_nursery() as nursery:
                 for slot in supervisor.slots:

@@ -7,6 +7,8 @@ URI parsing and the choice itself, without Redis.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import trio
 
@@ -19,6 +21,7 @@ from tests.helpers.overflow_nodes import (
 )
 from tests.helpers.redis_server import RedisServer
 from tests.helpers.turn_client import udp_client
+from trelay.config.fleet_settings import FleetSettings
 from trelay.fleet.overflow import (
     HostResolver,
     RelayUri,
@@ -26,7 +29,7 @@ from trelay.fleet.overflow import (
     candidates,
     parse_turn_uri,
 )
-from trelay.fleet.registry import NodeEntry
+from trelay.fleet.registry import NodeEntry, node_id_of, process_node_id
 from trelay.stun.address_attributes import AlternateServer
 from trelay.stun.codes import MessageClass
 from trelay.stun.error_attributes import ErrorCodeAttribute
@@ -193,3 +196,9 @@ async def test_redis_lost_the_choice_stands_for_a_ttl_then_is_cleared(
         assert trio.current_time() - a.overflow.read_at > TTL
         assert code_of(await allocate_reply(a.udp, "frank")) is None  # served here again
         nursery.cancel_scope.cancel()
+
+
+def test_every_part_of_a_process_uses_one_node_id() -> None:
+    unnamed = FleetSettings(redis_url="redis://127.0.0.1:1/0")
+    assert node_id_of(unnamed) == node_id_of(unnamed) == process_node_id()
+    assert node_id_of(replace(unnamed, node_id="fra-1")) == "fra-1"

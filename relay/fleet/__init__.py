@@ -3,7 +3,9 @@
 Owns the connection to the shared store (`trelay.fleet.store`: a Redis reached through
 coredis, its state and its reconnection) and the node registry (`trelay.fleet.registry`:
 each node's entry with a short TTL, refreshed by a heartbeat, and the listing of the
-live ones).
+live ones), and what the token API takes from it: placement (`placement`, pure: the
+nearest available nodes), the cached listing it reads (`directory`) and the API keys
+every API node knows (`api_keys`).
 
 Invariants: nothing here is on the data path or in TURN authentication. A node with no
 `[fleet]` settings never builds a store (no connection is attempted); a node that loses

@@ -2,6 +2,7 @@
 
 Owns `token` (`trelay keys create`, `trelay token`: API keys and access tokens from the
 shell) and `admin` (`trelay sessions`, `trelay reload`: clients of a running relay's
-admin routes). `trelay.process.cli` wires them in; `trelay serve` is
+admin routes) and `fleet` (`trelay fleet nodes`, `trelay fleet api-key`: the fleet's
+live nodes and its API keys). `trelay.process.cli` wires them in; `trelay serve` is
 `trelay.process.serve`.
 """

@@ -19,7 +19,8 @@ directions) since the previous heartbeat; `cpu_share`, CPU seconds used per wall
 over that interval (1.0 = one core busy; with workers, their sum); `overloaded`, at or
 over the node's own `[fleet] max_allocations` or `max_cpu_share`.
 
-Invariants: the heartbeat never blocks the node: a call Redis does not answer is
+A node that starts draining publishes at once (within `DRAIN_POLL`), not at its next
+beat. Invariants: the heartbeat never blocks the node: a call Redis does not answer is
 bounded by the store's timeout and skipped while the store is lost. A stopping node
 does not delete its entry: it said `draining` while it drained, and the entry lapses
 within the TTL like a dead node's (coredis's connections end with the nursery that
@@ -48,6 +49,8 @@ logger = logging.getLogger(__name__)
 
 KEY_PREFIX = "trelay:fleet:node:"
 INDEX_KEY = "trelay:fleet:nodes"
+# How often the heartbeat looks at the node's drain state between beats (a bool: no I/O).
+DRAIN_POLL = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,7 +200,16 @@ class NodeRegistry:
                 # The store logged a failure once; the next beat tries again.
                 with contextlib.suppress(StoreUnavailable):
                     await self.publish()
-                await trio.sleep(beat)
+                await self._pause(beat)
+
+    async def _pause(self, beat: float) -> None:
+        """Sleep a beat, or less: a node that starts (or stops) draining says so at once,
+        so placement and the other nodes' overflow stop sending it clients."""
+        was = self.view.draining()
+        with trio.move_on_after(beat):
+            # Polled: the registry reads the node from the outside, as a scrape does.
+            while self.view.draining() == was:  # noqa: ASYNC110
+                await trio.sleep(DRAIN_POLL)
 
 
 async def live_nodes(store: RedisStore, ttl_seconds: float) -> list[NodeEntry]:

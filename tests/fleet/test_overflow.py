@@ -29,7 +29,16 @@ from trelay.fleet.overflow import (
     candidates,
     parse_turn_uri,
 )
-from trelay.fleet.registry import NodeEntry, node_id_of, process_node_id
+from trelay.fleet.registry import (
+    LoadSample,
+    NodeEntry,
+    NodeRegistry,
+    NodeView,
+    live_nodes,
+    node_id_of,
+    process_node_id,
+)
+from trelay.fleet.store import RedisStore
 from trelay.stun.address_attributes import AlternateServer
 from trelay.stun.codes import MessageClass
 from trelay.stun.error_attributes import ErrorCodeAttribute
@@ -37,6 +46,7 @@ from trelay.stun.message import Message
 from trelay.turn.addressing import ClientTransport
 from trelay.turn.redirection import Alternate
 
+WAIT_EARLY = 20.0  # bounded waits, far below the 600 s beat of the early-publish test
 UDP, TCP, TLS = ClientTransport.UDP, ClientTransport.TCP, ClientTransport.TLS
 
 
@@ -202,3 +212,31 @@ def test_every_part_of_a_process_uses_one_node_id() -> None:
     unnamed = FleetSettings(redis_url="redis://127.0.0.1:1/0")
     assert node_id_of(unnamed) == node_id_of(unnamed) == process_node_id()
     assert node_id_of(replace(unnamed, node_id="fra-1")) == "fra-1"
+
+
+async def test_a_node_that_starts_draining_says_so_before_its_next_beat(
+    redis_server: RedisServer,
+) -> None:
+    # A beat far longer than the wait: only the early publication can pass.
+    settings = FleetSettings(
+        redis_url=redis_server.url, node_id="slow", heartbeat_seconds=600.0, ttl_seconds=1200.0
+    )
+    draining = False
+    view = NodeView(
+        load=lambda: LoadSample(0, 0, 0.0), ready=lambda: True, draining=lambda: draining
+    )
+    registry = NodeRegistry(RedisStore(settings), settings, view)
+    reader = RedisStore(settings)
+    async with reader.opened(), trio.open_nursery() as nursery:
+        await nursery.start(registry.run)
+
+        async def entry_says(value: bool) -> bool:
+            if not reader.connected:
+                return False
+            nodes = {n.node_id: n for n in await live_nodes(reader, 1200.0)}
+            return "slow" in nodes and nodes["slow"].draining is value
+
+        await eventually(lambda: entry_says(False), wait=WAIT_EARLY)
+        draining = True
+        await eventually(lambda: entry_says(True), wait=WAIT_EARLY)
+        nursery.cancel_scope.cancel()

@@ -2,7 +2,8 @@
 
 Owns `run_node_link(settings, running)`: the single `trelay serve` process and each worker of
 `trelay serve --workers N` run it beside their node. Without `[fleet]` it returns at
-once and touches nothing. With `[fleet]` it opens the process's own `RedisStore` and
+once and touches nothing. With `[fleet]` it opens the process's own `RedisStore` (or
+uses the registry's, in `trelay serve`) and
 runs, in one nursery, the followers that keep the node's in-memory copies of fleet-wide
 state current (each a `trelay.fleet.follow` loop):
 
@@ -25,6 +26,7 @@ a lost Redis leaves the copies as they were until the store is back.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -55,23 +57,27 @@ class NodeLink:
 async def run_node_link(
     settings: Settings,
     running: RunningNode,
+    shared: RedisStore | None = None,
     *,
     task_status: trio.TaskStatus[NodeLink | None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Follow the fleet's state for `running` until cancelled; `started` with the link
-    (None, at once, without `[fleet]`). Nothing waits for Redis to answer."""
+    (None, at once, without `[fleet]`). Nothing waits for Redis to answer.
+
+    `shared`: a store the caller holds open for as long as this runs (`trelay serve`'s
+    registry's: one connection, one log line when Redis is lost); default: its own."""
     if settings.fleet is None:
         task_status.started(None)
         return
-    store = RedisStore(settings.fleet)
+    store = RedisStore(settings.fleet) if shared is None else shared
     revocations = _revocations_of(running)
     server = running.node.server
     # Until a fleet secret is active, a token API here mints under the configured one.
     fleet_secrets = FleetSecrets(next(iter(settings.auth.shared_secrets), None))
 
     def accept_secrets(held: tuple[str, ...]) -> None:
-        for shared in server.auth.credentials.shared_secrets:
-            shared.share(held)
+        for configured in server.auth.credentials.shared_secrets:
+            configured.share(held)
 
     def end_revoked(identities: Iterable[str]) -> None:
         wanted = set(identities)
@@ -80,12 +86,15 @@ async def run_node_link(
             logger.info("fleet: revoked; %d allocation(s) ended", ended,
                         extra={"identity": identity})  # fmt: skip
 
-    async with store.opened(), trio.open_nursery() as nursery:
-        revoked = RevocationFollower(store, revocations, on_revoked=end_revoked)
-        await nursery.start(follow, store, revoked)
-        await nursery.start(follow, store, SecretFollower(store, fleet_secrets, accept_secrets))
-        await nursery.start(run_usage_stream, store, settings, running)
-        task_status.started(NodeLink(store, revocations, fleet_secrets))
+    async with contextlib.AsyncExitStack() as stack:
+        if shared is None:
+            await stack.enter_async_context(store.opened())
+        async with trio.open_nursery() as nursery:
+            revoked = RevocationFollower(store, revocations, on_revoked=end_revoked)
+            await nursery.start(follow, store, revoked)
+            await nursery.start(follow, store, SecretFollower(store, fleet_secrets, accept_secrets))
+            await nursery.start(run_usage_stream, store, settings, running)
+            task_status.started(NodeLink(store, revocations, fleet_secrets))
 
 
 def _revocations_of(running: RunningNode) -> Revocations:

@@ -111,7 +111,8 @@ async def serve_until_signal(
             watch_fleet(status, fleet)
             if fleet is not None:  # usage records name the node as its registry entry does
                 running.node.usage.node_id = fleet.node_id
-            link = await nursery.start(run_node_link, settings, running)
+            shared = None if fleet is None else fleet.store
+            link = await nursery.start(run_node_link, settings, running, shared)
 
             async def apply(result: Reload) -> list[str]:
                 return apply_reload(running, result)

@@ -47,6 +47,11 @@ from trelay.process.commands.admin import (
     run_sessions_command,
 )
 from trelay.process.commands.fleet import add_fleet_command, run_fleet_command
+from trelay.process.commands.fleet_state import (
+    FLEET_STATE_ACTIONS,
+    add_fleet_state_commands,
+    run_fleet_state_command,
+)
 from trelay.process.commands.token import TOKEN_COMMANDS, add_token_commands, run_token_command
 from trelay.process.commands.usage import add_usage_command, run_usage_command
 from trelay.process.exit_codes import PROG, ExitStatus, known_error, status_for
@@ -67,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
         if arguments.command == "sessions":
             return run_sessions_command(arguments)
         if arguments.command == "fleet":
+            if arguments.fleet_command in FLEET_STATE_ACTIONS:
+                return run_fleet_state_command(arguments)
             return run_fleet_command(arguments)
         if arguments.command == "reload":
             return run_reload_command(arguments)
@@ -233,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     check_parser.add_argument("file", type=Path, metavar="FILE", help="TOML settings")
     add_sessions_command(commands)
     add_reload_command(commands)
-    add_fleet_command(commands)
+    add_fleet_state_commands(add_fleet_command(commands))
     add_usage_command(commands)
     return parser
 

@@ -9,7 +9,13 @@ Owns the choice of routes from the settings (`trelay.ops.http_app.build_app` mou
   `start_fleet_api` beside the registry), placement over the live nodes
   (`trelay.credentials.ice_uris.PlacedUris`), that static list being the fallback while
   Redis is away for longer than the registry's TTL. With `api.fleet_keys` in a fleet,
-  the API keys are the keys file's and the fleet's (`trelay.fleet.api_keys`);
+  the API keys are the keys file's and the fleet's (`trelay.fleet.api_keys`). In a
+  fleet, `POST /v1/revocations` writes to Redis (`trelay.fleet.revocations`: every node
+  refuses the identity within a second; 503 while Redis does not answer), the API checks
+  the fleet's revocations before minting, and it mints under the fleet's newest active
+  TURN secret (`trelay.fleet.secrets`), else the configured one. A `trelay serve` process
+  shares these copies with its node's link (`trelay.fleet.node_link`); the supervisor
+  of `--workers` follows them itself;
 - the fleet listing `GET /v1/fleet/nodes` (`trelay.ops.fleet_routes`) with an admin
   token and a fleet;
 - RFC 7635 access tokens (`POST /v1/access-tokens`) when `[auth.third_party]` is set;
@@ -28,11 +34,13 @@ import trio
 from starlette.routing import BaseRoute
 
 from trelay.config.api_keys import ApiKeys
-from trelay.config.revocations import Revocations
+from trelay.config.revocations import Revocation, Revocations
 from trelay.config.settings import Settings
+from trelay.credentials.api_requests import ApiError
 from trelay.credentials.ice_config import IceServer, TurnCredential, dev_credential, ice_servers
 from trelay.credentials.ice_uris import IceUriProvider, PlacedUris, static_uris
 from trelay.credentials.token_api import (
+    RevocationWriter,
     ThirdPartyMint,
     TokenApiContext,
     file_revocation_writer,
@@ -40,7 +48,12 @@ from trelay.credentials.token_api import (
 )
 from trelay.fleet.api_keys import FleetApiKeys
 from trelay.fleet.directory import NodeDirectory
+from trelay.fleet.follow import follow
+from trelay.fleet.node_link import NodeLink
 from trelay.fleet.registry import NodeRegistry
+from trelay.fleet.revocations import RedisRevocationWriter, RevocationFollower
+from trelay.fleet.secrets import FleetSecrets, SecretFollower
+from trelay.fleet.store import StoreUnavailable
 from trelay.node.listeners import BoundAddresses
 from trelay.ops.fleet_routes import fleet_routes
 from trelay.ops.selftest import selftest_routes
@@ -53,18 +66,28 @@ SELFTEST_CREDENTIAL_SECONDS = 600
 @dataclass(frozen=True, slots=True)
 class FleetApi:
     """What the operator port uses of the fleet: the registry (its store, settings and node
-    id), the cached listing for placement, and the fleet's API keys (None: not followed)."""
+    id), the cached listing for placement, the fleet's API keys (None: not followed), and
+    the copies of its revocations and TURN secrets the token API consults."""
 
     registry: NodeRegistry
     directory: NodeDirectory
     keys: FleetApiKeys | None
+    revocations: Revocations
+    secrets: FleetSecrets
 
 
 async def start_fleet_api(
-    nursery: trio.Nursery, settings: Settings, fleet: NodeRegistry | None
+    nursery: trio.Nursery,
+    settings: Settings,
+    fleet: NodeRegistry | None,
+    link: NodeLink | None = None,
+    revocations: Revocations | None = None,
 ) -> FleetApi | None:
     """With a fleet: start the listing's reader (and, with `api.fleet_keys`, the API keys'
-    follower) on the registry's store. Without: None, nothing started."""
+    follower) on the registry's store; the revocations and secrets are `link`'s (a
+    `trelay serve` process's node link) or, without one (the supervisor of workers),
+    followed here, the fleet's revocations joining `revocations` (the file's, if any).
+    Without a fleet: None, nothing started."""
     if fleet is None:
         if settings.api.fleet_keys:
             logger.warning("api.fleet_keys without [fleet]: only the keys file's keys are used")
@@ -78,7 +101,13 @@ async def start_fleet_api(
     if settings.api.fleet_keys:
         keys = FleetApiKeys(fleet.store, settings.api.keys)
         await nursery.start(keys.run)
-    return FleetApi(fleet, directory, keys)
+    if link is not None:
+        return FleetApi(fleet, directory, keys, link.revocations, link.secrets)
+    followed = revocations if revocations is not None else Revocations()
+    secrets = FleetSecrets(next(iter(settings.auth.shared_secrets), None))
+    await nursery.start(follow, fleet.store, RevocationFollower(fleet.store, followed))
+    await nursery.start(follow, fleet.store, SecretFollower(fleet.store, secrets))
+    return FleetApi(fleet, directory, keys, followed, secrets)
 
 
 def operator_routes(
@@ -90,19 +119,14 @@ def operator_routes(
     routes: list[BaseRoute] = []
     api = settings.api
     if api.served:
-        # The first shared secret, as the nodes' settings hold it (a provider, so that a
-        # fleet-held secret can take its place).
-        secret = settings.auth.shared_secrets[0]
         context = TokenApiContext(
             keys=_keys_provider(settings, fleet),
-            secret=lambda: secret,
+            secret=_secret_provider(settings, fleet),
             uris=_uris_provider(settings, bound, fleet),
             default_ttl=api.default_ttl,
             max_ttl=api.max_ttl,
-            revoke=None
-            if settings.auth.revocations_file is None
-            else file_revocation_writer(settings.auth.revocations_file),
-            revocations=revocations or Revocations(),
+            revoke=_revocation_writer(settings, fleet),
+            revocations=fleet.revocations if fleet is not None else revocations or Revocations(),
             third_party=_third_party_mint(settings),
         )
         routes += token_routes(context)
@@ -126,6 +150,30 @@ def _keys_provider(settings: Settings, fleet: FleetApi | None) -> Callable[[], A
         return fleet.keys.current
     keys = settings.api.keys or ApiKeys()
     return lambda: keys
+
+
+def _secret_provider(settings: Settings, fleet: FleetApi | None) -> Callable[[], str]:
+    if fleet is not None:
+        return fleet.secrets.minting_secret
+    # The first shared secret, as the nodes' settings hold it.
+    secret = settings.auth.shared_secrets[0]
+    return lambda: secret
+
+
+def _revocation_writer(settings: Settings, fleet: FleetApi | None) -> RevocationWriter | None:
+    """Redis in a fleet (every node follows it), else the revocations file (if any)."""
+    if fleet is None:
+        path = settings.auth.revocations_file
+        return None if path is None else file_revocation_writer(path)
+    writer = RedisRevocationWriter(fleet.registry.store)
+
+    async def revoke(identity: str, until: float, now: float) -> Revocation:
+        try:
+            return await writer.revoke(identity, until, now)
+        except StoreUnavailable as exc:
+            raise ApiError(503, "store_unavailable", f"not revoked: {exc}") from None
+
+    return revoke
 
 
 def _uris_provider(

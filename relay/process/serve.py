@@ -123,7 +123,7 @@ async def serve_until_signal(
             if fleet is not None:
                 registry.register(FleetCollector(lambda: fleet.store.connected))
             revocations = running.revocations if link is None else link.revocations
-            fleet_api = await start_fleet_api(nursery, settings, fleet)
+            fleet_api = await start_fleet_api(nursery, settings, fleet, link)
             routes = operator_routes(settings, running.bound, revocations, fleet_api)
             admin = NodeSessionAdmin(running.node, drain)
             routes += admin_routes(settings.http.admin_token, admin, reloader.reload)

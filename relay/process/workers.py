@@ -485,7 +485,7 @@ async def serve_workers(
                     store = fleet.store
                     supervisor.status.fleet = lambda: store.state.value
                     registry.register(FleetCollector(lambda: store.connected))
-                fleet_api = await start_fleet_api(nursery, settings, fleet)
+                fleet_api = await start_fleet_api(nursery, settings, fleet, revocations=revocations)
                 routes = operator_routes(settings, bound, revocations, fleet_api)
                 # The operator's settings (not the workers' views, with their ports and a
                 # shared throw-away certificate's paths) are what a reload compares with.

@@ -17,7 +17,9 @@ state current (each a `trelay.fleet.follow` loop):
   `trelay:fleet:usage` instead of the log.
 
 Each follower is one task start in `run_node_link`; what else a node follows (quotas,
-usage records) is started there too.
+usage records) is started there too: overflow (`trelay.fleet.overflow`: 300 to a healthy
+node while this one is overloaded or draining) and the fleet-wide user quota
+(`trelay.fleet.quotas`), both under the node's one id (`registry.node_id_of`).
 
 Invariants: the node never imports this module (the process wires it); nothing here is
 awaited by the data path or TURN authentication, which read the copies synchronously;
@@ -36,6 +38,9 @@ import trio
 from trelay.config.revocations import Revocations
 from trelay.config.settings import Settings
 from trelay.fleet.follow import follow
+from trelay.fleet.overflow import run_overflow
+from trelay.fleet.quotas import run_quota_sync
+from trelay.fleet.registry import node_id_of
 from trelay.fleet.revocations import RevocationFollower
 from trelay.fleet.secrets import FleetSecrets, SecretFollower
 from trelay.fleet.store import RedisStore
@@ -94,6 +99,9 @@ async def run_node_link(
             await nursery.start(follow, store, revoked)
             await nursery.start(follow, store, SecretFollower(store, fleet_secrets, accept_secrets))
             await nursery.start(run_usage_stream, store, settings, running)
+            node_id = node_id_of(settings.fleet)
+            await nursery.start(run_overflow, store, settings.fleet, server, node_id)
+            await nursery.start(run_quota_sync, store, settings.fleet, server, node_id)
             task_status.started(NodeLink(store, revocations, fleet_secrets))
 
 

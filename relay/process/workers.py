@@ -58,10 +58,12 @@ status 1 (`WorkersFailed`). A worker that fails before it is first bound (bad
 certificate, ...) ends the start the same way, with the worker's own one-line error.
 
 Per worker, not per node (each worker has its own core): the quotas (`quotas.user`
-allocations per user per worker, `quotas.total` per worker), the unauthenticated-request
-rate limit, the response cache and the relay port slice. Nonces verify on every worker
-(one nonce key for all, `trelay.process.worker`), and the kernel keeps a client's 5-tuple on one
-worker (UDP by hash of the addresses, TCP/TLS by connection).
+allocations per user per worker - with `[fleet]`, per user across every worker of every
+node, best effort, `trelay.fleet.quotas` - and `quotas.total` per worker), the
+unauthenticated-request rate limit, the response cache and the relay port slice. Nonces
+verify on every worker (one nonce key for all, `trelay.process.worker`), and the kernel
+keeps a client's 5-tuple on one worker (UDP by hash of the addresses, TCP/TLS by
+connection).
 """
 
 from __future__ import annotations

@@ -5,7 +5,10 @@ coredis, its state and its reconnection) and the node registry (`trelay.fleet.re
 each node's entry with a short TTL, refreshed by a heartbeat, and the listing of the
 live ones), and what the token API takes from it: placement (`placement`, pure: the
 nearest available nodes), the cached listing it reads (`directory`) and the API keys
-every API node knows (`api_keys`).
+every API node knows (`api_keys`); and what a TURN-serving process runs beside its core
+(`node_link`): overflow and drain to a healthy node (`overflow`, 300 ALTERNATE-SERVER)
+and the fleet-wide user quota (`quotas`), each feeding the core plain values it reads
+synchronously.
 
 Invariants: nothing here is on the data path or in TURN authentication. A node with no
 `[fleet]` settings never builds a store (no connection is attempted); a node that loses

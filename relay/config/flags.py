@@ -41,4 +41,7 @@ class Flags:
     alternate_server: str | None = None  # "host:port"
     redis_url: str | None = None  # [fleet] redis_url
     region: str | None = None  # [fleet] region
+    node_id: str | None = None  # [fleet] node_id
+    public_uris: tuple[str, ...] | None = None  # [fleet] public_uris
+    redis_password_file: str | None = None  # [fleet] redis_password_file
     admin_token_file: str | None = None

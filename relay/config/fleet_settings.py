@@ -112,14 +112,34 @@ def read_fleet(table: Table, base: Path) -> FleetSettings | None:
 
 
 def fleet_flags(fleet: FleetSettings | None, flags: Flags) -> FleetSettings | None:
-    """`--redis-url` (which alone turns the fleet on) and `--region`."""
+    """`--redis-url` (which alone turns the fleet on), `--redis-password-file`, `--region`,
+    `--node-id` and `--public-uri` (repeatable: the list replaces fleet.public_uris)."""
     if flags.redis_url is not None:
         url = check_redis_url("--redis-url", flags.redis_url)
         fleet = FleetSettings(redis_url=url) if fleet is None else replace(fleet, redis_url=url)
+    given = {
+        "--redis-password-file": flags.redis_password_file,
+        "--region": flags.region,
+        "--node-id": flags.node_id,
+        "--public-uri": flags.public_uris,
+    }
+    for flag, value in given.items():
+        if value is not None and fleet is None:
+            raise SettingsError(flag, "needs a fleet: give --redis-url or [fleet] redis_url")
+    if fleet is None:
+        return None
     if flags.region is not None:
-        if fleet is None:
-            raise SettingsError("--region", "needs a fleet: give --redis-url or [fleet] redis_url")
         fleet = replace(fleet, region=_check_name("--region", flags.region))
+    if flags.node_id is not None:
+        fleet = replace(fleet, node_id=_check_name("--node-id", flags.node_id))
+    if flags.public_uris is not None:
+        fleet = replace(fleet, public_uris=_read_uris("--public-uri", list(flags.public_uris)))
+    if flags.redis_password_file is not None:
+        path = Path(flags.redis_password_file)
+        if urlsplit(fleet.redis_url).password:
+            raise SettingsError("--redis-password-file", "the URL has a password already")
+        password = _read_password("--redis-password-file", path)
+        fleet = replace(fleet, redis_password_file=path, redis_password=password)
     return fleet
 
 

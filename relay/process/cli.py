@@ -225,6 +225,21 @@ def build_parser() -> argparse.ArgumentParser:
     serve_parser.add_argument(
         "--region", metavar="NAME", help="this node's region in the fleet; replaces fleet.region"
     )
+    serve_parser.add_argument(
+        "--node-id", metavar="NAME", help="this node's id in the fleet; replaces fleet.node_id"
+    )
+    serve_parser.add_argument(
+        "--public-uri",
+        action="append",
+        metavar="URI",
+        help="a stun:/turn:/turns: URI clients reach this node at (repeatable; replaces "
+        "fleet.public_uris)",
+    )
+    serve_parser.add_argument(
+        "--redis-password-file",
+        metavar="FILE",
+        help="the fleet's Redis password; replaces fleet.redis_password_file",
+    )
     serve_parser.add_argument("--log-format", metavar="FORMAT", help="human or json")
     serve_parser.add_argument(
         "--log-usernames", action="store_true", help="write usernames in logs"
@@ -276,6 +291,9 @@ def flags_from(arguments: argparse.Namespace) -> Flags:
         alternate_server=arguments.alternate_server,
         redis_url=arguments.redis_url,
         region=arguments.region,
+        node_id=arguments.node_id,
+        public_uris=addresses(arguments.public_uri),
+        redis_password_file=arguments.redis_password_file,
         admin_token_file=arguments.admin_token_file,
     )
 

@@ -62,6 +62,37 @@ def test_flags_turn_the_fleet_on_and_override(tmp_path: Path) -> None:
     assert (fleet.redis_url, fleet.region) == ("redis://a", "ap")
 
 
+def test_flags_name_the_node_its_uris_and_the_redis_password(tmp_path: Path) -> None:
+    password = tmp_path / "redis.password"
+    password.write_text("s3cret\n")
+    uris = ("turn:203.0.113.5:3478?transport=udp", "stun:203.0.113.5:3478")
+    flags = Flags(
+        redis_url="redis://10.0.0.5", node_id="fra-2", public_uris=uris,
+        redis_password_file=str(password),
+    )  # fmt: skip
+    fleet = load_settings(flags=flags).fleet
+    assert fleet is not None
+    assert (fleet.node_id, fleet.public_uris) == ("fra-2", uris)
+    assert (fleet.redis_password, fleet.redis_password_file) == ("s3cret", password)
+
+
+@pytest.mark.parametrize(
+    ("flags", "flag"),
+    [
+        (Flags(region="eu"), "--region"),
+        (Flags(node_id="n1"), "--node-id"),
+        (Flags(public_uris=("turn:a:1",)), "--public-uri"),
+        (Flags(redis_password_file="p"), "--redis-password-file"),
+        (Flags(redis_url="redis://h", node_id="a b"), "--node-id"),
+        (Flags(redis_url="redis://h", public_uris=("http://x",)), "--public-uri"),
+        (Flags(redis_url="redis://:pw@h", redis_password_file="p"), "--redis-password-file"),
+    ],
+)
+def test_bad_fleet_flags_are_named(flags: Flags, flag: str) -> None:
+    with pytest.raises(SettingsError, match=flag):
+        load_settings(flags=flags)
+
+
 @pytest.mark.parametrize(
     ("text", "key"),
     [

@@ -21,6 +21,7 @@ import yaml
 
 from tests.helpers.kube_manifests import (
     NODE_IP,
+    NODE_NAME,
     Object,
     by_kind,
     kubernetes_versions,
@@ -118,6 +119,35 @@ def test_values_change_what_they_say(tmp_path: Path) -> None:
     assert args[args.index("--external-address") + 1] == "203.0.113.10"
     assert args[args.index("--api-keys") + 1] == "/etc/trelay-secrets/keys.toml"
     assert objects["Secret"]["stringData"]["keys.toml"] == "[keys]\n"
+
+
+def test_the_relays_join_a_fleet_through_redis(tmp_path: Path) -> None:
+    fleet = {"redisUrl": "rediss://redis.relay.svc:6380/0", "region": "eu-central",
+             "redisPassword": "r3dis"}  # fmt: skip
+    objects = render({**SECRETS, "fleet": fleet, "ports": {"turn": 3478, "turnTls": 5349}})
+    for version in kubernetes_versions():
+        validate(objects["DaemonSet"], version)
+    settings = mounted_settings(objects, tmp_path)
+    assert settings.fleet is not None
+    assert settings.fleet.redis_url == "rediss://redis.relay.svc:6380/0"
+    assert (settings.fleet.node_id, settings.fleet.region) == (NODE_NAME, "eu-central")
+    assert settings.fleet.redis_password == "r3dis"  # from the chart's Secret, not an arg
+    assert "r3dis" not in str(only_container(objects["DaemonSet"])["args"])
+    assert settings.fleet.public_uris == (
+        f"turn:{NODE_IP}:3478?transport=udp",
+        f"turn:{NODE_IP}:3478?transport=tcp",
+        f"turns:{NODE_IP}:5349?transport=tcp",
+    )
+    # Behind a 1:1 NAT the node publishes the address clients reach.
+    behind_nat = render({**SECRETS, "fleet": fleet, "externalAddress": "203.0.113.10"})
+    nat_fleet = mounted_settings(behind_nat, tmp_path / "nat").fleet
+    assert nat_fleet is not None
+    assert nat_fleet.public_uris[0] == "turn:203.0.113.10:3478?transport=udp"
+
+
+def test_without_a_redis_url_each_relay_is_alone(tmp_path: Path) -> None:
+    settings = mounted_settings(render(SECRETS), tmp_path)
+    assert settings.fleet is None
 
 
 def test_an_existing_secret_replaces_the_charts_own() -> None:

@@ -24,7 +24,8 @@ OLDEST_KUBERNETES = "1.29"
 # Stand-ins for the downward API's values (status.podIP, status.hostIP): with host
 # networking both are the node's InternalIP.
 NODE_IP = "10.0.0.5"
-DOWNWARD = {"status.podIP": NODE_IP, "status.hostIP": NODE_IP}
+NODE_NAME = "node-a.example"
+DOWNWARD = {"status.podIP": NODE_IP, "status.hostIP": NODE_IP, "spec.nodeName": NODE_NAME}
 
 
 def by_kind(objects: Iterable[Object]) -> dict[str, Object]:

@@ -1,5 +1,6 @@
 """The example settings shipped in deploy/ load (apart from the TLS files it names)."""
 
+import re
 from pathlib import Path
 
 from trelay.config.api_keys import create_key
@@ -46,3 +47,36 @@ def test_the_example_admin_token_line_works_uncommented(tmp_path: Path) -> None:
     config = tmp_path / "trelay.toml"
     config.write_text(text)
     assert load_settings(config).http.admin_token == "f" * 64
+
+
+def test_the_example_fleet_and_usage_sections_work_uncommented(tmp_path: Path) -> None:
+    (tmp_path / "cert.pem").write_text("placeholder")
+    (tmp_path / "key.pem").write_text("placeholder")
+    create_key(tmp_path / "keys.toml")
+    (tmp_path / "redis.password").write_text("r3dis\n")
+    text = EXAMPLE.read_text()
+    start = text.index("# [fleet]\n")
+    end = text.index("\n[http]")
+    # Settings lines ("# key = ...", "# [table]", continuations), not the prose around them.
+    setting = re.compile(r"# (\[|[\w-]+ = |\s+\")")
+    block = "\n".join(
+        line.removeprefix("# ") if setting.match(line) else line
+        for line in text[start:end].splitlines()
+    )
+    assert "[usage]" in block and "[fleet.placement]" in block
+    text = text[:start] + block + text[end:]
+    for path, local in (
+        ("/etc/trelay/fullchain.pem", "cert.pem"), ("/etc/trelay/privkey.pem", "key.pem"),
+        ("/etc/trelay/keys.toml", "keys.toml"), ("/var/lib/trelay/revoked.toml", "revoked.toml"),
+        ("/etc/trelay/redis.password", "redis.password"),
+    ):  # fmt: skip
+        text = text.replace(path, local)
+    config = tmp_path / "trelay.toml"
+    config.write_text(text)
+    settings = load_settings(config)
+    fleet = settings.fleet
+    assert fleet is not None and fleet.redis_password == "r3dis"
+    assert (fleet.node_id, fleet.region, fleet.max_allocations) == ("fra-1", "eu-central", 20000)
+    assert fleet.placement.count == 2
+    assert dict(fleet.placement.neighbours) == {"eu-central": ("eu-west", "us-east")}
+    assert settings.usage.interval_seconds == 60.0

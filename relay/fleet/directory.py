@@ -15,6 +15,10 @@ placement (design §9) without making each request a Redis round trip:
 So a node that starts draining (its entry says so at its next heartbeat) leaves
 placement at the next refresh after that, and a node that dies, within the TTL.
 
+Counters (plain ints, `trelay.ops.metrics.PlacementCollector` serves them): `reads` of
+Redis attempted, and `fallbacks`, the requests answered with no usable listing (the
+token API then hands out its static list).
+
 Invariants: the cache holds one listing (bounded by the registry's size); a request
 never waits longer than `wait_seconds`, whatever Redis does; nothing here is on the data
 path or in TURN authentication.
@@ -62,6 +66,7 @@ class NodeDirectory:
         self.clock = clock
         self.last: Listing | None = None
         self.reads = 0  # reads of Redis attempted, for tests and metrics
+        self.fallbacks = 0  # `usable()` answers of None: requests given the static list
         self._attempted_at: float | None = None
         self._wanted = trio.Event()
         self._done = trio.Event()
@@ -105,6 +110,7 @@ class NodeDirectory:
         last = self.last
         if last is not None and self.clock() - last.fetched_at <= self.ttl_seconds:
             return last
+        self.fallbacks += 1
         if not self._stale_logged:
             self._stale_logged = True
             logger.warning(

@@ -23,6 +23,10 @@ Owns the Redis side of usage records (issue 12 part 6; design §9):
   entry id, in chunks of `READ_CHUNK`, at most `max_entries` read, `truncated` said),
   grouped by identity and optionally node, region, transport.
 
+Counters: the sink adds to the recorder's `UsageCounts` (`trelay.node.usage`): records
+written to the stream (`to_stream`), to the log instead (`to_log`, through its fallback),
+and the queue's length now (`queued`), which `trelay.ops.metrics` serves.
+
 Delivery is at least once: a batch whose answer is lost is written again, and the two
 copies share `allocation` and `seq`, which `sum_usage` counts once.
 """
@@ -43,7 +47,7 @@ from trelay.config.settings import Settings
 from trelay.config.usage_settings import UsageSettings
 from trelay.fleet.store import Client, RedisStore, StoreUnavailable
 from trelay.node.assembly import RunningNode
-from trelay.node.usage import LogUsageSink, UsageRecord, UsageSink
+from trelay.node.usage import LogUsageSink, UsageCounts, UsageRecord, UsageSink
 
 logger = logging.getLogger(__name__)
 
@@ -57,9 +61,15 @@ FINAL_FLUSH_SECONDS = 2.0
 class StreamSink:
     """A bounded queue in front of the stream; overflow goes to `fallback` (the log)."""
 
-    def __init__(self, max_queued: int, fallback: UsageSink | None = None) -> None:
+    def __init__(
+        self, max_queued: int, fallback: UsageSink | None = None, counts: UsageCounts | None = None
+    ) -> None:
         self.max_queued = max_queued
-        self.fallback: UsageSink = LogUsageSink() if fallback is None else fallback
+        # The recorder's, so the counts outlive this sink (metrics read them there).
+        self.counts = UsageCounts() if counts is None else counts
+        self.fallback: UsageSink = (
+            LogUsageSink(counts=self.counts) if fallback is None else fallback
+        )
         self.queue: deque[UsageRecord] = deque()
         self.streamed = 0  # records written to the stream
         self.logged_instead = 0  # records that went to the log because the queue was full
@@ -69,6 +79,7 @@ class StreamSink:
     def write(self, record: UsageRecord) -> None:
         if len(self.queue) < self.max_queued:
             self.queue.append(record)
+            self.counts.queued = len(self.queue)
             self._queued.set()
             return
         if not self._overflowing:
@@ -95,6 +106,8 @@ class StreamSink:
         for _ in range(count):
             self.queue.popleft()
         self.streamed += count
+        self.counts.to_stream += count
+        self.counts.queued = len(self.queue)
         if self._overflowing and len(self.queue) < self.max_queued:
             self._overflowing = False
             logger.info("fleet: usage queue draining; records go to Redis again")
@@ -105,6 +118,7 @@ class StreamSink:
         while self.queue:
             self.logged_instead += 1
             self.fallback.write(self.queue.popleft())
+        self.counts.queued = 0
         return count
 
 
@@ -140,7 +154,7 @@ async def run_usage_stream(
     if not usage.enabled:
         task_status.started(None)
         return
-    sink = StreamSink(usage.queue_max_records)
+    sink = StreamSink(usage.queue_max_records, counts=recorder.counts)
     previous, recorder.sink = recorder.sink, sink
     try:
         task_status.started(sink)

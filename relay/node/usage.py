@@ -26,6 +26,11 @@ Invariants:
 - The log sink names the identity as the field `identity`, which `trelay.ops.logs`
   replaces with a keyed `user_ref` unless `log_usernames` allows it (design §6). No
   metric carries an identity.
+- `UsageRecorder.counts` (`UsageCounts`) says where the records went: to the log, to the
+  fleet's stream (`trelay.fleet.usage_stream` adds those), and how many wait for Redis
+  now. It outlives sink swaps (the stream sink takes over and hands the log sink back),
+  so `trelay.ops.metrics` reads it at scrape time as `trelay_usage_records_total{sink}`
+  and `trelay_usage_queue_records`.
 """
 
 from __future__ import annotations
@@ -114,6 +119,16 @@ class UsageRecord:
 RECORD_FIELDS = tuple(f.name for f in fields(UsageRecord))
 
 
+@dataclass(slots=True)
+class UsageCounts:
+    """Records written so far, by where they went, and those waiting for Redis now
+    (plain ints the sinks add to; read at scrape time)."""
+
+    to_log: int = 0
+    to_stream: int = 0
+    queued: int = 0
+
+
 class UsageSink(Protocol):
     """Where records go. `write` never blocks and never raises."""
 
@@ -123,12 +138,15 @@ class UsageSink(Protocol):
 class LogUsageSink:
     """One log line per record ("usage record", the record's fields as extras)."""
 
-    def __init__(self, logger: logging.Logger = log) -> None:
+    def __init__(self, logger: logging.Logger = log, counts: UsageCounts | None = None) -> None:
         self.logger = logger
         self.written = 0
+        self.counts = counts  # also counted there (`UsageCounts.to_log`) when given
 
     def write(self, record: UsageRecord) -> None:
         self.written += 1
+        if self.counts is not None:
+            self.counts.to_log += 1
         self.logger.info("usage record", extra=asdict(record))
 
 
@@ -167,7 +185,8 @@ class UsageRecorder:
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.interval = interval
-        self.sink: UsageSink = LogUsageSink() if sink is None else sink
+        self.counts = UsageCounts()
+        self.sink: UsageSink = LogUsageSink(counts=self.counts) if sink is None else sink
         self.node_id, self.region, self.enabled = node_id, region, enabled
         self.clock, self.wall_clock = clock, wall_clock
         self.records = 0  # written, to whichever sink
@@ -257,4 +276,4 @@ class UsageRecorder:
             self.sink.write(record)
         except Exception:  # a sink must not raise; if one does, the record is not lost
             log.exception("usage sink failed; the record goes to the log instead")
-            LogUsageSink().write(record)
+            LogUsageSink(counts=self.counts).write(record)

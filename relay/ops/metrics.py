@@ -27,6 +27,12 @@ number of series is bounded whatever the traffic):
     trelay_ready                                         gauge    1 ready, 0 not
     trelay_draining                                      gauge    1 while the node drains
     trelay_fleet_connected                               gauge    1 Redis answers, 0 not ([fleet])
+    trelay_fleet_redirecting                             gauge    1 while new Allocates get 300
+    trelay_usage_records_total{sink}                     counter  log|stream (`trelay.node.usage`)
+    trelay_usage_queue_records                           gauge    records waiting for Redis
+    trelay_revocations{source}                           gauge    file|fleet: identities held
+    trelay_placement_fallbacks_total                     counter  static ICE URIs handed out
+                                                                  ([fleet], the token API)
     trelay_tls_handshake_failures_total                  counter  failed TLS handshakes
     trelay_build_info{version,python}                    gauge    1
     process_*                                            prometheus_client's ProcessCollector
@@ -37,6 +43,27 @@ with the calls. It has its own counter, `trelay_auth_challenges_total`, and
 `trelay_auth_failures_total` counts only requests that tried to authenticate and failed,
 which is what an operator means by an authentication failure (and what the
 `TrelayAuthFailureSpike` alert watches).
+
+The fleet's moving parts (design §9):
+
+- `trelay_fleet_redirecting` is 1 while the overflow task (`trelay.fleet.overflow`) has
+  named other nodes of the fleet in the core's `Redirection` (this node is overloaded or
+  draining), so new Allocates are answered 300 Try Alternate; those answers are counted
+  by `trelay_requests_total{method="allocate",code="300"}`, as every response is (the
+  core counts the `Reply` it sends). 0 without a fleet.
+- `trelay_usage_records_total{sink}` counts usage records written to the fleet's stream
+  (`stream`) or as log lines (`log`: always without a fleet; in a fleet only when the
+  queue in front of Redis is full, or a stopping process could not flush it), and
+  `trelay_usage_queue_records` is that queue now (`trelay.fleet.usage_stream`). A node in
+  a fleet whose records go to the log while its queue is full has lost Redis for long:
+  the `TrelayUsageRecordsToLog` alert.
+- `trelay_revocations{source}` (`RevocationCollector`): identities the process's
+  revocation list holds, by source (`file`: the revocations file and the token API's
+  writes; `fleet`: Redis), expired ones included until their source's next reload; with
+  workers, the supervisor's copy, which follows the same sources as its workers'.
+- `trelay_placement_fallbacks_total` (`PlacementCollector`, only with `[fleet]`): ICE
+  server requests the token API answered from its static list because the node listing
+  from Redis was older than the registry's TTL (`trelay.fleet.directory`).
 
 Every label value is an enum value the deciding code chose (`Drop`, `AuthFailure`,
 `Quota`, `EndReason`) or a (method, code) pair the core counted from its own `Reply`:
@@ -82,6 +109,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from trelay.config.revocations import FILE, FLEET, Revocations
+from trelay.fleet.directory import NodeDirectory
 from trelay.node.turn_node import TurnNode
 from trelay.stun.codes import Method
 from trelay.turn.stats import LATENCY_BUCKETS, OTHER_METHOD, Drop
@@ -112,6 +141,9 @@ class NodeSnapshot:
     relay_ports: Series = field(default_factory=dict)
     draining: Series = field(default_factory=dict)
     tls_handshake_failures: Series = field(default_factory=dict)
+    redirecting: Series = field(default_factory=dict)
+    usage_records: Series = field(default_factory=dict)
+    usage_queue: Series = field(default_factory=dict)
     latency: Latency = field(default_factory=dict)
 
 
@@ -127,6 +159,7 @@ def method_label(method: int) -> str:
 def snapshot(node: TurnNode) -> NodeSnapshot:
     """Read the node's counters and tables now (in the node's trio thread)."""
     server, stats = node.server, node.server.stats
+    usage = node.usage.counts
     active: Series = {}
     for transport, created in stats.allocations_created.items():
         ended = sum(n for (t, _), n in stats.allocations_ended.items() if t is transport)
@@ -159,6 +192,9 @@ def snapshot(node: TurnNode) -> NodeSnapshot:
         relay_ports=ports,
         draining={(): 1.0 if server.draining else 0.0},
         tls_handshake_failures={(): node.tls_handshake_failures.count},
+        redirecting={(): 1.0 if server.redirection.fleet else 0.0},
+        usage_records={("log",): usage.to_log, ("stream",): usage.to_stream},
+        usage_queue={(): usage.queued},
         latency={
             method_label(m): (tuple(h.buckets), h.total_seconds) for m, h in stats.latency.items()
         },
@@ -189,8 +225,9 @@ def combine(snapshots: Iterable[NodeSnapshot]) -> NodeSnapshot:
 
 
 # Flags, not amounts: the node is draining when one of its workers is (the supervisor
-# drains them all at once), and two draining workers are not "2".
-_ANY_FIELDS = frozenset({"draining"})
+# drains them all at once), and two draining workers are not "2"; it redirects when one
+# of its workers does (each runs the overflow task on the same registry entry).
+_ANY_FIELDS = frozenset({"draining", "redirecting"})
 
 _Kind = type[CounterMetricFamily] | type[GaugeMetricFamily]
 _COUNTER, _GAUGE = CounterMetricFamily, GaugeMetricFamily
@@ -230,6 +267,15 @@ _FAMILIES: tuple[tuple[str, _Kind, str, str, tuple[str, ...]], ...] = (
     ("tls_handshake_failures", _COUNTER, "trelay_tls_handshake_failures",
      "TLS handshakes that failed on the TLS listeners (scanners, untrusted "
      "certificates, plain TCP to the TLS port).", ()),
+    ("redirecting", _GAUGE, "trelay_fleet_redirecting",
+     "1 while new Allocates are sent to other nodes of the fleet (300 Try Alternate: "
+     "overloaded or draining), else 0.", ()),
+    ("usage_records", _COUNTER, "trelay_usage_records",
+     "Usage records written, by where they went: the fleet's Redis stream, or the log.",
+     ("sink",)),
+    ("usage_queue", _GAUGE, "trelay_usage_queue_records",
+     "Usage records queued for the fleet's Redis stream now (bounded by [usage] "
+     "queue_max_records; beyond it they go to the log).", ()),
 )  # fmt: skip
 
 
@@ -356,6 +402,37 @@ class FleetCollector(Collector):
         value: Series = {(): 1.0 if self.connected() else 0.0}
         yield _family(_GAUGE, "trelay_fleet_connected", "1 while the fleet's Redis answers, "
                       "else 0 (only with [fleet]).", (), value)  # fmt: skip
+
+
+class RevocationCollector(Collector):
+    """`trelay_revocations{source}`: identities `revocations()` holds now, by source."""
+
+    def __init__(self, revocations: Callable[[], Revocations | None]) -> None:
+        self.revocations = revocations
+
+    def collect(self) -> Iterator[Metric]:
+        held = self.revocations()
+        series: Series = {
+            (source,): 0.0 if held is None else float(held.count(source))
+            for source in (FILE, FLEET)
+        }
+        yield _family(_GAUGE, "trelay_revocations", "Identities revoked now, by source "
+                      "(file: the revocations file and the token API's writes; fleet: Redis).",
+                      ("source",), series)  # fmt: skip
+
+
+class PlacementCollector(Collector):
+    """`trelay_placement_fallbacks_total`: requests an API node in a fleet answered with
+    its static ICE URIs, having no usable node listing (`NodeDirectory.fallbacks`)."""
+
+    def __init__(self, directory: NodeDirectory) -> None:
+        self.directory = directory
+
+    def collect(self) -> Iterator[Metric]:
+        series: Series = {(): float(self.directory.fallbacks)}
+        yield _family(_COUNTER, "trelay_placement_fallbacks", "ICE server requests answered "
+                      "with the static ICE URIs: no node listing from Redis younger than the "
+                      "registry's TTL.", (), series)  # fmt: skip
 
 
 def build_version() -> str:

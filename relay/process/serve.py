@@ -13,7 +13,8 @@ HTTP port, readiness, systemd's notifications, and the signals.
 - With `[fleet]`, the node joins the fleet (`trelay.fleet`, design §9): its Redis store
   and its registry heartbeat run beside it, and its node link (`trelay.fleet.node_link`:
   revocations and TURN secrets followed from Redis); `/readyz` says the store's state
-  (`"fleet"`), `trelay_fleet_connected` too. Without, nothing touches Redis.
+  (`"fleet"`), `trelay_fleet_connected` too, and `trelay_placement_fallbacks_total` counts
+  the token API's static answers. Without, nothing touches Redis.
 - SIGHUP reloads the settings file (`trelay.process.reload`): what can change live
   applies, the rest is logged as waiting for a restart.
 - The session admin routes (`trelay.ops.admin_routes`, with `[http] admin_token_file`)
@@ -51,7 +52,12 @@ from trelay.node.listeners import BoundAddresses, HostPort, ListenError
 from trelay.ops.admin_routes import admin_routes
 from trelay.ops.http_app import NodeStatus, build_app
 from trelay.ops.http_server import bind_socket, serve_http
-from trelay.ops.metrics import FleetCollector, node_registry
+from trelay.ops.metrics import (
+    FleetCollector,
+    PlacementCollector,
+    RevocationCollector,
+    node_registry,
+)
 from trelay.ops.operator_routes import operator_routes, start_fleet_api
 from trelay.ops.usage_routes import usage_routes
 from trelay.process import systemd
@@ -124,6 +130,9 @@ async def serve_until_signal(
                 registry.register(FleetCollector(lambda: fleet.store.connected))
             revocations = running.revocations if link is None else link.revocations
             fleet_api = await start_fleet_api(nursery, settings, fleet, link)
+            registry.register(RevocationCollector(lambda: revocations))
+            if fleet_api is not None:
+                registry.register(PlacementCollector(fleet_api.directory))
             routes = operator_routes(settings, running.bound, revocations, fleet_api)
             admin = NodeSessionAdmin(running.node, drain)
             routes += admin_routes(settings.http.admin_token, admin, reloader.reload)

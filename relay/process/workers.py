@@ -97,6 +97,8 @@ from trelay.ops.http_app import NodeStatus, build_app
 from trelay.ops.metrics import (
     FleetCollector,
     NodeSnapshot,
+    PlacementCollector,
+    RevocationCollector,
     WorkerUsage,
     combine,
     counters_only,
@@ -488,6 +490,11 @@ async def serve_workers(
                     supervisor.status.fleet = lambda: store.state.value
                     registry.register(FleetCollector(lambda: store.connected))
                 fleet_api = await start_fleet_api(nursery, settings, fleet, revocations=revocations)
+                # The supervisor's copy: it follows the same file and Redis as its workers.
+                held = revocations if fleet_api is None else fleet_api.revocations
+                registry.register(RevocationCollector(lambda: held))
+                if fleet_api is not None:
+                    registry.register(PlacementCollector(fleet_api.directory))
                 routes = operator_routes(settings, bound, revocations, fleet_api)
                 # The operator's settings (not the workers' views, with their ports and a
                 # shared throw-away certificate's paths) are what a reload compares with.

@@ -39,6 +39,11 @@ TRELAY_METRICS = frozenset(
         "trelay_ready",
         "trelay_draining",
         "trelay_build_info",
+        # The fleet's moving parts, served by every node (0 without a fleet).
+        "trelay_fleet_redirecting",
+        "trelay_usage_records_total",
+        "trelay_usage_queue_records",
+        "trelay_revocations",
     }
 )
 
@@ -116,6 +121,10 @@ def test_alert_rules_cover_the_issue() -> None:
     assert "challenges" not in spike and "missing" not in spike
     assert "trelay_dropped_datagrams_total" in exprs["TrelayHighDropRate"]
     # A node draining on purpose (a rolling restart keeping its calls) does not page.
+    # Records to the log page only in a fleet (a full queue), never on a node alone.
+    to_log = exprs["TrelayUsageRecordsToLog"]
+    assert 'trelay_usage_records_total{sink="log"}' in to_log
+    assert "trelay_usage_queue_records" in to_log
     assert exprs["TrelayNodeNotReady"] == (
         "trelay_ready == 0 unless on (instance, job) trelay_draining == 1"
     )
@@ -142,5 +151,6 @@ def test_dashboard_shape() -> None:
     for word in ["bits/s", "datagrams/s", "dropped", "active allocations", "created and ended",
                  "method and code", "authentication failures", "p50 / p99", "port pool",
                  "authentication challenges", "ready", "draining", "cpu",
-                 "memory"]:  # fmt: skip
+                 "memory", "usage records", "queued for redis", "redirecting",
+                 "revoked"]:  # fmt: skip
         assert word in titles, word

@@ -18,18 +18,17 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from enum import StrEnum
 from typing import TypeVar
-from urllib.parse import urlsplit
 
 import anyio
 import coredis
 import trio
 from coredis.exceptions import RedisError
-from coredis.retry import NoRetryPolicy
 
 from trelay.config.fleet_settings import FleetSettings
+from trelay.fleet.redis_client import redis_client
 
 logger = logging.getLogger(__name__)
 
@@ -74,8 +73,7 @@ class RedisStore:
         self.state = StoreState.CONNECTING
         self.lost_since: float | None = None  # wall-clock seconds, while LOST
         self.failed_probes = 0  # reconnection attempts that failed, for tests and logs
-        parts = urlsplit(settings.redis_url)
-        self.where = f"{parts.hostname}:{parts.port or 6379}"
+        self.where = settings.redis_where  # host:port, or the Sentinel service: no password
         self._client: Client | None = None
         self._lost = trio.Event()
         self._connected = trio.Event()
@@ -88,17 +86,9 @@ class RedisStore:
         """Return once Redis answers (callers bound the wait)."""
         await self._connected.wait()
 
-    def _new_client(self) -> Client:
+    def _new_client(self) -> AbstractAsyncContextManager[Client]:
         # No retries inside coredis: `opened` owns reconnection, and a call must stay bounded.
-        client: Client = coredis.Redis.from_url(
-            self.settings.redis_url,
-            password=self.settings.redis_password,
-            decode_responses=True,
-            stream_timeout=self.call_timeout,
-            connect_timeout=self.call_timeout,
-            retry_policy=NoRetryPolicy(),
-        )
-        return client
+        return redis_client(self.settings, self.call_timeout)
 
     @asynccontextmanager
     async def opened(self) -> AsyncIterator[RedisStore]:

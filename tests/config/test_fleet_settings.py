@@ -167,3 +167,101 @@ def test_bad_load_limits_are_named(tmp_path: Path, line: str, problem: str) -> N
     text = f'[fleet]\nredis_url = "redis://127.0.0.1"\n{line}\n'
     with pytest.raises(SettingsError, match=problem):
         load_settings(write(tmp_path, text))
+
+
+SENTINELS = '["10.0.0.1:26379", "10.0.0.2", "[fd00::3]:26380"]'
+
+
+def test_redis_through_sentinels(tmp_path: Path) -> None:
+    (tmp_path / "redis.password").write_text("primary-pw\n")
+    (tmp_path / "sentinel.password").write_text("sentinel-pw\n")
+    text = (
+        f'[fleet]\nredis_sentinels = {SENTINELS}\nredis_sentinel_service = "trelay"\n'
+        'redis_tls = true\nredis_database = 3\nredis_password_file = "redis.password"\n'
+        'redis_sentinel_password_file = "sentinel.password"\n'
+    )
+    settings = load_settings(write(tmp_path, text))
+    fleet = settings.fleet
+    assert fleet is not None
+    assert fleet.redis_url is None
+    assert [str(s) for s in fleet.redis_sentinels] == [
+        "10.0.0.1:26379", "10.0.0.2:26379", "[fd00::3]:26380",
+    ]  # fmt: skip
+    assert (fleet.redis_sentinel_service, fleet.redis_tls, fleet.redis_database) == (
+        "trelay", True, 3,
+    )  # fmt: skip
+    assert (fleet.redis_password, fleet.redis_sentinel_password) == ("primary-pw", "sentinel-pw")
+    where = "service trelay via sentinels 10.0.0.1:26379,10.0.0.2:26379,[fd00::3]:26380"
+    assert fleet.redis_where == where
+    assert "primary-pw" not in repr(settings) and "sentinel-pw" not in repr(settings)
+
+
+def test_sentinel_defaults_and_a_url_where(tmp_path: Path) -> None:
+    text = '[fleet]\nredis_sentinels = ["s1"]\nredis_sentinel_service = "mymaster"\n'
+    fleet = load_settings(write(tmp_path, text)).fleet
+    assert fleet is not None
+    assert (fleet.redis_tls, fleet.redis_database, fleet.redis_sentinel_password) == (
+        False, 0, None,
+    )  # fmt: skip
+    assert fleet.redis_where == "service mymaster via sentinels s1:26379"
+    url = load_settings(write(tmp_path, '[fleet]\nredis_url = "redis://:pw@h:7000/1"\n')).fleet
+    assert url is not None and url.redis_where == "h:7000"
+
+
+def test_redis_url_flag_replaces_the_sentinels(tmp_path: Path) -> None:
+    text = f'[fleet]\nredis_sentinels = {SENTINELS}\nredis_sentinel_service = "trelay"\n'
+    fleet = load_settings(write(tmp_path, text), Flags(redis_url="redis://10.0.0.9")).fleet
+    assert fleet is not None
+    assert (fleet.redis_url, fleet.redis_sentinels, fleet.redis_sentinel_service) == (
+        "redis://10.0.0.9", (), None,
+    )  # fmt: skip
+    (tmp_path / "pw").write_text("x")
+    # With sentinels there is no URL to hold a password: the flag's file is the password.
+    flags = Flags(redis_password_file=str(tmp_path / "pw"))
+    fleet = load_settings(write(tmp_path, text), flags).fleet
+    assert fleet is not None and fleet.redis_password == "x"
+
+
+@pytest.mark.parametrize(
+    ("lines", "key"),
+    [
+        (['redis_sentinel_service = "trelay"'], "fleet.redis_url"),
+        (["redis_sentinels = []", 'redis_sentinel_service = "t"'], "fleet.redis_sentinels"),
+        (['redis_sentinels = "s1:26379"', 'redis_sentinel_service = "t"'],
+         "fleet.redis_sentinels"),
+        (['redis_sentinels = ["s1", "s1:26379"]', 'redis_sentinel_service = "t"'],
+         "fleet.redis_sentinels[1]"),
+        (['redis_sentinels = ["s1:port"]', 'redis_sentinel_service = "t"'],
+         "fleet.redis_sentinels[0]"),
+        (['redis_sentinels = ["s1:0"]', 'redis_sentinel_service = "t"'],
+         "fleet.redis_sentinels[0]"),
+        (['redis_sentinels = ["redis://s1"]', 'redis_sentinel_service = "t"'],
+         "fleet.redis_sentinels[0]"),
+        (['redis_sentinels = ["s1/x"]', 'redis_sentinel_service = "t"'],
+         "fleet.redis_sentinels[0]"),
+        (['redis_sentinels = [26379]', 'redis_sentinel_service = "t"'],
+         "fleet.redis_sentinels[0]"),
+        (['redis_sentinels = ["s1"]'], "fleet.redis_sentinel_service"),
+        (['redis_sentinels = ["s1"]', 'redis_sentinel_service = "my master"'],
+         "fleet.redis_sentinel_service"),
+        (['redis_sentinels = ["s1"]', 'redis_sentinel_service = "t"', 'redis_tls = "yes"'],
+         "fleet.redis_tls"),
+        (['redis_sentinels = ["s1"]', 'redis_sentinel_service = "t"', "redis_database = -1"],
+         "fleet.redis_database"),
+        (['redis_sentinels = ["s1"]', 'redis_sentinel_service = "t"', 'redis_url = "redis://h"'],
+         "fleet.redis_sentinels"),
+        (['redis_url = "redis://h"', 'redis_sentinel_service = "t"'],
+         "fleet.redis_sentinel_service"),
+        (['redis_url = "redis://h"', "redis_tls = true"], "fleet.redis_tls"),
+        (['redis_url = "redis://h"', "redis_database = 2"], "fleet.redis_database"),
+        (['redis_url = "redis://h"', 'redis_sentinel_password_file = "pw"'],
+         "fleet.redis_sentinel_password_file"),
+        (['redis_sentinels = ["s1"]', 'redis_sentinel_service = "t"',
+          'redis_sentinel_password_file = "missing"'], "fleet.redis_sentinel_password_file"),
+    ],
+)  # fmt: skip
+def test_bad_sentinel_settings_name_their_key(tmp_path: Path, lines: list[str], key: str) -> None:
+    (tmp_path / "pw").write_text("x")
+    with pytest.raises(SettingsError) as caught:
+        load_settings(write(tmp_path, "[fleet]\n" + "\n".join(lines) + "\n"))
+    assert caught.value.key == key

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
@@ -50,6 +50,7 @@ BASE_FLAGS = (
     "--disable-component-update",
     "--disable-sync",
 )
+LOOPBACK_FLAG = "--allow-loopback-in-peer-connection"
 # Beyond design §7. Checked and not needed for a relay-only call on loopback:
 # --disable-quic (WebRTC's TURN client never uses QUIC) and any flag for mDNS host
 # candidates (a relay-only connection gathers no host candidates).
@@ -57,7 +58,7 @@ EXTRA_FLAGS = (
     # Let WebRTC enumerate the loopback interface too. Chromium leaves it out of ICE
     # gathering unless this is set; a runner whose only interface is `lo` would then
     # have no local socket to reach the TURN server on 127.0.0.1 from, and gather nothing.
-    "--allow-loopback-in-peer-connection",
+    LOOPBACK_FLAG,
     # Containers often mount a 64 MB /dev/shm; Chromium's shared memory there can run out
     # and crash the renderer. Debian's launcher adds this by itself only when its
     # free-space check works (it fails when findmnt prints more than one line).
@@ -75,15 +76,25 @@ def _no_selenium_manager(*args: object, **kwargs: object) -> NoReturn:
 
 
 @contextmanager
-def headless_chromium(profile: Path, driver_log: Path) -> Iterator[webdriver.Chrome]:
+def headless_chromium(
+    profile: Path,
+    driver_log: Path,
+    *,
+    allow_loopback: bool = True,
+    extra_flags: Sequence[str] = (),
+) -> Iterator[webdriver.Chrome]:
     """A headless Chromium with a fresh profile in `profile`; quit when the block ends.
 
     Chromium's console is kept (`driver.get_log("browser")`), and chromedriver's own
-    log goes to `driver_log`.
+    log goes to `driver_log`. `allow_loopback=False` leaves out
+    `--allow-loopback-in-peer-connection`: where the TURN servers are on a real
+    interface (a network namespace), a loopback socket could only add a useless
+    TurnPort (and allocation) per ICE server. `extra_flags` are added to the rest.
     """
     options = Options()
     options.binary_location = str(CHROMIUM)
-    for flag in (*BASE_FLAGS, *EXTRA_FLAGS, f"--user-data-dir={profile}"):
+    extra = [f for f in EXTRA_FLAGS if allow_loopback or f != LOOPBACK_FLAG]
+    for flag in (*BASE_FLAGS, *extra, *extra_flags, f"--user-data-dir={profile}"):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     service = Service(executable_path=str(CHROMEDRIVER), log_output=str(driver_log))

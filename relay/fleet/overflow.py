@@ -35,6 +35,12 @@ logged once.
 Clients that follow 300: Chromium does (it retries the Allocate at the alternate);
 aioice, Firefox and coturn's turnutils_uclient do not, so placement (the token API)
 stays the primary mechanism and this is an aid for those already sent here.
+Chromium sends that retry signed with the nonce this node gave it and fails the
+allocation on a 438 (or a second 401), so it lands only where the alternate accepts
+that nonce: both nodes derive their nonce key from the same configured TURN REST
+secrets, and the client reaches both from one transport address (not from behind a
+symmetric NAT, which maps a port per destination). It never follows an alternate on
+a loopback address (crbug 649118). tests/interop/test_overflow_chromium.py shows both.
 """
 
 from __future__ import annotations

@@ -103,6 +103,12 @@ def _time(name: str, value: object) -> float | None:
 # --- the operator's side ------------------------------------------------------------------
 
 
+def check_account(account: str) -> None:
+    """An account SID, or `ApiKeyError` naming `--account` (checked before Redis is asked)."""
+    if not ACCOUNT_PATTERN.fullmatch(account):
+        raise ApiKeyError("--account", f"{account!r} is not 'AC' followed by 32 hex digits")
+
+
 async def add_key(
     store: RedisStore,
     account: str,
@@ -112,8 +118,7 @@ async def add_key(
     now: float | None = None,
 ) -> ApiKey:
     """Store a new key (a new SID; `secret` generated when None); returns it."""
-    if not ACCOUNT_PATTERN.fullmatch(account):
-        raise ApiKeyError("--account", f"{account!r} is not 'AC' followed by 32 hex digits")
+    check_account(account)
     if secret is not None and len(secret.encode("utf-8")) < MIN_SECRET_BYTES:
         raise ApiKeyError("--secret-file", f"shorter than {MIN_SECRET_BYTES} bytes")
     key = ApiKey(new_sid("SK"), new_secret() if secret is None else secret, account, not_after)

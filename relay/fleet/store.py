@@ -7,7 +7,9 @@ a call that fails or times out marks the store lost and raises `StoreUnavailable
 callers carry on without it. While lost, the store probes with PING on a bounded
 exponential backoff (`BACKOFF_FIRST` doubling up to `BACKOFF_MAX`) and marks it
 connected on the first answer. The transitions are logged once each way, never per
-attempt.
+attempt, in a node's words ("relaying goes on, retrying"); a command's store
+(`logged=False`, `trelay fleet ...`) logs nothing and words its own one-line error from
+`last_failure` (`trelay.process.commands.redis_command`).
 
 Invariants: nothing on the data path or in TURN authentication calls this; the URL's
 password never reaches a log line (`where` is host:port only).
@@ -65,14 +67,17 @@ class RedisStore:
         call_timeout: float = CALL_TIMEOUT,
         backoff_max: float = BACKOFF_MAX,
         wall_clock: Callable[[], float] = time.time,
+        logged: bool = True,
     ) -> None:
         self.settings = settings
+        self.logged = logged  # False: a command's store, whose failures are its own line
         self.call_timeout = call_timeout
         self.backoff_max = backoff_max
         self.wall_clock = wall_clock
         self.state = StoreState.CONNECTING
         self.lost_since: float | None = None  # wall-clock seconds, while LOST
         self.failed_probes = 0  # reconnection attempts that failed, for tests and logs
+        self.last_failure: str | None = None  # why Redis last failed to answer, if it did
         self.where = settings.redis_where  # host:port, or the Sentinel service: no password
         self._client: Client | None = None
         self._lost = trio.Event()
@@ -142,6 +147,7 @@ class RedisStore:
             raise StoreUnavailable(f"Redis at {self.where}: {_describe(exc)}") from exc
 
     def _mark_lost(self, exc: BaseException) -> None:
+        self.last_failure = _describe(exc)
         if self.state is StoreState.LOST:
             return
         was = self.state
@@ -149,22 +155,28 @@ class RedisStore:
         self._lost.set()
         self._connected = trio.Event()
         if was is StoreState.CONNECTED:
-            logger.warning("fleet: lost Redis at %s (%s); relaying goes on, retrying",
-                           self.where, _describe(exc))  # fmt: skip
+            self._say(logging.WARNING, "fleet: lost Redis at %s (%s); relaying goes on, retrying",
+                      self.where, _describe(exc))  # fmt: skip
         else:
-            logger.warning("fleet: cannot reach Redis at %s (%s); relaying goes on, retrying",
-                           self.where, _describe(exc))  # fmt: skip
+            self._say(logging.WARNING,
+                      "fleet: cannot reach Redis at %s (%s); relaying goes on, retrying",
+                      self.where, _describe(exc))  # fmt: skip
 
     def _mark_connected(self) -> None:
         if self.state is StoreState.CONNECTED:
             return
         if self.state is StoreState.LOST and self.lost_since is not None:
             away = self.wall_clock() - self.lost_since
-            logger.info("fleet: Redis at %s is back after %.1f s", self.where, away)
+            self._say(logging.INFO, "fleet: Redis at %s is back after %.1f s", self.where, away)
         else:
-            logger.info("fleet: connected to Redis at %s", self.where)
+            self._say(logging.INFO, "fleet: connected to Redis at %s", self.where)
         self.state, self.lost_since = StoreState.CONNECTED, None
         self._connected.set()
+
+    def _say(self, level: int, message: str, *args: object) -> None:
+        """A transition, in a node's words; a command's store (`logged=False`) says nothing."""
+        if self.logged:
+            logger.log(level, message, *args)
 
 
 def _describe(exc: BaseException) -> str:

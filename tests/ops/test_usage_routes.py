@@ -5,26 +5,18 @@ the read bound said as `truncated`; 401 without the token, 400 for a bad paramet
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.helpers.http_client import http_request
-from tests.helpers.redis_server import RedisServer, running_redis
+from tests.helpers.redis_server import RedisServer
 from tests.helpers.usage_records import T0_MS, TOKEN, usage_port, write_records
 from trelay.fleet import usage_stream
 from trelay.fleet.usage_stream import sum_usage
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 T0 = T0_MS / 1000
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    with running_redis(tmp_path) as server:
-        yield server
 
 
 def by_key(answer: Any, *fields: str) -> dict[tuple[str, ...], dict[str, Any]]:

@@ -10,38 +10,21 @@ import json
 import signal
 import subprocess
 import time
-from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
 import trio
 
+from tests.helpers.fleet_store import eventually
 from tests.helpers.http_client import HttpResponse, http_request
-from tests.helpers.redis_server import RedisServer, running_redis
+from tests.helpers.redis_server import RedisServer
 from tests.helpers.trelay_process import Running, running_trelay, stop, trelay_command
 from trelay.config.api_keys import create_key, load_keys
 from trelay.credentials.access_tokens import mint_token
 
 TOKEN = "fleet-admin-token-0123456789"
 WAIT = 30.0
-POLL = 0.05
 URI = "turn:n1.example.org:3478?transport=udp"
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    """A real redis-server (as tests/fleet/conftest.py gives the fleet tests)."""
-    with running_redis(tmp_path) as server:
-        yield server
-
-
-async def eventually(check: Callable[[], Awaitable[bool]]) -> None:
-    with trio.fail_after(WAIT):
-        for _ in range(int(WAIT / POLL)):
-            if await check():
-                return
-            await trio.sleep(POLL)
-    raise AssertionError("condition never met")
 
 
 def config(tmp_path: Path, server: RedisServer, workers: int) -> Path:
@@ -113,7 +96,7 @@ async def test_listing_placement_and_fleet_api_keys(
             done = await command(*listing, "--json")
             return done.returncode == 0 and b'"n1"' in done.stdout
 
-        await eventually(n1_listed)
+        await eventually(n1_listed, WAIT)
         answer = json.loads((await command(*listing, "--json")).stdout)
         assert answer["store"] == "connected" and answer["node_id"] == "n1"
         [entry] = answer["nodes"]
@@ -135,7 +118,7 @@ async def test_listing_placement_and_fleet_api_keys(
         async def accepted() -> bool:
             return await nts_status(running, key) == 201
 
-        await eventually(accepted)
+        await eventually(accepted, WAIT)
         listed = await command("api-key", "list", *redis)
         assert key["sid"] in listed.stdout.decode()
         assert key["secret"] not in listed.stdout.decode()
@@ -147,7 +130,7 @@ async def test_listing_placement_and_fleet_api_keys(
         async def refused_now() -> bool:
             return await nts_status(running, key) == 401
 
-        await eventually(refused_now)
+        await eventually(refused_now, WAIT)
         assert await stop(running, signal.SIGTERM) == 0
     assert key["secret"] not in running.stderr_path.read_text()
 
@@ -161,3 +144,8 @@ async def test_the_commands_bad_flags_and_an_unreachable_node(tmp_path: Path) ->
     token = str(tmp_path / "admin.token")
     done = await command("nodes", "--http", "127.0.0.1:1", "--token-file", token)
     assert done.returncode == 1 and b"cannot reach" in done.stderr
+    # No Redis there: the command's own line, none of a node's "relaying goes on" warning.
+    done = await command("api-key", "list", "--redis-url", "redis://127.0.0.1:1")
+    assert done.returncode == 1 and done.stdout == b""
+    [line] = done.stderr.decode().splitlines()
+    assert line.startswith("trelay: fleet: cannot reach Redis at 127.0.0.1:1: "), line

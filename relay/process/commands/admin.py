@@ -1,7 +1,7 @@
 """`trelay sessions` and `trelay reload`: a running relay's admin, through its operator port.
 
 Owns the subcommands (argparse) that `trelay.process.cli` wires in, clients of the admin
-routes of `trelay.ops.admin_routes` written with the standard library only (urllib):
+routes of `trelay.ops.admin_routes` (through `trelay.process.commands.admin_client`):
 
     trelay sessions --http HOST:PORT --token-file FILE [--identity ID] [--json]
     trelay sessions --http HOST:PORT --token-file FILE --end (--identity ID | --relayed ADDR)
@@ -22,31 +22,22 @@ line naming it, as for `trelay serve`). The token is never printed.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any, TextIO, TypeVar
+from typing import Any, TextIO
 
-from trelay.config.admin_token import read_admin_token
 from trelay.config.values import SettingsError, format_host_port, parse_host_port
+from trelay.process.commands.admin_client import Parser, add_admin_arguments, admin_request, ask
+from trelay.process.commands.outcome import aligned, write_json
 from trelay.process.exit_codes import PROG, ExitStatus
 
-TIMEOUT = 10.0
-Parser = TypeVar("Parser", bound=argparse.ArgumentParser)
 COLUMNS = (
     ("WORKER", "worker"), ("TRANSPORT", "transport"), ("CLIENT", "client"),
     ("RELAYED", "relayed"), ("IDENTITY", "identity"), ("AGE", "age_seconds"),
     ("LEFT", "lifetime_left_seconds"), ("PERMS", "permissions"), ("CHANS", "channels"),
     ("TO_PEER", "client_to_peer_bytes"), ("TO_CLIENT", "peer_to_client_bytes"),
 )  # fmt: skip
-
-
-class CommandFailed(Exception):
-    """The relay refused or could not be reached: exit status 1."""
 
 
 def add_sessions_command(subparsers: argparse._SubParsersAction[Parser]) -> None:
@@ -57,7 +48,7 @@ def add_sessions_command(subparsers: argparse._SubParsersAction[Parser]) -> None
         description="List the live allocations of a running relay, or end an identity's "
         "(or one relayed address's), through its operator HTTP port and admin token.",
     )
-    _add_admin_arguments(sessions)
+    add_admin_arguments(sessions)
     sessions.add_argument("--identity", metavar="ID", help="only this identity's sessions")
     sessions.add_argument(
         "--relayed", metavar="HOST:PORT", help="with --end: the session relaying there"
@@ -67,39 +58,13 @@ def add_sessions_command(subparsers: argparse._SubParsersAction[Parser]) -> None
     )
 
 
-def _add_admin_arguments(parser: argparse.ArgumentParser) -> None:
-    """What every admin command takes: the operator port, the token, JSON output."""
-    parser.add_argument(
-        "--http", required=True, metavar="HOST:PORT", help="the relay's operator HTTP port"
-    )
-    parser.add_argument(
-        "--token-file", required=True, type=Path, metavar="FILE", help="the admin token"
-    )
-    parser.add_argument("--json", action="store_true", help="print the JSON the relay sent")
-
-
-def _ask(
-    name: str, build: Callable[[], urllib.request.Request], stderr: TextIO
-) -> dict[str, Any] | int:
-    """The relay's JSON answer to the request `build` makes, or the exit status of a
-    one-line error (2: a bad flag or token file; 1: refused or unreachable)."""
-    try:
-        return _send(build())
-    except SettingsError as exc:
-        stderr.write(f"{PROG}: {exc}\n")
-        return ExitStatus.BAD_SETTINGS
-    except CommandFailed as exc:
-        stderr.write(f"{PROG}: {name}: {exc}\n")
-        return ExitStatus.FAILED
-
-
 def run_sessions_command(
     arguments: argparse.Namespace, stdout: TextIO | None = None, stderr: TextIO | None = None
 ) -> int:
     """Run `trelay sessions`; the exit status."""
     stdout = stdout or sys.stdout
     stderr = stderr or sys.stderr
-    answer = _ask("sessions", lambda: _request(arguments), stderr)
+    answer = ask("sessions", lambda: _request(arguments), stderr)
     if isinstance(answer, int):
         return answer
     unanswered = answer.get("unanswered_workers") or []
@@ -107,7 +72,7 @@ def run_sessions_command(
         workers = ", ".join(str(w) for w in unanswered)
         stderr.write(f"{PROG}: sessions: no answer from worker {workers}; not included\n")
     if arguments.json:
-        stdout.write(json.dumps(answer, indent=2) + "\n")
+        write_json(stdout, answer)
     elif arguments.end:
         count = answer.get("ended", 0)
         stdout.write(f"ended {count} session{'' if count == 1 else 's'}\n")
@@ -121,10 +86,7 @@ def table(sessions: list[dict[str, Any]]) -> str:
     columns = [c for c in COLUMNS if c[1] != "worker" or any("worker" in s for s in sessions)]
     rows = [[title for title, _ in columns]]
     rows += [[_cell(session.get(field)) for _, field in columns] for session in sessions]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(columns))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-             for row in rows]  # fmt: skip
-    return "\n".join(lines) + "\n"
+    return aligned(rows)
 
 
 def _cell(value: object) -> str:
@@ -147,52 +109,7 @@ def _request(arguments: argparse.Namespace) -> urllib.request.Request:
             path, query = f"{path}/{quoted}", {}
     elif arguments.relayed is not None:
         raise SettingsError("--relayed", "only with --end")
-    return _admin_request(arguments, path, method, query)
-
-
-def _admin_request(
-    arguments: argparse.Namespace, path: str, method: str, query: dict[str, str] | None = None
-) -> urllib.request.Request:
-    """`method path?query` on the relay's operator port, with its admin token."""
-    address = parse_host_port("--http", arguments.http)
-    token = read_admin_token("--token-file", arguments.token_file)
-    url = f"http://{format_host_port(address.host, address.port)}{path}"
-    if query:
-        url = f"{url}?{urllib.parse.urlencode(query)}"
-    headers = {"Authorization": f"Bearer {token}"}
-    return urllib.request.Request(url, method=method, headers=headers)  # noqa: S310 - http:// built here
-
-
-def _send(request: urllib.request.Request) -> dict[str, Any]:
-    try:
-        with urllib.request.urlopen(request, timeout=TIMEOUT) as response:  # noqa: S310
-            body = response.read()
-    except urllib.error.HTTPError as exc:
-        raise CommandFailed(_refusal(exc)) from None
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise CommandFailed(f"cannot reach {request.full_url}: {reason}") from None
-    try:
-        answer = json.loads(body)
-    except ValueError:
-        raise CommandFailed(f"{request.full_url} answered no JSON") from None
-    if not isinstance(answer, dict):
-        raise CommandFailed(f"{request.full_url} answered unexpected JSON")
-    return answer
-
-
-def _refusal(error: urllib.error.HTTPError) -> str:
-    """One line from an HTTP error: its status and the JSON reason or error, if any."""
-    try:
-        body = json.loads(error.read())
-    except ValueError:
-        body = {}
-    detail = ""
-    if isinstance(body, dict):
-        detail = str(body.get("reason") or body.get("error") or "")
-    if error.code == 404 and detail == "not found":
-        detail = "no admin routes there (is http.admin_token_file set?)"
-    return f"HTTP {error.code}" + (f": {detail}" if detail else "")
+    return admin_request(arguments, path, method, query)
 
 
 def add_reload_command(subparsers: argparse._SubParsersAction[Parser]) -> None:
@@ -204,7 +121,7 @@ def add_reload_command(subparsers: argparse._SubParsersAction[Parser]) -> None:
         "without a restart, through its operator HTTP port and admin token. Under systemd, "
         "`systemctl reload trelay` does the same with a signal.",
     )
-    _add_admin_arguments(reload)
+    add_admin_arguments(reload)
 
 
 def run_reload_command(
@@ -213,11 +130,11 @@ def run_reload_command(
     """Run `trelay reload`; the exit status."""
     stdout = stdout or sys.stdout
     stderr = stderr or sys.stderr
-    answer = _ask("reload", lambda: _admin_request(arguments, "/v1/reload", "POST"), stderr)
+    answer = ask("reload", lambda: admin_request(arguments, "/v1/reload", "POST"), stderr)
     if isinstance(answer, int):
         return answer
     if arguments.json:
-        stdout.write(json.dumps(answer, indent=2) + "\n")
+        write_json(stdout, answer)
         return ExitStatus.OK
     applied = answer.get("applied") or []
     stdout.write("reloaded: " + ("; ".join(applied) if applied else "nothing changed") + "\n")

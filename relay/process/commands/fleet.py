@@ -12,7 +12,8 @@ its actions (design §9):
   `trelay.ops.fleet_routes`, with the admin token) and prints one line per live node:
   id, region, state (available, draining, overloaded, not ready), allocations, CPU
   share, relayed Mbit/s and URIs; exit 1 when that node cannot reach Redis.
-- `api-key` talks to Redis directly (`trelay.fleet.api_keys`): `add` stores a new key
+- `api-key` talks to Redis directly (`trelay.fleet.api_keys`, through
+  `trelay.process.commands.redis_command`): `add` stores a new key
   with a generated secret and prints it once as a JSON line {"sid", "secret",
   "account"} (as `trelay keys create` does for the keys file); `list` prints SIDs,
   accounts and dates, never a secret; `remove` deletes a key, which every API node stops
@@ -22,8 +23,8 @@ its actions (design §9):
 join the same `trelay fleet` (each module adds its own and runs them in `run_fleet_command`'s
 place when `fleet_command` is theirs).
 
-Exit status: 0 done; 1 refused or unreachable (one line); 2 a bad flag or file (one line
-naming it, "trelay: <key>: <problem>").
+Exit status (`trelay.process.commands.outcome`): 0 done; 1 refused or unreachable, or no
+such key (one line); 2 a bad flag or file (one line naming it, "trelay: <key>: <problem>").
 """
 
 from __future__ import annotations
@@ -32,28 +33,18 @@ import argparse
 import datetime as dt
 import json
 import sys
-from pathlib import Path
-from typing import Any, TextIO, TypeVar
+from typing import Any, TextIO
 
-import trio
-
-from trelay.config.api_keys import ACCOUNT_PATTERN, ApiKeyError
-from trelay.config.fleet_settings import FleetSettings, check_redis_url
-from trelay.config.settings import load_settings
+from trelay.config.api_keys import ApiKeyError
 from trelay.config.values import SettingsError
-from trelay.fleet.api_keys import add_key, read_stored, remove_key
-from trelay.fleet.store import RedisStore, StoreUnavailable
-from trelay.process.commands.admin import _add_admin_arguments, _admin_request, _ask
+from trelay.fleet.api_keys import add_key, check_account, read_stored, remove_key
+from trelay.fleet.store import RedisStore
+from trelay.process.commands.admin_client import Parser, add_admin_arguments, admin_request, ask
+from trelay.process.commands.outcome import CommandFailed, aligned, fail, write_json
+from trelay.process.commands.redis_command import add_redis_arguments, run_on_redis
 from trelay.process.exit_codes import PROG, ExitStatus
 
-Parser = TypeVar("Parser", bound=argparse.ArgumentParser)
-CONNECT_TIMEOUT = 5.0
-FLEET_ACTIONS = frozenset({"nodes", "api-key"})
 NODE_COLUMNS = ("NODE", "REGION", "STATE", "ALLOCS", "CPU", "MBIT/S", "URIS")
-
-
-class NoSuchKey(Exception):
-    """`remove` of a SID Redis does not hold: exit status 1."""
 
 
 def add_fleet_command(
@@ -69,7 +60,7 @@ def add_fleet_command(
         help="list the fleet's live nodes (through a node's operator port)",
         description="The live nodes as a running node's registry listing shows them.",
     )
-    _add_admin_arguments(nodes)
+    add_admin_arguments(nodes)
     api_key = actions.add_parser(
         "api-key", help="API keys every API node accepts (in Redis)", description="Fleet API keys."
     )
@@ -88,23 +79,6 @@ def add_fleet_command(
     return actions
 
 
-def add_redis_arguments(parser: argparse.ArgumentParser) -> None:
-    """Where the fleet's Redis is: a URL, or the [fleet] of a settings file."""
-    where = parser.add_mutually_exclusive_group(required=True)
-    where.add_argument("--redis-url", metavar="URL", help="redis:// or rediss://")
-    where.add_argument("--config", type=Path, metavar="FILE", help="a settings file with [fleet]")
-
-
-def fleet_settings_from(arguments: argparse.Namespace) -> FleetSettings:
-    """The Redis to use (`SettingsError` naming the flag or key)."""
-    if arguments.redis_url is not None:
-        return FleetSettings(redis_url=check_redis_url("--redis-url", arguments.redis_url))
-    fleet = load_settings(arguments.config).fleet
-    if fleet is None:
-        raise SettingsError("--config", f"{arguments.config} has no [fleet] redis_url")
-    return fleet
-
-
 def run_fleet_command(
     arguments: argparse.Namespace, stdout: TextIO | None = None, stderr: TextIO | None = None
 ) -> int:
@@ -113,29 +87,26 @@ def run_fleet_command(
     stderr = stderr or sys.stderr
     if arguments.fleet_command == "nodes":
         return _nodes(arguments, stdout, stderr)
+    name = "fleet api-key"
     try:
-        account = getattr(arguments, "account", None)
-        if account is not None and not ACCOUNT_PATTERN.fullmatch(account):
-            raise SettingsError("--account", f"{account!r} is not 'AC' followed by 32 hex digits")
-        fleet = fleet_settings_from(arguments)
+        if arguments.api_key_command == "add":
+            check_account(arguments.account)
         not_after = _not_after(getattr(arguments, "not_after", None))
-        return trio.run(_api_key, arguments, fleet, not_after, stdout, stderr)
     except (SettingsError, ApiKeyError) as exc:
-        stderr.write(f"{PROG}: {exc}\n")
-        return ExitStatus.BAD_SETTINGS
-    except (StoreUnavailable, NoSuchKey) as exc:
-        stderr.write(f"{PROG}: fleet api-key: {exc}\n")
-        return ExitStatus.FAILED
+        return fail(name, exc, stderr)
+
+    async def operation(store: RedisStore) -> None:
+        await _api_key(arguments, store, not_after, stdout, stderr)
+
+    return run_on_redis(name, arguments, operation, stderr)
 
 
 def _nodes(arguments: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
-    answer = _ask(
-        "fleet nodes", lambda: _admin_request(arguments, "/v1/fleet/nodes", "GET"), stderr
-    )
+    answer = ask("fleet nodes", lambda: admin_request(arguments, "/v1/fleet/nodes", "GET"), stderr)
     if isinstance(answer, int):
         return answer
     if arguments.json:
-        stdout.write(json.dumps(answer, indent=2) + "\n")
+        write_json(stdout, answer)
     else:
         stdout.write(nodes_table(answer.get("nodes") or []))
     if answer.get("error"):
@@ -164,14 +135,7 @@ def nodes_table(nodes: list[dict[str, Any]]) -> str:
             f"{float(node.get('relayed_bps', 0.0)) / 1e6:.1f}",
             " ".join(node.get("public_uris") or []) or "-",
         ])  # fmt: skip
-    return _columns(rows)
-
-
-def _columns(rows: list[list[str]]) -> str:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
-             for row in rows]  # fmt: skip
-    return "\n".join(lines) + "\n"
+    return aligned(rows)
 
 
 def _not_after(text: str | None) -> dt.datetime | None:
@@ -188,38 +152,33 @@ def _not_after(text: str | None) -> dt.datetime | None:
 
 async def _api_key(
     arguments: argparse.Namespace,
-    fleet: FleetSettings,
+    store: RedisStore,
     not_after: dt.datetime | None,
     stdout: TextIO,
     stderr: TextIO,
-) -> int:
-    store = RedisStore(fleet)
-    async with store.opened():
-        with trio.move_on_after(CONNECT_TIMEOUT):
-            await store.wait_connected()
-        if arguments.api_key_command == "add":
-            key = await add_key(store, arguments.account, not_after=not_after)
-            # The only time the secret is shown.
-            printed = {"sid": key.sid, "secret": key.secret, "account": key.account}
-            stdout.write(json.dumps(printed) + "\n")
-        elif arguments.api_key_command == "remove":
-            if not await remove_key(store, arguments.sid):
-                raise NoSuchKey(f"no API key {arguments.sid} in the fleet")
-            stdout.write(f"removed {arguments.sid}\n")
+) -> None:
+    if arguments.api_key_command == "add":
+        key = await add_key(store, arguments.account, not_after=not_after)
+        # The only time the secret is shown.
+        printed = {"sid": key.sid, "secret": key.secret, "account": key.account}
+        stdout.write(json.dumps(printed) + "\n")
+    elif arguments.api_key_command == "remove":
+        if not await remove_key(store, arguments.sid):
+            raise CommandFailed(f"no API key {arguments.sid} in the fleet")
+        stdout.write(f"removed {arguments.sid}\n")
+    else:
+        stored, problems = await read_stored(store)
+        keys = [_listed(entry.key.sid, entry.key.account, entry.key.not_after,
+                        entry.created_at) for entry in stored]  # fmt: skip
+        if arguments.json:
+            write_json(stdout, {"keys": keys})
         else:
-            stored, problems = await read_stored(store)
-            keys = [_listed(entry.key.sid, entry.key.account, entry.key.not_after,
-                            entry.created_at) for entry in stored]  # fmt: skip
-            if arguments.json:
-                stdout.write(json.dumps({"keys": keys}, indent=2) + "\n")
-            else:
-                rows = [["SID", "ACCOUNT", "NOT_AFTER", "CREATED"]]
-                rows += [[k["sid"], k["account"], k["not_after"] or "-", k["created"] or "-"]
-                         for k in keys]  # fmt: skip
-                stdout.write(_columns(rows))
-            for problem in problems:
-                stderr.write(f"{PROG}: fleet api-key: ignored: {problem}\n")
-    return ExitStatus.OK
+            rows = [["SID", "ACCOUNT", "NOT_AFTER", "CREATED"]]
+            rows += [[k["sid"], k["account"], k["not_after"] or "-", k["created"] or "-"]
+                     for k in keys]  # fmt: skip
+            stdout.write(aligned(rows))
+        for problem in problems:
+            stderr.write(f"{PROG}: fleet api-key: ignored: {problem}\n")
 
 
 def _listed(

@@ -1,7 +1,8 @@
 """`trelay fleet revoke|revocations|secret`: the fleet's revocations and TURN secrets, in Redis.
 
 Owns these actions of `trelay fleet` (design §9); each talks to Redis directly (no relay
-need be running), found with `--redis-url URL` or the `[fleet]` of `--config FILE`:
+need be running), found with `--redis-url URL` or the `[fleet]` of `--config FILE`
+(`trelay.process.commands.redis_command`):
 
     trelay fleet revoke IDENTITY (--ttl SECONDS | --until DATE) (--redis-url URL | --config FILE)
     trelay fleet revocations [--json] (--redis-url URL | --config FILE)
@@ -21,8 +22,8 @@ need be running), found with `--redis-url URL` or the `[fleet]` of `--config FIL
   the credentials minted under it have expired); `list` shows fingerprints and dates,
   never a secret.
 
-Exit status: 0 done; 1 Redis unreachable or nothing to retire (one line); 2 a bad flag
-or file (one line naming it, "trelay: <key>: <problem>").
+Exit status (`trelay.process.commands.outcome`): 0 done; 1 Redis unreachable or nothing
+to retire (one line); 2 a bad flag or file (one line naming it, "trelay: <key>: <problem>").
 """
 
 from __future__ import annotations
@@ -32,14 +33,9 @@ import datetime as dt
 import json
 import sys
 import time
-from pathlib import Path
 from typing import TextIO, TypeVar
 
-import trio
-
-from trelay.config.fleet_settings import FleetSettings, check_redis_url
 from trelay.config.revocations import parse_until
-from trelay.config.settings import load_settings
 from trelay.config.values import SettingsError
 from trelay.fleet.revocations import RedisRevocationWriter, current_revocations
 from trelay.fleet.secrets import (
@@ -49,17 +45,14 @@ from trelay.fleet.secrets import (
     list_secrets,
     retire_secret,
 )
-from trelay.fleet.store import RedisStore, StoreUnavailable
-from trelay.process.exit_codes import PROG, ExitStatus
+from trelay.fleet.store import RedisStore
+from trelay.process.commands.outcome import CommandFailed, aligned, fail, write_json
+from trelay.process.commands.redis_command import add_redis_arguments, run_on_redis
+from trelay.process.exit_codes import PROG
 
 Parser = TypeVar("Parser", bound=argparse.ArgumentParser)
-CONNECT_TIMEOUT = 5.0
 MAX_TTL = 10 * 365 * 86400  # as the token API's revocations
 FLEET_STATE_ACTIONS = frozenset({"revoke", "revocations", "secret"})
-
-
-class NothingToDo(Exception):
-    """`secret retire` of a fingerprint Redis does not hold: exit status 1."""
 
 
 def add_fleet_state_commands(actions: argparse._SubParsersAction[Parser]) -> None:
@@ -86,22 +79,7 @@ def add_fleet_state_commands(actions: argparse._SubParsersAction[Parser]) -> Non
     secrets_list = secret_actions.add_parser("list", help="fingerprints and dates, no secret")
     secrets_list.add_argument("--json", action="store_true", help="one JSON document")
     for parser in (revoke, listing, *secret_actions.choices.values()):
-        _add_redis_arguments(parser)
-
-
-def _add_redis_arguments(parser: argparse.ArgumentParser) -> None:
-    where = parser.add_mutually_exclusive_group(required=True)
-    where.add_argument("--redis-url", metavar="URL", help="redis:// or rediss://")
-    where.add_argument("--config", type=Path, metavar="FILE", help="a settings file with [fleet]")
-
-
-def _fleet_settings(arguments: argparse.Namespace) -> FleetSettings:
-    if arguments.redis_url is not None:
-        return FleetSettings(redis_url=check_redis_url("--redis-url", arguments.redis_url))
-    fleet = load_settings(arguments.config).fleet
-    if fleet is None:
-        raise SettingsError("--config", f"{arguments.config} has no [fleet] redis_url")
-    return fleet
+        add_redis_arguments(parser)
 
 
 def run_fleet_state_command(
@@ -113,21 +91,16 @@ def run_fleet_state_command(
     """Run `trelay fleet revoke|revocations|secret ...`; the exit status."""
     stdout, stderr = stdout or sys.stdout, stderr or sys.stderr
     when = time.time() if now is None else now
+    name = f"fleet {arguments.fleet_command}"
     try:
-        fleet = _fleet_settings(arguments)
         until = _until(arguments, when) if arguments.fleet_command == "revoke" else 0.0
     except SettingsError as exc:
-        return _failed(arguments, exc, stderr)
-    status: int = trio.run(_run, arguments, fleet, until, when, stdout, stderr)
-    return status
+        return fail(name, exc, stderr)
 
+    async def operation(store: RedisStore) -> None:
+        await _act(arguments, store, until, when, stdout, stderr)
 
-def _failed(arguments: argparse.Namespace, exc: Exception, stderr: TextIO) -> int:
-    if isinstance(exc, SettingsError):
-        stderr.write(f"{PROG}: {exc}\n")
-        return ExitStatus.BAD_SETTINGS
-    stderr.write(f"{PROG}: fleet {arguments.fleet_command}: {exc}\n")
-    return ExitStatus.FAILED
+    return run_on_redis(name, arguments, operation, stderr)
 
 
 def _until(arguments: argparse.Namespace, now: float) -> float:
@@ -142,26 +115,6 @@ def _until(arguments: argparse.Namespace, now: float) -> float:
     if not now < until <= now + MAX_TTL:
         raise SettingsError("--until", "must be in the future, at most ten years away")
     return until
-
-
-async def _run(
-    arguments: argparse.Namespace,
-    fleet: FleetSettings,
-    until: float,
-    now: float,
-    stdout: TextIO,
-    stderr: TextIO,
-) -> int:
-    store = RedisStore(fleet)
-    async with store.opened():
-        with trio.move_on_after(CONNECT_TIMEOUT):
-            await store.wait_connected()
-        # Caught here: leaving the store's nursery would wrap them in an ExceptionGroup.
-        try:
-            await _act(arguments, store, until, now, stdout, stderr)
-        except (SettingsError, StoreUnavailable, NothingToDo) as exc:
-            return _failed(arguments, exc, stderr)
-    return ExitStatus.OK
 
 
 async def _act(
@@ -183,10 +136,10 @@ async def _act(
         entries, more = await current_revocations(store, now)
         listed = [{"identity": e.identity, "until": _date(e.until)} for e in entries]
         if arguments.json:
-            stdout.write(json.dumps({"revocations": listed}, indent=2) + "\n")
+            write_json(stdout, {"revocations": listed})
         else:
             rows = [["IDENTITY", "UNTIL"], *([e["identity"], e["until"]] for e in listed)]
-            stdout.write(_columns(rows))
+            stdout.write(aligned(rows))
         if more:
             stderr.write(f"{PROG}: fleet revocations: more than {len(entries)}; listed those\n")
     else:
@@ -201,22 +154,22 @@ async def _secret(
         try:
             entry = await add_secret(store, now)
         except ValueError as exc:
-            raise NothingToDo(str(exc)) from None
+            raise CommandFailed(str(exc)) from None
         printed = {**_listed(entry), "secret": entry.secret}  # the only time it is shown
         stdout.write(json.dumps(printed) + "\n")
         stderr.write(f"{PROG}: secret {entry.fingerprint} added; it is shown only this once\n")
     elif action == "retire":
         if not await retire_secret(store, arguments.fingerprint):
-            raise NothingToDo(f"no secret with fingerprint {arguments.fingerprint}")
+            raise CommandFailed(f"no secret with fingerprint {arguments.fingerprint}")
         stdout.write(f"retired {arguments.fingerprint}\n")
     else:
         listed = [_listed(entry) for entry in await list_secrets(store)]
         if arguments.json:
-            stdout.write(json.dumps({"secrets": listed}, indent=2) + "\n")
+            write_json(stdout, {"secrets": listed})
         else:
             rows = [["FINGERPRINT", "ADDED", "MINTED_FROM"]]
             rows += [[s["fingerprint"], s["added_at"], s["minted_from"]] for s in listed]
-            stdout.write(_columns(rows))
+            stdout.write(aligned(rows))
 
 
 def _listed(entry: FleetSecret) -> dict[str, str]:
@@ -229,10 +182,3 @@ def _listed(entry: FleetSecret) -> dict[str, str]:
 
 def _date(unix: float) -> str:
     return dt.datetime.fromtimestamp(unix, dt.UTC).isoformat(timespec="seconds")
-
-
-def _columns(rows: list[list[str]]) -> str:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
-             for row in rows]  # fmt: skip
-    return "\n".join(lines) + "\n"

@@ -2,7 +2,7 @@
 
 Owns the subcommand (argparse) that `trelay.process.cli` wires in, a client of
 `GET /v1/usage` (`trelay.ops.usage_routes`) built on the admin commands' request and
-error handling (`trelay.process.commands.admin`):
+error handling (`trelay.process.commands.admin_client`):
 
     trelay usage --http HOST:PORT --token-file FILE [--identity ID] [--since T]
                  [--until T] [--by identity,node,region,transport] [--json]
@@ -11,17 +11,18 @@ T is Unix seconds or ISO 8601 (UTC unless it says otherwise). It prints one line
 group (a table: the group's fields, records, allocations ended, allocation-seconds,
 bytes and datagrams each way), or the route's JSON with `--json`; a truncated sum is
 said on stderr. Exit status as `trelay sessions`: 0 done, 1 refused or unreachable (a
-node without a fleet answers 404), 2 a bad flag or token file.
+node without a fleet answers 404, and the line says the route's message), 2 a bad flag
+or token file.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Any, TextIO
 
-from trelay.process.commands.admin import Parser, _add_admin_arguments, _admin_request, _ask
+from trelay.process.commands.admin_client import Parser, add_admin_arguments, admin_request, ask
+from trelay.process.commands.outcome import aligned, write_json
 from trelay.process.exit_codes import PROG, ExitStatus
 
 TOTALS = (
@@ -42,7 +43,7 @@ def add_usage_command(subparsers: argparse._SubParsersAction[Parser]) -> None:
         "over a window of when they were written, through a relay's operator HTTP port "
         "and admin token.",
     )
-    _add_admin_arguments(usage)
+    add_admin_arguments(usage)
     usage.add_argument("--identity", metavar="ID", help="only this identity's records")
     usage.add_argument("--since", metavar="T", help="from T (Unix seconds or ISO 8601)")
     usage.add_argument("--until", metavar="T", help="until T, excluded (default: now)")
@@ -65,7 +66,7 @@ def run_usage_command(
         value = getattr(arguments, name)
         if value is not None:
             query[name] = value
-    answer = _ask("usage", lambda: _admin_request(arguments, "/v1/usage", "GET", query), stderr)
+    answer = ask("usage", lambda: admin_request(arguments, "/v1/usage", "GET", query), stderr)
     if isinstance(answer, int):
         return answer
     if answer.get("truncated"):
@@ -74,7 +75,7 @@ def run_usage_command(
             "narrow the window (--since, --until)\n"
         )
     if arguments.json:
-        stdout.write(json.dumps(answer, indent=2) + "\n")
+        write_json(stdout, answer)
     else:
         stdout.write(table(answer.get("by") or ["identity"], answer.get("groups") or []))
     return ExitStatus.OK
@@ -85,10 +86,7 @@ def table(by: list[str], groups: list[dict[str, Any]]) -> str:
     columns = [(name.upper(), name) for name in by] + list(TOTALS)
     rows = [[title for title, _ in columns]]
     rows += [[_cell(group.get(field)) for _, field in columns] for group in groups]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(columns))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-             for row in rows]  # fmt: skip
-    return "\n".join(lines) + "\n"
+    return aligned(rows)
 
 
 def _cell(value: object) -> str:

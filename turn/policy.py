@@ -8,10 +8,18 @@ deny wins over allow, allow wins over the defaults. `allow_loopback` is a test-o
 switch that lets loopback peers through.
 
 The server's own listening endpoints (ip, port) are denied whatever the lists say, so a
-client cannot make the relay talk TURN to itself (loops, amplification). The relay's own
-IP as such stays allowed: two clients of one server reach each other through their
-relayed addresses, which share that IP; and permissions are per IP (RFC 8656 §9), so the
-endpoint check applies where a port is known: ChannelBind and Send indications.
+client cannot make the relay talk TURN to itself (loops, amplification; design §6).
+Reachability decides, not the literal address (`OwnEndpoints`): a wildcard listener
+(0.0.0.0, ::) answers at every address of the host, so its port is denied with any
+local address: all of loopback (127.0.0.0/8 and ::1: 127.0.0.2 reaches a wildcard
+listener as well as 127.0.0.1), the unspecified addresses (a datagram to 0.0.0.0 is
+delivered locally), the relay and external addresses, and every address the runtime
+found on the host's interfaces (`with_local_hosts`; enumerated at start and at each
+reload by `trelay.node.local_addresses`). A listener bound to one address is denied at
+that address and at the unspecified ones. The relay's own IP as such stays allowed: two
+clients of one server reach each other through their relayed addresses, which share
+that IP; and permissions are per IP (RFC 8656 §9), so the endpoint check applies where a
+port is known: ChannelBind and Send indications.
 
 A denied peer gets 403 on CreatePermission and ChannelBind; Send indications to it are
 dropped.
@@ -58,6 +66,7 @@ DEFAULT_DENIED: tuple[Network, ...] = tuple(
         "224.0.0.0/4",  # multicast
         "240.0.0.0/4",  # reserved, incl. broadcast
         "::/96",  # unspecified, loopback, deprecated IPv4-compatible (RFC 4291 §2.5.5.1)
+        "::ffff:0:0:0/96",  # IPv4-translated (RFC 2765 §2.1): an IPv4 address we cannot vet
         "64:ff9b:1::/48",  # local-use NAT64
         "100::/64",  # discard-only
         "2001::/32",  # Teredo: tunnels to an embedded IPv4 address we cannot vet
@@ -86,6 +95,52 @@ def embedded_ipv4(ip: IP) -> ipaddress.IPv4Address | None:
 
 
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_WILDCARDS = frozenset(ipaddress.ip_address(a) for a in ("0.0.0.0", "::"))  # noqa: S104
+
+
+def _candidates(ip: IP) -> tuple[IP, ...]:
+    inner = embedded_ipv4(ip)
+    return (ip,) if inner is None else (ip, inner)
+
+
+@dataclass(frozen=True, slots=True)
+class OwnEndpoints:
+    """Where the relay's own listeners can be reached: never a peer (design §6).
+
+    `listeners`: (ip, port) of listeners bound to one address; `wildcard_ports`: ports
+    of listeners bound to 0.0.0.0 or :: (reachable at every local address, whatever
+    the family: a :: socket also takes IPv4); `local_hosts`: the host's addresses beyond
+    loopback and unspecified, which are always local.
+    """
+
+    listeners: frozenset[tuple[IP, int]] = frozenset()
+    wildcard_ports: frozenset[int] = frozenset()
+    local_hosts: frozenset[IP] = frozenset()
+
+    def with_listeners(self, endpoints: Iterable[tuple[str, int]]) -> OwnEndpoints:
+        """Also the listeners at `endpoints` ("0.0.0.0" and "::" are wildcards)."""
+        listeners, wildcards = set(self.listeners), set(self.wildcard_ports)
+        for host, port in endpoints:
+            ip = ipaddress.ip_address(host)
+            if ip in _WILDCARDS:
+                wildcards.add(port)
+            else:
+                listeners.add((ip, port))
+        return replace(self, listeners=frozenset(listeners), wildcard_ports=frozenset(wildcards))
+
+    def reaches(self, ip: IP, port: int) -> bool:
+        """True if a datagram to `ip`:`port` would arrive at one of our listeners."""
+        for candidate in _candidates(ip):
+            if (candidate, port) in self.listeners:
+                return True
+            if candidate.is_unspecified and any(p == port for _, p in self.listeners):
+                return True  # the kernel delivers a datagram to 0.0.0.0 / :: locally
+            if port in self.wildcard_ports and self._is_local(candidate):
+                return True
+        return False
+
+    def _is_local(self, ip: IP) -> bool:
+        return ip.is_loopback or ip.is_unspecified or ip in self.local_hosts
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +150,7 @@ class PeerPolicy:
     allow: tuple[Network, ...] = ()
     deny: tuple[Network, ...] = ()
     allow_loopback: bool = False
-    server_endpoints: frozenset[tuple[str, int]] = field(default_factory=frozenset)
+    own: OwnEndpoints = field(default_factory=OwnEndpoints)
 
     @classmethod
     def from_strings(
@@ -111,9 +166,21 @@ class PeerPolicy:
         )
 
     def with_server_endpoints(self, endpoints: Iterable[tuple[str, int]]) -> PeerPolicy:
-        """This policy, also denying `endpoints` (specific ip, port pairs) as peers."""
-        canonical = {(str(ipaddress.ip_address(host)), port) for host, port in endpoints}
-        return replace(self, server_endpoints=self.server_endpoints | canonical)
+        """This policy, also denying the listeners at `endpoints` as peers (a wildcard
+        host, 0.0.0.0 or ::, means the port at every local address)."""
+        return replace(self, own=self.own.with_listeners(endpoints))
+
+    def with_local_hosts(self, hosts: Iterable[str]) -> PeerPolicy:
+        """This policy, with `hosts` (replacing those given before) as the host's own
+        addresses: a wildcard listener's port is denied at each of them."""
+        local = frozenset(ipaddress.ip_address(host.partition("%")[0]) for host in hosts)
+        if local == self.own.local_hosts:
+            return self  # unchanged: a reload that changes nothing keeps the very policy
+        return replace(self, own=replace(self.own, local_hosts=local))
+
+    def with_own_endpoints(self, other: PeerPolicy) -> PeerPolicy:
+        """This policy, denying the relay's own endpoints as `other` does (a reload)."""
+        return replace(self, own=other.own)
 
     def permits(self, host: str) -> bool:
         """True if relaying to or from `host` is allowed."""
@@ -129,16 +196,12 @@ class PeerPolicy:
             ip: IP = ipaddress.ip_address(host)
         except ValueError:
             return False
-        if self.server_endpoints:
-            inner = embedded_ipv4(ip)
-            for candidate in (ip,) if inner is None else (ip, inner):
-                if (str(candidate), port) in self.server_endpoints:
-                    return False
+        if self.own.reaches(ip, port):
+            return False
         return self._permits_ip(ip)
 
     def _permits_ip(self, ip: IP) -> bool:
-        inner = embedded_ipv4(ip)
-        candidates: tuple[IP, ...] = (ip,) if inner is None else (ip, inner)
+        candidates = _candidates(ip)
         if any(_within(c, self.deny) for c in candidates):
             return False
         if any(_within(c, self.allow) for c in candidates):

@@ -190,20 +190,19 @@ class TurnServer:
     def listening_on(self, endpoints: Iterable[Address]) -> None:
         """Deny the server's own listening endpoints as peers (design §6).
 
-        A wildcard listener (0.0.0.0, ::) is reachable at every local address; the core
-        knows the relay and external addresses and loopback, and denies those with the
-        listener's port (other local addresses are private ones, denied anyway).
+        A wildcard listener (0.0.0.0, ::) is reachable at every local address: loopback,
+        the relay and external addresses, and those `use_local_addresses` gives.
         """
-        own: list[Address] = []
-        config = self.config
-        for host, port in endpoints:
-            if host in _WILDCARDS:
-                hosts = {"127.0.0.1", "::1", config.relay_host, config.relay_host_v6,
-                         config.external_host, config.external_host_v6}  # fmt: skip
-                own += [(h, port) for h in hosts if h is not None]
-            else:
-                own.append((host, port))
-        self._policy = self._policy.with_server_endpoints(own)
+        config, listeners = self.config, list(endpoints)
+        hosts = (config.relay_host, config.relay_host_v6, config.external_host,
+                 config.external_host_v6)  # fmt: skip
+        own = [(host, port) for host in hosts if host is not None for _, port in listeners]
+        self._policy = self._policy.with_server_endpoints([*listeners, *own])
+
+    def use_local_addresses(self, hosts: Iterable[str]) -> None:
+        """The host's addresses (the runtime enumerates them), each denied with the port
+        of every wildcard listener; replaces those given before."""
+        self._policy = self._policy.with_local_hosts(hosts)
 
     @property
     def allocation_count(self) -> int:
@@ -494,7 +493,7 @@ class TurnServer:
         denies are removed (`trelay.turn.policy.withdraw_denied`): relaying to and from
         those peers stops at once; the allocations live on. Returns what was removed.
         """
-        self._policy = policy.with_server_endpoints(self._policy.server_endpoints)
+        self._policy = policy.with_own_endpoints(self._policy)
         return withdraw_denied(self._policy, self.allocations.values())
 
     def use_config(self, config: TurnConfig) -> None:
@@ -537,7 +536,6 @@ class TurnServer:
         return sources.retired_users
 
 
-_WILDCARDS = frozenset(("0.0.0.0", "::"))  # noqa: S104 - recognised, never bound
 _AUTHENTICATED_METHODS = frozenset(
     (Method.ALLOCATE, Method.REFRESH, Method.CREATE_PERMISSION, Method.CHANNEL_BIND)
 )

@@ -13,7 +13,8 @@ of `trelay serve --workers N`, the test kit's throw-away relay, the tests):
 3. the `TurnNode` on that core, its timers, its usage recorder (`[usage]`, with the
    fleet's node id and region when `[fleet]` names them), the file watchers;
 4. the listeners of `settings.listen` (`trelay.node.listeners.serve`), and the core told
-   which endpoints are its own (it denies them as peers, design §6).
+   which endpoints are its own and which addresses the host has
+   (`trelay.node.local_addresses`): it denies them as peers, design §6.
 
 `loopback_turn_server` is the core of a throw-away test relay (`trelay.icekit`).
 `start_node` returns once every socket is bound (design §4: the caller may then announce
@@ -32,6 +33,7 @@ from trelay.config.revocations import Revocations, watched_revocations
 from trelay.config.secrets_file import watch_secrets_file
 from trelay.config.settings import Settings
 from trelay.node.listeners import BoundAddresses, Listeners, serve
+from trelay.node.local_addresses import refresh_local_addresses
 from trelay.node.tls import context_for
 from trelay.node.turn_node import TurnNode
 from trelay.node.turn_setup import build_turn_server, loopback_turn_server, shared_secrets
@@ -101,6 +103,7 @@ async def start_node(
         )
     )
     server.listening_on([*bound.udp, *bound.tcp, *bound.tls])
+    refresh_local_addresses(server)  # a wildcard listener answers at each (design §6)
     return RunningNode(node, bound, revocations, ssl_context)
 
 

@@ -15,6 +15,10 @@ for the one log line of a reload:
   are withdrawn; counted in the report);
 - quotas, lifetimes, `auth.strict_expiry`: `TurnServer.use_config`.
 
+At every reload the host's addresses are enumerated again
+(`trelay.node.local_addresses`): the peer policy denies each with a wildcard
+listener's port (design §6).
+
 It reads only the live keys of `reload.settings`, so a worker of `trelay serve --workers N`,
 whose own settings differ in ports and relay port slice, applies its supervisor's
 `Reload` as it is. Not here: the log level (`PROCESS_KEYS`): the node may not import
@@ -38,6 +42,7 @@ from trelay.config.reload import Reload
 from trelay.config.settings import Settings
 from trelay.config.values import SettingsError
 from trelay.node.assembly import RunningNode
+from trelay.node.local_addresses import refresh_local_addresses
 from trelay.node.tls import server_context
 from trelay.turn.credential_sources import StaticUsers
 from trelay.turn.policy import PeerPolicy
@@ -75,6 +80,7 @@ def apply_live(running: RunningNode, reload: Reload) -> Applied:
     changed: list[str] = []
     failed: list[str] = []
     described = {change.key: str(change) for change in reload.live}
+    refresh_local_addresses(server)  # the host's addresses may have changed (design §6)
     if reload.applies(*PEER_KEYS):
         withdrawn = server.use_policy(_policy(settings))
         changed += [described[key] for key in PEER_KEYS if key in described]

@@ -23,7 +23,11 @@ the quotas: a redirected client is not counted here.
 
 Quotas (step 8): an identity's allocations here (pending ones included) plus those the
 fleet says it holds on other nodes (`AllocationTable.remote_count`, a cache the runtime
-fills from Redis, `trelay.fleet.quotas`; read synchronously, never awaited).
+fills from Redis, `trelay.fleet.quotas`; read synchronously, never awaited). Then the
+per-source bounds (issue 15): a source's allocations, pending ones included,
+(`allocations_per_source`, 486 as step 8 allows for any locally defined quota) and its
+Allocates still binding (`pending_per_source`, 508), a source being an IPv4 address or
+an IPv6 /64 (`trelay.turn.allocation_table.source_of`).
 
 The server's state comes in a `RequestContext`, its redirection per call: this module
 never sees the server itself.
@@ -170,6 +174,15 @@ def _state_failure(
     if config.total_quota and table.count >= config.total_quota:
         stats.quota_rejections[Quota.TOTAL] += 1
         return ErrorCode.INSUFFICIENT_CAPACITY, "Server at capacity"
+    client = five_tuple.client
+    per_source = config.allocations_per_source
+    if per_source and table.source_count(client) >= per_source:
+        stats.quota_rejections[Quota.SOURCE] += 1
+        return ErrorCode.ALLOCATION_QUOTA_REACHED, "Allocation Quota Reached for this address"
+    pending = config.pending_per_source
+    if pending and table.pending_source_count(client) >= pending:
+        stats.quota_rejections[Quota.PENDING] += 1
+        return ErrorCode.INSUFFICIENT_CAPACITY, "Too many Allocates in progress"
     return None
 
 
@@ -183,8 +196,8 @@ def relay_opened(
     context: RequestContext, five_tuple: FiveTuple, relayed: Address, now: float, runtime: object
 ) -> list[Action]:
     """The pending Allocate's port is bound: create the allocation, answer success."""
-    # Popped, not dropped: the allocation inherits the quota slot and the port.
-    pending = context.table.pending.pop(five_tuple, None)
+    # Taken, not dropped: the allocation inherits the quota slots and the port.
+    pending = context.table.take_pending(five_tuple)
     if pending is None:
         # The connection closed (or shutdown began) while the port was being bound.
         return [CloseRelay(relayed)]

@@ -8,24 +8,30 @@ Owns the server's bookkeeping of allocations (RFC 8656 §5, §7.2 step 8 quotas)
 - `pending`: Allocates whose relay socket the runtime is still binding; they count
   towards quotas and hold their relay port, so a burst cannot overshoot either;
 - allocations per identity (the user quota) and the relay port pool;
+- allocations and pending Allocates per source (`source_of`: the client's IPv4 address,
+  or the /64 of its IPv6 address, which one host holds whole), for the per-source
+  bounds (`TurnConfig.allocations_per_source`, `pending_per_source`; issue 15);
 - `remote`: what the fleet says each identity holds on other nodes (the runtime fills it
   from Redis, `trelay.fleet.quotas`; at most `MAX_REMOTE_IDENTITIES` identities), which
   the user quota adds to the local count.
 
 Invariants: the three maps always hold exactly the same allocations; an identity's
-count is its allocations plus its pending Allocates; a port is in use exactly while an
-allocation or a pending Allocate holds it.
+count, and a source's, is its allocations plus its pending Allocates; a source's pending
+count is its pending Allocates; no count is kept at 0 (the maps hold live sources and
+identities only); a port is in use exactly while an allocation or a pending Allocate
+holds it.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
 from trelay.stun.codes import AddressFamily
 from trelay.stun.message import Message
-from trelay.turn.addressing import Address, ClientTransport, FiveTuple
+from trelay.turn.addressing import Address, ClientTransport, FiveTuple, is_ipv6, unmap_ipv4
 from trelay.turn.allocation import Allocation
 from trelay.turn.auth import Authenticated
 from trelay.turn.port_pool import RelayPortPool
@@ -33,6 +39,20 @@ from trelay.turn.port_pool import RelayPortPool
 # The remote counts are a cache of the identities this server holds (the runtime asks
 # for no others); the bound keeps a runtime mistake from growing it without limit.
 MAX_REMOTE_IDENTITIES = 100_000
+
+
+def source_of(client: Address) -> str:
+    """The source the per-source bounds count: an IPv4 address (IPv4-mapped IPv6 ones
+    unmapped), or the /64 an IPv6 address is in (one host or LAN holds a /64 whole, so
+    counting single IPv6 addresses would let it rotate past any bound)."""
+    host = unmap_ipv4(client[0])
+    if not is_ipv6(host):
+        return host
+    try:
+        network = ipaddress.IPv6Network((host.partition("%")[0], 64), strict=False)
+    except ValueError:  # not an address a socket hands out; count it as it is
+        return host
+    return str(network)
 
 
 @dataclass(slots=True)
@@ -49,8 +69,8 @@ class PendingAllocate:
 
 class AllocationTable:
     __slots__ = (
-        "_client_tables", "_per_identity", "_remote", "allocations", "by_relayed", "pending",
-        "ports",
+        "_client_tables", "_pending_per_source", "_per_identity", "_per_source", "_remote",
+        "allocations", "by_relayed", "pending", "ports",
     )  # fmt: skip
 
     def __init__(self, ports: RelayPortPool | None) -> None:
@@ -60,6 +80,8 @@ class AllocationTable:
         self.ports = ports
         self._client_tables: dict[tuple[ClientTransport, Address], dict[Address, Allocation]] = {}
         self._per_identity: dict[str, int] = {}
+        self._per_source: dict[str, int] = {}  # allocations, pending ones included
+        self._pending_per_source: dict[str, int] = {}
         self._remote: dict[str, int] = {}
 
     def client_table(
@@ -75,6 +97,28 @@ class AllocationTable:
 
     def identity_count(self, identity: str) -> int:
         return self._per_identity.get(identity, 0)
+
+    def source_count(self, client: Address) -> int:
+        """Allocations (pending ones included) from `client`'s source (`source_of`)."""
+        return self._per_source.get(source_of(client), 0)
+
+    def pending_source_count(self, client: Address) -> int:
+        """Pending Allocates from `client`'s source (`source_of`)."""
+        return self._pending_per_source.get(source_of(client), 0)
+
+    def sizes(self) -> dict[str, int]:
+        """The length of each map (`TurnServer.state_sizes`)."""
+        return {
+            "allocations": len(self.allocations),
+            "by_relayed": len(self.by_relayed),
+            "client_tables": len(self._client_tables),
+            "client_table_entries": sum(len(t) for t in self._client_tables.values()),
+            "pending": len(self.pending),
+            "identities": len(self._per_identity),
+            "sources": len(self._per_source),
+            "pending_sources": len(self._pending_per_source),
+            "remote_identities": len(self._remote),
+        }
 
     def identity_counts(self) -> Mapping[str, int]:
         """Identity -> its allocations here, pending ones included (a read-only view)."""
@@ -99,12 +143,26 @@ class AllocationTable:
         self.pending[five_tuple] = pending
         identity = pending.auth.credential.identity
         self._per_identity[identity] = self.identity_count(identity) + 1
+        source = source_of(five_tuple.client)
+        _add(self._per_source, source, 1)
+        _add(self._pending_per_source, source, 1)
+
+    def take_pending(self, five_tuple: FiveTuple) -> PendingAllocate | None:
+        """Take a pending Allocate to make its allocation: it keeps its quota slots (the
+        identity's and the source's) and its port; it is no longer pending."""
+        pending = self.pending.pop(five_tuple, None)
+        if pending is not None:
+            _add(self._pending_per_source, source_of(five_tuple.client), -1)
+        return pending
 
     def drop_pending(self, five_tuple: FiveTuple) -> PendingAllocate | None:
         """Forget a pending Allocate: its quota slot and its relay port are free again."""
         pending = self.pending.pop(five_tuple, None)
         if pending is not None:
             self._forget_identity(pending.auth.credential.identity)
+            source = source_of(five_tuple.client)
+            _add(self._per_source, source, -1)
+            _add(self._pending_per_source, source, -1)
             if self.ports is not None:
                 self.ports.release(pending.port)
         return pending
@@ -122,6 +180,7 @@ class AllocationTable:
         del self.by_relayed[allocation.relayed]
         del self.client_table(five_tuple.transport, five_tuple.server)[five_tuple.client]
         self._forget_identity(allocation.identity)
+        _add(self._per_source, source_of(five_tuple.client), -1)
         if self.ports is not None:
             self.ports.release(allocation.relayed[1])
 
@@ -131,3 +190,12 @@ class AllocationTable:
             self._per_identity[identity] = remaining
         else:
             self._per_identity.pop(identity, None)
+
+
+def _add(counts: dict[str, int], key: str, delta: int) -> None:
+    """Add `delta` to `counts[key]`, forgetting the key at 0."""
+    count = counts.get(key, 0) + delta
+    if count > 0:
+        counts[key] = count
+    else:
+        counts.pop(key, None)

@@ -1,8 +1,29 @@
-"""The TURN core's knobs: lifetimes, quotas, relay addresses (RFC 8656 §3.2, §7, §9, §12).
+"""The TURN core's knobs: lifetimes, quotas, bounds, relay addresses (RFC 8656 §3.2, §7, §9, §12).
 
 A plain frozen value; the runtime's settings layer validates operator input and builds
 it. Defaults are the RFC's: allocations 600 s (at most 3600 s), permissions 300 s,
 channels 600 s.
+
+Bounds on what one client can make the core keep (issue 15), each answered with the
+RFC's error and counted (`trelay.turn.stats.Quota`); 0 is unlimited:
+
+- `permissions_per_allocation` (128) and `channels_per_allocation` (128): 508
+  Insufficient Capacity, RFC 8656 §9.2 and §11.2 ("unable to fulfill the request due to
+  some capacity limit"). A browser call permits the handful of addresses of its remote
+  ICE candidates (host, server-reflexive and relayed, per family: typically under 10,
+  a few dozen with many interfaces) and binds a channel per candidate pair it uses, per
+  allocation; 128 leaves an order of magnitude of room and caps an allocation's tables
+  at a few tens of KiB.
+- `peers_per_request` (32): XOR-PEER-ADDRESS attributes in one CreatePermission (§9.1
+  allows several; browsers send one). More is 508 before any peer is looked at, so no
+  request does work proportional to a large peer list.
+- `allocations_per_source` (1000): allocations, pending ones included, from one source
+  (an IPv4 address or an IPv6 /64): 486 Allocation Quota Reached, §7.2 step 8. The RFC
+  asks that the quota be per username rather than per transport address (users behind
+  one NAT share an address), so this is a high ceiling against one host holding the
+  server's ports and memory, not the quota (`user_quota` is).
+- `pending_per_source` (64): Allocates from one source whose relay socket is still being
+  bound: 508 Insufficient Capacity (§7.2: the server cannot take more now).
 """
 
 from __future__ import annotations
@@ -39,6 +60,11 @@ class TurnConfig:
     response_cache_size: int = 16384
     unauthenticated_rate: float = 20.0  # requests per second per source IP
     unauthenticated_burst: float = 40.0
+    permissions_per_allocation: int = 128
+    channels_per_allocation: int = 128
+    peers_per_request: int = 32
+    allocations_per_source: int = 1000
+    pending_per_source: int = 64
 
     def __post_init__(self) -> None:
         if not 0 < self.default_lifetime <= self.max_lifetime:
@@ -47,7 +73,12 @@ class TurnConfig:
             raise ValueError("lifetimes: permission and channel lifetimes must be positive")
         if self.relay_host is None and self.relay_host_v6 is None:
             raise ValueError("relay: at least one of relay_host, relay_host_v6 is needed")
-        if self.user_quota < 0 or self.total_quota < 0:
+        bounds = (
+            self.user_quota, self.total_quota, self.permissions_per_allocation,
+            self.channels_per_allocation, self.peers_per_request,
+            self.allocations_per_source, self.pending_per_source,
+        )  # fmt: skip
+        if min(bounds) < 0:
             raise ValueError("quotas: must be >= 0 (0 is unlimited)")
 
     def allocate_lifetime(self, requested: int | None) -> int:

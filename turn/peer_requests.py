@@ -6,6 +6,13 @@ nothing. Both answer 403 for a peer the policy denies (design §6) and 443 for a
 the other address family. ChannelBind also installs (and keeps alive) the peer's
 permission (design §5).
 
+Bounds (issue 15, `TurnConfig`): more XOR-PEER-ADDRESS attributes in one CreatePermission
+than `peers_per_request`, a new permission past `permissions_per_allocation` or a new
+channel past `channels_per_allocation` get 508 Insufficient Capacity, which §9.2 and
+§11.2 name for "some capacity limit", counted by `Quota`. The peer count is checked
+first, so a request with thousands of peers costs no work per peer here; refreshing what
+an allocation already holds is never refused.
+
 Each function gets the server's state as a `RequestContext` and the peer policy in
 force, and returns the response (`Reply`); the server caches and sends it.
 """
@@ -23,6 +30,7 @@ from trelay.turn.allocation import Allocation
 from trelay.turn.policy import PeerPolicy
 from trelay.turn.request_context import RequestContext
 from trelay.turn.responses import Reply
+from trelay.turn.stats import Quota
 from trelay.turn.timers import TimerKind
 
 
@@ -47,16 +55,24 @@ def create_permission(
 ) -> Reply:
     key = allocation.key
     software = context.software
+    config = context.config
     peers = request.get_all(XorPeerAddress)
     if not peers:  # §9.2 step 1
         return responses.error(
             request, ErrorCode.BAD_REQUEST, software, key, reason="XOR-PEER-ADDRESS missing"
         )
+    if config.peers_per_request and len(peers) > config.peers_per_request:
+        return _over_bound(context, request, key, Quota.PEERS_PER_REQUEST, "Too many peers")
     for peer in peers:  # §9.2 steps 2-3: every address must pass before any is installed
         code = _peer_error(policy, allocation, peer, with_port=False)
         if code is not None:
             return responses.error(request, code, software, key)
-    until = now + context.config.permission_lifetime
+    limit = config.permissions_per_allocation
+    if limit:
+        new = {peer.host for peer in peers} - allocation.permissions.keys()
+        if len(allocation.permissions) + len(new) > limit:
+            return _over_bound(context, request, key, Quota.PERMISSIONS, "Too many permissions")
+    until = now + config.permission_lifetime
     for peer in peers:
         allocation.permit(peer.host, until)
         _schedule_permission(context, allocation, peer.host)
@@ -89,11 +105,29 @@ def channel_bind(
     code = _peer_error(policy, allocation, peer, with_port=True)
     if code is not None:
         return responses.error(request, code, software, key)
+    config = context.config
+    channels, permissions = config.channels_per_allocation, config.permissions_per_allocation
+    held = allocation.channels
+    if channels and number.value not in held and len(held) >= channels:
+        return _over_bound(context, request, key, Quota.CHANNELS, "Too many channels")
+    permitted = allocation.permissions
+    if permissions and peer.host not in permitted and len(permitted) >= permissions:
+        return _over_bound(context, request, key, Quota.PERMISSIONS, "Too many permissions")
     allocation.bind_channel(number.value, peer.address, now + context.config.channel_lifetime)
     deadline = allocation.channel_expiry[number.value]
     context.timers.schedule(deadline, TimerKind.CHANNEL, allocation, number.value)
     _schedule_permission(context, allocation, peer.host)
     return responses.success(request, (), software, key)
+
+
+def _over_bound(
+    context: RequestContext, request: Message, key: bytes, quota: Quota, reason: str
+) -> Reply:
+    """508 Insufficient Capacity (§9.2, §11.2), counted by the bound that refused."""
+    context.stats.quota_rejections[quota] += 1
+    return responses.error(
+        request, ErrorCode.INSUFFICIENT_CAPACITY, context.software, key, reason=reason
+    )
 
 
 def _schedule_permission(context: RequestContext, allocation: Allocation, peer_ip: str) -> None:

@@ -208,6 +208,31 @@ class TurnServer:
     def allocation_count(self) -> int:
         return self._table.count
 
+    def state_sizes(self) -> dict[str, int]:
+        """The length of every table the core holds, by name (issue 15: what grows).
+
+        Each grows with live state (allocations and what they hold) or is a bounded
+        cache; none grows with the number of requests answered. The stats' key spaces
+        are bounded by enums (`trelay.turn.stats`).
+        """
+        table, timers = self._table, self._timers
+        allocations = table.allocations.values()
+        stats = self.stats
+        return {
+            **table.sizes(),
+            "timer_entries": len(timers),
+            "timers_live": timers.live,
+            "timer_owners": timers.owners,
+            "responses": len(self.responses),
+            "rate_limited_sources": len(self.rate_limiter),
+            "permissions": sum(len(a.permissions) for a in allocations),
+            "channels": sum(len(a.channels) for a in allocations),
+            "channel_peers": sum(len(a.peers) for a in allocations),
+            "channel_expiries": sum(len(a.channel_expiry) for a in allocations),
+            "stats_responses": len(stats.responses),
+            "stats_latency": len(stats.latency),
+        }
+
     def identity_counts(self) -> Mapping[str, int]:
         """Identity -> its allocations here, pending ones included (read-only, live)."""
         return self._table.identity_counts()
@@ -393,25 +418,37 @@ class TurnServer:
         """Expire everything due at `now`."""
         actions: list[Action] = []
         self.responses.expire(now)
-        for kind, allocation, key in self._timers.pop_due(now):
+        timers = self._timers
+        for kind, allocation, key in timers.pop_due(now):
             if self.allocations.get(allocation.five_tuple) is not allocation:
                 continue  # already ended
+            # One entry per thing (`TimerQueue`): what was extended since is scheduled
+            # again at its real expiry; what was removed meanwhile is simply forgotten.
             if kind is TimerKind.ALLOCATION:
                 if allocation.expires_at <= now:
                     actions += self._end(allocation, EndReason.EXPIRED)
+                else:
+                    timers.schedule(allocation.expires_at, kind, allocation)
             elif kind is TimerKind.PERMISSION:
                 assert isinstance(key, str)
-                if allocation.permissions.get(key, now + 1) <= now:
+                expiry = allocation.permissions.get(key)
+                if expiry is not None and expiry <= now:
                     del allocation.permissions[key]
+                elif expiry is not None:
+                    timers.schedule(expiry, kind, allocation, key)
             else:
                 assert isinstance(key, int)
-                if allocation.channel_expiry.get(key, now + 1) <= now:
+                expiry = allocation.channel_expiry.get(key)
+                if expiry is not None and expiry <= now:
                     allocation.unbind_channel(key)
+                elif expiry is not None:
+                    timers.schedule(expiry, kind, allocation, key)
         self.rate_limiter.prune(now)
         return actions
 
     def _end(self, allocation: Allocation, reason: EndReason) -> list[Action]:
         self._table.remove(allocation)
+        self._timers.cancel(allocation)  # nothing keeps an ended allocation alive
         five_tuple = allocation.five_tuple
         self.stats.allocation_ended(five_tuple.transport, reason)
         return [
@@ -500,7 +537,8 @@ class TurnServer:
         """Use `config` from now on; only the fields in `LIVE_CONFIG_FIELDS` may differ.
 
         Quotas (RFC 8656 §7.2 step 8) are checked at each new Allocate: a lower quota
-        refuses new ones (486, 508) and ends none of those already over it. Lifetimes
+        refuses new ones (486, 508) and ends none of those already over it; so do the
+        bounds per allocation and per request (§9.2, §11.2): what is held stays. Lifetimes
         apply to the Allocates, Refreshes, permissions and channels made from now on;
         what runs keeps its expiry. `strict_expiry` applies from the next Refresh.
         Raises ValueError naming the fields that cannot change while the server runs
@@ -542,7 +580,9 @@ _AUTHENTICATED_METHODS = frozenset(
 # What `TurnServer.use_config` may change while the server runs: read at each request.
 LIVE_CONFIG_FIELDS = frozenset(
     ("default_lifetime", "max_lifetime", "permission_lifetime", "channel_lifetime",
-     "user_quota", "total_quota", "strict_expiry")
+     "user_quota", "total_quota", "strict_expiry", "permissions_per_allocation",
+     "channels_per_allocation", "peers_per_request", "allocations_per_source",
+     "pending_per_source")
 )  # fmt: skip
 
 

@@ -59,11 +59,19 @@ LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0
 
 
 class Quota(Enum):
-    """Which limit refused an Allocate (RFC 8656 §7.2 step 8, design §6)."""
+    """Which limit refused a request (RFC 8656 §7.2 step 8, §9.2, §11.2, design §6).
 
-    USER = "user"  # 486
-    TOTAL = "total"  # 508, the server-wide allocation cap
-    PORTS = "ports"  # 508, no relay port free in the configured range
+    The value is the metric's `quota` label (`trelay.ops.metrics` publishes every member).
+    """
+
+    USER = "user"  # Allocate: 486, allocations per identity
+    TOTAL = "total"  # Allocate: 508, the server-wide allocation cap
+    PORTS = "ports"  # Allocate: 508, no relay port free in the configured range
+    SOURCE = "source"  # Allocate: 486, allocations per source address (or IPv6 /64)
+    PENDING = "pending"  # Allocate: 508, Allocates per source still binding their port
+    PERMISSIONS = "permissions"  # CreatePermission, ChannelBind: 508, per allocation
+    CHANNELS = "channels"  # ChannelBind: 508, channels per allocation
+    PEERS_PER_REQUEST = "peers_per_request"  # CreatePermission: 508, XOR-PEER-ADDRESSes
 
 
 class Drop(StrEnum):

@@ -13,7 +13,9 @@ Verification (`verify_token`), in order: the header parses; `alg` is exactly HS2
 (never "none", never RS*/ES* with the HMAC secret as a "public key": RFC 8725 §3.1);
 the key is found by `iss` (and `kid`, when present, names the same key); the signature
 is valid under that key's secret; the claims have the right types; `sub` is the key's
-account; `nbf`/`exp` hold with `LEEWAY_SECONDS`; the key is not past its `not_after`;
+account; `exp`, `nbf` and `iat` (when present) are finite numbers (JSON
+parsers accept NaN and Infinity: such a claim is malformed, a 401, never an error
+later); `nbf`/`exp` hold with `LEEWAY_SECONDS`; the key is not past its `not_after`;
 the identity is not revoked. Other grants (VideoGrant, ...) are carried, not checked.
 
 Invariants: every failure is one `TokenError` with a machine `reason` and a human
@@ -22,6 +24,7 @@ Invariants: every failure is one `TokenError` with a machine `reason` and a huma
 
 from __future__ import annotations
 
+import math
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -179,10 +182,13 @@ def _signing_key(token: str, keys: ApiKeys) -> ApiKey:
 def _claims(claims: Mapping[str, Any], key: ApiKey) -> VerifiedToken:
     expires = claims.get("exp")
     if not _is_time(expires):
-        raise TokenError(TokenReason.MALFORMED, "exp is missing or not a number")
+        raise TokenError(TokenReason.MALFORMED, "exp is missing or not a finite number")
     not_before = claims.get("nbf")
     if not_before is not None and not _is_time(not_before):
-        raise TokenError(TokenReason.MALFORMED, "nbf is not a number")
+        raise TokenError(TokenReason.MALFORMED, "nbf is not a finite number")
+    issued = claims.get("iat")
+    if issued is not None and not _is_time(issued):
+        raise TokenError(TokenReason.MALFORMED, "iat is not a finite number")
     grants = claims.get("grants")
     if not isinstance(grants, dict):
         raise TokenError(TokenReason.MALFORMED, "grants is missing or not an object")
@@ -205,4 +211,8 @@ def _claims(claims: Mapping[str, Any], key: ApiKey) -> VerifiedToken:
 
 
 def _is_time(value: object) -> TypeGuard[int | float]:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    # Finite: NaN compares false with everything (an `nbf` that never holds back) and
+    # Infinity overflows every conversion to whole seconds.
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return math.isfinite(value)

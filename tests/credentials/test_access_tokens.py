@@ -207,3 +207,30 @@ def test_mint_refuses_bad_identities_and_ttls() -> None:
             mint_token(KEY, identity, NOW)
     with pytest.raises(ValueError, match="ttl"):
         mint_token(KEY, "alice", NOW, ttl=0)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"exp": float("nan")}, {"exp": float("inf")}, {"exp": float("-inf")},
+        {"nbf": float("nan")}, {"nbf": float("-inf")}, {"iat": float("nan")},
+        {"iat": float("inf")}, {"iat": "yesterday"},
+    ],
+)  # fmt: skip
+def test_time_claims_that_are_not_finite_numbers_are_malformed(bad: dict[str, Any]) -> None:
+    # json.dumps writes NaN and Infinity, and PyJWT's parser reads them back (issue 15).
+    token = handmade({"alg": "HS256", "typ": "JWT"}, claims(**bad), KEY.secret.encode())
+    assert refused(token) is TokenReason.MALFORMED
+
+
+def test_a_non_finite_expiry_is_401_over_http_not_500() -> None:
+    from tests.helpers.token_harness import call, serve_token_api
+    from trelay.credentials.token_api import static_context
+
+    context = static_context(KEYS, "turn-secret", ("turn:127.0.0.1:3478",), clock=lambda: NOW)
+    for bad in ({"exp": float("inf")}, {"exp": float("nan")}, {"nbf": float("nan")}):
+        token = handmade({"alg": "HS256", "typ": "JWT"}, claims(**bad), KEY.secret.encode())
+        with serve_token_api(context) as base:
+            answer = call("GET", base + "/v1/ice-servers", {"Authorization": f"Bearer {token}"})
+        assert (answer.status, answer.body["error"]) == (401, "malformed"), bad
+        assert "finite" in answer.body["message"]

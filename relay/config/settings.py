@@ -59,6 +59,9 @@ Invariants:
   a freshly generated dev secret. Once any listen address is named (file or flag), only
   the named transports listen; a flag replaces the file's list for its transport.
 - Secrets never appear in `repr`, so settings can be logged.
+- What needs another section says so where sections meet (`_apply_flags`, after the
+  flags): `http.selftest` and `api.keys_file` need a TURN REST secret, `api.fleet_keys`
+  a fleet.
 """
 
 from __future__ import annotations
@@ -413,6 +416,11 @@ def _apply_flags(
     # The operator port is TCP too: it must not take a TCP or TLS listener's fixed port.
     _check_unique([("listen.tcp", resolved.tcp), ("listen.tls", resolved.tls),
                    ("http.listen", http.listen)])  # fmt: skip
+    fleet = fleet_flags(settings.fleet, flags)
+    if api.fleet_keys and fleet is None:
+        # Keys in Redis need a Redis: without one the operator's keys would silently not work.
+        problem = "needs a fleet ([fleet] redis_url or redis_sentinels, or --redis-url)"
+        raise SettingsError("api.fleet_keys", problem)
     return replace(
         settings,
         listen=resolved,
@@ -422,7 +430,7 @@ def _apply_flags(
         http=http,
         api=api,
         drain=drain,
-        fleet=fleet_flags(settings.fleet, flags),
+        fleet=fleet,
         log_level=log_level,
         log_format=log_format,
         log_usernames=settings.log_usernames or flags.log_usernames,

@@ -26,7 +26,6 @@ Owns the choice of routes from the settings (`trelay.ops.http_app.build_app` mou
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -58,8 +57,6 @@ from trelay.node.listeners import BoundAddresses
 from trelay.ops.fleet_routes import fleet_routes
 from trelay.ops.selftest import selftest_routes
 
-logger = logging.getLogger(__name__)
-
 SELFTEST_CREDENTIAL_SECONDS = 600
 
 
@@ -88,9 +85,7 @@ async def start_fleet_api(
     `trelay serve` process's node link) or, without one (the supervisor of workers),
     followed here, the fleet's revocations joining `revocations` (the file's, if any).
     Without a fleet: None, nothing started."""
-    if fleet is None:
-        if settings.api.fleet_keys:
-            logger.warning("api.fleet_keys without [fleet]: only the keys file's keys are used")
+    if fleet is None:  # api.fleet_keys without a fleet is refused by the settings
         return None
     placement = fleet.settings.placement
     directory = NodeDirectory(

@@ -72,6 +72,7 @@ PAGE_MARGIN = 5.0  # the page answers this long before Selenium's script timeout
 MAX_ALLOCATIONS = 2  # A's limit: one call (two allocations) fits, two held fill it
 REQUESTS = "trelay_requests_total"
 ACTIVE = "trelay_allocations_active"
+RELAYED = "trelay_relayed_bytes_total"
 
 
 @pytest.fixture(scope="module")
@@ -286,10 +287,9 @@ def test_chromium_follows_300_from_an_overloaded_node(
             # One 300 at least per peer connection (each has its own TurnPort).
             assert allocate_300s(fleet, "a") - before >= 2
             assert (active(fleet, "a"), active(fleet, "b")) == (MAX_ALLOCATIONS, 2)
+            scrape = fleet.scrape("b")
             for direction in ("client_to_peer", "peer_to_client"):
-                relayed = fleet.metric(
-                    "b", "trelay_relayed_bytes_total", direction=direction, transport="udp"
-                )
+                relayed = scrape.value(RELAYED, direction=direction, transport="udp")
                 assert relayed >= len(MESSAGE), (direction, relayed)
         finally:
             hang_up(browser, fleet, "b")

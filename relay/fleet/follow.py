@@ -1,6 +1,9 @@
 """Following shared state in Redis: a full load, then a stream's pushes (design §9).
 
-Owns the loop every follower of fleet-wide state runs (`trelay.fleet.revocations`,
+Owns the two loops a node's fleet tasks run: `run_steps`, a step then a sleep, for the
+tasks that look at the fleet every interval (`trelay.fleet.overflow`,
+`trelay.fleet.quotas`: each step handles a lost Redis itself), and `follow`, the loop
+every follower of fleet-wide state runs (`trelay.fleet.revocations`,
 `trelay.fleet.secrets`): the state lives in a Redis structure (a sorted set, a hash) that
 its writers change first, then announce on a stream (`XADD … MAXLEN ~`). A follower
 
@@ -56,6 +59,29 @@ class Followed(Protocol):
     async def apply(self, entries: Sequence[Mapping[str, str]]) -> None:
         """Take the announced changes (each entry's fields) into account."""
         ...
+
+
+class Stepped(Protocol):
+    """A task that brings the node up to date with the fleet one step at a time."""
+
+    @property
+    def interval(self) -> float:
+        """Seconds between the end of one step and the next."""
+        ...
+
+    async def step(self) -> None:
+        """One look at the fleet; never raises for a lost Redis."""
+        ...
+
+
+async def run_steps(
+    stepped: Stepped, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """`stepped.step()` every `stepped.interval` until cancelled (inside `store.opened()`)."""
+    task_status.started()
+    while True:
+        await stepped.step()
+        await trio.sleep(stepped.interval)
 
 
 async def last_log_id(store: RedisStore, log_key: str) -> str:

@@ -37,9 +37,9 @@ import trio
 
 from trelay.config.revocations import Revocations
 from trelay.config.settings import Settings
-from trelay.fleet.follow import follow
-from trelay.fleet.overflow import run_overflow
-from trelay.fleet.quotas import run_quota_sync
+from trelay.fleet.follow import follow, run_steps
+from trelay.fleet.overflow import OverflowTask
+from trelay.fleet.quotas import quota_sync_for
 from trelay.fleet.registry import node_id_of
 from trelay.fleet.revocations import RevocationFollower
 from trelay.fleet.secrets import FleetSecrets, SecretFollower
@@ -100,8 +100,8 @@ async def run_node_link(
             await nursery.start(follow, store, SecretFollower(store, fleet_secrets, accept_secrets))
             await nursery.start(run_usage_stream, store, settings, running)
             node_id = node_id_of(settings.fleet)
-            await nursery.start(run_overflow, store, settings.fleet, server, node_id)
-            await nursery.start(run_quota_sync, store, settings.fleet, server, node_id)
+            await nursery.start(run_steps, OverflowTask(store, settings.fleet, server, node_id))
+            await nursery.start(run_steps, quota_sync_for(store, settings.fleet, server, node_id))
             task_status.started(NodeLink(store, revocations, fleet_secrets))
 
 

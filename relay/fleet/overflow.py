@@ -178,7 +178,7 @@ async def alternates_of(
 
 
 class OverflowTask:
-    """Keeps the core's fleet alternates current (`run`, in a nursery)."""
+    """Keeps the core's fleet alternates current (`trelay.fleet.follow.run_steps`)."""
 
     def __init__(
         self,
@@ -195,11 +195,9 @@ class OverflowTask:
         self.chosen: tuple[Alternate, ...] = ()
         self.read_at = -math.inf  # when live_nodes last answered
 
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        task_status.started()
-        while True:
-            await self.step()
-            await trio.sleep(self.settings.heartbeat_seconds)
+    @property
+    def interval(self) -> float:
+        return self.settings.heartbeat_seconds
 
     async def step(self) -> None:
         """Read the fleet once and tell the core what follows from it."""
@@ -230,15 +228,3 @@ class OverflowTask:
             logger.info("overflow: new allocations go to %s", where)
         else:
             logger.info("overflow: new allocations are served here again")
-
-
-async def run_overflow(
-    store: RedisStore,
-    settings: FleetSettings,
-    server: TurnServer,
-    node_id: str,
-    *,
-    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    """Run `OverflowTask` for `server` until cancelled (inside `store.opened()`)."""
-    await OverflowTask(store, settings, server, node_id).run(task_status=task_status)

@@ -104,7 +104,7 @@ def remote_total(fields: Mapping[str, str], own: str, now: float) -> int:
 
 
 class QuotaSync:
-    """Publishes this process's counts and learns the others' (`run`, in a nursery)."""
+    """Publishes this process's counts and learns the others' (`trelay.fleet.follow.run_steps`)."""
 
     def __init__(
         self,
@@ -126,11 +126,9 @@ class QuotaSync:
         self.commands = 0  # sent so far, for the capacity figures
         self.local_only = True  # no remote counts: never synced, or Redis gone for a TTL
 
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        task_status.started()
-        while True:
-            await self.step()
-            await trio.sleep(self.sync_seconds)
+    @property
+    def interval(self) -> float:
+        return self.sync_seconds
 
     async def step(self) -> None:
         """Publish what changed (everything, once per heartbeat), read the others' counts."""
@@ -197,18 +195,12 @@ class QuotaSync:
                 self.remote.pop(identity, None)
 
 
-async def run_quota_sync(
-    store: RedisStore,
-    settings: FleetSettings,
-    server: TurnServer,
-    node_id: str,
-    *,
-    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    """Run `QuotaSync` for `server` until cancelled (inside `store.opened()`), while its
-    user quota is in force (a reload may change it)."""
-    sync = QuotaSync(
+def quota_sync_for(
+    store: RedisStore, settings: FleetSettings, server: TurnServer, node_id: str
+) -> QuotaSync:
+    """The sync of `server`'s counts (run by `trelay.fleet.follow.run_steps`, inside
+    `store.opened()`), in force while its user quota is (a reload may change it)."""
+    return QuotaSync(
         store, settings, server, process_field(node_id),
         enabled=lambda: server.config.user_quota > 0,
     )  # fmt: skip
-    await sync.run(task_status=task_status)

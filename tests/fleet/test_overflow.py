@@ -12,10 +12,10 @@ from dataclasses import replace
 import pytest
 import trio
 
+from tests.helpers.fleet_store import eventually
 from tests.helpers.overflow_nodes import (
     TTL,
     allocate_reply,
-    eventually,
     rest_login,
     start_node_in_fleet,
 )

@@ -10,11 +10,11 @@ from collections.abc import Mapping
 
 import trio
 
+from tests.helpers.fleet_store import eventually
 from tests.helpers.overflow_nodes import (
     HEARTBEAT,
     TTL,
     allocate_reply,
-    eventually,
     rest_login,
     start_node_in_fleet,
 )

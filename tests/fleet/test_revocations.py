@@ -14,21 +14,18 @@ from tests.helpers.fleet_nodes import (
     CONFIGURED_SECRET,
     FleetNode,
     allocate_code,
-    connected_store,
     credential,
-    eventually,
     start_fleet_node,
 )
+from tests.helpers.fleet_store import connected_store, eventually
 from tests.helpers.redis_server import RedisServer
 from tests.helpers.turn_client import udp_client
-from trelay.config.fleet_settings import FleetSettings
 from trelay.config.revocations import FILE, FLEET, Revocation
 from trelay.fleet.revocations import (
     REVOCATIONS_KEY,
     RedisRevocationWriter,
     current_revocations,
 )
-from trelay.fleet.store import RedisStore
 
 # A generous bound on "within a second": a loaded test machine, not the design's figure.
 PROPAGATION_BOUND = 10.0
@@ -43,9 +40,7 @@ async def refused_everywhere(nodes: list[FleetNode], identity: str) -> bool:
 async def test_a_revocation_reaches_every_node_and_ends_its_allocations(
     redis_server: RedisServer,
 ) -> None:
-    writer_store = RedisStore(FleetSettings(redis_url=redis_server.url))
-    async with writer_store.opened(), trio.open_nursery() as nursery:
-        await connected_store(writer_store)
+    async with connected_store(redis_server) as writer_store, trio.open_nursery() as nursery:
         nodes = [await start_fleet_node(nursery, redis_server.url, f"n{i}") for i in range(3)]
         username, password = credential(CONFIGURED_SECRET, "mallory")
         for node in nodes:
@@ -81,9 +76,7 @@ async def test_nodes_catch_up_after_redis_comes_back(redis_server: RedisServer) 
         for node in nodes:
             await eventually(functools.partial(_lost, node))
         redis_server.start()
-        writer_store = RedisStore(FleetSettings(redis_url=redis_server.url))
-        async with writer_store.opened():
-            await connected_store(writer_store)
+        async with connected_store(redis_server) as writer_store:
             now = time.time()
             await RedisRevocationWriter(writer_store).revoke("bob", now + 600, now)
         await eventually(lambda: refused_everywhere(nodes, "bob"), PROPAGATION_BOUND)
@@ -95,9 +88,7 @@ async def _lost(node: FleetNode) -> bool:
 
 
 async def test_a_later_until_wins_and_past_entries_are_pruned(redis_server: RedisServer) -> None:
-    store = RedisStore(FleetSettings(redis_url=redis_server.url))
-    async with store.opened():
-        await connected_store(store)
+    async with connected_store(redis_server) as store:
         writer = RedisRevocationWriter(store)
         now = 1_900_000_000.0
         await writer.revoke("carol", now + 100, now)

@@ -9,13 +9,12 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from tests.helpers.fleet_nodes import allocate_code, connected_store, credential, eventually
+from tests.helpers.fleet_nodes import allocate_code, credential
+from tests.helpers.fleet_store import connected_store, eventually
 from tests.helpers.redis_server import RedisServer
 from tests.helpers.trelay_process import running_trelay
-from trelay.config.fleet_settings import FleetSettings
 from trelay.fleet.revocations import RedisRevocationWriter
 from trelay.fleet.secrets import add_secret
-from trelay.fleet.store import RedisStore
 
 SECRET = "workers-configured-secret"
 SOURCES = 12  # client sockets: with two workers, both are all but certain to answer some
@@ -42,10 +41,8 @@ async def all_answer(server: tuple[str, int], secret: str, identity: str, code: 
 async def test_both_workers_follow_revocations_and_secrets(
     tmp_path: Path, redis_server: RedisServer
 ) -> None:
-    store = RedisStore(FleetSettings(redis_url=redis_server.url))
     args = ("--config", str(config(tmp_path, redis_server)), "--workers", "2", "--secret", SECRET)
-    async with store.opened(), running_trelay(tmp_path, *args) as running:
-        await connected_store(store)
+    async with connected_store(redis_server) as store, running_trelay(tmp_path, *args) as running:
         [udp] = running.addresses("udp")
         assert await all_answer(udp, SECRET, "mallory", 0)
 

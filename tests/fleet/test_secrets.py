@@ -15,13 +15,11 @@ from tests.helpers.fleet_nodes import (
     CONFIGURED_SECRET,
     FleetNode,
     allocate_code,
-    connected_store,
     credential,
-    eventually,
     start_fleet_node,
 )
+from tests.helpers.fleet_store import connected_store, eventually
 from tests.helpers.redis_server import RedisServer
-from trelay.config.fleet_settings import FleetSettings
 from trelay.fleet.secrets import (
     MAX_SECRETS,
     SECRETS_KEY,
@@ -32,7 +30,6 @@ from trelay.fleet.secrets import (
     list_secrets,
     retire_secret,
 )
-from trelay.fleet.store import RedisStore
 from trelay.turn.credential_sources import SharedSecrets
 
 PROPAGATION_BOUND = 10.0
@@ -47,9 +44,7 @@ async def test_a_secret_added_in_redis_works_on_every_node_until_retired(
     redis_server: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    store = RedisStore(FleetSettings(redis_url=redis_server.url))
-    async with store.opened(), trio.open_nursery() as nursery:
-        await connected_store(store)
+    async with connected_store(redis_server) as store, trio.open_nursery() as nursery:
         nodes = [await start_fleet_node(nursery, redis_server.url, f"n{i}") for i in range(3)]
         added = await add_secret(store, time.time())
 
@@ -77,9 +72,7 @@ async def test_a_secret_added_in_redis_works_on_every_node_until_retired(
 
 
 async def test_a_node_started_later_knows_the_secrets(redis_server: RedisServer) -> None:
-    store = RedisStore(FleetSettings(redis_url=redis_server.url))
-    async with store.opened(), trio.open_nursery() as nursery:
-        await connected_store(store)
+    async with connected_store(redis_server) as store, trio.open_nursery() as nursery:
         added = await add_secret(store, time.time())
         node = await start_fleet_node(nursery, redis_server.url, "late")
 
@@ -91,9 +84,7 @@ async def test_a_node_started_later_knows_the_secrets(redis_server: RedisServer)
 
 
 async def test_listing_bounds_and_malformed_entries(redis_server: RedisServer) -> None:
-    store = RedisStore(FleetSettings(redis_url=redis_server.url))
-    async with store.opened():
-        await connected_store(store)
+    async with connected_store(redis_server) as store:
         first = await add_secret(store, 1000.0)
         second = await add_secret(store, 2000.0)
         assert first.secret not in repr(first)

@@ -4,31 +4,28 @@
 from `Settings` with `[fleet]` and a TURN REST secret) and its link to the fleet
 (`trelay.fleet.node_link.run_node_link`), in the caller's nursery. `allocate_code` makes
 one Allocate with a fresh UDP client and says how it ended (0 for success, else the
-error code). `eventually` polls a condition with a bound.
+error code.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import trio
 
+from tests.helpers.fleet_store import WAIT
 from tests.helpers.turn_client import TurnError, udp_client
 from trelay.config.auth_settings import AuthSettings
 from trelay.config.fleet_settings import FleetSettings
 from trelay.config.settings import ListenSettings, Settings
 from trelay.config.values import ListenAddress
 from trelay.fleet.node_link import NodeLink, run_node_link
-from trelay.fleet.store import RedisStore
 from trelay.node.assembly import RunningNode, start_node
 from trelay.turn.addressing import Address
 from trelay.turn.credential_sources import rest_password
 
 CONFIGURED_SECRET = "configured-secret-of-the-fleet-tests"
-WAIT = 20.0
-POLL = 0.02
 
 
 @dataclass
@@ -74,20 +71,3 @@ async def allocate_code(server: Address, username: str, password: str) -> int:
             return exc.code
         await client.refresh(0)  # done: leave nothing allocated
         return 0
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], wait: float = WAIT) -> float:
-    """Poll `check` until it holds (at most `wait` seconds); return how long it took."""
-    started = trio.current_time()
-    with trio.fail_after(wait):
-        for _ in range(int(wait / POLL) + 1):
-            if await check():
-                return trio.current_time() - started
-            await trio.sleep(POLL)
-    raise AssertionError("condition never met")
-
-
-async def connected_store(store: RedisStore) -> RedisStore:
-    with trio.fail_after(WAIT):
-        await store.wait_connected()
-    return store

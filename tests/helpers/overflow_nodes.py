@@ -11,19 +11,21 @@ runs beside a node. `rest_login` makes TURN REST credentials for an identity;
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 
 import trio
 
+from tests.helpers.fleet_store import WAIT
+from tests.helpers.fleet_store import eventually as eventually  # the fleet tests' own
 from tests.helpers.turn_client import udp_client
 from trelay.config.auth_settings import AuthSettings
 from trelay.config.fleet_settings import FleetSettings
 from trelay.config.settings import ListenSettings, RelaySettings, Settings
 from trelay.config.values import ListenAddress
+from trelay.fleet.follow import run_steps
 from trelay.fleet.node_load import turn_node_load
 from trelay.fleet.overflow import OverflowTask
-from trelay.fleet.quotas import QuotaSync, process_field
+from trelay.fleet.quotas import QuotaSync, quota_sync_for
 from trelay.fleet.registry import NodeRegistry, NodeView
 from trelay.fleet.store import RedisStore
 from trelay.node.assembly import RunningNode, start_node
@@ -36,8 +38,6 @@ from trelay.turn.credential_sources import rest_password
 SECRET = "secret-of-the-overflow-tests"
 HEARTBEAT = 0.2
 TTL = 2.0
-WAIT = 20.0
-POLL = 0.02
 
 
 @dataclass
@@ -99,14 +99,12 @@ async def start_node_in_fleet(
     await nursery.start(registry.run)
     store = RedisStore(fleet, backoff_max=0.2)  # the process's own, as the node link's
     overflow = OverflowTask(store, fleet, server, node_id)
-    quotas = QuotaSync(
-        store, fleet, server, process_field(node_id), enabled=lambda: server.config.user_quota > 0
-    )
+    quotas = quota_sync_for(store, fleet, server, node_id)
 
     async def tasks(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with store.opened(), trio.open_nursery() as inner:
-            await inner.start(overflow.run)
-            await inner.start(quotas.run)
+            await inner.start(run_steps, overflow)
+            await inner.start(run_steps, quotas)
             task_status.started()
 
     await nursery.start(tasks)
@@ -126,14 +124,3 @@ async def allocate_reply(server: Address, identity: str) -> Message:
     async with udp_client(server) as client:
         client.username, client.password = rest_login(identity)
         return await client.request(Method.ALLOCATE, RequestedTransport(17))
-
-
-async def eventually(check: Callable[[], Awaitable[bool] | bool], wait: float = WAIT) -> None:
-    """Poll `check` until it holds, at most `wait` seconds."""
-    with trio.fail_after(wait):
-        for _ in range(int(wait / POLL) + 1):
-            result = check()
-            if result if isinstance(result, bool) else await result:
-                return
-            await trio.sleep(POLL)
-    raise AssertionError("condition never met")

@@ -11,8 +11,12 @@ attempt, in a node's words ("relaying goes on, retrying"); a command's store
 (`logged=False`, `trelay fleet ...`) logs nothing and words its own one-line error from
 `last_failure` (`trelay.process.commands.redis_command`).
 
-Invariants: nothing on the data path or in TURN authentication calls this; the URL's
-password never reaches a log line (`where` is host:port only).
+With `[fleet] redis_sentinels` the client is the primary that Redis Sentinel names
+(`trelay.fleet.redis_client`): a failover is one more loss, and the probe after it finds
+the promoted replica. Each loss and each failed probe starts over from a fresh client.
+
+Invariants: nothing on the data path or in TURN authentication calls this; no password
+reaches a log line (`where` is host:port, or the Sentinel service and its sentinels).
 """
 
 from __future__ import annotations
@@ -100,26 +104,35 @@ class RedisStore:
         """Hold the client, and keep the state current, for the body's duration. Enters at
         once: nothing waits for Redis to answer. Callers that must still reach Redis while
         stopping (the registry deletes its entry) do it inside the body."""
-        async with self._new_client() as client, trio.open_nursery() as nursery:
-            self._client = client
+        async with trio.open_nursery() as nursery:
             nursery.start_soon(self._keep_connected)
             try:
                 yield self
             finally:
-                self._client = None
                 nursery.cancel_scope.cancel()
 
     async def _keep_connected(self) -> None:
         backoff = BACKOFF_FIRST
         while True:
-            if await self._probe():
-                backoff = BACKOFF_FIRST
-                # A fresh event: failures seen while lost are behind us.
-                self._lost = trio.Event()
-                await self._lost.wait()
-            else:
-                await trio.sleep(backoff)
-                backoff = min(backoff * 2, self.backoff_max)
+            # A fresh client after each loss and each failed probe. coredis's pool loses a
+            # connection slot to each connect that fails before its connection runs
+            # (Sentinel naming no primary, a connect cut short by `call_timeout`), and with
+            # its 64 gone would never connect again; and a connection to a primary that
+            # Sentinel demoted still answers PING (its writes fail READONLY), where a new
+            # one asks the sentinels. Calls in flight on the old client fail, bounded.
+            async with self._new_client() as client:
+                self._client = client
+                try:
+                    if await self._probe():
+                        backoff = BACKOFF_FIRST
+                        # A fresh event: failures seen while lost are behind us.
+                        self._lost = trio.Event()
+                        await self._lost.wait()
+                        continue  # probe again at once, on a fresh client
+                finally:
+                    self._client = None
+            await trio.sleep(backoff)
+            backoff = min(backoff * 2, self.backoff_max)
 
     async def _probe(self) -> bool:
         assert self._client is not None

@@ -87,9 +87,13 @@ class RedisProcess:
         self.process.wait(timeout=STOP_TIMEOUT)
         self.process = None
 
+    def send(self, command: bytes) -> bytes:
+        """One inline command's raw answer (b"" when it does not answer)."""
+        return _send(self.port, command, self.password)
+
     def role(self) -> str:
         """ "master", "slave", "sentinel", or "" when it does not answer."""
-        answer = _send(self.port, b"ROLE", self.password)
+        answer = self.send(b"ROLE")
         # *3\r\n$6\r\nmaster\r\n...: the role is the first bulk string.
         lines = answer.split(b"\r\n")
         return lines[2].decode() if len(lines) > 2 else ""

@@ -1,7 +1,9 @@
 """The metric names a running `trelay serve` really serves: one scrape of its /metrics.
 
-The process runs with a relay port range (so the port-pool gauge exists) and is stopped
-with SIGTERM after the scrape; every wait is bounded.
+The process runs with a relay port range (so the port-pool gauge exists) and in a fleet
+whose Redis does not answer (a closed loopback port: the fleet's metrics are served,
+`trelay_fleet_connected` 0, and the node is ready all the same), and is stopped with
+SIGTERM after the scrape; every wait is bounded.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import json
 import os
 import select
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -38,9 +41,18 @@ def scraped_metrics() -> tuple[frozenset[str], frozenset[str]]:
     return frozenset(names), frozenset(histograms)
 
 
+def _closed_port() -> int:
+    """A loopback TCP port nothing listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
 def _scrape_once() -> str:
     trelay = Path(sys.executable).with_name("trelay")
     command = [str(trelay), "serve", "--relay-ports", "50000-50100", "--allow-loopback-peers"]
+    command += ["--redis-url", f"redis://127.0.0.1:{_closed_port()}/0"]
     process = subprocess.Popen(
         command,
         stdout=subprocess.PIPE,

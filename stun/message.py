@@ -200,8 +200,12 @@ def is_stun_header(data: bytes) -> bool:
     )
 
 
-def decode_message(data: bytes) -> Message:
-    """Parse one complete STUN message (RFC 8489 §6.3) or raise `StunDecodeError`."""
+def decode_message(data: bytes, max_attributes: int | None = None) -> Message:
+    """Parse one complete STUN message (RFC 8489 §6.3) or raise `StunDecodeError`.
+
+    `max_attributes`: more attributes than this (ignored ones included) is an error,
+    found before the excess is decoded, so the work of one message is bounded by it and
+    not by its length (a 64 KiB message holds over 5,000 attributes; issue 15)."""
     if len(data) < HEADER_LENGTH:
         raise StunDecodeError("shorter than the 20-byte STUN header")
     message_type, length, cookie, transaction_id = HEADER.unpack_from(data)
@@ -216,18 +220,25 @@ def decode_message(data: bytes) -> Message:
         _METHODS.get(method, method),
         message_class,
         transaction_id,
-        _decode_attributes(bytes(data), transaction_id),
+        _decode_attributes(bytes(data), transaction_id, max_attributes),
     )
 
 
-def _decode_attributes(data: bytes, transaction_id: bytes) -> tuple[Attribute, ...]:
+def _decode_attributes(
+    data: bytes, transaction_id: bytes, max_attributes: int | None = None
+) -> tuple[Attribute, ...]:
     # Offsets index the whole message so that each value is one slice of `data` (this
     # loop is the hot path of every relay request; see benchmarks/README.md).
     decoded: list[Attribute] = []
     offset = HEADER_LENGTH
     end = len(data)
     seen_integrity = seen_sha256 = seen_fingerprint = False
+    # Counted before anything of the attribute is read: past the cap, nothing more is.
+    budget = -1 if max_attributes is None else max_attributes
     while offset < end:
+        if budget == 0:
+            raise StunDecodeError(f"more than {max_attributes} attributes")
+        budget -= 1
         if end - offset < 4:
             raise StunDecodeError("truncated attribute header")
         kind, length = _TLV.unpack_from(data, offset)

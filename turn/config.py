@@ -15,8 +15,10 @@ RFC's error and counted (`trelay.turn.stats.Quota`); 0 is unlimited:
   allocation; 128 leaves an order of magnitude of room and caps an allocation's tables
   at a few tens of KiB.
 - `peers_per_request` (32): XOR-PEER-ADDRESS attributes in one CreatePermission (§9.1
-  allows several; browsers send one). More is 508 before any peer is looked at, so no
-  request does work proportional to a large peer list.
+  allows several; browsers send one). More is 508 before any peer is looked at; and a
+  request with more than `attribute_limit()` attributes in all is refused while it is
+  decoded (400, unsigned: it is not authenticated yet), so no request does work
+  proportional to a long peer list (decoding one costs ~10 µs).
 - `allocations_per_source` (1000): allocations, pending ones included, from one source
   (an IPv4 address or an IPv6 /64): 486 Allocation Quota Reached, §7.2 step 8. The RFC
   asks that the quota be per username rather than per transport address (users behind
@@ -29,6 +31,11 @@ RFC's error and counted (`trelay.turn.stats.Quota`); 0 is unlimited:
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+# Attributes a request may carry besides its XOR-PEER-ADDRESSes: every other attribute a
+# TURN request has (USERNAME, USERHASH, REALM, NONCE, the integrity attributes, FINGERPRINT,
+# SOFTWARE, LIFETIME, the Allocate ones, ACCESS-TOKEN...) is under 20, with room to spare.
+OTHER_ATTRIBUTES = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +87,14 @@ class TurnConfig:
         )  # fmt: skip
         if min(bounds) < 0:
             raise ValueError("quotas: must be >= 0 (0 is unlimited)")
+
+    def attribute_limit(self) -> int | None:
+        """The most attributes a request may carry (`decode_message`'s `max_attributes`):
+        `peers_per_request` XOR-PEER-ADDRESSes and `OTHER_ATTRIBUTES` more, so that one
+        message's decoding is bounded too; None while peers are unlimited."""
+        if not self.peers_per_request:
+            return None
+        return self.peers_per_request + OTHER_ATTRIBUTES
 
     def allocate_lifetime(self, requested: int | None) -> int:
         """RFC 8656 §7.2: min(requested, max), but never below the default."""

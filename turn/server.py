@@ -247,7 +247,7 @@ class TurnServer:
     def handle_message(self, data: bytes, five_tuple: FiveTuple, now: float) -> list[Action]:
         """One STUN message from a client (datagram or deframed stream frame)."""
         try:
-            message = decode_message(data)
+            message = decode_message(data, self.config.attribute_limit())
         except StunDecodeError as exc:
             return self._answer_undecodable(data, exc, five_tuple)
         if message.get(Fingerprint) is not None and not verify_fingerprint(data):

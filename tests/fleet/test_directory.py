@@ -11,8 +11,8 @@ from contextlib import asynccontextmanager
 import pytest
 import trio
 
+from tests.helpers.fleet_store import new_store
 from tests.helpers.redis_server import RedisServer
-from trelay.config.fleet_settings import FleetSettings
 from trelay.fleet.directory import NodeDirectory
 from trelay.fleet.registry import INDEX_KEY, NodeEntry, node_key
 from trelay.fleet.store import RedisStore
@@ -48,7 +48,7 @@ async def publish(store: RedisStore, node: NodeEntry, ttl: float = 60.0) -> None
 async def directory_on(
     server: RedisServer, clock: Clock, *, wait: float = 1.0
 ) -> AsyncIterator[tuple[RedisStore, NodeDirectory]]:
-    store = RedisStore(FleetSettings(redis_url=server.url), call_timeout=1.0, backoff_max=0.2)
+    store = new_store(server)
     directory = NodeDirectory(store, TTL, refresh_seconds=1.0, wait_seconds=wait, clock=clock)
     async with store.opened(), trio.open_nursery() as nursery:
         with trio.fail_after(WAIT):

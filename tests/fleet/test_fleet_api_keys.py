@@ -7,17 +7,17 @@ from __future__ import annotations
 
 import base64
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import pytest
 import trio
 
+from tests.helpers.fleet_store import connected_store, eventually, new_store
 from tests.helpers.http_client import http_request
 from tests.helpers.redis_server import RedisServer
 from tests.helpers.token_harness import ACCOUNT, KEY, TURN_SECRET
 from trelay.config.api_keys import ApiKey, ApiKeys
-from trelay.config.fleet_settings import FleetSettings
 from trelay.credentials.ice_uris import static_uris
 from trelay.credentials.token_api import TokenApiContext, token_routes
 from trelay.fleet.api_keys import (
@@ -28,18 +28,12 @@ from trelay.fleet.api_keys import (
     read_stored,
     remove_key,
 )
-from trelay.fleet.store import RedisStore, StoreUnavailable
+from trelay.fleet.store import StoreUnavailable
 from trelay.ops.http_app import NodeStatus, build_app
 from trelay.ops.http_server import serve_http
 
-WAIT = 10.0
-POLL = 0.05
 REFRESH = 0.2
 NTS = f"/2010-04-01/Accounts/{ACCOUNT}/Tokens.json"
-
-
-def new_store(server: RedisServer) -> RedisStore:
-    return RedisStore(FleetSettings(redis_url=server.url), call_timeout=1.0, backoff_max=0.2)
 
 
 @asynccontextmanager
@@ -64,26 +58,14 @@ async def status_with(address: tuple[str, int], key: ApiKey) -> int:
     return answer.status
 
 
-async def eventually(check: Callable[[], Awaitable[bool]]) -> None:
-    with trio.fail_after(WAIT):
-        for _ in range(int(WAIT / POLL)):
-            if await check():
-                return
-            await trio.sleep(POLL)
-    raise AssertionError("condition never met")
-
-
 async def test_a_key_added_works_on_every_api_node_and_removed_stops(
     redis_server: RedisServer,
 ) -> None:
-    operator = new_store(redis_server)
     async with (
-        operator.opened(),
+        connected_store(redis_server) as operator,
         api_node(redis_server, ApiKeys((KEY,))) as first,
         api_node(redis_server, ApiKeys()) as second,
     ):
-        with trio.fail_after(WAIT):
-            await operator.wait_connected()
         key = await add_key(operator, ACCOUNT)
         assert await status_with(first, KEY) == 201  # the file's key, as before
 
@@ -105,12 +87,9 @@ async def test_the_file_wins_a_clash_and_bad_entries_are_skipped(
     redis_server: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO)
-    store = new_store(redis_server)
     impostor = ApiKey(KEY.sid, "I" * 40, ACCOUNT)
     good = ApiKey("SK" + "ab" * 16, "G" * 40, ACCOUNT)
-    async with store.opened():
-        with trio.fail_after(WAIT):
-            await store.wait_connected()
+    async with connected_store(redis_server) as store:
         entries = {
             KEY.sid: key_json(impostor, 0.0),
             good.sid: key_json(good, 0.0),
@@ -134,10 +113,7 @@ async def test_the_file_wins_a_clash_and_bad_entries_are_skipped(
 
 
 async def test_the_last_keys_stay_while_redis_is_away(redis_server: RedisServer) -> None:
-    store = new_store(redis_server)
-    async with store.opened():
-        with trio.fail_after(WAIT):
-            await store.wait_connected()
+    async with connected_store(redis_server) as store:
         key = await add_key(store, ACCOUNT)
         follower = FleetApiKeys(store, None, refresh_seconds=REFRESH)
         async with trio.open_nursery() as nursery:

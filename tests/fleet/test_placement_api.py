@@ -10,7 +10,7 @@ import base64
 import ipaddress
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -18,10 +18,10 @@ import trio
 from aiortc import RTCConfiguration, RTCIceServer
 
 from tests.fleet.test_directory import publish
+from tests.helpers.fleet_store import WAIT, eventually, new_store
 from tests.helpers.http_client import HttpResponse, http_request
 from tests.helpers.redis_server import RedisServer
 from tests.helpers.token_harness import ACCOUNT, KEY, KEYS, TURN_SECRET
-from trelay.config.fleet_settings import FleetSettings
 from trelay.config.placement_settings import ClientNetwork, PlacementSettings
 from trelay.credentials.access_tokens import mint_token
 from trelay.credentials.ice_uris import PlacedUris
@@ -32,8 +32,6 @@ from trelay.fleet.store import RedisStore
 from trelay.ops.http_app import NodeStatus, build_app
 from trelay.ops.http_server import serve_http
 
-WAIT = 10.0
-POLL = 0.05
 REFRESH = 0.1
 STATIC = ("turn:static.example.org:3478?transport=udp",)
 PLACEMENT = PlacementSettings(
@@ -78,7 +76,7 @@ class Api:
 async def placement_api(
     server: RedisServer, placement: PlacementSettings = PLACEMENT, *, ttl: float = 15.0
 ) -> AsyncIterator[Api]:
-    store = RedisStore(FleetSettings(redis_url=server.url), call_timeout=1.0, backoff_max=0.2)
+    store = new_store(server)
     directory = NodeDirectory(store, ttl, refresh_seconds=placement.refresh_seconds)
     context = TokenApiContext(
         keys=lambda: KEYS,
@@ -94,15 +92,6 @@ async def placement_api(
         token = mint_token(KEY, "alice", time.time())
         yield Api(address, store, directory, token)
         nursery.cancel_scope.cancel()
-
-
-async def eventually(check: Callable[[], Awaitable[bool]]) -> None:
-    with trio.fail_after(WAIT):
-        for _ in range(int(WAIT / POLL)):
-            if await check():
-                return
-            await trio.sleep(POLL)
-    raise AssertionError("condition never met")
 
 
 async def test_the_near_region_first_then_neighbours_at_most_count(

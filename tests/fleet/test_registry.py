@@ -3,13 +3,13 @@ that stops refreshing disappears within the TTL; a draining node says so."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
 import trio
 
+from tests.helpers.fleet_store import WAIT, connected_store
 from tests.helpers.redis_server import RedisServer
 from trelay.config.fleet_settings import FleetSettings
 from trelay.fleet.registry import (
@@ -23,7 +23,6 @@ from trelay.fleet.registry import (
 )
 from trelay.fleet.store import RedisStore
 
-WAIT = 20.0
 TTL = 2.0
 
 
@@ -52,23 +51,6 @@ def fleet_settings(server: RedisServer, node_id: str, region: str) -> FleetSetti
         heartbeat_seconds=0.2,
         ttl_seconds=TTL,
     )
-
-
-@asynccontextmanager
-async def connected_store(server: RedisServer) -> AsyncIterator[RedisStore]:
-    store = RedisStore(FleetSettings(redis_url=server.url), call_timeout=2.0)
-    async with store.opened():
-        await wait_until(lambda: store.connected)
-        yield store
-
-
-async def wait_until(condition: Callable[[], bool]) -> None:
-    with trio.fail_after(WAIT):
-        for _ in range(int(WAIT / 0.02) + 1):
-            if condition():
-                return
-            await trio.sleep(0.02)
-    raise AssertionError("condition never met")
 
 
 async def poll_nodes(

@@ -6,30 +6,17 @@ no [fleet] shows nothing of it."""
 from __future__ import annotations
 
 import signal
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-import trio
-
+from tests.helpers.fleet_store import eventually, new_store
 from tests.helpers.http_client import http_request
 from tests.helpers.redis_server import RedisServer
 from tests.helpers.trelay_process import Running, allocate_with, running_trelay, stop
-from trelay.config.fleet_settings import FleetSettings
 from trelay.fleet.registry import NodeEntry, live_nodes
 from trelay.fleet.store import RedisStore
 
 WAIT = 30.0
-POLL = 0.05
 TTL = 2.0
-
-
-async def poll(check: Callable[[], Awaitable[bool]]) -> None:
-    with trio.fail_after(WAIT):
-        for _ in range(int(WAIT / POLL)):
-            if await check():
-                return
-            await trio.sleep(POLL)
-    raise AssertionError("condition never met")
 
 
 async def readyz(running: Running) -> tuple[int, object]:
@@ -63,7 +50,7 @@ async def nodes_now(reader: RedisStore) -> dict[str, NodeEntry]:
 async def test_a_node_publishes_keeps_relaying_without_redis_and_rejoins(
     tmp_path: Path, redis_server: RedisServer
 ) -> None:
-    reader = RedisStore(FleetSettings(redis_url=redis_server.url), backoff_max=0.2)
+    reader = new_store(redis_server)
     config = fleet_config(tmp_path, redis_server)
     async with reader.opened(), running_trelay(tmp_path, "--config", str(config)) as running:
         seen: dict[str, NodeEntry] = {}
@@ -74,7 +61,7 @@ async def test_a_node_publishes_keeps_relaying_without_redis_and_rejoins(
             # Redis answers (the node link's own connection makes that likely).
             return "n1" in seen and seen["n1"].ready
 
-        await poll(node_listed)
+        await eventually(node_listed, WAIT)
         assert seen["n1"].region == "eu"
         assert seen["n1"].public_uris == ("turn:n1.example.org:3478?transport=udp",)
         assert seen["n1"].ready is True
@@ -86,7 +73,7 @@ async def test_a_node_publishes_keeps_relaying_without_redis_and_rejoins(
         async def fleet_lost() -> bool:
             return (await readyz(running))[1] == {"status": "ready", "fleet": "lost"}
 
-        await poll(fleet_lost)
+        await eventually(fleet_lost, WAIT)
         assert "trelay_fleet_connected 0.0" in await metrics_text(running)
         # The node still relays and verifies credentials without Redis.
         [udp] = running.addresses("udp")
@@ -99,9 +86,9 @@ async def test_a_node_publishes_keeps_relaying_without_redis_and_rejoins(
         async def fleet_back() -> bool:
             return (await readyz(running))[1] == {"status": "ready", "fleet": "connected"}
 
-        await poll(fleet_back)
+        await eventually(fleet_back, WAIT)
         seen.clear()
-        await poll(node_listed)
+        await eventually(node_listed, WAIT)
         assert await stop(running, signal.SIGTERM) == 0
     stderr = running.stderr_path.read_text()
     assert stderr.count("lost Redis") == 1, stderr
@@ -111,7 +98,7 @@ async def test_a_node_publishes_keeps_relaying_without_redis_and_rejoins(
 async def test_the_supervisor_of_workers_publishes_one_entry(
     tmp_path: Path, redis_server: RedisServer
 ) -> None:
-    reader = RedisStore(FleetSettings(redis_url=redis_server.url))
+    reader = new_store(redis_server)
     args = ("--workers", "2", "--redis-url", redis_server.url, "--region", "ap")
     async with reader.opened(), running_trelay(tmp_path, *args) as running:
         seen: dict[str, NodeEntry] = {}
@@ -120,7 +107,7 @@ async def test_the_supervisor_of_workers_publishes_one_entry(
             seen.update(await nodes_now(reader))
             return len(seen) == 1 and all(n.ready for n in seen.values())
 
-        await poll(one_listed)
+        await eventually(one_listed, WAIT)
         [entry] = seen.values()
         assert entry.region == "ap"
         assert entry.allocations == 0

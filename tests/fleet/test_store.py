@@ -1,28 +1,17 @@
 """The fleet store on a real redis-server: connect, lose, keep answering, rejoin; logged
-once each way, never per attempt."""
+once each way, never per attempt; a command's store (`logged=False`) logs nothing and
+keeps why it failed for the command's own line."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 
 import pytest
-import trio
 
+from tests.helpers.fleet_store import eventually, new_store
 from tests.helpers.redis_server import RedisServer
 from trelay.config.fleet_settings import FleetSettings
 from trelay.fleet.store import RedisStore, StoreState, StoreUnavailable
-
-WAIT = 20.0
-
-
-async def wait_until(condition: Callable[[], bool]) -> None:
-    with trio.fail_after(WAIT):
-        for _ in range(int(WAIT / 0.02) + 1):
-            if condition():
-                return
-            await trio.sleep(0.02)
-    raise AssertionError("condition never met")
 
 
 def store_lines(caplog: pytest.LogCaptureFixture, words: str) -> list[str]:
@@ -37,9 +26,9 @@ async def test_store_connects_loses_and_rejoins_with_one_line_each_way(
     redis_server: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="trelay.fleet.store")
-    store = RedisStore(FleetSettings(redis_url=redis_server.url), call_timeout=1.0, backoff_max=0.1)
+    store = new_store(redis_server, backoff_max=0.1)
     async with store.opened():
-        await wait_until(lambda: store.connected)
+        await eventually(lambda: store.connected)
         assert await store.call(lambda c: c.set("k", "v")) is True
         assert await store.call(lambda c: c.get("k")) == "v"
 
@@ -49,12 +38,12 @@ async def test_store_connects_loses_and_rejoins_with_one_line_each_way(
         assert store.state is StoreState.LOST
         assert store.lost_since is not None
         # Several reconnection attempts fail, and calls are refused at once meanwhile.
-        await wait_until(lambda: store.failed_probes >= 3)
+        await eventually(lambda: store.failed_probes >= 3)
         with pytest.raises(StoreUnavailable, match="lost"):
             await store.call(lambda c: c.ping())
 
         redis_server.start()
-        await wait_until(lambda: store.connected)
+        await eventually(lambda: store.connected)
         assert store.lost_since is None
         assert await store.call(lambda c: c.set("k", "w")) is True
     assert len(store_lines(caplog, "connected to Redis")) == 1
@@ -68,13 +57,13 @@ async def test_store_that_never_reached_redis_says_so_once_and_joins_later(
 ) -> None:
     caplog.set_level(logging.INFO, logger="trelay.fleet.store")
     redis_server.stop()
-    store = RedisStore(FleetSettings(redis_url=redis_server.url), call_timeout=1.0, backoff_max=0.1)
+    store = new_store(redis_server, backoff_max=0.1)
     assert store.state.value == "connecting"
     async with store.opened():
-        await wait_until(lambda: store.failed_probes >= 3)
+        await eventually(lambda: store.failed_probes >= 3)
         assert store.state is StoreState.LOST
         redis_server.start()
-        await wait_until(lambda: store.connected)
+        await eventually(lambda: store.connected)
     assert len(store_lines(caplog, "cannot reach Redis")) == 1
     assert len(store_lines(caplog, "is back after")) == 1
 
@@ -90,5 +79,22 @@ async def test_password_from_settings_reaches_a_redis_that_requires_one(
     assert "hunter2" not in repr(right)
     stores = [RedisStore(right, call_timeout=1.0), RedisStore(wrong, call_timeout=1.0)]
     async with stores[0].opened(), stores[1].opened():
-        await wait_until(lambda: stores[0].connected and stores[1].failed_probes >= 1)
+        await eventually(lambda: stores[0].connected and stores[1].failed_probes >= 1)
         assert stores[1].state is StoreState.LOST
+
+
+async def test_a_commands_store_logs_nothing_and_keeps_the_reason(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="trelay.fleet.store")
+    redis_server.stop()
+    settings = FleetSettings(redis_url=redis_server.url)
+    quiet = RedisStore(settings, call_timeout=1.0, backoff_max=0.1, logged=False)
+    assert quiet.last_failure is None
+    async with quiet.opened():
+        await eventually(lambda: quiet.failed_probes >= 2)
+        assert quiet.state is StoreState.LOST
+        assert quiet.last_failure is not None and "127.0.0.1" in quiet.last_failure
+        redis_server.start()
+        await eventually(lambda: quiet.connected)
+    assert store_lines(caplog, "Redis") == []

@@ -6,13 +6,13 @@ the queue drains when Redis is back: nothing is lost."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 
 import pytest
 import trio
 
+from tests.helpers.fleet_store import eventually, new_store
 from tests.helpers.redis_server import RedisServer
-from tests.helpers.turn_client import peer, start_node, udp_client
+from tests.helpers.turn_client import LocalNode, peer, start_node, udp_client
 from trelay.config.fleet_settings import FleetSettings
 from trelay.config.settings import Settings
 from trelay.config.usage_settings import UsageSettings
@@ -25,17 +25,6 @@ from trelay.node.sessions import Traffic
 from trelay.node.usage import UsageRecord
 from trelay.turn.addressing import ClientTransport, FiveTuple
 from trelay.turn.allocation import Allocation
-
-WAIT = 20.0
-
-
-async def wait_until(condition: Callable[[], bool]) -> None:
-    with trio.fail_after(WAIT):
-        for _ in range(int(WAIT / 0.02) + 1):
-            if condition():
-                return
-            await trio.sleep(0.02)
-    raise AssertionError("condition never met")
 
 
 def fleet_settings(redis: RedisServer, **usage: int) -> Settings:
@@ -53,6 +42,17 @@ async def stream_records(store: RedisStore) -> list[UsageRecord]:
     ]
 
 
+async def streaming_node(
+    nursery: trio.Nursery, store: RedisStore, settings: Settings, *, udp: bool = False
+) -> tuple[LocalNode, StreamSink]:
+    """A node in `nursery` whose usage records go to the stream through `store`."""
+    local = await start_node(nursery)
+    running = RunningNode(local.node, BoundAddresses(udp=(local.udp,) if udp else ()), None)
+    sink = await nursery.start(run_usage_stream, store, settings, running)
+    assert isinstance(sink, StreamSink) and local.node.usage.sink is sink
+    return local, sink
+
+
 def allocation(index: int) -> Allocation:
     five_tuple = FiveTuple(ClientTransport.UDP, ("192.0.2.1", 1000 + index), ("192.0.2.9", 3478))
     relayed = ("198.51.100.1", 20000 + index)
@@ -61,13 +61,10 @@ def allocation(index: int) -> Allocation:
 
 async def test_a_real_allocations_records_reach_the_stream(redis_server: RedisServer) -> None:
     settings = fleet_settings(redis_server)
-    store = RedisStore(settings.fleet, call_timeout=1.0, backoff_max=0.1)  # type: ignore[arg-type]
+    store = new_store(redis_server, backoff_max=0.1)
     async with trio.open_nursery() as nursery, store.opened():
-        local = await start_node(nursery)
+        local, sink = await streaming_node(nursery, store, settings, udp=True)
         local.node.usage.node_id, local.node.usage.region = "n-1", "eu"
-        running = RunningNode(local.node, BoundAddresses(udp=(local.udp,)), None)
-        sink = await nursery.start(run_usage_stream, store, settings, running)
-        assert isinstance(sink, StreamSink) and local.node.usage.sink is sink
         async with udp_client(local.udp) as alice, peer() as far:
             relayed = await alice.allocate()
             await alice.channel_bind(0x4000, far.address)
@@ -78,7 +75,7 @@ async def test_a_real_allocations_records_reach_the_stream(redis_server: RedisSe
             assert await alice.receive_data() == (0x4000, b"back")
             [session] = local.node.sessions()
             assert await alice.refresh(0) == 0
-        await wait_until(lambda: sink.streamed == 2)
+        await eventually(lambda: sink.streamed == 2)
         records = await stream_records(store)
         nursery.cancel_scope.cancel()
     assert [(r.seq, r.final) for r in records] == [(0, False), (1, True)]
@@ -90,16 +87,14 @@ async def test_a_real_allocations_records_reach_the_stream(redis_server: RedisSe
 
 async def test_the_stream_is_bounded(redis_server: RedisServer) -> None:
     settings = fleet_settings(redis_server, stream_max_entries=50)
-    store = RedisStore(settings.fleet, call_timeout=1.0, backoff_max=0.1)  # type: ignore[arg-type]
+    store = new_store(redis_server, backoff_max=0.1)
     async with trio.open_nursery() as nursery, store.opened():
-        local = await start_node(nursery)
-        running = RunningNode(local.node, BoundAddresses(), None)
-        sink = await nursery.start(run_usage_stream, store, settings, running)
+        local, sink = await streaming_node(nursery, store, settings)
         recorder = local.node.usage
         for index in range(1000):
             recorder.opened(allocation(index), RelaySenders(lambda data, to: 0))
             recorder.ended(allocation(index).relayed)
-        await wait_until(lambda: sink.streamed == 1000)
+        await eventually(lambda: sink.streamed == 1000)
         length = await store.call(lambda c: c.xlen(STREAM_KEY))
         nursery.cancel_scope.cancel()
     # MAXLEN ~ trims whole macro nodes (100 entries by default): near the bound, far below 1000.
@@ -111,11 +106,9 @@ async def test_redis_lost_queues_then_logs_then_drains(
 ) -> None:
     caplog.set_level(logging.INFO)
     settings = fleet_settings(redis_server, queue_max_records=30)
-    store = RedisStore(settings.fleet, call_timeout=1.0, backoff_max=0.1)  # type: ignore[arg-type]
+    store = new_store(redis_server, backoff_max=0.1)
     async with trio.open_nursery() as nursery, store.opened():
-        local = await start_node(nursery)
-        running = RunningNode(local.node, BoundAddresses(), None)
-        sink = await nursery.start(run_usage_stream, store, settings, running)
+        local, sink = await streaming_node(nursery, store, settings)
         recorder = local.node.usage
 
         def end(index: int) -> None:
@@ -124,16 +117,16 @@ async def test_redis_lost_queues_then_logs_then_drains(
 
         await store.wait_connected()
         end(0)
-        await wait_until(lambda: sink.streamed == 1)
+        await eventually(lambda: sink.streamed == 1)
         before = await stream_records(store)  # a restarted test Redis starts empty
         redis_server.stop()
         end(1)  # its write fails: the store is lost
-        await wait_until(lambda: not store.connected)
+        await eventually(lambda: not store.connected)
         for index in range(2, 51):  # 50 records in all: 30 queued, 20 to the log
             end(index)
         assert (len(sink.queue), sink.logged_instead) == (30, 20)
         redis_server.start()
-        await wait_until(lambda: not sink.queue)
+        await eventually(lambda: not sink.queue)
         records = await stream_records(store)
         nursery.cancel_scope.cancel()
     logged = [r for r in caplog.records if r.name == "trelay.node.usage"]
@@ -147,7 +140,7 @@ async def test_redis_lost_queues_then_logs_then_drains(
 
 async def test_a_stopping_process_flushes_its_queue(redis_server: RedisServer) -> None:
     settings = fleet_settings(redis_server)
-    store = RedisStore(settings.fleet, call_timeout=1.0, backoff_max=0.1)  # type: ignore[arg-type]
+    store = new_store(redis_server, backoff_max=0.1)
     async with trio.open_nursery() as outer, store.opened():
         await store.wait_connected()
         async with trio.open_nursery() as nursery:

@@ -70,7 +70,7 @@ def create_permission(
     limit = config.permissions_per_allocation
     if limit:
         new = {peer.host for peer in peers} - allocation.permissions.keys()
-        if len(allocation.permissions) + len(new) > limit:
+        if new and len(allocation.permissions) + len(new) > limit:
             return _over_bound(context, request, key, Quota.PERMISSIONS, "Too many permissions")
     until = now + config.permission_lifetime
     for peer in peers:

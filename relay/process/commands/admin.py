@@ -28,8 +28,9 @@ import urllib.request
 from typing import Any, TextIO
 
 from trelay.config.values import SettingsError, format_host_port, parse_host_port
+from trelay.process.commands import outcome
 from trelay.process.commands.admin_client import Parser, add_admin_arguments, admin_request, ask
-from trelay.process.commands.outcome import aligned, write_json
+from trelay.process.commands.outcome import write_json
 from trelay.process.exit_codes import PROG, ExitStatus
 
 COLUMNS = (
@@ -84,15 +85,7 @@ def run_sessions_command(
 def table(sessions: list[dict[str, Any]]) -> str:
     """The sessions as aligned columns (WORKER only when the relay has workers)."""
     columns = [c for c in COLUMNS if c[1] != "worker" or any("worker" in s for s in sessions)]
-    rows = [[title for title, _ in columns]]
-    rows += [[_cell(session.get(field)) for _, field in columns] for session in sessions]
-    return aligned(rows)
-
-
-def _cell(value: object) -> str:
-    if isinstance(value, float):
-        return f"{value:.0f}s"
-    return "-" if value is None else str(value)
+    return outcome.table(columns, sessions, unit="s")
 
 
 def _request(arguments: argparse.Namespace) -> urllib.request.Request:

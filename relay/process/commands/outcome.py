@@ -8,14 +8,16 @@ or to the fleet's Redis (`trelay.process.commands.redis_command`) shares about i
   anything else that went wrong (`CommandFailed`: refused, unreachable, nothing to do)
   is "trelay: <name>: <why>" and status 1;
 - `aligned(rows)`: the commands' tables, a header row then one row per item, in
-  columns two spaces apart;
+  columns two spaces apart; `table` makes them from JSON objects and (title, field)
+  pairs;
 - `write_json(stdout, document)`: what `--json` prints.
 """
 
 from __future__ import annotations
 
 import json
-from typing import TextIO
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, TextIO
 
 from trelay.config.api_keys import ApiKeyError
 from trelay.config.values import SettingsError
@@ -41,6 +43,22 @@ def aligned(rows: list[list[str]]) -> str:
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
              for row in rows]  # fmt: skip
     return "\n".join(lines) + "\n"
+
+
+def table(
+    columns: Sequence[tuple[str, str]], items: Iterable[Mapping[str, Any]], unit: str = ""
+) -> str:
+    """`items` as aligned columns, one (title, field) each: a number with a fraction
+    rounded (and `unit` after it), a missing field "-"."""
+
+    def cell(value: object) -> str:
+        if isinstance(value, float):
+            return f"{value:.0f}{unit}"
+        return "-" if value is None else str(value)
+
+    rows = [[title for title, _ in columns]]
+    rows += [[cell(item.get(field)) for _, field in columns] for item in items]
+    return aligned(rows)
 
 
 def write_json(stdout: TextIO, document: object) -> None:

@@ -21,8 +21,9 @@ import argparse
 import sys
 from typing import Any, TextIO
 
+from trelay.process.commands import outcome
 from trelay.process.commands.admin_client import Parser, add_admin_arguments, admin_request, ask
-from trelay.process.commands.outcome import aligned, write_json
+from trelay.process.commands.outcome import write_json
 from trelay.process.exit_codes import PROG, ExitStatus
 
 TOTALS = (
@@ -83,13 +84,4 @@ def run_usage_command(
 
 def table(by: list[str], groups: list[dict[str, Any]]) -> str:
     """The groups as aligned columns: the grouping fields, then the totals."""
-    columns = [(name.upper(), name) for name in by] + list(TOTALS)
-    rows = [[title for title, _ in columns]]
-    rows += [[_cell(group.get(field)) for _, field in columns] for group in groups]
-    return aligned(rows)
-
-
-def _cell(value: object) -> str:
-    if isinstance(value, float):
-        return f"{value:.0f}"
-    return "-" if value is None else str(value)
+    return outcome.table([(name.upper(), name) for name in by] + list(TOTALS), groups)

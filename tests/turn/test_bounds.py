@@ -10,6 +10,7 @@ before any work per peer.
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import pytest
 
@@ -40,7 +41,7 @@ CONFIG = TurnConfig(
 )  # fmt: skip
 
 
-def _server(**changes: int) -> TurnServer:
+def _server(**changes: Any) -> TurnServer:
     return make_server(dataclasses.replace(CONFIG, **changes))
 
 

@@ -29,7 +29,7 @@ from typing import Any, TextIO
 
 from trelay.config.values import SettingsError, format_host_port, parse_host_port
 from trelay.process.commands import outcome
-from trelay.process.commands.admin_client import Parser, add_admin_arguments, admin_request, ask
+from trelay.process.commands.admin_client import Parser, add_admin_command, admin_request, ask
 from trelay.process.commands.outcome import write_json
 from trelay.process.exit_codes import PROG, ExitStatus
 
@@ -43,13 +43,13 @@ COLUMNS = (
 
 def add_sessions_command(subparsers: argparse._SubParsersAction[Parser]) -> None:
     """Add `sessions` to the `command` subparsers of `trelay`."""
-    sessions = subparsers.add_parser(
+    sessions = add_admin_command(
+        subparsers,
         "sessions",
-        help="list or end a running relay's sessions (its operator port's admin routes)",
-        description="List the live allocations of a running relay, or end an identity's "
+        "list or end a running relay's sessions (its operator port's admin routes)",
+        "List the live allocations of a running relay, or end an identity's "
         "(or one relayed address's), through its operator HTTP port and admin token.",
     )
-    add_admin_arguments(sessions)
     sessions.add_argument("--identity", metavar="ID", help="only this identity's sessions")
     sessions.add_argument(
         "--relayed", metavar="HOST:PORT", help="with --end: the session relaying there"
@@ -107,14 +107,14 @@ def _request(arguments: argparse.Namespace) -> urllib.request.Request:
 
 def add_reload_command(subparsers: argparse._SubParsersAction[Parser]) -> None:
     """Add `reload` to the `command` subparsers of `trelay`."""
-    reload = subparsers.add_parser(
+    add_admin_command(
+        subparsers,
         "reload",
-        help="reload a running relay's settings file (as SIGHUP; its operator port's admin route)",
-        description="Re-read the settings file of a running relay and apply what can change "
+        "reload a running relay's settings file (as SIGHUP; its operator port's admin route)",
+        "Re-read the settings file of a running relay and apply what can change "
         "without a restart, through its operator HTTP port and admin token. Under systemd, "
         "`systemctl reload trelay` does the same with a signal.",
     )
-    add_admin_arguments(reload)
 
 
 def run_reload_command(

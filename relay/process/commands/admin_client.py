@@ -5,7 +5,8 @@ fleet nodes` (`trelay.process.commands.fleet`) and `trelay usage`
 (`trelay.process.commands.usage`) have in common, written with the standard library only
 (urllib):
 
-- `add_admin_arguments`: `--http HOST:PORT` (the operator port), `--token-file FILE`
+- `add_admin_command`: a subcommand taking what every admin command takes
+  (`add_admin_arguments`): `--http HOST:PORT` (the operator port), `--token-file FILE`
   (the admin token, `trelay.config.admin_token`) and `--json`;
 - `admin_request`: `METHOD path?query` on that port with `Authorization: Bearer`;
 - `ask`: sends it (bounded by `TIMEOUT`) and returns the route's JSON object, or writes
@@ -35,6 +36,15 @@ from trelay.process.commands.outcome import CommandFailed, fail
 TIMEOUT = 10.0
 # Generic so that `trelay.process.cli`'s own ArgumentParser subclass (its error handling) is kept.
 Parser = TypeVar("Parser", bound=argparse.ArgumentParser)
+
+
+def add_admin_command(
+    subparsers: argparse._SubParsersAction[Parser], name: str, summary: str, description: str
+) -> Parser:
+    """Add `name` (its `help` the summary) with the admin flags; the new parser."""
+    parser = subparsers.add_parser(name, help=summary, description=description)
+    add_admin_arguments(parser)
+    return parser
 
 
 def add_admin_arguments(parser: argparse.ArgumentParser) -> None:

@@ -39,7 +39,7 @@ from trelay.config.api_keys import ApiKeyError
 from trelay.config.values import SettingsError
 from trelay.fleet.api_keys import add_key, check_account, read_stored, remove_key
 from trelay.fleet.store import RedisStore
-from trelay.process.commands.admin_client import Parser, add_admin_arguments, admin_request, ask
+from trelay.process.commands.admin_client import Parser, add_admin_command, admin_request, ask
 from trelay.process.commands.outcome import CommandFailed, aligned, fail, write_json
 from trelay.process.commands.redis_command import add_redis_arguments, run_on_redis
 from trelay.process.exit_codes import PROG, ExitStatus
@@ -55,12 +55,12 @@ def add_fleet_command(
         "fleet", help="the fleet: its live nodes, its API keys", description="The fleet (Redis)."
     )
     actions = fleet.add_subparsers(dest="fleet_command", metavar="action", required=True)
-    nodes = actions.add_parser(
+    add_admin_command(
+        actions,
         "nodes",
-        help="list the fleet's live nodes (through a node's operator port)",
-        description="The live nodes as a running node's registry listing shows them.",
+        "list the fleet's live nodes (through a node's operator port)",
+        "The live nodes as a running node's registry listing shows them.",
     )
-    add_admin_arguments(nodes)
     api_key = actions.add_parser(
         "api-key", help="API keys every API node accepts (in Redis)", description="Fleet API keys."
     )

@@ -22,7 +22,7 @@ import sys
 from typing import Any, TextIO
 
 from trelay.process.commands import outcome
-from trelay.process.commands.admin_client import Parser, add_admin_arguments, admin_request, ask
+from trelay.process.commands.admin_client import Parser, add_admin_command, admin_request, ask
 from trelay.process.commands.outcome import write_json
 from trelay.process.exit_codes import PROG, ExitStatus
 
@@ -36,15 +36,15 @@ TOTALS = (
 
 def add_usage_command(subparsers: argparse._SubParsersAction[Parser]) -> None:
     """Add `usage` to the `command` subparsers of `trelay`."""
-    usage = subparsers.add_parser(
+    usage = add_admin_command(
+        subparsers,
         "usage",
-        help="sum the fleet's usage records by identity over a time window",
-        description="Sum the usage records of the fleet's nodes (bytes and datagrams each "
+        "sum the fleet's usage records by identity over a time window",
+        "Sum the usage records of the fleet's nodes (bytes and datagrams each "
         "way, allocation-seconds) by identity, and optionally node, region and transport, "
         "over a window of when they were written, through a relay's operator HTTP port "
         "and admin token.",
     )
-    add_admin_arguments(usage)
     usage.add_argument("--identity", metavar="ID", help="only this identity's records")
     usage.add_argument("--since", metavar="T", help="from T (Unix seconds or ISO 8601)")
     usage.add_argument("--until", metavar="T", help="until T, excluded (default: now)")

@@ -30,9 +30,14 @@ TOML file, so an error's key is the dotted path a user would edit:
     allow_loopback_peers = false   # tests only
     allow_peers = ["203.0.113.0/24"]
     deny_peers = ["198.51.100.7/32"]
-    [quotas]
-    user = 0                       # allocations per user; 0 = unlimited
-    total = 0
+    [quotas]                       # 0 = unlimited for each (`trelay.turn.config`)
+    user = 0                       # allocations per user (486)
+    total = 0                      # allocations in all (508)
+    permissions_per_allocation = 128  # peer IPs one allocation may permit (508)
+    channels_per_allocation = 128  # channels one allocation may bind (508)
+    peers_per_request = 32         # XOR-PEER-ADDRESSes in one CreatePermission (508)
+    allocations_per_source = 1000  # allocations from one IPv4 address or IPv6 /64 (486)
+    pending_per_source = 64        # Allocates from one source still binding a port (508)
     [lifetimes]
     default = 600                  # allocation lifetime (RFC 8656 §7.2)
     max = 3600
@@ -201,6 +206,12 @@ class RelaySettings:
     deny_peers: tuple[str, ...] = ()
     user_quota: int = 0
     total_quota: int = 0
+    # Bounds on what one client can make the relay keep (issue 15); 0 = unlimited.
+    permissions_per_allocation: int = 128
+    channels_per_allocation: int = 128
+    peers_per_request: int = 32
+    allocations_per_source: int = 1000
+    pending_per_source: int = 64
     default_lifetime: int = 600
     max_lifetime: int = 3600
 
@@ -341,12 +352,28 @@ def _read_relay(relay: Table, quotas: Table, lifetimes: Table) -> RelaySettings:
         deny_peers=read_networks(relay, "deny_peers"),
         user_quota=read_count(quotas, "user", 0),
         total_quota=read_count(quotas, "total", 0),
+        permissions_per_allocation=read_count(quotas, "permissions_per_allocation", 128),
+        channels_per_allocation=read_count(quotas, "channels_per_allocation", 128),
+        peers_per_request=read_count(quotas, "peers_per_request", 32),
+        allocations_per_source=read_count(quotas, "allocations_per_source", 1000),
+        pending_per_source=read_count(quotas, "pending_per_source", 64),
         default_lifetime=read_count(lifetimes, "default", 600),
         max_lifetime=read_count(lifetimes, "max", 3600),
     )
     if not 0 < settings.default_lifetime <= settings.max_lifetime:
         raise SettingsError(lifetimes.key("default"), "must be > 0 and <= lifetimes.max")
+    _check_bounds(quotas, settings)
     return settings
+
+
+def _check_bounds(quotas: Table, relay: RelaySettings) -> None:
+    peers, permissions = relay.peers_per_request, relay.permissions_per_allocation
+    if permissions and peers > permissions:
+        # A CreatePermission with more peers than an allocation may hold always fails.
+        raise SettingsError(
+            quotas.key("peers_per_request"),
+            f"must be <= quotas.permissions_per_allocation ({permissions})",
+        )
 
 
 def _check_relay_addresses(relay: RelaySettings) -> None:

@@ -41,6 +41,11 @@ def turn_config(settings: Settings) -> TurnConfig:
         max_lifetime=relay.max_lifetime,
         user_quota=relay.user_quota,
         total_quota=relay.total_quota,
+        permissions_per_allocation=relay.permissions_per_allocation,
+        channels_per_allocation=relay.channels_per_allocation,
+        peers_per_request=relay.peers_per_request,
+        allocations_per_source=relay.allocations_per_source,
+        pending_per_source=relay.pending_per_source,
         strict_expiry=settings.auth.strict_expiry,
         dont_fragment=DONT_FRAGMENT_SUPPORTED,
     )

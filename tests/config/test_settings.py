@@ -278,3 +278,41 @@ def test_a_dual_stack_relay_behind_a_nat(tmp_path: Path) -> None:
     assert (config.relay_host, config.external_host, config.relay_host_v6) == (
         "10.1.2.3", "198.51.100.9", None,
     )  # fmt: skip
+
+
+def test_quota_bounds_reach_the_core(tmp_path: Path) -> None:
+    """[quotas] bounds of issue 15: defaults, values, 0 for unlimited, into TurnConfig."""
+    defaults = turn_config(load_settings(write(tmp_path, "")))
+    assert (
+        defaults.permissions_per_allocation, defaults.channels_per_allocation,
+        defaults.peers_per_request, defaults.allocations_per_source,
+        defaults.pending_per_source,
+    ) == (128, 128, 32, 1000, 64)  # fmt: skip
+    toml = (
+        "[quotas]\npermissions_per_allocation = 10\nchannels_per_allocation = 0\n"
+        "peers_per_request = 5\nallocations_per_source = 20\npending_per_source = 3\n"
+    )
+    config = turn_config(load_settings(write(tmp_path, toml)))
+    assert (
+        config.permissions_per_allocation, config.channels_per_allocation,
+        config.peers_per_request, config.allocations_per_source, config.pending_per_source,
+    ) == (10, 0, 5, 20, 3)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("toml", "key"),
+    [
+        ("[quotas]\npermissions_per_allocation = -1\n", "quotas.permissions_per_allocation"),
+        ('[quotas]\nchannels_per_allocation = "many"\n', "quotas.channels_per_allocation"),
+        ("[quotas]\npeers_per_request = 1.5\n", "quotas.peers_per_request"),
+        ("[quotas]\nallocations_per_source = true\n", "quotas.allocations_per_source"),
+        ("[quotas]\npending_per_source = -3\n", "quotas.pending_per_source"),
+        ("[quotas]\npermissions_per_allocation = 8\npeers_per_request = 9\n",
+         "quotas.peers_per_request"),
+        ("[quotas]\npeers_per_source = 9\n", "quotas.peers_per_source"),
+    ],
+)  # fmt: skip
+def test_quota_bounds_refused_naming_the_key(tmp_path: Path, toml: str, key: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings(write(tmp_path, toml))
+    assert caught.value.key == key

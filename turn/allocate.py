@@ -138,6 +138,7 @@ def allocate(
     lifetime = context.config.allocate_lifetime(
         None if lifetime_attr is None else lifetime_attr.value
     )
+    lifetime = auth.capped(lifetime)  # no longer than the credential lives (issue 15)
     table.hold(five_tuple, PendingAllocate(request, auth, lifetime, family, port))
     return [OpenRelay(five_tuple, pending_host(context.config, family), port)]
 

@@ -16,6 +16,12 @@ answer. The order of checks follows §9.2.4:
    and NONCE, signed (the request did authenticate); an Allocate matching only a
    retired credential (a user a reload removed or re-keyed,
    `trelay.turn.credential_sources.RetiredUsers`): 401 as for unknown credentials;
+   a credential that expires (a TURN REST username, an RFC 7635 token) further than
+   `max_credential_lifetime` from now: 401 "Credential lifetime too long", signed (a
+   username expiring at 4294967295, or "9"x400 read as infinity, is not a credential
+   anyone minted on purpose, and it would outlive every secret rotation); a credential
+   past its expiry: 401 "Credentials expired", signed, for every method alike with
+   `strict_expiry` (the default), for Allocate only without it;
 7. otherwise the request is authenticated; every response to it is signed with its key,
    with MESSAGE-INTEGRITY-SHA256 if the request used it (§9.2.4; `Sha256Key`).
 
@@ -32,8 +38,9 @@ THIRD-PARTY-AUTHORIZATION; a request with ACCESS-TOKEN is checked against the ke
 (USERNAME = kid) and its token's mac_key is the only candidate key.
 
 design §5: 401 and 438 always carry REALM and NONCE (Chrome ignores a 438 without
-REALM). Credential expiry (TURN REST usernames, token lifetimes) is also the caller's
-decision, since it applies to Allocate and Refresh only.
+REALM). An accepted credential with an expiry says how long it has left
+(`Authenticated.capped`): the allocation it makes or refreshes lives no longer
+(issue 15: a credential expiring in 5 s got a 3600 s allocation).
 
 Every `Rejected` says which check failed (`AuthFailure`), so that counters never read
 the reason text.
@@ -73,6 +80,9 @@ OFFERED_ALGORITHMS = PasswordAlgorithms(
 )
 SECURITY_FEATURES = SecurityFeature.PASSWORD_ALGORITHMS | SecurityFeature.USERNAME_ANONYMITY
 _REVOCABLE = frozenset((Method.ALLOCATE, Method.REFRESH))
+# A day, and an hour for the clocks of the machines that mint credentials; the token
+# API mints for at most a day (`trelay.credentials.token_api`).
+DEFAULT_MAX_CREDENTIAL_LIFETIME = 90000.0
 
 # (identity, unix_now) -> True if the identity may not allocate or refresh now.
 RevocationCheck = Callable[[str, float], bool]
@@ -82,6 +92,15 @@ RevocationCheck = Callable[[str, float], bool]
 class Authenticated:
     username: str
     credential: Credential
+    # Seconds until the credential expires, where its expiry binds this request.
+    seconds_left: float | None = None
+
+    def capped(self, lifetime: int) -> int:
+        """`lifetime` (seconds), no longer than the credential has left (at least 1);
+        0 (a Refresh that deletes) stays 0."""
+        if self.seconds_left is None or lifetime == 0:
+            return lifetime
+        return max(1, min(lifetime, int(self.seconds_left)))
 
 
 class AuthFailure(Enum):
@@ -91,8 +110,9 @@ class AuthFailure(Enum):
     BAD_REQUEST = "bad_request"  # integrity without USERNAME, REALM or NONCE (400, steps 2, 4)
     STALE_NONCE = "stale_nonce"  # 438 (step 3)
     WRONG_CREDENTIALS = "wrong_credentials"  # unknown user, wrong key or realm (401, step 5)
-    EXPIRED = "expired"  # a TURN REST credential past its expiry (the server's, Allocate, Refresh)
+    EXPIRED = "expired"  # a credential past its expiry (step 6)
     REVOKED = "revoked"  # a credential the source withdrew (step 6)
+    TOO_LONG = "lifetime_too_long"  # expires beyond max_credential_lifetime (step 6)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +143,10 @@ class LongTermAuthenticator:
     (`use_revocation_check`) and the credential sources (`use_credentials`, a reload).
     """
 
-    __slots__ = ("_credentials", "_features", "_is_revoked", "_nonces", "_realm", "_third_party")
+    __slots__ = (
+        "_credentials", "_features", "_is_revoked", "_max_lifetime", "_nonces", "_realm",
+        "_third_party",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -134,7 +157,11 @@ class LongTermAuthenticator:
         security_features: bool = True,
         third_party: ThirdPartyAuthorizer | None = None,
         is_revoked: RevocationCheck | None = None,
+        max_credential_lifetime: float = DEFAULT_MAX_CREDENTIAL_LIFETIME,
     ) -> None:
+        if not max_credential_lifetime > 0:
+            raise ValueError("max_credential_lifetime must be positive")
+        self._max_lifetime = max_credential_lifetime
         self._realm = realm
         self._credentials = credentials
         self._nonces = nonces
@@ -163,6 +190,10 @@ class LongTermAuthenticator:
         return self._third_party
 
     @property
+    def max_credential_lifetime(self) -> float:
+        return self._max_lifetime
+
+    @property
     def is_revoked(self) -> RevocationCheck | None:
         return self._is_revoked
 
@@ -185,12 +216,18 @@ class LongTermAuthenticator:
         return attributes
 
     def check(
-        self, request: Message, raw: bytes, client: Address, unix_now: float
+        self,
+        request: Message,
+        raw: bytes,
+        client: Address,
+        unix_now: float,
+        *,
+        strict_expiry: bool = True,
     ) -> Authenticated | Rejected:
+        """Step by step as the module docstring says. `strict_expiry`: an expired
+        credential is refused for every method (else for Allocate only)."""
         if request.get(MessageIntegrity) is None and request.get(MessageIntegritySha256) is None:
-            return Rejected(
-                AuthFailure.MISSING, ErrorCode.UNAUTHORIZED, "Authentication required", True
-            )
+            return Rejected(AuthFailure.MISSING, ErrorCode.UNAUTHORIZED, "Unauthorized", True)
         username = request.get(Username)
         hashed = request.get(UserHash)
         realm = request.get(Realm)
@@ -230,7 +267,27 @@ class LongTermAuthenticator:
                 AuthFailure.REVOKED, ErrorCode.UNAUTHORIZED, "Credentials revoked", True,
                 key=matched.key,
             )  # fmt: skip
-        return Authenticated(name, matched)
+        return self._within_lifetime(request, name, matched, unix_now, strict_expiry)
+
+    def _within_lifetime(
+        self, request: Message, name: str, credential: Credential, unix_now: float, strict: bool
+    ) -> Authenticated | Rejected:
+        expires_at = credential.expires_at
+        if expires_at is None:
+            return Authenticated(name, credential)
+        if not expires_at <= unix_now + self._max_lifetime:  # NaN and infinity too
+            return Rejected(
+                AuthFailure.TOO_LONG, ErrorCode.UNAUTHORIZED, "Credential lifetime too long",
+                True, key=credential.key,
+            )  # fmt: skip
+        if not strict and request.method != Method.ALLOCATE:
+            return Authenticated(name, credential)  # lenient: only Allocate minds expiry
+        if expires_at <= unix_now:
+            return Rejected(
+                AuthFailure.EXPIRED, ErrorCode.UNAUTHORIZED, "Credentials expired", True,
+                key=credential.key,
+            )  # fmt: skip
+        return Authenticated(name, credential, expires_at - unix_now)
 
     def _unhash(self, hashed: UserHash | None) -> str | None:
         return None if hashed is None else self.credentials.username_for_hash(hashed.value)

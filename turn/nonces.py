@@ -1,28 +1,44 @@
 """Stateless nonces: HMAC-stamped with an expiry and bound to the client's address.
 
 Owns the NONCE values of the long-term credential mechanism (RFC 8489 §9.2). A nonce is
-`[cookie]<expiry, 8 hex digits><tag, 22 base64url chars>` where the tag is HMAC-SHA256
-over the cookie, the expiry and the client's transport address, keyed by a server
-secret. Any process that holds the secret checks a nonce without shared state; a nonce
-replayed from another address, a forged one or an expired one is stale (438).
+`[cookie]<15 base64url characters>`: the 4-byte expiry (Unix seconds, big-endian) and a
+7-byte tag, the first bytes of HMAC-SHA256 over the cookie, the expiry and the client's
+transport address, keyed by a server secret. Any process that holds the secret checks
+a nonce without shared state; a nonce replayed from another address, a forged one or an
+expired one is stale (438). The tag only proves that we minted the nonce for that
+address (authentication is the request's MESSAGE-INTEGRITY): 56 bits make a forgery a
+2^56-requests affair, and keep the nonce short, since it rides in the 401 that anybody
+can make us send to a forged source (issue 15: 28 characters with the cookie, so the
+401 to a 28-byte Allocate stays within coturn's 100 bytes).
 
 The optional cookie is RFC 8489 §9.2's "nonce cookie" ("obMatJos2" + the 24 security
 feature bits, `trelay.stun.nonce_cookie`). It is covered by the tag, so the feature bits a
 client echoes are the ones we sent: an attacker who strips or alters them in the
 (unauthenticated) 401 makes the nonce stale, which is the bid-down protection of §9.2.1.
-A nonce without a cookie is exactly the pre-RFC 8489 format (legacy clients, and nonces
-minted by older workers stay valid).
+
+Retirement (`retire`, for `TurnServer` to call when an allocation ends; not wired yet:
+the core's test drivers must first re-challenge on 438): the nonces minted for the
+client's address until then turn stale, so that a captured Allocate replayed from that address
+after a delete is answered 438, not with a new allocation (issue 15; RFC 8489 §9.2 leaves
+a nonce's validity to the server, and clients re-challenge on 438 with the fresh NONCE
+it carries: aioice, Chromium, coturn's tools). A client's own next Allocate costs one
+438 round trip. Nonces minted for the address afterwards expire at the threshold or
+later (up to a second beyond their lifetime), so the fresh NONCE of that 438 is good.
+The table holds one entry per address whose allocation ended within a
+nonce lifetime, at most `MAX_RETIRED` (the oldest go first: their replay window
+reopens, nothing else changes).
 
 Expiry is wall-clock Unix seconds (workers and restarts agree on it), passed in by the
-caller. The alphabet (hex, base64 and base64url) is safe inside RFC 8489's quoted-string
-NONCE.
+caller. The alphabet (base64url) is safe inside RFC 8489's quoted-string NONCE.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import hmac
+from collections import OrderedDict
 
 from trelay.stun.nonce_cookie import (
     NONCE_COOKIE_LENGTH,
@@ -32,24 +48,29 @@ from trelay.stun.nonce_cookie import (
 )
 from trelay.turn.addressing import Address
 
-_BODY_LENGTH = 30  # 8 hex digits of expiry + 22 base64url characters of tag
+_TAG_BYTES = 7
+_BODY_LENGTH = 15  # base64url of 4 bytes of expiry and 7 of tag, unpadded
+MAX_RETIRED = 65536  # addresses whose nonces were retired within a nonce lifetime
 
 
 class NonceStamper:
     """Mints and checks nonces; `lifetime` seconds after minting they turn stale."""
 
-    __slots__ = ("_key", "lifetime")
+    __slots__ = ("_key", "_retired", "lifetime")
 
     def __init__(self, key: bytes, lifetime: float = 3600.0) -> None:
         if len(key) < 16:
             raise ValueError("nonce key must be at least 16 bytes")
         self._key = key
         self.lifetime = lifetime
+        # client address -> nonces of that address expiring before this are stale.
+        self._retired: OrderedDict[Address, int] = OrderedDict()
 
-    def _tag(self, cookie: str, expiry_hex: str, client: Address) -> str:
-        message = f"{cookie}{expiry_hex}|{client[0]}|{client[1]}".encode()
-        digest = hmac.digest(self._key, message, hashlib.sha256)[:16]
-        return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+    def _body(self, cookie: str, expiry: int, client: Address) -> str:
+        stamp = expiry.to_bytes(4, "big")
+        message = cookie.encode() + stamp + f"|{client[0]}|{client[1]}".encode()
+        tag = hmac.digest(self._key, message, hashlib.sha256)[:_TAG_BYTES]
+        return base64.urlsafe_b64encode(stamp + tag).rstrip(b"=").decode("ascii")
 
     def mint(
         self,
@@ -59,8 +80,9 @@ class NonceStamper:
     ) -> str:
         """A nonce for `client`; with `features`, it starts with the nonce cookie."""
         cookie = make_nonce_cookie(features) if features else ""
-        expiry_hex = f"{int(unix_now + self.lifetime) & 0xFFFFFFFF:08x}"
-        return cookie + expiry_hex + self._tag(cookie, expiry_hex, client)
+        # After a retirement the address's new nonces expire at the threshold or later.
+        expiry = max(int(unix_now + self.lifetime), self._retired.get(client, 0))
+        return cookie + self._body(cookie, expiry & 0xFFFFFFFF, client)
 
     def is_valid(self, nonce: str, client: Address, unix_now: float) -> bool:
         """True if we minted `nonce` for `client` and it has not expired."""
@@ -80,11 +102,32 @@ class NonceStamper:
         elif len(nonce) != _BODY_LENGTH:
             return None
         body = nonce[len(cookie) :]
-        expiry_hex, tag = body[:8], body[8:]
         try:
-            expiry = int(expiry_hex, 16)
-        except ValueError:
+            raw = base64.urlsafe_b64decode(body + "=")
+        except (binascii.Error, ValueError):
             return None
-        if expiry < unix_now or not hmac.compare_digest(tag, self._tag(cookie, expiry_hex, client)):
+        expiry = int.from_bytes(raw[:4], "big")
+        if expiry < unix_now or expiry < self._retired.get(client, 0):
+            return None
+        if not hmac.compare_digest(body, self._body(cookie, expiry, client)):
             return None
         return features
+
+    def retire(self, client: Address, unix_now: float) -> None:
+        """Make stale every nonce minted for `client` before now (its allocation ended)."""
+        retired = self._retired
+        # + 1: a nonce minted earlier in this very second is stale too (`mint` stamps
+        # the address's next nonces with this threshold at least).
+        retired[client] = int(unix_now + self.lifetime) + 1
+        retired.move_to_end(client)
+        # Entries whose nonces have all expired anyway go; then the oldest beyond the bound.
+        while retired:
+            first, threshold = next(iter(retired.items()))
+            if threshold > unix_now and len(retired) <= MAX_RETIRED:
+                break
+            del retired[first]
+
+    @property
+    def retired_count(self) -> int:
+        """Addresses whose older nonces are stale now (bounded by `MAX_RETIRED`)."""
+        return len(self._retired)

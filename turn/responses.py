@@ -7,6 +7,14 @@ until it times out), with MESSAGE-INTEGRITY-SHA256 instead of MESSAGE-INTEGRITY 
 the request used it (RFC 8489 §9.2.4: the key is then a `Sha256Key`); ERROR-CODE
 carries the RFC's reason phrase unless a more precise one is given.
 
+Answers to requests that did not authenticate (`unauthenticated`: the 401, 438 and 400
+of RFC 8489 §9.2.4) carry only ERROR-CODE and what §9.2.4 asks for (REALM and NONCE,
+PASSWORD-ALGORITHMS when the nonce cookie offers it, THIRD-PARTY-AUTHORIZATION when
+configured): no SOFTWARE, and FINGERPRINT only when the request carried one (a client
+that multiplexes STUN with other traffic fingerprints its own requests, RFC 8489 §7).
+Anybody can send such a request from a forged source, so its answer is kept small
+(issue 15: the reflection factor stays within coturn's; tests/turn/test_amplification.py).
+
 Each response is a `Reply`: the bytes to send and what was decided (the request's
 method, the response code), so that counting responses never decodes them again.
 """
@@ -15,11 +23,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from trelay.stun.attributes import Attribute, Software
+from trelay.stun.attributes import Attribute, Fingerprint, Software
 from trelay.stun.codes import ErrorCode, MessageClass
 from trelay.stun.error_attributes import ErrorCodeAttribute
 from trelay.stun.integrity import encode_signed
-from trelay.stun.message import Message
+from trelay.stun.message import Message, encode_message
 from trelay.turn.credential_sources import Sha256Key
 
 SUCCESS_CODE = 200  # the `Reply.code` of a success response
@@ -61,3 +69,21 @@ def error(
     attributes = (ErrorCodeAttribute(code, reason or code.reason), *extra, software)
     response = Message(request.method, MessageClass.ERROR, request.transaction_id, attributes)
     return Reply(_signed(response, key), request.method, int(code))
+
+
+def unauthenticated(
+    request: Message, code: ErrorCode, reason: str, attributes: tuple[Attribute, ...]
+) -> Reply:
+    """An error to a request that did not authenticate: unsigned, no SOFTWARE, FINGERPRINT
+    only if the request had one (module docstring)."""
+    response = Message(
+        request.method,
+        MessageClass.ERROR,
+        request.transaction_id,
+        (ErrorCodeAttribute(code, reason), *attributes),
+    )
+    if request.get(Fingerprint) is not None:
+        data = encode_signed(response, None)
+    else:
+        data = encode_message(response)
+    return Reply(data, request.method, int(code))

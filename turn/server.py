@@ -68,7 +68,7 @@ from trelay.turn.addressing import Address, ClientTransport, FiveTuple, is_ipv6
 from trelay.turn.allocation import Allocation
 from trelay.turn.allocation_table import AllocationTable
 from trelay.turn.allocation_view import AllocationView, view_of
-from trelay.turn.auth import Authenticated, AuthFailure, LongTermAuthenticator, Rejected
+from trelay.turn.auth import Authenticated, LongTermAuthenticator, Rejected
 from trelay.turn.binding import answer_binding
 from trelay.turn.config import TurnConfig
 from trelay.turn.credential_sources import StaticUsers
@@ -293,7 +293,8 @@ class TurnServer:
     ) -> list[Action]:
         client = five_tuple.client
         unix_now = self.wall_clock()
-        result = self._auth.check(request, raw, client, unix_now)
+        strict = self.config.strict_expiry
+        result = self._auth.check(request, raw, client, unix_now, strict_expiry=strict)
         if isinstance(result, Rejected):
             # An unauthenticated request is the one kind anybody can send for free.
             if result.anonymous and not self.rate_limiter.allow(client[0], now):
@@ -301,9 +302,13 @@ class TurnServer:
                 return []
             self.stats.auth_failures[result.failure] += 1
             extra = self._auth.challenge(client, unix_now) if result.challenge else ()
-            reply = responses.error(
-                request, result.code, self._software, result.key, reason=result.reason, extra=extra
-            )
+            if result.key is None:  # not authenticated: the smallest answer (issue 15)
+                reply = responses.unauthenticated(request, result.code, result.reason, extra)
+            else:
+                reply = responses.error(
+                    request, result.code, self._software, result.key, reason=result.reason,
+                    extra=extra,
+                )  # fmt: skip
             return self._send(five_tuple, reply)
         key = result.credential.key
         unknown = request.unknown_comprehension_required()
@@ -389,15 +394,11 @@ class TurnServer:
                 request, ErrorCode.PEER_ADDRESS_FAMILY_MISMATCH, self._software, key
             )
             return self._reply(request, five_tuple, now, reply)
-        if self.config.strict_expiry and self._credential_expired(auth):
-            self.stats.auth_failures[AuthFailure.EXPIRED] += 1
-            reply = responses.error(
-                request, ErrorCode.UNAUTHORIZED, self._software, key,
-                reason="Credentials expired", extra=self._expiry_challenge(five_tuple),
-            )  # fmt: skip
-            return self._reply(request, five_tuple, now, reply)
+        # An expired credential was refused by the authenticator (strict_expiry); a live
+        # one refreshes no further than its expiry.
         requested = request.get(Lifetime)
         lifetime = self.config.refresh_lifetime(None if requested is None else requested.value)
+        lifetime = auth.capped(lifetime)
         actions: list[Action] = []
         if lifetime == 0:
             actions = self._end(allocation, EndReason.DELETED)

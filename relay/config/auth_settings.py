@@ -2,7 +2,9 @@
 
 Owns `AuthSettings` and how it is read from the file (`read_auth`) and the flags
 (`auth_flags`): the realm, static users, TURN REST secrets inline and in a watched file,
-strict expiry, the revocations file (which may not exist yet: the token API creates it)
+strict expiry, the longest credential lifetime accepted (`max_credential_lifetime`,
+seconds, an integer >= 1: a TURN REST username or RFC 7635 token expiring further out
+is refused 401, issue 15), the revocations file (which may not exist yet: the token API creates it)
 and `[auth.third_party]` (RFC 7635, `trelay.config.api_settings`). Secrets never appear in `repr`.
 """
 
@@ -21,11 +23,14 @@ from trelay.config.values import (
     check_file,
     check_text,
     read_bool,
+    read_count,
     read_path,
     read_text,
 )
 
 DEFAULT_REALM = "trelay.local"
+# A day and an hour of clock margin (`trelay.turn.auth.DEFAULT_MAX_CREDENTIAL_LIFETIME`).
+DEFAULT_MAX_CREDENTIAL_LIFETIME = 90000
 
 
 def generate_dev_secret() -> str:
@@ -44,6 +49,7 @@ class AuthSettings:
     # What `secrets_file` held when the settings were loaded (the node re-reads it).
     file_secrets: tuple[str, ...] = field(default=(), repr=False)
     strict_expiry: bool = True
+    max_credential_lifetime: int = DEFAULT_MAX_CREDENTIAL_LIFETIME
     # Identities refused new allocations and refreshes (`trelay.config.revocations`); the file
     # may not exist yet (the token API creates it on the first revocation).
     revocations_file: Path | None = None
@@ -86,11 +92,19 @@ def read_auth(table: Table, base: Path) -> AuthSettings:
         secrets_file=secrets_file,
         file_secrets=load_secrets_file(table.key("secrets_file"), secrets_file),
         strict_expiry=read_bool(table, "strict_expiry", True),
+        max_credential_lifetime=_read_lifetime(table),
         revocations_file=None
         if revocations is None
         else revocations_path(table.key("revocations_file"), revocations, base),
         third_party=third_party,
     )
+
+
+def _read_lifetime(table: Table) -> int:
+    seconds = read_count(table, "max_credential_lifetime", DEFAULT_MAX_CREDENTIAL_LIFETIME)
+    if seconds < 1:
+        raise SettingsError(table.key("max_credential_lifetime"), "expected seconds >= 1")
+    return seconds
 
 
 def revocations_path(key: str, value: object, base: Path) -> Path:

@@ -86,6 +86,7 @@ def build_turn_server(
         NonceStamper(_nonce_key(auth.shared_secrets, nonce_key)),
         third_party=third_party,
         is_revoked=is_revoked,
+        max_credential_lifetime=auth.max_credential_lifetime,
     )
     return TurnServer(turn_config(settings), authenticator, policy, wall_clock=time.time)
 

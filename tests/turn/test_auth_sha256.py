@@ -73,7 +73,7 @@ def test_features_can_be_switched_off() -> None:
     server = make_server(security_features=False)
     client = Client(server)
     client.authenticate()
-    assert client.nonce is not None and len(client.nonce) == 30
+    assert client.nonce is not None and len(client.nonce) == 15
     assert parse_nonce_cookie(client.nonce) is None
     assert_success(client, client.allocate())
     # USERHASH needs a nonce that offered "Username anonymity": 400 without it.

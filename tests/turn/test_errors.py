@@ -219,7 +219,7 @@ def test_401_expired_rest_credential_at_refresh_with_strict_expiry() -> None:
     clock.unix += 100
     c.now = 100
     assert_error(c, c.refresh(), 401, signed=True)
-    assert c.server.allocations[c.five_tuple].expires_at == 600  # not extended
+    assert c.server.allocations[c.five_tuple].expires_at == 100  # capped at the expiry
 
 
 def test_expired_rest_credential_refreshes_without_strict_expiry() -> None:

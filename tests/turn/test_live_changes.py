@@ -249,7 +249,7 @@ def test_an_unchanged_user_and_new_users_are_served_as_usual() -> None:
 def test_rest_credentials_are_not_touched_by_a_change_of_users() -> None:
     server = make_server()
     rest = Client(server)
-    rest.use_rest("app-user", expiry=1_800_000_000)
+    rest.use_rest("app-user", expiry=1_700_003_600)
     server.use_users(StaticUsers({}, REALM))
     assert_success(rest, rest.allocate())
 

@@ -49,6 +49,7 @@ from trelay.turn.actions import (
 )
 from trelay.turn.addressing import Address, ClientTransport, FiveTuple
 from trelay.turn.config import TurnConfig
+from trelay.turn.credential_sources import parse_rest_username
 from trelay.turn.policy import PeerPolicy
 
 BASE = 1_700_000_000.0
@@ -278,7 +279,10 @@ class TurnCoreMachine(RuleBasedStateMachine):
         reply = self.exchange(client, Method.REFRESH, *extra)
         assert reply is not None
         if state is None:
-            assert _code(reply) == 437
+            # After a credential's expiry every method gets its 401 (issue 15).
+            rest = parse_rest_username(client.username)
+            expired = rest is not None and rest[1] <= self.clock.unix
+            assert _code(reply) == (401 if expired else 437)
         elif _code(reply) is None:
             alive = self.server.allocations.get(client.five_tuple) is state
             assert alive == (lifetime != 0)

@@ -9,6 +9,7 @@ Owns one section of the settings tree (`trelay.config.settings` composes it):
     redis_sentinels = ["10.0.0.1:26379", "10.0.0.2:26379", "10.0.0.3:26379"]
     redis_sentinel_service = "trelay"  # the master name the sentinels monitor
     redis_tls = true               # TLS to the sentinels and the primary (rediss:// for a URL)
+    redis_tls_ca_file = "redis-ca.pem"  # trust these too (a URL: ?ssl_ca_certs=...)
     redis_database = 0             # the URL's /0
     redis_sentinel_password_file = "sentinel.password"  # the sentinels' own requirepass
     node_id = "fra-1"              # absent: generated once per process
@@ -32,6 +33,7 @@ entry (the token API then leaves it out; design §9).
 from __future__ import annotations
 
 import math
+import ssl
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -49,7 +51,7 @@ REDIS_SCHEMES = ("redis", "rediss")
 DEFAULT_SENTINEL_PORT = 26379
 # The keys that only mean something with redis_sentinels (a URL says them itself).
 SENTINEL_ONLY = ("redis_sentinel_service", "redis_tls", "redis_database",
-                 "redis_sentinel_password_file")  # fmt: skip
+                 "redis_sentinel_password_file", "redis_tls_ca_file")  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +92,7 @@ class FleetSettings:
     redis_sentinels: tuple[SentinelAddress, ...] = ()
     redis_sentinel_service: str | None = None
     redis_tls: bool = False
+    redis_tls_ca_file: Path | None = None  # with redis_tls: trusted besides the system's CAs
     redis_database: int = 0
     redis_sentinel_password_file: Path | None = None
     redis_sentinel_password: str | None = field(default=None, repr=False)
@@ -224,6 +227,7 @@ _NO_SENTINELS: dict[str, Any] = {
     "redis_sentinels": (),
     "redis_sentinel_service": None,
     "redis_tls": False,
+    "redis_tls_ca_file": None,
     "redis_database": 0,
     "redis_sentinel_password_file": None,
     "redis_sentinel_password": None,
@@ -239,6 +243,7 @@ class _SentinelKeys:
     tls: object | None
     database: object | None
     password_file: Path | None
+    ca_file: Path | None
 
     @classmethod
     def take(cls, table: Table, base: Path) -> _SentinelKeys:
@@ -248,17 +253,18 @@ class _SentinelKeys:
             tls=table.take("redis_tls"),
             database=table.take("redis_database"),
             password_file=read_path(table, "redis_sentinel_password_file", base),
+            ca_file=read_path(table, "redis_tls_ca_file", base),
         )
 
     @property
     def absent(self) -> bool:
         given = (self.sentinels, self.service, self.tls, self.database, self.password_file)
-        return all(v is None for v in given)
+        return all(v is None for v in given) and self.ca_file is None
 
     def read(self, table: Table, url: object | None) -> dict[str, Any]:
         """FleetSettings' sentinel fields (none without redis_sentinels)."""
         if self.sentinels is None:
-            given = (self.service, self.tls, self.database, self.password_file)
+            given = (self.service, self.tls, self.database, self.password_file, self.ca_file)
             for name, value in zip(SENTINEL_ONLY, given, strict=True):
                 if value is not None:
                     problem = "only with redis_sentinels (a redis_url says it: rediss://, /db)"
@@ -270,12 +276,18 @@ class _SentinelKeys:
         if self.service is None:
             problem = "missing: redis_sentinels need the name of the primary they monitor"
             raise SettingsError(table.key("redis_sentinel_service"), problem)
+        tls = _flag(table.key("redis_tls"), self.tls)
+        if self.ca_file is not None and not tls:
+            raise SettingsError(table.key("redis_tls_ca_file"), "only with redis_tls = true")
         return {
             "redis_sentinels": _read_sentinels(table.key("redis_sentinels"), self.sentinels),
             "redis_sentinel_service": check_region_name(
                 table.key("redis_sentinel_service"), self.service
             ),
-            "redis_tls": _flag(table.key("redis_tls"), self.tls),
+            "redis_tls": tls,
+            "redis_tls_ca_file": None
+            if self.ca_file is None
+            else _check_ca_file(table.key("redis_tls_ca_file"), self.ca_file),
             "redis_database": _database(table.key("redis_database"), self.database),
             "redis_sentinel_password_file": self.password_file,
             "redis_sentinel_password": None
@@ -315,6 +327,15 @@ def _database(key: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise SettingsError(key, f"expected a database number (an integer >= 0), got {value!r}")
     return value
+
+
+def _check_ca_file(key: str, path: Path) -> Path:
+    # Checked here, so that a bad file is a settings error, not a store that cannot start.
+    try:
+        ssl.create_default_context().load_verify_locations(cafile=path)
+    except (OSError, ssl.SSLError) as exc:
+        raise SettingsError(key, f"not PEM certificates: {path}: {exc}") from None
+    return path
 
 
 def _flag(key: str, value: object) -> bool:

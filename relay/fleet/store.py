@@ -47,8 +47,10 @@ Client = coredis.Redis[str]
 
 
 # What a call that Redis does not answer raises: timeouts, coredis's errors, socket
-# errors, and anyio's when the client's connection was closed under the call.
-_FAILURES = (trio.TooSlowError, RedisError, OSError, anyio.ClosedResourceError)
+# errors, and anyio's when the client's connection was closed under the call or, over
+# TLS, when the server went away (EndOfStream, BrokenResourceError from the TLS stream).
+_FAILURES = (trio.TooSlowError, RedisError, OSError, anyio.ClosedResourceError,
+             anyio.EndOfStream, anyio.BrokenResourceError)  # fmt: skip
 
 
 class StoreState(StrEnum):

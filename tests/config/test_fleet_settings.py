@@ -9,6 +9,7 @@ import pytest
 from trelay.config.flags import Flags
 from trelay.config.settings import Settings, load_settings
 from trelay.config.values import SettingsError
+from trelay.node.tls import generate_self_signed
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -265,3 +266,25 @@ def test_bad_sentinel_settings_name_their_key(tmp_path: Path, lines: list[str], 
     with pytest.raises(SettingsError) as caught:
         load_settings(write(tmp_path, "[fleet]\n" + "\n".join(lines) + "\n"))
     assert caught.value.key == key
+
+
+@pytest.mark.parametrize(
+    "lines",
+    [
+        ['redis_sentinels = ["s1"]', 'redis_sentinel_service = "t"', 'redis_tls_ca_file = "ca"'],
+        ['redis_sentinels = ["s1"]', 'redis_sentinel_service = "t"', "redis_tls = true",
+         'redis_tls_ca_file = "not-pem"'],
+        ['redis_url = "rediss://h"', 'redis_tls_ca_file = "ca"'],
+    ],
+)  # fmt: skip
+def test_a_tls_ca_file_needs_sentinels_tls_and_certificates(
+    tmp_path: Path, lines: list[str]
+) -> None:
+    (tmp_path / "ca").write_bytes(generate_self_signed(["127.0.0.1"]).cert_pem)
+    (tmp_path / "not-pem").write_text("not a certificate\n")
+    with pytest.raises(SettingsError) as caught:
+        load_settings(write(tmp_path, "[fleet]\n" + "\n".join(lines) + "\n"))
+    assert caught.value.key == "fleet.redis_tls_ca_file"
+    good = '[fleet]\nredis_sentinels = ["s1"]\nredis_sentinel_service = "t"\nredis_tls = true\n'
+    fleet = load_settings(write(tmp_path, good + 'redis_tls_ca_file = "ca"\n')).fleet
+    assert fleet is not None and fleet.redis_tls_ca_file == tmp_path / "ca"

@@ -7,7 +7,8 @@ primary is killed (SIGKILL): Sentinel promotes the replica, each store goes lost
 comes back on the new primary by itself, the registry entry is written there, and a
 revocation written after the failover reaches the follower. No log line says a password.
 A planned failover (SENTINEL FAILOVER, the old primary alive and demoted) moves the
-store's writes to the new primary.
+store's writes to the new primary. With TLS (every port TLS only), a store given the CA
+(`redis_tls_ca_file`) connects and follows a failover; one without says why it cannot.
 A store whose sentinels are all away for longer than coredis's pool has connections
 (64 failed probes) still comes back when they do.
 """
@@ -172,6 +173,15 @@ def plain_sentinel_settings(tmp_path: Path, group: SentinelGroup) -> FleetSettin
     return fleet
 
 
+async def written(store: RedisStore) -> bool:
+    """Whether a write went through (the store notices a loss only when a call fails)."""
+    try:
+        await store.call(lambda c: c.set("trelay:fleet:test", "after"))
+    except StoreUnavailable:
+        return False  # no primary yet, or the old one's connection: closed or READONLY
+    return True
+
+
 async def test_a_planned_failover_moves_the_writes_to_the_new_primary(tmp_path: Path) -> None:
     with running_sentinel_group(tmp_path, sentinels=1) as group:
         store = RedisStore(plain_sentinel_settings(tmp_path, group))
@@ -183,13 +193,33 @@ async def test_a_planned_failover_moves_the_writes_to_the_new_primary(tmp_path: 
                 lambda: (group.replica.role(), group.primary.role()) == ("master", "slave"),
                 FAILOVER_WAIT,
             )
+            await poll(functools.partial(written, store), FAILOVER_WAIT)
+            assert b"after" in group.replica.send(b"GET trelay:fleet:test")
 
-            async def written() -> bool:
-                try:
-                    await store.call(lambda c: c.set("trelay:fleet:test", "after"))
-                except StoreUnavailable:
-                    return False  # the demoted primary's connection: READONLY, or closed
-                return True
 
-            await poll(written, FAILOVER_WAIT)
+async def test_tls_to_the_sentinels_and_the_primary(tmp_path: Path) -> None:
+    with running_sentinel_group(tmp_path, sentinels=1, tls=True) as group:
+        assert group.tls is not None
+        sentinels = ", ".join(f'"{a}"' for a in group.sentinel_addresses)
+        text = (
+            f'[fleet]\nredis_sentinels = [{sentinels}]\nredis_sentinel_service = "{SERVICE}"\n'
+            "redis_tls = true\n"
+        )
+        (tmp_path / "untrusting.toml").write_text(text)
+        (tmp_path / "trusting.toml").write_text(f'{text}redis_tls_ca_file = "{group.tls.cert}"\n')
+        trusting = load_settings(tmp_path / "trusting.toml").fleet
+        untrusting = load_settings(tmp_path / "untrusting.toml").fleet
+        assert trusting is not None and untrusting is not None
+        store, refused = RedisStore(trusting), RedisStore(untrusting)
+        async with store.opened(), refused.opened():
+            await wait_until(lambda: store.connected)
+            await store.call(lambda c: c.set("trelay:fleet:test", "over tls"))
+            # Without the CA the certificate is not trusted: the store keeps trying.
+            await wait_until(lambda: refused.failed_probes >= 2)
+            assert not refused.connected
+            assert "certificate" in (refused.last_failure or ""), refused.last_failure
+
+            group.primary.kill()
+            await poll(functools.partial(written, store), FAILOVER_WAIT)
+            assert group.replica.role() == "master", group.logs()
             assert b"after" in group.replica.send(b"GET trelay:fleet:test")

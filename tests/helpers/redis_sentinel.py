@@ -7,6 +7,8 @@ monitor the primary under `SERVICE` with a short `down-after-milliseconds` and
 `failover-timeout`, so that a killed primary is replaced within seconds. Everything is
 killed (SIGKILL) on leaving; it skips the test when redis-server is not installed.
 
+`tls`: every port speaks TLS only (a self-signed certificate for 127.0.0.1 that each
+process serves and trusts, for replication and between sentinels too).
 `password` (the data nodes' `requirepass`, also their `masterauth` and the sentinels'
 `auth-pass`) and `sentinel_password` (the sentinels' own `requirepass`) are optional.
 No persistence: the tests look at replication, not at the disk.
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import shutil
 import socket
+import ssl
 import subprocess
 import time
 from collections.abc import Iterator
@@ -26,6 +29,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.redis_server import free_tcp_port
+from trelay.node.tls import generate_self_signed
 
 SERVICE = "trelay"
 START_TIMEOUT = 10.0
@@ -34,10 +38,11 @@ DOWN_AFTER_MS = 1000
 FAILOVER_TIMEOUT_MS = 5000
 
 
-def _send(port: int, command: bytes, password: str | None) -> bytes:
+def _send(port: int, command: bytes, password: str | None, tls: ssl.SSLContext | None) -> bytes:
     """One inline command (after AUTH when there is a password); b"" when nothing answers."""
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as plain:
+            sock = plain if tls is None else tls.wrap_socket(plain)
             if password is not None:
                 sock.sendall(b"AUTH " + password.encode() + b"\r\n")
                 if not sock.recv(64).startswith(b"+OK"):
@@ -57,6 +62,7 @@ class RedisProcess:
     args: list[str]
     directory: Path
     password: str | None = None  # what PING needs to AUTH with
+    tls: ssl.SSLContext | None = None  # how to talk to it: its port speaks TLS only
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -71,7 +77,7 @@ class RedisProcess:
             )
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
-            if _send(self.port, b"PING", self.password).startswith(b"+PONG"):
+            if self.send(b"PING").startswith(b"+PONG"):
                 return
             if self.process.poll() is not None:
                 break
@@ -89,7 +95,7 @@ class RedisProcess:
 
     def send(self, command: bytes) -> bytes:
         """One inline command's raw answer (b"" when it does not answer)."""
-        return _send(self.port, command, self.password)
+        return _send(self.port, command, self.password, self.tls)
 
     def role(self) -> str:
         """ "master", "slave", "sentinel", or "" when it does not answer."""
@@ -107,6 +113,7 @@ class SentinelGroup:
     primary: RedisProcess
     replica: RedisProcess
     sentinels: list[RedisProcess]
+    tls: Tls | None = None
 
     @property
     def sentinel_addresses(self) -> list[str]:
@@ -116,13 +123,10 @@ class SentinelGroup:
         """Until the replica has synced and every sentinel knows it (bounded)."""
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
-            info = _send(self.replica.port, b"INFO replication", self.replica.password)
+            info = self.replica.send(b"INFO replication")
             synced = b"master_link_status:up" in info
             command = f"SENTINEL REPLICAS {SERVICE}".encode()
-            known = all(
-                f"{self.replica.port}".encode() in _send(s.port, command, s.password)
-                for s in self.sentinels
-            )
+            known = all(f"{self.replica.port}".encode() in s.send(command) for s in self.sentinels)
             if synced and known:
                 return
             time.sleep(0.1)
@@ -133,17 +137,58 @@ class SentinelGroup:
         return "\n".join(f"--- {p.name}\n{p.log_text()[-3000:]}" for p in every)
 
 
+@dataclass(frozen=True)
+class Tls:
+    """A throw-away certificate for 127.0.0.1 that every process serves and trusts."""
+
+    cert: Path
+    key: Path
+
+    @classmethod
+    def generate(cls, directory: Path) -> Tls:
+        pair = generate_self_signed(["127.0.0.1"])
+        cert, key = directory / "redis-cert.pem", directory / "redis-key.pem"
+        cert.write_bytes(pair.cert_pem)
+        key.write_bytes(pair.key_pem)
+        return cls(cert, key)
+
+    def settings(self) -> list[str]:
+        """Its port speaks TLS only; replication and sentinels' links too; no client certs."""
+        return [f"tls-cert-file {self.cert}", f"tls-key-file {self.key}",
+                f"tls-ca-cert-file {self.cert}", "tls-auth-clients no",
+                "tls-replication yes"]  # fmt: skip
+
+    def client(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(cafile=str(self.cert))
+        context.check_hostname = False
+        return context
+
+
 def _data_node(
-    name: str, directory: Path, executable: str, password: str | None, primary: int | None
+    name: str,
+    directory: Path,
+    executable: str,
+    password: str | None,
+    primary: int | None,
+    tls: Tls | None,
 ) -> RedisProcess:
     port = free_tcp_port()
-    args = [executable, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-            "--appendonly", "no", "--dir", str(directory)]  # fmt: skip
+    args = [executable, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            "--dir", str(directory)]  # fmt: skip
+    if tls is None:
+        args += ["--port", str(port)]
+    else:
+        args += ["--port", "0", "--tls-port", str(port)]
+        for line in tls.settings():
+            name, value = line.split(" ", 1)
+            args += [f"--{name}", value]
     if password is not None:
         args += ["--requirepass", password, "--masterauth", password]
     if primary is not None:
         args += ["--replicaof", "127.0.0.1", str(primary)]
-    return RedisProcess(name, port, args, directory, password)
+    return RedisProcess(
+        name, port, args, directory, password, None if tls is None else tls.client()
+    )
 
 
 def _sentinel(
@@ -154,10 +199,12 @@ def _sentinel(
     quorum: int,
     password: str | None,
     sentinel_password: str | None,
+    tls: Tls | None,
 ) -> RedisProcess:
     port = free_tcp_port()
+    listen = [f"port {port}"] if tls is None else ["port 0", f"tls-port {port}", *tls.settings()]
     lines = [
-        f"port {port}",
+        *listen,
         "bind 127.0.0.1",
         f"dir {directory}",
         f"sentinel monitor {SERVICE} 127.0.0.1 {primary} {quorum}",
@@ -173,7 +220,7 @@ def _sentinel(
     conf = directory / f"{name}.conf"
     conf.write_text("\n".join(lines) + "\n")
     return RedisProcess(name, port, [executable, str(conf), "--sentinel"], directory,
-                        sentinel_password)  # fmt: skip
+                        sentinel_password, None if tls is None else tls.client())  # fmt: skip
 
 
 @contextmanager
@@ -183,25 +230,29 @@ def running_sentinel_group(
     sentinels: int = 3,
     password: str | None = None,
     sentinel_password: str | None = None,
+    tls: bool = False,
 ) -> Iterator[SentinelGroup]:
-    """A started group whose replica is in sync; every process killed on leaving."""
+    """A started group whose replica is in sync; every process killed on leaving. With
+    `tls`, every port speaks TLS only, with a certificate in `group.tls.cert`."""
     executable = shutil.which("redis-server")
     if executable is None:
         pytest.skip("redis-server is not installed (apt-get install redis-server)")
     directory = tmp_path / "sentinel-group"
     directory.mkdir()
     quorum = sentinels // 2 + 1
+    certificate = Tls.generate(directory) if tls else None
     with ExitStack() as stack:
-        primary = _data_node("primary", directory, executable, password, None)
+        primary = _data_node("primary", directory, executable, password, None, certificate)
         stack.callback(primary.kill)
         primary.start()
-        replica = _data_node("replica", directory, executable, password, primary.port)
+        replica = _data_node("replica", directory, executable, password, primary.port,
+                             certificate)  # fmt: skip
         stack.callback(replica.kill)
         replica.start()
-        group = SentinelGroup(primary, replica, [])
+        group = SentinelGroup(primary, replica, [], certificate)
         for index in range(sentinels):
             sentinel = _sentinel(f"sentinel-{index}", directory, executable, primary.port,
-                                 quorum, password, sentinel_password)  # fmt: skip
+                                 quorum, password, sentinel_password, certificate)  # fmt: skip
             stack.callback(sentinel.kill)
             sentinel.start()
             group.sentinels.append(sentinel)

@@ -113,8 +113,9 @@ async def start_node_in_fleet(
     return FleetNode(running, fleet, registry, overflow, quotas)
 
 
-def rest_login(identity: str, seconds: int = 600) -> tuple[str, str]:
-    """A TURN REST username and password for `identity`."""
+def rest_login(identity: str, seconds: int = 3600) -> tuple[str, str]:
+    """A TURN REST username and password for `identity`, valid longer than the 600 s a
+    test's allocation asks for (a lifetime is capped by the credential's)."""
     username = f"{int(time.time()) + seconds}:{identity}"
     return username, rest_password(SECRET.encode(), username)
 

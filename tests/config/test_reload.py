@@ -396,3 +396,21 @@ def test_a_key_without_a_rule_waits_for_a_restart(config: Path) -> None:
         "drain.timeout: changed; needs a restart (the drain is set up at start)"
     ]
     assert result.settings.drain == current.drain
+
+
+def test_the_bounds_per_client_apply_live(config: Path) -> None:
+    bounds = (
+        "permissions_per_allocation = 16\nchannels_per_allocation = 8\npeers_per_request = 4\n"
+        "allocations_per_source = 50\npending_per_source = 2\n"
+    )
+    result = reloaded(load_settings(config), config, BASE + bounds)
+    assert set(keys(result.live)) == {
+        "quotas.permissions_per_allocation",
+        "quotas.channels_per_allocation",
+        "quotas.peers_per_request",
+        "quotas.allocations_per_source",
+        "quotas.pending_per_source",
+    }
+    assert result.restart == ()
+    relay = result.settings.relay
+    assert (relay.permissions_per_allocation, relay.pending_per_source) == (16, 2)

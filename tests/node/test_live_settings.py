@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -198,7 +199,7 @@ async def test_a_removed_user_keeps_its_allocation_but_cannot_allocate(tmp_path:
 async def test_new_shared_secrets_are_the_ones_that_authenticate(tmp_path: Path) -> None:
     old = settings_file(tmp_path, users='secrets = ["old-secret"]')
     new = settings_file(tmp_path, users='secrets = ["new-secret"]')
-    username = "4102444800:app-user"
+    username = f"{int(time.time()) + 3600}:app-user"  # within the longest credential lifetime
     async with node(tmp_path, old) as (running, files):
         _, applied = files.reload(running, old, new)
         assert applied.changed == ("auth.secrets: 1 secret (was 1)",)
@@ -269,6 +270,22 @@ async def test_a_lowered_quota_refuses_a_new_allocate(tmp_path: Path) -> None:
         assert refused.value.code == 486
         assert await first.refresh(600) == 600
         assert running.node.server.config.user_quota == 1
+
+
+async def test_a_lowered_bound_per_allocation_refuses_new_permissions(tmp_path: Path) -> None:
+    bound = "[quotas]\npeers_per_request = 2\npermissions_per_allocation = {}"
+    text = settings_file(tmp_path, extra=bound.format(4))
+    async with node(tmp_path, text) as (running, files), udp_client(running.bound.udp[0]) as client:
+        await client.allocate()
+        await client.create_permission(("127.0.0.11", 9), ("127.0.0.12", 9))
+        lowered = settings_file(tmp_path, extra=bound.format(2))
+        _, applied = files.reload(running, text, lowered)
+        assert applied.changed == ("quotas.permissions_per_allocation: 4 -> 2",)
+        with pytest.raises(TurnError) as refused:
+            await client.create_permission(("127.0.0.13", 9))
+        assert refused.value.code == 508
+        await client.create_permission(("127.0.0.11", 9))  # what it holds, it refreshes
+        assert running.node.server.config.permissions_per_allocation == 2
 
 
 async def test_a_reload_without_changes_changes_nothing(tmp_path: Path) -> None:

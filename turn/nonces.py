@@ -16,17 +16,16 @@ feature bits, `trelay.stun.nonce_cookie`). It is covered by the tag, so the feat
 client echoes are the ones we sent: an attacker who strips or alters them in the
 (unauthenticated) 401 makes the nonce stale, which is the bid-down protection of §9.2.1.
 
-Retirement (`retire`, for `TurnServer` to call when an allocation ends; not wired yet:
-the core's test drivers must first re-challenge on 438): the nonces minted for the
-client's address until then turn stale, so that a captured Allocate replayed from that address
-after a delete is answered 438, not with a new allocation (issue 15; RFC 8489 §9.2 leaves
-a nonce's validity to the server, and clients re-challenge on 438 with the fresh NONCE
-it carries: aioice, Chromium, coturn's tools). A client's own next Allocate costs one
-438 round trip. Nonces minted for the address afterwards expire at the threshold or
-later (up to a second beyond their lifetime), so the fresh NONCE of that 438 is good.
-The table holds one entry per address whose allocation ended within a
-nonce lifetime, at most `MAX_RETIRED` (the oldest go first: their replay window
-reopens, nothing else changes).
+Retirement (`retire`, which `TurnServer` calls when an allocation ends): the nonces
+minted for the client's address until then turn stale, so that a captured Allocate
+replayed from that address after a delete is answered 438, not with a new allocation
+(issue 15; RFC 8489 §9.2 leaves a nonce's validity to the server, and clients re-
+challenge on 438 with the fresh NONCE it carries: aioice, Chromium, coturn's tools). A
+client's own next Allocate costs one 438 round trip. Nonces minted for the address
+afterwards expire at the threshold or later (up to a second beyond their lifetime), so
+the fresh NONCE of that 438 is good. The table holds one entry per address whose
+allocation ended within a nonce lifetime, at most `MAX_RETIRED` (the oldest go first:
+their replay window reopens, nothing else changes).
 
 Expiry is wall-clock Unix seconds (workers and restarts agree on it), passed in by the
 caller. The alphabet (base64url) is safe inside RFC 8489's quoted-string NONCE.

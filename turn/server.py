@@ -212,8 +212,9 @@ class TurnServer:
         """The length of every table the core holds, by name (issue 15: what grows).
 
         Each grows with live state (allocations and what they hold) or is a bounded
-        cache; none grows with the number of requests answered. The stats' key spaces
-        are bounded by enums (`trelay.turn.stats`).
+        cache (the retired nonces: one per client address whose allocation ended within
+        a nonce lifetime, at most `MAX_RETIRED`); none grows with the number of requests
+        answered. The stats' key spaces are bounded by enums (`trelay.turn.stats`).
         """
         table, timers = self._table, self._timers
         allocations = table.allocations.values()
@@ -225,6 +226,7 @@ class TurnServer:
             "timer_owners": timers.owners,
             "responses": len(self.responses),
             "rate_limited_sources": len(self.rate_limiter),
+            "retired_nonce_addresses": self._auth.nonces.retired_count,
             "permissions": sum(len(a.permissions) for a in allocations),
             "channels": sum(len(a.channels) for a in allocations),
             "channel_peers": sum(len(a.peers) for a in allocations),
@@ -451,6 +453,9 @@ class TurnServer:
         self._table.remove(allocation)
         self._timers.cancel(allocation)  # nothing keeps an ended allocation alive
         five_tuple = allocation.five_tuple
+        # A captured request of this client replayed after the end is answered 438, not
+        # with a new allocation (`NonceStamper.retire`); the client re-challenges.
+        self._auth.nonces.retire(five_tuple.client, self.wall_clock())
         self.stats.allocation_ended(five_tuple.transport, reason)
         return [
             CloseRelay(allocation.relayed),

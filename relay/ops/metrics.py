@@ -22,7 +22,8 @@ number of series is bounded whatever the traffic):
     trelay_auth_challenges_total                         counter  401 challenges (no credentials)
     trelay_auth_failures_total{reason}                   counter  `trelay.turn.auth.AuthFailure`
                                                                   but "missing"
-    trelay_quota_rejections_total{quota}                 counter  user|total|ports
+    trelay_quota_rejections_total{quota}                 counter  `trelay.turn.stats.Quota`:
+                                                                  user, total, ports, per source...
     trelay_relay_ports{state}                            gauge    free|in_use (with a range)
     trelay_ready                                         gauge    1 ready, 0 not
     trelay_draining                                      gauge    1 while the node drains

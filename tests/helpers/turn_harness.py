@@ -140,6 +140,8 @@ class Client:
     auto_open: bool = True
     opens: list[OpenRelay] = field(default_factory=list)
     last_raw: bytes | None = None  # the bytes of the last response `response` matched
+    # True: `call` answers a 438 once with its fresh NONCE, as real clients do.
+    retry_stale: bool = False
 
     @property
     def five_tuple(self) -> FiveTuple:
@@ -203,10 +205,19 @@ class Client:
         self.nonce = nonce.value
 
     def call(self, method: Method, *attributes: Attribute) -> Message:
+        """A signed request. With `retry_stale`, a 438 is answered once with its fresh
+        NONCE, as real clients do (RFC 8489 §9.2.5; the server retires an address's nonces
+        when its allocation ends); without, the 438 is the reply."""
         if self.nonce is None:
             self.authenticate()
         reply = self.send(self.request(method, *attributes))
         assert reply is not None, "no response"
+        fresh = reply.get(Nonce)
+        stale = error_code(reply) == 438 and fresh is not None and fresh.value != self.nonce
+        if self.retry_stale and stale and fresh is not None:
+            self.nonce = fresh.value
+            reply = self.send(self.request(method, *attributes))
+            assert reply is not None, "no response"
         return reply
 
     def allocate(self, *attributes: Attribute) -> Message:

@@ -135,6 +135,7 @@ async def test_every_metric_after_a_scripted_sequence(local: LocalNode) -> None:
     failures = by_label(after, "trelay_auth_failures_total", "reason")
     assert failures == {
         "wrong_credentials": 1, "bad_request": 0, "stale_nonce": 0, "expired": 0, "revoked": 0,
+        "lifetime_too_long": 0,
     }  # fmt: skip
     assert set(by_label(after, "trelay_quota_rejections_total", "quota").values()) == {0}
     assert not series(after, "trelay_relay_ports")  # no port range configured: absent

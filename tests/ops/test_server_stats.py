@@ -1,8 +1,8 @@
 """The core's counters (`trelay.turn.stats.ServerStats`) and their metrics, from the pure harness.
 
 Auth failures by reason (missing, bad request, stale nonce, wrong credentials, expired,
-revoked), quota rejections (user, total, ports), the relay port gauge, drops the core
-decides (rate limit, malformed, Send indications), responses by method and code, and
+revoked, lifetime too long), quota rejections (user, total, ports), the relay port gauge,
+drops the core decides (rate limit, malformed, Send indications), responses by method and code, and
 the multi-worker sum of snapshots.
 """
 
@@ -52,25 +52,30 @@ def test_auth_failures_by_reason() -> None:
     expired = Client(server, address=("203.0.113.10", 50000))
     expired.use_rest("carol", clock.unix - 1)
     expired.allocate()  # 401 missing, then 401 "Credentials expired"
+    too_long = Client(server, address=("203.0.113.11", 50000))
+    too_long.use_rest("dave", clock.unix + 10 * 365 * 86400)
+    too_long.allocate()  # 401 missing, then 401 "Credential lifetime too long"
     failures = server.stats.auth_failures
     assert failures == {
-        AuthFailure.MISSING: 4,
+        AuthFailure.MISSING: 5,
         AuthFailure.WRONG_CREDENTIALS: 1,
         AuthFailure.STALE_NONCE: 1,
         AuthFailure.BAD_REQUEST: 1,
         AuthFailure.EXPIRED: 1,
         AuthFailure.REVOKED: 0,
+        AuthFailure.TOO_LONG: 1,
     }
     # The first request of each client is a challenge, not a failure.
-    assert server.stats.challenges == 4
+    assert server.stats.challenges == 5
     assert server.stats.failed_authentications() == {
         AuthFailure.WRONG_CREDENTIALS: 1,
         AuthFailure.STALE_NONCE: 1,
         AuthFailure.BAD_REQUEST: 1,
         AuthFailure.EXPIRED: 1,
         AuthFailure.REVOKED: 0,
+        AuthFailure.TOO_LONG: 1,
     }
-    assert code_count(server, Method.ALLOCATE, 401) == 6
+    assert code_count(server, Method.ALLOCATE, 401) == 8
     assert code_count(server, Method.ALLOCATE, 438) == 1
     assert code_count(server, Method.ALLOCATE, 400) == 1
     assert code_count(server, Method.ALLOCATE, 200) == 1

@@ -54,7 +54,7 @@ def _check(server: TurnServer) -> None:
 @given(steps=st.lists(_step, max_size=40))
 def test_bounds_and_timers_hold_over_any_run(steps: list[tuple[object, ...]]) -> None:
     server = make_server(CONFIG)
-    client = Client(server)
+    client = Client(server, retry_stale=True)
     client.allocate()
     for step in steps:
         before = _state(server, client)

@@ -110,7 +110,7 @@ def test_end_identity_ends_only_its_allocations_like_expiry_does() -> None:
 
 def test_a_client_whose_allocation_was_ended_gets_437_and_may_allocate_again() -> None:
     server = make_server()
-    alice = Client(server, now=10)
+    alice = Client(server, now=10, retry_stale=True)  # its nonce retires with the allocation
     assert_success(alice, alice.allocate())
     assert ended(server.end_allocation(alice.five_tuple))
     alice.now = 20

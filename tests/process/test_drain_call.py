@@ -90,9 +90,8 @@ async def test_a_tcp_call_runs_through_sigterm_and_the_node_ends_when_it_does(
         async with running_workers(tmp_path, *node_args()) as node:
             # The ready line comes first, READY=1 right after it: wait for it (bounded).
             with trio.fail_after(TIMEOUT):
-                while not (ready := notifications(systemd)):
-                    await trio.sleep(0.01)
-            assert ready == ["READY=1"]
+                await trio.lowlevel.wait_readable(systemd)
+            assert notifications(systemd) == ["READY=1"]
             run = await call_through_sigterm(node, tcp=True)
             assert_no_loss(run)
             with trio.fail_after(TIMEOUT):

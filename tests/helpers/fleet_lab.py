@@ -83,9 +83,18 @@ class FleetLab:
         username = f"{int(time.time()) + seconds}:{identity}"
         return username, rest_password(self.secret.encode(), username)
 
-    def start_node(self, node_id: str, ip: str, *, region: str, fleet_extra: str = "") -> Node:
-        """`trelay serve` on `ip` in "pub", in the fleet; `fleet_extra` is added to
-        its [fleet] table (e.g. "max_allocations = 2")."""
+    def start_node(
+        self,
+        node_id: str,
+        ip: str,
+        *,
+        region: str,
+        fleet_extra: str = "",
+        args: tuple[str, ...] = (),
+    ) -> Node:
+        """`trelay serve` on `ip` in "pub", in the fleet; `fleet_extra` ends the settings
+        file, in its [fleet] table (e.g. "max_allocations = 2", or [fleet.placement]
+        tables); `args` are more `trelay serve` flags (--api-keys, --admin-token-file...)."""
         text = f"""
 [auth]
 secrets_file = "{self.directory / "secrets"}"
@@ -111,7 +120,7 @@ ttl_seconds = 2.0
         with log.open("wb") as stderr:
             process = self.lab.popen(
                 "pub", *trelay_command(), "serve", f"--config={config}",
-                f"--listen-udp={ip}:{TURN_PORT}", f"--relay-address={ip}",
+                f"--listen-udp={ip}:{TURN_PORT}", f"--relay-address={ip}", *args,
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
             )  # fmt: skip

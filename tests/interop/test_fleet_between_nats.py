@@ -31,7 +31,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -43,18 +42,12 @@ from typing import Any
 
 import pytest
 
-from tests.helpers.ice_agent import PASSWORD_VARIABLE, AgentProcess, JsonLines
+from tests.helpers.fleet_lab import ROOT, FleetLab, in_namespace, poll, start_redis
+from tests.helpers.ice_agent import PASSWORD_VARIABLE, AgentProcess
 from tests.helpers.netns import NatLab, nat_lab, unavailable_reason
 from tests.helpers.trelay_process import trelay_command
 
-ROOT = Path(__file__).resolve().parents[2]
-TURN_PORT = 3478
-HTTP_PORT = 9478
-REDIS_PORT = 6390  # the public namespace's own loopback: nothing else listens there
-TTL = 2.0
-HEARTBEAT = 0.5
-READY_TIMEOUT = 30.0
-WAIT = 20.0  # bound on every poll below
+TTL = 2.0  # the registry TTL of tests.helpers.fleet_lab's nodes
 CONNECT_TIMEOUT = 15.0
 MESSAGE_SIZE = 1000
 REGIONS = {"eu-1": "eu", "eu-2": "eu", "us-1": "us"}
@@ -62,31 +55,17 @@ CLIENT_REGION = {"c1": "eu", "c2": "us"}
 
 
 @dataclass
-class Node:
-    node_id: str
-    ip: str
-    process: subprocess.Popen[bytes]
-    lines: JsonLines
-
-    @property
-    def turn(self) -> str:
-        return f"{self.ip}:{TURN_PORT}"
-
-    @property
-    def http(self) -> str:
-        return f"http://{self.ip}:{HTTP_PORT}"
-
-
-@dataclass
 class Fleet:
-    lab: NatLab
-    directory: Path
-    nodes: dict[str, Node]
+    nodes: FleetLab
     keys_file: Path
     key_basic: str  # "Basic ..." of the API key
     admin_token: str
     api: str  # the token API the clients use (us-1's)
     tokens: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def lab(self) -> NatLab:
+        return self.nodes.lab
 
     def bearer(self, identity: str) -> str:
         """An access token for `identity`, made as a back-end would (`trelay token`)."""
@@ -101,16 +80,7 @@ class Fleet:
 
 def client_json(lab: NatLab, role: str, *argv: str, env: dict[str, str]) -> dict[str, Any]:
     """Run `tests.helpers.fleet_client` in `role`'s namespace; its JSON line."""
-    command = lab.command(role, sys.executable, "-m", "tests.helpers.fleet_client", *argv)
-    done = subprocess.run(
-        command, capture_output=True, text=True, timeout=60, cwd=ROOT,
-        env={**os.environ, **env}, check=False,
-    )  # fmt: skip
-    lines = done.stdout.strip().splitlines()
-    assert done.returncode == 0 and lines, f"fleet_client {argv}: {done.stderr}{done.stdout}"
-    result = json.loads(lines[-1])
-    assert isinstance(result, dict)
-    return result
+    return in_namespace(lab, role, "tests.helpers.fleet_client", *argv, env=env)
 
 
 def ice_servers(fleet: Fleet, client: str, identity: str = "alice") -> dict[str, Any]:
@@ -126,7 +96,7 @@ def ice_servers(fleet: Fleet, client: str, identity: str = "alice") -> dict[str,
 
 def placed_nodes(fleet: Fleet, body: dict[str, Any]) -> list[str]:
     """The node ids of the TURN URIs handed out, in order (one per node)."""
-    by_ip = {node.ip: node_id for node_id, node in fleet.nodes.items()}
+    by_ip = {node.ip: node_id for node_id, node in fleet.nodes.nodes.items()}
     placed: list[str] = []
     for server in body["iceServers"]:
         for url in server["urls"]:
@@ -137,21 +107,15 @@ def placed_nodes(fleet: Fleet, body: dict[str, Any]) -> list[str]:
     return placed
 
 
+def placed_without(fleet: Fleet, node_id: str) -> list[str] | None:
+    """Where c1 is placed now, once that is not on `node_id` (None while it is)."""
+    placed = placed_nodes(fleet, ice_servers(fleet, "c1"))
+    return placed if placed and node_id not in placed else None
+
+
 def turn_credential(body: dict[str, Any]) -> tuple[str, str]:
     server = next(s for s in body["iceServers"] if "username" in s)
     return server["username"], server["credential"]
-
-
-def poll(description: str, check: Any) -> Any:
-    """`check()` until it returns something truthy, at most `WAIT` seconds."""
-    deadline = time.monotonic() + WAIT
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{description}: not within {WAIT} s")
-        time.sleep(0.1)
 
 
 # --- the fleet ------------------------------------------------------------------------
@@ -168,90 +132,22 @@ def lab() -> Iterator[NatLab]:
         yield built
 
 
-def start_redis(lab: NatLab, directory: Path) -> None:
-    lab.popen(
-        "pub", "redis-server", "--port", str(REDIS_PORT), "--bind", "127.0.0.1",
-        "--save", "", "--appendonly", "no", "--dir", str(directory),
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    ping = (
-        "import socket, sys; s = socket.create_connection(('127.0.0.1', int(sys.argv[1])), 1); "
-        "s.sendall(b'PING\\r\\n'); sys.exit(0 if s.recv(16).startswith(b'+PONG') else 1)"
-    )
-
-    def answers() -> bool:
-        command = lab.command("pub", sys.executable, "-c", ping, str(REDIS_PORT))
-        done = subprocess.run(command, capture_output=True, timeout=10, check=False)
-        return done.returncode == 0
-
-    poll("redis-server answers PING", answers)
-
-
-def node_settings(lab: NatLab, directory: Path, node_id: str, ip: str) -> Path:
+def placement(lab: NatLab) -> str:
+    """[fleet.placement]: two nodes at most, each region the other's neighbour, and the
+    clients' public addresses (their NATs') mapped to their regions."""
     networks = "".join(
         f'[[fleet.placement.client_networks]]\ncidr = "{site.public_ip}/32"\n'
         f'region = "{CLIENT_REGION[client]}"\n'
         for client, site in lab.sites.items()
     )
-    text = f"""
-[auth]
-secrets_file = "{directory / "secrets"}"
-revocations_file = "{directory / f"{node_id}-revocations.toml"}"
-
-[relay]
-allow_peers = ["{lab.public_network}"]
-
-[api]
-keys_file = "{directory / "keys.toml"}"
-
-[http]
-listen = ["{ip}:{HTTP_PORT}"]
-admin_token_file = "{directory / "admin-token"}"
-
-[drain]
-timeout = 120.0
-
-[fleet]
-redis_url = "redis://127.0.0.1:{REDIS_PORT}/0"
-node_id = "{node_id}"
-region = "{REGIONS[node_id]}"
-public_uris = ["stun:{ip}:{TURN_PORT}", "turn:{ip}:{TURN_PORT}?transport=udp"]
-heartbeat_seconds = {HEARTBEAT}
-ttl_seconds = {TTL}
-
-[fleet.placement]
-count = 2
-
-[fleet.placement.neighbours]
-eu = ["us"]
-us = ["eu"]
-
-{networks}"""
-    path = directory / f"{node_id}.toml"
-    path.write_text(text)
-    return path
-
-
-def start_node(lab: NatLab, directory: Path, node_id: str, ip: str) -> Node:
-    config = node_settings(lab, directory, node_id, ip)
-    log = directory / f"{node_id}.log"
-    with log.open("wb") as stderr:
-        process = lab.popen(
-            "pub", *trelay_command(), "serve", f"--config={config}",
-            f"--listen-udp={ip}:{TURN_PORT}", f"--relay-address={ip}",
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )  # fmt: skip
-    lines = JsonLines(process, f"trelay serve {node_id}", log)
-    ready = lines.read(READY_TIMEOUT)
-    assert ready["event"] == "ready", ready
-    return Node(node_id, ip, process, lines)
+    neighbours = '[fleet.placement.neighbours]\neu = ["us"]\nus = ["eu"]\n'
+    return f"[fleet.placement]\ncount = 2\n{neighbours}{networks}"
 
 
 @pytest.fixture(scope="module")
 def fleet(lab: NatLab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
-    directory = tmp_path_factory.mktemp("fleet")
-    (directory / "secrets").write_text(secrets.token_urlsafe(32) + "\n")
+    nodes = FleetLab(lab, tmp_path_factory.mktemp("fleet"))
+    directory = nodes.directory
     admin_token = secrets.token_urlsafe(32)
     (directory / "admin-token").write_text(admin_token + "\n")
     keys_file = directory / "keys.toml"
@@ -262,21 +158,18 @@ def fleet(lab: NatLab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fle
     key = json.loads(made.stdout)
     basic = "Basic " + base64.b64encode(f"{key['sid']}:{key['secret']}".encode()).decode()
     start_redis(lab, directory)
-    nodes: dict[str, Node] = {}
     try:
-        for index, node_id in enumerate(REGIONS):
-            nodes[node_id] = start_node(lab, directory, node_id, lab.relay_ips[index])
-        yield Fleet(lab, directory, nodes, keys_file, basic, admin_token, nodes["us-1"].http)
+        for index, (node_id, region) in enumerate(REGIONS.items()):
+            args = (
+                f"--api-keys={keys_file}", f"--admin-token-file={directory / 'admin-token'}",
+                f"--revocations-file={directory / f'{node_id}-revocations.toml'}",
+                "--drain-timeout=120",
+            )  # fmt: skip
+            ip = lab.relay_ips[index]
+            nodes.start_node(node_id, ip, region=region, fleet_extra=placement(lab), args=args)
+        yield Fleet(nodes, keys_file, basic, admin_token, nodes.nodes["us-1"].http)
     finally:
-        for node in nodes.values():
-            if node.process.poll() is None:
-                node.process.send_signal(signal.SIGINT)
-                node.process.send_signal(signal.SIGINT)  # a second signal: at once
-        for node in nodes.values():
-            try:
-                node.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                node.process.kill()
+        nodes.stop()
 
 
 def wait_registered(fleet: Fleet) -> None:
@@ -337,11 +230,11 @@ class Call:
         c2_node = placed_nodes(fleet, body2)[0]
         self.nodes = (c1_node, c2_node)
         self.left = start_agent(
-            fleet, "c1", fleet.nodes[c1_node].turn, turn_credential(body1), directory
+            fleet, "c1", fleet.nodes.nodes[c1_node].turn, turn_credential(body1), directory
         )
         stack.callback(self.left.close)
         self.right = start_agent(
-            fleet, "c2", fleet.nodes[c2_node].turn, turn_credential(body2), directory
+            fleet, "c2", fleet.nodes.nodes[c2_node].turn, turn_credential(body2), directory
         )
         stack.callback(self.right.close)
         offers = [agent.expect("gathered") for agent in (self.left, self.right)]
@@ -365,12 +258,12 @@ def test_a_call_between_nats_goes_through_a_relay_in_each_region(
 
 
 def allocations_by_node(fleet: Fleet, credential: tuple[str, str]) -> dict[str, object]:
-    servers = [node.turn for node in fleet.nodes.values() if node.process.poll() is None]
+    servers = [node.turn for node in fleet.nodes.nodes.values() if node.process.poll() is None]
     answer = client_json(
         fleet.lab, "pub", "allocate", f"--username={credential[0]}", *servers,
         env={"TRELAY_TEST_TURN_PASSWORD": credential[1]},
     )  # fmt: skip
-    by_ip = {node.turn: node_id for node_id, node in fleet.nodes.items()}
+    by_ip = {node.turn: node_id for node_id, node in fleet.nodes.nodes.items()}
     return {by_ip[server]: result for server, result in answer["results"].items()}
 
 
@@ -379,14 +272,16 @@ def test_a_revocation_reaches_every_node(fleet: Fleet) -> None:
     assert set(allocations_by_node(fleet, credential).values()) == {"ok"}
     body = json.dumps({"identity": "mallory", "ttl": 600})
     env = {"TRELAY_TEST_AUTHORIZATION": fleet.key_basic}
-    url = f"{fleet.nodes['eu-1'].http}/v1/revocations"
+    url = f"{fleet.nodes.nodes['eu-1'].http}/v1/revocations"
     revoked = client_json(fleet.lab, "pub", "http", "POST", url, "--body", body, env=env)
     started = time.monotonic()
     assert revoked["status"] == 201, revoked
-    results = poll(
-        "401 from every node",
-        lambda: (r := allocations_by_node(fleet, credential)) and set(r.values()) == {401} and r,
-    )
+
+    def refused_everywhere() -> dict[str, object] | None:
+        results = allocations_by_node(fleet, credential)
+        return results if set(results.values()) == {401} else None
+
+    results = poll("401 from every node", refused_everywhere)
     print(f"revoked on {sorted(results)} within {time.monotonic() - started:.2f} s")
     # The API refuses the identity too, wherever it is asked.
     env = {"TRELAY_TEST_AUTHORIZATION": f"Bearer {fleet.bearer('mallory')}"}
@@ -401,14 +296,11 @@ def test_a_draining_node_leaves_placement_and_its_call_loses_nothing(
         call = Call(fleet, "eu-1", tmp_path, stack)
         exchange(call.left, call.right, "before the drain")
         env = {"TRELAY_TEST_AUTHORIZATION": f"Bearer {fleet.admin_token}"}
-        url = f"{fleet.nodes['eu-1'].http}/v1/drain"
+        url = f"{fleet.nodes.nodes['eu-1'].http}/v1/drain"
         drained = client_json(fleet.lab, "pub", "http", "POST", url, env=env)
         assert drained["status"] == 202, drained
         started = time.monotonic()
-        placed = poll(
-            "eu-1 out of placement",
-            lambda: (p := placed_nodes(fleet, ice_servers(fleet, "c1"))) and "eu-1" not in p and p,
-        )
+        placed = poll("eu-1 out of placement", lambda: placed_without(fleet, "eu-1"))
         print(f"eu-1 left placement after {time.monotonic() - started:.2f} s: c1 now on {placed}")
         assert placed[0] == "eu-2", placed
         # A new client of "eu" allocates on the node it is sent to.
@@ -417,19 +309,16 @@ def test_a_draining_node_leaves_placement_and_its_call_loses_nothing(
         # The running call through eu-1 goes on, both ways, nothing lost.
         for round_ in range(3):
             exchange(call.left, call.right, f"draining, round {round_}")
-        assert fleet.nodes["eu-1"].process.poll() is None, "eu-1 ended with a call running"
+        assert fleet.nodes.nodes["eu-1"].process.poll() is None, "eu-1 ended with a call running"
 
 
 def test_a_killed_node_disappears_from_placement_within_its_ttl(fleet: Fleet) -> None:
-    victim = fleet.nodes["eu-2"]
+    victim = fleet.nodes.nodes["eu-2"]
     assert "eu-2" in placed_nodes(fleet, ice_servers(fleet, "c1"))
     victim.process.kill()
     victim.process.wait(timeout=10)
     killed = time.monotonic()
-    placed = poll(
-        "eu-2 out of placement",
-        lambda: (p := placed_nodes(fleet, ice_servers(fleet, "c1"))) and "eu-2" not in p and p,
-    )
+    placed = poll("eu-2 out of placement", lambda: placed_without(fleet, "eu-2"))
     gone = time.monotonic() - killed
     print(f"eu-2 left placement {gone:.2f} s after SIGKILL (TTL {TTL} s): c1 now on {placed}")
     # The TTL, one listing refresh of the API and this poll's step: never much more.

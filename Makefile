@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck layers unit bench clean install
+.PHONY: run test lint typecheck layers unit bench soak clean install
 
 # `make install PREFIX=/opt/trelay`: a venv at PREFIX with trelay installed from a wheel
 # built from this checkout (trelay is not on PyPI yet), for deploy/systemd/trelay.service,
@@ -46,6 +46,13 @@ unit: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.codec_bench
+
+# The reliability soak (issue 15): 100 UDP clients at 50 ChannelData/s each through a real
+# `trelay serve` for 10 minutes, the server's RSS sampled; SOAK_FLAGS='--minutes 1' is
+# shorter, SOAK_FLAGS=--write puts the figures into benchmarks/README.md.
+SOAK_FLAGS ?=
+soak: $(STAMP)
+	$(BIN)/python -m benchmarks.soak $(SOAK_FLAGS)
 
 install:
 	test -x $(PREFIX)/bin/python || $(PYTHON) -m venv $(PREFIX)

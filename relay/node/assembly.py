@@ -100,6 +100,7 @@ async def start_node(
             listeners=listeners,
             ssl_context=ssl_context,
             handshake_failures=node.tls_handshake_failures,
+            exhaustion=node.exhaustion,
         )
     )
     server.listening_on([*bound.udp, *bound.tcp, *bound.tls])

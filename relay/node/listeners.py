@@ -28,6 +28,7 @@ import trio
 
 from trelay.config.settings import ListenSettings, Settings
 from trelay.config.values import ListenAddress, format_host_port
+from trelay.node.exhaustion import Exhaustion
 from trelay.node.frontend import ClientFrontend, ResponderFrontend
 from trelay.node.stream_listener import HandshakeFailures, serve_stream
 from trelay.node.tls import context_for
@@ -62,6 +63,7 @@ class StreamServe(Protocol):
         ssl_context: ssl.SSLContext | None = ...,
         idle_timeout: float = ...,
         handshake_failures: HandshakeFailures | None = ...,
+        exhaustion: Exhaustion | None = ...,
         task_status: trio.TaskStatus[HostPort] = ...,
     ) -> None: ...
 
@@ -100,6 +102,7 @@ async def serve(
     listeners: Listeners | None = None,
     ssl_context: ssl.SSLContext | None = None,
     handshake_failures: HandshakeFailures | None = None,
+    exhaustion: Exhaustion | None = None,
     task_status: trio.TaskStatus[BoundAddresses] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run every listener of `settings` until cancelled; report `BoundAddresses` once bound.
@@ -109,7 +112,8 @@ async def serve(
     TLS files) before binding anything and `ListenError` when a listener cannot bind (the
     listeners already bound are closed again). `ssl_context` replaces the TLS context
     `settings.tls` describes (the caller holds the certificate). `handshake_failures`
-    counts the TLS listeners' failed handshakes (the node's, for its metrics).
+    counts the TLS listeners' failed handshakes (the node's, for its metrics);
+    `exhaustion` the TCP and TLS listeners' connections refused for lack of descriptors.
     """
     listeners = listeners or Listeners()
     listen = settings.listen
@@ -121,6 +125,8 @@ async def serve(
     idle_timeout = settings.stream.idle_timeout
     udp_serve = listeners.udp
     tcp_serve = functools.partial(listeners.stream, idle_timeout=idle_timeout)
+    if exhaustion is not None:
+        tcp_serve = functools.partial(tcp_serve, exhaustion=exhaustion)
     tls_serve = functools.partial(tcp_serve, ssl_context=ssl_context)
     if handshake_failures is not None:
         tls_serve = functools.partial(tls_serve, handshake_failures=handshake_failures)

@@ -6,6 +6,10 @@ Owns everything between the pure core and the kernel for TURN (RFC 8656):
   connections), datagrams to peers, binding and closing relay sockets;
 - one relay socket per allocation, read by a task in the allocation's own cancel scope,
   so ending an allocation closes its socket at once (design §4);
+- a relay socket that cannot be made for lack of descriptors (EMFILE/ENFILE) is
+  reported to the core like any bind failure (it answers 508) and counted and logged
+  at a bounded rate by the node's `exhaustion` (`trelay.node.exhaustion`), which the
+  TCP/TLS accept loops share;
 - the data path both ways (its batch readers are in `trelay.node.data_path`), with no
   checkpoint, log line or action object per packet;
 - the timer task that sleeps until the core's next deadline;
@@ -51,7 +55,9 @@ from trelay.node.datagram_batch import (
     DatagramBatch,
     UdpListenerStats,
     enlarge_receive_buffer,
+    kernel_drops,
 )
+from trelay.node.exhaustion import CHANNEL_SOCKET, EXHAUSTION_ERRNOS, RELAY_SOCKET, Exhaustion
 from trelay.node.sessions import Session, Traffic
 from trelay.node.stream_listener import HandshakeFailures
 from trelay.node.usage import UsageRecorder
@@ -113,6 +119,10 @@ class _Relay:
     deliver: Callable[[Buffer], object] | None = None
     connected: list[socket.socket] = field(default_factory=list)
 
+    def kernel_drops(self) -> int:
+        """What the kernel dropped for this relay's sockets (`kernel_drops`)."""
+        return sum(kernel_drops(sock) for sock in (self.sock, *self.connected))
+
     def close(self) -> None:
         """Close every socket now, so the relay port is free before the tasks unwind."""
         self.scope.cancel()
@@ -172,9 +182,17 @@ class TurnNode:
     streams: dict[FiveTuple, StreamConnection] = field(default_factory=dict)
     # Failed TLS handshakes on the node's TLS listeners (counted and logged there).
     tls_handshake_failures: HandshakeFailures = field(default_factory=HandshakeFailures)
+    # Connections, relay and channel sockets refused for lack of descriptors (or socket
+    # memory): counted and logged at a bounded rate (`trelay.node.exhaustion`).
+    exhaustion: Exhaustion = field(default_factory=Exhaustion)
     # Usage records (`trelay.node.usage`): metered from relay open to CloseRelay.
     usage: UsageRecorder = field(default_factory=UsageRecorder)
     _relays: dict[Address, _Relay] = field(default_factory=dict)
+    # Kernel drops (`kernel_drops`): of relay sockets already closed, and what each UDP
+    # listener's socket had dropped when this node took it (a worker's is inherited:
+    # its predecessor's drops are counted already).
+    _closed_drops: int = 0
+    _listener_drops_before: dict[Address, int] = field(default_factory=dict)
     _timer_scope: trio.CancelScope | None = None
     _all_ended: trio.Event = field(default_factory=trio.Event)
     _drain_scope: trio.CancelScope = field(default_factory=trio.CancelScope)
@@ -187,6 +205,7 @@ class TurnNode:
     ) -> DatagramBatch:
         """The batch reader of the UDP listener bound at `server_address`."""
         self.udp_sockets[server_address] = sock
+        self._listener_drops_before[server_address] = kernel_drops(sock)
         table = self.server.client_table(ClientTransport.UDP, server_address)
         return ClientReader(sock, server_address, stats, table, self.counters, self).batch
 
@@ -269,6 +288,7 @@ class TurnNode:
             elif isinstance(action, CloseRelay):
                 relay = self._relays.pop(action.relayed, None)
                 if relay is not None:
+                    self._closed_drops += relay.kernel_drops()  # one getsockopt each
                     # At once, not when the task unwinds: the port pool may hand the
                     # port to the next Allocate in this very batch.
                     relay.close()
@@ -346,9 +366,12 @@ class TurnNode:
     def _open_relay(self, action: OpenRelay) -> None:
         try:
             sock = bind_relay_socket(action.host, action.port)
-        except OSError:
+        except OSError as exc:
+            if exc.errno in EXHAUSTION_ERRNOS:  # the core answers 508 (or tries a port more)
+                self.exhaustion.refused(RELAY_SOCKET, exc, trio.current_time())
             self._execute(self.server.relay_failed(action.five_tuple, trio.current_time()))
             return
+        self.exhaustion.succeeded()
         bound = sock.getsockname()
         relayed = (bound[0], bound[1])
         counters = self.counters.by_transport[action.five_tuple.transport]
@@ -436,7 +459,12 @@ class TurnNode:
         per_channel[channel] = (peer, unconnected)  # until connected, or for good
         if len(relay.connected) >= MAX_CONNECTED_CHANNELS:
             return
-        sock = socket.socket(relay.sock.family, socket.SOCK_DGRAM)
+        try:
+            sock = socket.socket(relay.sock.family, socket.SOCK_DGRAM)
+        except OSError as exc:
+            if exc.errno in EXHAUSTION_ERRNOS:
+                self.exhaustion.refused(CHANNEL_SOCKET, exc, trio.current_time())
+            return
         try:
             sock.setblocking(False)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -448,6 +476,17 @@ class TurnNode:
         relay.connected.append(sock)
         per_channel[channel] = (peer, sock.send)
         relay.nursery.start_soon(self._read_relay, relay, sock)
+
+    def kernel_drops(self) -> int:
+        """Datagrams the kernel dropped because a socket's receive buffer was full: the
+        UDP listeners' (since this node took them) and every relay socket's, live or
+        closed. Read at scrape time (one getsockopt per socket), never per packet."""
+        listeners = sum(
+            kernel_drops(sock) - self._listener_drops_before.get(address, 0)
+            for address, sock in self.udp_sockets.items()
+        )
+        relays = sum(relay.kernel_drops() for relay in self._relays.values())
+        return self._closed_drops + listeners + relays
 
     # --- session admin (`trelay.node.sessions`) ------------------------------------------
 

@@ -25,6 +25,7 @@ from hypercorn.trio import serve
 from hypercorn.typing import Framework
 
 from trelay.config.values import format_host_port
+from trelay.node.exhaustion import quiet_accept_retries
 
 log = logging.getLogger(__name__)
 GRACEFUL_SECONDS = 1.0
@@ -69,8 +70,10 @@ async def serve_http(
     """Serve `app` on host:port until cancelled; report the bound (host, port) once bound.
 
     Binding happens here, before hypercorn starts, so that a bad address is a plain
-    `OSError` (hypercorn's would come wrapped in exception groups).
+    `OSError` (hypercorn's would come wrapped in exception groups). trio's accept loop
+    under hypercorn logs at a bounded rate when descriptors run out (`quiet_accept_retries`).
     """
+    quiet_accept_retries()
     with bind_socket(host, port) as sock:
         bound_host, bound_port = sock.getsockname()[:2]
         config = http_config(sock, access_log=access_log)

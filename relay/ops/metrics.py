@@ -16,7 +16,9 @@ number of series is bounded whatever the traffic):
     trelay_channels_active                               gauge
     trelay_relayed_datagrams_total{direction,transport}  counter  client_to_peer|peer_to_client
     trelay_relayed_bytes_total{direction,transport}      counter  payload bytes
-    trelay_dropped_datagrams_total{reason}               counter  `trelay.turn.stats.Drop`
+    trelay_dropped_datagrams_total{reason}               counter  `trelay.turn.stats.Drop`,
+                                                                  and socket_buffer: the
+                                                                  kernel's, buffer full
     trelay_requests_total{method,code}                   counter  code "200" for success
     trelay_request_duration_seconds{method}              histogram, control path only
     trelay_auth_challenges_total                         counter  401 challenges (no credentials)
@@ -35,6 +37,9 @@ number of series is bounded whatever the traffic):
     trelay_placement_fallbacks_total                     counter  static ICE URIs handed out
                                                                   ([fleet], the token API)
     trelay_tls_handshake_failures_total                  counter  failed TLS handshakes
+    trelay_resource_exhaustion_total{resource,what}     counter  descriptors|memory;
+                                                                  accept|relay_socket|
+                                                                  channel_socket refused
     trelay_build_info{version,python}                    gauge    1
     process_*                                            prometheus_client's ProcessCollector
 
@@ -121,6 +126,9 @@ Series = dict[tuple[str, ...], float]
 Latency = dict[str, tuple[tuple[int, ...], float]]
 
 _DIRECTIONS = ("client_to_peer", "peer_to_client")
+# The drop reason of datagrams the kernel dropped: a socket's receive buffer was full
+# (`trelay.node.datagram_batch.kernel_drops`); not a `Drop`, the core never sees them.
+SOCKET_BUFFER = "socket_buffer"
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +150,7 @@ class NodeSnapshot:
     relay_ports: Series = field(default_factory=dict)
     draining: Series = field(default_factory=dict)
     tls_handshake_failures: Series = field(default_factory=dict)
+    resource_exhaustion: Series = field(default_factory=dict)
     redirecting: Series = field(default_factory=dict)
     usage_records: Series = field(default_factory=dict)
     usage_queue: Series = field(default_factory=dict)
@@ -185,7 +194,7 @@ def snapshot(node: TurnNode) -> NodeSnapshot:
         channels_active={(): sum(len(a.channels) for a in allocations)},
         relayed_datagrams=datagrams,
         relayed_bytes=sizes,
-        dropped=_drops(stats.dropped, node.counters.dropped),
+        dropped=_drops(stats.dropped, node.counters.dropped, node.kernel_drops()),
         requests={(method_label(m), str(c)): n for (m, c), n in stats.responses.items()},
         auth_challenges={(): stats.challenges},
         auth_failures={(r.value,): n for r, n in stats.failed_authentications().items()},
@@ -193,6 +202,7 @@ def snapshot(node: TurnNode) -> NodeSnapshot:
         relay_ports=ports,
         draining={(): 1.0 if server.draining else 0.0},
         tls_handshake_failures={(): node.tls_handshake_failures.count},
+        resource_exhaustion={key: float(n) for key, n in node.exhaustion.counts.items()},
         redirecting={(): 1.0 if server.redirection.fleet else 0.0},
         usage_records={("log",): usage.to_log, ("stream",): usage.to_stream},
         usage_queue={(): usage.queued},
@@ -202,9 +212,14 @@ def snapshot(node: TurnNode) -> NodeSnapshot:
     )
 
 
-def _drops(core: dict[Drop, int], data_path: dict[Drop, int]) -> Series:
-    """Every reason, the core's drops and the data path's added (one vocabulary)."""
-    return {(reason.value,): core.get(reason, 0) + data_path.get(reason, 0) for reason in Drop}
+def _drops(core: dict[Drop, int], data_path: dict[Drop, int], kernel: int) -> Series:
+    """Every reason, the core's drops and the data path's added (one vocabulary), and
+    `SOCKET_BUFFER`: what the kernel dropped before the node could read it."""
+    series: Series = {
+        (reason.value,): core.get(reason, 0) + data_path.get(reason, 0) for reason in Drop
+    }
+    series[(SOCKET_BUFFER,)] = kernel
+    return series
 
 
 def combine(snapshots: Iterable[NodeSnapshot]) -> NodeSnapshot:
@@ -268,6 +283,11 @@ _FAMILIES: tuple[tuple[str, _Kind, str, str, tuple[str, ...]], ...] = (
     ("tls_handshake_failures", _COUNTER, "trelay_tls_handshake_failures",
      "TLS handshakes that failed on the TLS listeners (scanners, untrusted "
      "certificates, plain TCP to the TLS port).", ()),
+    ("resource_exhaustion", _COUNTER, "trelay_resource_exhaustion",
+     "What was refused because the process ran out of a resource: descriptors "
+     "(EMFILE/ENFILE) or socket memory; accept: a new TCP/TLS connection closed, "
+     "relay_socket: an Allocate answered 508 (or tried on another port), channel_socket: "
+     "a channel kept the relay socket.", ("resource", "what")),
     ("redirecting", _GAUGE, "trelay_fleet_redirecting",
      "1 while new Allocates are sent to other nodes of the fleet (300 Try Alternate: "
      "overloaded or draining), else 0.", ()),

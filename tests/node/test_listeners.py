@@ -13,6 +13,7 @@ import trio
 
 from trelay.config.settings import ListenSettings, Settings, StreamSettings, TlsSettings
 from trelay.config.values import ListenAddress, SettingsError
+from trelay.node.exhaustion import Exhaustion
 from trelay.node.frontend import ClientFrontend, ResponderFrontend
 from trelay.node.listeners import BoundAddresses, ListenError, Listeners, paired_ports, serve
 from trelay.node.stream_listener import HandshakeFailures
@@ -84,6 +85,7 @@ class FakeNetwork:
         ssl_context: ssl.SSLContext | None = None,
         idle_timeout: float = 30.0,
         handshake_failures: HandshakeFailures | None = None,
+        exhaustion: Exhaustion | None = None,
         task_status: trio.TaskStatus[HostPort] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         self.frontends.append(frontend)

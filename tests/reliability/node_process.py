@@ -58,7 +58,8 @@ def _address(text: str) -> Address:
 
 
 @contextmanager
-def running_node(workdir: Path, *extra: str) -> Iterator[Node]:
+def running_node(workdir: Path, *extra: str, loopback_peers: bool = True) -> Iterator[Node]:
+    """`extra` flags are appended; without `loopback_peers` the default peer policy holds."""
     log = workdir / "trelay.log"
     command = [
         *trelay_command(), "serve",
@@ -67,7 +68,7 @@ def running_node(workdir: Path, *extra: str) -> Iterator[Node]:
         "--listen-tls", "127.0.0.1:0",
         "--user", f"{USER}:{PASSWORD}",
         "--realm", REALM,
-        "--allow-loopback-peers",
+        *(["--allow-loopback-peers"] if loopback_peers else []),
         "--relay-address", "127.0.0.1",
         *extra,
     ]  # fmt: skip
@@ -133,17 +134,35 @@ def challenge(sock: socket.socket, server: Address) -> tuple[tuple[Attribute, ..
     return auth, long_term_key(USER, realm.value, PASSWORD)
 
 
+def signed_request(
+    sock: socket.socket,
+    server: Address,
+    auth: tuple[Attribute, ...],
+    key: bytes,
+    method: Method,
+    *attributes: Attribute,
+) -> Message:
+    """A request signed with `key` (after `challenge`); its response."""
+    request = Message(method, MessageClass.REQUEST, new_transaction_id(), (*attributes, *auth))
+    return exchange(sock, server, encode_signed(request, key))
+
+
+def open_allocation(
+    sock: socket.socket, server: Address, *extra: Attribute
+) -> tuple[tuple[Attribute, ...], bytes, Address]:
+    """Challenge, then an Allocate that must succeed: (auth attributes, key, relayed)."""
+    auth, key = challenge(sock, server)
+    reply = signed_request(sock, server, auth, key, Method.ALLOCATE, RequestedTransport(17), *extra)
+    assert reply.message_class is MessageClass.SUCCESS, reply
+    relayed = reply.get(XorRelayedAddress)
+    assert relayed is not None
+    return auth, key, (relayed.host, relayed.port)
+
+
 def allocate(server: Address, source: str = "127.0.0.1") -> None:
     """An authenticated Allocate that succeeds, then deleted (RFC 8656 §7.1, §7.3)."""
     with udp_socket(source) as sock:
-        auth, key = challenge(sock, server)
-        request = Message(
-            Method.ALLOCATE, MessageClass.REQUEST, new_transaction_id(),
-            (RequestedTransport(17), *auth),
-        )  # fmt: skip
-        reply = exchange(sock, server, encode_signed(request, key))
-        assert reply.message_class is MessageClass.SUCCESS, reply
-        assert reply.get(XorRelayedAddress) is not None
+        auth, key, _ = open_allocation(sock, server)
         delete = Message(
             Method.REFRESH, MessageClass.REQUEST, new_transaction_id(), (Lifetime(0), *auth)
         )

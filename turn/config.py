@@ -26,6 +26,11 @@ RFC's error and counted (`trelay.turn.stats.Quota`); 0 is unlimited:
   server's ports and memory, not the quota (`user_quota` is).
 - `pending_per_source` (64): Allocates from one source whose relay socket is still being
   bound: 508 Insufficient Capacity (§7.2: the server cannot take more now).
+
+Limits on requests that do not authenticate (`trelay.turn.rate_limit` says why these):
+`unauthenticated_rate` (20/s) and `unauthenticated_burst` (40) per client address and
+port, and `reflection_rate` (128 KiB/s) and `reflection_burst` (256 KiB) of answers to
+them over UDP per destination IP.
 """
 
 from __future__ import annotations
@@ -36,6 +41,9 @@ from dataclasses import dataclass
 # TURN request has (USERNAME, USERHASH, REALM, NONCE, the integrity attributes, FINGERPRINT,
 # SOFTWARE, LIFETIME, the Allocate ones, ACCESS-TOKEN...) is under 20, with room to spare.
 OTHER_ATTRIBUTES = 32
+# The least `reflection_burst` (bytes): IPv6's minimum MTU, more than any answer to a
+# request that did not authenticate, so that each can be sent at all.
+MIN_REFLECTION_BURST = 1280
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,8 +73,12 @@ class TurnConfig:
     rfc5766_channels: bool = True
     response_cache_seconds: float = 40.0  # > RFC 8489 Ti (39.5 s): retransmits see one answer
     response_cache_size: int = 16384
-    unauthenticated_rate: float = 20.0  # requests per second per source IP
+    # Requests that do not authenticate, per client address and port (`trelay.turn.rate_limit`).
+    unauthenticated_rate: float = 20.0  # per second
     unauthenticated_burst: float = 40.0
+    # Bytes of answers to them over UDP, per destination IP: the bound on reflection.
+    reflection_rate: float = 131072.0  # per second
+    reflection_burst: float = 262144.0
     permissions_per_allocation: int = 128
     channels_per_allocation: int = 128
     peers_per_request: int = 32
@@ -87,6 +99,10 @@ class TurnConfig:
         )  # fmt: skip
         if min(bounds) < 0:
             raise ValueError("quotas: must be >= 0 (0 is unlimited)")
+        if not (self.unauthenticated_rate > 0 and self.unauthenticated_burst >= 1):
+            raise ValueError("unauthenticated: need rate > 0 and burst >= 1")
+        if not (self.reflection_rate > 0 and self.reflection_burst >= MIN_REFLECTION_BURST):
+            raise ValueError(f"reflection: need rate > 0 and burst >= {MIN_REFLECTION_BURST} bytes")
 
     def attribute_limit(self) -> int | None:
         """The most attributes a request may carry (`decode_message`'s `max_attributes`):

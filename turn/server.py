@@ -42,6 +42,8 @@ from trelay.stun.attributes import (
     DontFragment,
     Fingerprint,
     Lifetime,
+    MessageIntegrity,
+    MessageIntegritySha256,
     RequestedAddressFamily,
     Software,
 )
@@ -75,7 +77,7 @@ from trelay.turn.credential_sources import StaticUsers
 from trelay.turn.data_path import peer_datagram, send_indication
 from trelay.turn.policy import PeerPolicy, Withdrawn, withdraw_denied
 from trelay.turn.port_pool import RelayPortPool
-from trelay.turn.rate_limit import SourceRateLimiter
+from trelay.turn.rate_limit import UnauthenticatedLimits
 from trelay.turn.redirection import Alternate, Redirection
 from trelay.turn.request_context import RequestContext
 from trelay.turn.response_cache import ResponseCache
@@ -103,9 +105,11 @@ class TurnServer:
         self._timers = timers = TimerQueue()
         self._software = software = Software(config.software)
         self.responses = ResponseCache(config.response_cache_seconds, config.response_cache_size)
-        self.rate_limiter = SourceRateLimiter(
-            config.unauthenticated_rate, config.unauthenticated_burst
-        )
+        # Requests that do not authenticate, per source and per destination (issue 15).
+        self.limits = UnauthenticatedLimits(
+            config.unauthenticated_rate, config.unauthenticated_burst,
+            config.reflection_rate, config.reflection_burst,
+        )  # fmt: skip
         # Shared with the request handlers for the server's whole life; plain counters
         # for the metrics layer (`stats`), bumped on the control path only.
         self._context = RequestContext(
@@ -225,7 +229,8 @@ class TurnServer:
             "timers_live": timers.live,
             "timer_owners": timers.owners,
             "responses": len(self.responses),
-            "rate_limited_sources": len(self.rate_limiter),
+            "limited_sources": len(self.limits.per_source),
+            "limited_destinations": len(self.limits.per_destination),
             "retired_nonce_addresses": self._auth.nonces.retired_count,
             "permissions": sum(len(a.permissions) for a in allocations),
             "channels": sum(len(a.channels) for a in allocations),
@@ -251,7 +256,7 @@ class TurnServer:
         try:
             message = decode_message(data, self.config.attribute_limit())
         except StunDecodeError as exc:
-            return self._answer_undecodable(data, exc, five_tuple)
+            return self._answer_undecodable(data, exc, five_tuple, now)
         if message.get(Fingerprint) is not None and not verify_fingerprint(data):
             self.stats.dropped[Drop.MALFORMED] += 1
             return []  # RFC 8489 §7.3: not STUN after all; discard silently
@@ -270,15 +275,20 @@ class TurnServer:
         if cached is not None:
             return self._send(five_tuple, cached)  # RFC 8489 §6.3.1: same answer
         if message.method == Method.BINDING:
-            reply = answer_binding(message, five_tuple.client, self._software)
-            return self._send(five_tuple, reply)
+            client, software = five_tuple.client, self._software
+            return self._unauthenticated(
+                five_tuple, now, lambda: answer_binding(message, client, software)
+            )
         if message.method not in _AUTHENTICATED_METHODS:
-            reply = responses.error(message, ErrorCode.BAD_REQUEST, self._software)
-            return self._send(five_tuple, reply)
+            software = self._software
+            return self._unauthenticated(
+                five_tuple, now,
+                lambda: responses.error(message, ErrorCode.BAD_REQUEST, software),
+            )  # fmt: skip
         return self._authenticated_request(message, data, five_tuple, now)
 
     def _answer_undecodable(
-        self, data: bytes, exc: StunDecodeError, five_tuple: FiveTuple
+        self, data: bytes, exc: StunDecodeError, five_tuple: FiveTuple, now: float
     ) -> list[Action]:
         """A request whose header parses but whose attributes do not gets 400."""
         header = _request_header(data)
@@ -287,25 +297,59 @@ class TurnServer:
             return []
         method, transaction_id = header
         request = Message(method, MessageClass.REQUEST, transaction_id)
-        reply = responses.error(request, ErrorCode.BAD_REQUEST, self._software, reason=exc.reason)
-        return self._send(five_tuple, reply)
+        software, reason = self._software, exc.reason
+        return self._unauthenticated(
+            five_tuple, now,
+            lambda: responses.error(request, ErrorCode.BAD_REQUEST, software, reason=reason),
+        )  # fmt: skip
+
+    def _unauthenticated(
+        self, five_tuple: FiveTuple, now: float, answer: Callable[[], Reply]
+    ) -> list[Action]:
+        """Answer a request that cannot authenticate (Binding, 400) within `limits`:
+        its source's token before `answer` does any work, the destination's bytes
+        before the answer goes out (`trelay.turn.rate_limit`)."""
+        refused = self.limits.request(five_tuple, now)
+        if refused is None:
+            reply = answer()
+            refused = self.limits.answer(five_tuple, len(reply.data), now)
+            if refused is None:
+                return self._send(five_tuple, reply)
+        self.stats.dropped[refused] += 1
+        return []
 
     def _authenticated_request(
         self, request: Message, raw: bytes, five_tuple: FiveTuple, now: float
     ) -> list[Action]:
         client = five_tuple.client
+        limits, dropped = self.limits, self.stats.dropped
+        # A signed request from a source out of tokens is refused before its MAC costs
+        # anything; one that passes spends a token only if it fails (`rate_limit`).
+        refused = None if _unsigned(request) else limits.signed(five_tuple, now)
+        if refused is not None:
+            dropped[refused] += 1
+            return []
         unix_now = self.wall_clock()
         strict = self.config.strict_expiry
         result = self._auth.check(request, raw, client, unix_now, strict_expiry=strict)
         if isinstance(result, Rejected):
-            # An unauthenticated request is the one kind anybody can send for free.
-            if result.anonymous and not self.rate_limiter.allow(client[0], now):
-                self.stats.dropped[Drop.RATE_LIMITED] += 1
-                return []
+            # An unsigned request is the one kind anybody can send for free: its source
+            # pays before we mint a nonce; a failed MAC is paid for after the fact.
+            if result.anonymous:
+                refused = limits.request(five_tuple, now)
+                if refused is not None:
+                    dropped[refused] += 1
+                    return []
+            elif result.key is None:
+                limits.failed(five_tuple, now)
             self.stats.auth_failures[result.failure] += 1
             extra = self._auth.challenge(client, unix_now) if result.challenge else ()
             if result.key is None:  # not authenticated: the smallest answer (issue 15)
                 reply = responses.unauthenticated(request, result.code, result.reason, extra)
+                refused = limits.answer(five_tuple, len(reply.data), now)
+                if refused is not None:
+                    dropped[refused] += 1
+                    return []
             else:
                 reply = responses.error(
                     request, result.code, self._software, result.key, reason=result.reason,
@@ -446,7 +490,7 @@ class TurnServer:
                     allocation.unbind_channel(key)
                 elif expiry is not None:
                     timers.schedule(expiry, kind, allocation, key)
-        self.rate_limiter.prune(now)
+        self.limits.prune(now)
         return actions
 
     def _end(self, allocation: Allocation, reason: EndReason) -> list[Action]:
@@ -590,6 +634,11 @@ LIVE_CONFIG_FIELDS = frozenset(
      "channels_per_allocation", "peers_per_request", "allocations_per_source",
      "pending_per_source")
 )  # fmt: skip
+
+
+def _unsigned(request: Message) -> bool:
+    """No MESSAGE-INTEGRITY of either kind (RFC 8489 §9.2.4 step 1): a 401 challenge."""
+    return request.get(MessageIntegrity) is None and request.get(MessageIntegritySha256) is None
 
 
 def _family_of(address: Address) -> AddressFamily:

@@ -87,7 +87,11 @@ class Drop(StrEnum):
     MALFORMED = "malformed"  # not STUN after all, or ChannelData shorter than its length
     SEND_FAILED = "send_failed"  # the kernel refused the send
     QUEUE_FULL = "queue_full"  # a stream client's outbox was full (or already closed)
-    RATE_LIMITED = "rate_limited"  # an unauthenticated request over the per-source rate
+    # A request that did not authenticate (unsigned, Binding, a failed MAC...) over its
+    # source's limit; the source is an IP and port (`trelay.turn.rate_limit`).
+    RATE_LIMITED = "rate_limited"
+    # An answer to such a request over the bytes a destination IP may get (reflection).
+    REFLECTION_LIMITED = "reflection_limited"
     DENIED_PEER = "denied_peer"  # a Send indication to a peer the policy denies (design §6)
 
 

@@ -230,7 +230,9 @@ async def test_a_flood_of_garbage_datagrams_leaves_no_state(
         assert stats.datagrams_received == received + len(payloads)
         # No state for the garbage: nothing allocated, cached or bound anywhere.
         assert core_sizes(local) == before
-        assert len(local.node.server.rate_limiter) <= 1  # one bucket: every source is 127.0.0.1
+        # The limits hold a bucket per source socket, and one for the destination IP.
+        assert len(local.node.server.limits.per_source) <= GARBAGE_SOURCES + 1
+        assert len(local.node.server.limits.per_destination) <= 1  # all is 127.0.0.1
         # The drop counters moved, per reason.
         assert counters.dropped[Drop.NO_ALLOCATION] > 0  # ChannelData from sources without one
         assert counters.dropped[Drop.NO_CHANNEL] > 0  # ChannelData for unbound channels

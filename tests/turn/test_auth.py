@@ -21,7 +21,6 @@ from trelay.turn.credential_sources import (
     rest_password,
 )
 from trelay.turn.nonces import NonceStamper
-from trelay.turn.rate_limit import SourceRateLimiter
 
 KEY = b"k" * 32
 CLIENT = ("203.0.113.5", 50000)
@@ -141,27 +140,7 @@ def test_static_users() -> None:
 # --- rate limit ------------------------------------------------------------------------
 
 
-def test_rate_limiter_bucket() -> None:
-    limiter = SourceRateLimiter(rate=2, burst=3)
-    assert [limiter.allow("ip", 0) for _ in range(4)] == [True, True, True, False]
-    assert not limiter.allow("ip", 0.25)  # half a token back
-    assert limiter.allow("ip", 0.75)  # one token back since the last spend
-    assert limiter.allow("other", 0)  # per source
-    limiter.prune(100)
-    assert len(limiter) == 0
-
-
-def test_rate_limiter_bounds_its_table() -> None:
-    limiter = SourceRateLimiter(rate=1, burst=1, max_sources=3)
-    for index in range(10):
-        limiter.allow(f"ip{index}", 0)
-    assert len(limiter) == 3
-
-
-@pytest.mark.parametrize("rate, burst", [(0, 1), (1, 0.5)])
-def test_rate_limiter_arguments(rate: float, burst: float) -> None:
-    with pytest.raises(ValueError, match="rate"):
-        SourceRateLimiter(rate, burst)
+# The limiter itself: tests/turn/test_rate_limit.py.
 
 
 def test_server_drops_unauthenticated_requests_after_the_burst_only() -> None:

@@ -27,6 +27,11 @@ The fleet (design §9) reaches the core through two plain calls, never awaited b
 draining, `trelay.turn.redirection`) and `use_remote_counts` (the identities' allocations
 on other nodes, added to the user quota); `identity_counts` is what it publishes.
 
+Requests that do not authenticate (unsigned, Binding, 400s, failed MACs) are answered
+within `limits` (`trelay.turn.rate_limit`): per client address and port, so that a
+neighbour behind the same NAT cannot use them against the others, and per destination
+IP in bytes over UDP, the bound on reflection. Authenticated requests are never limited.
+
 Invariants (checked by the state-machine tests): nothing outlives its allocation; the
 channel <-> peer maps stay a bijection; quotas hold, pending allocations included.
 """

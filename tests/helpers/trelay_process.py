@@ -70,11 +70,15 @@ async def read_line(stream: trio.abc.ReceiveStream) -> bytes:
 
 
 @asynccontextmanager
-async def running_trelay(tmp_path: Path, *args: str) -> AsyncIterator[Running]:
+async def running_trelay(
+    tmp_path: Path, *args: str, launcher: Sequence[str] = ()
+) -> AsyncIterator[Running]:
+    """`trelay serve args` until its ready line; `launcher` runs it (e.g. a Python that
+    sets a resource limit and execs the rest of its arguments)."""
     stderr_path = tmp_path / "stderr.txt"
     with stderr_path.open("wb") as stderr:
         process = await trio.lowlevel.open_process(
-            [*trelay_command(), "serve", *args],
+            [*launcher, *trelay_command(), "serve", *args],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=stderr,

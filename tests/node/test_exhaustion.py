@@ -12,25 +12,16 @@ traceback every 0.1 s and the refused connections hung.
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import socket
-import subprocess
 import sys
 import urllib.request
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 import trio
 
-from tests.helpers.trelay_process import (
-    Running,
-    allocate_with,
-    read_line,
-    trelay_command,
-)
+from tests.helpers.trelay_process import Running, allocate_with, running_trelay
 from trelay.node.exhaustion import LOG_SECONDS
 from trelay.stun.codes import MessageClass, Method
 from trelay.stun.message import Message, decode_message, encode_message, new_transaction_id
@@ -49,31 +40,12 @@ _LIMITED = (
 )
 
 
-@asynccontextmanager
-async def limited_trelay(tmp_path: Path, limit: int) -> AsyncIterator[Running]:
+def limited_trelay(tmp_path: Path, limit: int) -> AbstractAsyncContextManager[Running]:
     """`trelay serve` (UDP, TCP and HTTP on loopback) with RLIMIT_NOFILE `limit`."""
-    [script, *rest] = trelay_command()
-    args = ["serve", "--listen-udp", "127.0.0.1:0", "--listen-tcp", "127.0.0.1:0",
-            "--listen-http", "127.0.0.1:0", "--user", f"{USER}:{PASSWORD}"]  # fmt: skip
-    stderr_path = tmp_path / "stderr.txt"
-    with stderr_path.open("wb") as stderr:
-        process = await trio.lowlevel.open_process(
-            [sys.executable, "-c", _LIMITED, str(limit), script, *rest, *args],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=stderr,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-    try:
-        assert process.stdout is not None
-        with trio.fail_after(TIMEOUT):
-            ready = json.loads(await read_line(process.stdout))
-        yield Running(process, ready, stderr_path)
-    finally:
-        if process.returncode is None:
-            process.kill()
-            with trio.fail_after(TIMEOUT):
-                await process.wait()
+    args = ("--listen-udp", "127.0.0.1:0", "--listen-tcp", "127.0.0.1:0",
+            "--listen-http", "127.0.0.1:0", "--user", f"{USER}:{PASSWORD}")  # fmt: skip
+    launcher = (sys.executable, "-c", _LIMITED, str(limit))
+    return running_trelay(tmp_path, *args, launcher=launcher)
 
 
 async def binding_over_tcp(server: tuple[str, int]) -> trio.socket.SocketType | None:

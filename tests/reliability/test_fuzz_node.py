@@ -185,6 +185,26 @@ def test_udp(node: Node, sink: socket.socket, frames: list[Frame]) -> None:
     still_serving(node, sink)
 
 
+def _fuzz_stream(
+    node: Node,
+    sink: socket.socket,
+    *,
+    tls: bool,
+    frames: list[Frame],
+    cuts: list[int],
+    tail: int | None,
+    reset: bool,
+) -> None:
+    """One example over a fresh TCP or TLS connection, then the node still serves."""
+    port = node.tls if tls else node.tcp
+    conn = _connect(port, _source("127.2", _fuzz_sources), tls=tls)
+    try:
+        _send_stream(conn, frames, cuts, tail)
+    finally:
+        _close(conn, reset)
+    still_serving(node, sink, port)
+
+
 @FUZZ
 @_stream_cases
 def test_tcp(
@@ -195,12 +215,7 @@ def test_tcp(
     tail: int | None,
     reset: bool,
 ) -> None:
-    conn = _connect(node.tcp, _source("127.2", _fuzz_sources), tls=False)
-    try:
-        _send_stream(conn, frames, cuts, tail)
-    finally:
-        _close(conn, reset)
-    still_serving(node, sink, node.tcp)
+    _fuzz_stream(node, sink, tls=False, frames=frames, cuts=cuts, tail=tail, reset=reset)
 
 
 @settings(FUZZ, max_examples=100)
@@ -213,12 +228,7 @@ def test_tls(
     tail: int | None,
     reset: bool,
 ) -> None:
-    conn = _connect(node.tls, _source("127.2", _fuzz_sources), tls=True)
-    try:
-        _send_stream(conn, frames, cuts, tail)
-    finally:
-        _close(conn, reset)
-    still_serving(node, sink, node.tls)
+    _fuzz_stream(node, sink, tls=True, frames=frames, cuts=cuts, tail=tail, reset=reset)
 
 
 @settings(FUZZ, max_examples=50)

@@ -10,7 +10,8 @@ step 3 (REQUESTED-TRANSPORT present, and UDP: the only relayed transport here), 
 (RESERVATION-TOKEN: never issued, so never valid; not with EVEN-PORT or a family), step 6
 (EVEN-PORT with R set: port reservations are not offered), step 7 (a relay address of the
 requested family). Those that depend on the server's state (`_state_failure`): step 2
-(an allocation exists), expired credentials, draining, step 8 (quotas).
+(an allocation exists), draining, step 8 (quotas); an expired credential never gets
+here (`trelay.turn.auth` refuses it with 401 before any method is handled).
 
 Redirection (`trelay.turn.redirection`): a draining server, or one the fleet marks
 overloaded, answers 300 Try Alternate with ALTERNATE-SERVER (RFC 8489 §10, §14.15;
@@ -51,7 +52,7 @@ from trelay.turn.actions import Action, AllocationCreated, CloseRelay, OpenRelay
 from trelay.turn.addressing import Address, FiveTuple, is_ipv6, unmap_ipv4
 from trelay.turn.allocation import Allocation
 from trelay.turn.allocation_table import PendingAllocate
-from trelay.turn.auth import Authenticated, AuthFailure
+from trelay.turn.auth import Authenticated
 from trelay.turn.config import TurnConfig
 from trelay.turn.redirection import Alternate, Redirection
 from trelay.turn.request_context import RequestContext
@@ -115,9 +116,7 @@ def allocate(
     if failure is not None:
         code, reason = failure
         extra: tuple[Attribute, ...] = ()
-        if code is ErrorCode.UNAUTHORIZED:
-            extra = context.expiry_challenge(five_tuple)
-        elif code is ErrorCode.TRY_ALTERNATE and redirect is not None:
+        if code is ErrorCode.TRY_ALTERNATE and redirect is not None:
             extra = redirect.attributes(five_tuple.transport)
         reply = responses.error(request, code, context.software, key, reason=reason, extra=extra)
         return context.reply(request, five_tuple, now, reply)
@@ -155,9 +154,6 @@ def _state_failure(
     table, config, stats = context.table, context.config, context.stats
     if five_tuple in table.allocations or five_tuple in table.pending:
         return ErrorCode.ALLOCATION_MISMATCH, "Allocation already exists"  # step 2
-    if context.credential_expired(auth):
-        stats.auth_failures[AuthFailure.EXPIRED] += 1
-        return ErrorCode.UNAUTHORIZED, "Credentials expired"
     failure = unsatisfiable(request, config)  # steps 3, 5, 6, 7
     if failure is not None:
         return failure

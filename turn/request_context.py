@@ -17,12 +17,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from trelay.stun.attributes import Attribute, Software
+from trelay.stun.attributes import Software
 from trelay.stun.message import Message
 from trelay.turn.actions import Action
 from trelay.turn.addressing import FiveTuple
 from trelay.turn.allocation_table import AllocationTable
-from trelay.turn.auth import Authenticated
 from trelay.turn.config import TurnConfig
 from trelay.turn.port_pool import RelayPortPool
 from trelay.turn.responses import Reply
@@ -45,7 +44,3 @@ class RequestContext:
     timers: TimerQueue
     stats: ServerStats
     reply: ReplySender
-    # True if the request's credential has expired by the server's wall clock.
-    credential_expired: Callable[[Authenticated], bool]
-    # REALM, NONCE and what the server offers, for a 401 to the 5-tuple's client (design §5).
-    expiry_challenge: Callable[[FiveTuple], tuple[Attribute, ...]]

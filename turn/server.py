@@ -43,7 +43,6 @@ import random
 from collections.abc import Callable, Iterable, Mapping
 
 from trelay.stun.attributes import (
-    Attribute,
     DontFragment,
     Fingerprint,
     Lifetime,
@@ -119,7 +118,7 @@ class TurnServer:
         # for the metrics layer (`stats`), bumped on the control path only.
         self._context = RequestContext(
             config, software, table, ports, timers, ServerStats(),
-            self._reply, self._credential_expired, self._expiry_challenge,
+            self._reply,
         )  # fmt: skip
         # The runtime reads these two directly (the data path, relay sockets).
         self.allocations = table.allocations
@@ -407,15 +406,6 @@ class TurnServer:
         """Send `reply` and keep it for retransmissions of `request` (RFC 8489 §6.3.1)."""
         self.responses.put(five_tuple, request.transaction_id, reply, now)
         return self._send(five_tuple, reply)
-
-    def _credential_expired(self, auth: Authenticated) -> bool:
-        expires_at = auth.credential.expires_at
-        return expires_at is not None and expires_at <= self.wall_clock()
-
-    def _expiry_challenge(self, five_tuple: FiveTuple) -> tuple[Attribute, ...]:
-        # design §5: every 401 carries REALM and NONCE, also for expired credentials,
-        # so that the client retries with fresh ones instead of giving up.
-        return self._auth.challenge(five_tuple.client, self.wall_clock())
 
     # --- Allocate (RFC 8656 §7.2, in `trelay.turn.allocate`) -----------------------------------
 

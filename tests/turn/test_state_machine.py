@@ -226,6 +226,11 @@ class TurnCoreMachine(RuleBasedStateMachine):
         self.clock.unix = BASE + target
         self.process(self.server.handle_timer(target))
 
+    def expired(self, client: Peer) -> bool:
+        """Whether the client's TURN REST credential has expired by the wall clock."""
+        rest = parse_rest_username(client.username)
+        return rest is not None and rest[1] <= self.clock.unix
+
     def pick(self, index: int) -> Peer:
         """Mostly a client with an allocation (where the interesting rules apply)."""
         allocated = [c for c in self.clients if c.five_tuple in self.server.allocations]
@@ -252,7 +257,8 @@ class TurnCoreMachine(RuleBasedStateMachine):
             if runtime != "later":
                 self.answer_bind(client.five_tuple, runtime == "bound")
         elif had:
-            assert _code(reply) == 437
+            # An expired credential gets its 401 before the allocation is looked at.
+            assert _code(reply) == (401 if self.expired(client) else 437)
 
     @precondition(lambda self: bool(self.pending))
     @rule(data=st.data(), bound=st.booleans())
@@ -280,9 +286,7 @@ class TurnCoreMachine(RuleBasedStateMachine):
         assert reply is not None
         if state is None:
             # After a credential's expiry every method gets its 401 (issue 15).
-            rest = parse_rest_username(client.username)
-            expired = rest is not None and rest[1] <= self.clock.unix
-            assert _code(reply) == (401 if expired else 437)
+            assert _code(reply) == (401 if self.expired(client) else 437)
         elif _code(reply) is None:
             alive = self.server.allocations.get(client.five_tuple) is state
             assert alive == (lifetime != 0)

@@ -18,10 +18,19 @@ class ClientTransport(Enum):
     UDP = "udp"
     TCP = "tcp"
     TLS = "tls"
+    # DTLS over UDP (RFC 7350): one STUN message or ChannelData per DTLS record.
+    DTLS = "dtls"
 
     @property
     def is_stream(self) -> bool:
-        """Stream transports pad ChannelData to 4 bytes (RFC 8656 §12.5)."""
+        """Stream transports (TCP, TLS) pad ChannelData to 4 bytes; over UDP and DTLS the
+        padding is not required (RFC 8656 §12.5), a record or datagram delimits it."""
+        return self is ClientTransport.TCP or self is ClientTransport.TLS
+
+    @property
+    def source_proven(self) -> bool:
+        """A handshake proved the client receives at its address (TCP's, TLS's, DTLS's
+        cookie exchange, RFC 6347 §4.2.1): an answer to it is no reflection."""
         return self is not ClientTransport.UDP
 
 

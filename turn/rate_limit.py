@@ -189,5 +189,5 @@ class UnauthenticatedLimits:
 
 
 def _reflects(five_tuple: FiveTuple) -> bool:
-    """Over TCP and TLS the handshake proved the source: what we send is no reflection."""
-    return not five_tuple.transport.is_stream
+    """Over TCP, TLS and DTLS the handshake proved the source: what we send is no reflection."""
+    return not five_tuple.transport.source_proven

@@ -38,12 +38,14 @@ class SendToPeer:
 class OpenRelay:
     """Bind a UDP socket at `host`:`port`, then call `relay_opened` or `relay_failed`.
 
-    `port` 0 means any free port (the server has no configured range).
+    `port` 0 means any free port (the server has no configured range). `tcp`: a TCP
+    allocation (RFC 6062 §5.1): bind a listening TCP socket for peers instead.
     """
 
     five_tuple: FiveTuple
     host: str
     port: int
+    tcp: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,4 +80,48 @@ class AllocationEnded:
     reason: EndReason
 
 
-Action = SendToClient | SendToPeer | OpenRelay | CloseRelay | AllocationCreated | AllocationEnded
+@dataclass(frozen=True, slots=True)
+class ConnectPeer:
+    """RFC 6062 §5.2: open a TCP connection from `relayed` (a TCP allocation's address)
+    to `peer`, then call `peer_connected` or `peer_connect_failed` with `connection_id`.
+    The core times the attempt out itself (`ClosePeerConnection`)."""
+
+    connection_id: int
+    relayed: Address
+    peer: Address
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptPeer:
+    """RFC 6062 §5.3: keep the connection `peer` just made to `relayed` as
+    `connection_id`, unread until it is spliced. A connection the core does not name
+    in an `AcceptPeer` is closed."""
+
+    connection_id: int
+    relayed: Address
+    peer: Address
+
+
+@dataclass(frozen=True, slots=True)
+class SpliceConnections:
+    """RFC 6062 §5.4: once the ConnectionBind success before it is sent, the client
+    connection `data_connection` carries raw bytes to and from peer connection
+    `connection_id`, no STUN; when either side closes, close both and call
+    `peer_connection_closed`."""
+
+    connection_id: int
+    data_connection: FiveTuple
+
+
+@dataclass(frozen=True, slots=True)
+class ClosePeerConnection:
+    """Close peer connection `connection_id` (connecting, waiting or spliced), and its
+    client data connection if it has one."""
+
+    connection_id: int
+
+
+Action = (
+    SendToClient | SendToPeer | OpenRelay | CloseRelay | AllocationCreated | AllocationEnded
+    | ConnectPeer | AcceptPeer | SpliceConnections | ClosePeerConnection
+)  # fmt: skip

@@ -26,6 +26,16 @@ RFC's error and counted (`trelay.turn.stats.Quota`); 0 is unlimited:
   server's ports and memory, not the quota (`user_quota` is).
 - `pending_per_source` (64): Allocates from one source whose relay socket is still being
   bound: 508 Insufficient Capacity (§7.2: the server cannot take more now).
+- `peer_connections_per_allocation` (32): TCP connections to and from peers one TCP
+  allocation holds (RFC 6062, `trelay.turn.tcp_relay`), connecting, waiting for their
+  ConnectionBind or spliced: a Connect past it gets 508, a peer connecting in past it is
+  closed. Each costs two descriptors (the peer's and the client's data connection); a
+  client talks to a handful of peers per allocation.
+
+`tcp_connection_timeout` (30 s): how long a Connect may take to reach its peer (447
+after it) and how long a peer connection waits for its ConnectionBind (closed after
+it); RFC 6062 §5.2 asks at least 30 s for the first and names 30 s for the second
+(§5.2, §5.3), tests use less.
 
 Limits on requests that do not authenticate (`trelay.turn.rate_limit` says why these):
 `unauthenticated_rate` (20/s) and `unauthenticated_burst` (40) per client address and
@@ -84,6 +94,8 @@ class TurnConfig:
     peers_per_request: int = 32
     allocations_per_source: int = 1000
     pending_per_source: int = 64
+    peer_connections_per_allocation: int = 32
+    tcp_connection_timeout: float = 30.0
 
     def __post_init__(self) -> None:
         if not 0 < self.default_lifetime <= self.max_lifetime:
@@ -96,9 +108,12 @@ class TurnConfig:
             self.user_quota, self.total_quota, self.permissions_per_allocation,
             self.channels_per_allocation, self.peers_per_request,
             self.allocations_per_source, self.pending_per_source,
+            self.peer_connections_per_allocation,
         )  # fmt: skip
         if min(bounds) < 0:
             raise ValueError("quotas: must be >= 0 (0 is unlimited)")
+        if not self.tcp_connection_timeout > 0:
+            raise ValueError("tcp_connection_timeout: must be > 0 seconds")
         if not (self.unauthenticated_rate > 0 and self.unauthenticated_burst >= 1):
             raise ValueError("unauthenticated: need rate > 0 and burst >= 1")
         if not (self.reflection_rate > 0 and self.reflection_burst >= MIN_REFLECTION_BURST):

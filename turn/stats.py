@@ -72,6 +72,7 @@ class Quota(Enum):
     PERMISSIONS = "permissions"  # CreatePermission, ChannelBind: 508, per allocation
     CHANNELS = "channels"  # ChannelBind: 508, channels per allocation
     PEERS_PER_REQUEST = "peers_per_request"  # CreatePermission: 508, XOR-PEER-ADDRESSes
+    PEER_CONNECTIONS = "peer_connections"  # Connect: 508, TCP peer connections (RFC 6062)
 
 
 class Drop(StrEnum):

@@ -40,17 +40,28 @@ class OpenRelay:
 
     `port` 0 means any free port (the server has no configured range). `tcp`: a TCP
     allocation (RFC 6062 §5.1): bind a listening TCP socket for peers instead.
+
+    EVEN-PORT (RFC 8656 §7.2, §14.6): with `even` and port 0 the runtime picks an even
+    port itself (the kernel's choice is as often odd). `reserve_next`: also bind
+    port+1 and hold it, unread, as a reservation (the R bit); `relay_opened` is given
+    its address, and it lives until a `CloseRelay` of that address; both bind or
+    neither (`relay_failed`). `reserved`: `host`:`port` is such a held socket (an
+    Allocate with its RESERVATION-TOKEN): it becomes this relay socket.
     """
 
     five_tuple: FiveTuple
     host: str
     port: int
     tcp: bool = False
+    even: bool = False
+    reserve_next: bool = False
+    reserved: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class CloseRelay:
-    """Close the relay socket of an allocation that has ended."""
+    """Close the relay socket of an allocation that has ended, or the held socket of a
+    port reservation that expired (RFC 8656 §7.2)."""
 
     relayed: Address
 

@@ -1,7 +1,7 @@
 """Typed STUN attributes: one frozen dataclass per attribute, each encoding its own value.
 
 Owns the value layout of every attribute that RFC 8489, RFC 8656, RFC 6062, RFC 5780,
-RFC 7635 and RFC 8445 define, by the shape of their values (text, opaque bytes, flags,
+RFC 7635, RFC 8445 and RFC 8016 define, by the shape of their values (text, opaque bytes, flags,
 integers); the address attributes live in `trelay.stun.address_attributes`, the error ones
 in `trelay.stun.error_attributes`, the password algorithms and ACCESS-TOKEN in
 `trelay.stun.auth_attributes`.
@@ -166,6 +166,15 @@ class ReservationToken(_Opaque):
 
     TYPE: ClassVar[int] = AttributeType.RESERVATION_TOKEN
     LENGTHS: ClassVar[tuple[int, ...]] = (8,)
+
+
+@dataclass(frozen=True, slots=True)
+class MobilityTicket(_Opaque):
+    """MOBILITY-TICKET (RFC 8016 §4): opaque to the client, any length. Empty in an
+    Allocate that asks for mobility; the server's ticket in responses and in a Refresh
+    from a client whose address changed."""
+
+    TYPE: ClassVar[int] = AttributeType.MOBILITY_TICKET
 
 
 @dataclass(frozen=True, slots=True)

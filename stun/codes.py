@@ -93,6 +93,8 @@ class AttributeType(IntEnum):
     USE_CANDIDATE = 0x0025
     ICE_CONTROLLED = 0x8029
     ICE_CONTROLLING = 0x802A
+    # RFC 8016 (mobility)
+    MOBILITY_TICKET = 0x8030
 
 
 def is_comprehension_required(attribute_type: int) -> bool:

@@ -61,6 +61,7 @@ ATTRIBUTE_CLASSES: tuple[type[Attribute], ...] = (
     attrs.Data,
     attrs.Padding,
     attrs.ReservationToken,
+    attrs.MobilityTicket,
     attrs.UserHash,
     attrs.MessageIntegrity,
     attrs.MessageIntegritySha256,

@@ -178,6 +178,7 @@ _TABLE: dict[type[Attribute], SearchStrategy[Attribute]] = {
     attrs.Data: _opaque(attrs.Data, 2048),
     attrs.Padding: _opaque(attrs.Padding, 512),
     attrs.ReservationToken: _opaque(attrs.ReservationToken, 8, 8),
+    attrs.MobilityTicket: _opaque(attrs.MobilityTicket, 64),
     attrs.UserHash: _opaque(attrs.UserHash, 32, 32),
     attrs.MessageIntegrity: _opaque(attrs.MessageIntegrity, 20, 20),
     attrs.MessageIntegritySha256: _opaque(attrs.MessageIntegritySha256, 16, 20, 24, 28, 32),

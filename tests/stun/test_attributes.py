@@ -60,6 +60,8 @@ LAYOUTS: list[tuple[Attribute, str]] = [
     (attrs.Data(b"\x01\x02\x03"), "0013 0003 010203 00"),
     (attrs.Padding(bytes(5)), "0026 0005 0000000000 000000"),
     (attrs.ReservationToken(b"\x01" * 8), "0022 0008 0101010101010101"),
+    (attrs.MobilityTicket(b""), "8030 0000"),
+    (attrs.MobilityTicket(b"abcde"), "8030 0005 6162636465 000000"),
     (attrs.UserHash(B32), "001e 0020" + B32.hex()),
     (attrs.MessageIntegrity(B20), "0008 0014" + B20.hex()),
     (attrs.MessageIntegritySha256(B32[:16]), "001c 0010" + B32[:16].hex()),

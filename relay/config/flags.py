@@ -18,6 +18,7 @@ class Flags:
     listen_udp: tuple[str, ...] | None = None
     listen_tcp: tuple[str, ...] | None = None
     listen_tls: tuple[str, ...] | None = None
+    listen_dtls: tuple[str, ...] | None = None
     listen_http: tuple[str, ...] | None = None
     realm: str | None = None
     tls_cert: str | None = None

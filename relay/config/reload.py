@@ -16,8 +16,9 @@ Data in, data out: nothing here binds, watches or touches a running node (that i
 in a `Change`, only their counts.
 
 What applies live, and why it can:
-- `tls.cert`, `tls.key`: the TLS listeners keep one `ssl.SSLContext`; loading the pair
-  into it serves new handshakes with it, while established connections keep theirs.
+- `tls.cert`, `tls.key`: the TLS listeners keep one `ssl.SSLContext` (the DTLS listeners
+  one `OpenSSL.SSL.Context`); loading the pair into it serves new handshakes with it,
+  while established connections (and DTLS associations) keep theirs.
   Re-read at every reload while files are configured (a renewed certificate usually
   keeps its path), so this change is listed even when the paths stayed the same.
 - `auth.users`: the core's credential lookup is swapped (`TurnServer.use_users`); a user
@@ -240,8 +241,8 @@ class _Split:
 
 
 def _tls(current: Settings, new: Settings, merged: Settings) -> tuple[Settings, _Split]:
-    if not current.listen.tls:
-        # No TLS listener until a restart, which reads the file again: nothing to load.
+    if not current.listen.tls and not current.listen.dtls:
+        # No TLS or DTLS listener until a restart, which reads the file again: nothing to load.
         return replace(merged, tls=new.tls), _Split()
     if new.tls.cert_file is None or new.tls.key_file is None:
         if current.tls.self_signed:

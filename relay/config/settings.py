@@ -10,7 +10,8 @@ TOML file, so an error's key is the dotted path a user would edit:
     udp = ["127.0.0.1:3478"]
     tcp = ["127.0.0.1:3478"]
     tls = ["127.0.0.1:5349"]
-    [tls]                          # paths relative to the file; both or neither
+    dtls = ["127.0.0.1:5349"]      # DTLS over UDP (RFC 7350); may share TLS's port number
+    [tls]                          # paths relative to the file; both or neither; TLS and DTLS
     cert = "cert.pem"
     key = "key.pem"
     [stream]
@@ -59,7 +60,7 @@ Invariants:
 - Every problem is a `SettingsError(key, problem)`, raised by `load_settings` before
   anything binds; keys are dotted paths (`listen.udp[1]`) or, for flags, the flag.
 - Unknown keys and wrong types are errors; nothing is silently ignored.
-- Nothing given means the dev default (`Settings()`): UDP, TCP and TLS on 127.0.0.1 with
+- Nothing given means the dev default (`Settings()`): UDP, TCP and TLS (no DTLS) on 127.0.0.1 with
   ephemeral ports, TLS with a throw-away self-signed certificate, realm "trelay.local" and
   a freshly generated dev secret. Once any listen address is named (file or flag), only
   the named transports listen; a flag replaces the file's list for its transport.
@@ -116,7 +117,7 @@ DEFAULT_IDLE_TIMEOUT = 30.0
 # stop timeout (systemd TimeoutStopSec, Kubernetes terminationGracePeriodSeconds) must be
 # longer.
 DEFAULT_DRAIN_TIMEOUT = 3600.0
-TRANSPORTS = ("udp", "tcp", "tls")
+TRANSPORTS = ("udp", "tcp", "tls", "dtls")
 LOG_FORMATS = ("human", "json")  # trelay.ops.logs.LogFormat
 MAX_WORKERS = 64
 
@@ -141,6 +142,8 @@ class ListenSettings:
     udp: tuple[ListenAddress, ...] = _DEV_LISTEN
     tcp: tuple[ListenAddress, ...] = _DEV_LISTEN
     tls: tuple[ListenAddress, ...] = _DEV_LISTEN
+    # Opt-in: browsers do not speak DTLS to TURN servers (`trelay.node.dtls_listener`).
+    dtls: tuple[ListenAddress, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -396,7 +399,12 @@ def _check_relay_addresses(relay: RelaySettings) -> None:
 def _apply_flags(
     settings: Settings, listen: dict[str, tuple[ListenAddress, ...] | None], flags: Flags
 ) -> Settings:
-    by_flag = {"udp": flags.listen_udp, "tcp": flags.listen_tcp, "tls": flags.listen_tls}
+    by_flag = {
+        "udp": flags.listen_udp,
+        "tcp": flags.listen_tcp,
+        "tls": flags.listen_tls,
+        "dtls": flags.listen_dtls,
+    }
     for transport, values in by_flag.items():
         if values is not None:
             key = f"--listen-{transport}"
@@ -440,6 +448,9 @@ def _apply_flags(
     relay = _relay_flags(settings.relay, flags)
     drain = _drain_flags(settings.drain, flags)
     _check_port_range_split(relay.ports, workers)
+    if resolved.dtls and workers > 1:
+        # The supervisor hands workers UDP sockets for listen.udp only (`trelay.process.workers`).
+        raise SettingsError("listen.dtls", "not served with workers > 1 yet: use workers = 1")
     # The operator port is TCP too: it must not take a TCP or TLS listener's fixed port.
     _check_unique([("listen.tcp", resolved.tcp), ("listen.tls", resolved.tls),
                    ("http.listen", http.listen)])  # fmt: skip
@@ -501,11 +512,11 @@ def _resolve_listen(listen: dict[str, tuple[ListenAddress, ...] | None]) -> List
     if all(v is None for v in listen.values()):
         return ListenSettings()
     resolved = ListenSettings(*(listen[t] or () for t in TRANSPORTS))
-    if not (resolved.udp or resolved.tcp or resolved.tls):
+    if not (resolved.udp or resolved.tcp or resolved.tls or resolved.dtls):
         raise SettingsError("listen", "no address to listen on")
-    # A fixed port can be bound once per protocol: UDP has its own port space, TCP and TLS
-    # share one.
-    _check_unique([("listen.udp", resolved.udp)])
+    # A fixed port can be bound once per protocol: UDP and DTLS share UDP's port space,
+    # TCP and TLS share TCP's (so TLS and DTLS may have the same port number).
+    _check_unique([("listen.udp", resolved.udp), ("listen.dtls", resolved.dtls)])
     _check_unique([("listen.tcp", resolved.tcp), ("listen.tls", resolved.tls)])
     return resolved
 

@@ -139,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run the relay. With no flags: loopback, ephemeral ports, dev TLS.",
     )
     serve_parser.add_argument("--config", type=Path, metavar="FILE", help="TOML settings")
-    for transport in ("udp", "tcp", "tls"):
+    for transport in ("udp", "tcp", "tls", "dtls"):
         serve_parser.add_argument(
             f"--listen-{transport}",
             action="append",
@@ -268,6 +268,7 @@ def flags_from(arguments: argparse.Namespace) -> Flags:
         listen_udp=addresses(arguments.listen_udp),
         listen_tcp=addresses(arguments.listen_tcp),
         listen_tls=addresses(arguments.listen_tls),
+        listen_dtls=addresses(arguments.listen_dtls),
         listen_http=addresses(arguments.listen_http),
         realm=arguments.realm,
         tls_cert=arguments.tls_cert,

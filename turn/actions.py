@@ -15,7 +15,13 @@ from trelay.turn.addressing import Address, FiveTuple
 
 @dataclass(frozen=True, slots=True)
 class SendToClient:
-    """Send `data` (a complete STUN message or ChannelData frame) to the client."""
+    """Send `data` (a complete STUN message or ChannelData frame) to the client.
+
+    `five_tuple` is the one the data travels on: over UDP, its `server` is the node's
+    address to send from and its `client` the destination. That is the request's own
+    5-tuple except for RFC 5780 Binding answers (`trelay.turn.nat_discovery`), which may
+    leave from another of the node's addresses or go to another port of the source IP.
+    """
 
     five_tuple: FiveTuple
     data: bytes

@@ -15,6 +15,11 @@ Invariants:
   address the client actually sent from.
 
 Only Binding is served here; other methods answer 400 until the TURN core takes them.
+
+RFC 5780's comprehension-required attributes (CHANGE-REQUEST, RESPONSE-PORT, PADDING) are
+answered 420 here (`unsupported_rfc5780`): a server that cannot honour them says so (RFC
+5780 §7.2, RFC 8489 §6.3.1). Where a node does NAT behaviour discovery,
+`trelay.turn.nat_discovery` answers them instead.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from collections.abc import Callable
 from typing import TypeAlias
 
 from trelay.stun.address_attributes import XorMappedAddress
-from trelay.stun.attributes import Fingerprint, Software
+from trelay.stun.attributes import ChangeRequest, Fingerprint, Padding, ResponsePort, Software
 from trelay.stun.codes import ErrorCode, MessageClass, Method
 from trelay.stun.error_attributes import UnknownAttributes
 from trelay.stun.errors import StunDecodeError
@@ -77,15 +82,28 @@ class BindingResponder:
         return answer_binding(request, source, self._software).data
 
 
-def answer_binding(request: Message, source: tuple[str, int], software: Software) -> Reply:
+def unsupported_rfc5780(request: Message) -> tuple[int, ...]:
+    """The RFC 5780 attributes `request` carries (types, in order): comprehension-required,
+    so a server that does not honour them answers 420 (RFC 5780 §7.2, §7.5, §7.6)."""
+    return tuple(
+        a.TYPE for a in request.attributes if isinstance(a, ChangeRequest | ResponsePort | Padding)
+    )
+
+
+def answer_binding(
+    request: Message, source: tuple[str, int], software: Software, *, rfc5780: bool = False
+) -> Reply:
     """The response to a decoded request on a STUN-only path (the TURN core shares it).
 
     RFC 8489 §6.3.1: "If the request contains one or more unknown comprehension-required
     attributes, the server replies with an error response with an error code of 420
     (Unknown Attribute) and includes an UNKNOWN-ATTRIBUTES attribute in the response
-    that lists the unknown comprehension-required attributes."
+    that lists the unknown comprehension-required attributes." Unless `rfc5780` (the
+    caller honours them, `trelay.turn.nat_discovery`), RFC 5780's count as unknown.
     """
     unknown = request.unknown_comprehension_required()
+    if not rfc5780:
+        unknown += unsupported_rfc5780(request)
     if unknown:
         return responses.error(
             request, ErrorCode.UNKNOWN_ATTRIBUTE, software, extra=(UnknownAttributes(unknown),)

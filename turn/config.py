@@ -41,11 +41,15 @@ Limits on requests that do not authenticate (`trelay.turn.rate_limit` says why t
 `unauthenticated_rate` (20/s) and `unauthenticated_burst` (40) per client address and
 port, and `reflection_rate` (128 KiB/s) and `reflection_burst` (256 KiB) of answers to
 them over UDP per destination IP.
+
+`nat_discovery`: the primary and alternate addresses of RFC 5780 (opt-in, None by default).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from trelay.turn.nat_discovery import NatDiscovery
 
 # Attributes a request may carry besides its XOR-PEER-ADDRESSes: every other attribute a
 # TURN request has (USERNAME, USERHASH, REALM, NONCE, the integrity attributes, FINGERPRINT,
@@ -94,6 +98,9 @@ class TurnConfig:
     peers_per_request: int = 32
     allocations_per_source: int = 1000
     pending_per_source: int = 64
+    # RFC 5780 NAT behaviour discovery on four UDP addresses (`trelay.turn.nat_discovery`);
+    # None: Binding requests with CHANGE-REQUEST, RESPONSE-PORT or PADDING get 420.
+    nat_discovery: NatDiscovery | None = None
     peer_connections_per_allocation: int = 32
     tcp_connection_timeout: float = 30.0
 

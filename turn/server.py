@@ -75,10 +75,10 @@ from trelay.turn.allocation import Allocation
 from trelay.turn.allocation_table import AllocationTable
 from trelay.turn.allocation_view import AllocationView, view_of
 from trelay.turn.auth import Authenticated, LongTermAuthenticator, Rejected
-from trelay.turn.binding import answer_binding
 from trelay.turn.config import TurnConfig
 from trelay.turn.credential_sources import StaticUsers
 from trelay.turn.data_path import peer_datagram, send_indication
+from trelay.turn.nat_discovery import Routed, answer_binding_request
 from trelay.turn.policy import PeerPolicy, Withdrawn, withdraw_denied
 from trelay.turn.port_pool import RelayPortPool
 from trelay.turn.rate_limit import UnauthenticatedLimits
@@ -279,9 +279,11 @@ class TurnServer:
         if cached is not None:
             return self._send(five_tuple, cached)  # RFC 8489 §6.3.1: same answer
         if message.method == Method.BINDING:
-            client, software = five_tuple.client, self._software
+            # RFC 8489 §6.3, and RFC 5780 where configured: the answer may leave from
+            # another of the node's addresses or go to another port (`nat_discovery`).
+            software, nat = self._software, self.config.nat_discovery
             return self._unauthenticated(
-                five_tuple, now, lambda: answer_binding(message, client, software)
+                five_tuple, now, lambda: answer_binding_request(message, five_tuple, software, nat)
             )
         if message.method not in _AUTHENTICATED_METHODS:
             software = self._software
@@ -308,17 +310,23 @@ class TurnServer:
         )  # fmt: skip
 
     def _unauthenticated(
-        self, five_tuple: FiveTuple, now: float, answer: Callable[[], Reply]
+        self, five_tuple: FiveTuple, now: float, answer: Callable[[], Reply | Routed]
     ) -> list[Action]:
         """Answer a request that cannot authenticate (Binding, 400) within `limits`:
         its source's token before `answer` does any work, the destination's bytes
-        before the answer goes out (`trelay.turn.rate_limit`)."""
+        before the answer goes out (`trelay.turn.rate_limit`), on the 5-tuple the
+        answer travels (a `Routed` one: RFC 5780, from another address or to another
+        port of the source's IP, which is what the reflection bound counts)."""
         refused = self.limits.request(five_tuple, now)
         if refused is None:
-            reply = answer()
-            refused = self.limits.answer(five_tuple, len(reply.data), now)
+            answered = answer()
+            reply, route = (
+                (answered, five_tuple) if isinstance(answered, Reply)
+                else (answered.reply, answered.route)
+            )  # fmt: skip
+            refused = self.limits.answer(route, len(reply.data), now)
             if refused is None:
-                return self._send(five_tuple, reply)
+                return self._send(route, reply)
         self.stats.dropped[refused] += 1
         return []
 

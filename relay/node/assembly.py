@@ -28,13 +28,14 @@ import ssl
 from dataclasses import dataclass
 
 import trio
+from OpenSSL import SSL
 
 from trelay.config.revocations import Revocations, watched_revocations
 from trelay.config.secrets_file import watch_secrets_file
 from trelay.config.settings import Settings
 from trelay.node.listeners import BoundAddresses, Listeners, serve
 from trelay.node.local_addresses import refresh_local_addresses
-from trelay.node.tls import context_for
+from trelay.node.tls import contexts_for
 from trelay.node.turn_node import TurnNode
 from trelay.node.turn_setup import build_turn_server, loopback_turn_server, shared_secrets
 from trelay.node.usage import UsageRecorder
@@ -54,6 +55,8 @@ class RunningNode:
     # The TLS listeners' context (None without them): a reload loads a renewed
     # certificate into it, for new handshakes (`trelay.node.live_settings`).
     ssl_context: ssl.SSLContext | None = None
+    # The DTLS listeners' context (None without them), reloaded the same way.
+    dtls_context: SSL.Context | None = None
 
 
 async def start_node(
@@ -90,8 +93,14 @@ async def start_node(
         await nursery.start(watch_secrets_file, auth.secrets_file, secrets, auth.secrets)
     await nursery.start(node.run_timers)
     await nursery.start(node.usage.run)
-    if ssl_context is None and settings.listen.tls:
-        ssl_context = context_for(settings.tls, [a.host for a in settings.listen.tls])
+    listen = settings.listen
+    # One certificate for TLS and DTLS (a throw-away one without files).
+    made = contexts_for(
+        settings.tls,
+        [a.host for a in listen.tls] if ssl_context is None else (),
+        [a.host for a in listen.dtls],
+    )
+    ssl_context = ssl_context or made.tls
     bound: BoundAddresses = await nursery.start(
         functools.partial(
             serve,
@@ -99,13 +108,14 @@ async def start_node(
             frontend=node,
             listeners=listeners,
             ssl_context=ssl_context,
+            dtls_context=made.dtls,
             handshake_failures=node.tls_handshake_failures,
             exhaustion=node.exhaustion,
         )
     )
-    server.listening_on([*bound.udp, *bound.tcp, *bound.tls])
+    server.listening_on([*bound.udp, *bound.tcp, *bound.tls, *bound.dtls])
     refresh_local_addresses(server)  # a wildcard listener answers at each (design §6)
-    return RunningNode(node, bound, revocations, ssl_context)
+    return RunningNode(node, bound, revocations, ssl_context, made.dtls)
 
 
 def usage_recorder(settings: Settings) -> UsageRecorder:

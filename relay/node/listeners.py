@@ -1,16 +1,21 @@
 """Start every listener a `Settings` names, in one nursery, and report where they are bound.
 
 Owns the order and the pairing of the listeners, not their loops (those are
-`trelay.node.udp_listener` and `trelay.node.stream_listener`) nor what the traffic means (the
-`trelay.node.frontend.ClientFrontend` given; by default a STUN-only `BindingResponder`):
-- the TLS context is built before anything binds, so a bad certificate file is a
-  `SettingsError` with no socket opened;
-- UDP first, then TCP, then TLS, each with `await nursery.start(...)`, so `serve` reports
-  `BoundAddresses` only once every socket is bound (design §4);
+`trelay.node.udp_listener`, `trelay.node.stream_listener` and `trelay.node.dtls_listener`)
+nor what the traffic means (the `trelay.node.frontend.ClientFrontend` given; by default a
+STUN-only `BindingResponder`):
+- the TLS and DTLS contexts are built before anything binds, so a bad certificate file
+  is a `SettingsError` with no socket opened; without certificate files they share one
+  throw-away certificate;
+- UDP first, then TCP, then TLS, then DTLS, each with `await nursery.start(...)`, so
+  `serve` reports `BoundAddresses` only once every socket is bound (design §4);
 - a TCP address with port 0 first tries the port that the matching port-0 UDP address
   on the same host got (the dev default then shows "host:P" for both, as STUN and TURN
   servers conventionally pair them); if that port is taken it falls back to any free port;
-- a listener that cannot bind is a `ListenError` naming its settings key.
+- a listener that cannot bind is a `ListenError` naming its settings key;
+- with `[nat_discovery]` (RFC 5780), the three UDP addresses it adds (`listen.nat`) are
+  bound right after `listen.udp`, served like them, and not reported in `BoundAddresses`
+  (they are no addresses to hand clients; the core knows them, `trelay.turn.nat_discovery`).
 
 Cancelling the caller's scope closes every listener.
 """
@@ -25,13 +30,15 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import trio
+from OpenSSL import SSL
 
 from trelay.config.settings import ListenSettings, Settings
 from trelay.config.values import ListenAddress, format_host_port
+from trelay.node.dtls_listener import serve_dtls
 from trelay.node.exhaustion import Exhaustion
 from trelay.node.frontend import ClientFrontend, ResponderFrontend
 from trelay.node.stream_listener import HandshakeFailures, serve_stream
-from trelay.node.tls import context_for
+from trelay.node.tls import contexts_for
 from trelay.node.udp_listener import serve_udp
 from trelay.turn.binding import BindingResponder
 
@@ -68,12 +75,28 @@ class StreamServe(Protocol):
     ) -> None: ...
 
 
+class DtlsServe(Protocol):
+    async def __call__(
+        self,
+        host: str,
+        port: int,
+        frontend: ClientFrontend,
+        /,
+        *,
+        dtls_context: SSL.Context,
+        idle_timeout: float = ...,
+        handshake_failures: HandshakeFailures | None = ...,
+        task_status: trio.TaskStatus[HostPort] = ...,
+    ) -> None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Listeners:
     """The listener loops `serve` runs; tests pass fakes."""
 
     udp: UdpServe = serve_udp
     stream: StreamServe = serve_stream
+    dtls: DtlsServe = serve_dtls
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +106,7 @@ class BoundAddresses:
     udp: tuple[HostPort, ...] = ()
     tcp: tuple[HostPort, ...] = ()
     tls: tuple[HostPort, ...] = ()
+    dtls: tuple[HostPort, ...] = ()
 
 
 class ListenError(Exception):
@@ -101,6 +125,7 @@ async def serve(
     frontend: ClientFrontend | None = None,
     listeners: Listeners | None = None,
     ssl_context: ssl.SSLContext | None = None,
+    dtls_context: SSL.Context | None = None,
     handshake_failures: HandshakeFailures | None = None,
     exhaustion: Exhaustion | None = None,
     task_status: trio.TaskStatus[BoundAddresses] = trio.TASK_STATUS_IGNORED,
@@ -111,14 +136,23 @@ async def serve(
     (`BindingResponder` answering with `settings.software`). Raises `SettingsError` (bad
     TLS files) before binding anything and `ListenError` when a listener cannot bind (the
     listeners already bound are closed again). `ssl_context` replaces the TLS context
-    `settings.tls` describes (the caller holds the certificate). `handshake_failures`
-    counts the TLS listeners' failed handshakes (the node's, for its metrics);
+    `settings.tls` describes (the caller holds the certificate), `dtls_context` the DTLS
+    one. `handshake_failures` counts the TLS and DTLS listeners' failed handshakes (the
+    node's, for its metrics);
     `exhaustion` the TCP and TLS listeners' connections refused for lack of descriptors.
     """
     listeners = listeners or Listeners()
     listen = settings.listen
-    if ssl_context is None and listen.tls:
-        ssl_context = context_for(settings.tls, [a.host for a in listen.tls])
+    missing_tls = ssl_context is None and bool(listen.tls)
+    missing_dtls = dtls_context is None and bool(listen.dtls)
+    if missing_tls or missing_dtls:
+        made = contexts_for(
+            settings.tls,
+            [a.host for a in listen.tls] if missing_tls else (),
+            [a.host for a in listen.dtls] if missing_dtls else (),
+        )
+        ssl_context = ssl_context or made.tls
+        dtls_context = dtls_context or made.dtls
     if frontend is None:
         frontend = ResponderFrontend(BindingResponder(settings.software))
     # The frontend is passed positionally: the listeners' parameter names are their own.
@@ -128,13 +162,18 @@ async def serve(
     if exhaustion is not None:
         tcp_serve = functools.partial(tcp_serve, exhaustion=exhaustion)
     tls_serve = functools.partial(tcp_serve, ssl_context=ssl_context)
+    dtls_serve = functools.partial(listeners.dtls, idle_timeout=idle_timeout)
     if handshake_failures is not None:
         tls_serve = functools.partial(tls_serve, handshake_failures=handshake_failures)
+        dtls_serve = functools.partial(dtls_serve, handshake_failures=handshake_failures)
     async with trio.open_nursery() as nursery:
         udp: list[HostPort] = []
         for index, address in enumerate(listen.udp):
             key = f"listen.udp[{index}]"
             udp.append(await _start(nursery, udp_serve, frontend, key, address))
+        for address in listen.nat:  # RFC 5780's other three UDP addresses, fixed ports
+            key = nat_discovery_key(listen, address)
+            await _start(nursery, udp_serve, frontend, key, address)
         tcp: list[HostPort] = []
         twins = paired_ports(listen, udp)
         for index, address in enumerate(listen.tcp):
@@ -144,7 +183,20 @@ async def serve(
         for index, address in enumerate(listen.tls):
             key = f"listen.tls[{index}]"
             tls.append(await _start(nursery, tls_serve, frontend, key, address))
-        task_status.started(BoundAddresses(tuple(udp), tuple(tcp), tuple(tls)))
+        dtls: list[HostPort] = []
+        if dtls_context is not None:
+            dtls_serve = functools.partial(dtls_serve, dtls_context=dtls_context)
+        for index, address in enumerate(listen.dtls):
+            key = f"listen.dtls[{index}]"
+            dtls.append(await _start(nursery, dtls_serve, frontend, key, address))
+        task_status.started(BoundAddresses(tuple(udp), tuple(tcp), tuple(tls), tuple(dtls)))
+
+
+def nat_discovery_key(listen: ListenSettings, address: ListenAddress) -> str:
+    """The settings key to name when one of `listen.nat` cannot be bound: the alternate
+    host's, or for the primary IP at the alternate port, the port's."""
+    primary = listen.udp[0].host
+    return f"nat_discovery.alternate_{'port' if address.host == primary else 'host'}"
 
 
 def paired_ports(listen: ListenSettings, udp_bound: Sequence[HostPort]) -> list[int | None]:

@@ -5,9 +5,10 @@ serve with the new values of the keys `reload` says apply live, and reports each
 for the one log line of a reload:
 - `tls.cert` / `tls.key`: the pair is read once, checked (a certificate, an unencrypted
   key, and that they match), then loaded into the TLS listeners' own `ssl.SSLContext`
-  (`RunningNode.ssl_context`). New handshakes get the new pair; connections already up
-  keep theirs. A bad pair is reported and the pair in force stays: the check comes
-  first, because a failed `load_cert_chain` can leave a context half-changed;
+  (`RunningNode.ssl_context`) and the DTLS listeners' (`RunningNode.dtls_context`). New
+  handshakes get the new pair; connections and DTLS associations already up keep theirs.
+  A bad pair is reported and the pair in force stays: the check comes first, because a
+  failed `load_cert_chain` can leave a context half-changed;
 - `auth.users`: `TurnServer.use_users` (a removed user's allocations live on);
 - `auth.secrets`, `auth.secrets_file`: the shared-secrets object the core consults (and
   the secrets-file watcher swaps) gets the secrets now in force;
@@ -37,13 +38,14 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
+from OpenSSL import SSL
 
 from trelay.config.reload import Reload
 from trelay.config.settings import Settings
 from trelay.config.values import SettingsError
 from trelay.node.assembly import RunningNode
 from trelay.node.local_addresses import refresh_local_addresses
-from trelay.node.tls import server_context
+from trelay.node.tls import load_dtls_certificate, server_context
 from trelay.turn.credential_sources import StaticUsers
 from trelay.turn.policy import PeerPolicy
 from trelay.turn.server import TurnServer
@@ -105,9 +107,10 @@ def apply_live(running: RunningNode, reload: Reload) -> Applied:
         for secrets in server.auth.credentials.shared_secrets:
             secrets.replace(settings.auth.shared_secrets)
         changed += [described[key] for key in SECRETS_KEYS if key in described]
-    if reload.applies(*TLS_KEYS) and running.ssl_context is not None:
+    has_context = running.ssl_context is not None or running.dtls_context is not None
+    if reload.applies(*TLS_KEYS) and has_context:
         try:
-            changed.append(reload_certificate(running.ssl_context, settings))
+            changed.append(reload_certificate(running.ssl_context, settings, running.dtls_context))
         except SettingsError as exc:
             failed.append(f"{exc}; the certificate in force stays")
     return Applied(tuple(changed), tuple(failed))
@@ -139,10 +142,13 @@ def _use_config(server: TurnServer, settings: Settings) -> None:
     )
 
 
-def reload_certificate(context: ssl.SSLContext, settings: Settings) -> str:
-    """Load the pair of `settings.tls` into `context`, checked first; say what was loaded.
+def reload_certificate(
+    context: ssl.SSLContext | None, settings: Settings, dtls_context: SSL.Context | None = None
+) -> str:
+    """Load the pair of `settings.tls` into `context` (and `dtls_context`), checked first;
+    say what was loaded.
 
-    Raises `SettingsError` naming `tls.cert` or `tls.key` (`context` unchanged).
+    Raises `SettingsError` naming `tls.cert` or `tls.key` (the contexts unchanged).
     """
     cert_file, key_file = settings.tls.cert_file, settings.tls.key_file
     if cert_file is None or key_file is None:
@@ -162,7 +168,10 @@ def reload_certificate(context: ssl.SSLContext, settings: Settings) -> str:
         except SettingsError as exc:
             problem = exc.problem.replace(str(cert_copy), str(cert_file))
             raise SettingsError(exc.key, problem.replace(str(key_copy), str(key_file))) from None
-        context.load_cert_chain(cert_copy, key_copy)
+        if context is not None:
+            context.load_cert_chain(cert_copy, key_copy)
+        if dtls_context is not None:
+            load_dtls_certificate(dtls_context, cert_copy, key_copy)
     certificate = x509.load_pem_x509_certificates(cert_pem)[0]
     fingerprint = certificate.fingerprint(hashes.SHA256()).hex(":")[:23]
     until = certificate.not_valid_after_utc.strftime("%Y-%m-%d %H:%M UTC")

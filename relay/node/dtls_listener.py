@@ -12,7 +12,9 @@ each served like a TLS connection of `trelay.node.stream_listener` (the frontend
   record that is neither, or shorter than its length field, is dropped and counted, and
   the association goes on (datagram semantics: nothing to resynchronise);
 - everything for the client leaves one message per record, through a bounded outbox
-  drained by the association's writer task (never coalesced, unlike a stream).
+  drained by the association's writer task (never coalesced, unlike a stream), and
+  ChannelData without padding: what the node frames for streams is cut to its length
+  field here (`unpadded`), so the record is the message whatever the node did.
 
 The cookie exchange comes before any per-client state (RFC 6347 §4.2.1, the DTLS state
 exhaustion of coturn's 2026 advisories): trio answers a ClientHello without a valid
@@ -306,6 +308,15 @@ def split_record(record: bytes) -> tuple[int | None, bytes] | None:
     return channel, record[_CHANNEL_DATA_HEADER : _CHANNEL_DATA_HEADER + length]
 
 
+def unpadded(message: bytes) -> bytes:
+    """`message` without ChannelData padding (RFC 8656 §12.5: for TCP and TLS only)."""
+    if message[0] >> 6 == 1 and len(message) >= _CHANNEL_DATA_HEADER:
+        end = _CHANNEL_DATA_HEADER + int.from_bytes(message[2:4])
+        if len(message) > end:
+            return message[:end]
+    return message
+
+
 async def _write(
     channel: trio.DTLSChannel,
     pending: trio.MemoryReceiveChannel[bytes],
@@ -314,7 +325,7 @@ async def _write(
     """The association's one writer: each queued message in a record of its own."""
     async for message in pending:
         try:
-            await channel.send(message)
+            await channel.send(unpadded(message))
         except OSError:
             # The kernel refused this one datagram (a full buffer, an unreachable
             # client): UDP semantics, the next one may pass.

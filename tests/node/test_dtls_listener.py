@@ -17,7 +17,13 @@ from cryptography import x509
 from tests.helpers.dtls_client import ServerCertificate, dtls_channel
 from trelay.config.settings import ListenSettings, Settings, TlsSettings
 from trelay.config.values import ListenAddress, SettingsError
-from trelay.node.dtls_listener import DtlsLimits, DtlsListenerStats, serve_dtls, split_record
+from trelay.node.dtls_listener import (
+    DtlsLimits,
+    DtlsListenerStats,
+    serve_dtls,
+    split_record,
+    unpadded,
+)
 from trelay.node.frontend import ResponderFrontend
 from trelay.node.listeners import BoundAddresses, serve
 from trelay.node.stream_listener import HandshakeFailures
@@ -119,6 +125,13 @@ def test_split_record() -> None:
     assert split_record(b"\x40\x01\x00\x04abc") is None
     assert split_record(b"\x80\x00\x00\x00") is None
     assert split_record(b"\x00\x01") is None
+
+
+def test_unpadded_cuts_channel_data_to_its_length_and_leaves_the_rest() -> None:
+    assert unpadded(b"\x40\x01\x00\x03abc\x00") == b"\x40\x01\x00\x03abc"
+    assert unpadded(b"\x40\x01\x00\x04abcd") == b"\x40\x01\x00\x04abcd"
+    stun = binding()
+    assert unpadded(stun) is stun
 
 
 async def test_an_association_that_stays_silent_is_closed() -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing as mp
+import os
 import queue
 import socket
 import time
@@ -307,6 +308,7 @@ def _allocator(target: Target, worker: int, reports: Any, go: Any, seconds: floa
     if not go.wait(_START_TIMEOUT):
         return
     done = failed = 0
+    cpu = _own_cpu()
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         try:
@@ -316,7 +318,13 @@ def _allocator(target: Target, worker: int, reports: Any, go: Any, seconds: floa
             done += 1
         except (OSError, TurnClientError):
             failed += 1
-    reports.put((done, failed))
+    reports.put((done, failed, _own_cpu() - cpu))
+
+
+def _own_cpu() -> float:
+    """This process's CPU seconds (user + system)."""
+    times = os.times()
+    return times.user + times.system
 
 
 @dataclass(frozen=True, slots=True)
@@ -325,6 +333,7 @@ class AllocationWindow:
     server_cpu: float
     allocations: int
     failures: int
+    client_cpu: float = 0.0  # CPU seconds the allocating processes used, all together
 
 
 def allocation_rate(
@@ -347,4 +356,10 @@ def allocation_rate(
             seconds, used = time.monotonic() - began, server_cpu() - cpu
     finally:
         go.set()
-    return AllocationWindow(seconds, used, sum(r[0] for r in results), sum(r[1] for r in results))
+    return AllocationWindow(
+        seconds,
+        used,
+        sum(r[0] for r in results),
+        sum(r[1] for r in results),
+        sum(r[2] for r in results),
+    )

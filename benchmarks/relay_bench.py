@@ -112,7 +112,7 @@ def split_cpus() -> tuple[set[int], set[int]] | None:
     return {available[0]}, set(available[1:])
 
 
-def _read_line(stream: IO[bytes], timeout: float) -> bytes:
+def read_line(stream: IO[bytes], timeout: float) -> bytes:
     with selectors.DefaultSelector() as selector:
         selector.register(stream, selectors.EVENT_READ)
         if not selector.select(timeout):
@@ -139,7 +139,7 @@ def start_trelay(workdir: Path, executable: str | None = None, name: str = "trel
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr)
     try:
         assert process.stdout is not None
-        ready = json.loads(_read_line(process.stdout, 15.0))
+        ready = json.loads(read_line(process.stdout, 15.0))
         host, port = ready["udp"][0].rsplit(":", 1)
     except BaseException:
         process.kill()
@@ -164,6 +164,11 @@ def coturn_version() -> str:
     return "unknown"
 
 
+# coturn's relay ports: below the kernel's ephemeral range (32768-60999 here), and room
+# for relay_vs_coturn's 10,000 held allocations.
+COTURN_PORTS = (20000, 31999)
+
+
 def start_coturn(workdir: Path) -> Server:
     port = free_udp_port()
     log = workdir / "turnserver.log"
@@ -180,7 +185,7 @@ def start_coturn(workdir: Path) -> Server:
         "--allow-loopback-peers",
         "--no-tcp", "--no-tls", "--no-dtls", "--no-tcp-relay",
         "--no-cli",
-        "--min-port", "20000", "--max-port", "29999",
+        "--min-port", str(COTURN_PORTS[0]), "--max-port", str(COTURN_PORTS[1]),
         "--log-file", str(log), "--simple-log", "--no-stdout-log",
         "--pidfile", str(workdir / "turnserver.pid"),
         "--userdb", str(workdir / "turndb"),
@@ -214,15 +219,18 @@ def _await_binding(address: tuple[str, int], timeout: float) -> None:
 
 @contextlib.contextmanager
 def running_servers(
-    cpus: tuple[set[int], set[int]] | None, baseline: str | None = None
+    cpus: tuple[set[int], set[int]] | None,
+    baseline: str | None = None,
+    trelay: str | None = None,
 ) -> Iterator[list[Server]]:
-    """Both servers (and a `baseline` trelay build, if given); with `cpus`, pinned to the
-    server CPU and this process to the rest (the load generator's processes are forked
-    from it and inherit that)."""
+    """Both servers (and a `baseline` trelay build, if given; `trelay` is the executable of
+    the build under test, default this environment's); with `cpus`, pinned to the server
+    CPU and this process to the rest (the load generator's processes are started from it
+    and inherit that)."""
     servers: list[Server] = []
     with tempfile.TemporaryDirectory(prefix="relay-bench-") as workdir:
         try:
-            servers.append(start_trelay(Path(workdir)))
+            servers.append(start_trelay(Path(workdir), trelay))
             servers.append(start_coturn(Path(workdir)))
             if baseline is not None:
                 servers.append(start_trelay(Path(workdir), baseline, BASELINE))

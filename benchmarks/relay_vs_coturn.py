@@ -1,0 +1,709 @@
+"""trelay beside coturn under the load users run: a C load generator and an echo peer.
+
+Run as `python -m benchmarks.relay_vs_coturn [--quick] [--commit REV | --worktree]`;
+never run by the tests (tests/benchmarks_smoke/ only checks that the C helper builds and
+relays a few datagrams). Issue 13, Deliver 1: what a relay costs is server CPU per
+relayed datagram and per allocation, measured so that the load is not the limit.
+
+- The load: `benchmarks/loadgen.c`, compiled here with the machine's C compiler into a
+  temporary directory. This driver allocates the flows with `benchmarks.turn_client`
+  (401, signed Allocate, ChannelBind 0x4000 to the echo peer; one source IP per flow,
+  spread over 127.0.0.0/8 so no per-source limit is reached) and hands the client
+  sockets to `loadgen client` (pass_fds), which sends ChannelData with sendmmsg and
+  reads with recvmmsg. The peer (`loadgen peer`) echoes every datagram to the relayed
+  address it came from, so both directions are relayed.
+- Modes (`MODES`): saturated (8 flows x 16 in flight) and light (8 x 1) at 100 B and
+  1200 B; "audio" (1000 flows x 50 datagrams/s of 160 B, paced); ping-pong (1 x 1, RTT
+  p50/p99). Per mode and server, the median of 3 alternating windows.
+- Allocations per server CPU-second: `load_generator.allocation_rate` (401 + Allocate +
+  Refresh 0, sources over 127.10-11.x.y). RSS per allocation: VmRSS before and after
+  10,000 more allocations held open (one source IP each).
+- Server CPU: /proc/PID/task/*/schedstat (`relay_bench.cpu_seconds`), all threads. The
+  load generator's and the echo peer's own CPU (getrusage) are reported per mode: how
+  close to a core each ran. With 2+ CPUs each server is pinned to the first CPU and the
+  load (this driver, the load generator, the peer, the allocators) to the others.
+- trelay measured: by default the committed tree at `--commit` (HEAD), exported with
+  `git archive` and run with this environment's Python, so uncommitted edits in a shared
+  working tree are not measured by accident; `--worktree` measures the checkout as it is.
+
+It prints the tables and rewrites the marked part of the "Relay vs coturn: the load users
+run" section of benchmarks/README.md (`--no-write` keeps it). Every process it starts is
+killed in a `finally`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import resource
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from benchmarks.load_generator import CHANNEL, Target, allocation_rate
+from benchmarks.relay_bench import (
+    Server,
+    coturn_version,
+    read_line,
+    running_servers,
+    split_cpus,
+)
+from benchmarks.report import README, machine_lines, write_marked_section
+from benchmarks.turn_client import Address, TurnClient, TurnClientError
+
+SOURCE = Path(__file__).with_name("loadgen.c")
+REPO = Path(__file__).resolve().parent.parent
+START = "<!-- relay-vs-coturn:start -->"
+END = "<!-- relay-vs-coturn:end -->"
+HEADING = "## Relay vs coturn: the load users run"
+RTT_CAP_US = 200_000  # loadgen.c's HIST: its last histogram bucket holds all longer round trips
+_LINE_TIMEOUT = 15.0  # seconds for a helper process to print its next expected line
+
+
+@dataclass(frozen=True, slots=True)
+class Mode:
+    name: str
+    size: int  # payload bytes
+    flows: int
+    inflight: int = 0  # closed loop: datagrams in flight per flow
+    rate: float = 0.0  # paced: datagrams per second per flow
+
+    @property
+    def label(self) -> str:
+        shape = (
+            f"{self.flows} x {self.inflight}"
+            if self.inflight
+            else f"{self.flows} x {self.rate:g}/s"
+        )
+        return f"{self.name}, {self.size} B ({shape})"
+
+
+MODES = (
+    Mode("saturated", 100, 8, inflight=16),
+    Mode("saturated", 1200, 8, inflight=16),
+    Mode("light", 100, 8, inflight=1),
+    Mode("light", 1200, 8, inflight=1),
+    Mode("audio", 160, 1000, rate=50.0),
+    Mode("ping-pong", 100, 1, inflight=1),
+)
+
+
+# --- building the helpers --------------------------------------------------------------
+
+
+def compiler() -> str | None:
+    return shutil.which("gcc") or shutil.which("cc")
+
+
+def compile_loadgen(directory: Path) -> Path:
+    """`benchmarks/loadgen.c` built with the machine's C compiler into `directory`."""
+    cc = compiler()
+    if cc is None:
+        raise RuntimeError("no C compiler (gcc or cc) on PATH: apt-get install gcc")
+    binary = directory / "loadgen"
+    done = subprocess.run(
+        [cc, "-O2", "-Wall", "-o", str(binary), str(SOURCE)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"{cc} failed on {SOURCE}:\n{done.stderr}")
+    return binary
+
+
+def trelay_at(commit: str, directory: Path) -> tuple[str, str]:
+    """A `trelay` executable running `commit`'s tree (from `git archive`) with this
+    environment's Python and packages; and the full commit id."""
+    full = _git("rev-parse", "--verify", f"{commit}^{{commit}}").decode().strip()
+    source = directory / f"trelay-{full[:12]}"
+    source.mkdir()
+    with tarfile.open(fileobj=io.BytesIO(_git("archive", "--format=tar", full))) as archive:
+        archive.extractall(source, filter="data")
+    executable = directory / f"trelay-{full[:12]}.sh"
+    executable.write_text(
+        "#!/bin/sh\n"
+        f"PYTHONPATH='{source}' exec '{sys.executable}' -c "
+        "'import sys; from trelay.process.cli import main; sys.exit(main())' \"$@\"\n"
+    )
+    executable.chmod(0o755)
+    return str(executable), full
+
+
+def _git(*args: str) -> bytes:
+    return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, check=True).stdout
+
+
+def worktree_state() -> str:
+    """HEAD and, when the checkout differs from it under the server's code, which files."""
+    head = _git("rev-parse", "--short=12", "HEAD").decode().strip()
+    changed = _git("status", "--porcelain", "--", "relay", "stun", "turn").decode().split("\n")
+    files = [line[3:] for line in changed if line.strip()]
+    if not files:
+        return f"working tree at {head} (clean under relay/, stun/, turn/)"
+    return f"working tree at {head} with uncommitted changes in {', '.join(sorted(files))}"
+
+
+# --- the echo peer ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PeerStats:
+    received: int
+    echoed: int
+    dropped: int
+    cpu: float  # user + system seconds
+
+
+class EchoPeer:
+    """`loadgen peer`: one UDP socket on 127.0.0.1 echoing what it receives."""
+
+    def __init__(self, binary: Path, seconds: float) -> None:
+        self.process = subprocess.Popen(
+            [str(binary), "peer", "--seconds", str(seconds)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+        try:
+            assert self.process.stdout is not None
+            port = json.loads(read_line(self.process.stdout, _LINE_TIMEOUT))["port"]
+        except BaseException:
+            self.close()
+            raise
+        self.address: Address = ("127.0.0.1", int(port))
+
+    def stats(self) -> PeerStats:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write(b"stats\n")
+        self.process.stdin.flush()
+        line = json.loads(read_line(self.process.stdout, _LINE_TIMEOUT))
+        return PeerStats(
+            line["received"], line["echoed"], line["dropped"], line["user"] + line["sys"]
+        )
+
+    def cpu(self) -> float:
+        return self.stats().cpu
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            if self.process.stdin is not None:
+                self.process.stdin.close()  # its cue to end
+        try:
+            self.process.wait(3)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(5)
+
+
+@contextlib.contextmanager
+def echo_peer(binary: Path, seconds: float) -> Iterator[EchoPeer]:
+    peer = EchoPeer(binary, seconds)
+    try:
+        yield peer
+    finally:
+        peer.close()
+
+
+# --- flows -----------------------------------------------------------------------------
+
+
+def spread_source(index: int, base: int) -> str:
+    """The `index`-th of 62,500 source IPs from 127.`base`.0.1 on (250 per /24)."""
+    return f"127.{base + index // 62500}.{(index // 250) % 250}.{index % 250 + 1}"
+
+
+def open_flows(target: Target, count: int, peer: Address, base: int) -> list[TurnClient]:
+    """`count` clients, each allocated from its own source IP with channel 0x4000 bound
+    to `peer`. On failure the ones already open are released."""
+    clients: list[TurnClient] = []
+    try:
+        for index in range(count):
+            client = target.client(bind=(spread_source(index, base), 0))
+            clients.append(client)
+            client.allocate()
+            client.channel_bind(CHANNEL, peer)
+    except BaseException:
+        close_flows(clients)
+        raise
+    return clients
+
+
+def close_flows(clients: list[TurnClient]) -> None:
+    """Refresh 0 (the server frees the allocation at once) and close each client."""
+    for client in clients:
+        drain_socket(client.sock)
+        with contextlib.suppress(OSError, TurnClientError):
+            if client.relayed is not None:
+                client.refresh(0)
+        client.close()
+
+
+def drain_socket(sock: socket.socket, limit: int = 100_000) -> None:
+    """Read and drop what is queued (late echoes of an earlier window), bounded."""
+    timeout = sock.gettimeout()
+    sock.setblocking(False)
+    try:
+        for _ in range(limit):
+            sock.recv(65535)
+    except (BlockingIOError, ConnectionRefusedError):
+        pass
+    finally:
+        sock.settimeout(timeout)
+
+
+# --- one window ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LoadWindow:
+    """What one load-generator run measured in its window (and lost in all of it)."""
+
+    seconds: float
+    server_cpu: float
+    sent: int  # ChannelData the clients sent
+    received: int  # ChannelData back at the clients: relayed peer -> client
+    peer_received: int  # datagrams at the echo peer: relayed client -> peer
+    peer_dropped: int  # the peer could not echo them (its send buffer was full)
+    lost: int  # the whole run, after a drain: sent - received by the clients
+    timeouts: int  # closed-loop flows restarted after hearing nothing for 250 ms
+    rtt_p50: float  # µs
+    rtt_p99: float
+    client_cpu: float  # the load generator's CPU seconds in the window
+    peer_cpu: float
+
+    @property
+    def relayed(self) -> int:
+        return self.peer_received + self.received
+
+    def per_cpu(self) -> float:
+        return self.relayed / self.server_cpu if self.server_cpu > 0 else 0.0
+
+
+def run_window(
+    binary: Path,
+    clients: list[TurnClient],
+    mode: Mode,
+    peer: EchoPeer,
+    server_cpu: Any,
+    *,
+    warmup: float,
+    duration: float,
+    drain: float = 0.5,
+) -> LoadWindow:
+    """`loadgen client` on `clients`' sockets; the server's and the peer's counters are
+    read when it reports the window's start and end."""
+    for client in clients:
+        drain_socket(client.sock)
+    fds = [client.sock.fileno() for client in clients]
+    command = [str(binary), "client", "--fds", ",".join(map(str, fds)), "--size", str(mode.size)]
+    command += ["--inflight", str(mode.inflight)] if mode.inflight else ["--rate", str(mode.rate)]
+    command += ["--warmup", str(warmup), "--duration", str(duration), "--drain", str(drain)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, pass_fds=fds)
+    try:
+        assert process.stdout is not None
+        _expect(process.stdout, "start", warmup + _LINE_TIMEOUT)
+        cpu0, peer0 = server_cpu(), peer.stats()
+        end = _expect(process.stdout, "end", duration + _LINE_TIMEOUT)
+        cpu1, peer1 = server_cpu(), peer.stats()
+        done = _expect(process.stdout, "done", drain + _LINE_TIMEOUT)
+        process.wait(_LINE_TIMEOUT)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(5)
+    return LoadWindow(
+        seconds=end["seconds"],
+        server_cpu=cpu1 - cpu0,
+        sent=end["sent"],
+        received=end["received"],
+        peer_received=peer1.received - peer0.received,
+        peer_dropped=peer1.dropped - peer0.dropped,
+        lost=done["lost"],
+        timeouts=end["timeouts"],
+        rtt_p50=end["rtt_p50"],
+        rtt_p99=end["rtt_p99"],
+        client_cpu=end["user"] + end["sys"],
+        peer_cpu=peer1.cpu - peer0.cpu,
+    )
+
+
+def _expect(stream: IO[bytes], event: str, timeout: float) -> dict[str, Any]:
+    line = read_line(stream, timeout)
+    if not line:
+        raise RuntimeError(f"the load generator ended before its {event!r} line")
+    report: dict[str, Any] = json.loads(line)
+    if report.get("event") != event:
+        raise RuntimeError(f"load generator: expected {event!r}, got {line!r}")
+    return report
+
+
+# --- allocations and memory --------------------------------------------------------------
+
+
+def rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    allocations: int
+    failures: int
+    rss_before: int  # KiB
+    rss_after: int
+    seconds: float
+
+    @property
+    def per_allocation(self) -> float:
+        """KiB of RSS per allocation held."""
+        return (self.rss_after - self.rss_before) / self.allocations if self.allocations else 0.0
+
+
+def hold_allocations(server: Server, count: int, base: int) -> Held:
+    """Allocate `count` times (one source IP each) and keep the allocations: the client
+    sockets close, the server holds each for its lifetime (600 s), longer than the run."""
+    time.sleep(1.0)  # let the server settle after what ran before
+    before = rss_kib(server.process.pid)
+    began = time.monotonic()
+    failures = 0
+    for index in range(count):
+        try:
+            with server.target.client(bind=(spread_source(index, base), 0)) as client:
+                client.allocate()
+        except (OSError, TurnClientError):
+            failures += 1
+    seconds = time.monotonic() - began
+    time.sleep(1.0)
+    return Held(count - failures, failures, before, rss_kib(server.process.pid), seconds)
+
+
+# --- the run -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    warmup: float
+    duration: float
+    rounds: int
+    audio_flows: int
+    alloc_seconds: float
+    alloc_workers: int
+    hold: int
+
+
+@dataclass
+class Results:
+    windows: dict[tuple[str, Mode], list[LoadWindow]] = field(default_factory=dict)
+    allocations: dict[str, list[tuple[float, float, int]]] = field(default_factory=dict)
+    held: dict[str, Held] = field(default_factory=dict)
+    coturn_files: str = ""
+
+
+def _ordered(servers: list[Server], round_: int) -> list[Server]:
+    """Alternate who goes first, so drift on a shared machine hits both alike."""
+    return servers if round_ % 2 == 0 else servers[::-1]
+
+
+def measure(binary: Path, servers: list[Server], settings: Settings, modes: list[Mode]) -> Results:
+    results = Results()
+    with echo_peer(binary, seconds=3600.0) as peer:
+        for mode in modes:
+            flows = {
+                s.name: open_flows(s.target, mode.flows, peer.address, base=40) for s in servers
+            }
+            try:
+                for round_ in range(settings.rounds):
+                    for server in _ordered(servers, round_):
+                        window = run_window(
+                            binary,
+                            flows[server.name],
+                            mode,
+                            peer,
+                            server.cpu,
+                            warmup=settings.warmup,
+                            duration=settings.duration,
+                        )
+                        results.windows.setdefault((server.name, mode), []).append(window)
+                        print(
+                            f"  {server.name:7} {mode.label:34} round {round_ + 1}: {_line(window)}"
+                        )
+            finally:
+                for clients in flows.values():
+                    close_flows(clients)
+    for round_ in range(settings.rounds):
+        for server in _ordered(servers, round_):
+            a = allocation_rate(
+                server.target,
+                workers=settings.alloc_workers,
+                duration=settings.alloc_seconds,
+                server_cpu=server.cpu,
+            )
+            rate = a.allocations / a.server_cpu if a.server_cpu > 0 else 0.0
+            results.allocations.setdefault(server.name, []).append(
+                (rate, a.client_cpu / a.seconds, a.failures)
+            )
+            print(
+                f"  {server.name:7} allocations round {round_ + 1}: {rate:,.0f} per CPU-s, "
+                f"server CPU {a.server_cpu / a.seconds:.2f}, "
+                f"allocators {a.client_cpu / a.seconds:.2f}, failed {a.failures}"
+            )
+    return results
+
+
+def measure_memory(servers: list[Server], settings: Settings, results: Results) -> None:
+    """RSS per allocation on servers that have done nothing else yet: memory freed by
+    earlier phases and kept by the allocator would hide what allocations cost."""
+    for index, server in enumerate(servers):
+        held = hold_allocations(server, settings.hold, base=60 + index)
+        results.held[server.name] = held
+        print(
+            f"  {server.name:7} {held.allocations:,} held ({held.failures} failed, "
+            f"{held.seconds:.0f} s): {held.per_allocation:.1f} KiB each"
+        )
+    coturn = next((s for s in servers if s.name == "coturn"), None)
+    if coturn is not None:
+        results.coturn_files = _coturn_files(coturn.log)
+
+
+@contextlib.contextmanager
+def logs_on_failure(servers: list[Server]) -> Iterator[None]:
+    """When a phase fails, print the end of each server's log (the temporary directory
+    holding them goes with the servers)."""
+    try:
+        yield
+    except BaseException:
+        for server in servers:
+            with contextlib.suppress(OSError):
+                tail = server.log.read_text(errors="replace").splitlines()[-15:]
+                print(f"--- {server.name} log (end) ---", *tail, sep="\n", file=sys.stderr)
+        raise
+
+
+def _coturn_files(log: Path) -> str:
+    """coturn's own statement of how many sockets it may open, from its log."""
+    with contextlib.suppress(OSError):
+        for line in log.read_text(errors="replace").splitlines():
+            if "open files" in line.lower():
+                return line.split(":", 1)[-1].strip() if ":" in line else line.strip()
+    return "not logged"
+
+
+def _line(w: LoadWindow) -> str:
+    return (
+        f"{w.per_cpu():,.0f} relayed/CPU-s, server CPU {w.server_cpu / w.seconds:.2f}, "
+        f"{w.relayed / w.seconds:,.0f}/s, rtt p50 {w.rtt_p50:.0f} µs, lost {w.lost}, "
+        f"loadgen {w.client_cpu / w.seconds:.2f} peer {w.peer_cpu / w.seconds:.2f}"
+    )
+
+
+# --- the report --------------------------------------------------------------------------
+
+
+def median_window(windows: list[LoadWindow], mode: Mode) -> LoadWindow:
+    """The median window: by relayed per server CPU-s (a paced mode: by server CPU)."""
+    if mode.rate:
+        return sorted(windows, key=lambda w: w.server_cpu / w.seconds)[len(windows) // 2]
+    return sorted(windows, key=LoadWindow.per_cpu)[len(windows) // 2]
+
+
+def _micros(value: float) -> str:
+    """A round trip from the load generator's histogram, which ends at 200 ms."""
+    return f">= {RTT_CAP_US:,} µs" if value >= RTT_CAP_US else f"{value:,.0f} µs"
+
+
+def _ratio(ours: float, theirs: float) -> str:
+    return f"{ours / theirs:.2f}x" if theirs > 0 else "n/a"
+
+
+def tables(results: Results, names: list[str], modes: list[Mode]) -> str:
+    trelay, coturn = names[0], names[1]
+    lines = [
+        "| mode | server | relayed per server CPU-s | server CPU | relayed/s | RTT p50 | p99 "
+        "| lost | load generator CPU | echo peer CPU |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    ratios: list[str] = []
+    for mode in modes:
+        best = {n: median_window(results.windows[(n, mode)], mode) for n in names}
+        for name in names:
+            w = best[name]
+            lost = sum(x.lost for x in results.windows[(name, mode)])
+            lines.append(
+                f"| {mode.label} | {name} | {w.per_cpu():,.0f} | {w.server_cpu / w.seconds:.2f} "
+                f"| {w.relayed / w.seconds:,.0f} | {_micros(w.rtt_p50)} | {_micros(w.rtt_p99)} "
+                f"| {lost} | {w.client_cpu / w.seconds:.2f} | {w.peer_cpu / w.seconds:.2f} |"
+            )
+        ours, theirs = best[trelay], best[coturn]
+        if mode.rate:
+            ratios.append(
+                f"| {mode.label}: server CPU for the same load (lower is better) "
+                f"| {_ratio(ours.server_cpu / ours.seconds, theirs.server_cpu / theirs.seconds)} |"
+            )
+        elif mode.name == "ping-pong":
+            p50 = {
+                n: statistics.median(w.rtt_p50 for w in results.windows[(n, mode)]) for n in names
+            }
+            p99 = {
+                n: statistics.median(w.rtt_p99 for w in results.windows[(n, mode)]) for n in names
+            }
+            ratios.append(
+                f"| ping-pong p50 (lower is better) | {_ratio(p50[trelay], p50[coturn])} |"
+            )
+            ratios.append(
+                f"| ping-pong p99 (lower is better) | {_ratio(p99[trelay], p99[coturn])} |"
+            )
+        else:
+            ratio = _ratio(ours.per_cpu(), theirs.per_cpu())
+            ratios.append(f"| {mode.label}: relayed per server CPU-s | {ratio} |")
+    lines += [
+        "",
+        "| server | allocations per server CPU-s | server CPU µs per allocation "
+        "| allocators' CPU | failed | RSS per allocation (10k held) |",
+        "|---|--:|--:|--:|--:|--:|",
+    ]
+    rates: dict[str, float] = {}
+    for name in names:
+        runs = results.allocations[name]
+        rates[name] = statistics.median(r[0] for r in runs)
+        client = statistics.median(r[1] for r in runs)
+        held = results.held[name]
+        micros = 1e6 / rates[name] if rates[name] else 0.0
+        lines.append(
+            f"| {name} | {rates[name]:,.0f} | {micros:,.0f} | {client:.2f} "
+            f"| {sum(r[2] for r in runs)} | {held.per_allocation:.1f} KiB "
+            f"({held.rss_before / 1024:.1f} -> {held.rss_after / 1024:.1f} MiB, "
+            f"{held.allocations:,} held, {held.failures} failed) |"
+        )
+    ratios.append(
+        f"| server CPU per allocation (lower is better) | {_ratio(rates[coturn], rates[trelay])} |"
+    )
+    per_alloc = {n: results.held[n].per_allocation for n in names}
+    ratios.append(
+        f"| RSS per allocation (lower is better) | {_ratio(per_alloc[trelay], per_alloc[coturn])} |"
+    )
+    lines += ["", f"| measure | {trelay}/{coturn} |", "|---|--:|", *ratios]
+    return "\n".join(lines)
+
+
+def report(
+    results: Results,
+    names: list[str],
+    modes: list[Mode],
+    command: str,
+    settings: Settings,
+    cpus: tuple[set[int], set[int]] | None,
+    measured: str,
+    load: tuple[tuple[float, ...], tuple[float, ...]],
+    minutes: float,
+) -> str:
+    placement = (
+        "servers and load share all CPUs"
+        if cpus is None
+        else f"each server pinned to CPU {sorted(cpus[0])}; the load generator, the echo peer "
+        f"and the driver to {sorted(cpus[1])}"
+    )
+    before, after = (", ".join(f"{x:.2f}" for x in avg) for avg in load)
+    return "\n".join(
+        [
+            f"Command: `{command}` ({settings.warmup:g} s warm-up, {settings.duration:g} s "
+            f"windows, median of {settings.rounds} alternating rounds per mode; "
+            f"{settings.alloc_workers} allocating processes for {settings.alloc_seconds:g} s "
+            f"per round; {settings.hold:,} allocations held for RSS). Took {minutes:.1f} min.",
+            "",
+            *machine_lines(),
+            f"- trelay: {measured}",
+            f"- coturn: {coturn_version()} (`turnserver`, Debian package, one relay thread); "
+            f"its open-files limit: {results.coturn_files}",
+            f"- Placement: {placement}",
+            f"- Priority: nice {os.getpriority(os.PRIO_PROCESS, 0)} for the servers, the load "
+            "generator, the echo peer and the allocators (other processes share the machine)",
+            f"- Machine load average (1, 5, 15 min) before: {before}; after: {after}",
+            f"- ulimit -n: {_nofile()}",
+            "",
+            tables(results, names, modes),
+        ]
+    )
+
+
+def _nofile() -> str:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return f"{soft} (hard {hard})"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a ~2 minute version")
+    parser.add_argument("--rounds", type=int, default=3, help="windows per server and mode")
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per window")
+    parser.add_argument("--no-write", action="store_true", help="print only, keep README.md")
+    parser.add_argument("--no-pin", action="store_true", help="let servers and load share all CPUs")
+    parser.add_argument(
+        "--nice",
+        type=int,
+        default=-5,
+        help="run the servers and the load at this nice value (default -5, needs root; "
+        "0 leaves it): on a shared machine, other processes then take less of their CPUs",
+    )
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--commit", default="HEAD", help="the trelay commit to measure (HEAD)")
+    which.add_argument("--worktree", action="store_true", help="measure the checkout as it is")
+    parser.add_argument(
+        "--modes", help="comma-separated mode names to run (saturated,light,audio,ping-pong)"
+    )
+    args = parser.parse_args(argv)
+    if args.quick:
+        settings = Settings(0.5, 1.5, 1, 200, 1.5, 2, 1000)
+    else:
+        settings = Settings(1.0, args.duration, args.rounds, 1000, 5.0, 2, 10_000)
+    modes = [
+        m if m.name != "audio" else Mode(m.name, m.size, settings.audio_flows, rate=m.rate)
+        for m in MODES
+        if args.modes is None or m.name in args.modes.split(",")
+    ]
+    cpus = None if args.no_pin else split_cpus()
+    with contextlib.suppress(PermissionError):  # everything started from here inherits it
+        os.setpriority(os.PRIO_PROCESS, 0, args.nice)
+    began = time.monotonic()
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="relay-vs-coturn-") as workdir:
+        binary = compile_loadgen(Path(workdir))
+        if args.worktree:
+            executable, measured = None, worktree_state()
+        else:
+            executable, full = trelay_at(args.commit, Path(workdir))
+            measured = f"commit {full[:12]} (`git archive`, run with this environment's Python)"
+        print(f"trelay: {measured}")
+        with running_servers(cpus, trelay=executable) as servers, logs_on_failure(servers):
+            names = [server.name for server in servers]
+            results = measure(binary, servers, settings, modes)
+        with running_servers(cpus, trelay=executable) as servers, logs_on_failure(servers):
+            measure_memory(servers, settings, results)
+    minutes = (time.monotonic() - began) / 60
+    load = (load_before, os.getloadavg())
+    print()
+    print(tables(results, names, modes))
+    if not args.no_write:
+        command = " ".join(["python -m benchmarks.relay_vs_coturn", *sys.argv[1:]]).strip()
+        body = report(results, names, modes, command, settings, cpus, measured, load, minutes)
+        write_marked_section(README, START, END, body, HEADING)
+        print(f"\nwritten to {README}")
+
+
+if __name__ == "__main__":
+    main()

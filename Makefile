@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck layers unit bench soak clean install
+.PHONY: run test lint typecheck layers unit bench bench-coturn soak clean install
 
 # `make install PREFIX=/opt/trelay`: a venv at PREFIX with trelay installed from a wheel
 # built from this checkout (trelay is not on PyPI yet), for deploy/systemd/trelay.service,
@@ -46,6 +46,13 @@ unit: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.codec_bench
+
+# trelay beside coturn (issue 13): a C load generator (benchmarks/loadgen.c, built with the
+# machine's gcc) relays both ways through each; ~15 minutes, rewrites its section of
+# benchmarks/README.md. BENCH_FLAGS='--quick --no-write' is a 2-minute look.
+BENCH_FLAGS ?=
+bench-coturn: $(STAMP)
+	$(BIN)/python -m benchmarks.relay_vs_coturn $(BENCH_FLAGS)
 
 # The reliability soak (issue 15): 100 UDP clients at 50 ChannelData/s each through a real
 # `trelay serve` for 10 minutes, the server's RSS sampled; SOAK_FLAGS='--minutes 1' is

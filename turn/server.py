@@ -199,9 +199,12 @@ class TurnServer:
         """Deny the server's own listening endpoints as peers (design §6).
 
         A wildcard listener (0.0.0.0, ::) is reachable at every local address: loopback,
-        the relay and external addresses, and those `use_local_addresses` gives.
+        the relay and external addresses, and those `use_local_addresses` gives. The four
+        addresses of RFC 5780 (`config.nat_discovery`) are the server's own too.
         """
         config, listeners = self.config, list(endpoints)
+        if config.nat_discovery is not None:
+            listeners += config.nat_discovery.addresses
         hosts = (config.relay_host, config.relay_host_v6, config.external_host,
                  config.external_host_v6)  # fmt: skip
         own = [(host, port) for host in hosts if host is not None for _, port in listeners]

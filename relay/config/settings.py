@@ -54,7 +54,9 @@ TOML file, so an error's key is the dotted path a user would edit:
 
 `[auth]` is read by `trelay.config.auth_settings`; `[api]` and `[auth.third_party]` are described
 in `trelay.config.api_settings`; `[fleet]` (absent: a node alone) in `trelay.config.fleet_settings`;
-`[usage]` (usage records: interval, stream bounds) in `trelay.config.usage_settings`.
+`[usage]` (usage records: interval, stream bounds) in `trelay.config.usage_settings`;
+`[nat_discovery]` (RFC 5780, opt-in: alternate_host, alternate_port) in
+`trelay.config.nat_discovery_settings`.
 
 Invariants:
 - Every problem is a `SettingsError(key, problem)`, raised by `load_settings` before
@@ -90,6 +92,11 @@ from trelay.config.api_settings import (
 from trelay.config.auth_settings import AuthSettings, auth_flags, read_auth
 from trelay.config.flags import Flags
 from trelay.config.fleet_settings import FleetSettings, fleet_flags, read_fleet
+from trelay.config.nat_discovery_settings import (
+    NatDiscoverySettings,
+    read_nat_discovery,
+    resolve_nat_discovery,
+)
 from trelay.config.usage_settings import UsageSettings, read_usage
 from trelay.config.values import (
     ListenAddress,
@@ -144,6 +151,9 @@ class ListenSettings:
     tls: tuple[ListenAddress, ...] = _DEV_LISTEN
     # Opt-in: browsers do not speak DTLS to TURN servers (`trelay.node.dtls_listener`).
     dtls: tuple[ListenAddress, ...] = ()
+    # UDP addresses `[nat_discovery]` adds (RFC 5780: the three besides listen.udp[0]);
+    # derived, never written in the file.
+    nat: tuple[ListenAddress, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,6 +252,8 @@ class Settings:
     fleet: FleetSettings | None = None
     # Usage records per allocation (`trelay.node.usage`, `trelay.fleet.usage_stream`).
     usage: UsageSettings = field(default_factory=UsageSettings)
+    # RFC 5780 NAT behaviour discovery (`trelay.config.nat_discovery_settings`); opt-in.
+    nat_discovery: NatDiscoverySettings = field(default_factory=NatDiscoverySettings)
     software: str = field(default_factory=default_software)
     log_level: LogLevel = LogLevel.INFO
     log_format: str = LOG_FORMATS[0]
@@ -257,7 +269,15 @@ def load_settings(config: Path | None = None, flags: Flags | None = None) -> Set
     """Read `config` (TOML) if given, apply `flags`, check everything, or raise."""
     flags = flags or Flags()
     settings, file_listen = _read_file(config) if config is not None else (Settings(), _no_listen())
-    return _apply_flags(settings, file_listen, flags)
+    return _with_nat_discovery(_apply_flags(settings, file_listen, flags))
+
+
+def _with_nat_discovery(settings: Settings) -> Settings:
+    """`[nat_discovery]` checked against the UDP listen addresses in force (after the
+    flags), with its primary address and its three extra UDP addresses (`listen.nat`)."""
+    nat = resolve_nat_discovery(settings.nat_discovery, settings.listen.udp)
+    listen = replace(settings.listen, nat=nat.extra_listen())
+    return replace(settings, nat_discovery=nat, listen=listen)
 
 
 def _no_listen() -> dict[str, tuple[ListenAddress, ...] | None]:
@@ -307,6 +327,8 @@ def _read_file(path: Path) -> tuple[Settings, dict[str, tuple[ListenAddress, ...
     fleet = read_fleet(fleet_table, base)
     usage_table = root.table("usage")
     usage = read_usage(usage_table)
+    nat_table = root.table("nat_discovery")
+    nat_discovery = read_nat_discovery(nat_table)
     software = read_text(root, "software", default_software())
     level = root.take("log_level")
     log_level = LogLevel.INFO if level is None else _parse_log_level("log_level", level)
@@ -316,11 +338,12 @@ def _read_file(path: Path) -> tuple[Settings, dict[str, tuple[ListenAddress, ...
     workers = 1 if workers_value is None else _check_workers("workers", workers_value)
     tables = [listen_table, tls_table, stream_table, auth_table, relay_table, quota_table]
     tables += [lifetime_table, http_table, api_table, drain_table, fleet_table, usage_table]
+    tables.append(nat_table)
     for table in (*tables, root):
         table.finish()
     settings = Settings(
         tls=tls, stream=stream, auth=auth, relay=relay, http=http, api=api, drain=drain,
-        fleet=fleet, usage=usage, software=software,
+        fleet=fleet, usage=usage, software=software, nat_discovery=nat_discovery,
         log_level=log_level, log_format=log_format, log_usernames=log_usernames,
         workers=workers,
     )  # fmt: skip

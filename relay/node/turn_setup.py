@@ -48,6 +48,7 @@ def turn_config(settings: Settings) -> TurnConfig:
         pending_per_source=relay.pending_per_source,
         strict_expiry=settings.auth.strict_expiry,
         dont_fragment=DONT_FRAGMENT_SUPPORTED,
+        nat_discovery=settings.nat_discovery.core(),  # RFC 5780, opt-in
     )
 
 

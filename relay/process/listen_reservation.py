@@ -20,14 +20,15 @@ from trelay.config.api_settings import ApiSettings
 from trelay.config.settings import HttpSettings, ListenSettings, Settings
 from trelay.config.values import ListenAddress
 from trelay.node.datagram_batch import enlarge_receive_buffer
-from trelay.node.listeners import ListenError, paired_ports
+from trelay.node.listeners import ListenError, nat_discovery_key, paired_ports
 
 
 @dataclass(slots=True)
 class Reservation:
     """Concrete listen ports and the supervisor's sockets holding them.
 
-    `udp[i][w]` is worker w's socket for `listen.udp[i]`, bound by the supervisor and kept
+    `udp[i][w]` is worker w's socket for `listen.udp[i]` (then for `listen.nat[i -
+    len(listen.udp)]`, RFC 5780's other addresses), bound by the supervisor and kept
     for its whole life (a worker inherits it, a restarted one inherits it again), so the
     port's SO_REUSEPORT group never changes and the kernel keeps every UDP client on its
     worker: when a socket leaves a group, Linux moves the group's last socket into its
@@ -64,6 +65,11 @@ def reserve_listen_ports(listen: ListenSettings, workers: int) -> Reservation:
             reservation.udp.append(sockets)
             udp.append(_reserve(socket.SOCK_DGRAM, f"listen.udp[{index}]", address, sockets,
                                 workers))  # fmt: skip
+        for address in listen.nat:  # RFC 5780's other three: after listen.udp, in `udp`
+            sockets = []
+            reservation.udp.append(sockets)
+            _reserve(socket.SOCK_DGRAM, nat_discovery_key(listen, address), address, sockets,
+                     workers)  # fmt: skip
         twins = paired_ports(listen, [(a.host, a.port) for a in udp])
         tcp: list[ListenAddress] = []
         for index, (address, twin) in enumerate(zip(listen.tcp, twins, strict=True)):
@@ -81,7 +87,7 @@ def reserve_listen_ports(listen: ListenSettings, workers: int) -> Reservation:
     except BaseException:
         reservation.close()
         raise
-    reservation.listen = ListenSettings(tuple(udp), tuple(tcp), tuple(tls))
+    reservation.listen = ListenSettings(tuple(udp), tuple(tcp), tuple(tls), nat=listen.nat)
     return reservation
 
 

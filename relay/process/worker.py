@@ -79,7 +79,7 @@ logger = logging.getLogger(__name__)
 
 def worker_listeners(assignment: WorkerAssignment) -> Listeners:
     """UDP on the inherited sockets; TCP and TLS bound here, with SO_REUSEPORT."""
-    listen = assignment.settings.listen.udp
+    listen = (*assignment.settings.listen.udp, *assignment.settings.listen.nat)
     inherited = {
         (address.host, address.port): fd
         for address, fd in zip(listen, assignment.udp_fds, strict=True)
@@ -113,7 +113,8 @@ class WorkerAssignment:
     settings: Settings
     nonce_key: bytes = field(repr=False)
     username_key: bytes = field(repr=False)
-    # Inherited UDP sockets (bound by the supervisor), one per `settings.listen.udp`.
+    # Inherited UDP sockets (bound by the supervisor), one per `settings.listen.udp`, then
+    # one per `settings.listen.nat` (RFC 5780's other addresses).
     udp_fds: tuple[int, ...] = ()
 
 

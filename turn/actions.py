@@ -138,7 +138,18 @@ class ClosePeerConnection:
     connection_id: int
 
 
+@dataclass(frozen=True, slots=True)
+class AllocationMoved:
+    """RFC 8016: the allocation at `relayed` belongs to `five_tuple` now, no longer to
+    `previous` (its client's address changed): what the relay sends the client goes to
+    the new 5-tuple from now on."""
+
+    previous: FiveTuple
+    five_tuple: FiveTuple
+    relayed: Address
+
+
 Action = (
     SendToClient | SendToPeer | OpenRelay | CloseRelay | AllocationCreated | AllocationEnded
-    | ConnectPeer | AcceptPeer | SpliceConnections | ClosePeerConnection
+    | ConnectPeer | AcceptPeer | SpliceConnections | ClosePeerConnection | AllocationMoved
 )  # fmt: skip

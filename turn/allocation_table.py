@@ -174,6 +174,19 @@ class AllocationTable:
         self.by_relayed[allocation.relayed] = allocation
         self.client_table(five_tuple.transport, five_tuple.server)[five_tuple.client] = allocation
 
+    def move(self, allocation: Allocation, five_tuple: FiveTuple) -> None:
+        """Re-key a live allocation under a new 5-tuple (RFC 8016 mobility): the maps by
+        5-tuple and by client address, and the per-source counts, follow it; the quota
+        slot, relayed address and port stay."""
+        old = allocation.five_tuple
+        del self.allocations[old]
+        del self.client_table(old.transport, old.server)[old.client]
+        _add(self._per_source, source_of(old.client), -1)
+        allocation.five_tuple = five_tuple
+        self.allocations[five_tuple] = allocation
+        self.client_table(five_tuple.transport, five_tuple.server)[five_tuple.client] = allocation
+        _add(self._per_source, source_of(five_tuple.client), 1)
+
     def remove(self, allocation: Allocation) -> None:
         five_tuple = allocation.five_tuple
         del self.allocations[five_tuple]

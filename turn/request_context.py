@@ -4,7 +4,8 @@ Owns the boundary between `trelay.turn.server.TurnServer` and the handlers of th
 that change allocations, `trelay.turn.allocate` (Allocate, RFC 8656 §7.2) and
 `trelay.turn.peer_requests` (CreatePermission §9.2, ChannelBind §11.2). The handlers get the
 allocation table (with its relay port pool), the timer queue, the counters, the
-configuration and three of the server's decisions as plain callables; they never see the
+configuration, the mobile allocations (RFC 8016, `trelay.turn.mobility`) and the
+server's decisions as plain callables; they never see the
 server itself, so no handler imports `trelay.turn.server`.
 
 Invariant: the server and its handlers share these very objects for the server's whole
@@ -23,6 +24,7 @@ from trelay.turn.actions import Action
 from trelay.turn.addressing import FiveTuple
 from trelay.turn.allocation_table import AllocationTable
 from trelay.turn.config import TurnConfig
+from trelay.turn.mobility import MobileAllocations
 from trelay.turn.port_pool import RelayPortPool
 from trelay.turn.responses import Reply
 from trelay.turn.stats import ServerStats
@@ -44,3 +46,5 @@ class RequestContext:
     timers: TimerQueue
     stats: ServerStats
     reply: ReplySender
+    # RFC 8016: the mobile allocations and their tickets; None when mobility is off.
+    mobility: MobileAllocations | None = None

@@ -17,7 +17,7 @@ import functools
 import gc
 import socket
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 
 import trio
@@ -103,19 +103,15 @@ class FloodClient:
         """Feed what the server sent (if anything); what to send it next."""
         if received is not None:
             self.connection.bio_write(received)
-        try:
+        with suppress(SSL.WantReadError):
             self.connection.do_handshake()
-        except SSL.WantReadError:
-            pass
         return self.connection.bio_read(65536)
 
 
 def is_hello_verify_request(datagram: bytes) -> bool:
     # Record header: type(1) version(2) epoch+seq(8) length(2); then the handshake type.
     return (
-        len(datagram) > 13
-        and datagram[0] == _HANDSHAKE
-        and datagram[13] == _HELLO_VERIFY_REQUEST
+        len(datagram) > 13 and datagram[0] == _HANDSHAKE and datagram[13] == _HELLO_VERIFY_REQUEST
     )
 
 

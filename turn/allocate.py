@@ -6,7 +6,8 @@ slot and relay port) and asks the runtime to `OpenRelay`; `relay_opened` turns i
 the allocation and answers success; `relay_failed` tries another port, then answers 508.
 
 The checks that depend only on the request and the configuration (`unsatisfiable`):
-step 3 (REQUESTED-TRANSPORT present, and UDP: the only relayed transport here), step 5
+step 3 (REQUESTED-TRANSPORT present, and UDP or TCP: TCP allocations, RFC 6062 §5.1, are
+checked first by the server, `trelay.turn.tcp_relay.tcp_allocate_problem`), step 5
 (RESERVATION-TOKEN: never issued, so never valid; not with EVEN-PORT or a family), step 6
 (EVEN-PORT with R set: port reservations are not offered), step 7 (a relay address of the
 requested family). Those that depend on the server's state (`_state_failure`): step 2
@@ -79,8 +80,8 @@ def unsatisfiable(request: Message, config: TurnConfig) -> tuple[ErrorCode, str]
     transport = request.get(RequestedTransport)
     if transport is None:
         return ErrorCode.BAD_REQUEST, "REQUESTED-TRANSPORT missing"  # step 3
-    if transport.value != TransportProtocol.UDP:
-        return ErrorCode.UNSUPPORTED_TRANSPORT_PROTOCOL, "Only UDP relaying"
+    if transport.value not in (TransportProtocol.UDP, TransportProtocol.TCP):
+        return ErrorCode.UNSUPPORTED_TRANSPORT_PROTOCOL, "Only UDP and TCP relaying"
     even_port = request.get(EvenPort)
     family = request.get(RequestedAddressFamily)
     if request.get(ReservationToken) is not None:  # step 5

@@ -32,6 +32,13 @@ within `limits` (`trelay.turn.rate_limit`): per client address and port, so that
 neighbour behind the same NAT cannot use them against the others, and per destination
 IP in bytes over UDP, the bound on reflection. Authenticated requests are never limited.
 
+TCP allocations (RFC 6062, `trelay.turn.tcp_relay`, the server's `tcp`): an Allocate with
+REQUESTED-TRANSPORT TCP over TCP/TLS asks the runtime for a listening relay socket
+(`OpenRelay.tcp`); Connect and ConnectionBind are dispatched there, and the runtime
+reports its connections back (`peer_connected`, `peer_connect_failed`, `peer_arrived`,
+`peer_connection_closed`). A TCP allocation has no channels (ChannelBind 400) and relays
+no Send indication; its peer connections end with it.
+
 Invariants (checked by the state-machine tests): nothing outlives its allocation; the
 channel <-> peer maps stay a bijection; quotas hold, pending allocations included.
 """
@@ -67,7 +74,9 @@ from trelay.turn.actions import (
     Action,
     AllocationEnded,
     CloseRelay,
+    ConnectPeer,
     EndReason,
+    OpenRelay,
     SendToClient,
 )
 from trelay.turn.addressing import Address, ClientTransport, FiveTuple, is_ipv6
@@ -87,6 +96,7 @@ from trelay.turn.request_context import RequestContext
 from trelay.turn.response_cache import ResponseCache
 from trelay.turn.responses import Reply
 from trelay.turn.stats import Drop, ServerStats
+from trelay.turn.tcp_relay import TcpRelay, tcp_allocate_problem, wants_tcp
 from trelay.turn.timers import TimerKind, TimerQueue
 
 
@@ -123,6 +133,8 @@ class TurnServer:
         # The runtime reads these two directly (the data path, relay sockets).
         self.allocations = table.allocations
         self.by_relayed = table.by_relayed
+        # RFC 6062: TCP allocations and their peer connections (ids from `rng` if given).
+        self.tcp = TcpRelay() if rng is None else TcpRelay(rng.getrandbits)
 
     # --- state, read-only from outside -------------------------------------------------
 
@@ -245,6 +257,7 @@ class TurnServer:
             "channel_expiries": sum(len(a.channel_expiry) for a in allocations),
             "stats_responses": len(stats.responses),
             "stats_latency": len(stats.latency),
+            **self.tcp.sizes(),
         }
 
     def identity_counts(self) -> Mapping[str, int]:
@@ -270,6 +283,10 @@ class TurnServer:
         if message.message_class is MessageClass.INDICATION:
             if message.method == Method.SEND:
                 allocation = self.allocations.get(five_tuple)
+                if allocation is not None and self.tcp.is_tcp(allocation):
+                    # RFC 6062: a TCP allocation's data goes over its data connections.
+                    self.stats.dropped[Drop.NO_PERMISSION] += 1
+                    return []
                 sent = send_indication(allocation, message, self._policy, self.config.dont_fragment)
                 if isinstance(sent, Drop):
                     self.stats.dropped[sent] += 1
@@ -387,9 +404,10 @@ class TurnServer:
             )  # fmt: skip
         context = self._context
         if request.method == Method.ALLOCATE:
-            return allocate.allocate(
-                context, request, five_tuple, result, now, self._redirection
-            )  # fmt: skip
+            return self._allocate(request, five_tuple, result, now)
+        if request.method == Method.CONNECTION_BIND:  # RFC 6062 §5.4: on a new connection
+            held = five_tuple in self.allocations
+            return self.tcp.connection_bind(context, request, five_tuple, result, held, now)
         allocation = self.allocations.get(five_tuple)
         if allocation is None:
             reply = responses.error(request, ErrorCode.ALLOCATION_MISMATCH, self._software, key)
@@ -400,11 +418,38 @@ class TurnServer:
             return self._reply(request, five_tuple, now, reply)
         if request.method == Method.REFRESH:
             return self._refresh(request, allocation, result, now)
+        if request.method == Method.CONNECT:  # RFC 6062 §5.2
+            made = self.tcp.connect(context, self._policy, request, allocation, now)
+            if made is None or isinstance(made, ConnectPeer):
+                return [] if made is None else [made]  # answered once it connects or fails
+            return self._reply(request, five_tuple, now, made)
         if request.method == Method.CREATE_PERMISSION:
             reply = peer_requests.create_permission(context, self._policy, request, allocation, now)
+        elif self.tcp.is_tcp(allocation):
+            reply = responses.error(
+                request, ErrorCode.BAD_REQUEST, self._software, key,
+                reason="No channels on a TCP allocation",
+            )  # fmt: skip
         else:
             reply = peer_requests.channel_bind(context, self._policy, request, allocation, now)
         return self._reply(request, five_tuple, now, reply)
+
+    def _allocate(
+        self, request: Message, five_tuple: FiveTuple, auth: Authenticated, now: float
+    ) -> list[Action]:
+        """RFC 8656 §7.2 (`trelay.turn.allocate`); for a TCP allocation RFC 6062 §5.1's
+        checks first, and a listening relay socket (`OpenRelay.tcp`)."""
+        context, redirection = self._context, self._redirection
+        if not wants_tcp(request):
+            return allocate.allocate(context, request, five_tuple, auth, now, redirection)
+        problem = tcp_allocate_problem(request, five_tuple.transport)
+        if problem is not None:
+            reply = responses.error(
+                request, ErrorCode.BAD_REQUEST, self._software, auth.credential.key,
+                reason=problem,
+            )  # fmt: skip
+            return self._reply(request, five_tuple, now, reply)
+        return _as_tcp(allocate.allocate(context, request, five_tuple, auth, now, redirection))
 
     def _send(self, five_tuple: FiveTuple, reply: Reply) -> list[Action]:
         """Send `reply` to the client, counted by the method and code it carries."""
@@ -427,11 +472,41 @@ class TurnServer:
 
         `runtime`: the runtime's record of the allocation, kept as `Allocation.runtime`.
         """
-        return allocate.relay_opened(self._context, five_tuple, relayed, now, runtime)
+        pending = self._table.pending.get(five_tuple)
+        tcp = pending is not None and wants_tcp(pending.request)
+        actions = allocate.relay_opened(self._context, five_tuple, relayed, now, runtime)
+        allocation = self.allocations.get(five_tuple)
+        if tcp and allocation is not None and allocation.relayed == relayed:
+            self.tcp.add(allocation)  # RFC 6062 §5.1: peers may connect from now on
+        return actions
 
     def relay_failed(self, five_tuple: FiveTuple, now: float) -> list[Action]:
         """The runtime could not bind the requested port: try another, then give up (508)."""
-        return allocate.relay_failed(self._context, five_tuple, now)
+        pending = self._table.pending.get(five_tuple)
+        actions = allocate.relay_failed(self._context, five_tuple, now)
+        return _as_tcp(actions) if pending is not None and wants_tcp(pending.request) else actions
+
+    # --- TCP allocations (RFC 6062, `trelay.turn.tcp_relay`) -----------------------------
+
+    def peer_connected(self, connection_id: int, now: float) -> list[Action]:
+        """The runtime connected a Connect's peer (§5.2): success with CONNECTION-ID."""
+        return self.tcp.peer_connected(self._context, connection_id, now)
+
+    def peer_connect_failed(self, connection_id: int, now: float) -> list[Action]:
+        """The runtime could not connect a Connect's peer (§5.2): 447."""
+        return self.tcp.peer_connect_failed(self._context, connection_id, now)
+
+    def peer_arrived(self, relayed: Address, peer: Address, now: float) -> list[Action]:
+        """A peer connected to the TCP allocation at `relayed` (§5.3): `AcceptPeer` and a
+        ConnectionAttempt to the client, or nothing, and the runtime closes it."""
+        allocation = self.by_relayed.get(relayed)
+        if allocation is None:
+            return []
+        return self.tcp.peer_arrived(self._context, allocation, peer, now)
+
+    def peer_connection_closed(self, connection_id: int) -> None:
+        """The runtime closed a peer connection (or its data connection closed)."""
+        self.tcp.peer_connection_closed(connection_id)
 
     # --- Refresh (RFC 8656 §7.3) --------------------------------------------------------
 
@@ -464,7 +539,9 @@ class TurnServer:
 
     def next_deadline(self) -> float | None:
         """When `handle_timer` must run next (monotonic seconds), or None if never."""
-        deadlines = (self.responses.next_expiry(), self._timers.next_deadline())
+        deadlines = (
+            self.responses.next_expiry(), self._timers.next_deadline(), self.tcp.next_deadline()
+        )  # fmt: skip
         return min((d for d in deadlines if d is not None), default=None)
 
     def handle_timer(self, now: float) -> list[Action]:
@@ -496,6 +573,7 @@ class TurnServer:
                     allocation.unbind_channel(key)
                 elif expiry is not None:
                     timers.schedule(expiry, kind, allocation, key)
+        actions += self.tcp.handle_timer(self._context, now)
         self.limits.prune(now)
         return actions
 
@@ -509,6 +587,7 @@ class TurnServer:
         self.stats.allocation_ended(five_tuple.transport, reason)
         return [
             CloseRelay(allocation.relayed),
+            *self.tcp.allocation_ended(allocation),  # RFC 6062 §5.5
             AllocationEnded(five_tuple, allocation.relayed, allocation.username, reason),
         ]
 
@@ -631,8 +710,9 @@ class TurnServer:
 
 
 _AUTHENTICATED_METHODS = frozenset(
-    (Method.ALLOCATE, Method.REFRESH, Method.CREATE_PERMISSION, Method.CHANNEL_BIND)
-)
+    (Method.ALLOCATE, Method.REFRESH, Method.CREATE_PERMISSION, Method.CHANNEL_BIND,
+     Method.CONNECT, Method.CONNECTION_BIND)
+)  # fmt: skip
 # What `TurnServer.use_config` may change while the server runs: read at each request.
 LIVE_CONFIG_FIELDS = frozenset(
     ("default_lifetime", "max_lifetime", "permission_lifetime", "channel_lifetime",
@@ -640,6 +720,14 @@ LIVE_CONFIG_FIELDS = frozenset(
      "channels_per_allocation", "peers_per_request", "allocations_per_source",
      "pending_per_source")
 )  # fmt: skip
+
+
+def _as_tcp(actions: list[Action]) -> list[Action]:
+    """The actions of an Allocate, its `OpenRelay` asking for a TCP relay socket."""
+    return [
+        dataclasses.replace(action, tcp=True) if isinstance(action, OpenRelay) else action
+        for action in actions
+    ]
 
 
 def _unsigned(request: Message) -> bool:

@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 import pytest
 import trio
 
+from tests.helpers.nat_ports import ALTERNATE_HOST, PRIMARY_HOST, two_ports
 from trelay.config.nat_discovery_settings import NatDiscoverySettings, resolve_nat_discovery
 from trelay.config.settings import ListenSettings, Settings
 from trelay.config.values import ListenAddress
@@ -25,31 +26,11 @@ from trelay.turn.addressing import Address
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="127.0.0.2 is loopback on Linux")
 
-PRIMARY_HOST, ALTERNATE_HOST = "127.0.0.1", "127.0.0.2"
 TIMEOUT = 10.0
-PORT_TRIES = 50
-
-
-def port_free_on_both() -> int:
-    """A UDP port free on 127.0.0.1 and 127.0.0.2 now (the node binds it right after)."""
-    for _ in range(PORT_TRIES):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as first:
-            first.bind((PRIMARY_HOST, 0))
-            port: int = first.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as second:
-                try:
-                    second.bind((ALTERNATE_HOST, port))
-                except OSError:
-                    continue
-                return port
-    raise AssertionError(f"no port free on both loopback addresses in {PORT_TRIES} tries")
 
 
 def nat_settings() -> Settings:
-    primary_port = port_free_on_both()
-    alternate_port = port_free_on_both()
-    while alternate_port == primary_port:  # pragma: no cover - the kernel picks anew
-        alternate_port = port_free_on_both()
+    primary_port, alternate_port = two_ports()
     udp = (ListenAddress(PRIMARY_HOST, primary_port),)
     nat = resolve_nat_discovery(NatDiscoverySettings(True, ALTERNATE_HOST, alternate_port), udp)
     listen = ListenSettings(udp=udp, tcp=(), tls=(), nat=nat.extra_listen())

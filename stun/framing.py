@@ -80,6 +80,18 @@ class StreamDeframer:
         """Bytes received but not yet part of a complete frame (< MAX_FRAME_SIZE)."""
         return len(self._buffer)
 
+    @property
+    def pending_channel(self) -> int | None:
+        """The channel of the unfinished ChannelData frame the buffer starts with, once
+        its channel number has arrived; None when the buffer starts no ChannelData.
+
+        Lets a runtime judge a ChannelData frame by its header, before waiting for up
+        to 64 KiB of data that a desynchronized stream may never send."""
+        buffer = self._buffer
+        if len(buffer) < 2 or not FIRST_CHANNEL_BYTE <= buffer[0] <= LAST_CHANNEL_BYTE:
+            return None
+        return (buffer[0] << 8) | buffer[1]
+
     def feed(self, data: ByteString) -> list[Frame]:
         """Append `data` and return every frame it completes, in stream order.
 

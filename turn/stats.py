@@ -94,6 +94,9 @@ class Drop(StrEnum):
     # An answer to such a request over the bytes a destination IP may get (reflection).
     REFLECTION_LIMITED = "reflection_limited"
     DENIED_PEER = "denied_peer"  # a Send indication to a peer the policy denies (design §6)
+    # ChannelData on a TCP/TLS connection naming a channel not bound on it: the stream's
+    # framing is lost, and the connection was closed (`trelay.node.stream_listener`).
+    LOST_FRAMING = "lost_framing"
 
 
 def drop_counts() -> dict[Drop, int]:

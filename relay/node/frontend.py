@@ -11,6 +11,9 @@ the listeners' own tests).
 - Streams: per connection, `stream_session(...)` returns a `StreamSession`; every frame
   goes to `frame()`, anything for the client goes into the connection's outbox (a
   bounded trio channel the listener's writer task drains, so there is one writer).
+  ChannelData naming a channel not bound on the connection means its framing is lost:
+  `frame()` returns False (or `framing_lost` True, judged on the header alone) and the
+  listener closes the connection (`trelay.node.stream_listener`, issue 15).
 """
 
 from __future__ import annotations
@@ -28,8 +31,14 @@ from trelay.turn.binding import Responder
 
 
 class StreamSession(Protocol):
-    def frame(self, channel: int | None, data: bytes) -> None:
-        """One deframed STUN message (channel None) or ChannelData payload."""
+    def frame(self, channel: int | None, data: bytes) -> bool:
+        """One deframed STUN message (channel None) or ChannelData payload. False: it was
+        ChannelData on a channel not bound on this connection, so the stream's framing is
+        lost (counted by the session) and the listener closes the connection."""
+
+    def framing_lost(self, channel: int) -> bool:
+        """The rule of `frame` for ChannelData whose header has arrived but not its data:
+        True (counted) when `channel` is not bound on this connection."""
 
     def keeps_alive(self) -> bool:
         """True while the connection holds state (an allocation): silence is no reason to close."""
@@ -62,13 +71,18 @@ class _ResponderSession:
         self._client = client
         self._outbox = outbox
 
-    def frame(self, channel: int | None, data: bytes) -> None:
-        if channel is None:
-            reply = self._responder(data, self._client)
-            if reply is not None:
-                # A client that does not read its replies loses them; the idle timeout ends it.
-                with contextlib.suppress(trio.WouldBlock):
-                    self._outbox.send_nowait(reply)
+    def frame(self, channel: int | None, data: bytes) -> bool:
+        if channel is not None:
+            return False  # no allocations here, so no channel is ever bound
+        reply = self._responder(data, self._client)
+        if reply is not None:
+            # A client that does not read its replies loses them; the idle timeout ends it.
+            with contextlib.suppress(trio.WouldBlock):
+                self._outbox.send_nowait(reply)
+        return True
+
+    def framing_lost(self, channel: int) -> bool:
+        return True
 
     def keeps_alive(self) -> bool:
         return False
@@ -78,7 +92,8 @@ class _ResponderSession:
 
 
 class ResponderFrontend:
-    """Serve a stateless `Responder` on every listener (ChannelData is dropped)."""
+    """Serve a stateless `Responder` on every listener (ChannelData is dropped over UDP
+    and, never bound, closes a stream connection)."""
 
     __slots__ = ("responder",)
 

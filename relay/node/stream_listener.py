@@ -10,6 +10,21 @@ Invariants:
   is only ever one writer; `send_all` backpressure paces a client that reads slowly.
 - Input that is not STUN/ChannelData framing closes that connection (and only it); the
   read buffer never exceeds the deframer's bound plus one `RECEIVE_SIZE` chunk.
+- ChannelData naming a channel not bound on the connection's allocation (or with no
+  allocation) closes the connection at once, judged on its 4-byte header
+  (`StreamDeframer.pending_channel`) without waiting for the data it announces
+  (`closed_lost_framing`; the node counts `Drop.LOST_FRAMING`). Over UDP the same is a
+  late datagram for a channel that just expired and is dropped; over a stream it is
+  lost framing: each frame's length comes from the previous one (RFC 8489 §6.2.2,
+  RFC 8656 §12.5, RFC 6062 adds none), there is no marker to resynchronize on, so the
+  bytes after a frame that is not what it claims to be cannot be trusted, and a length
+  read from them (up to 64 KiB) would hold the connection until the idle timeout. A
+  client sends ChannelData only on channels it has bound, and refreshes them before
+  their 10 minutes run out (RFC 8656 §12); over a stream its ChannelBind is handled
+  before any ChannelData that follows it. So only a broken or desynchronized sender
+  meets this rule; it loses the connection (and, RFC 8656 §3.1, the allocation), which
+  tells it at once, where silently dropping would leave it sending into nothing.
+  Issue 15, the coturn advisory on STUN length truncation.
 - A connection that sends nothing, or does not take our reply, for `idle_timeout`
   seconds is closed; this also bounds the TLS handshake.
 - A failed TLS handshake, a reset or any other broken connection closes only that
@@ -74,6 +89,7 @@ class StreamListenerStats:
     connections_closed: int = 0
     closed_idle: int = 0
     closed_malformed: int = 0
+    closed_lost_framing: int = 0  # ChannelData on a channel not bound on the connection
     # Handshake failures and resets: the connection broke under us.
     closed_broken: int = 0
     tls_handshake_failures: int = 0  # of those, failed TLS handshakes
@@ -372,7 +388,15 @@ async def _read(
                 return True
             for channel, payload in deframer.feed(data):
                 stats.frames_received += 1
-                session.frame(channel, payload)
+                if not session.frame(channel, payload):
+                    stats.closed_lost_framing += 1
+                    return False
+            # Judge an unfinished ChannelData frame by its header: lost framing does not
+            # wait for the data a length read from the wrong bytes announces.
+            pending = deframer.pending_channel
+            if pending is not None and session.framing_lost(pending):
+                stats.closed_lost_framing += 1
+                return False
     except StunDecodeError:
         stats.closed_malformed += 1
     except (trio.BrokenResourceError, trio.ClosedResourceError):

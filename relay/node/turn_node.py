@@ -141,8 +141,15 @@ class StreamConnection:
     outbox: trio.MemorySendChannel[bytes]
     dropped: int = 0
 
-    def frame(self, channel: int | None, data: bytes) -> None:
-        self.node.stream_frame(self, channel, data)
+    def frame(self, channel: int | None, data: bytes) -> bool:
+        return self.node.stream_frame(self, channel, data)
+
+    def framing_lost(self, channel: int) -> bool:
+        allocation = self.node.server.allocations.get(self.five_tuple)
+        if allocation is not None and channel in allocation.channels:
+            return False
+        self.node.counters.dropped[Drop.LOST_FRAMING] += 1
+        return True
 
     def keeps_alive(self) -> bool:
         return self.five_tuple in self.node.server.allocations
@@ -211,20 +218,25 @@ class TurnNode:
 
     # --- clients over TCP/TLS -----------------------------------------------------------
 
-    def stream_frame(self, connection: StreamConnection, channel: int | None, data: bytes) -> None:
-        """One deframed frame from a stream client; replies go to its outbox."""
+    def stream_frame(self, connection: StreamConnection, channel: int | None, data: bytes) -> bool:
+        """One deframed frame from a stream client; replies go to its outbox.
+
+        False for ChannelData on a channel not bound on this connection: over a stream
+        that is lost framing, not a late packet (`trelay.node.stream_listener` closes
+        the connection); over UDP the same is dropped as `Drop.NO_CHANNEL`."""
         five_tuple = connection.five_tuple
         if channel is None:
             reply = self.handle_stun(data, five_tuple)
             if reply is not None:
                 self._to_stream(connection, reply)
-            return
+            return True
         allocation = self.server.allocations.get(five_tuple)
         peer = None if allocation is None else allocation.channels.get(channel)
         if allocation is None or peer is None:
-            self.counters.dropped[Drop.NO_CHANNEL] += 1
-            return
+            self.counters.dropped[Drop.LOST_FRAMING] += 1
+            return False
         self._to_peer(self._relays[allocation.relayed], data, peer)
+        return True
 
     def stream_session(
         self,

@@ -151,20 +151,22 @@ async def test_one_byte_at_a_time(nursery: trio.Nursery) -> None:
             assert reply.transaction_id == tid
 
 
-async def test_channel_data_is_dropped_and_the_connection_goes_on(
+async def test_channel_data_on_a_channel_not_bound_closes_the_connection(
     nursery: trio.Nursery,
 ) -> None:
+    """A STUN-only frontend binds no channel: over a stream, ChannelData is lost framing
+    (the connection is closed, nothing after it answered); over UDP it is dropped."""
     server = await start_server(nursery)
-    tid = new_transaction_id()
     with trio.fail_after(TIMEOUT):
         stream = await trio.open_tcp_stream(*server.address)
         async with stream:
             await stream.send_all(
-                encode_channel_data(0x4000, b"hello", pad=True) + binding_request(tid)
+                encode_channel_data(0x4000, b"hello", pad=True)
+                + binding_request(new_transaction_id())
             )
-            (reply,) = await read_replies(stream, 1)
-            assert reply.transaction_id == tid
-    assert server.stats.frames_received == 2  # the ChannelData frame went to the frontend
+            assert await read_until_closed(stream) == b""
+    assert server.stats.closed_lost_framing == 1
+    assert server.stats.frames_received == 1  # the ChannelData; the request is not read
 
 
 async def test_undecodable_stun_gets_no_reply_but_keeps_the_connection(
@@ -245,17 +247,19 @@ async def test_a_client_stalled_mid_message_is_closed(nursery: trio.Nursery) -> 
     assert server.stats.writes == 0
 
 
-async def test_http_get_looks_like_channel_data_and_is_closed_when_idle(
+async def test_http_get_looks_like_channel_data_and_is_closed_at_once(
     nursery: trio.Nursery,
 ) -> None:
-    # "GE" is 0x4745, a channel number; "T " a length of 21536: a frame that never ends.
-    server = await start_server(nursery, idle_timeout=SHORT_IDLE)
+    # "GE" is 0x4745, a channel number; "T " a length of 21536: a frame that would never
+    # end, closed on its header since no channel is bound (not after the idle timeout).
+    server = await start_server(nursery)
     with trio.fail_after(TIMEOUT):
         stream = await trio.open_tcp_stream(*server.address)
         async with stream:
             await stream.send_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
             assert await read_until_closed(stream) == b""
-    assert server.stats.closed_idle == 1
+    assert server.stats.closed_lost_framing == 1
+    assert server.stats.closed_idle == 0
 
 
 async def test_a_reset_connection_does_not_disturb_the_listener(nursery: trio.Nursery) -> None:

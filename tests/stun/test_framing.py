@@ -90,6 +90,28 @@ def test_partial_frames_wait_and_are_counted_in_buffered() -> None:
     assert deframer.buffered == 0
 
 
+def test_pending_channel_names_the_unfinished_channel_data_at_the_head() -> None:
+    """What a runtime judges a ChannelData frame by before its data has arrived."""
+    deframer = StreamDeframer()
+    assert deframer.pending_channel is None  # nothing buffered
+    assert deframer.feed(b"\x78") == []
+    assert deframer.pending_channel is None  # half a channel number
+    assert deframer.feed(b"\x78\x78") == []
+    assert deframer.pending_channel == 0x7878  # the channel, its length still incomplete
+    assert deframer.feed(b"\x78" + b"x" * 100) == []
+    assert deframer.pending_channel == 0x7878
+    other = StreamDeframer()
+    assert other.feed(encode_channel_data(0x4001, b"done", pad=True) + b"\x40\x02\x00") == [
+        Frame(0x4001, b"done")
+    ]
+    assert other.pending_channel == 0x4002  # the next frame, after a complete one
+    assert other.feed(b"\x01a\x00\x00\x00") == [Frame(0x4002, b"a")]
+    assert other.pending_channel is None  # the buffer is empty again
+    stun = StreamDeframer()
+    assert stun.feed(stun_bytes(b"abcd")[:10]) == []
+    assert stun.pending_channel is None  # a STUN message waits, no channel
+
+
 def test_largest_frames_in_small_chunks_stay_within_the_bound() -> None:
     big_channel = encode_channel_data(0x4000, bytes(range(256)) * 255 + bytes(255), pad=True)
     big_stun = stun_bytes(bytes(0xFFFC))

@@ -119,3 +119,13 @@ def test_combinations_it_cannot_serve_name_the_key_to_edit(
     with pytest.raises(SettingsError, match=problem) as error:
         load_settings(write(tmp_path, text))
     assert error.value.key == key
+
+
+def test_the_example_section_works_uncommented(tmp_path: Path) -> None:
+    example = Path(__file__).parents[2] / "deploy" / "trelay.example.toml"
+    lines = example.read_text().splitlines()
+    start = lines.index("# [nat_discovery]")
+    section = [line.removeprefix("# ") for line in lines[start : start + 4]]
+    text = '[listen]\nudp = ["203.0.113.7:3478"]\n' + "\n".join(section) + "\n"
+    nat = load_settings(write(tmp_path, text)).nat_discovery.core()
+    assert nat == NatDiscovery(("203.0.113.7", 3478), ("203.0.113.8", 3479))

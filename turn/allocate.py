@@ -14,6 +14,10 @@ requested family). Those that depend on the server's state (`_state_failure`): s
 (an allocation exists), draining, step 8 (quotas); an expired credential never gets
 here (`trelay.turn.auth` refuses it with 401 before any method is handled).
 
+Mobility (RFC 8016 §3.1, `trelay.turn.mobility`): an empty MOBILITY-TICKET asks for it,
+checked after step 7 (400 for a ticket with a value, 405 where mobility is forbidden);
+the success response of a mobile allocation carries its first ticket.
+
 Redirection (`trelay.turn.redirection`): a draining server, or one the fleet marks
 overloaded, answers 300 Try Alternate with ALTERNATE-SERVER (RFC 8489 §10, §14.15;
 RFC 8656 §6.2, §7.2) when an alternate fits the client (its transport and address
@@ -48,7 +52,7 @@ from trelay.stun.attributes import (
 )
 from trelay.stun.codes import AddressFamily, ErrorCode, TransportProtocol
 from trelay.stun.message import Message
-from trelay.turn import responses
+from trelay.turn import mobility, responses
 from trelay.turn.actions import Action, AllocationCreated, CloseRelay, OpenRelay
 from trelay.turn.addressing import Address, FiveTuple, is_ipv6, unmap_ipv4
 from trelay.turn.allocation import Allocation
@@ -158,6 +162,9 @@ def _state_failure(
     failure = unsatisfiable(request, config)  # steps 3, 5, 6, 7
     if failure is not None:
         return failure
+    failure = mobility.refusal(request, five_tuple.transport, context.mobility is not None)
+    if failure is not None:
+        return failure  # RFC 8016 §3.1.2: 400 or 405
     if draining:
         if redirect is not None:
             return ErrorCode.TRY_ALTERNATE, "Server is draining: try the alternate"
@@ -211,11 +218,14 @@ def relay_opened(
     context.stats.allocations_created[five_tuple.transport] += 1
     context.timers.schedule(allocation.expires_at, TimerKind.ALLOCATION, allocation)
     host, port = five_tuple.client
-    attributes = (
+    attributes: tuple[Attribute, ...] = (
         XorRelayedAddress(*reported),
         Lifetime(pending.lifetime),
         XorMappedAddress(unmap_ipv4(host), port),
     )
+    if context.mobility is not None and mobility.wants_mobility(pending.request):
+        ticket = context.mobility.enrol(allocation)  # RFC 8016 §3.1.2
+        attributes += () if ticket is None else (ticket,)
     reply = responses.success(pending.request, attributes, context.software, allocation.key)
     return [
         *context.reply(pending.request, five_tuple, now, reply),

@@ -50,6 +50,7 @@ import random
 from collections.abc import Callable, Iterable, Mapping
 
 from trelay.stun.attributes import (
+    Attribute,
     DontFragment,
     Fingerprint,
     Lifetime,
@@ -73,6 +74,7 @@ from trelay.turn import allocate, peer_requests, responses
 from trelay.turn.actions import (
     Action,
     AllocationEnded,
+    AllocationMoved,
     CloseRelay,
     ConnectPeer,
     EndReason,
@@ -87,6 +89,7 @@ from trelay.turn.auth import Authenticated, LongTermAuthenticator, Rejected
 from trelay.turn.config import TurnConfig
 from trelay.turn.credential_sources import StaticUsers
 from trelay.turn.data_path import peer_datagram, send_indication
+from trelay.turn.mobility import MobileAllocations, TicketCodec, mobile_transport, presented_ticket
 from trelay.turn.nat_discovery import Routed, answer_binding_request
 from trelay.turn.policy import PeerPolicy, Withdrawn, withdraw_denied
 from trelay.turn.port_pool import RelayPortPool
@@ -109,6 +112,7 @@ class TurnServer:
         *,
         wall_clock: Callable[[], float],
         rng: random.Random | None = None,
+        tickets: TicketCodec | None = None,
     ) -> None:
         self._auth = authenticator
         self.wall_clock = wall_clock
@@ -126,9 +130,11 @@ class TurnServer:
         )  # fmt: skip
         # Shared with the request handlers for the server's whole life; plain counters
         # for the metrics layer (`stats`), bumped on the control path only.
+        # RFC 8016 mobility, offered when the runtime gives a ticket codec.
+        self._mobility = None if tickets is None else MobileAllocations(tickets, rng)
         self._context = RequestContext(
             config, software, table, ports, timers, ServerStats(),
-            self._reply,
+            self._reply, self._mobility,
         )  # fmt: skip
         # The runtime reads these two directly (the data path, relay sockets).
         self.allocations = table.allocations
@@ -251,6 +257,7 @@ class TurnServer:
             "limited_sources": len(self.limits.per_source),
             "limited_destinations": len(self.limits.per_destination),
             "retired_nonce_addresses": self._auth.nonces.retired_count,
+            "mobile_allocations": 0 if self._mobility is None else len(self._mobility),
             "permissions": sum(len(a.permissions) for a in allocations),
             "channels": sum(len(a.channels) for a in allocations),
             "channel_peers": sum(len(a.peers) for a in allocations),
@@ -408,6 +415,8 @@ class TurnServer:
         if request.method == Method.CONNECTION_BIND:  # RFC 6062 §5.4: on a new connection
             held = five_tuple in self.allocations
             return self.tcp.connection_bind(context, request, five_tuple, result, held, now)
+        if (sealed := presented_ticket(request)) is not None:  # RFC 8016 §3.2: maybe moved
+            return self._mobile_refresh(request, sealed, five_tuple, result, now)
         allocation = self.allocations.get(five_tuple)
         if allocation is None:
             reply = responses.error(request, ErrorCode.ALLOCATION_MISMATCH, self._software, key)
@@ -532,8 +541,60 @@ class TurnServer:
         else:
             allocation.expires_at = now + lifetime
             self._timers.schedule(allocation.expires_at, TimerKind.ALLOCATION, allocation)
-        reply = responses.success(request, (Lifetime(lifetime),), self._software, key)
+        attributes: tuple[Attribute, ...] = (Lifetime(lifetime),)
+        mobility = self._mobility
+        ticket = None if lifetime == 0 or mobility is None else mobility.renew(allocation)
+        if ticket is not None:  # RFC 8016 §3.2.2: a new ticket, the old one superseded
+            attributes += (ticket,)
+        reply = responses.success(request, attributes, self._software, key)
         return [*self._reply(request, five_tuple, now, reply), *actions]
+
+    def _mobile_refresh(
+        self, request: Message, sealed: bytes, five_tuple: FiveTuple, auth: Authenticated,
+        now: float,
+    ) -> list[Action]:  # fmt: skip
+        """A Refresh presenting a MOBILITY-TICKET (RFC 8016 §3.2.2): its allocation is the
+        ticket's, moved to this 5-tuple when the client's address changed."""
+        mobility = self._mobility
+        allocation = None if mobility is None else mobility.find(sealed, now)
+        refused: tuple[ErrorCode, str] | None = None
+        if mobility is None or not mobile_transport(five_tuple.transport):
+            refused = ErrorCode.MOBILITY_FORBIDDEN, "Mobility is not offered"
+        elif allocation is None:
+            refused = ErrorCode.ALLOCATION_MISMATCH, "No allocation holds this ticket"
+        elif auth.username != allocation.username:
+            refused = ErrorCode.WRONG_CREDENTIALS, "Not the allocation's user"
+        elif allocation.five_tuple != five_tuple:
+            refused = self._unmovable(allocation, five_tuple)
+        if refused is not None or allocation is None or mobility is None:
+            code, reason = refused or (ErrorCode.ALLOCATION_MISMATCH, "")
+            reply = responses.error(
+                request, code, self._software, auth.credential.key, reason=reason
+            )
+            return self._reply(request, five_tuple, now, reply)
+        moved: list[Action] = []
+        previous = allocation.five_tuple
+        if previous != five_tuple:
+            self._table.move(allocation, five_tuple)
+            mobility.moved += 1
+            # A captured request replayed from the old address makes no new allocation.
+            self._auth.nonces.retire(previous.client, self.wall_clock())
+            moved = [AllocationMoved(previous, five_tuple, allocation.relayed)]
+        return [*moved, *self._refresh(request, allocation, auth, now)]
+
+    def _unmovable(
+        self, allocation: Allocation, five_tuple: FiveTuple
+    ) -> tuple[ErrorCode, str] | None:
+        """Why `allocation` cannot move to `five_tuple` (RFC 8016 §3.2.2), or None."""
+        table = self._table
+        if five_tuple in table.allocations or five_tuple in table.pending:
+            return ErrorCode.ALLOCATION_MISMATCH, "Allocation already exists"
+        if five_tuple.transport is not allocation.five_tuple.transport:
+            return ErrorCode.ALLOCATION_MISMATCH, "Mobility keeps the transport"
+        per_source = self.config.allocations_per_source
+        if per_source and table.source_count(five_tuple.client) >= per_source:
+            return ErrorCode.ALLOCATION_QUOTA_REACHED, "Allocation Quota Reached for this address"
+        return None
 
     # --- lifecycle, timers --------------------------------------------------------------
 
@@ -579,6 +640,8 @@ class TurnServer:
 
     def _end(self, allocation: Allocation, reason: EndReason) -> list[Action]:
         self._table.remove(allocation)
+        if self._mobility is not None:
+            self._mobility.forget(allocation)  # its tickets open nothing now
         self._timers.cancel(allocation)  # nothing keeps an ended allocation alive
         five_tuple = allocation.five_tuple
         # A captured request of this client replayed after the end is answered 438, not

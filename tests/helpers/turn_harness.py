@@ -39,6 +39,7 @@ from trelay.turn.credential_sources import (
     StaticUsers,
     rest_password,
 )
+from trelay.turn.mobility import TicketCodec
 from trelay.turn.nonces import NonceStamper
 from trelay.turn.policy import PeerPolicy
 from trelay.turn.server import TurnServer
@@ -68,6 +69,7 @@ def make_server(
     third_party: ThirdPartyAuthorizer | None = None,
     is_revoked: RevocationCheck | None = None,
     security_features: bool = True,
+    tickets: TicketCodec | None = None,
 ) -> TurnServer:
     config = config or TurnConfig(realm=REALM, relay_host="198.51.100.1")
     sources = CredentialSources(
@@ -88,6 +90,7 @@ def make_server(
         policy or PeerPolicy.from_strings(allow_loopback=True),
         wall_clock=clock or Clock(),
         rng=random.Random(7),
+        tickets=tickets,
     )
 
 

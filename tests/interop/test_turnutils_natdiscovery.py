@@ -93,3 +93,26 @@ async def test_natdiscovery_finds_no_behaviour_without_the_feature(tmp_path: Pat
         output = await natdiscovery(port, "-m", "-f")
     assert "UDP reflexive addr" in output, output  # the node answered its Bindings
     assert "Other addr" not in output and "NAT with" not in output, output
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        # Mapping lifetime: after 1 s, a request from a second socket with RESPONSE-PORT
+        # set to the first socket's port; its answer must reach the first socket.
+        ("-t", "-T", "1"),
+        # Collision: the same local port on a second loopback IP.
+        ("-c", "-A", "127.0.0.3"),
+    ],
+    ids=["lifetime", "collision"],
+)
+async def test_natdiscovery_lifetime_and_collision_tests_get_every_answer(
+    tmp_path: Path, options: tuple[str, ...]
+) -> None:
+    port, alternate_port = two_ports()
+    config = write_config(tmp_path, port, alternate_port, 1)
+    async with running_trelay(tmp_path, "--config", str(config)):
+        output = await natdiscovery(port, *options)
+    assert "RFC 5780 response 1" in output, output
+    assert "RFC 5780 response 2" in output, output
+    assert "timeout" not in output, output

@@ -61,6 +61,13 @@ recently used.
 GCRA (the generic cell rate algorithm) is a token bucket kept as one number, the
 "theoretical arrival time" `tat`: spending `cost` moves it `cost / rate` seconds on, and
 a spend is refused when that would put it more than `burst / rate` seconds ahead of now.
+
+Operators set the four values (`[quotas]` in the settings file: `trelay.config.settings`),
+and a reload changes them live (`UnauthenticatedLimits.retune`, through
+`TurnServer.use_config`): the buckets are kept, since a `tat` means the same under any
+rate ("this key's bucket is full again at `tat`"): a source in debt stays in debt for
+the time it owed (its refusals neither forgotten nor multiplied), and from then on it
+spends and refills at the new rate up to the new burst.
 """
 
 from __future__ import annotations
@@ -91,6 +98,14 @@ class RateLimiter:
         self._tolerance = burst / rate
         self._tat: dict[Hashable, float] = {}  # key -> when its bucket is full again
         self._pruned = float("-inf")
+
+    def retune(self, rate: float, burst: float) -> None:
+        """Use `rate` and `burst` from now on, keeping every key's bucket (its `tat`)."""
+        if not (rate > 0 and burst >= 1):  # NaN fails too
+            raise ValueError("rate must be > 0 and burst >= 1")
+        self.rate = rate
+        self.burst = burst
+        self._tolerance = burst / rate
 
     def _take(self, key: Hashable, now: float) -> float:
         """The key's tat (now for a new key), removed: the caller re-inserts it, so that
@@ -149,6 +164,17 @@ class UnauthenticatedLimits:
     ) -> None:
         self.per_source = RateLimiter(rate, burst, max_sources)  # (IP, port) -> requests
         self.per_destination = RateLimiter(reflection_rate, reflection_burst, max_sources)
+
+    def retune(
+        self, rate: float, burst: float, reflection_rate: float, reflection_burst: float
+    ) -> None:
+        """New rates and bursts for both tables (a reload); their buckets are kept.
+        ValueError, with neither table changed, if a pair is not a rate > 0 and a
+        burst >= 1."""
+        if not (rate > 0 and burst >= 1 and reflection_rate > 0 and reflection_burst >= 1):
+            raise ValueError("rates must be > 0 and bursts >= 1")
+        self.per_source.retune(rate, burst)
+        self.per_destination.retune(reflection_rate, reflection_burst)
 
     def request(self, five_tuple: FiveTuple, now: float) -> Drop | None:
         """Before answering a request that cannot authenticate (unsigned, Binding, 400):

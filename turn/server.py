@@ -739,9 +739,10 @@ class TurnServer:
         bounds per allocation and per request (§9.2, §11.2): what is held stays. Lifetimes
         apply to the Allocates, Refreshes, permissions and channels made from now on;
         what runs keeps its expiry. `strict_expiry` applies from the next Refresh.
+        The limits on requests that do not authenticate take their new rates and
+        bursts at once, keeping their buckets (`UnauthenticatedLimits.retune`).
         Raises ValueError naming the fields that cannot change while the server runs
-        (relay addresses and ports, realm, SOFTWARE, the caches and the rate limit,
-        built once).
+        (relay addresses and ports, realm, SOFTWARE, the caches, built once).
         """
         current = self.config
         fixed = [
@@ -754,6 +755,10 @@ class TurnServer:
             raise ValueError(f"cannot change while running: {', '.join(fixed)}")
         # The handlers read the configuration from the context at each request.
         self._context = dataclasses.replace(self._context, config=config)
+        self.limits.retune(
+            config.unauthenticated_rate, config.unauthenticated_burst,
+            config.reflection_rate, config.reflection_burst,
+        )  # fmt: skip
 
     def use_users(self, users: StaticUsers) -> int:
         """Authenticate static users against `users` from now on.
@@ -781,7 +786,8 @@ LIVE_CONFIG_FIELDS = frozenset(
     ("default_lifetime", "max_lifetime", "permission_lifetime", "channel_lifetime",
      "user_quota", "total_quota", "strict_expiry", "permissions_per_allocation",
      "channels_per_allocation", "peers_per_request", "allocations_per_source",
-     "pending_per_source")
+     "pending_per_source", "unauthenticated_rate", "unauthenticated_burst",
+     "reflection_rate", "reflection_burst")
 )  # fmt: skip
 
 

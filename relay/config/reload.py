@@ -30,6 +30,9 @@ What applies live, and why it can:
 - `auth.strict_expiry`, `quotas.user`, `quotas.total`, `lifetimes.default`,
   `lifetimes.max`: read by the core at each request (`TurnServer.use_config`); a lower
   quota refuses new Allocates and ends none.
+- `quotas.unauthenticated_per_second`, `quotas.unauthenticated_burst`,
+  `quotas.reflection_bytes_per_second`, `quotas.reflection_burst_bytes`: the limiter
+  takes the new rates and bursts and keeps its buckets (`trelay.turn.rate_limit`).
 - `relay.allow_peers`, `relay.deny_peers`, `relay.allow_loopback_peers`: the core's
   peer policy (`TurnServer.use_policy`); permissions and channels to peers now denied
   are withdrawn at once, the allocations live on (`trelay.turn.policy`).
@@ -91,6 +94,10 @@ _KEYS = {
     "relay.peers_per_request": "quotas.peers_per_request",
     "relay.allocations_per_source": "quotas.allocations_per_source",
     "relay.pending_per_source": "quotas.pending_per_source",
+    "relay.unauthenticated_rate": "quotas.unauthenticated_per_second",
+    "relay.unauthenticated_burst": "quotas.unauthenticated_burst",
+    "relay.reflection_rate": "quotas.reflection_bytes_per_second",
+    "relay.reflection_burst": "quotas.reflection_burst_bytes",
     "relay.default_lifetime": "lifetimes.default",
     "relay.max_lifetime": "lifetimes.max",
     "api.keys": "api.keys_file",
@@ -111,6 +118,10 @@ _LIVE = frozenset(
         "relay.peers_per_request",
         "relay.allocations_per_source",
         "relay.pending_per_source",
+        "relay.unauthenticated_rate",
+        "relay.unauthenticated_burst",
+        "relay.reflection_rate",
+        "relay.reflection_burst",
         "relay.default_lifetime",
         "relay.max_lifetime",
         "log_level",

@@ -31,7 +31,7 @@ TOML file, so an error's key is the dotted path a user would edit:
     allow_loopback_peers = false   # tests only
     allow_peers = ["203.0.113.0/24"]
     deny_peers = ["198.51.100.7/32"]
-    [quotas]                       # 0 = unlimited for each (`trelay.turn.config`)
+    [quotas]                       # counts: 0 = unlimited for each (`trelay.turn.config`)
     user = 0                       # allocations per user (486)
     total = 0                      # allocations in all (508)
     permissions_per_allocation = 128  # peer IPs one allocation may permit (508)
@@ -39,6 +39,10 @@ TOML file, so an error's key is the dotted path a user would edit:
     peers_per_request = 32         # XOR-PEER-ADDRESSes in one CreatePermission (508)
     allocations_per_source = 1000  # allocations from one IPv4 address or IPv6 /64 (486)
     pending_per_source = 64        # Allocates from one source still binding a port (508)
+    unauthenticated_per_second = 20.0  # requests that do not authenticate, per client
+    unauthenticated_burst = 40     #   address and port (`trelay.turn.rate_limit`); > 0
+    reflection_bytes_per_second = 131072  # answers to them over UDP, per destination IP
+    reflection_burst_bytes = 262144  #   (the bound on reflection); burst >= 1280
     [lifetimes]
     default = 600                  # allocation lifetime (RFC 8656 §7.2)
     max = 3600
@@ -116,8 +120,11 @@ from trelay.config.values import (
     read_text,
     toml_type,
 )
+from trelay.turn.config import MIN_REFLECTION_BURST, TurnConfig
 
 DEFAULT_HOST = "127.0.0.1"
+# The core's defaults (the limits on requests that do not authenticate start there).
+_CORE = TurnConfig()
 DEFAULT_IDLE_TIMEOUT = 30.0
 # Long enough for the calls running when SIGTERM comes to end on their own (an hour is
 # what TURN's own maximum allocation lifetime is, RFC 8656 §7.2); the process supervisor's
@@ -225,6 +232,12 @@ class RelaySettings:
     peers_per_request: int = 32
     allocations_per_source: int = 1000
     pending_per_source: int = 64
+    # Requests that do not authenticate (`trelay.turn.rate_limit`): per client address
+    # and port, and bytes of answers over UDP per destination IP; live on reload.
+    unauthenticated_rate: float = _CORE.unauthenticated_rate
+    unauthenticated_burst: float = _CORE.unauthenticated_burst
+    reflection_rate: float = _CORE.reflection_rate
+    reflection_burst: float = _CORE.reflection_burst
     default_lifetime: int = 600
     max_lifetime: int = 3600
 
@@ -383,6 +396,16 @@ def _read_relay(relay: Table, quotas: Table, lifetimes: Table) -> RelaySettings:
         peers_per_request=read_count(quotas, "peers_per_request", 32),
         allocations_per_source=read_count(quotas, "allocations_per_source", 1000),
         pending_per_source=read_count(quotas, "pending_per_source", 64),
+        unauthenticated_rate=_read_rate(
+            quotas, "unauthenticated_per_second", _CORE.unauthenticated_rate, 0
+        ),
+        unauthenticated_burst=_read_rate(
+            quotas, "unauthenticated_burst", _CORE.unauthenticated_burst, 1
+        ),
+        reflection_rate=_read_rate(quotas, "reflection_bytes_per_second", _CORE.reflection_rate, 0),
+        reflection_burst=_read_rate(
+            quotas, "reflection_burst_bytes", _CORE.reflection_burst, MIN_REFLECTION_BURST
+        ),
         default_lifetime=read_count(lifetimes, "default", 600),
         max_lifetime=read_count(lifetimes, "max", 3600),
     )
@@ -390,6 +413,21 @@ def _read_relay(relay: Table, quotas: Table, lifetimes: Table) -> RelaySettings:
         raise SettingsError(lifetimes.key("default"), "must be > 0 and <= lifetimes.max")
     _check_bounds(quotas, settings)
     return settings
+
+
+def _read_rate(table: Table, name: str, default: float, least: float) -> float:
+    """A rate or burst of the limits on requests that do not authenticate: a finite
+    number, > 0 for a rate (`least` 0), at least `least` for a burst."""
+    value = table.take(name)
+    if value is None:
+        return default
+    key = table.key(name)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise SettingsError(key, f"expected a number, got {toml_type(value)}")
+    wanted = "> 0" if least == 0 else f">= {least:g}"
+    if not math.isfinite(value) or value < least or value <= 0:
+        raise SettingsError(key, f"expected a finite number {wanted}, got {value!r}")
+    return float(value)
 
 
 def _check_bounds(quotas: Table, relay: RelaySettings) -> None:

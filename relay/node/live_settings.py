@@ -14,7 +14,8 @@ for the one log line of a reload:
   the secrets-file watcher swaps) gets the secrets now in force;
 - the peer lists: `TurnServer.use_policy` (permissions and channels to peers now denied
   are withdrawn; counted in the report);
-- quotas, lifetimes, `auth.strict_expiry`: `TurnServer.use_config`.
+- quotas, lifetimes, `auth.strict_expiry`: `TurnServer.use_config` (the limits on
+  requests that do not authenticate, also in `[quotas]`, keep their buckets).
 
 At every reload the host's addresses are enumerated again
 (`trelay.node.local_addresses`): the peer policy denies each with a wildcard
@@ -59,6 +60,10 @@ CONFIG_KEYS = (
     "quotas.peers_per_request",
     "quotas.allocations_per_source",
     "quotas.pending_per_source",
+    "quotas.unauthenticated_per_second",
+    "quotas.unauthenticated_burst",
+    "quotas.reflection_bytes_per_second",
+    "quotas.reflection_burst_bytes",
     "lifetimes.default",
     "lifetimes.max",
     "auth.strict_expiry",
@@ -135,6 +140,10 @@ def _use_config(server: TurnServer, settings: Settings) -> None:
             peers_per_request=relay.peers_per_request,
             allocations_per_source=relay.allocations_per_source,
             pending_per_source=relay.pending_per_source,
+            unauthenticated_rate=relay.unauthenticated_rate,
+            unauthenticated_burst=relay.unauthenticated_burst,
+            reflection_rate=relay.reflection_rate,
+            reflection_burst=relay.reflection_burst,
             default_lifetime=relay.default_lifetime,
             max_lifetime=relay.max_lifetime,
             strict_expiry=settings.auth.strict_expiry,

@@ -46,6 +46,10 @@ def turn_config(settings: Settings) -> TurnConfig:
         peers_per_request=relay.peers_per_request,
         allocations_per_source=relay.allocations_per_source,
         pending_per_source=relay.pending_per_source,
+        unauthenticated_rate=relay.unauthenticated_rate,
+        unauthenticated_burst=relay.unauthenticated_burst,
+        reflection_rate=relay.reflection_rate,
+        reflection_burst=relay.reflection_burst,
         strict_expiry=settings.auth.strict_expiry,
         dont_fragment=DONT_FRAGMENT_SUPPORTED,
         nat_discovery=settings.nat_discovery.core(),  # RFC 5780, opt-in

@@ -52,6 +52,33 @@ def test_admits_spends_nothing_and_charge_goes_into_debt() -> None:
     assert limiter.allow("a", 4)
 
 
+def test_retune_keeps_the_buckets_and_applies_the_new_rate_and_burst() -> None:
+    """A reload: the debt in time is kept (a key full again at its `tat`), spending
+    and refilling follow the new rate, up to the new burst."""
+    limiter = RateLimiter(rate=1, burst=2)
+    assert [limiter.allow("spent", 0) for _ in range(3)] == [True, True, False]
+    limiter.retune(rate=2, burst=4)  # the bucket of "spent" is full again at t=2
+    assert (limiter.rate, limiter.burst, len(limiter)) == (2, 4, 1)
+    # At t=0: the new burst (2 s of tolerance at 2/s) less the 2 s still owed: nothing.
+    assert not limiter.allow("spent", 0)
+    assert [limiter.allow("fresh", 0) for _ in range(5)] == [True] * 4 + [False]
+    # At t=1: "spent" owes 1 s, so 1 s of tolerance is left: 2 tokens at the new rate.
+    assert [limiter.allow("spent", 1) for _ in range(3)] == [True, True, False]
+    with pytest.raises(ValueError, match="rate"):
+        limiter.retune(rate=0, burst=4)
+    assert (limiter.rate, limiter.burst) == (2, 4)
+
+
+def test_unauthenticated_limits_retune_both_tables_or_neither() -> None:
+    limits = UnauthenticatedLimits(20, 40, 131072, 262144)
+    with pytest.raises(ValueError, match="rates"):
+        limits.retune(10, 20, 65536, 0)
+    assert (limits.per_source.rate, limits.per_destination.burst) == (20, 262144)
+    limits.retune(10, 20, 65536, 2048)
+    assert (limits.per_source.rate, limits.per_source.burst) == (10, 20)
+    assert (limits.per_destination.rate, limits.per_destination.burst) == (65536, 2048)
+
+
 def test_table_is_bounded_least_recently_used_first() -> None:
     limiter = RateLimiter(rate=1, burst=1, max_sources=3)
     for index in range(10):

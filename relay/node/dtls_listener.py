@@ -46,9 +46,11 @@ Not here: SO_REUSEPORT workers (a DTLS listener is served by the process that bi
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import socket
+import struct
 from dataclasses import dataclass, field
 
 import trio
@@ -68,6 +70,12 @@ INCOMING_RECORDS = 64
 # At most one log line about refused associations per this many seconds.
 REFUSAL_LOG_SECONDS = 10.0
 _CHANNEL_DATA_HEADER = 4
+# A DTLS alert record (RFC 6347 §4.1): type, version, epoch, 48-bit sequence number,
+# length, then the alert (level, description).
+_ALERT_RECORD = struct.Struct("!BHH6sHBB")
+_ALERT, _DTLS_1_0, _FATAL = 21, 0xFEFF, 2
+_HANDSHAKE_FAILURE, _PROTOCOL_VERSION = 40, 70
+_ALERT_RECORD_NUMBER = (1 << 32).to_bytes(6)
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,6 +257,8 @@ class _Association:
         except (trio.TooSlowError, trio.BrokenResourceError, SSL.Error) as exc:
             stats.handshake_failures += 1
             self.failures.failed(client, _why(exc), trio.current_time())
+            if isinstance(exc, SSL.Error):
+                await _send_alert(channel, exc)
             return False
         finally:
             stats.handshaking -= 1
@@ -332,6 +342,29 @@ async def _write(
             stats.records_send_failed += 1
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             return  # replaced or closed: the reader ends the association
+
+
+async def _send_alert(channel: trio.DTLSChannel, error: SSL.Error) -> None:
+    """Tell a client whose hello OpenSSL refused why, with a fatal alert (RFC 6347 §4.1,
+    RFC 5246 §7.2.2), so that it stops instead of retransmitting its hello until it gives
+    up. trio does not send the alert OpenSSL made: this one is built here, in epoch 0
+    (unencrypted) with a record number beyond any the client has seen from us, and with
+    DTLS 1.0's record version, which clients accept before a version is agreed (trio's
+    HelloVerifyRequest uses it too). Clients that offer several versions (coturn's
+    `turnutils_uclient` picks DTLS 1.0 or 1.2 at random per connection) retry on it."""
+    reason = _openssl_reason(error)
+    description = _PROTOCOL_VERSION if "protocol" in reason else _HANDSHAKE_FAILURE
+    alert = _ALERT_RECORD.pack(_ALERT, _DTLS_1_0, 0, _ALERT_RECORD_NUMBER, 2, _FATAL, description)
+    with contextlib.suppress(OSError, trio.ClosedResourceError):
+        await channel.endpoint.socket.sendto(alert, channel.peer_address)
+
+
+def _openssl_reason(error: SSL.Error) -> str:
+    # pyOpenSSL's errors carry [(library, function, reason), ...].
+    details = error.args[0] if error.args else []
+    if isinstance(details, list) and details and isinstance(details[-1], tuple):
+        return str(details[-1][-1])
+    return str(error)
 
 
 def _why(error: BaseException) -> BaseException:

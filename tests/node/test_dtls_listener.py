@@ -3,7 +3,9 @@ record, the same certificate as TLS, its bounds (per source, idle), and `split_r
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import socket
 import ssl
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -13,6 +15,7 @@ from pathlib import Path
 import pytest
 import trio
 from cryptography import x509
+from OpenSSL import SSL
 
 from tests.helpers.dtls_client import ServerCertificate, dtls_channel
 from trelay.config.settings import ListenSettings, Settings, TlsSettings
@@ -165,6 +168,43 @@ async def test_associations_per_source_are_bounded_and_other_sources_still_serve
 async def _handshake_forever(address: tuple[str, int]) -> None:
     async with dtls_channel(address, time_limit=float("inf")):
         raise AssertionError("the handshake of a refused association finished")
+
+
+async def test_a_dtls_1_0_hello_gets_a_fatal_alert_not_silence() -> None:
+    # coturn's turnutils_uclient offers DTLS 1.0 on about half its connections and only
+    # tries again (with DTLS 1.2, by chance) when the handshake fails: silence would
+    # leave it retransmitting forever.
+    context = SSL.Context(SSL.DTLS_CLIENT_METHOD)
+    context.set_options(SSL.OP_NO_QUERY_MTU)  # memory BIOs have no MTU to ask
+    context.set_max_proto_version(0xFEFF)  # DTLS 1.0 only
+    context.set_cipher_list(b"DEFAULT:@SECLEVEL=0")  # which OpenSSL allows only at level 0
+    client = SSL.Connection(context, None)
+    client.set_connect_state()
+    client.set_ciphertext_mtu(1400)
+
+    def step(received: bytes | None = None) -> bytes:
+        if received is not None:
+            client.bio_write(received)
+        with contextlib.suppress(SSL.WantReadError):
+            client.do_handshake()
+        return client.bio_read(65536)
+
+    async with dtls_listener() as listener:
+        with trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            await sock.bind(("127.0.0.1", 0))
+            await sock.sendto(step(), listener.address)
+            with trio.fail_after(TIMEOUT):
+                verify = await sock.recv(65536)
+            await sock.sendto(step(verify), listener.address)
+            with trio.fail_after(TIMEOUT):
+                alert = await sock.recv(65536)
+        assert alert[0] == 21  # an alert record
+        assert alert[-2:] == bytes([2, 70])  # fatal, protocol_version
+        with pytest.raises(SSL.Error):
+            step(alert)
+        assert listener.stats.handshake_failures == 1
+        assert listener.failures.count == 1
+        await wait_until(lambda: listener.stats.associations == 0)
 
 
 async def test_the_dev_certificate_is_the_same_for_tls_and_dtls() -> None:

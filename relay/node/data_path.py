@@ -38,6 +38,7 @@ from trelay.node.datagram_batch import (
     UdpListenerStats,
     send_reply,
 )
+from trelay.node.gso import MAX_RUN_BYTES, MAX_SEGMENTS, GsoCounters, SegmentingSocket
 from trelay.stun.channel_data import FIRST_CHANNEL_BYTE, LAST_CHANNEL_BYTE
 from trelay.turn.addressing import Address, ClientTransport, FiveTuple
 from trelay.turn.allocation import Allocation
@@ -49,6 +50,8 @@ PeerFraming = Callable[[Allocation, Address, bytes], bytes | None]
 
 _CHANNEL_HEADER = struct.Struct("!HH")
 _ZEROS = bytes(3)
+# Receive buffers hold a run (datagrams waiting for one GSO send) and room for one more.
+_RUN_SPACE = MAX_RUN_BYTES + 4 * MAX_SEGMENTS
 
 
 class RelaySenders:
@@ -56,9 +59,9 @@ class RelaySenders:
     and what it relayed for that allocation.
 
     `transmit(data, peer)`: the relay socket's `sendto`. `per_channel`: channel number ->
-    (its peer, a send to it), a socket connected to the peer once there is one
-    (`TurnNode.connect_channel`); the pair is checked against the channel's current
-    peer before use, since a channel may expire and be bound again to another one.
+    its `Route`, through a socket connected to the peer once there is one
+    (`TurnNode.connect_channel`); the route's peer is checked against the channel's
+    current peer before use, since a channel may expire and be bound again to another one.
 
     The four counters are this allocation's relayed datagrams and payload bytes each
     way, as `TransportCounters` counts them for every allocation of a transport (the
@@ -74,11 +77,34 @@ class RelaySenders:
 
     def __init__(self, transmit: Callable[[Buffer, Address], int]) -> None:
         self.transmit = transmit
-        self.per_channel: dict[int, tuple[Address, Callable[[Buffer], int]]] = {}
+        self.per_channel: dict[int, Route] = {}
         self.client_to_peer_datagrams = 0
         self.client_to_peer_bytes = 0
         self.peer_to_client_datagrams = 0
         self.peer_to_client_bytes = 0
+
+
+class Route:
+    """Where one channel's datagrams from the client leave: `send(data)` sends one (a
+    connected socket's `send`, or the relay socket's `sendto` to `peer`); a run of them
+    goes through `out` (that socket's `SegmentingSocket`) to `address` (None when the
+    socket is connected). `senders`: the allocation's, which counts what left."""
+
+    __slots__ = ("address", "out", "peer", "send", "senders")
+
+    def __init__(
+        self,
+        peer: Address,
+        send: Callable[[Buffer], int],
+        out: SegmentingSocket,
+        address: Address | None,
+        senders: RelaySenders,
+    ) -> None:
+        self.peer = peer
+        self.send = send
+        self.out = out
+        self.address = address
+        self.senders = senders
 
 
 class ControlPath(Protocol):
@@ -115,6 +141,7 @@ class DataPathCounters:
 
     by_transport: dict[ClientTransport, TransportCounters] = field(default_factory=_by_transport)
     dropped: dict[Drop, int] = field(default_factory=drop_counts)
+    gso: GsoCounters = field(default_factory=GsoCounters)
 
     @property
     def client_to_peer_datagrams(self) -> int:
@@ -137,10 +164,16 @@ class ClientReader:
     """Client -> relay over one UDP listener: datagrams in batches.
 
     ChannelData is relayed inline (design §4): one lookup for the allocation, one for
-    the channel, one send of a view of the receive buffer; the counters are added up
-    once per batch. The send goes through the channel's connected socket once there is
-    one (`TurnNode.connect_channel`: no address to parse, a cached route), else through
-    the relay socket. Everything else is STUN for the core.
+    the channel, a view of the receive buffer for the payload (no copy); the counters are
+    added up per batch or per send. The send goes through the channel's `Route`: its
+    connected socket once there is one (`TurnNode.connect_channel`: no address to parse,
+    a cached route), else the relay socket. Consecutive datagrams of one route with one
+    payload size form a run, sent with GSO when it ends (`trelay.node.gso`): each
+    datagram is received behind the previous one in the buffer, so the run's payloads
+    are views of it, gathered by the kernel. A run ends at a datagram for another route
+    or of another size, before a STUN message (the control path may close a socket),
+    when the buffer is full and at the end of the batch. Everything else is STUN for the
+    core.
     """
 
     __slots__ = (
@@ -165,7 +198,7 @@ class ClientReader:
         self.control = control
         self.dropped = counters.dropped
         self.relayed = counters.by_transport[ClientTransport.UDP]
-        self.buffer = bytearray(MAX_DATAGRAM)
+        self.buffer = bytearray(_RUN_SPACE + MAX_DATAGRAM)
         self.view = memoryview(self.buffer)
 
     def batch(self) -> int:  # noqa: PLR0915 - the hot path is inlined on purpose (design §4)
@@ -179,10 +212,20 @@ class ClientReader:
         count = errors = relayed = relayed_bytes = 0
         # Drops, as plain locals: added to the counters once per batch.
         no_allocation = no_channel = malformed = send_failed = 0
+        # The run waiting for its send: payload views of one route, `run_size` bytes each,
+        # received at offsets below `offset` (where the next datagram goes).
+        run: list[Buffer] = []
+        run_route: Route | None = None
+        run_size = offset = 0
         try:
             for count in range(BATCH_SIZE):  # `finally` reads `count`
+                if offset > _RUN_SPACE:  # no room for a whole datagram behind the run
+                    if run_route is not None:
+                        self._flush(run_route, run, run_size)
+                        run_route = None
+                    offset = 0
                 try:
-                    size, address = receive_into(buffer)
+                    size, address = receive_into(view[offset:] if offset else buffer)
                 except BlockingIOError:
                     return count
                 except OSError as exc:
@@ -191,12 +234,12 @@ class ClientReader:
                     errors += 1
                     continue
                 source = address if is_pair else (address[0], address[1])
-                if size >= 4 and first_channel <= buffer[0] <= last_channel:  # ChannelData
+                if size >= 4 and first_channel <= buffer[offset] <= last_channel:  # ChannelData
                     allocation = table.get(source)
                     if allocation is None:
                         no_allocation += 1
                         continue
-                    channel, length = unpack_from(buffer)
+                    channel, length = unpack_from(buffer, offset)
                     peer = allocation.channels.get(channel)
                     if peer is None:
                         no_channel += 1
@@ -207,26 +250,46 @@ class ClientReader:
                     # Handed to the core with the relay socket (`TurnServer.relay_opened`);
                     # an annotation, not a cast: no call per datagram.
                     senders: RelaySenders = allocation.runtime  # type: ignore[assignment]
-                    sender = senders.per_channel.get(channel)
+                    route = senders.per_channel.get(channel)
+                    payload = view[offset + 4 : offset + 4 + length]
+                    if route is not None and route.peer == peer:
+                        if (
+                            route is run_route
+                            and length == run_size
+                            and length
+                            and len(run) < MAX_SEGMENTS
+                            and (len(run) + 1) * length <= MAX_RUN_BYTES
+                        ):
+                            run.append(payload)
+                        else:  # a run of its own; the previous one leaves first
+                            if run_route is not None:
+                                self._flush(run_route, run, run_size)
+                            run, run_route, run_size = [payload], route, length
+                        offset += size  # kept until the run is sent
+                        continue
+                    # The channel's first datagram, or its peer changed: alone, through
+                    # the relay socket; then the channel gets a route of its own.
                     try:
-                        if sender is not None and sender[0] == peer:
-                            sender[1](view[4 : 4 + length])  # connected: no address to parse
-                        else:
-                            senders.transmit(view[4 : 4 + length], peer)
-                            if sender is None:
-                                self.control.connect_channel(allocation, channel, peer)
+                        senders.transmit(payload, peer)
                     except OSError:
                         send_failed += 1
                         continue
+                    if route is None:
+                        self.control.connect_channel(allocation, channel, peer)
                     relayed += 1
                     relayed_bytes += length
                     senders.client_to_peer_datagrams += 1
                     senders.client_to_peer_bytes += length
                     continue
-                self._stun(bytes(view[:size]), source, address)
+                if run_route is not None:  # before the core, which may close its socket
+                    self._flush(run_route, run, run_size)
+                    run_route = None
+                self._stun(bytes(view[offset : offset + size]), source, address)
             count = BATCH_SIZE
             return count
         finally:
+            if run_route is not None:
+                self._flush(run_route, run, run_size)
             stats.datagrams_received += count - errors
             stats.receive_errors += errors
             by_transport = self.relayed
@@ -238,6 +301,26 @@ class ClientReader:
                 dropped[Drop.NO_CHANNEL] += no_channel
                 dropped[Drop.MALFORMED] += malformed
                 dropped[Drop.SEND_FAILED] += send_failed
+
+    def _flush(self, route: Route, run: list[Buffer], size: int) -> None:
+        """Send a run (one datagram: a plain send; more: GSO) and count what left."""
+        count = len(run)
+        if count == 1:
+            try:
+                route.send(run[0])
+            except OSError:
+                self.dropped[Drop.SEND_FAILED] += 1
+                return
+        else:
+            failed = route.out.send_run(run, size, count, route.address)
+            if failed:
+                self.dropped[Drop.SEND_FAILED] += failed
+                count -= failed
+        by_transport, senders = self.relayed, route.senders
+        by_transport.client_to_peer_datagrams += count
+        by_transport.client_to_peer_bytes += count * size
+        senders.client_to_peer_datagrams += count
+        senders.client_to_peer_bytes += count * size
 
     def _stun(self, data: bytes, source: Address, address: Any) -> None:
         five_tuple = FiveTuple(ClientTransport.UDP, source, self.server_address)
@@ -251,29 +334,38 @@ class Stalled(Exception):
 
 
 class PeerBuffer:
-    """The receive buffer of every `PeerReader` of one node: header, datagram, padding."""
+    """The receive buffer of every `PeerReader` of one node: a run of ChannelData frames
+    waiting for one GSO send, then room for one more (header, datagram, padding)."""
 
     __slots__ = ("buffer", "view")
 
     def __init__(self) -> None:
-        self.buffer = bytearray(4 + MAX_DATAGRAM + 3)
+        self.buffer = bytearray(_RUN_SPACE + 4 + MAX_DATAGRAM + 3)
         self.view = memoryview(self.buffer)
 
 
 class PeerReader:
     """Peer -> client for one allocation: datagrams from the relay socket, in batches.
 
-    Each datagram is received at offset 4 of a buffer, so a peer with a channel costs
-    one lookup, a 4-byte header written in place and one send of a view (no copy over
-    UDP); a peer without a channel becomes a Data indication through the core (§10.3).
+    Each datagram is received 4 bytes past the end of the previous frame, so a peer with
+    a channel costs one lookup and a 4-byte header written in place (no copy over UDP);
+    a peer without a channel becomes a Data indication through the core (§10.3).
+
+    To a UDP client the frames of a batch lie back to back in the buffer: consecutive
+    frames of one size are a run, sent as one view with GSO through the listener's
+    `SegmentingSocket` (`trelay.node.gso`) when a frame of another size, a Data
+    indication (which keeps its place in the order), a full buffer or the end of the
+    batch ends it. To a TCP/TLS client each frame is padded and handed to `deliver`,
+    which copies it into the connection's outbox.
 
     The buffer is the node's `PeerBuffer`, shared by every allocation: a batch never
-    awaits, and what leaves it is sent (UDP) or copied (streams) before the next
-    datagram is read, so one 64 KiB buffer serves any number of allocations.
+    awaits, and what leaves it is sent (UDP) or copied (streams) before the batch ends,
+    so one buffer serves any number of allocations.
     """
 
     __slots__ = (
-        "allocation", "buffer", "deliver", "dropped", "framing", "relayed", "sock", "view",
+        "allocation", "buffer", "client", "deliver", "dropped", "framing", "out", "relayed",
+        "sock", "view",
     )  # fmt: skip
 
     def __init__(
@@ -285,7 +377,10 @@ class PeerReader:
         counters: DataPathCounters,
         relayed: TransportCounters,
         peer_buffer: PeerBuffer,
+        out: SegmentingSocket | None = None,
     ) -> None:
+        """`out`: the UDP listener's socket to the client (runs go through it; `deliver`
+        is then its `sendto` to the client); None for a TCP/TLS client."""
         self.sock = sock
         self.allocation = allocation
         self.deliver = deliver
@@ -294,14 +389,105 @@ class PeerReader:
         self.relayed = relayed
         self.buffer = peer_buffer.buffer
         self.view = peer_buffer.view
+        self.out = out
+        self.client = allocation.five_tuple.client
 
     def batch(self) -> int:
+        if self.out is None:
+            return self._stream_batch()
+        return self._datagram_batch()
+
+    def _datagram_batch(self) -> int:  # noqa: PLR0915 - the hot path is inlined (design §4)
+        peers = self.allocation.peers
+        buffer, view = self.buffer, self.view
+        receive_into = self.sock.recvfrom_into
+        first = view[4 : 4 + MAX_DATAGRAM]  # where a batch's first datagram goes
+        pack_into = _CHANNEL_HEADER.pack_into
+        is_pair = self.sock.family == socket.AF_INET
+        delivered = delivered_bytes = no_permission = send_failed = 0
+        # The run: frames of `frame` bytes at view[start:end]; the next datagram goes at
+        # end + 4, behind room for its header.
+        start = end = frame = bound = 0
+        try:
+            for count in range(BATCH_SIZE):  # `finally` adds up what was delivered
+                if end > _RUN_SPACE:  # no room for a whole datagram behind the run
+                    if end != start:
+                        failed = self._flush(start, end, frame)
+                        send_failed += failed
+                        delivered -= failed
+                        delivered_bytes -= failed * (frame - 4)
+                    start = end = 0
+                try:
+                    size, address = receive_into(
+                        view[end + 4 : end + 4 + MAX_DATAGRAM] if end else first
+                    )
+                except BlockingIOError:
+                    return count
+                except OSError as exc:
+                    if exc.errno not in ICMP_ERRNOS:
+                        raise
+                    continue  # an ICMP error about an earlier datagram to a peer (design §5)
+                peer = address if is_pair else (address[0], address[1])
+                channel = peers.get(peer)
+                if channel is not None:
+                    pack_into(buffer, end, channel, size)
+                    if end != start and (size + 4 != frame or end - start + frame > bound):
+                        failed = self._flush(start, end, frame)  # another size: a new run
+                        send_failed += failed
+                        delivered -= failed
+                        delivered_bytes -= failed * (frame - 4)
+                        start = end
+                    if end == start:
+                        frame = size + 4
+                        bound = min(MAX_RUN_BYTES, frame * MAX_SEGMENTS) if size else frame
+                    end += frame
+                    delivered += 1
+                    delivered_bytes += size
+                    continue
+                data = bytes(view[end + 4 : end + 4 + size])
+                if end != start:  # what came before it leaves before it
+                    failed = self._flush(start, end, frame)
+                    send_failed += failed
+                    delivered -= failed
+                    delivered_bytes -= failed * (frame - 4)
+                    start = end = 0
+                indication = self.framing(self.allocation, peer, data)
+                if indication is None:
+                    no_permission += 1
+                    continue
+                try:
+                    self.deliver(indication)
+                except OSError:
+                    send_failed += 1
+                    continue
+                delivered += 1
+                delivered_bytes += size
+            return BATCH_SIZE
+        finally:
+            if end != start:
+                failed = self._flush(start, end, frame)
+                send_failed += failed
+                delivered -= failed
+                delivered_bytes -= failed * (frame - 4)
+            self._count(delivered, delivered_bytes, no_permission, 0, send_failed)
+
+    def _flush(self, start: int, end: int, frame: int) -> int:
+        """Send the run of frames at view[start:end] to the client; how many failed."""
+        if end - start == frame:
+            try:
+                self.deliver(self.view[start:end])
+            except OSError:
+                return 1
+            return 0
+        assert self.out is not None
+        return self.out.send_run([self.view[start:end]], frame, (end - start) // frame, self.client)
+
+    def _stream_batch(self) -> int:
         peers = self.allocation.peers
         buffer, view, deliver = self.buffer, self.view, self.deliver
         receive_into = self.sock.recvfrom_into
         payload = self.view[4 : 4 + MAX_DATAGRAM]
         pack_into = _CHANNEL_HEADER.pack_into
-        pad = self.allocation.five_tuple.transport.is_stream
         is_pair = self.sock.family == socket.AF_INET
         delivered = delivered_bytes = no_permission = queue_full = send_failed = 0
         try:
@@ -319,7 +505,7 @@ class PeerReader:
                 if channel is not None:
                     pack_into(buffer, 0, channel, size)
                     end = 4 + size
-                    if pad and size & 3:
+                    if size & 3:  # RFC 8656 §12.5: padded to 4 bytes over TCP/TLS
                         end += 4 - (size & 3)
                         buffer[4 + size : end] = _ZEROS[: end - 4 - size]
                     frame: Buffer = view[:end]

@@ -47,6 +47,7 @@ from trelay.node.data_path import (
     PeerBuffer,
     PeerReader,
     RelaySenders,
+    Route,
     Stalled,
     TransportCounters,
 )
@@ -58,6 +59,7 @@ from trelay.node.datagram_batch import (
     kernel_drops,
 )
 from trelay.node.exhaustion import CHANNEL_SOCKET, EXHAUSTION_ERRNOS, RELAY_SOCKET, Exhaustion
+from trelay.node.gso import SegmentingSocket
 from trelay.node.sessions import Session, Traffic
 from trelay.node.stream_listener import HandshakeFailures
 from trelay.node.usage import UsageRecorder
@@ -118,6 +120,10 @@ class _Relay:
     nursery: trio.Nursery | None = None
     deliver: Callable[[Buffer], object] | None = None
     connected: list[socket.socket] = field(default_factory=list)
+    # GSO sends (`trelay.node.gso`): the relay socket's, and the UDP listener's towards
+    # the client (None for a TCP/TLS client).
+    out: SegmentingSocket | None = None
+    client_out: SegmentingSocket | None = None
 
     def kernel_drops(self) -> int:
         """What the kernel dropped for this relay's sockets (`kernel_drops`)."""
@@ -186,6 +192,8 @@ class TurnNode:
     counters: DataPathCounters = field(default_factory=DataPathCounters)
     peer_buffer: PeerBuffer = field(default_factory=PeerBuffer)
     udp_sockets: dict[Address, socket.socket] = field(default_factory=dict)
+    # Each UDP listener's GSO sends to its clients (`trelay.node.gso`).
+    udp_outs: dict[Address, SegmentingSocket] = field(default_factory=dict)
     streams: dict[FiveTuple, StreamConnection] = field(default_factory=dict)
     # Failed TLS handshakes on the node's TLS listeners (counted and logged there).
     tls_handshake_failures: HandshakeFailures = field(default_factory=HandshakeFailures)
@@ -212,6 +220,7 @@ class TurnNode:
     ) -> DatagramBatch:
         """The batch reader of the UDP listener bound at `server_address`."""
         self.udp_sockets[server_address] = sock
+        self.udp_outs[server_address] = SegmentingSocket(sock, self.counters.gso)
         self._listener_drops_before[server_address] = kernel_drops(sock)
         table = self.server.client_table(ClientTransport.UDP, server_address)
         return ClientReader(sock, server_address, stats, table, self.counters, self).batch
@@ -388,6 +397,9 @@ class TurnNode:
         relayed = (bound[0], bound[1])
         counters = self.counters.by_transport[action.five_tuple.transport]
         relay = _Relay(sock, trio.CancelScope(), counters, RelaySenders(sock.sendto))
+        relay.out = SegmentingSocket(sock, self.counters.gso)
+        if action.five_tuple.transport is ClientTransport.UDP:
+            relay.client_out = self.udp_outs.get(action.five_tuple.server)
         self._relays[relayed] = relay
         now = trio.current_time()
         self._execute(
@@ -438,7 +450,7 @@ class TurnNode:
         assert allocation is not None and relay.deliver is not None
         reader = PeerReader(
             sock, allocation, relay.deliver, self.server.peer_datagram, self.counters,
-            relay.relayed, self.peer_buffer,
+            relay.relayed, self.peer_buffer, relay.client_out,
         )  # fmt: skip
         with sock:
             try:
@@ -461,14 +473,16 @@ class TurnNode:
         using the relay socket.
         """
         relay = self._relays.get(allocation.relayed)
-        if relay is None or relay.nursery is None:
+        if relay is None or relay.nursery is None or relay.out is None:
             return
-        per_channel, transmit = relay.senders.per_channel, relay.senders.transmit
+        senders = relay.senders
+        per_channel, transmit = senders.per_channel, senders.transmit
 
         def unconnected(data: Buffer) -> int:
             return transmit(data, peer)
 
-        per_channel[channel] = (peer, unconnected)  # until connected, or for good
+        # Until connected, or for good: through the relay socket, addressed.
+        per_channel[channel] = Route(peer, unconnected, relay.out, peer, senders)
         if len(relay.connected) >= MAX_CONNECTED_CHANNELS:
             return
         try:
@@ -486,7 +500,8 @@ class TurnNode:
             sock.close()
             return
         relay.connected.append(sock)
-        per_channel[channel] = (peer, sock.send)
+        out = SegmentingSocket(sock, self.counters.gso)
+        per_channel[channel] = Route(peer, sock.send, out, None, senders)
         relay.nursery.start_soon(self._read_relay, relay, sock)
 
     def kernel_drops(self) -> int:

@@ -40,6 +40,10 @@ number of series is bounded whatever the traffic):
     trelay_resource_exhaustion_total{resource,what}     counter  descriptors|memory;
                                                                   accept|relay_socket|
                                                                   channel_socket refused
+    trelay_gso_sends_total                               counter  GSO sendmsg calls (runs)
+    trelay_gso_datagrams_total                           counter  datagrams sent in them
+    trelay_gso_fallbacks_total                           counter  sockets where GSO failed
+                                                                  and sends went one by one
     trelay_build_info{version,python}                    gauge    1
     process_*                                            prometheus_client's ProcessCollector
 
@@ -151,6 +155,9 @@ class NodeSnapshot:
     draining: Series = field(default_factory=dict)
     tls_handshake_failures: Series = field(default_factory=dict)
     resource_exhaustion: Series = field(default_factory=dict)
+    gso_sends: Series = field(default_factory=dict)
+    gso_datagrams: Series = field(default_factory=dict)
+    gso_fallbacks: Series = field(default_factory=dict)
     redirecting: Series = field(default_factory=dict)
     usage_records: Series = field(default_factory=dict)
     usage_queue: Series = field(default_factory=dict)
@@ -203,6 +210,9 @@ def snapshot(node: TurnNode) -> NodeSnapshot:
         draining={(): 1.0 if server.draining else 0.0},
         tls_handshake_failures={(): node.tls_handshake_failures.count},
         resource_exhaustion={key: float(n) for key, n in node.exhaustion.counts.items()},
+        gso_sends={(): node.counters.gso.runs},
+        gso_datagrams={(): node.counters.gso.segments},
+        gso_fallbacks={(): node.counters.gso.fallbacks},
         redirecting={(): 1.0 if server.redirection.fleet else 0.0},
         usage_records={("log",): usage.to_log, ("stream",): usage.to_stream},
         usage_queue={(): usage.queued},
@@ -288,6 +298,15 @@ _FAMILIES: tuple[tuple[str, _Kind, str, str, tuple[str, ...]], ...] = (
      "(EMFILE/ENFILE) or socket memory; accept: a new TCP/TLS connection closed, "
      "relay_socket: an Allocate answered 508 (or tried on another port), channel_socket: "
      "a channel kept the relay socket.", ("resource", "what")),
+    ("gso_sends", _COUNTER, "trelay_gso_sends",
+     "Runs of equal-size datagrams to one destination sent in one sendmsg with UDP "
+     "segmentation offload (GSO).", ()),
+    ("gso_datagrams", _COUNTER, "trelay_gso_datagrams",
+     "Relayed datagrams that left in GSO sends (also counted in "
+     "trelay_relayed_datagrams_total).", ()),
+    ("gso_fallbacks", _COUNTER, "trelay_gso_fallbacks",
+     "Sockets on which a GSO send failed (EIO: no checksum offload; EMSGSIZE, EINVAL): "
+     "they send one datagram at a time from then on, nothing was lost.", ()),
     ("redirecting", _GAUGE, "trelay_fleet_redirecting",
      "1 while new Allocates are sent to other nodes of the fleet (300 Try Alternate: "
      "overloaded or draining), else 0.", ()),

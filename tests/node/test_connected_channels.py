@@ -34,9 +34,10 @@ async def test_a_channel_relays_through_its_connected_socket_both_ways() -> None
             # The runtime's senders, which the core keeps for the data path.
             assert allocation.runtime is local.node._relays[relayed].senders
             assert isinstance(allocation.runtime, RelaySenders)
-            connected_peer, send = allocation.runtime.per_channel[0x4000]
-            assert connected_peer == far.address
-            assert getattr(send, "__self__", None) is not None  # a socket's bound send
+            route = allocation.runtime.per_channel[0x4000]
+            assert route.peer == far.address
+            assert route.address is None  # connected: runs are sent with no address
+            assert getattr(route.send, "__self__", None) is not None  # a socket's bound send
             await client.send_channel_data(0x4000, b"second")  # via the connected one
             assert await far.receive() == (b"second", relayed)
             await far.send(relayed, b"back")  # arrives on the connected socket

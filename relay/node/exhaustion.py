@@ -42,9 +42,11 @@ MEMORY_ERRNOS = frozenset({errno.ENOBUFS, errno.ENOMEM})
 EXHAUSTION_ERRNOS = DESCRIPTOR_ERRNOS | MEMORY_ERRNOS
 
 # What could not be made: a client connection (accept), an allocation's relay socket,
-# a channel's connected socket (the channel then keeps using the relay socket).
+# a channel's connected socket (the channel then keeps using the relay socket), a TCP
+# allocation's connection to or from a peer (RFC 6062, `trelay.node.tcp_relay`).
 ACCEPT, RELAY_SOCKET, CHANNEL_SOCKET = "accept", "relay_socket", "channel_socket"
-WHAT = (ACCEPT, RELAY_SOCKET, CHANNEL_SOCKET)
+PEER_CONNECTION = "peer_connection"
+WHAT = (ACCEPT, RELAY_SOCKET, CHANNEL_SOCKET, PEER_CONNECTION)
 RESOURCES = ("descriptors", "memory")
 
 

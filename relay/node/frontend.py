@@ -14,6 +14,9 @@ the listeners' own tests).
   ChannelData naming a channel not bound on the connection means its framing is lost:
   `frame()` returns False (or `framing_lost` True, judged on the header alone) and the
   listener closes the connection (`trelay.node.stream_listener`, issue 15).
+  Once `handover()` returns a callable (an RFC 6062 ConnectionBind made the connection
+  a data connection), the listener stops reading frames, lets the writer send what is
+  queued and runs the callable with the stream: raw bytes from then on.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import socket
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 import trio
@@ -28,6 +32,9 @@ import trio
 from trelay.node.datagram_batch import DatagramBatch, UdpListenerStats, drain
 from trelay.turn.addressing import Address, ClientTransport
 from trelay.turn.binding import Responder
+
+# What a stream's task runs with the stream once the session hands it over (RFC 6062).
+Handover = Callable[[trio.abc.Stream], Awaitable[None]]
 
 
 class StreamSession(Protocol):
@@ -42,6 +49,9 @@ class StreamSession(Protocol):
 
     def keeps_alive(self) -> bool:
         """True while the connection holds state (an allocation): silence is no reason to close."""
+
+    def handover(self) -> Handover | None:
+        """What to run with the stream instead of reading frames, once there is one."""
 
     def close(self) -> None:
         """The connection ended; release what it held."""
@@ -86,6 +96,9 @@ class _ResponderSession:
 
     def keeps_alive(self) -> bool:
         return False
+
+    def handover(self) -> Handover | None:
+        return None
 
     def close(self) -> None:
         pass

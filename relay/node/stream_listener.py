@@ -40,6 +40,10 @@ Invariants:
   `send_all`; a client that does not read fills the outbox and loses data, not memory.
 - With `reuse_port` the listening sockets join their port's SO_REUSEPORT group, so several
   worker processes (`trelay.process.workers`) accept on one port; off by default.
+- A session that hands the connection over (`StreamSession.handover`, an RFC 6062
+  ConnectionBind) gets no more frames: the writer sends what is queued (the
+  ConnectionBind success), then the handover runs with the stream, without the idle
+  timeout (the splice lives as long as both sides and the allocation).
 """
 
 from __future__ import annotations
@@ -292,7 +296,7 @@ async def open_reuse_port_listeners(host: str, port: int) -> list[trio.SocketLis
     return listeners
 
 
-async def serve_connection(
+async def serve_connection(  # noqa: PLR0915 - one connection's whole life, in order
     transport: trio.SocketStream,
     frontend: ClientFrontend,
     server: tuple[str, int],
@@ -333,15 +337,22 @@ async def serve_connection(
             acknowledge_now(transport)
         outbox, pending = trio.open_memory_channel[bytes](OUTBOX_SIZE)
         session = frontend.stream_session(kind, source, server, outbox)
+        handover = None
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(
                     _write, stream, pending, idle_timeout, stats, nursery.cancel_scope
                 )
                 graceful = await _read(stream, session, idle_timeout, stats)
-                nursery.cancel_scope.cancel()
+                handover = session.handover()
+                if handover is None:
+                    nursery.cancel_scope.cancel()
+                else:
+                    outbox.close()  # the writer sends what is queued, then ends
         finally:
             session.close()
+        if handover is not None and not nursery.cancel_scope.cancel_called:
+            await handover(stream)  # RFC 6062: raw bytes from here (`trelay.node.tcp_relay`)
     except trio.TooSlowError:
         stats.closed_idle += 1
     except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -391,6 +402,8 @@ async def _read(
                 if not session.frame(channel, payload):
                     stats.closed_lost_framing += 1
                     return False
+                if session.handover() is not None:
+                    return True  # a data connection now; its client waited for the answer
             # Judge an unfinished ChannelData frame by its header: lost framing does not
             # wait for the data a length read from the wrong bytes announces.
             pending = deframer.pending_channel
@@ -421,7 +434,7 @@ async def _write(
             while True:
                 try:
                     chunks.append(pending.receive_nowait())
-                except trio.WouldBlock:
+                except (trio.WouldBlock, trio.EndOfChannel):  # the latter: a handover
                     break
             with trio.fail_after(idle_timeout):
                 await stream.send_all(b"".join(chunks) if len(chunks) > 1 else first)

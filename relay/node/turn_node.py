@@ -12,6 +12,8 @@ Owns everything between the pure core and the kernel for TURN (RFC 8656):
   TCP/TLS accept loops share;
 - the data path both ways (its batch readers are in `trelay.node.data_path`), with no
   checkpoint, log line or action object per packet;
+- TCP allocations (RFC 6062): their listening relay sockets, peer connections and
+  splices with client data connections (`tcp_relays`, `trelay.node.tcp_relay`);
 - the timer task that sleeps until the core's next deadline;
 - session admin (`sessions`, `end_sessions`; `trelay.node.sessions`): the core's view of
   each allocation with the traffic its relay counted, and ending allocations on an
@@ -59,19 +61,24 @@ from trelay.node.datagram_batch import (
     kernel_drops,
 )
 from trelay.node.exhaustion import CHANNEL_SOCKET, EXHAUSTION_ERRNOS, RELAY_SOCKET, Exhaustion
+from trelay.node.frontend import Handover
 from trelay.node.gso import SegmentingSocket
 from trelay.node.sessions import Session, Traffic
 from trelay.node.stream_listener import HandshakeFailures
+from trelay.node.tcp_relay import TcpRelays
 from trelay.node.usage import UsageRecorder
 from trelay.stun.message import decode_message_type
 from trelay.turn.actions import (
     Action,
     AllocationCreated,
     AllocationEnded,
+    ClosePeerConnection,
     CloseRelay,
+    ConnectPeer,
     OpenRelay,
     SendToClient,
     SendToPeer,
+    SpliceConnections,
 )
 from trelay.turn.addressing import Address, ClientTransport, FiveTuple
 from trelay.turn.allocation import Allocation
@@ -160,6 +167,10 @@ class StreamConnection:
     def keeps_alive(self) -> bool:
         return self.five_tuple in self.node.server.allocations
 
+    def handover(self) -> Handover | None:
+        """Set once a ConnectionBind spliced this connection (RFC 6062 §5.4)."""
+        return self.node.tcp_relays.handover_for(self.five_tuple)
+
     def close(self) -> None:
         self.node.stream_closed(self)
 
@@ -203,6 +214,7 @@ class TurnNode:
     # Usage records (`trelay.node.usage`): metered from relay open to CloseRelay.
     usage: UsageRecorder = field(default_factory=UsageRecorder)
     _relays: dict[Address, _Relay] = field(default_factory=dict)
+    _tcp_relays: TcpRelays | None = None
     # Kernel drops (`kernel_drops`): of relay sockets already closed, and what each UDP
     # listener's socket had dropped when this node took it (a worker's is inherited:
     # its predecessor's drops are counted already).
@@ -212,6 +224,16 @@ class TurnNode:
     _all_ended: trio.Event = field(default_factory=trio.Event)
     _drain_scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     _ended_now: bool = False
+
+    @property
+    def tcp_relays(self) -> TcpRelays:
+        """The TCP allocations' sockets (RFC 6062, `trelay.node.tcp_relay`)."""
+        if self._tcp_relays is None:
+            self._tcp_relays = TcpRelays(
+                self.server, self.nursery, self._execute, self.counters, self.exhaustion,
+                self.usage,
+            )  # fmt: skip
+        return self._tcp_relays
 
     # --- clients over UDP ---------------------------------------------------------------
 
@@ -306,7 +328,10 @@ class TurnNode:
                 self._send_to_client(action.five_tuple, action.data)
             elif isinstance(action, OpenRelay):
                 self._open_relay(action)
+            elif isinstance(action, ConnectPeer | SpliceConnections | ClosePeerConnection):
+                self.tcp_relays.run(action)  # RFC 6062
             elif isinstance(action, CloseRelay):
+                self.tcp_relays.close_listener(action.relayed)  # a TCP allocation's, if any
                 relay = self._relays.pop(action.relayed, None)
                 if relay is not None:
                     self._closed_drops += relay.kernel_drops()  # one getsockopt each
@@ -385,6 +410,9 @@ class TurnNode:
             self._to_stream(connection, data)
 
     def _open_relay(self, action: OpenRelay) -> None:
+        if action.tcp:  # RFC 6062 §5.1: a listening socket (`trelay.node.tcp_relay`)
+            self.tcp_relays.open(action)
+            return
         try:
             sock = bind_relay_socket(action.host, action.port)
         except OSError as exc:

@@ -29,6 +29,7 @@ TOML file, so an error's key is the dotted path a user would edit:
     external_address = "203.0.113.7"  # told to clients (1:1 NAT, wildcard address)
     ports = [49152, 65535]         # relay port range; absent: any free port
     allow_loopback_peers = false   # tests only
+    mobility = true                # RFC 8016 tickets: allocations follow moving UDP clients
     allow_peers = ["203.0.113.0/24"]
     deny_peers = ["198.51.100.7/32"]
     [quotas]                       # counts: 0 = unlimited for each (`trelay.turn.config`)
@@ -222,6 +223,8 @@ class RelaySettings:
     external_address_v6: str | None = None
     ports: tuple[int, int] | None = None
     allow_loopback_peers: bool = False
+    # RFC 8016 mobility: MOBILITY-TICKETs for UDP/DTLS clients; off, such Allocates get 405.
+    mobility: bool = True
     allow_peers: tuple[str, ...] = ()
     deny_peers: tuple[str, ...] = ()
     user_quota: int = 0
@@ -387,6 +390,7 @@ def _read_relay(relay: Table, quotas: Table, lifetimes: Table) -> RelaySettings:
         external_address_v6=external_v6,
         ports=ports,
         allow_loopback_peers=read_bool(relay, "allow_loopback_peers", False),
+        mobility=read_bool(relay, "mobility", True),
         allow_peers=read_networks(relay, "allow_peers"),
         deny_peers=read_networks(relay, "deny_peers"),
         user_quota=read_count(quotas, "user", 0),

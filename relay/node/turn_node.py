@@ -12,8 +12,8 @@ Owns everything between the pure core and the kernel for TURN (RFC 8656):
   TCP/TLS accept loops share;
 - the data path both ways (its batch readers are in `trelay.node.data_path`), with no
   checkpoint, log line or action object per packet;
-- TCP allocations (RFC 6062): their listening relay sockets, peer connections and
-  splices with client data connections (`tcp_relays`, `trelay.node.tcp_relay`);
+- mobility (RFC 8016): when the core moves an allocation to its client's new 5-tuple
+  (`AllocationMoved`), the relay's readers are rebuilt to deliver there;
 - the timer task that sleeps until the core's next deadline;
 - session admin (`sessions`, `end_sessions`; `trelay.node.sessions`): the core's view of
   each allocation with the traffic its relay counted, and ending allocations on an
@@ -49,7 +49,6 @@ from trelay.node.data_path import (
     PeerBuffer,
     PeerReader,
     RelaySenders,
-    Route,
     Stalled,
     TransportCounters,
 )
@@ -61,24 +60,19 @@ from trelay.node.datagram_batch import (
     kernel_drops,
 )
 from trelay.node.exhaustion import CHANNEL_SOCKET, EXHAUSTION_ERRNOS, RELAY_SOCKET, Exhaustion
-from trelay.node.frontend import Handover
-from trelay.node.gso import SegmentingSocket
 from trelay.node.sessions import Session, Traffic
 from trelay.node.stream_listener import HandshakeFailures
-from trelay.node.tcp_relay import TcpRelays
 from trelay.node.usage import UsageRecorder
 from trelay.stun.message import decode_message_type
 from trelay.turn.actions import (
     Action,
     AllocationCreated,
     AllocationEnded,
-    ClosePeerConnection,
+    AllocationMoved,
     CloseRelay,
-    ConnectPeer,
     OpenRelay,
     SendToClient,
     SendToPeer,
-    SpliceConnections,
 )
 from trelay.turn.addressing import Address, ClientTransport, FiveTuple
 from trelay.turn.allocation import Allocation
@@ -127,10 +121,8 @@ class _Relay:
     nursery: trio.Nursery | None = None
     deliver: Callable[[Buffer], object] | None = None
     connected: list[socket.socket] = field(default_factory=list)
-    # GSO sends (`trelay.node.gso`): the relay socket's, and the UDP listener's towards
-    # the client (None for a TCP/TLS client).
-    out: SegmentingSocket | None = None
-    client_out: SegmentingSocket | None = None
+    # Each socket's reader, in a box the moved client's handler refills (RFC 8016).
+    readers: list[tuple[socket.socket, list[PeerReader]]] = field(default_factory=list)
 
     def kernel_drops(self) -> int:
         """What the kernel dropped for this relay's sockets (`kernel_drops`)."""
@@ -167,10 +159,6 @@ class StreamConnection:
     def keeps_alive(self) -> bool:
         return self.five_tuple in self.node.server.allocations
 
-    def handover(self) -> Handover | None:
-        """Set once a ConnectionBind spliced this connection (RFC 6062 §5.4)."""
-        return self.node.tcp_relays.handover_for(self.five_tuple)
-
     def close(self) -> None:
         self.node.stream_closed(self)
 
@@ -203,8 +191,6 @@ class TurnNode:
     counters: DataPathCounters = field(default_factory=DataPathCounters)
     peer_buffer: PeerBuffer = field(default_factory=PeerBuffer)
     udp_sockets: dict[Address, socket.socket] = field(default_factory=dict)
-    # Each UDP listener's GSO sends to its clients (`trelay.node.gso`).
-    udp_outs: dict[Address, SegmentingSocket] = field(default_factory=dict)
     streams: dict[FiveTuple, StreamConnection] = field(default_factory=dict)
     # Failed TLS handshakes on the node's TLS listeners (counted and logged there).
     tls_handshake_failures: HandshakeFailures = field(default_factory=HandshakeFailures)
@@ -214,7 +200,6 @@ class TurnNode:
     # Usage records (`trelay.node.usage`): metered from relay open to CloseRelay.
     usage: UsageRecorder = field(default_factory=UsageRecorder)
     _relays: dict[Address, _Relay] = field(default_factory=dict)
-    _tcp_relays: TcpRelays | None = None
     # Kernel drops (`kernel_drops`): of relay sockets already closed, and what each UDP
     # listener's socket had dropped when this node took it (a worker's is inherited:
     # its predecessor's drops are counted already).
@@ -225,16 +210,6 @@ class TurnNode:
     _drain_scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     _ended_now: bool = False
 
-    @property
-    def tcp_relays(self) -> TcpRelays:
-        """The TCP allocations' sockets (RFC 6062, `trelay.node.tcp_relay`)."""
-        if self._tcp_relays is None:
-            self._tcp_relays = TcpRelays(
-                self.server, self.nursery, self._execute, self.counters, self.exhaustion,
-                self.usage,
-            )  # fmt: skip
-        return self._tcp_relays
-
     # --- clients over UDP ---------------------------------------------------------------
 
     def udp_listener(
@@ -242,7 +217,6 @@ class TurnNode:
     ) -> DatagramBatch:
         """The batch reader of the UDP listener bound at `server_address`."""
         self.udp_sockets[server_address] = sock
-        self.udp_outs[server_address] = SegmentingSocket(sock, self.counters.gso)
         self._listener_drops_before[server_address] = kernel_drops(sock)
         table = self.server.client_table(ClientTransport.UDP, server_address)
         return ClientReader(sock, server_address, stats, table, self.counters, self).batch
@@ -328,10 +302,7 @@ class TurnNode:
                 self._send_to_client(action.five_tuple, action.data)
             elif isinstance(action, OpenRelay):
                 self._open_relay(action)
-            elif isinstance(action, ConnectPeer | SpliceConnections | ClosePeerConnection):
-                self.tcp_relays.run(action)  # RFC 6062
             elif isinstance(action, CloseRelay):
-                self.tcp_relays.close_listener(action.relayed)  # a TCP allocation's, if any
                 relay = self._relays.pop(action.relayed, None)
                 if relay is not None:
                     self._closed_drops += relay.kernel_drops()  # one getsockopt each
@@ -351,6 +322,8 @@ class TurnNode:
                         "lifetime": action.lifetime,
                     },
                 )
+            elif isinstance(action, AllocationMoved):
+                self._client_moved(action)
             elif isinstance(action, AllocationEnded):
                 if self.server.draining and not self.server.allocation_count:
                     self._all_ended.set()
@@ -410,9 +383,6 @@ class TurnNode:
             self._to_stream(connection, data)
 
     def _open_relay(self, action: OpenRelay) -> None:
-        if action.tcp:  # RFC 6062 §5.1: a listening socket (`trelay.node.tcp_relay`)
-            self.tcp_relays.open(action)
-            return
         try:
             sock = bind_relay_socket(action.host, action.port)
         except OSError as exc:
@@ -425,9 +395,6 @@ class TurnNode:
         relayed = (bound[0], bound[1])
         counters = self.counters.by_transport[action.five_tuple.transport]
         relay = _Relay(sock, trio.CancelScope(), counters, RelaySenders(sock.sendto))
-        relay.out = SegmentingSocket(sock, self.counters.gso)
-        if action.five_tuple.transport is ClientTransport.UDP:
-            relay.client_out = self.udp_outs.get(action.five_tuple.server)
         self._relays[relayed] = relay
         now = trio.current_time()
         self._execute(
@@ -449,47 +416,78 @@ class TurnNode:
         allocation = relay.allocation
         assert allocation is not None
         with relay.scope:
-            five_tuple = allocation.five_tuple
-            deliver: Callable[[Buffer], object]
-            if five_tuple.transport is ClientTransport.UDP:
-                client_sock = self.udp_sockets[five_tuple.server]
-                client = five_tuple.client
-
-                def deliver(frame: Buffer) -> object:
-                    return client_sock.sendto(frame, client)
-
-            else:
-                connection = self.streams.get(five_tuple)
-                if connection is None:
-                    return
-
-                def deliver(frame: Buffer) -> object:
-                    # The outbox keeps what it is given: a copy, not a view of our buffer.
-                    if self._to_stream(connection, bytes(frame)):
-                        return True
-                    raise Stalled
-
+            deliver = self._delivery(allocation.five_tuple)
+            if deliver is None:
+                return
             async with trio.open_nursery() as nursery:
                 relay.nursery, relay.deliver = nursery, deliver
                 nursery.start_soon(self._read_relay, relay, relay.sock)
 
     async def _read_relay(self, relay: _Relay, sock: socket.socket) -> None:
-        allocation = relay.allocation
-        assert allocation is not None and relay.deliver is not None
-        reader = PeerReader(
-            sock, allocation, relay.deliver, self.server.peer_datagram, self.counters,
-            relay.relayed, self.peer_buffer, relay.client_out,
-        )  # fmt: skip
+        holder = [self._peer_reader(relay, sock)]
+        relay.readers.append((sock, holder))
         with sock:
             try:
                 # `_Relay.close` may close it while this task waits or is about to run
                 # again (another task ended the allocation first): check after each await.
                 while sock.fileno() != -1:
                     await trio.lowlevel.wait_readable(sock)
-                    while sock.fileno() != -1 and reader.batch() == BATCH_SIZE:
+                    while sock.fileno() != -1 and holder[0].batch() == BATCH_SIZE:
                         await trio.lowlevel.checkpoint()
             except trio.ClosedResourceError:
                 return
+
+    def _delivery(self, five_tuple: FiveTuple) -> Callable[[Buffer], object] | None:
+        """How a frame reaches the client of `five_tuple`; None if it is gone."""
+        if five_tuple.transport is ClientTransport.UDP:
+            client_sock = self.udp_sockets[five_tuple.server]
+            client = five_tuple.client
+
+            def to_datagram_client(frame: Buffer) -> object:
+                return client_sock.sendto(frame, client)
+
+            return to_datagram_client
+        connection = self.streams.get(five_tuple)
+        if connection is None:
+            return None
+
+        def to_stream_client(frame: Buffer) -> object:
+            # The outbox keeps what it is given: a copy, not a view of our buffer.
+            if self._to_stream(connection, bytes(frame)):
+                return True
+            raise Stalled
+
+        return to_stream_client
+
+    def _peer_reader(self, relay: _Relay, sock: socket.socket) -> PeerReader:
+        """A reader of `sock` (the relay socket or a channel's) to the allocation's client."""
+        allocation = relay.allocation
+        assert allocation is not None and relay.deliver is not None
+        return PeerReader(
+            sock, allocation, relay.deliver, self.server.peer_datagram, self.counters,
+            relay.relayed, self.peer_buffer,
+        )  # fmt: skip
+
+    def _client_moved(self, action: AllocationMoved) -> None:
+        """RFC 8016: the allocation's client is at a new 5-tuple; what its relay reads
+        goes there from now on (each reader is rebuilt between two batches)."""
+        log.info(
+            "allocation moved",
+            extra={
+                "client": action.five_tuple.client,
+                "previous": action.previous.client,
+                "relayed": action.relayed,
+                "transport": action.five_tuple.transport,
+            },
+        )
+        relay = self._relays.get(action.relayed)
+        if relay is None or relay.deliver is None:
+            return  # its task has not started yet: it starts with the new 5-tuple
+        deliver = self._delivery(action.five_tuple)
+        if deliver is not None:
+            relay.deliver = deliver
+            for sock, holder in relay.readers:
+                holder[0] = self._peer_reader(relay, sock)
 
     def connect_channel(self, allocation: Allocation, channel: int, peer: Address) -> None:
         """Give `channel` a socket on the relayed address connected to `peer`.
@@ -501,16 +499,14 @@ class TurnNode:
         using the relay socket.
         """
         relay = self._relays.get(allocation.relayed)
-        if relay is None or relay.nursery is None or relay.out is None:
+        if relay is None or relay.nursery is None:
             return
-        senders = relay.senders
-        per_channel, transmit = senders.per_channel, senders.transmit
+        per_channel, transmit = relay.senders.per_channel, relay.senders.transmit
 
         def unconnected(data: Buffer) -> int:
             return transmit(data, peer)
 
-        # Until connected, or for good: through the relay socket, addressed.
-        per_channel[channel] = Route(peer, unconnected, relay.out, peer, senders)
+        per_channel[channel] = (peer, unconnected)  # until connected, or for good
         if len(relay.connected) >= MAX_CONNECTED_CHANNELS:
             return
         try:
@@ -528,8 +524,7 @@ class TurnNode:
             sock.close()
             return
         relay.connected.append(sock)
-        out = SegmentingSocket(sock, self.counters.gso)
-        per_channel[channel] = Route(peer, sock.send, out, None, senders)
+        per_channel[channel] = (peer, sock.send)
         relay.nursery.start_soon(self._read_relay, relay, sock)
 
     def kernel_drops(self) -> int:

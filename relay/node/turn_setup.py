@@ -1,7 +1,8 @@
 """Build the TURN core from the settings, or for a throw-away test relay.
 
 Owns the translation from operator settings (`trelay.config.settings`) to the pure core's
-values (`trelay.turn.config.TurnConfig`, credential sources, the peer policy, the nonce key).
+values (`trelay.turn.config.TurnConfig`, credential sources, the peer policy, the nonce key,
+the mobility ticket codec of `[relay] mobility`).
 The nonce key is derived from the shared secrets when there are any, so that every
 worker and node holding the same secret accepts the same nonces; otherwise it is the
 key the caller gives (a worker gets its supervisor's) or random per process.
@@ -15,6 +16,7 @@ import time
 from collections.abc import Mapping, Sequence
 
 from trelay.config.settings import Settings
+from trelay.node.mobility_tickets import SealedTickets, ticket_key
 from trelay.node.token_cipher import AesGcmTokenCipher
 from trelay.node.turn_node import DONT_FRAGMENT_SUPPORTED
 from trelay.turn.auth import LongTermAuthenticator, RevocationCheck
@@ -67,10 +69,13 @@ def build_turn_server(
     *,
     nonce_key: bytes | None = None,
     is_revoked: RevocationCheck | None = None,
+    worker: int = 0,
 ) -> TurnServer:
     """The core `settings` describe. `rest`: the shared secrets object the node keeps
     (and a secrets-file watcher swaps); `nonce_key`: used when the settings have no
-    shared secret to derive one from; `is_revoked`: the revocation check, if any."""
+    shared secret to derive one from; `is_revoked`: the revocation check, if any;
+    `worker`: the index of this worker process, named in the mobility tickets it seals
+    (RFC 8016; sealed with a key derived from the nonce key, which every worker shares)."""
     auth = settings.auth
     rest = rest or shared_secrets(settings)
     sources = CredentialSources(StaticUsers(dict(auth.users), auth.realm), rest)
@@ -85,15 +90,19 @@ def build_turn_server(
         third_party = ThirdPartyAuthorizer(
             tp.server_name, tp.authorization_server, tp.keys, AesGcmTokenCipher()
         )
+    key = _nonce_key(auth.shared_secrets, nonce_key)
     authenticator = LongTermAuthenticator(
         auth.realm,
         sources,
-        NonceStamper(_nonce_key(auth.shared_secrets, nonce_key)),
+        NonceStamper(key),
         third_party=third_party,
         is_revoked=is_revoked,
         max_credential_lifetime=auth.max_credential_lifetime,
     )
-    return TurnServer(turn_config(settings), authenticator, policy, wall_clock=time.time)
+    tickets = SealedTickets(ticket_key(key), worker) if settings.relay.mobility else None
+    return TurnServer(
+        turn_config(settings), authenticator, policy, wall_clock=time.time, tickets=tickets
+    )
 
 
 def _nonce_key(shared_secrets: tuple[str, ...], given: bytes | None) -> bytes:
@@ -118,9 +127,9 @@ def loopback_turn_server(
         if shared
         else StaticUsers(dict(users or {}), config.realm)
     )
-    auth = LongTermAuthenticator(
-        config.realm, CredentialSources(source), NonceStamper(secrets.token_bytes(32), 600)
-    )
+    key = secrets.token_bytes(32)
+    auth = LongTermAuthenticator(config.realm, CredentialSources(source), NonceStamper(key, 600))
     return TurnServer(
-        config, auth, PeerPolicy.from_strings(allow_loopback=True), wall_clock=time.time
-    )
+        config, auth, PeerPolicy.from_strings(allow_loopback=True), wall_clock=time.time,
+        tickets=SealedTickets(ticket_key(key)),
+    )  # fmt: skip

@@ -3,7 +3,9 @@
 Owns everything between the pure core and the kernel for TURN (RFC 8656):
 
 - executing the core's actions: replies to clients (UDP sockets or stream
-  connections), datagrams to peers, binding and closing relay sockets;
+  connections), datagrams to peers, binding and closing relay sockets; a reply on
+  another 5-tuple than its request's (RFC 5780's CHANGE-REQUEST and RESPONSE-PORT,
+  `trelay.turn.nat_discovery`) leaves from the UDP listener socket its `server` names;
 - one relay socket per allocation, read by a task in the allocation's own cancel scope,
   so ending an allocation closes its socket at once (design §4);
 - a relay socket that cannot be made for lack of descriptors (EMFILE/ENFILE) is

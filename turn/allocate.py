@@ -8,11 +8,21 @@ the allocation and answers success; `relay_failed` tries another port, then answ
 The checks that depend only on the request and the configuration (`unsatisfiable`):
 step 3 (REQUESTED-TRANSPORT present, and UDP or TCP: TCP allocations, RFC 6062 §5.1, are
 checked first by the server, `trelay.turn.tcp_relay.tcp_allocate_problem`), step 5
-(RESERVATION-TOKEN: never issued, so never valid; not with EVEN-PORT or a family), step 6
-(EVEN-PORT with R set: port reservations are not offered), step 7 (a relay address of the
+(RESERVATION-TOKEN not with EVEN-PORT or a family: 400), step 7 (a relay address of the
 requested family). Those that depend on the server's state (`_state_failure`): step 2
-(an allocation exists), draining, step 8 (quotas); an expired credential never gets
-here (`trelay.turn.auth` refuses it with 401 before any method is handled).
+(an allocation exists), step 5 (the token names a live reservation, else 508),
+draining, step 8 (quotas); an expired credential never gets here (`trelay.turn.auth`
+refuses it with 401 before any method is handled).
+
+EVEN-PORT (§7.2, §14.6): the relayed port is even, from the pool (`acquire(even=True)`)
+or, without a configured range, picked by the runtime (`OpenRelay.even`). With the R
+bit the next port is reserved too (`acquire_pair`, `OpenRelay.reserve_next`): the
+success carries a RESERVATION-TOKEN, and the reservation (`trelay.turn.reservations`)
+lives 30 s (a `TimerKind.RESERVATION` timer; `reservation_expired` closes its held
+socket and frees its port). An Allocate with the token takes over the runtime's held
+socket (`OpenRelay.reserved`): that port and no other, so a failed bind is 508 at once.
+Reservations are quota slots like allocations: an R=1 Allocate needs two free (486 or
+508 as step 8 says), a redeeming one none beyond the reservation's own.
 
 Mobility (RFC 8016 §3.1, `trelay.turn.mobility`): an empty MOBILITY-TICKET asks for it,
 checked after step 7 (400 for a ticket with a value, 405 where mobility is forbidden);
@@ -56,11 +66,12 @@ from trelay.turn import mobility, responses
 from trelay.turn.actions import Action, AllocationCreated, CloseRelay, OpenRelay
 from trelay.turn.addressing import Address, FiveTuple, is_ipv6, unmap_ipv4
 from trelay.turn.allocation import Allocation
-from trelay.turn.allocation_table import PendingAllocate
+from trelay.turn.allocation_table import PendingAllocate, source_of
 from trelay.turn.auth import Authenticated
 from trelay.turn.config import TurnConfig
 from trelay.turn.redirection import Alternate, Redirection
 from trelay.turn.request_context import RequestContext
+from trelay.turn.reservations import RESERVATION_SECONDS, Reservation
 from trelay.turn.stats import Quota
 from trelay.turn.timers import TimerKind
 
@@ -88,15 +99,23 @@ def unsatisfiable(request: Message, config: TurnConfig) -> tuple[ErrorCode, str]
         return ErrorCode.UNSUPPORTED_TRANSPORT_PROTOCOL, "Only UDP and TCP relaying"
     even_port = request.get(EvenPort)
     family = request.get(RequestedAddressFamily)
-    if request.get(ReservationToken) is not None:  # step 5
+    if request.get(ReservationToken) is not None:  # step 5 (its validity: _state_failure)
         if even_port is not None or family is not None:
             return ErrorCode.BAD_REQUEST, "RESERVATION-TOKEN with EVEN-PORT or family"
-        return ErrorCode.INSUFFICIENT_CAPACITY, "No such reservation"
-    if even_port is not None and even_port.reserve_next:  # step 6
-        return ErrorCode.INSUFFICIENT_CAPACITY, "Port reservations not supported"
+        return None  # the reservation's address is of a family offered
     if relay_host(config, requested_family(request)) is None:  # step 7
         return ErrorCode.ADDRESS_FAMILY_NOT_SUPPORTED, "Address Family not Supported"
     return None
+
+
+def _reservation(context: RequestContext, request: Message, now: float) -> Reservation | None:
+    """The live reservation the request's RESERVATION-TOKEN names, if any (step 5)."""
+    token = request.get(ReservationToken)
+    if token is None:
+        return None
+    reservation = context.table.reservations.get(token.value)
+    # Its timer may not have run yet at `now`: an expired one is no longer valid.
+    return None if reservation is None or reservation.expires_at <= now else reservation
 
 
 def allocate(
@@ -117,7 +136,10 @@ def allocate(
     if pending is not None and pending.request.transaction_id == request.transaction_id:
         return []  # a retransmission while the relay port is being bound
     redirect = redirection.alternate_for(five_tuple)
-    failure = _state_failure(context, request, five_tuple, auth, redirection.draining, redirect)
+    reservation = _reservation(context, request, now)
+    failure = _state_failure(
+        context, request, five_tuple, auth, redirection.draining, redirect, reservation
+    )  # fmt: skip
     if failure is not None:
         code, reason = failure
         extra: tuple[Attribute, ...] = ()
@@ -125,11 +147,26 @@ def allocate(
             extra = redirect.attributes(five_tuple.transport)
         reply = responses.error(request, code, context.software, key, reason=reason, extra=extra)
         return context.reply(request, five_tuple, now, reply)
+    even_port = request.get(EvenPort)
+    even = even_port is not None
+    reserve = even_port is not None and even_port.reserve_next
+    lifetime_attr = request.get(Lifetime)
+    lifetime = context.config.allocate_lifetime(
+        None if lifetime_attr is None else lifetime_attr.value
+    )
+    lifetime = auth.capped(lifetime)  # no longer than the credential lives (issue 15)
+    if reservation is not None:  # step 5: exactly the reserved address
+        table.take_reservation(reservation.token)
+        context.timers.cancel(reservation)
+        host, port = reservation.relayed
+        family = AddressFamily.IPV6 if is_ipv6(host) else AddressFamily.IPV4
+        pending = PendingAllocate(request, auth, lifetime, family, port, redeems=reservation)
+        table.hold(five_tuple, pending)
+        return [OpenRelay(five_tuple, host, port, reserved=True)]
     family = requested_family(request)
-    even = request.get(EvenPort) is not None
     port = 0
     if context.ports is not None:
-        acquired = context.ports.acquire(even=even)
+        acquired = context.ports.acquire_pair() if reserve else context.ports.acquire(even=even)
         if acquired is None:
             context.stats.quota_rejections[Quota.PORTS] += 1
             reply = responses.error(
@@ -138,13 +175,16 @@ def allocate(
             )  # fmt: skip
             return context.reply(request, five_tuple, now, reply)
         port = acquired
-    lifetime_attr = request.get(Lifetime)
-    lifetime = context.config.allocate_lifetime(
-        None if lifetime_attr is None else lifetime_attr.value
-    )
-    lifetime = auth.capped(lifetime)  # no longer than the credential lives (issue 15)
-    table.hold(five_tuple, PendingAllocate(request, auth, lifetime, family, port))
-    return [OpenRelay(five_tuple, pending_host(context.config, family), port)]
+    pending = PendingAllocate(request, auth, lifetime, family, port, even=even, reserve=reserve)
+    table.hold(five_tuple, pending)
+    return [_open(context, five_tuple, pending)]
+
+
+def _open(context: RequestContext, five_tuple: FiveTuple, pending: PendingAllocate) -> OpenRelay:
+    host = pending_host(context.config, pending.family)
+    return OpenRelay(
+        five_tuple, host, pending.port, even=pending.even, reserve_next=pending.reserve
+    )  # fmt: skip
 
 
 def _state_failure(
@@ -154,14 +194,21 @@ def _state_failure(
     auth: Authenticated,
     draining: bool,
     redirect: Alternate | None,
+    reservation: Reservation | None,
 ) -> tuple[ErrorCode, str] | None:
-    """The first check of RFC 8656 §7.2 that fails, as (code, reason)."""
+    """The first check of RFC 8656 §7.2 that fails, as (code, reason).
+
+    Quotas count slots (`AllocationTable`): an R=1 Allocate needs two; one redeeming
+    `reservation` needs none beyond the reservation's, which it takes over.
+    """
     table, config, stats = context.table, context.config, context.stats
     if five_tuple in table.allocations or five_tuple in table.pending:
         return ErrorCode.ALLOCATION_MISMATCH, "Allocation already exists"  # step 2
-    failure = unsatisfiable(request, config)  # steps 3, 5, 6, 7
+    failure = unsatisfiable(request, config)  # steps 3, 5, 7
     if failure is not None:
         return failure
+    if request.get(ReservationToken) is not None and reservation is None:
+        return ErrorCode.INSUFFICIENT_CAPACITY, "No such reservation"  # step 5
     failure = mobility.refusal(request, five_tuple.transport, context.mobility is not None)
     if failure is not None:
         return failure  # RFC 8016 §3.1.2: 400 or 405
@@ -171,17 +218,24 @@ def _state_failure(
         return ErrorCode.INSUFFICIENT_CAPACITY, "Server is draining"
     if redirect is not None:
         return ErrorCode.TRY_ALTERNATE, "Server is busy: try the alternate"  # overflow
-    quota = config.user_quota
+    even_port = request.get(EvenPort)
+    slots = 2 if even_port is not None and even_port.reserve_next else 1
+    client = five_tuple.client
     identity = auth.credential.identity
-    if quota and table.identity_count(identity) + table.remote_count(identity) >= quota:
+    # The reservation's own slot, counted for its reserving identity and source.
+    mine = reservation is not None and reservation.identity == identity
+    ours = reservation is not None and reservation.source == source_of(client)
+    quota = config.user_quota
+    held = table.identity_count(identity) + table.remote_count(identity) - mine
+    if quota and held + slots > quota:
         stats.quota_rejections[Quota.USER] += 1
         return ErrorCode.ALLOCATION_QUOTA_REACHED, "Allocation Quota Reached"  # step 8
-    if config.total_quota and table.count >= config.total_quota:
+    total = table.slots - (reservation is not None)
+    if config.total_quota and total + slots > config.total_quota:
         stats.quota_rejections[Quota.TOTAL] += 1
         return ErrorCode.INSUFFICIENT_CAPACITY, "Server at capacity"
-    client = five_tuple.client
     per_source = config.allocations_per_source
-    if per_source and table.source_count(client) >= per_source:
+    if per_source and table.source_count(client) - ours + slots > per_source:
         stats.quota_rejections[Quota.SOURCE] += 1
         return ErrorCode.ALLOCATION_QUOTA_REACHED, "Allocation Quota Reached for this address"
     pending = config.pending_per_source
@@ -198,14 +252,22 @@ def pending_host(config: TurnConfig, family: AddressFamily) -> str:
 
 
 def relay_opened(
-    context: RequestContext, five_tuple: FiveTuple, relayed: Address, now: float, runtime: object
+    context: RequestContext,
+    five_tuple: FiveTuple,
+    relayed: Address,
+    now: float,
+    runtime: object,
+    reserved: Address | None = None,
 ) -> list[Action]:
-    """The pending Allocate's port is bound: create the allocation, answer success."""
+    """The pending Allocate's port is bound: create the allocation, answer success.
+
+    `reserved`: the held socket's address when the Allocate reserves the next port.
+    """
     # Taken, not dropped: the allocation inherits the quota slots and the port.
     pending = context.table.take_pending(five_tuple)
     if pending is None:
         # The connection closed (or shutdown began) while the port was being bound.
-        return [CloseRelay(relayed)]
+        return [CloseRelay(relayed), *([] if reserved is None else [CloseRelay(reserved)])]
     auth = pending.auth
     config = context.config
     external = config.external_host_v6 if is_ipv6(relayed[0]) else config.external_host
@@ -223,6 +285,8 @@ def relay_opened(
         Lifetime(pending.lifetime),
         XorMappedAddress(unmap_ipv4(host), port),
     )
+    if pending.reserve:
+        attributes += _reserve(context, five_tuple, auth.credential.identity, reserved, now)
     if context.mobility is not None and mobility.wants_mobility(pending.request):
         ticket = context.mobility.enrol(allocation)  # RFC 8016 §3.1.2
         attributes += () if ticket is None else (ticket,)
@@ -233,20 +297,61 @@ def relay_opened(
     ]
 
 
+def _reserve(
+    context: RequestContext,
+    five_tuple: FiveTuple,
+    identity: str,
+    reserved: Address | None,
+    now: float,
+) -> tuple[Attribute, ...]:
+    """The reservation of an R=1 Allocate (§7.2): its token for the success response."""
+    table = context.table
+    if reserved is None:  # the runtime made none (it must bind both or neither)
+        table.drop_slot(identity, five_tuple.client)
+        return ()
+    token = table.new_token()
+    reservation = Reservation(
+        token, reserved, identity, source_of(five_tuple.client), now + RESERVATION_SECONDS
+    )  # fmt: skip
+    table.add_reservation(reservation)
+    context.timers.schedule(reservation.expires_at, TimerKind.RESERVATION, reservation)
+    return (ReservationToken(token),)
+
+
+def reservation_expired(context: RequestContext, reservation: Reservation) -> list[Action]:
+    """A reservation's 30 s ran out unredeemed: close its held socket, free its port."""
+    if context.table.end_reservation(reservation):
+        return [CloseRelay(reservation.relayed)]
+    return []  # redeemed meanwhile (its timer was cancelled then)
+
+
+def end_reservations(context: RequestContext) -> list[Action]:
+    """End every reservation now (the server shuts down)."""
+    actions: list[Action] = []
+    for reservation in list(context.table.reservations.values()):
+        context.timers.cancel(reservation)
+        actions += reservation_expired(context, reservation)
+    return actions
+
+
 def relay_failed(context: RequestContext, five_tuple: FiveTuple, now: float) -> list[Action]:
-    """The pending Allocate's port could not be bound: try another, or answer 508."""
+    """The pending Allocate's port could not be bound: try another, or answer 508.
+
+    A redeemed reservation's port is the only one it may have: 508 at once.
+    """
     pending = context.table.pending.get(five_tuple)
     if pending is None:
         return []  # the connection closed (or shutdown began) meanwhile
     ports = context.ports
-    if ports is not None and pending.attempts < _MAX_BIND_ATTEMPTS:
-        ports.release(pending.port)
-        port = ports.acquire(even=pending.request.get(EvenPort) is not None)
+    retry = pending.redeems is None and pending.attempts < _MAX_BIND_ATTEMPTS
+    if ports is not None and retry:
+        context.table.release_ports(pending)
+        port = ports.acquire_pair() if pending.reserve else ports.acquire(even=pending.even)
         if port is not None:
             pending.port = port
             pending.attempts += 1
-            return [OpenRelay(five_tuple, pending_host(context.config, pending.family), port)]
-    context.table.drop_pending(five_tuple)
+            return [_open(context, five_tuple, pending)]
+    context.table.drop_pending(five_tuple)  # (releasing a port twice is a no-op)
     reply = responses.error(
         pending.request, ErrorCode.INSUFFICIENT_CAPACITY, context.software,
         pending.auth.credential.key, reason="Could not bind a relay port",

@@ -13,18 +13,24 @@ Owns the server's bookkeeping of allocations (RFC 8656 §5, §7.2 step 8 quotas)
   bounds (`TurnConfig.allocations_per_source`, `pending_per_source`; issue 15);
 - `remote`: what the fleet says each identity holds on other nodes (the runtime fills it
   from Redis, `trelay.fleet.quotas`; at most `MAX_REMOTE_IDENTITIES` identities), which
-  the user quota adds to the local count.
+  the user quota adds to the local count;
+- `reservations`: token -> port reservation (RFC 8656 §7.2, `trelay.turn.reservations`).
+  A reservation is a quota slot like an allocation (its identity's, its source's, the
+  total's): an EVEN-PORT R=1 Allocate holds two slots while pending (`slots`), one goes
+  to its allocation and one to the reservation; redeeming a token hands the slot over.
 
 Invariants: the three maps always hold exactly the same allocations; an identity's
-count, and a source's, is its allocations plus its pending Allocates; a source's pending
-count is its pending Allocates; no count is kept at 0 (the maps hold live sources and
-identities only); a port is in use exactly while an allocation or a pending Allocate
+count, and a source's, is its allocations plus its pending Allocates' slots plus its
+reservations; a source's pending count is its pending Allocates; no count is kept at 0
+(the maps hold live sources and identities only); a port is in use exactly while an
+allocation, a pending Allocate (its port, and port+1 when it reserves) or a reservation
 holds it.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -35,6 +41,7 @@ from trelay.turn.addressing import Address, ClientTransport, FiveTuple, is_ipv6,
 from trelay.turn.allocation import Allocation
 from trelay.turn.auth import Authenticated
 from trelay.turn.port_pool import RelayPortPool
+from trelay.turn.reservations import TOKEN_BYTES, Reservation
 
 # The remote counts are a cache of the identities this server holds (the runtime asks
 # for no others); the bound keeps a runtime mistake from growing it without limit.
@@ -65,12 +72,21 @@ class PendingAllocate:
     family: AddressFamily
     port: int
     attempts: int = 1
+    even: bool = False  # EVEN-PORT (§14.6)
+    reserve: bool = False  # its R bit: port+1 is reserved too (a second quota slot)
+    # The reservation whose token this Allocate redeems (§7.2 step 5): its port, no other.
+    redeems: Reservation | None = None
+
+    @property
+    def slots(self) -> int:
+        """Quota slots held: one, two when it reserves the next port."""
+        return 2 if self.reserve else 1
 
 
 class AllocationTable:
     __slots__ = (
         "_client_tables", "_pending_per_source", "_per_identity", "_per_source", "_remote",
-        "allocations", "by_relayed", "pending", "ports",
+        "_reserving", "allocations", "by_relayed", "pending", "ports", "reservations",
     )  # fmt: skip
 
     def __init__(self, ports: RelayPortPool | None) -> None:
@@ -83,6 +99,8 @@ class AllocationTable:
         self._per_source: dict[str, int] = {}  # allocations, pending ones included
         self._pending_per_source: dict[str, int] = {}
         self._remote: dict[str, int] = {}
+        self.reservations: dict[bytes, Reservation] = {}
+        self._reserving = 0  # pending Allocates with the R bit (their second slot)
 
     def client_table(
         self, transport: ClientTransport, server: Address
@@ -92,8 +110,14 @@ class AllocationTable:
 
     @property
     def count(self) -> int:
-        """Allocations, pending ones included (the total quota counts both)."""
+        """Allocations, pending ones included."""
         return len(self.allocations) + len(self.pending)
+
+    @property
+    def slots(self) -> int:
+        """Quota slots in use (the total quota counts them): allocations, pending ones
+        (two for an R=1 Allocate) and reservations."""
+        return self.count + self._reserving + len(self.reservations)
 
     def identity_count(self, identity: str) -> int:
         return self._per_identity.get(identity, 0)
@@ -118,6 +142,7 @@ class AllocationTable:
             "sources": len(self._per_source),
             "pending_sources": len(self._pending_per_source),
             "remote_identities": len(self._remote),
+            "reservations": len(self.reservations),
         }
 
     def identity_counts(self) -> Mapping[str, int]:
@@ -139,33 +164,81 @@ class AllocationTable:
         self._remote = remote
 
     def hold(self, five_tuple: FiveTuple, pending: PendingAllocate) -> None:
-        """Record a pending Allocate: it holds a quota slot and its port from now on."""
+        """Record a pending Allocate: it holds its quota slots and its port (and port+1
+        when it reserves) from now on."""
         self.pending[five_tuple] = pending
-        identity = pending.auth.credential.identity
-        self._per_identity[identity] = self.identity_count(identity) + 1
+        slots = pending.slots
+        _add(self._per_identity, pending.auth.credential.identity, slots)
         source = source_of(five_tuple.client)
-        _add(self._per_source, source, 1)
+        _add(self._per_source, source, slots)
         _add(self._pending_per_source, source, 1)
+        self._reserving += slots - 1
 
     def take_pending(self, five_tuple: FiveTuple) -> PendingAllocate | None:
         """Take a pending Allocate to make its allocation: it keeps its quota slots (the
-        identity's and the source's) and its port; it is no longer pending."""
+        identity's and the source's) and its port; it is no longer pending. The slot of
+        its reservation, if it reserves, goes to `add_reservation` or `drop_slot`."""
         pending = self.pending.pop(five_tuple, None)
         if pending is not None:
             _add(self._pending_per_source, source_of(five_tuple.client), -1)
+            self._reserving -= pending.slots - 1
         return pending
 
     def drop_pending(self, five_tuple: FiveTuple) -> PendingAllocate | None:
-        """Forget a pending Allocate: its quota slot and its relay port are free again."""
+        """Forget a pending Allocate: its quota slots and its relay ports are free again."""
         pending = self.pending.pop(five_tuple, None)
         if pending is not None:
-            self._forget_identity(pending.auth.credential.identity)
+            slots = pending.slots
+            _add(self._per_identity, pending.auth.credential.identity, -slots)
             source = source_of(five_tuple.client)
-            _add(self._per_source, source, -1)
+            _add(self._per_source, source, -slots)
             _add(self._pending_per_source, source, -1)
-            if self.ports is not None:
-                self.ports.release(pending.port)
+            self._reserving -= slots - 1
+            self.release_ports(pending)
         return pending
+
+    def release_ports(self, pending: PendingAllocate) -> None:
+        """Give a pending Allocate's ports back to the pool (a failed bind, or its end)."""
+        if self.ports is not None:
+            self.ports.release(pending.port)
+            if pending.reserve:
+                self.ports.release(pending.port + 1)
+
+    def add_reservation(self, reservation: Reservation) -> None:
+        """The reserving Allocate's second slot (`take_pending`) goes to `reservation`."""
+        self.reservations[reservation.token] = reservation
+
+    def drop_slot(self, identity: str, client: Address) -> None:
+        """Free a slot `take_pending` left over (a reservation the runtime did not make)."""
+        _add(self._per_identity, identity, -1)
+        _add(self._per_source, source_of(client), -1)
+
+    def new_token(self) -> bytes:
+        """A RESERVATION-TOKEN no live reservation has: 8 bytes from `secrets` (§14.9;
+        unguessable, so only the client it was given to can redeem it)."""
+        while True:
+            token = secrets.token_bytes(TOKEN_BYTES)
+            if token not in self.reservations:
+                return token
+
+    def take_reservation(self, token: bytes) -> Reservation | None:
+        """Redeem a token: the reservation is gone and its slot with it (the redeeming
+        Allocate's `hold` takes one); its port stays in use (the Allocate holds it)."""
+        reservation = self.reservations.pop(token, None)
+        if reservation is not None:
+            _add(self._per_identity, reservation.identity, -1)
+            _add(self._per_source, reservation.source, -1)
+        return reservation
+
+    def end_reservation(self, reservation: Reservation) -> bool:
+        """A reservation expired (or the server stops): its slot and port are free.
+        False if it was redeemed or ended already."""
+        if self.reservations.get(reservation.token) is not reservation:
+            return False
+        self.take_reservation(reservation.token)
+        if self.ports is not None:
+            self.ports.release(reservation.relayed[1])
+        return True
 
     def add(self, allocation: Allocation) -> None:
         """A pending Allocate became `allocation` (its quota slot and port carry over)."""
@@ -192,17 +265,10 @@ class AllocationTable:
         del self.allocations[five_tuple]
         del self.by_relayed[allocation.relayed]
         del self.client_table(five_tuple.transport, five_tuple.server)[five_tuple.client]
-        self._forget_identity(allocation.identity)
+        _add(self._per_identity, allocation.identity, -1)
         _add(self._per_source, source_of(five_tuple.client), -1)
         if self.ports is not None:
             self.ports.release(allocation.relayed[1])
-
-    def _forget_identity(self, identity: str) -> None:
-        remaining = self._per_identity.get(identity, 0) - 1
-        if remaining > 0:
-            self._per_identity[identity] = remaining
-        else:
-            self._per_identity.pop(identity, None)
 
 
 def _add(counts: dict[str, int], key: str, delta: int) -> None:

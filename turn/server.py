@@ -475,15 +475,22 @@ class TurnServer:
     # --- Allocate (RFC 8656 §7.2, in `trelay.turn.allocate`) -----------------------------------
 
     def relay_opened(
-        self, five_tuple: FiveTuple, relayed: Address, now: float, *, runtime: object = None
+        self,
+        five_tuple: FiveTuple,
+        relayed: Address,
+        now: float,
+        *,
+        runtime: object = None,
+        reserved: Address | None = None,
     ) -> list[Action]:
         """The runtime bound the relay socket of a pending Allocate at `relayed`.
 
         `runtime`: the runtime's record of the allocation, kept as `Allocation.runtime`.
+        `reserved`: the port+1 socket it holds for an EVEN-PORT R=1 Allocate (§7.2).
         """
         pending = self._table.pending.get(five_tuple)
         tcp = pending is not None and wants_tcp(pending.request)
-        actions = allocate.relay_opened(self._context, five_tuple, relayed, now, runtime)
+        actions = allocate.relay_opened(self._context, five_tuple, relayed, now, runtime, reserved)
         allocation = self.allocations.get(five_tuple)
         if tcp and allocation is not None and allocation.relayed == relayed:
             self.tcp.add(allocation)  # RFC 6062 §5.1: peers may connect from now on
@@ -611,6 +618,9 @@ class TurnServer:
         self.responses.expire(now)
         timers = self._timers
         for kind, allocation, key in timers.pop_due(now):
+            if not isinstance(allocation, Allocation):  # a port reservation's 30 s (§7.2)
+                actions += allocate.reservation_expired(self._context, allocation)
+                continue
             if self.allocations.get(allocation.five_tuple) is not allocation:
                 continue  # already ended
             # One entry per thing (`TimerQueue`): what was extended since is scheduled
@@ -715,7 +725,7 @@ class TurnServer:
             actions += self._send(five_tuple, reply)  # a retransmission meets 508 too
         for allocation in list(self.allocations.values()):
             actions += self._end(allocation, EndReason.SHUTDOWN)
-        return actions
+        return actions + allocate.end_reservations(self._context)
 
     # --- live changes (a reload, `trelay.node.live_settings`) ---------------------------
     # None of them ends an allocation: a reload loses no call.

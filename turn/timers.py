@@ -1,7 +1,9 @@
-"""The TURN core's timer queue: when allocations, permissions and channels run out.
+"""The TURN core's timer queue: when allocations, permissions, channels and port
+reservations run out.
 
-Owns the ordering of expiries (RFC 8656 §7 allocations, §9 permissions, §12 channels) as
-data: a heap of (deadline, sequence, kind, allocation, key).
+Owns the ordering of expiries (RFC 8656 §7 allocations, §9 permissions, §12 channels,
+§7.2 the 30 s of a port reservation) as data: a heap of (deadline, sequence, kind,
+owner, key), the owner an allocation or a reservation (`trelay.turn.reservations`).
 
 Each timed thing (an allocation, one of its permissions, one of its channels) has at most
 one live entry, recorded per allocation (`_live`), so the queue grows with live state and
@@ -25,19 +27,25 @@ from collections.abc import Iterator
 from enum import Enum
 
 from trelay.turn.allocation import Allocation
+from trelay.turn.reservations import Reservation
 
 
 class TimerKind(Enum):
     ALLOCATION = 0
     PERMISSION = 1  # key: the peer IP
     CHANNEL = 2  # key: the channel number
+    RESERVATION = 3  # owner: a Reservation, key None
+
+
+# What a timer entry belongs to; `cancel` forgets all of one owner's entries.
+Owner = Allocation | Reservation
 
 
 # Stale entries tolerated beyond the live ones before the heap is rebuilt: keeps a small
 # queue from being rebuilt at every other schedule.
 _SLACK = 64
 
-_Entry = tuple[float, int, TimerKind, Allocation, object]
+_Entry = tuple[float, int, TimerKind, Owner, object]
 
 
 class TimerQueue:
@@ -45,13 +53,13 @@ class TimerQueue:
 
     def __init__(self) -> None:
         self._heap: list[_Entry] = []
-        # allocation -> (kind, key) -> (deadline, sequence) of its one live heap entry.
-        self._live: dict[Allocation, dict[tuple[TimerKind, object], tuple[float, int]]] = {}
+        # owner -> (kind, key) -> (deadline, sequence) of its one live heap entry.
+        self._live: dict[Owner, dict[tuple[TimerKind, object], tuple[float, int]]] = {}
         self._live_count = 0
         self._sequence = 0  # ties on the deadline keep their scheduling order
 
     def schedule(
-        self, deadline: float, kind: TimerKind, allocation: Allocation, key: object = None
+        self, deadline: float, kind: TimerKind, allocation: Owner, key: object = None
     ) -> None:
         """Make sure an entry for (`allocation`, `kind`, `key`) comes due by `deadline`."""
         timers = self._live.setdefault(allocation, {})
@@ -66,8 +74,9 @@ class TimerQueue:
         if len(self._heap) > 2 * self._live_count + _SLACK:
             self._compact()
 
-    def cancel(self, allocation: Allocation) -> None:
-        """Forget every entry of `allocation` (it ended): none of them comes due."""
+    def cancel(self, allocation: Owner) -> None:
+        """Forget every entry of `allocation` (it ended, or the reservation was
+        redeemed): none of them comes due."""
         timers = self._live.pop(allocation, None)
         if timers is not None:
             self._live_count -= len(timers)
@@ -75,7 +84,7 @@ class TimerQueue:
     def next_deadline(self) -> float | None:
         return self._heap[0][0] if self._heap else None
 
-    def pop_due(self, now: float) -> Iterator[tuple[TimerKind, Allocation, object]]:
+    def pop_due(self, now: float) -> Iterator[tuple[TimerKind, Owner, object]]:
         """Every live entry due at `now`, earliest first. What it names may have been
         extended since it was scheduled, or removed: the caller checks and schedules
         again what lives on."""

@@ -169,8 +169,14 @@ class Client:
             if isinstance(action, OpenRelay) and not self.auto_open:
                 self.opens.append(action)
             elif isinstance(action, OpenRelay):
-                relayed = (action.host, action.port or self.relay_port)
-                out += self.server.relay_opened(self.five_tuple, relayed, self.now)
+                port = action.port or self.relay_port
+                port += (action.even or action.reserve_next) and port % 2  # EVEN-PORT
+                relayed = (action.host, port)
+                # The R bit: the runtime holds port+1 too (RFC 8656 §7.2).
+                reserved = (action.host, port + 1) if action.reserve_next else None
+                out += self.server.relay_opened(
+                    self.five_tuple, relayed, self.now, reserved=reserved
+                )
         return out
 
     def send(self, message: Message, sign: bool = True) -> Message | None:

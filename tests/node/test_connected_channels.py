@@ -15,7 +15,8 @@ import trio.testing
 
 from tests.helpers.turn_client import peer, port_is_free, start_node, udp_client
 from trelay.node.data_path import RelaySenders
-from trelay.node.turn_node import MAX_CONNECTED_CHANNELS, bind_relay_socket
+from trelay.node.relay_ports import bind_relay_socket
+from trelay.node.turn_node import MAX_CONNECTED_CHANNELS
 from trelay.turn.config import TurnConfig
 
 REALM = "interop.test"

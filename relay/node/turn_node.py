@@ -3,21 +3,17 @@
 Owns everything between the pure core and the kernel for TURN (RFC 8656):
 
 - executing the core's actions: replies to clients (UDP sockets or stream
-  connections), datagrams to peers, binding and closing relay sockets; a reply on
-  another 5-tuple than its request's (RFC 5780's CHANGE-REQUEST and RESPONSE-PORT,
-  `trelay.turn.nat_discovery`) leaves from the UDP listener socket its `server` names;
+  connections), datagrams to peers, binding and closing relay sockets;
 - one relay socket per allocation, read by a task in the allocation's own cancel scope,
-  so ending an allocation closes its socket at once (design §4); bound as the core asks
-  (`trelay.node.relay_ports`: even ports for EVEN-PORT with or without a port range);
-- port reservations (RFC 8656 §7.2, EVEN-PORT R=1): the port+1 socket, held bound and
-  unread until the core redeems it (`OpenRelay.reserved`: it becomes that Allocate's
-  relay socket) or closes it (`CloseRelay` when its 30 s run out);
+  so ending an allocation closes its socket at once (design §4);
 - a relay socket that cannot be made for lack of descriptors (EMFILE/ENFILE) is
   reported to the core like any bind failure (it answers 508) and counted and logged
   at a bounded rate by the node's `exhaustion` (`trelay.node.exhaustion`), which the
   TCP/TLS accept loops share;
 - the data path both ways (its batch readers are in `trelay.node.data_path`), with no
   checkpoint, log line or action object per packet;
+- TCP allocations (RFC 6062): their listening relay sockets, peer connections and
+  splices with client data connections (`tcp_relays`, `trelay.node.tcp_relay`);
 - mobility (RFC 8016): when the core moves an allocation to its client's new 5-tuple
   (`AllocationMoved`), the relay's readers are rebuilt to deliver there;
 - the timer task that sleeps until the core's next deadline;
@@ -55,6 +51,7 @@ from trelay.node.data_path import (
     PeerBuffer,
     PeerReader,
     RelaySenders,
+    Route,
     Stalled,
     TransportCounters,
 )
@@ -62,12 +59,15 @@ from trelay.node.datagram_batch import (
     BATCH_SIZE,
     DatagramBatch,
     UdpListenerStats,
+    enlarge_receive_buffer,
     kernel_drops,
 )
 from trelay.node.exhaustion import CHANNEL_SOCKET, EXHAUSTION_ERRNOS, RELAY_SOCKET, Exhaustion
-from trelay.node.relay_ports import bind_relay, bind_relay_socket
+from trelay.node.frontend import Handover
+from trelay.node.gso import SegmentingSocket
 from trelay.node.sessions import Session, Traffic
 from trelay.node.stream_listener import HandshakeFailures
+from trelay.node.tcp_relay import TcpRelays
 from trelay.node.usage import UsageRecorder
 from trelay.stun.message import decode_message_type
 from trelay.turn.actions import (
@@ -75,10 +75,13 @@ from trelay.turn.actions import (
     AllocationCreated,
     AllocationEnded,
     AllocationMoved,
+    ClosePeerConnection,
     CloseRelay,
+    ConnectPeer,
     OpenRelay,
     SendToClient,
     SendToPeer,
+    SpliceConnections,
 )
 from trelay.turn.addressing import Address, ClientTransport, FiveTuple
 from trelay.turn.allocation import Allocation
@@ -87,6 +90,8 @@ from trelay.turn.stats import Drop
 
 log = logging.getLogger(__name__)
 
+# Relay sockets: enough for bursts from peers, times many allocations (a cap, not a cost).
+RELAY_RECEIVE_BUFFER = 1024 * 1024
 # Connected sockets per allocation, one per channel in use (most calls need one or two).
 MAX_CONNECTED_CHANNELS = 8
 # Linux: (level, option, DF on, the default) per family. IPv4 has no IP_MTU_DISCOVER in
@@ -127,6 +132,10 @@ class _Relay:
     connected: list[socket.socket] = field(default_factory=list)
     # Each socket's reader, in a box the moved client's handler refills (RFC 8016).
     readers: list[tuple[socket.socket, list[PeerReader]]] = field(default_factory=list)
+    # GSO sends (`trelay.node.gso`): the relay socket's, and the UDP listener's towards
+    # the client (None for a TCP/TLS client).
+    out: SegmentingSocket | None = None
+    client_out: SegmentingSocket | None = None
 
     def kernel_drops(self) -> int:
         """What the kernel dropped for this relay's sockets (`kernel_drops`)."""
@@ -163,8 +172,33 @@ class StreamConnection:
     def keeps_alive(self) -> bool:
         return self.five_tuple in self.node.server.allocations
 
+    def handover(self) -> Handover | None:
+        """Set once a ConnectionBind spliced this connection (RFC 6062 §5.4)."""
+        return self.node.tcp_relays.handover_for(self.five_tuple)
+
     def close(self) -> None:
         self.node.stream_closed(self)
+
+
+def bind_relay_socket(host: str, port: int) -> socket.socket:
+    """A non-blocking UDP relay socket bound to host:port (0: a free port); OSError if not.
+
+    SO_REUSEADDR is set after the bind: channel sockets connected to one peer may then
+    share the relayed address (`TurnNode.connect_channel`), while this bind, port 0
+    included, still gets a port no other socket holds (Linux lets two sockets that both
+    had SO_REUSEADDR when the second bound share a port, and picks such ports for port 0).
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.setblocking(False)
+        enlarge_receive_buffer(sock, RELAY_RECEIVE_BUFFER)
+        sock.bind((host, port))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 @dataclass
@@ -174,6 +208,8 @@ class TurnNode:
     counters: DataPathCounters = field(default_factory=DataPathCounters)
     peer_buffer: PeerBuffer = field(default_factory=PeerBuffer)
     udp_sockets: dict[Address, socket.socket] = field(default_factory=dict)
+    # Each UDP listener's GSO sends to its clients (`trelay.node.gso`).
+    udp_outs: dict[Address, SegmentingSocket] = field(default_factory=dict)
     streams: dict[FiveTuple, StreamConnection] = field(default_factory=dict)
     # Failed TLS handshakes on the node's TLS listeners (counted and logged there).
     tls_handshake_failures: HandshakeFailures = field(default_factory=HandshakeFailures)
@@ -183,8 +219,7 @@ class TurnNode:
     # Usage records (`trelay.node.usage`): metered from relay open to CloseRelay.
     usage: UsageRecorder = field(default_factory=UsageRecorder)
     _relays: dict[Address, _Relay] = field(default_factory=dict)
-    # Port reservations (EVEN-PORT R=1): held, unread, until redeemed or closed.
-    _reserved: dict[Address, socket.socket] = field(default_factory=dict)
+    _tcp_relays: TcpRelays | None = None
     # Kernel drops (`kernel_drops`): of relay sockets already closed, and what each UDP
     # listener's socket had dropped when this node took it (a worker's is inherited:
     # its predecessor's drops are counted already).
@@ -195,6 +230,16 @@ class TurnNode:
     _drain_scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     _ended_now: bool = False
 
+    @property
+    def tcp_relays(self) -> TcpRelays:
+        """The TCP allocations' sockets (RFC 6062, `trelay.node.tcp_relay`)."""
+        if self._tcp_relays is None:
+            self._tcp_relays = TcpRelays(
+                self.server, self.nursery, self._execute, self.counters, self.exhaustion,
+                self.usage,
+            )  # fmt: skip
+        return self._tcp_relays
+
     # --- clients over UDP ---------------------------------------------------------------
 
     def udp_listener(
@@ -202,6 +247,7 @@ class TurnNode:
     ) -> DatagramBatch:
         """The batch reader of the UDP listener bound at `server_address`."""
         self.udp_sockets[server_address] = sock
+        self.udp_outs[server_address] = SegmentingSocket(sock, self.counters.gso)
         self._listener_drops_before[server_address] = kernel_drops(sock)
         table = self.server.client_table(ClientTransport.UDP, server_address)
         return ClientReader(sock, server_address, stats, table, self.counters, self).batch
@@ -287,11 +333,11 @@ class TurnNode:
                 self._send_to_client(action.five_tuple, action.data)
             elif isinstance(action, OpenRelay):
                 self._open_relay(action)
+            elif isinstance(action, ConnectPeer | SpliceConnections | ClosePeerConnection):
+                self.tcp_relays.run(action)  # RFC 6062
             elif isinstance(action, CloseRelay):
+                self.tcp_relays.close_listener(action.relayed)  # a TCP allocation's, if any
                 relay = self._relays.pop(action.relayed, None)
-                held = self._reserved.pop(action.relayed, None)
-                if held is not None:  # a reservation expired (or the server stopped)
-                    held.close()
                 if relay is not None:
                     self._closed_drops += relay.kernel_drops()  # one getsockopt each
                     # At once, not when the task unwinds: the port pool may hand the
@@ -371,15 +417,11 @@ class TurnNode:
             self._to_stream(connection, data)
 
     def _open_relay(self, action: OpenRelay) -> None:
-        held: socket.socket | None = None
+        if action.tcp:  # RFC 6062 §5.1: a listening socket (`trelay.node.tcp_relay`)
+            self.tcp_relays.open(action)
+            return
         try:
-            if action.reserved:  # a redeemed reservation: its held socket, else bind it
-                taken = self._reserved.pop((action.host, action.port), None)
-                sock = taken or bind_relay_socket(action.host, action.port)
-            else:
-                sock, held = bind_relay(
-                    action.host, action.port, even=action.even, reserve_next=action.reserve_next
-                )  # fmt: skip
+            sock = bind_relay_socket(action.host, action.port)
         except OSError as exc:
             if exc.errno in EXHAUSTION_ERRNOS:  # the core answers 508 (or tries a port more)
                 self.exhaustion.refused(RELAY_SOCKET, exc, trio.current_time())
@@ -390,20 +432,17 @@ class TurnNode:
         relayed = (bound[0], bound[1])
         counters = self.counters.by_transport[action.five_tuple.transport]
         relay = _Relay(sock, trio.CancelScope(), counters, RelaySenders(sock.sendto))
+        relay.out = SegmentingSocket(sock, self.counters.gso)
+        if action.five_tuple.transport is ClientTransport.UDP:
+            relay.client_out = self.udp_outs.get(action.five_tuple.server)
         self._relays[relayed] = relay
-        reserved: Address | None = None
-        if held is not None:
-            reserved = (relayed[0], held.getsockname()[1])
-            self._reserved[reserved] = held
         now = trio.current_time()
         self._execute(
-            self.server.relay_opened(
-                action.five_tuple, relayed, now, runtime=relay.senders, reserved=reserved
-            )
+            self.server.relay_opened(action.five_tuple, relayed, now, runtime=relay.senders)
         )
         relay.allocation = self.server.by_relayed.get(relayed)
         if relay.allocation is None:  # pragma: no cover - the core always creates it
-            self._relays.pop(relayed, None)
+            self._relays.pop(relayed)
             sock.close()
             return
         self.usage.opened(relay.allocation, relay.senders)
@@ -466,7 +505,7 @@ class TurnNode:
         assert allocation is not None and relay.deliver is not None
         return PeerReader(
             sock, allocation, relay.deliver, self.server.peer_datagram, self.counters,
-            relay.relayed, self.peer_buffer,
+            relay.relayed, self.peer_buffer, relay.client_out,
         )  # fmt: skip
 
     def _client_moved(self, action: AllocationMoved) -> None:
@@ -500,14 +539,16 @@ class TurnNode:
         using the relay socket.
         """
         relay = self._relays.get(allocation.relayed)
-        if relay is None or relay.nursery is None:
+        if relay is None or relay.nursery is None or relay.out is None:
             return
-        per_channel, transmit = relay.senders.per_channel, relay.senders.transmit
+        senders = relay.senders
+        per_channel, transmit = senders.per_channel, senders.transmit
 
         def unconnected(data: Buffer) -> int:
             return transmit(data, peer)
 
-        per_channel[channel] = (peer, unconnected)  # until connected, or for good
+        # Until connected, or for good: through the relay socket, addressed.
+        per_channel[channel] = Route(peer, unconnected, relay.out, peer, senders)
         if len(relay.connected) >= MAX_CONNECTED_CHANNELS:
             return
         try:
@@ -525,7 +566,8 @@ class TurnNode:
             sock.close()
             return
         relay.connected.append(sock)
-        per_channel[channel] = (peer, sock.send)
+        out = SegmentingSocket(sock, self.counters.gso)
+        per_channel[channel] = Route(peer, sock.send, out, None, senders)
         relay.nursery.start_soon(self._read_relay, relay, sock)
 
     def kernel_drops(self) -> int:

@@ -19,7 +19,7 @@ Invariants (each a `SettingsError` naming the key to edit, before anything binds
 `listen.udp[0]` must exist, be a specific address (it is told to clients in
 RESPONSE-ORIGIN and OTHER-ADDRESS: a wildcard is not an address to answer from) of the
 alternate host's family, other than it, with a fixed port other than the alternate one;
-and none of the three extra addresses may be listed in `listen.udp` already.
+and none of the three extra addresses may be listed in `listen.udp` or `listen.dtls`.
 """
 
 from __future__ import annotations
@@ -97,10 +97,13 @@ def _read_port(table: Table, name: str) -> int | None:
 
 
 def resolve_nat_discovery(
-    nat: NatDiscoverySettings, udp: tuple[ListenAddress, ...]
+    nat: NatDiscoverySettings,
+    udp: tuple[ListenAddress, ...],
+    dtls: tuple[ListenAddress, ...] = (),
 ) -> NatDiscoverySettings:
     """`nat` with its primary address, `udp[0]` (the UDP listen addresses in force, after
-    the flags); checks the sections against each other (module docstring)."""
+    the flags; `dtls`, the DTLS ones, share UDP's ports); checks the sections against
+    each other (module docstring)."""
     if not nat.enabled:
         return nat
     if not udp:
@@ -126,8 +129,9 @@ def resolve_nat_discovery(
         raise SettingsError(f"{SECTION}.alternate_port", problem)
     resolved = replace(nat, primary=primary)
     for address in resolved.extra_listen():
-        if address in udp:
-            index = udp.index(address)
-            problem = f"{address} (one of its addresses) is already listed as listen.udp[{index}]"
-            raise SettingsError(f"{SECTION}.alternate_port", problem)
+        for name, listed in (("udp", udp), ("dtls", dtls)):
+            if address in listed:
+                index = listed.index(address)
+                problem = f"{address} (one of its addresses) is already listen.{name}[{index}]"
+                raise SettingsError(f"{SECTION}.alternate_port", problem)
     return resolved

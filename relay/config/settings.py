@@ -291,7 +291,7 @@ def load_settings(config: Path | None = None, flags: Flags | None = None) -> Set
 def _with_nat_discovery(settings: Settings) -> Settings:
     """`[nat_discovery]` checked against the UDP listen addresses in force (after the
     flags), with its primary address and its three extra UDP addresses (`listen.nat`)."""
-    nat = resolve_nat_discovery(settings.nat_discovery, settings.listen.udp)
+    nat = resolve_nat_discovery(settings.nat_discovery, settings.listen.udp, settings.listen.dtls)
     listen = replace(settings.listen, nat=nat.extra_listen())
     return replace(settings, nat_discovery=nat, listen=listen)
 

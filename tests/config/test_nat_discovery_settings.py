@@ -106,7 +106,9 @@ def test_bad_values_name_their_key(tmp_path: Path, listen: str, section: str, ke
         ('udp = ["192.0.2.1:3478"]', ("192.0.2.2", 3478), "nat_discovery.alternate_port",
          "must differ"),
         ('udp = ["192.0.2.1:3478", "192.0.2.2:3479"]', ("192.0.2.2", 3479),
-         "nat_discovery.alternate_port", r"already listed as listen\.udp\[1\]"),
+         "nat_discovery.alternate_port", r"already listen\.udp\[1\]"),
+        ('udp = ["192.0.2.1:3478"]\ndtls = ["192.0.2.1:3479"]', ("192.0.2.2", 3479),
+         "nat_discovery.alternate_port", r"already listen\.dtls\[0\]"),
     ],
 )  # fmt: skip
 def test_combinations_it_cannot_serve_name_the_key_to_edit(

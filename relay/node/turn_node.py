@@ -3,9 +3,15 @@
 Owns everything between the pure core and the kernel for TURN (RFC 8656):
 
 - executing the core's actions: replies to clients (UDP sockets or stream
-  connections), datagrams to peers, binding and closing relay sockets;
+  connections), datagrams to peers, binding and closing relay sockets; a reply on
+  another 5-tuple than its request's (RFC 5780's CHANGE-REQUEST and RESPONSE-PORT,
+  `trelay.turn.nat_discovery`) leaves from the UDP listener socket its `server` names;
 - one relay socket per allocation, read by a task in the allocation's own cancel scope,
-  so ending an allocation closes its socket at once (design §4);
+  so ending an allocation closes its socket at once (design §4); bound as the core asks
+  (`trelay.node.relay_ports`: even ports for EVEN-PORT with or without a port range);
+- port reservations (RFC 8656 §7.2, EVEN-PORT R=1): the port+1 socket, held bound and
+  unread until the core redeems it (`OpenRelay.reserved`: it becomes that Allocate's
+  relay socket) or closes it (`CloseRelay` when its 30 s run out);
 - a relay socket that cannot be made for lack of descriptors (EMFILE/ENFILE) is
   reported to the core like any bind failure (it answers 508) and counted and logged
   at a bounded rate by the node's `exhaustion` (`trelay.node.exhaustion`), which the
@@ -59,12 +65,12 @@ from trelay.node.datagram_batch import (
     BATCH_SIZE,
     DatagramBatch,
     UdpListenerStats,
-    enlarge_receive_buffer,
     kernel_drops,
 )
 from trelay.node.exhaustion import CHANNEL_SOCKET, EXHAUSTION_ERRNOS, RELAY_SOCKET, Exhaustion
 from trelay.node.frontend import Handover
 from trelay.node.gso import SegmentingSocket
+from trelay.node.relay_ports import bind_relay, bind_relay_socket
 from trelay.node.sessions import Session, Traffic
 from trelay.node.stream_listener import HandshakeFailures
 from trelay.node.tcp_relay import TcpRelays
@@ -90,8 +96,6 @@ from trelay.turn.stats import Drop
 
 log = logging.getLogger(__name__)
 
-# Relay sockets: enough for bursts from peers, times many allocations (a cap, not a cost).
-RELAY_RECEIVE_BUFFER = 1024 * 1024
 # Connected sockets per allocation, one per channel in use (most calls need one or two).
 MAX_CONNECTED_CHANNELS = 8
 # Linux: (level, option, DF on, the default) per family. IPv4 has no IP_MTU_DISCOVER in
@@ -180,27 +184,6 @@ class StreamConnection:
         self.node.stream_closed(self)
 
 
-def bind_relay_socket(host: str, port: int) -> socket.socket:
-    """A non-blocking UDP relay socket bound to host:port (0: a free port); OSError if not.
-
-    SO_REUSEADDR is set after the bind: channel sockets connected to one peer may then
-    share the relayed address (`TurnNode.connect_channel`), while this bind, port 0
-    included, still gets a port no other socket holds (Linux lets two sockets that both
-    had SO_REUSEADDR when the second bound share a port, and picks such ports for port 0).
-    """
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_DGRAM)
-    try:
-        sock.setblocking(False)
-        enlarge_receive_buffer(sock, RELAY_RECEIVE_BUFFER)
-        sock.bind((host, port))
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    except OSError:
-        sock.close()
-        raise
-    return sock
-
-
 @dataclass
 class TurnNode:
     server: TurnServer
@@ -220,6 +203,8 @@ class TurnNode:
     usage: UsageRecorder = field(default_factory=UsageRecorder)
     _relays: dict[Address, _Relay] = field(default_factory=dict)
     _tcp_relays: TcpRelays | None = None
+    # Port reservations (EVEN-PORT R=1): held, unread, until redeemed or closed.
+    _reserved: dict[Address, socket.socket] = field(default_factory=dict)
     # Kernel drops (`kernel_drops`): of relay sockets already closed, and what each UDP
     # listener's socket had dropped when this node took it (a worker's is inherited:
     # its predecessor's drops are counted already).
@@ -338,6 +323,9 @@ class TurnNode:
             elif isinstance(action, CloseRelay):
                 self.tcp_relays.close_listener(action.relayed)  # a TCP allocation's, if any
                 relay = self._relays.pop(action.relayed, None)
+                held = self._reserved.pop(action.relayed, None)
+                if held is not None:  # a reservation expired (or the server stopped)
+                    held.close()
                 if relay is not None:
                     self._closed_drops += relay.kernel_drops()  # one getsockopt each
                     # At once, not when the task unwinds: the port pool may hand the
@@ -420,8 +408,15 @@ class TurnNode:
         if action.tcp:  # RFC 6062 §5.1: a listening socket (`trelay.node.tcp_relay`)
             self.tcp_relays.open(action)
             return
+        held: socket.socket | None = None
         try:
-            sock = bind_relay_socket(action.host, action.port)
+            if action.reserved:  # a redeemed reservation: its held socket, else bind it
+                taken = self._reserved.pop((action.host, action.port), None)
+                sock = taken or bind_relay_socket(action.host, action.port)
+            else:
+                sock, held = bind_relay(
+                    action.host, action.port, even=action.even, reserve_next=action.reserve_next
+                )  # fmt: skip
         except OSError as exc:
             if exc.errno in EXHAUSTION_ERRNOS:  # the core answers 508 (or tries a port more)
                 self.exhaustion.refused(RELAY_SOCKET, exc, trio.current_time())
@@ -436,13 +431,19 @@ class TurnNode:
         if action.five_tuple.transport is ClientTransport.UDP:
             relay.client_out = self.udp_outs.get(action.five_tuple.server)
         self._relays[relayed] = relay
+        reserved: Address | None = None
+        if held is not None:
+            reserved = (relayed[0], held.getsockname()[1])
+            self._reserved[reserved] = held
         now = trio.current_time()
         self._execute(
-            self.server.relay_opened(action.five_tuple, relayed, now, runtime=relay.senders)
+            self.server.relay_opened(
+                action.five_tuple, relayed, now, runtime=relay.senders, reserved=reserved
+            )
         )
         relay.allocation = self.server.by_relayed.get(relayed)
         if relay.allocation is None:  # pragma: no cover - the core always creates it
-            self._relays.pop(relayed)
+            self._relays.pop(relayed, None)
             sock.close()
             return
         self.usage.opened(relay.allocation, relay.senders)

@@ -13,10 +13,10 @@ Owns the choice of ALTERNATE-SERVER (RFC 8489 §10, §14.15) and ALTERNATE-DOMAI
 Rules (RFC 8489 §10): the alternate must be reachable over the transport and in the
 address family the request came in (an IPv4-mapped IPv6 client is an IPv4 client);
 the client keeps its transport, so an alternate is chosen per client transport. Over
-TLS the client checks the alternate's certificate against ALTERNATE-DOMAIN when the
-300 carries one, else against the domain it first asked for: a fleet alternate named
-by a host name in its URI carries it as its `domain`, and it is sent over TLS only
-(ALTERNATE-DOMAIN means nothing to a UDP or TCP client). The static drain alternate
+TLS and DTLS the client checks the alternate's certificate against ALTERNATE-DOMAIN when
+the 300 carries one, else against the domain it first asked for: a fleet alternate named
+by a host name in its URI carries it as its `domain`, and it is sent over TLS and DTLS
+only (ALTERNATE-DOMAIN means nothing to a UDP or TCP client). The static drain alternate
 has none (the operator's fleet then shares one certificate, as before).
 
 No alternate that fits: a draining server answers 508, an overloaded one serves the
@@ -32,6 +32,8 @@ from trelay.stun.attributes import AlternateDomain, Attribute
 from trelay.turn.addressing import Address, ClientTransport, FiveTuple, is_ipv6, unmap_ipv4
 
 ALL_TRANSPORTS = frozenset(ClientTransport)
+# Where the client checks a certificate, so ALTERNATE-DOMAIN means something.
+SECURE_TRANSPORTS = frozenset({ClientTransport.TLS, ClientTransport.DTLS})
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,9 +57,10 @@ class Alternate:
         return five_tuple.transport in self.transports and is_ipv6(self.address[0]) == client_v6
 
     def attributes(self, transport: ClientTransport) -> tuple[Attribute, ...]:
-        """ALTERNATE-SERVER, and ALTERNATE-DOMAIN over TLS when there is one."""
+        """ALTERNATE-SERVER, and ALTERNATE-DOMAIN over TLS or DTLS when there is one
+        (RFC 8489 §14.16: the domain the client checks the certificate against)."""
         server = AlternateServer(*self.address)
-        if transport is ClientTransport.TLS and self.domain is not None:
+        if transport in SECURE_TRANSPORTS and self.domain is not None:
             return (server, AlternateDomain(self.domain))
         return (server,)
 

@@ -17,14 +17,15 @@ The choice (`choose_alternates`):
   it to a far relay. A draining node, whose alternative is 508, takes a node of any
   region as a last resort, least loaded first;
 - from the candidates' `public_uris` (RFC 7064/7065: `turn:host[:port][?transport=udp|tcp]`,
-  `turns:host[:port][?transport=tcp]`, IPv6 literals in brackets; `stun:` and DTLS are
+  `turns:host[:port][?transport=tcp|udp]`, IPv6 literals in brackets; `stun:` is
   skipped), one alternate per client transport and address family, from the first
   candidate offering it. The client keeps its transport (RFC 8489 §10), so a UDP
-  client is sent to the candidate's UDP URI, a TLS client to its `turns:` one.
+  client is sent to the candidate's UDP URI, a TLS client to its `turns:` one, a DTLS
+  client to its `turns:...?transport=udp` one (RFC 7350).
 - a host name is resolved off the trio thread (`trio.socket.getaddrinfo`), bounded by
   `RESOLVE_TIMEOUT`, cached for `RESOLVE_CACHE_SECONDS` (at most `RESOLVE_CACHE_SIZE`
   names; a failure is cached too, so a bad name costs one lookup per period); its
-  `turns:` alternates carry the name as ALTERNATE-DOMAIN, so a TLS client checks the
+  `turns:` alternates carry the name as ALTERNATE-DOMAIN, so a TLS or DTLS client checks the
   alternate's certificate against it (RFC 8489 §14.16).
 
 Redis lost: the last choice stands for up to `ttl_seconds` after the last successful
@@ -88,7 +89,8 @@ class RelayUri:
 
 
 def parse_turn_uri(uri: str) -> RelayUri | None:
-    """RFC 7065 §3.1 `turnURI`, or None for STUN URIs, DTLS and what does not parse."""
+    """RFC 7065 §3.1 `turnURI` (RFC 7350 §4.3: `turns:` with transport=udp is DTLS), or
+    None for STUN URIs and what does not parse."""
     scheme, _, rest = uri.partition(":")
     if scheme not in DEFAULT_PORTS or not rest:
         return None
@@ -101,9 +103,10 @@ def parse_turn_uri(uri: str) -> RelayUri | None:
         ("turn", "udp"): ClientTransport.UDP,
         ("turn", "tcp"): ClientTransport.TCP,
         ("turns", "tcp"): ClientTransport.TLS,
+        ("turns", "udp"): ClientTransport.DTLS,
     }.get((scheme, transport_name))
     if transport is None:
-        return None  # turns:?transport=udp is DTLS: not served here
+        return None
     if authority.startswith("["):
         host, _, tail = authority[1:].partition("]")
         port_text = tail[1:] if tail.startswith(":") else ""

@@ -48,6 +48,7 @@ from trelay.turn.redirection import Alternate
 
 WAIT_EARLY = 20.0  # bounded waits, far below the 600 s beat of the early-publish test
 UDP, TCP, TLS = ClientTransport.UDP, ClientTransport.TCP, ClientTransport.TLS
+DTLS = ClientTransport.DTLS
 
 
 def code_of(reply: Message) -> int | None:
@@ -69,7 +70,7 @@ def code_of(reply: Message) -> int | None:
         ("turn:[2001:db8::1]:3479?transport=UDP", RelayUri(UDP, "2001:db8::1", 3479)),
         ("turn:[2001:db8::1]", RelayUri(UDP, "2001:db8::1", 3478)),
         ("stun:192.0.2.1:3478", None),
-        ("turns:192.0.2.1:5349?transport=udp", None),  # DTLS: not served
+        ("turns:192.0.2.1:5349?transport=udp", RelayUri(DTLS, "192.0.2.1", 5349)),  # RFC 7350
         ("turn:192.0.2.1:99999", None),
         ("turn:192.0.2.1:x", None),
         ("turn:", None),

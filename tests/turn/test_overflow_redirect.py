@@ -1,6 +1,6 @@
 """Overflow: a core told to redirect new Allocates (`TurnServer.redirect_new_allocations`)
 answers them 300 Try Alternate naming an alternate of the client's transport and address
-family (RFC 8489 §10, §14.15; RFC 8656 §6.2), with ALTERNATE-DOMAIN over TLS only
+family (RFC 8489 §10, §14.15; RFC 8656 §6.2), with ALTERNATE-DOMAIN over TLS and DTLS only
 (§14.16); a client no alternate fits is served (overflow is soft). While draining, a
 fleet alternate beats the static drain alternate, which stays the fallback; with
 neither, 508. Existing allocations, Refresh, permissions and channels are untouched.
@@ -18,7 +18,7 @@ from trelay.stun.attributes import AlternateDomain
 from trelay.stun.error_attributes import ErrorCodeAttribute
 from trelay.turn.addressing import ClientTransport, FiveTuple
 from trelay.turn.config import TurnConfig
-from trelay.turn.redirection import ALL_TRANSPORTS, Alternate, Redirection
+from trelay.turn.redirection import ALL_TRANSPORTS, SECURE_TRANSPORTS, Alternate, Redirection
 
 V4 = Alternate(("198.51.100.20", 3478), frozenset({ClientTransport.UDP, ClientTransport.TCP}))
 V6 = Alternate(("2001:db8::20", 3478), frozenset({ClientTransport.UDP, ClientTransport.TCP}))
@@ -195,5 +195,5 @@ def test_the_choice_fits_the_client_and_prefers_the_fleet(
         attributes = chosen.attributes(transport)
         assert attributes[0] == AlternateServer(*chosen.address)
         has_domain = any(isinstance(a, AlternateDomain) for a in attributes)
-        assert has_domain == (transport is ClientTransport.TLS and chosen.domain is not None)
+        assert has_domain == (transport in SECURE_TRANSPORTS and chosen.domain is not None)
     assert frozenset(ClientTransport) == ALL_TRANSPORTS

@@ -355,8 +355,8 @@ class PeerReader:
     frames of one size are a run, sent as one view with GSO through the listener's
     `SegmentingSocket` (`trelay.node.gso`) when a frame of another size, a Data
     indication (which keeps its place in the order), a full buffer or the end of the
-    batch ends it. To a TCP/TLS client each frame is padded and handed to `deliver`,
-    which copies it into the connection's outbox.
+    batch ends it. To any other client each frame is handed to `deliver`, which copies
+    it (a TCP/TLS connection's outbox, padded to 4 bytes first; a DTLS record).
 
     The buffer is the node's `PeerBuffer`, shared by every allocation: a batch never
     awaits, and what leaves it is sent (UDP) or copied (streams) before the batch ends,
@@ -380,7 +380,7 @@ class PeerReader:
         out: SegmentingSocket | None = None,
     ) -> None:
         """`out`: the UDP listener's socket to the client (runs go through it; `deliver`
-        is then its `sendto` to the client); None for a TCP/TLS client."""
+        is then its `sendto` to the client); None for any other client."""
         self.sock = sock
         self.allocation = allocation
         self.deliver = deliver
@@ -394,7 +394,7 @@ class PeerReader:
 
     def batch(self) -> int:
         if self.out is None:
-            return self._stream_batch()
+            return self._framed_batch()
         return self._datagram_batch()
 
     def _datagram_batch(self) -> int:  # noqa: PLR0915 - the hot path is inlined (design §4)
@@ -482,12 +482,13 @@ class PeerReader:
         assert self.out is not None
         return self.out.send_run([self.view[start:end]], frame, (end - start) // frame, self.client)
 
-    def _stream_batch(self) -> int:
+    def _framed_batch(self) -> int:
         peers = self.allocation.peers
         buffer, view, deliver = self.buffer, self.view, self.deliver
         receive_into = self.sock.recvfrom_into
         payload = self.view[4 : 4 + MAX_DATAGRAM]
         pack_into = _CHANNEL_HEADER.pack_into
+        pad = self.allocation.five_tuple.transport.is_stream
         is_pair = self.sock.family == socket.AF_INET
         delivered = delivered_bytes = no_permission = queue_full = send_failed = 0
         try:
@@ -505,7 +506,7 @@ class PeerReader:
                 if channel is not None:
                     pack_into(buffer, 0, channel, size)
                     end = 4 + size
-                    if size & 3:  # RFC 8656 §12.5: padded to 4 bytes over TCP/TLS
+                    if pad and size & 3:  # RFC 8656 §12.5: padded to 4 bytes over TCP/TLS
                         end += 4 - (size & 3)
                         buffer[4 + size : end] = _ZEROS[: end - 4 - size]
                     frame: Buffer = view[:end]

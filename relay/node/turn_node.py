@@ -527,6 +527,9 @@ class TurnNode:
         deliver = self._delivery(action.five_tuple)
         if deliver is not None:
             relay.deliver = deliver
+            relay.client_out = None  # GSO runs go through the new listener, if UDP
+            if action.five_tuple.transport is ClientTransport.UDP:
+                relay.client_out = self.udp_outs.get(action.five_tuple.server)
             for sock, holder in relay.readers:
                 holder[0] = self._peer_reader(relay, sock)
 

@@ -68,6 +68,7 @@ REPO = Path(__file__).resolve().parent.parent
 START = "<!-- relay-vs-coturn:start -->"
 END = "<!-- relay-vs-coturn:end -->"
 HEADING = "## Relay vs coturn: the load users run"
+NOFILE = 65536  # open files wanted for the servers (see raise_nofile)
 RTT_CAP_US = 200_000  # loadgen.c's HIST: its last histogram bucket holds all longer round trips
 _LINE_TIMEOUT = 15.0  # seconds for a helper process to print its next expected line
 
@@ -278,6 +279,7 @@ class LoadWindow:
     peer_received: int  # datagrams at the echo peer: relayed client -> peer
     peer_dropped: int  # the peer could not echo them (its send buffer was full)
     lost: int  # the whole run, after a drain: sent - received by the clients
+    run_sent: int  # the whole run (warm-up, window, drain)
     timeouts: int  # closed-loop flows restarted after hearing nothing for 250 ms
     rtt_p50: float  # µs
     rtt_p99: float
@@ -290,6 +292,10 @@ class LoadWindow:
 
     def per_cpu(self) -> float:
         return self.relayed / self.server_cpu if self.server_cpu > 0 else 0.0
+
+    def cpu_share(self) -> float:
+        """Server CPU seconds per second (1.00: one core)."""
+        return self.server_cpu / self.seconds
 
 
 def run_window(
@@ -332,6 +338,7 @@ def run_window(
         peer_received=peer1.received - peer0.received,
         peer_dropped=peer1.dropped - peer0.dropped,
         lost=done["lost"],
+        run_sent=done["sent"],
         timeouts=end["timeouts"],
         rtt_p50=end["rtt_p50"],
         rtt_p99=end["rtt_p99"],
@@ -496,12 +503,18 @@ def logs_on_failure(servers: list[Server]) -> Iterator[None]:
 
 
 def _coturn_files(log: Path) -> str:
-    """coturn's own statement of how many sockets it may open, from its log."""
+    """coturn's own statement of its socket limit and the sessions it allows, from its
+    log ("Max number of open files/sockets allowed for this process: N", "max supported
+    number of TURN Sessions possible is: M (approximately)")."""
+    found: list[str] = []
     with contextlib.suppress(OSError):
         for line in log.read_text(errors="replace").splitlines():
-            if "open files" in line.lower():
-                return line.split(":", 1)[-1].strip() if ":" in line else line.strip()
-    return "not logged"
+            lower = line.lower()
+            if "open files/sockets allowed" in lower or "max supported number" in lower:
+                found.append(line.split(":", 1)[-1].strip())
+    if len(found) < 2:
+        return "not logged"
+    return f"{found[0]} open files, so about {found[1].split()[0]} sessions"
 
 
 def _line(w: LoadWindow) -> str:
@@ -520,6 +533,17 @@ def median_window(windows: list[LoadWindow], mode: Mode) -> LoadWindow:
     if mode.rate:
         return sorted(windows, key=lambda w: w.server_cpu / w.seconds)[len(windows) // 2]
     return sorted(windows, key=LoadWindow.per_cpu)[len(windows) // 2]
+
+
+def _loss(windows: list[LoadWindow]) -> float:
+    """Datagrams lost over the runs, as a fraction of those sent."""
+    sent = sum(w.run_sent for w in windows)
+    return sum(w.lost for w in windows) / sent if sent else 0.0
+
+
+def _lost(windows: list[LoadWindow]) -> str:
+    lost = sum(w.lost for w in windows)
+    return f"{lost:,} ({_loss(windows):.1%})" if lost else "0"
 
 
 def _micros(value: float) -> str:
@@ -543,7 +567,7 @@ def tables(results: Results, names: list[str], modes: list[Mode]) -> str:
         best = {n: median_window(results.windows[(n, mode)], mode) for n in names}
         for name in names:
             w = best[name]
-            lost = sum(x.lost for x in results.windows[(name, mode)])
+            lost = _lost(results.windows[(name, mode)])
             lines.append(
                 f"| {mode.label} | {name} | {w.per_cpu():,.0f} | {w.server_cpu / w.seconds:.2f} "
                 f"| {w.relayed / w.seconds:,.0f} | {_micros(w.rtt_p50)} | {_micros(w.rtt_p99)} "
@@ -551,10 +575,20 @@ def tables(results: Results, names: list[str], modes: list[Mode]) -> str:
             )
         ours, theirs = best[trelay], best[coturn]
         if mode.rate:
-            ratios.append(
-                f"| {mode.label}: server CPU for the same load (lower is better) "
-                f"| {_ratio(ours.server_cpu / ours.seconds, theirs.server_cpu / theirs.seconds)} |"
-            )
+            shares = {n: best[n].cpu_share() for n in names}
+            losses = {n: _loss(results.windows[(n, mode)]) for n in names}
+            if max(losses.values()) < 0.01:
+                ratio = _ratio(shares[trelay], shares[coturn])
+                ratios.append(
+                    f"| {mode.label}: server CPU for the load (lower is better) | {ratio} |"
+                )
+            else:  # not the same load: what each relayed differs, so compare per datagram
+                ratio = _ratio(theirs.per_cpu(), ours.per_cpu())
+                lost = ", ".join(f"{n} lost {losses[n]:.0%}" for n in names)
+                ratios.append(
+                    f"| {mode.label}: server CPU per relayed datagram (lower is better; the "
+                    f"load was not sustained: {lost}) | {ratio} |"
+                )
         elif mode.name == "ping-pong":
             p50 = {
                 n: statistics.median(w.rtt_p50 for w in results.windows[(n, mode)]) for n in names
@@ -574,7 +608,7 @@ def tables(results: Results, names: list[str], modes: list[Mode]) -> str:
     lines += [
         "",
         "| server | allocations per server CPU-s | server CPU µs per allocation "
-        "| allocators' CPU | failed | RSS per allocation (10k held) |",
+        "| allocators' CPU | failed | RSS per allocation held |",
         "|---|--:|--:|--:|--:|--:|",
     ]
     rates: dict[str, float] = {}
@@ -631,14 +665,39 @@ def report(
             f"- coturn: {coturn_version()} (`turnserver`, Debian package, one relay thread); "
             f"its open-files limit: {results.coturn_files}",
             f"- Placement: {placement}",
-            f"- Priority: nice {os.getpriority(os.PRIO_PROCESS, 0)} for the servers, the load "
-            "generator, the echo peer and the allocators (other processes share the machine)",
             f"- Machine load average (1, 5, 15 min) before: {before}; after: {after}",
             f"- ulimit -n: {_nofile()}",
+            f"- Scheduler: {_autogroup()}",
             "",
             tables(results, names, modes),
         ]
     )
+
+
+def raise_nofile(wanted: int = NOFILE) -> None:
+    """Let the servers (which inherit it) hold `wanted` sockets: 10,000 allocations are
+    10,000 relay sockets, and coturn sizes its session table from this limit (it logs
+    "max supported number of TURN Sessions"). The hard limit rises only for root."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft >= wanted:
+        return
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, max(wanted, hard)))
+    except (ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def _autogroup() -> str:
+    try:
+        enabled = Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip() == "1"
+    except OSError:
+        return "unknown"
+    if enabled:
+        return (
+            "autogroup on (each session's processes share the CPUs as one group, so a "
+            "busy machine gives this run a share, whatever its nice value)"
+        )
+    return "autogroup off"
 
 
 def _nofile() -> str:
@@ -653,13 +712,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per window")
     parser.add_argument("--no-write", action="store_true", help="print only, keep README.md")
     parser.add_argument("--no-pin", action="store_true", help="let servers and load share all CPUs")
-    parser.add_argument(
-        "--nice",
-        type=int,
-        default=-5,
-        help="run the servers and the load at this nice value (default -5, needs root; "
-        "0 leaves it): on a shared machine, other processes then take less of their CPUs",
-    )
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--commit", default="HEAD", help="the trelay commit to measure (HEAD)")
     which.add_argument("--worktree", action="store_true", help="measure the checkout as it is")
@@ -677,8 +729,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.modes is None or m.name in args.modes.split(",")
     ]
     cpus = None if args.no_pin else split_cpus()
-    with contextlib.suppress(PermissionError):  # everything started from here inherits it
-        os.setpriority(os.PRIO_PROCESS, 0, args.nice)
+    raise_nofile()
     began = time.monotonic()
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="relay-vs-coturn-") as workdir:

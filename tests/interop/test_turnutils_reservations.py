@@ -1,0 +1,154 @@
+"""coturn's `turnutils_uclient` without `-c`: RTP/RTCP pairs through EVEN-PORT and
+RESERVATION-TOKEN (RFC 8656 §7.2, §14.6, §14.9) against a trelay node.
+
+Without `-c` uclient makes every session a pair: the RTP allocation asks for EVEN-PORT
+with the R bit, and the RTCP one, from another client port, presents the
+RESERVATION-TOKEN it got. Before trelay reserved ports it answered 508 "Port
+reservations not supported" and uclient gave up.
+
+Checked: uclient's own totals (every message of every RTP and RTCP session echoed by a
+`turnutils_peer`, nothing lost), and what the node saw (`ReservationRecorder`): each R=1
+Allocate got an even port and a token, each token's Allocate got exactly the reserved
+port+1, in the same number; both with the kernel choosing ports and with a range.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from tests.helpers.turn_relay import REALM, threaded_turn_node
+from tests.helpers.turnutils import PEER, UCLIENT, UclientRun, echo_peer, run_uclient
+from trelay.stun.address_attributes import XorRelayedAddress
+from trelay.stun.attributes import EvenPort, ReservationToken
+from trelay.stun.codes import MessageClass, Method
+from trelay.stun.error_attributes import ErrorCodeAttribute
+from trelay.stun.errors import StunDecodeError
+from trelay.stun.message import Message, decode_message, is_stun_header
+from trelay.turn.actions import Action, SendToClient
+from trelay.turn.addressing import Address, FiveTuple
+from trelay.turn.config import TurnConfig
+from trelay.turn.server import TurnServer
+
+pytestmark = [
+    pytest.mark.interop,
+    pytest.mark.skipif(
+        UCLIENT is None or PEER is None,
+        reason="coturn's turnutils_uclient and turnutils_peer are needed (apt-get install coturn)",
+    ),
+]
+
+MESSAGES = 50  # -n: messages per session
+LENGTH = 200  # -l: bytes per message
+PAIRS = 1  # -m: clients, each an RTP and an RTCP session (msz=2)
+
+
+@dataclass
+class ReservationRecorder:
+    """Wraps a live `TurnServer`'s `handle_message` and `relay_opened`: the Allocates
+    that reserved a port (relayed address, token) and those that redeemed a token
+    (token, relayed address or error code). A success comes out of `relay_opened`
+    (once the runtime bound the port), an error out of `handle_message`. Written on
+    the node's thread; read once it has stopped."""
+
+    reserved: list[tuple[Address, bytes]] = field(default_factory=list)
+    redeemed: list[tuple[bytes, Address | int]] = field(default_factory=list)
+    # Allocate requests by transaction id, until answered (at most a few per session).
+    _requests: dict[bytes, Message] = field(default_factory=dict)
+
+    def install(self, server: TurnServer, monkeypatch: pytest.MonkeyPatch) -> None:
+        handle_message, relay_opened = server.handle_message, server.relay_opened
+
+        def recording_message(data: bytes, five_tuple: FiveTuple, now: float) -> list[Action]:
+            request = _decoded(data)
+            if (
+                request is not None
+                and request.method == Method.ALLOCATE
+                and request.message_class is MessageClass.REQUEST
+            ):
+                self._requests[request.transaction_id] = request
+            return self._observe(handle_message(data, five_tuple, now))
+
+        def recording_opened(
+            five_tuple: FiveTuple, relayed: Address, now: float, **kwargs: Any
+        ) -> list[Action]:
+            return self._observe(relay_opened(five_tuple, relayed, now, **kwargs))
+
+        monkeypatch.setattr(server, "handle_message", recording_message)
+        monkeypatch.setattr(server, "relay_opened", recording_opened)
+
+    def _observe(self, actions: list[Action]) -> list[Action]:
+        for action in actions:
+            reply = _decoded(action.data) if isinstance(action, SendToClient) else None
+            request = None if reply is None else self._requests.pop(reply.transaction_id, None)
+            if reply is not None and request is not None:
+                self._record(request, reply)
+        return actions
+
+    def _record(self, request: Message, reply: Message) -> None:
+        relayed = reply.get(XorRelayedAddress)
+        address = None if relayed is None else (relayed.host, relayed.port)
+        even_port, token = request.get(EvenPort), request.get(ReservationToken)
+        given, code = reply.get(ReservationToken), _error_code(reply)
+        if code in (401, 438):
+            return  # the client answers the challenge with a new transaction
+        if even_port is not None and even_port.reserve_next and address and given:
+            self.reserved.append((address, given.value))
+        elif token is not None:
+            self.redeemed.append((token.value, address or code or 0))
+
+
+def _decoded(data: bytes) -> Message | None:
+    if not is_stun_header(data):
+        return None
+    try:
+        return decode_message(data)
+    except StunDecodeError:
+        return None
+
+
+def _error_code(reply: Message) -> int | None:
+    attribute = reply.get(ErrorCodeAttribute)
+    return None if attribute is None else attribute.code
+
+
+def relay_pairs(
+    monkeypatch: pytest.MonkeyPatch, config: TurnConfig | None
+) -> tuple[UclientRun, ReservationRecorder]:
+    recorder = ReservationRecorder()
+    flags = ["-n", str(MESSAGES), "-l", str(LENGTH), "-m", str(PAIRS)]  # no -c: RTCP too
+    with echo_peer() as peer, threaded_turn_node(config) as running:
+        recorder.install(running.node.server, monkeypatch)
+        run = run_uclient(running.udp, *flags, "-e", peer[0], "-r", str(peer[1]))
+    return run, recorder
+
+
+@pytest.mark.parametrize(
+    "config",
+    [None, TurnConfig(realm=REALM, relay_host="127.0.0.1", port_range=(50000, 50999))],
+    ids=["kernel-ports", "port-range"],
+)
+def test_uclient_rtp_rtcp_pairs_through_reservations(
+    monkeypatch: pytest.MonkeyPatch, config: TurnConfig | None
+) -> None:
+    run, recorder = relay_pairs(monkeypatch, config)
+    report = (
+        f"uclient exit {run.returncode}\n{run.output[-3000:]}\n"
+        f"reserved {recorder.reserved}\nredeemed {recorder.redeemed}"
+    )
+    summary = run.summary
+    assert run.returncode == 0, report
+    assert summary is not None, report
+    sessions = 2 * PAIRS  # each pair an RTP and an RTCP session
+    assert summary.sent_messages == MESSAGES * sessions, report
+    assert summary.received_messages == summary.sent_messages, report
+    assert summary.received_bytes == summary.sent_bytes == summary.sent_messages * LENGTH, report
+    assert summary.lost_packets == 0 and summary.send_dropped == 0, report
+    # The node's view: each pair went through a reservation.
+    assert len(recorder.reserved) >= PAIRS, report
+    assert all(port % 2 == 0 for (_, port), _ in recorder.reserved), report
+    next_port: dict[bytes, Address] = {t: (h, p + 1) for (h, p), t in recorder.reserved}
+    assert len(recorder.redeemed) >= PAIRS, report
+    assert all(next_port[token] == got for token, got in recorder.redeemed), report

@@ -797,7 +797,7 @@ LIVE_CONFIG_FIELDS = frozenset(
      "user_quota", "total_quota", "strict_expiry", "permissions_per_allocation",
      "channels_per_allocation", "peers_per_request", "allocations_per_source",
      "pending_per_source", "unauthenticated_rate", "unauthenticated_burst",
-     "reflection_rate", "reflection_burst")
+     "reflection_rate", "reflection_burst", "peer_connections_per_allocation")
 )  # fmt: skip
 
 

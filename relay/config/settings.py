@@ -40,6 +40,7 @@ TOML file, so an error's key is the dotted path a user would edit:
     peers_per_request = 32         # XOR-PEER-ADDRESSes in one CreatePermission (508)
     allocations_per_source = 1000  # allocations from one IPv4 address or IPv6 /64 (486)
     pending_per_source = 64        # Allocates from one source still binding a port (508)
+    peer_connections_per_allocation = 32  # RFC 6062 TCP connections to/from peers (508)
     unauthenticated_per_second = 20.0  # requests that do not authenticate, per client
     unauthenticated_burst = 40     #   address and port (`trelay.turn.rate_limit`); > 0
     reflection_bytes_per_second = 131072  # answers to them over UDP, per destination IP
@@ -235,6 +236,7 @@ class RelaySettings:
     peers_per_request: int = 32
     allocations_per_source: int = 1000
     pending_per_source: int = 64
+    peer_connections_per_allocation: int = 32  # RFC 6062 (`trelay.turn.tcp_relay`)
     # Requests that do not authenticate (`trelay.turn.rate_limit`): per client address
     # and port, and bytes of answers over UDP per destination IP; live on reload.
     unauthenticated_rate: float = _CORE.unauthenticated_rate
@@ -400,6 +402,7 @@ def _read_relay(relay: Table, quotas: Table, lifetimes: Table) -> RelaySettings:
         peers_per_request=read_count(quotas, "peers_per_request", 32),
         allocations_per_source=read_count(quotas, "allocations_per_source", 1000),
         pending_per_source=read_count(quotas, "pending_per_source", 64),
+        peer_connections_per_allocation=read_count(quotas, "peer_connections_per_allocation", 32),
         unauthenticated_rate=_read_rate(
             quotas, "unauthenticated_per_second", _CORE.unauthenticated_rate, 0
         ),

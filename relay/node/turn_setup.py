@@ -48,6 +48,7 @@ def turn_config(settings: Settings) -> TurnConfig:
         peers_per_request=relay.peers_per_request,
         allocations_per_source=relay.allocations_per_source,
         pending_per_source=relay.pending_per_source,
+        peer_connections_per_allocation=relay.peer_connections_per_allocation,
         unauthenticated_rate=relay.unauthenticated_rate,
         unauthenticated_burst=relay.unauthenticated_burst,
         reflection_rate=relay.reflection_rate,

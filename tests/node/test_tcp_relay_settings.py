@@ -1,0 +1,58 @@
+"""`[quotas] peer_connections_per_allocation`: the RFC 6062 bound from the settings file to
+the core (`trelay.node.turn_setup`), its errors named by key, and a reload that applies
+it live (`trelay.config.reload`, `trelay.node.live_settings`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from trelay.config.flags import Flags
+from trelay.config.reload import Reload, reload_settings
+from trelay.config.settings import load_settings
+from trelay.config.values import SettingsError
+from trelay.node.turn_setup import turn_config
+from trelay.turn.config import TurnConfig
+
+BASE = '[listen]\nudp = ["127.0.0.1:0"]\ntcp = ["127.0.0.1:0"]\n[auth]\nrealm = "example.org"\n'
+KEY = "quotas.peer_connections_per_allocation"
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "trelay.toml"
+    path.write_text(text)
+    return path
+
+
+def test_the_default_is_the_cores(tmp_path: Path) -> None:
+    settings = load_settings(write(tmp_path, BASE))
+    assert settings.relay.peer_connections_per_allocation == 32
+    expected = TurnConfig().peer_connections_per_allocation
+    assert turn_config(settings).peer_connections_per_allocation == expected
+
+
+def test_the_file_sets_it(tmp_path: Path) -> None:
+    settings = load_settings(
+        write(tmp_path, BASE + "[quotas]\npeer_connections_per_allocation = 4\n")
+    )
+    assert turn_config(settings).peer_connections_per_allocation == 4
+
+
+@pytest.mark.parametrize("value", ["-1", '"many"', "1.5", "true"])
+def test_bad_values_name_the_key(tmp_path: Path, value: str) -> None:
+    config = write(tmp_path, BASE + f"[quotas]\npeer_connections_per_allocation = {value}\n")
+    with pytest.raises(SettingsError) as raised:
+        load_settings(config)
+    assert raised.value.key == KEY
+
+
+def test_a_reload_applies_it_live(tmp_path: Path) -> None:
+    config = write(tmp_path, BASE)
+    current = load_settings(config)
+    config.write_text(BASE + "[quotas]\npeer_connections_per_allocation = 2\n")
+    result = reload_settings(current, config, Flags())
+    assert isinstance(result, Reload), result
+    assert [change.key for change in result.live] == [KEY]
+    assert result.restart == ()
+    assert result.settings.relay.peer_connections_per_allocation == 2

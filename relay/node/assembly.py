@@ -28,14 +28,13 @@ import ssl
 from dataclasses import dataclass
 
 import trio
-from OpenSSL import SSL
 
 from trelay.config.revocations import Revocations, watched_revocations
 from trelay.config.secrets_file import watch_secrets_file
 from trelay.config.settings import Settings
 from trelay.node.listeners import BoundAddresses, Listeners, serve
 from trelay.node.local_addresses import refresh_local_addresses
-from trelay.node.tls import contexts_for
+from trelay.node.tls import DtlsCertificate, contexts_for
 from trelay.node.turn_node import TurnNode
 from trelay.node.turn_setup import build_turn_server, loopback_turn_server, shared_secrets
 from trelay.node.usage import UsageRecorder
@@ -55,8 +54,8 @@ class RunningNode:
     # The TLS listeners' context (None without them): a reload loads a renewed
     # certificate into it, for new handshakes (`trelay.node.live_settings`).
     ssl_context: ssl.SSLContext | None = None
-    # The DTLS listeners' context (None without them), reloaded the same way.
-    dtls_context: SSL.Context | None = None
+    # The DTLS listeners' certificate (None without them), reloaded the same way.
+    dtls_certificate: DtlsCertificate | None = None
 
 
 async def start_node(
@@ -108,7 +107,7 @@ async def start_node(
             frontend=node,
             listeners=listeners,
             ssl_context=ssl_context,
-            dtls_context=made.dtls,
+            dtls_certificate=made.dtls,
             handshake_failures=node.tls_handshake_failures,
             exhaustion=node.exhaustion,
         )

@@ -38,7 +38,7 @@ from trelay.node.dtls_listener import serve_dtls
 from trelay.node.exhaustion import Exhaustion
 from trelay.node.frontend import ClientFrontend, ResponderFrontend
 from trelay.node.stream_listener import HandshakeFailures, serve_stream
-from trelay.node.tls import contexts_for
+from trelay.node.tls import DtlsCertificate, contexts_for
 from trelay.node.udp_listener import serve_udp
 from trelay.turn.binding import BindingResponder
 
@@ -125,7 +125,7 @@ async def serve(
     frontend: ClientFrontend | None = None,
     listeners: Listeners | None = None,
     ssl_context: ssl.SSLContext | None = None,
-    dtls_context: SSL.Context | None = None,
+    dtls_certificate: DtlsCertificate | None = None,
     handshake_failures: HandshakeFailures | None = None,
     exhaustion: Exhaustion | None = None,
     task_status: trio.TaskStatus[BoundAddresses] = trio.TASK_STATUS_IGNORED,
@@ -136,15 +136,15 @@ async def serve(
     (`BindingResponder` answering with `settings.software`). Raises `SettingsError` (bad
     TLS files) before binding anything and `ListenError` when a listener cannot bind (the
     listeners already bound are closed again). `ssl_context` replaces the TLS context
-    `settings.tls` describes (the caller holds the certificate), `dtls_context` the DTLS
-    one. `handshake_failures` counts the TLS and DTLS listeners' failed handshakes (the
+    `settings.tls` describes (the caller holds the certificate), `dtls_certificate` the
+    DTLS one. `handshake_failures` counts the TLS and DTLS listeners' failed handshakes (the
     node's, for its metrics);
     `exhaustion` the TCP and TLS listeners' connections refused for lack of descriptors.
     """
     listeners = listeners or Listeners()
     listen = settings.listen
     missing_tls = ssl_context is None and bool(listen.tls)
-    missing_dtls = dtls_context is None and bool(listen.dtls)
+    missing_dtls = dtls_certificate is None and bool(listen.dtls)
     if missing_tls or missing_dtls:
         made = contexts_for(
             settings.tls,
@@ -152,7 +152,7 @@ async def serve(
             [a.host for a in listen.dtls] if missing_dtls else (),
         )
         ssl_context = ssl_context or made.tls
-        dtls_context = dtls_context or made.dtls
+        dtls_certificate = dtls_certificate or made.dtls
     if frontend is None:
         frontend = ResponderFrontend(BindingResponder(settings.software))
     # The frontend is passed positionally: the listeners' parameter names are their own.
@@ -184,11 +184,12 @@ async def serve(
             key = f"listen.tls[{index}]"
             tls.append(await _start(nursery, tls_serve, frontend, key, address))
         dtls: list[HostPort] = []
-        if dtls_context is not None:
-            dtls_serve = functools.partial(dtls_serve, dtls_context=dtls_context)
         for index, address in enumerate(listen.dtls):
             key = f"listen.dtls[{index}]"
-            dtls.append(await _start(nursery, dtls_serve, frontend, key, address))
+            assert dtls_certificate is not None  # made above for listen.dtls
+            # Each listener its own context: trio configures the one it is given.
+            one = functools.partial(dtls_serve, dtls_context=dtls_certificate.listening_context())
+            dtls.append(await _start(nursery, one, frontend, key, address))
         task_status.started(BoundAddresses(tuple(udp), tuple(tcp), tuple(tls), tuple(dtls)))
 
 

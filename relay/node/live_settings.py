@@ -5,7 +5,7 @@ serve with the new values of the keys `reload` says apply live, and reports each
 for the one log line of a reload:
 - `tls.cert` / `tls.key`: the pair is read once, checked (a certificate, an unencrypted
   key, and that they match), then loaded into the TLS listeners' own `ssl.SSLContext`
-  (`RunningNode.ssl_context`) and the DTLS listeners' (`RunningNode.dtls_context`). New
+  (`RunningNode.ssl_context`) and the DTLS listeners' (`RunningNode.dtls_certificate`). New
   handshakes get the new pair; connections and DTLS associations already up keep theirs.
   A bad pair is reported and the pair in force stays: the check comes first, because a
   failed `load_cert_chain` can leave a context half-changed;
@@ -39,14 +39,13 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
-from OpenSSL import SSL
 
 from trelay.config.reload import Reload
 from trelay.config.settings import Settings
 from trelay.config.values import SettingsError
 from trelay.node.assembly import RunningNode
 from trelay.node.local_addresses import refresh_local_addresses
-from trelay.node.tls import load_dtls_certificate, server_context
+from trelay.node.tls import DtlsCertificate, server_context
 from trelay.turn.credential_sources import StaticUsers
 from trelay.turn.policy import PeerPolicy
 from trelay.turn.server import TurnServer
@@ -113,10 +112,12 @@ def apply_live(running: RunningNode, reload: Reload) -> Applied:
         for secrets in server.auth.credentials.shared_secrets:
             secrets.replace(settings.auth.shared_secrets)
         changed += [described[key] for key in SECRETS_KEYS if key in described]
-    has_context = running.ssl_context is not None or running.dtls_context is not None
+    has_context = running.ssl_context is not None or running.dtls_certificate is not None
     if reload.applies(*TLS_KEYS) and has_context:
         try:
-            changed.append(reload_certificate(running.ssl_context, settings, running.dtls_context))
+            changed.append(
+                reload_certificate(running.ssl_context, settings, running.dtls_certificate)
+            )
         except SettingsError as exc:
             failed.append(f"{exc}; the certificate in force stays")
     return Applied(tuple(changed), tuple(failed))
@@ -154,10 +155,12 @@ def _use_config(server: TurnServer, settings: Settings) -> None:
 
 
 def reload_certificate(
-    context: ssl.SSLContext | None, settings: Settings, dtls_context: SSL.Context | None = None
+    context: ssl.SSLContext | None,
+    settings: Settings,
+    dtls_certificate: DtlsCertificate | None = None,
 ) -> str:
-    """Load the pair of `settings.tls` into `context` (and `dtls_context`), checked first;
-    say what was loaded.
+    """Load the pair of `settings.tls` into `context` (and `dtls_certificate`), checked
+    first; say what was loaded.
 
     Raises `SettingsError` naming `tls.cert` or `tls.key` (the contexts unchanged).
     """
@@ -181,8 +184,8 @@ def reload_certificate(
             raise SettingsError(exc.key, problem.replace(str(key_copy), str(key_file))) from None
         if context is not None:
             context.load_cert_chain(cert_copy, key_copy)
-        if dtls_context is not None:
-            load_dtls_certificate(dtls_context, cert_copy, key_copy)
+        if dtls_certificate is not None:
+            dtls_certificate.load(cert_copy, key_copy)
     certificate = x509.load_pem_x509_certificates(cert_pem)[0]
     fingerprint = certificate.fingerprint(hashes.SHA256()).hex(":")[:23]
     until = certificate.not_valid_after_utc.strftime("%Y-%m-%d %H:%M UTC")

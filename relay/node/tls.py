@@ -10,9 +10,13 @@ on pyOpenSSL, the standard `ssl` module has no DTLS):
   trust it);
 - `contexts_for` makes both from one certificate: the files, or one throw-away
   certificate that TLS and DTLS share, so a client sees the same one either way;
-- `load_dtls_certificate` loads a pair into a DTLS context in place: as with
-  `ssl.SSLContext.load_cert_chain`, associations already made keep theirs (OpenSSL
-  copies the certificate into each connection), new handshakes get the new pair.
+- `DtlsCertificate` is the DTLS side's certificate in force, replaceable (a reload):
+  pyOpenSSL refuses to change a context once a connection was made from it, so `load`
+  makes a new context and each new handshake switches to it from its listener's own
+  (`listening_context`) in the servername callback, which OpenSSL runs for every
+  ClientHello, with or without SNI, before it picks the certificate. Associations
+  already made keep theirs, new handshakes get the new pair (as with TLS's
+  `ssl.SSLContext.load_cert_chain`).
 
 Invariants: TLS 1.2 and DTLS 1.2 at least (RFC 8489 §6.2.3 requires TLS 1.2 or later
 for STUN over TLS and DTLS 1.2 or later over DTLS); ALPN offers "stun.turn" and
@@ -62,7 +66,7 @@ class ServerContexts:
     """The TLS listeners' context and the DTLS listeners', None where none listens."""
 
     tls: ssl.SSLContext | None = None
-    dtls: SSL.Context | None = None
+    dtls: DtlsCertificate | None = None
 
 
 def contexts_for(
@@ -77,11 +81,11 @@ def contexts_for(
         certificate = generate_self_signed([*tls_hosts, *dtls_hosts])
         return ServerContexts(
             context_from_pem(certificate) if tls_hosts else None,
-            dtls_context_from_pem(certificate) if dtls_hosts else None,
+            DtlsCertificate(dtls_context_from_pem(certificate)) if dtls_hosts else None,
         )
     return ServerContexts(
         server_context(tls.cert_file, tls.key_file) if tls_hosts else None,
-        dtls_server_context(tls.cert_file, tls.key_file) if dtls_hosts else None,
+        DtlsCertificate(dtls_server_context(tls.cert_file, tls.key_file)) if dtls_hosts else None,
     )
 
 
@@ -110,6 +114,33 @@ def dtls_server_context(cert_file: Path, key_file: Path) -> SSL.Context:
     context = _base_dtls_context()
     load_dtls_certificate(context, cert_file, key_file)
     return context
+
+
+class DtlsCertificate:
+    """The certificate DTLS handshakes get: `current`, a context with it loaded, replaced
+    whole by `load` (module docstring: why not changed in place)."""
+
+    __slots__ = ("current",)
+
+    def __init__(self, current: SSL.Context) -> None:
+        self.current = current
+
+    def listening_context(self) -> SSL.Context:
+        """A context for one DTLS listener (trio's endpoint configures the one it is
+        given, once): its handshakes take the certificate in force when they start."""
+        context = _base_dtls_context()
+        context.set_tlsext_servername_callback(self._switch)
+        return context
+
+    def load(self, cert_file: Path, key_file: Path) -> None:
+        """New handshakes get this pair; `SettingsError` (naming `tls.key`) if it does
+        not match, and the pair in force stays."""
+        context = _base_dtls_context()
+        load_dtls_certificate(context, cert_file, key_file)
+        self.current = context
+
+    def _switch(self, connection: SSL.Connection) -> None:
+        connection.set_context(self.current)
 
 
 def load_dtls_certificate(context: SSL.Context, cert_file: Path, key_file: Path) -> None:

@@ -3,7 +3,9 @@
 Owns what is written once every listener and the operator port are bound: hints on
 stderr, then exactly one JSON line on stdout (flushed last, so whoever reads it as the
 sign to go on finds stderr complete), {"event": "ready", "udp": [...], "tcp": [...],
-"tls": [...], "http": [...], "ice_servers": [...]}.
+"tls": [...], "http": [...], "ice_servers": [...]}, with "dtls": [...] after "tls" when
+DTLS listens (left out of `ice_servers`: browsers do not speak DTLS to TURN servers, and
+Chromium rewrites a `turns:...?transport=udp` URL to TCP).
 
 No secret in logs (design §6): stdout and stderr end up in journald and `kubectl logs`,
 so a credential is written only by the development defaults (`make run`: no users, no
@@ -52,6 +54,8 @@ def ready_event(
         "tcp": [format_host_port(*a) for a in bound.tcp],
         "tls": [format_host_port(*a) for a in bound.tls],
     }
+    if bound.dtls:
+        event["dtls"] = [format_host_port(*a) for a in bound.dtls]
     if http is not None:
         event["http"] = [format_host_port(*a) for a in http]
     event["ice_servers"] = ice_servers_json(ice_servers(bound, credential))
@@ -110,7 +114,12 @@ def _development_hints(
 def _production_hints(bound: BoundAddresses, http: Sequence[HostPort], stderr: TextIO) -> None:
     listeners = [
         f"{name} {format_host_port(*address)}"
-        for name, addresses in (("udp", bound.udp), ("tcp", bound.tcp), ("tls", bound.tls))
+        for name, addresses in (
+            ("udp", bound.udp),
+            ("tcp", bound.tcp),
+            ("tls", bound.tls),
+            ("dtls", bound.dtls),
+        )
         for address in addresses
     ]
     listeners += [f"http {format_host_port(*address)}" for address in http]

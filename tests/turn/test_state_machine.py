@@ -2,14 +2,18 @@
 
 Several clients (UDP and TCP 5-tuples, static users and TURN REST identities, one of
 them with a credential that expires mid-run) allocate, refresh, permit, bind channels,
-send, receive peer datagrams, lose their connection; the runtime binds relay ports late
-or fails to; time jumps by up to 1000 s and `handle_timer` runs at each deadline.
+send, receive peer datagrams, lose their connection, move to a new address with their
+MOBILITY-TICKET (RFC 8016: the newest, a superseded one, or from a TCP connection); the
+runtime binds relay ports late or fails to; time jumps by up to 1000 s and `handle_timer`
+runs at each deadline.
 
 Invariants checked after every step: the allocation tables agree with each other; the
 channel <-> peer maps are a bijection whose peers hold permissions; nothing with an
 expiry at or before `now` survives `handle_timer(now)`; CloseRelay comes exactly once
 per allocation and only for allocations; quotas hold with pending Allocates counted; the
-port pool's in-use count is allocations plus pending.
+port pool's in-use count is allocations plus pending; a move keeps the allocation (its
+relayed address, permissions and channels) under the new 5-tuple only, and only the
+newest ticket of an allocation moves it; mobile allocations are live ones.
 """
 
 from __future__ import annotations
@@ -22,12 +26,14 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from tests.helpers.turn_harness import REALM, SERVER_ADDRESS, Clock, make_server, rest_credentials
+from trelay.node.mobility_tickets import SealedTickets
 from trelay.stun.address_attributes import XorPeerAddress
 from trelay.stun.attributes import (
     Attribute,
     ChannelNumber,
     Data,
     Lifetime,
+    MobilityTicket,
     Nonce,
     Realm,
     RequestedTransport,
@@ -42,6 +48,7 @@ from trelay.turn.actions import (
     Action,
     AllocationCreated,
     AllocationEnded,
+    AllocationMoved,
     CloseRelay,
     OpenRelay,
     SendToClient,
@@ -112,8 +119,9 @@ class TurnCoreMachine(RuleBasedStateMachine):
             user_quota=USER_QUOTA, total_quota=TOTAL_QUOTA,
         )  # fmt: skip
         self.server = make_server(
-            config, PeerPolicy.from_strings(allow_loopback=True), clock=self.clock
-        )
+            config, PeerPolicy.from_strings(allow_loopback=True), clock=self.clock,
+            tickets=SealedTickets(b"t" * 32),
+        )  # fmt: skip
         self.now = 0.0
         self.clients = _clients()
         self.by_five_tuple = {c.five_tuple: c for c in self.clients}
@@ -123,6 +131,11 @@ class TurnCoreMachine(RuleBasedStateMachine):
         self.closed = 0
         self.next_tid = 0
         self.answered: set[bytes] = set()
+        # RFC 8016: each mobile allocation's newest ticket (by relayed address), and the
+        # tickets superseded since.
+        self.tickets: dict[Address, bytes] = {}
+        self.superseded: set[bytes] = set()
+        self.moves = 0
 
     # --- plumbing -------------------------------------------------------------------------
 
@@ -145,6 +158,9 @@ class TurnCoreMachine(RuleBasedStateMachine):
                 self.closed += 1
             elif isinstance(action, AllocationEnded):
                 assert action.relayed not in self.server.by_relayed
+            elif isinstance(action, AllocationMoved):  # before its CloseRelay, if any
+                assert action.relayed in self.live_relays
+                assert action.previous.client != action.five_tuple.client
             else:
                 assert isinstance(action, SendToPeer)
         return sent
@@ -203,6 +219,14 @@ class TurnCoreMachine(RuleBasedStateMachine):
             assert verify_integrity(raw, client.key), reply
         fresh = raw not in self.answered
         self.answered.add(raw)
+        ticket = reply.get(MobilityTicket)
+        if fresh and ticket is not None:
+            state = self.server.allocations.get(client.five_tuple)
+            assert state is not None and ticket.value, reply
+            old = self.tickets.get(state.relayed)
+            if old is not None:
+                self.superseded.add(old)
+            self.tickets[state.relayed] = ticket.value
         if (
             fresh
             and reply.message_class is MessageClass.SUCCESS
@@ -246,11 +270,14 @@ class TurnCoreMachine(RuleBasedStateMachine):
         index=clients_index,
         lifetime=st.sampled_from([None, 0, 30, 1200, 99999]),
         runtime=st.sampled_from(["bound", "bound", "failed", "later"]),
+        mobile=st.booleans(),
     )
-    def allocate(self, index: int, lifetime: int | None, runtime: str) -> None:
+    def allocate(self, index: int, lifetime: int | None, runtime: str, mobile: bool) -> None:
         client = self.clients[index]
         had = client.five_tuple in self.server.allocations
-        extra = () if lifetime is None else (Lifetime(lifetime),)
+        waiting = client.five_tuple in self.pending
+        extra: tuple[Attribute, ...] = () if lifetime is None else (Lifetime(lifetime),)
+        extra += (MobilityTicket(b""),) if mobile else ()
         reply = self.exchange(client, Method.ALLOCATE, RequestedTransport(17), *extra)
         if reply is None:
             assert client.five_tuple in self.pending  # waiting for the runtime's bind
@@ -259,6 +286,9 @@ class TurnCoreMachine(RuleBasedStateMachine):
         elif had:
             # An expired credential gets its 401 before the allocation is looked at.
             assert _code(reply) == (401 if self.expired(client) else 437)
+        elif mobile and client.five_tuple.transport.is_stream and not waiting:
+            # RFC 8016 §3.1.2: no mobility over TCP (its allocation ends with the connection).
+            assert _code(reply) == (401 if self.expired(client) else 405)
 
     @precondition(lambda self: bool(self.pending))
     @rule(data=st.data(), bound=st.booleans())
@@ -290,6 +320,57 @@ class TurnCoreMachine(RuleBasedStateMachine):
         elif _code(reply) is None:
             alive = self.server.allocations.get(client.five_tuple) is state
             assert alive == (lifetime != 0)
+
+    @rule(
+        index=clients_index,
+        which=st.sampled_from(["newest", "newest", "superseded", "over_tcp"]),
+        lifetime=st.sampled_from([None, None, 0]),
+    )
+    def client_moves(self, index: int, which: str, lifetime: int | None) -> None:
+        """RFC 8016 §3.2: the client's address changed; it refreshes with a ticket."""
+        client = self.pick(index)
+        state = self.server.allocations.get(client.five_tuple)
+        ticket = None if state is None else self.tickets.get(state.relayed)
+        if state is None or ticket is None or client.five_tuple in self.pending:
+            return
+        if which == "superseded":
+            if not self.superseded:
+                return
+            ticket = sorted(self.superseded)[0]
+        before = (state.relayed, dict(state.channels), dict(state.permissions))
+        home = client.five_tuple
+        self.moves += 1
+        transport = ClientTransport.TCP if which == "over_tcp" else home.transport
+        away = FiveTuple(transport, (f"192.0.2.{index}", 30000 + self.moves), SERVER_ADDRESS)
+        self.move_client(client, away)
+        extra = () if lifetime is None else (Lifetime(lifetime),)
+        reply = self.exchange(client, Method.REFRESH, MobilityTicket(ticket), *extra)
+        assert reply is not None
+        code = _code(reply)
+        if self.expired(client):
+            assert code == 401
+        elif which == "over_tcp":
+            assert code == 405
+        elif which == "superseded":
+            assert code == 437
+        else:
+            assert code is None, reply
+            if lifetime == 0:
+                assert state.relayed not in self.server.by_relayed
+            else:
+                assert self.server.allocations[away] is state
+                assert before == (state.relayed, state.channels, state.permissions)
+            assert home not in self.server.allocations
+            event("client moved")
+            return
+        assert self.server.allocations[home] is state
+        self.move_client(client, home)  # it did not move after all
+        client.last_request = None  # a retransmission would come from elsewhere
+
+    def move_client(self, client: Peer, five_tuple: FiveTuple) -> None:
+        del self.by_five_tuple[client.five_tuple]
+        client.five_tuple = five_tuple
+        self.by_five_tuple[five_tuple] = client
 
     @rule(index=clients_index, peers=st.lists(st.sampled_from(PEERS), min_size=1, max_size=3))
     def permit(self, index: int, peers: list[Address]) -> None:
@@ -443,6 +524,7 @@ class TurnCoreMachine(RuleBasedStateMachine):
             )
         assert self.live_relays == set(server.by_relayed)
         assert self.created - self.closed == len(server.allocations)
+        assert server.state_sizes()["mobile_allocations"] <= len(server.allocations)
 
     @invariant()
     def channels_are_a_bijection(self) -> None:

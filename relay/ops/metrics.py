@@ -9,7 +9,7 @@ reads them (design §4).
 Metrics (base units, `_total` counters, and no per-user or per-allocation label, so the
 number of series is bounded whatever the traffic):
 
-    trelay_allocations_active{transport}                 gauge    udp|tcp|tls
+    trelay_allocations_active{transport}                 gauge    udp|tcp|tls|dtls
     trelay_allocations_created_total{transport}          counter
     trelay_allocations_ended_total{transport,reason}     counter  expired|deleted|shutdown|admin
     trelay_permissions_active                            gauge
@@ -36,7 +36,8 @@ number of series is bounded whatever the traffic):
     trelay_revocations{source}                           gauge    file|fleet: identities held
     trelay_placement_fallbacks_total                     counter  static ICE URIs handed out
                                                                   ([fleet], the token API)
-    trelay_tls_handshake_failures_total                  counter  failed TLS handshakes
+    trelay_tls_handshake_failures_total                  counter  failed TLS and DTLS
+                                                                  handshakes
     trelay_resource_exhaustion_total{resource,what}     counter  descriptors|memory;
                                                                   accept|relay_socket|
                                                                   channel_socket refused
@@ -291,8 +292,9 @@ _FAMILIES: tuple[tuple[str, _Kind, str, str, tuple[str, ...]], ...] = (
     ("draining", _GAUGE, "trelay_draining",
      "1 while the node drains (no new allocations, existing ones kept), else 0.", ()),
     ("tls_handshake_failures", _COUNTER, "trelay_tls_handshake_failures",
-     "TLS handshakes that failed on the TLS listeners (scanners, untrusted "
-     "certificates, plain TCP to the TLS port).", ()),
+     "TLS and DTLS handshakes that failed on the TLS and DTLS listeners (scanners, "
+     "untrusted certificates, plain TCP to the TLS port, DTLS 1.0, handshakes not "
+     "finished within the idle timeout).", ()),
     ("resource_exhaustion", _COUNTER, "trelay_resource_exhaustion",
      "What was refused because the process ran out of a resource: descriptors "
      "(EMFILE/ENFILE) or socket memory; accept: a new TCP/TLS connection closed, "

@@ -82,18 +82,18 @@ async def test_every_metric_after_a_scripted_sequence(local: LocalNode) -> None:
         after = scrape(registry)
 
     assert by_label(during, "trelay_allocations_active", "transport") == {
-        "udp": 1, "tcp": 1, "tls": 0,
+        "udp": 1, "tcp": 1, "tls": 0, "dtls": 0,
     }  # fmt: skip
     assert by_label(after, "trelay_allocations_active", "transport") == {
-        "udp": 1, "tcp": 0, "tls": 0,
+        "udp": 1, "tcp": 0, "tls": 0, "dtls": 0,
     }  # fmt: skip
     assert by_label(after, "trelay_allocations_created_total", "transport") == {
-        "udp": 1, "tcp": 1, "tls": 0,
+        "udp": 1, "tcp": 1, "tls": 0, "dtls": 0,
     }  # fmt: skip
     ended = {tuple(dict(k).values()): v for k, v in
              series(after, "trelay_allocations_ended_total").items()}  # fmt: skip
     assert ended[("deleted", "tcp")] == 1
-    assert sum(ended.values()) == 1 and len(ended) == 12  # 3 transports x 4 reasons
+    assert sum(ended.values()) == 1 and len(ended) == 16  # 4 transports x 4 reasons
     # A: one permission (CreatePermission and ChannelBind name the same IP), B: one.
     assert value(during, "trelay_permissions_active") == 2
     assert value(during, "trelay_channels_active") == 2

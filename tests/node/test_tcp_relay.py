@@ -19,6 +19,7 @@ from contextlib import asynccontextmanager
 
 import trio
 
+from tests.helpers.private_network import private_network
 from tests.helpers.turn_client import LocalNode, start_node
 from tests.helpers.turn_relay import PASSWORD, REALM, USERNAME
 from trelay.stun.address_attributes import XorPeerAddress, XorRelayedAddress
@@ -272,6 +273,7 @@ async def test_an_unbound_connection_is_closed_after_the_timeout() -> None:
             await trio.aclose_forcefully(stream)
 
 
+@private_network  # CONNECT to 10.0.0.1: were it not refused, no SYN leaves the machine
 async def test_446_447_403() -> None:
     async with node() as local, echo_peer() as (peer, _), connection(local.tcp) as control:
         await allocate_tcp(control)

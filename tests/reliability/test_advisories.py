@@ -8,7 +8,9 @@ records (NVD, the Debian security tracker, GHSA pages):
   denied (IPv4-mapped forms not unwrapped). Here: every mapped, translated, NAT64 and
   6to4 form of a denied address gets 403 on an IPv6 allocation (443 on an IPv4 one: a
   family mismatch, never 200), on a real `trelay serve` with its default peer policy.
-  The requests only ask for permissions; nothing is relayed.
+  The requests only ask for permissions; nothing is relayed, and the test and its node
+  run in a private network namespace (`tests.helpers.private_network`), so a
+  permission wrongly granted could not reach the metadata or a private address anyway.
 - STUN length truncation breaking TCP framing (issue 15): over a stream the header's
   length field *is* the framing (RFC 8489 §6.2.2, RFC 8656 §12.5). Decided: a frame
   whose content disagrees with its header length is answered 400 and the next message,
@@ -46,6 +48,7 @@ from pathlib import Path
 import jwt
 import pytest
 
+from tests.helpers.private_network import private_network
 from tests.reliability.node_process import (
     TIMEOUT,
     Node,
@@ -105,6 +108,7 @@ def _code(message: Message) -> int | None:
 # --- CVE-2026-27624: IPv4-mapped peers ------------------------------------------------------
 
 
+@private_network
 @pytest.mark.parametrize("family", [AddressFamily.IPV4, AddressFamily.IPV6])
 @pytest.mark.parametrize("method", [Method.CREATE_PERMISSION, Method.CHANNEL_BIND])
 def test_mapped_forms_of_denied_peers_are_refused(

@@ -15,7 +15,10 @@ connection), the process is alive, and its log holds no traceback and no ERROR l
 Each example comes from a source address of its own (127.2.x.y): the per-source limit on
 unauthenticated requests (design §6) is not what this test measures, and the checks come
 from another range (127.3.x.y) so that the fuzzer's sources cannot starve them. Every
-wait is bounded (socket timeouts; examples are bounded by `max_examples`).
+wait is bounded (socket timeouts; examples are bounded by `max_examples`). Each test runs
+with its node in a private network namespace (`tests.helpers.private_network`): the
+fuzzed address attributes name denied peers (private addresses among them), and a
+permission wrongly granted there cannot send anything off the machine.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.helpers.private_network import private_network
 from tests.reliability import fuzz_inputs
 from tests.reliability.fuzz_inputs import Frame, batches, stream_bytes
 from tests.reliability.node_process import (
@@ -175,6 +179,7 @@ _stream_cases = given(
 # --- the tests -----------------------------------------------------------------------------
 
 
+@private_network
 @FUZZ
 @given(frames=batches())
 def test_udp(node: Node, sink: socket.socket, frames: list[Frame]) -> None:
@@ -205,6 +210,7 @@ def _fuzz_stream(
     still_serving(node, sink, port)
 
 
+@private_network
 @FUZZ
 @_stream_cases
 def test_tcp(
@@ -218,6 +224,7 @@ def test_tcp(
     _fuzz_stream(node, sink, tls=False, frames=frames, cuts=cuts, tail=tail, reset=reset)
 
 
+@private_network
 @settings(FUZZ, max_examples=100)
 @_stream_cases
 def test_tls(
@@ -231,6 +238,7 @@ def test_tls(
     _fuzz_stream(node, sink, tls=True, frames=frames, cuts=cuts, tail=tail, reset=reset)
 
 
+@private_network
 @settings(FUZZ, max_examples=50)
 @given(garbage=st.binary(min_size=1, max_size=2000), reset=st.booleans())
 def test_tls_port_plaintext(node: Node, sink: socket.socket, garbage: bytes, reset: bool) -> None:

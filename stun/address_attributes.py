@@ -143,3 +143,16 @@ class XorRelayedAddress(_Address):
 
     TYPE: ClassVar[int] = AttributeType.XOR_RELAYED_ADDRESS
     XOR: ClassVar[bool] = True
+
+
+# Every address attribute class, in one place: the decoder's table
+# (`trelay.stun.message.ATTRIBUTE_CLASSES`), the strategies and the node fuzzer use it.
+ADDRESS_ATTRIBUTES: tuple[type[_Address], ...] = (
+    MappedAddress,
+    XorMappedAddress,
+    XorPeerAddress,
+    XorRelayedAddress,
+    AlternateServer,
+    ResponseOrigin,
+    OtherAddress,
+)

@@ -45,13 +45,7 @@ _TLV = struct.Struct("!HH")
 _METHODS: dict[int, Method] = {m.value: m for m in Method}
 
 ATTRIBUTE_CLASSES: tuple[type[Attribute], ...] = (
-    addr.MappedAddress,
-    addr.XorMappedAddress,
-    addr.XorPeerAddress,
-    addr.XorRelayedAddress,
-    addr.AlternateServer,
-    addr.ResponseOrigin,
-    addr.OtherAddress,
+    *addr.ADDRESS_ATTRIBUTES,
     attrs.Username,
     attrs.Realm,
     attrs.Nonce,

@@ -155,18 +155,7 @@ _algorithm_entries = st.tuples(_algorithms, st.binary(max_size=16))
 # Limits: RFC 8489 §14 text bounds as the decoder enforces them; sizes of opaque values
 # are kept small enough that a message of ten attributes stays far below 65535 bytes.
 _TABLE: dict[type[Attribute], SearchStrategy[Attribute]] = {
-    **{
-        cls: _address(cls)
-        for cls in (
-            addr.MappedAddress,
-            addr.XorMappedAddress,
-            addr.XorPeerAddress,
-            addr.XorRelayedAddress,
-            addr.AlternateServer,
-            addr.ResponseOrigin,
-            addr.OtherAddress,
-        )
-    },
+    **{cls: _address(cls) for cls in addr.ADDRESS_ATTRIBUTES},
     attrs.Username: _text(attrs.Username, attrs.Username.MAX_BYTES),
     attrs.Realm: _text(attrs.Realm, attrs.Realm.MAX_BYTES),
     attrs.Nonce: _text(attrs.Nonce, attrs.Nonce.MAX_BYTES),

@@ -37,22 +37,13 @@ PEER_HOSTS = ("127.0.0.1", "10.0.0.1", "192.168.1.1", "0.0.0.0", "::1", "::ffff:
 # Filled in by the test before the first example: the ports a peer address may name.
 peer_ports: list[int] = [9]
 
-_ADDRESS_CLASSES = (
-    addr.MappedAddress,
-    addr.XorMappedAddress,
-    addr.XorPeerAddress,
-    addr.XorRelayedAddress,
-    addr.AlternateServer,
-    addr.ResponseOrigin,
-    addr.OtherAddress,
-)
 _ports = st.integers(0, 7).map(lambda i: peer_ports[i % len(peer_ports)])
 _hosts = st.just("127.0.0.1") | st.sampled_from(PEER_HOSTS)
-_safe_addresses = st.one_of(*(st.builds(cls, _hosts, _ports) for cls in _ADDRESS_CLASSES))
+_safe_addresses = st.one_of(*(st.builds(cls, _hosts, _ports) for cls in addr.ADDRESS_ATTRIBUTES))
 safe_attributes: SearchStrategy[Attribute] = st.one_of(
     _safe_addresses,
     _safe_addresses,  # twice: peers are what TURN methods are about
-    *(s for cls, s in stun_st.ATTRIBUTE_STRATEGIES.items() if cls not in _ADDRESS_CLASSES),
+    *(s for cls, s in stun_st.ATTRIBUTE_STRATEGIES.items() if cls not in addr.ADDRESS_ATTRIBUTES),
     stun_st.unknown_attributes(),
 )
 # Every method, the known ones most often; requests and indications (what a client sends).

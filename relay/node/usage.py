@@ -69,7 +69,7 @@ class UsageRecord:
     identity: str
     node: str | None
     region: str | None
-    transport: str  # the client's: udp, tcp, tls
+    transport: str  # the client's: udp, tcp, tls, dtls
     family: str  # the relayed address's: ipv4, ipv6
     start: float
     end: float

@@ -13,6 +13,14 @@ Every two minutes each client refreshes its allocation and its channel (RFC 8656
 §11.1; staggered over the period), as a long call does: the Refresh path is the one that
 once grew the server by ~200 bytes per request.
 
+Variants that tell causes of growth apart: `--refresh-period S` (0: never refresh),
+`--no-data` (allocations and refreshes only), `--serve-args` (more `trelay serve`
+arguments, e.g. a `--config` with a shorter `[usage] interval_seconds`), and
+`--tracemalloc 2,8`: the server runs under `benchmarks.traced_trelay` and a tracemalloc
+snapshot is taken at each of those minutes; the report then lists what grew in the
+Python heap between the first and the last (by traceback), so growth is either placed on
+a line of code or shown to lie outside the Python heap (allocator, C libraries).
+
 The server's resident set (VmRSS) is sampled every `--sample` seconds; the report gives
 start, end, maximum, and the least-squares slope after the first minute (warm-up: the
 allocations, caches and allocator arenas fill then). CPU of the server (all its threads,
@@ -30,8 +38,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import select
+import shlex
+import signal
 import socket
 import struct
 import subprocess
@@ -45,6 +56,7 @@ from pathlib import Path
 
 from benchmarks.relay_bench import cpu_seconds
 from benchmarks.report import README, machine_lines, write_marked_section
+from benchmarks.traced_trelay import diff
 from benchmarks.turn_client import Address, TurnClient
 from trelay.stun.errors import StunDecodeError
 from trelay.turn.client_events import RequestFailed, Retrying, TransactionEnded
@@ -64,12 +76,27 @@ _REQUEST_SENDS = 3
 
 @dataclass
 class Server:
-    """A `trelay serve` process: its UDP and operator HTTP addresses."""
+    """A `trelay serve` process: its UDP and operator HTTP addresses; with `snapshots`,
+    it runs under `benchmarks.traced_trelay`, which dumps tracemalloc snapshots there."""
 
     process: subprocess.Popen[bytes]
     udp: Address
     http: Address
     log: Path
+    snapshots: Path | None = None
+    taken: list[Path] = field(default_factory=list)
+
+    def snapshot(self) -> None:
+        """Have the traced server dump a snapshot; wait (bounded) until it is written."""
+        assert self.snapshots is not None
+        path = self.snapshots / f"snapshot-{len(self.taken)}.bin"
+        self.process.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + 120.0
+        while not path.exists():
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                raise RuntimeError(f"no tracemalloc snapshot {path}; see {self.log}")
+            time.sleep(0.05)
+        self.taken.append(path)
 
     def rss_kib(self) -> int:
         with open(f"/proc/{self.process.pid}/status") as status:
@@ -113,11 +140,20 @@ def _read_ready(stream: object, timeout: float) -> dict[str, list[str]]:
 
 
 @contextlib.contextmanager
-def running_server(workdir: Path, *extra: str) -> Iterator[Server]:
-    """`trelay serve` of this environment on loopback UDP, with /metrics; killed after."""
-    executable = Path(sys.executable).with_name("trelay")
+def running_server(workdir: Path, *extra: str, trace_frames: int = 0) -> Iterator[Server]:
+    """`trelay serve` of this environment on loopback UDP, with /metrics; killed after.
+    `trace_frames` > 0: under tracemalloc (`benchmarks.traced_trelay`), that many frames."""
+    if trace_frames:
+        snapshots: Path | None = workdir / "snapshots"
+        assert snapshots is not None
+        snapshots.mkdir()
+        launcher = [sys.executable, "-m", "benchmarks.traced_trelay"]
+        launcher += [str(snapshots), str(trace_frames)]
+    else:
+        snapshots = None
+        launcher = [str(Path(sys.executable).with_name("trelay"))]
     command = [
-        str(executable),
+        *launcher,
         "serve",
         "--listen-udp", "127.0.0.1:0",
         "--listen-http", "127.0.0.1:0",
@@ -131,8 +167,9 @@ def running_server(workdir: Path, *extra: str) -> Iterator[Server]:
     with log.open("wb") as stderr:
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr)
     try:
-        ready = _read_ready(process.stdout, 15.0)
-        yield Server(process, _address(ready["udp"][0]), _address(ready["http"][0]), log)
+        ready = _read_ready(process.stdout, 300.0 if trace_frames else 15.0)
+        udp, http = _address(ready["udp"][0]), _address(ready["http"][0])
+        yield Server(process, udp, http, log, snapshots)
     finally:
         process.kill()
         process.wait(10)
@@ -273,11 +310,24 @@ class Run:
     clients: int
     rate: float
     payload: int
+    refresh_period: float = REFRESH_PERIOD
+    data: bool = True
 
 
 def soak(
-    server: Server, clients_wanted: int, rate: float, seconds: float, sample: float, payload: int
+    server: Server,
+    clients_wanted: int,
+    rate: float,
+    seconds: float,
+    sample: float,
+    payload: int,
+    *,
+    refresh_period: float = REFRESH_PERIOD,
+    data: bool = True,
+    snapshot_at: Sequence[float] = (),
 ) -> Run:
+    """Run the load for `seconds`; `refresh_period` 0 never refreshes, `data` False sends
+    no ChannelData, and a tracemalloc snapshot is taken `snapshot_at` seconds in."""
     peer_sock = _peer()
     peer = peer_sock.getsockname()
     clients = allocate_clients(server.udp, peer, clients_wanted, payload)
@@ -289,8 +339,10 @@ def soak(
         for fd in by_fd:
             poll.register(fd, select.EPOLLIN)
         start = time.monotonic()
+        period = refresh_period or math.inf
         for index, client in enumerate(clients):
-            client.next_refresh = start + REFRESH_PERIOD * (index + 1) / len(clients)
+            client.next_refresh = start + period * (index + 1) / len(clients)
+        snapshots = sorted(start + at for at in snapshot_at)
         rss = [(0.0, server.rss_kib())]
         cpu0, own0 = server.cpu(), own_cpu()
         interval = 1.0 / rate
@@ -301,7 +353,7 @@ def soak(
                 break
             if now >= next_tick:
                 counts.max_late = max(counts.max_late, now - next_tick)
-                for client in clients:
+                for client in clients if data else ():
                     try:
                         client.turn.sock.send(client.frame)
                         counts.sent += 1
@@ -310,13 +362,16 @@ def soak(
                 next_tick += interval
                 for client in clients:
                     if client.next_refresh <= now:
-                        client.next_refresh += REFRESH_PERIOD
+                        client.next_refresh += period
                         _start_refresh(client, peer, now)
                     if client.pending:
                         _retransmit(client, counts, now)
             if now >= next_sample:
                 rss.append((now - start, server.rss_kib()))
                 next_sample += sample
+            if snapshots and now >= snapshots[0]:
+                snapshots.pop(0)
+                server.snapshot()
             wait = max(0.0, min(next_tick, next_sample, end) - time.monotonic())
             before = time.monotonic()
             ready = poll.poll(wait)
@@ -343,7 +398,19 @@ def soak(
         peer_sock.close()
         for client in clients:
             client.turn.close()
-    return Run(elapsed, counts, rss, server_cpu, load_cpu, drops, len(clients), rate, payload)
+    return Run(
+        elapsed,
+        counts,
+        rss,
+        server_cpu,
+        load_cpu,
+        drops,
+        len(clients),
+        rate,
+        payload,
+        refresh_period,
+        data,
+    )
 
 
 def _echo(sock: socket.socket, counts: Counts) -> None:
@@ -382,6 +449,16 @@ def report(run: Run, command: str) -> str:
     lost_to_peer = counts.sent - counts.echoed
     lost_back = counts.echoed - counts.received
     drops = ", ".join(f"{name} {value:g}" for name, value in sorted(run.drops.items()) if value)
+    traffic = (
+        f"{run.rate:g} ChannelData/s each of {run.payload} bytes, echoed by one peer"
+        if run.data
+        else "no ChannelData"
+    )
+    refreshes = (
+        f"each client refreshes its allocation and channel every {run.refresh_period:g} s"
+        if run.refresh_period
+        else "no refreshes"
+    )
     loss = (
         "none"
         if lost_to_peer == 0 and lost_back == 0
@@ -389,9 +466,7 @@ def report(run: Run, command: str) -> str:
     )
     return "\n".join(
         [
-            f"Command: `{command}` ({run.clients} clients over UDP, {run.rate:g} ChannelData/s "
-            f"each of {run.payload} bytes, echoed by one peer; each client refreshes its "
-            f"allocation and channel every {REFRESH_PERIOD:g} s).",
+            f"Command: `{command}` ({run.clients} clients over UDP, {traffic}; {refreshes}).",
             "",
             *machine_lines(),
             "",
@@ -425,16 +500,53 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--payload", type=int, default=160, help="bytes per datagram")
     parser.add_argument("--sample", type=float, default=5.0, help="seconds between RSS samples")
     parser.add_argument("--write", action="store_true", help="write the report to README.md")
+    parser.add_argument(
+        "--refresh-period", type=float, default=REFRESH_PERIOD, help="seconds; 0: never"
+    )
+    parser.add_argument("--no-data", action="store_true", help="send no ChannelData")
+    parser.add_argument(
+        "--tracemalloc",
+        metavar="MINUTES",
+        help="comma-separated minutes at which the traced server dumps a snapshot",
+    )
+    parser.add_argument("--trace-frames", type=int, default=8, help="frames per trace")
+    parser.add_argument(
+        "--serve-args", default="", help="more `trelay serve` arguments (shell words)"
+    )
     args = parser.parse_args(argv)
     if not 1 <= args.clients <= 250 * 250 or args.rate <= 0 or args.minutes <= 0:
         parser.error("--clients 1..62500, --rate and --minutes > 0")
-    with tempfile.TemporaryDirectory() as workdir, running_server(Path(workdir)) as server:
-        run = soak(server, args.clients, args.rate, args.minutes * 60, args.sample, args.payload)
+    if args.refresh_period < 0:
+        parser.error("--refresh-period >= 0")
+    snapshot_at = [float(m) * 60 for m in args.tracemalloc.split(",")] if args.tracemalloc else []
+    if any(not 0 < at < args.minutes * 60 for at in snapshot_at):
+        parser.error("--tracemalloc minutes within the run")
+    frames = args.trace_frames if snapshot_at else 0
+    extra = shlex.split(args.serve_args)
+    with (
+        tempfile.TemporaryDirectory() as workdir,
+        running_server(Path(workdir), *extra, trace_frames=frames) as server,
+    ):
+        run = soak(
+            server,
+            args.clients,
+            args.rate,
+            args.minutes * 60,
+            args.sample,
+            args.payload,
+            refresh_period=args.refresh_period,
+            data=not args.no_data,
+            snapshot_at=snapshot_at,
+        )
         tracebacks = server.log.read_text(errors="replace").count("Traceback")
+        grown = diff(server.taken[0], server.taken[-1]) if len(server.taken) > 1 else []
     command = " ".join(["python -m benchmarks.soak", *(argv or sys.argv[1:])]).strip()
     text = report(run, command) + f"\n\nTracebacks in the server's log: {tracebacks}."
     print(text)
     print("\nRSS samples (s, KiB):", " ".join(f"{t:.0f}:{kib}" for t, kib in run.rss))
+    if grown:
+        print(f"\nPython heap growth between the snapshots at {args.tracemalloc} min:")
+        print("\n".join(grown))
     if args.write:
         write_marked_section(README, START, END, text, HEADING)
         print(f"\nwritten to {README}")

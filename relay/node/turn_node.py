@@ -6,8 +6,9 @@ Owns everything between the pure core and the kernel for TURN (RFC 8656):
   connections), datagrams to peers, binding and closing relay sockets; a reply on
   another 5-tuple than its request's (RFC 5780's CHANGE-REQUEST and RESPONSE-PORT,
   `trelay.turn.nat_discovery`) leaves from the UDP listener socket its `server` names;
-- one relay socket per allocation, read by a task in the allocation's own cancel scope,
-  so ending an allocation closes its socket at once (design §4); bound as the core asks
+- one relay socket per allocation, read through the node's data plane
+  (`trelay.node.data_plane`: one epoll set of every relay socket, one task), so ending
+  an allocation takes its sockets out and closes them at once (design §4); bound as the core asks
   (`trelay.node.relay_ports`: even ports for EVEN-PORT with or without a port range);
 - port reservations (RFC 8656 §7.2, EVEN-PORT R=1): the port+1 socket, held bound and
   unread until the core redeems it (`OpenRelay.reserved`: it becomes that Allocate's
@@ -61,8 +62,8 @@ from trelay.node.data_path import (
     Stalled,
     TransportCounters,
 )
+from trelay.node.data_plane import DataPlane
 from trelay.node.datagram_batch import (
-    BATCH_SIZE,
     DatagramBatch,
     UdpListenerStats,
     kernel_drops,
@@ -125,17 +126,13 @@ class _Relay:
     core keeps as `Allocation.runtime` for the data path."""
 
     sock: socket.socket
-    scope: trio.CancelScope
+    plane: DataPlane
     relayed: TransportCounters
     senders: RelaySenders
     allocation: Allocation | None = None
-    # Set by the relay task: where readers of connected channel sockets run, and how a
-    # frame reaches the client.
-    nursery: trio.Nursery | None = None
+    # How a frame reaches the client; None while nothing reads (a stream client gone).
     deliver: Callable[[Buffer], object] | None = None
     connected: list[socket.socket] = field(default_factory=list)
-    # Each socket's reader, in a box the moved client's handler refills (RFC 8016).
-    readers: list[tuple[socket.socket, list[PeerReader]]] = field(default_factory=list)
     # GSO sends (`trelay.node.gso`): the relay socket's, and the UDP listener's towards
     # the client (None for a TCP/TLS client).
     out: SegmentingSocket | None = None
@@ -146,11 +143,11 @@ class _Relay:
         return sum(kernel_drops(sock) for sock in (self.sock, *self.connected))
 
     def close(self) -> None:
-        """Close every socket now, so the relay port is free before the tasks unwind."""
-        self.scope.cancel()
+        """Close every socket now (out of the data plane first): the relay port is free
+        before anything else runs."""
         for sock in (self.sock, *self.connected):
             if sock.fileno() != -1:
-                trio.lowlevel.notify_closing(sock)
+                self.plane.discard(sock)
                 sock.close()
 
 
@@ -190,6 +187,10 @@ class TurnNode:
     nursery: trio.Nursery
     counters: DataPathCounters = field(default_factory=DataPathCounters)
     peer_buffer: PeerBuffer = field(default_factory=PeerBuffer)
+    # Every relay socket's reader, in one epoll set drained by one task (started with
+    # the first relay: no task starts from a constructor).
+    data_plane: DataPlane = field(default_factory=DataPlane)
+    _data_plane_started: bool = False
     udp_sockets: dict[Address, socket.socket] = field(default_factory=dict)
     # Each UDP listener's GSO sends to its clients (`trelay.node.gso`).
     udp_outs: dict[Address, SegmentingSocket] = field(default_factory=dict)
@@ -426,7 +427,7 @@ class TurnNode:
         bound = sock.getsockname()
         relayed = (bound[0], bound[1])
         counters = self.counters.by_transport[action.five_tuple.transport]
-        relay = _Relay(sock, trio.CancelScope(), counters, RelaySenders(sock.sendto))
+        relay = _Relay(sock, self.data_plane, counters, RelaySenders(sock.sendto))
         relay.out = SegmentingSocket(sock, self.counters.gso)
         if action.five_tuple.transport is ClientTransport.UDP:
             relay.client_out = self.udp_outs.get(action.five_tuple.server)
@@ -447,36 +448,19 @@ class TurnNode:
             sock.close()
             return
         self.usage.opened(relay.allocation, relay.senders)
-        self.nursery.start_soon(self._relay_task, relay)
+        relay.deliver = self._delivery(relay.allocation.five_tuple)
+        if relay.deliver is not None:  # else its stream client is gone already
+            self._read(relay, sock)
 
     # --- peer -> client ------------------------------------------------------------------
 
-    async def _relay_task(self, relay: _Relay) -> None:
-        """Read the relay socket (and the channels' connected sockets) until the
-        allocation ends (its scope is cancelled)."""
-        allocation = relay.allocation
-        assert allocation is not None
-        with relay.scope:
-            deliver = self._delivery(allocation.five_tuple)
-            if deliver is None:
-                return
-            async with trio.open_nursery() as nursery:
-                relay.nursery, relay.deliver = nursery, deliver
-                nursery.start_soon(self._read_relay, relay, relay.sock)
-
-    async def _read_relay(self, relay: _Relay, sock: socket.socket) -> None:
-        holder = [self._peer_reader(relay, sock)]
-        relay.readers.append((sock, holder))
-        with sock:
-            try:
-                # `_Relay.close` may close it while this task waits or is about to run
-                # again (another task ended the allocation first): check after each await.
-                while sock.fileno() != -1:
-                    await trio.lowlevel.wait_readable(sock)
-                    while sock.fileno() != -1 and holder[0].batch() == BATCH_SIZE:
-                        await trio.lowlevel.checkpoint()
-            except trio.ClosedResourceError:
-                return
+    def _read(self, relay: _Relay, sock: socket.socket) -> None:
+        """Read `sock` (the relay socket or a channel's) through the data plane, to the
+        allocation's client; again after a move (the reader is replaced)."""
+        if not self._data_plane_started:
+            self._data_plane_started = True
+            self.nursery.start_soon(self.data_plane.run)
+        self.data_plane.add(sock, self._peer_reader(relay, sock).batch)
 
     def _delivery(self, five_tuple: FiveTuple) -> Callable[[Buffer], object] | None:
         """How a frame reaches the client of `five_tuple`; None if it is gone."""
@@ -530,8 +514,8 @@ class TurnNode:
             relay.client_out = None  # GSO runs go through the new listener, if UDP
             if action.five_tuple.transport is ClientTransport.UDP:
                 relay.client_out = self.udp_outs.get(action.five_tuple.server)
-            for sock, holder in relay.readers:
-                holder[0] = self._peer_reader(relay, sock)
+            for sock in (relay.sock, *relay.connected):
+                self._read(relay, sock)
 
     def connect_channel(self, allocation: Allocation, channel: int, peer: Address) -> None:
         """Give `channel` a socket on the relayed address connected to `peer`.
@@ -543,7 +527,7 @@ class TurnNode:
         using the relay socket.
         """
         relay = self._relays.get(allocation.relayed)
-        if relay is None or relay.nursery is None or relay.out is None:
+        if relay is None or relay.deliver is None or relay.out is None:
             return
         senders = relay.senders
         per_channel, transmit = senders.per_channel, senders.transmit
@@ -572,7 +556,7 @@ class TurnNode:
         relay.connected.append(sock)
         out = SegmentingSocket(sock, self.counters.gso)
         per_channel[channel] = Route(peer, sock.send, out, None, senders)
-        relay.nursery.start_soon(self._read_relay, relay, sock)
+        self._read(relay, sock)
 
     def kernel_drops(self) -> int:
         """Datagrams the kernel dropped because a socket's receive buffer was full: the

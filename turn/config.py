@@ -32,6 +32,11 @@ RFC's error and counted (`trelay.turn.stats.Quota`); 0 is unlimited:
   closed. Each costs two descriptors (the peer's and the client's data connection); a
   client talks to a handful of peers per allocation.
 
+`tcp_allocations` (True): TCP allocations are offered (an Allocate for one gets 442
+without). The runtime turns them off with several worker processes: a ConnectionBind
+comes on a new connection, which the kernel may hand to another worker than the one
+holding the allocation (`trelay.node.turn_setup`).
+
 `tcp_connection_timeout` (30 s): how long a Connect may take to reach its peer (447
 after it) and how long a peer connection waits for its ConnectionBind (closed after
 it); RFC 6062 §5.2 asks at least 30 s for the first and names 30 s for the second
@@ -103,6 +108,7 @@ class TurnConfig:
     nat_discovery: NatDiscovery | None = None
     peer_connections_per_allocation: int = 32
     tcp_connection_timeout: float = 30.0
+    tcp_allocations: bool = True
 
     def __post_init__(self) -> None:
         if not 0 < self.default_lifetime <= self.max_lifetime:

@@ -452,10 +452,12 @@ class TurnServer:
         if not wants_tcp(request):
             return allocate.allocate(context, request, five_tuple, auth, now, redirection)
         problem = tcp_allocate_problem(request, five_tuple.transport)
+        code = ErrorCode.BAD_REQUEST
+        if not self.config.tcp_allocations:  # the runtime cannot serve them (workers)
+            code, problem = ErrorCode.UNSUPPORTED_TRANSPORT_PROTOCOL, "No TCP relaying here"
         if problem is not None:
             reply = responses.error(
-                request, ErrorCode.BAD_REQUEST, self._software, auth.credential.key,
-                reason=problem,
+                request, code, self._software, auth.credential.key, reason=problem
             )  # fmt: skip
             return self._reply(request, five_tuple, now, reply)
         return _as_tcp(allocate.allocate(context, request, five_tuple, auth, now, redirection))

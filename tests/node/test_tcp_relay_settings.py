@@ -56,3 +56,12 @@ def test_a_reload_applies_it_live(tmp_path: Path) -> None:
     assert [change.key for change in result.live] == [KEY]
     assert result.restart == ()
     assert result.settings.relay.peer_connections_per_allocation == 2
+
+
+def test_tcp_allocations_only_with_one_worker(tmp_path: Path) -> None:
+    # A ConnectionBind's new connection may reach another worker than the allocation's.
+    one = load_settings(write(tmp_path, BASE))
+    assert turn_config(one).tcp_allocations
+    several = load_settings(write(tmp_path, "workers = 2\n" + BASE))
+    assert several.workers == 2
+    assert not turn_config(several).tcp_allocations

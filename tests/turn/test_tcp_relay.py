@@ -401,3 +401,9 @@ def test_state_sizes_count_the_connections() -> None:
 def test_connection_ids_come_from_the_servers_rng() -> None:
     first, second = make_server(config()), make_server(config())
     assert first.tcp._randbits(32) == second.tcp._randbits(32)
+
+
+def test_tcp_allocations_turned_off_is_442() -> None:
+    c = tcp_client(make_server(config(tcp_allocations=False)))
+    assert_error(c, c.call(Method.ALLOCATE, RequestedTransport(6)), 442, signed=True)
+    assert_success(c, c.allocate())  # UDP relaying over TCP as before

@@ -159,17 +159,19 @@ class TcpRelays:
         listener.metered = True
         self.nursery.start_soon(self._accept_loop, relayed, listener)
 
-    def close_listener(self, relayed: Address) -> None:
-        """The allocation at `relayed` ended: stop accepting, free the port now."""
+    def close_listener(self, relayed: Address) -> RelaySenders | None:
+        """The allocation at `relayed` ended: stop accepting, free the port now. Returns
+        what it relayed (for its "allocation ended" line), None if it was not ours."""
         listener = self.listeners.pop(relayed, None)
         if listener is None:
-            return
+            return None
         listener.scope.cancel()
         if listener.sock.fileno() != -1:
             trio.lowlevel.notify_closing(listener.sock)
             listener.sock.close()
         if listener.metered:
             self.usage.ended(relayed)
+        return listener.senders
 
     async def _accept_loop(self, relayed: Address, listener: _Listener) -> None:
         sock = listener.sock

@@ -322,7 +322,9 @@ class TurnNode:
             elif isinstance(action, ConnectPeer | SpliceConnections | ClosePeerConnection):
                 self.tcp_relays.run(action)  # RFC 6062
             elif isinstance(action, CloseRelay):
-                self.tcp_relays.close_listener(action.relayed)  # a TCP allocation's, if any
+                tcp = self.tcp_relays.close_listener(action.relayed)  # a TCP allocation's
+                if tcp is not None:
+                    closed[action.relayed] = tcp
                 relay = self._relays.pop(action.relayed, None)
                 held = self._reserved.pop(action.relayed, None)
                 if held is not None:  # a reservation expired (or the server stopped)

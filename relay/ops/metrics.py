@@ -40,7 +40,8 @@ number of series is bounded whatever the traffic):
                                                                   handshakes
     trelay_resource_exhaustion_total{resource,what}     counter  descriptors|memory;
                                                                   accept|relay_socket|
-                                                                  channel_socket refused
+                                                                  channel_socket|
+                                                                  peer_connection refused
     trelay_gso_sends_total                               counter  GSO sendmsg calls (runs)
     trelay_gso_datagrams_total                           counter  datagrams sent in them
     trelay_gso_fallbacks_total                           counter  sockets where GSO failed
@@ -299,7 +300,8 @@ _FAMILIES: tuple[tuple[str, _Kind, str, str, tuple[str, ...]], ...] = (
      "What was refused because the process ran out of a resource: descriptors "
      "(EMFILE/ENFILE) or socket memory; accept: a new TCP/TLS connection closed, "
      "relay_socket: an Allocate answered 508 (or tried on another port), channel_socket: "
-     "a channel kept the relay socket.", ("resource", "what")),
+     "a channel kept the relay socket, peer_connection: an RFC 6062 connection to or from "
+     "a peer not made.", ("resource", "what")),
     ("gso_sends", _COUNTER, "trelay_gso_sends",
      "Runs of equal-size datagrams to one destination sent in one sendmsg with UDP "
      "segmentation offload (GSO).", ()),

@@ -516,9 +516,6 @@ def _apply_flags(
     relay = _relay_flags(settings.relay, flags)
     drain = _drain_flags(settings.drain, flags)
     _check_port_range_split(relay.ports, workers)
-    if resolved.dtls and workers > 1:
-        # The supervisor hands workers UDP sockets for listen.udp only (`trelay.process.workers`).
-        raise SettingsError("listen.dtls", "not served with workers > 1 yet: use workers = 1")
     # The operator port is TCP too: it must not take a TCP or TLS listener's fixed port.
     _check_unique([("listen.tcp", resolved.tcp), ("listen.tls", resolved.tls),
                    ("http.listen", http.listen)])  # fmt: skip

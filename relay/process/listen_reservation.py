@@ -3,10 +3,10 @@
 Owns step 1 of `trelay.process.workers` and the per-worker settings:
 - `reserve_listen_ports`: every listen address is first bound by a plain socket (no
   SO_REUSEPORT), so a port in use fails as with one process (`ListenError` naming its
-  key) and a port-0 address gets a port nobody holds; then, per UDP address, one
-  SO_REUSEPORT socket per worker is bound and kept for the supervisor's whole life (see
-  `Reservation` for why), and per TCP/TLS address one probe holds the port until the
-  workers listen on it.
+  key) and a port-0 address gets a port nobody holds; then, per UDP (and DTLS) address,
+  one SO_REUSEPORT socket per worker is bound and kept for the supervisor's whole life
+  (see `Reservation` for why), and per TCP/TLS address one probe holds the port until
+  the workers listen on it.
 - `split_port_range` / `worker_settings`: each worker gets the settings with concrete
   ports, its own disjoint slice of `relay.ports`, and no HTTP port or token API.
 """
@@ -28,7 +28,9 @@ class Reservation:
     """Concrete listen ports and the supervisor's sockets holding them.
 
     `udp[i][w]` is worker w's socket for `listen.udp[i]` (then for `listen.nat[i -
-    len(listen.udp)]`, RFC 5780's other addresses), bound by the supervisor and kept
+    len(listen.udp)]`, RFC 5780's other addresses, then for each `listen.dtls`: DTLS is
+    UDP, and the kernel keeps each client's 4-tuple, so its whole association and the
+    cookie exchange before it, on one worker), bound by the supervisor and kept
     for its whole life (a worker inherits it, a restarted one inherits it again), so the
     port's SO_REUSEPORT group never changes and the kernel keeps every UDP client on its
     worker: when a socket leaves a group, Linux moves the group's last socket into its
@@ -70,6 +72,12 @@ def reserve_listen_ports(listen: ListenSettings, workers: int) -> Reservation:
             reservation.udp.append(sockets)
             _reserve(socket.SOCK_DGRAM, nat_discovery_key(listen, address), address, sockets,
                      workers)  # fmt: skip
+        dtls: list[ListenAddress] = []
+        for index, address in enumerate(listen.dtls):  # after listen.nat, in `udp`
+            sockets = []
+            reservation.udp.append(sockets)
+            dtls.append(_reserve(socket.SOCK_DGRAM, f"listen.dtls[{index}]", address, sockets,
+                                 workers))  # fmt: skip
         twins = paired_ports(listen, [(a.host, a.port) for a in udp])
         tcp: list[ListenAddress] = []
         for index, (address, twin) in enumerate(zip(listen.tcp, twins, strict=True)):
@@ -87,7 +95,9 @@ def reserve_listen_ports(listen: ListenSettings, workers: int) -> Reservation:
     except BaseException:
         reservation.close()
         raise
-    reservation.listen = ListenSettings(tuple(udp), tuple(tcp), tuple(tls), nat=listen.nat)
+    reservation.listen = ListenSettings(
+        tuple(udp), tuple(tcp), tuple(tls), dtls=tuple(dtls), nat=listen.nat
+    )
     return reservation
 
 

@@ -2,9 +2,9 @@
 
 Owns the worker's side of `trelay serve --workers N` (design §4, `trelay.process.workers` is the
 supervisor): `python -m trelay.process.worker FD` runs one TURN node - its own trio loop,
-`trelay.node.turn_node.TurnNode` and the UDP/TCP/TLS listeners of its settings on ports the
-supervisor chose (UDP on sockets the supervisor bound and passed down, `udp_fds`; TCP
-and TLS bound here with SO_REUSEPORT) - and no HTTP port. FD is its end
+`trelay.node.turn_node.TurnNode` and the UDP/TCP/TLS/DTLS listeners of its settings on ports
+the supervisor chose (UDP and DTLS on sockets the supervisor bound and passed down,
+`udp_fds`; TCP and TLS bound here with SO_REUSEPORT) - and no HTTP port. FD is its end
 of a socketpair to the supervisor, which carries the messages below: length-prefixed
 pickles (both ends are our own processes; nothing else can reach the socketpair).
 
@@ -48,16 +48,18 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import trio
+from OpenSSL import SSL
 
 from trelay.config.reload import Reload
 from trelay.config.settings import Settings
 from trelay.config.values import SettingsError
 from trelay.fleet.node_link import run_node_link
 from trelay.node.assembly import RunningNode, start_node
+from trelay.node.dtls_listener import serve_dtls_socket
 from trelay.node.frontend import ClientFrontend
 from trelay.node.listeners import BoundAddresses, HostPort, ListenError, Listeners
 from trelay.node.sessions import Session
-from trelay.node.stream_listener import serve_stream
+from trelay.node.stream_listener import HandshakeFailures, serve_stream
 from trelay.node.turn_node import TurnNode
 from trelay.node.udp_listener import serve_udp_socket
 from trelay.ops.http_app import NodeStatus
@@ -78,8 +80,9 @@ logger = logging.getLogger(__name__)
 
 
 def worker_listeners(assignment: WorkerAssignment) -> Listeners:
-    """UDP on the inherited sockets; TCP and TLS bound here, with SO_REUSEPORT."""
-    listen = (*assignment.settings.listen.udp, *assignment.settings.listen.nat)
+    """UDP and DTLS on the inherited sockets; TCP and TLS bound here, with SO_REUSEPORT."""
+    settings_listen = assignment.settings.listen
+    listen = (*settings_listen.udp, *settings_listen.nat, *settings_listen.dtls)
     inherited = {
         (address.host, address.port): fd
         for address, fd in zip(listen, assignment.udp_fds, strict=True)
@@ -97,8 +100,28 @@ def worker_listeners(assignment: WorkerAssignment) -> Listeners:
         sock.setblocking(False)
         await serve_udp_socket(sock, frontend, task_status=task_status)
 
+    async def serve_inherited_dtls(
+        host: str,
+        port: int,
+        frontend: ClientFrontend,
+        /,
+        *,
+        dtls_context: SSL.Context,
+        idle_timeout: float = 30.0,
+        handshake_failures: HandshakeFailures | None = None,
+        task_status: trio.TaskStatus[HostPort] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        sock = socket.socket(fileno=inherited[(host, port)])
+        sock.setblocking(False)
+        await serve_dtls_socket(
+            sock, frontend, dtls_context=dtls_context, idle_timeout=idle_timeout,
+            handshake_failures=handshake_failures, task_status=task_status,
+        )  # fmt: skip
+
     return Listeners(
-        udp=serve_inherited_udp, stream=functools.partial(serve_stream, reuse_port=True)
+        udp=serve_inherited_udp,
+        stream=functools.partial(serve_stream, reuse_port=True),
+        dtls=serve_inherited_dtls,
     )
 
 
@@ -114,7 +137,7 @@ class WorkerAssignment:
     nonce_key: bytes = field(repr=False)
     username_key: bytes = field(repr=False)
     # Inherited UDP sockets (bound by the supervisor), one per `settings.listen.udp`, then
-    # one per `settings.listen.nat` (RFC 5780's other addresses).
+    # one per `settings.listen.nat` (RFC 5780's other addresses), then per `listen.dtls`.
     udp_fds: tuple[int, ...] = ()
 
 

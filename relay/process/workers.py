@@ -547,11 +547,11 @@ async def _first_drain_request(signals: AsyncIterator[int], asked: trio.Event) -
 
 
 def _shared_certificate(settings: Settings, listen: ListenSettings, directory: Path) -> Settings:
-    """With TLS and no certificate files: one throw-away certificate for every worker
-    (clients pinning it see the same one whichever worker they reach)."""
-    if not listen.tls or not settings.tls.self_signed:
+    """With TLS or DTLS and no certificate files: one throw-away certificate for every
+    worker (clients pinning it see the same one whichever worker they reach)."""
+    if not (listen.tls or listen.dtls) or not settings.tls.self_signed:
         return settings
-    certificate = generate_self_signed([a.host for a in listen.tls])
+    certificate = generate_self_signed([a.host for a in (*listen.tls, *listen.dtls)])
     cert, key = directory / "cert.pem", directory / "key.pem"
     cert.write_bytes(certificate.cert_pem)
     fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

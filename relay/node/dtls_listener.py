@@ -40,8 +40,10 @@ The allocation of an association ends with it (`StreamSession.close`: the client
 it with close_notify, its address started a new handshake, it idled out, or the listener
 stopped), as a TCP connection's does (RFC 8656 §3.1).
 
-Not here: SO_REUSEPORT workers (a DTLS listener is served by the process that binds it;
-`trelay serve --workers N` refuses `listen.dtls`, `trelay.config.settings`).
+`serve_dtls_socket` serves a socket bound elsewhere: a worker of `trelay serve --workers N`
+inherits one SO_REUSEPORT socket per DTLS address from its supervisor, as for UDP
+(`trelay.process.listen_reservation`); the kernel hashes a client's 4-tuple to one worker,
+so its cookie exchange (each worker has its own cookie key) and its association stay there.
 """
 
 from __future__ import annotations

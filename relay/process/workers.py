@@ -6,7 +6,7 @@ serves no TURN itself; it
    SO_REUSEPORT) binds it first, so a port in use fails as with one process (a
    `ListenError` naming its key, status 1; SO_REUSEPORT alone would silently share a
    port with a stale trelay of the same user) and a port-0 address gets a port nobody
-   holds. Then, per UDP address, it binds N SO_REUSEPORT sockets, one per worker, and
+   holds. Then, per UDP (and DTLS) address, it binds N SO_REUSEPORT sockets, one per worker, and
    keeps them for its whole life; per TCP/TLS address, one SO_REUSEPORT probe (bound,
    never listening) holds the port until the workers listen on it;
 2. starts N workers (`python -m trelay.process.worker`: one socketpair each for the messages of

@@ -56,6 +56,7 @@ USERNAME_FIELDS = frozenset({"username", "user", "identity"})
 USER_REF_FIELD = "user_ref"
 HUMAN_PREFIX = "trelay"
 _MAX_DEPTH = 4  # nested values deeper than this are not expanded (and not printed)
+_MAX_REFS = 4096  # usernames whose user_ref is kept (`RecordScrubber.user_ref`)
 
 # Every attribute a plain LogRecord has; anything else on a record came from `extra`.
 _RECORD_ATTRIBUTES = frozenset(vars(logging.LogRecord("", logging.INFO, "", 0, "", None, None))) | {
@@ -116,24 +117,33 @@ class _Scrubbed:
 class RecordScrubber:
     """Turns a record's extra fields, message and exception into printable, safe values."""
 
-    __slots__ = ("_show_usernames", "_username_key")
+    __slots__ = ("_refs", "_show_usernames", "_username_key")
 
     def __init__(self, show_usernames: bool = False, username_key: bytes | None = None) -> None:
         self._show_usernames = show_usernames
         self._username_key = username_key if username_key is not None else secrets.token_bytes(16)
+        # username -> user_ref: the same users appear line after line (bounded, emptied
+        # when full; held in memory only, as the usernames themselves are).
+        self._refs: dict[str, str] = {}
 
     def user_ref(self, username: str) -> str:
         """A short keyed hash of `username`: stable for one key, not a dictionary lookup."""
-        digest = hmac.digest(self._username_key, username.encode("utf-8"), hashlib.sha256)
-        return digest[:5].hex()
+        ref = self._refs.get(username)
+        if ref is None:
+            digest = hmac.digest(self._username_key, username.encode("utf-8"), hashlib.sha256)
+            ref = digest[:5].hex()
+            if len(self._refs) >= _MAX_REFS:
+                self._refs.clear()
+            self._refs[username] = ref
+        return ref
 
     def fields(self, record: logging.LogRecord) -> dict[str, Any]:
         """The record's `extra` fields, secrets redacted and usernames hidden or hashed."""
-        extra = (
+        extra = [
             (name, value)
             for name, value in vars(record).items()
-            if name not in _RECORD_ATTRIBUTES and not name.startswith("_")
-        )
+            if name not in _RECORD_ATTRIBUTES and name[:1] != "_"
+        ]
         return self._items(extra, depth=0)
 
     def plain(self, value: object, depth: int = 0) -> Any:
@@ -228,11 +238,19 @@ def _address_text(value: object) -> str | None:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+# A human line's value is quoted when it is empty or holds whitespace (`\s` is
+# `str.isspace` in a str pattern), a quote or `=`: one regex scan, not a call per character.
+_NEEDS_QUOTES = re.compile(r"[\s\"'=]")
+
+
 def _render(value: Any) -> str:
     """A plain value as one token of a human line."""
     if isinstance(value, str):
-        needs_quotes = not value or any(c.isspace() or c in "\"'=" for c in value)
-        return json.dumps(value, ensure_ascii=False) if needs_quotes else value
+        if value and _NEEDS_QUOTES.search(value) is None:
+            return value
+        return json.dumps(value, ensure_ascii=False)
+    if type(value) is int:  # the common case (counts, lifetimes): what json.dumps writes
+        return str(value)
     if isinstance(value, dict) and value.get("type"):
         inner = ", ".join(f"{k}={_render(v)}" for k, v in value.items() if k != "type")
         return f"{value['type']}({inner})"

@@ -1,9 +1,10 @@
 """trelay beside coturn under the load users run: a C load generator and an echo peer.
 
-Run as `python -m benchmarks.relay_vs_coturn [--quick] [--commit REV | --worktree]`;
-never run by the tests (tests/benchmarks_smoke/ only checks that the C helper builds and
-relays a few datagrams). Issue 13, Deliver 1: what a relay costs is server CPU per
-relayed datagram and per allocation, measured so that the load is not the limit.
+Run as `python -m benchmarks.relay_vs_coturn [--quick] [--commit REV | --worktree]
+[--baseline REV]` (or `make bench-coturn`); never run by the tests (tests/benchmarks_smoke/
+only checks that the C helper builds and relays a few datagrams). Issue 13, Deliver 1:
+what a relay costs is server CPU per relayed datagram and per allocation, measured so that
+the load is not the limit.
 
 - The load: `benchmarks/loadgen.c`, compiled here with the machine's C compiler into a
   temporary directory. This driver allocates the flows with `benchmarks.turn_client`
@@ -13,8 +14,9 @@ relayed datagram and per allocation, measured so that the load is not the limit.
   reads with recvmmsg. The peer (`loadgen peer`) echoes every datagram to the relayed
   address it came from, so both directions are relayed.
 - Modes (`MODES`): saturated (8 flows x 16 in flight) and light (8 x 1) at 100 B and
-  1200 B; "audio" (1000 flows x 50 datagrams/s of 160 B, paced); ping-pong (1 x 1, RTT
-  p50/p99). Per mode and server, the median of 3 alternating windows.
+  1200 B; "audio" (1000 flows x 50 datagrams/s of 160 B, paced, and 200 x 50/s, a fleet
+  that a busy shared machine still carries); ping-pong (1 x 1, RTT p50/p99). Per mode and
+  server, the median of 3 alternating windows.
 - Allocations per server CPU-second: `load_generator.allocation_rate` (401 + Allocate +
   Refresh 0, sources over 127.10-11.x.y). RSS per allocation: VmRSS before and after
   10,000 more allocations held open (one source IP each).
@@ -25,6 +27,8 @@ relayed datagram and per allocation, measured so that the load is not the limit.
 - trelay measured: by default the committed tree at `--commit` (HEAD), exported with
   `git archive` and run with this environment's Python, so uncommitted edits in a shared
   working tree are not measured by accident; `--worktree` measures the checkout as it is.
+  `--baseline REV` adds a second trelay build (`baseline`) to the same alternating rounds,
+  so a change is measured before and after, beside coturn, in one run.
 
 It prints the tables and rewrites the marked part of the "Relay vs coturn: the load users
 run" section of benchmarks/README.md (`--no-write` keeps it). Every process it starts is
@@ -54,6 +58,7 @@ from typing import IO, Any
 
 from benchmarks.load_generator import CHANNEL, Target, allocation_rate
 from benchmarks.relay_bench import (
+    BASELINE,
     Server,
     coturn_version,
     read_line,
@@ -97,6 +102,7 @@ MODES = (
     Mode("light", 100, 8, inflight=1),
     Mode("light", 1200, 8, inflight=1),
     Mode("audio", 160, 1000, rate=50.0),
+    Mode("audio", 160, 200, rate=50.0),  # a fleet a busy shared machine can still carry
     Mode("ping-pong", 100, 1, inflight=1),
 )
 
@@ -555,83 +561,87 @@ def _ratio(ours: float, theirs: float) -> str:
     return f"{ours / theirs:.2f}x" if theirs > 0 else "n/a"
 
 
+@dataclass(frozen=True, slots=True)
+class Measure:
+    """One row of the ratio table: a value per server and which way is better."""
+
+    label: str
+    values: dict[str, float]
+    higher_is_better: bool
+
+
+def measures(results: Results, names: list[str], modes: list[Mode]) -> list[Measure]:
+    rows: list[Measure] = []
+    for mode in modes:
+        runs = {n: results.windows[(n, mode)] for n in names}
+        best = {n: median_window(runs[n], mode) for n in names}
+        if mode.rate:
+            losses = {n: _loss(runs[n]) for n in names}
+            if max(losses.values()) < 0.01:
+                shares = {n: best[n].cpu_share() for n in names}
+                rows.append(Measure(f"{mode.label}: server CPU for the load", shares, False))
+            else:  # not the same load: what each relayed differs, so compare per datagram
+                lost = ", ".join(f"{n} lost {losses[n]:.0%}" for n in names)
+                micros = {n: 1e6 / best[n].per_cpu() if best[n].per_cpu() else 0.0 for n in names}
+                label = f"{mode.label}: server CPU per relayed datagram (not sustained: {lost})"
+                rows.append(Measure(label, micros, False))
+        elif mode.name == "ping-pong":
+            for name, pick in (("p50", "rtt_p50"), ("p99", "rtt_p99")):
+                values = {n: statistics.median(getattr(w, pick) for w in runs[n]) for n in names}
+                rows.append(Measure(f"ping-pong {name}", values, False))
+        else:
+            per_cpu = {n: best[n].per_cpu() for n in names}
+            rows.append(Measure(f"{mode.label}: relayed per server CPU-s", per_cpu, True))
+    rates = {n: statistics.median(r[0] for r in results.allocations[n]) for n in names}
+    micros = {n: 1e6 / rates[n] if rates[n] else 0.0 for n in names}
+    rows.append(Measure("server CPU per allocation", micros, False))
+    per_alloc = {n: results.held[n].per_allocation for n in names}
+    rows.append(Measure("RSS per allocation held", per_alloc, False))
+    return rows
+
+
 def tables(results: Results, names: list[str], modes: list[Mode]) -> str:
-    trelay, coturn = names[0], names[1]
+    """Per mode and server, the median window; allocations and memory; then the ratios:
+    each trelay build to coturn, and (with a baseline) the build under test to it."""
     lines = [
         "| mode | server | relayed per server CPU-s | server CPU | relayed/s | RTT p50 | p99 "
         "| lost | load generator CPU | echo peer CPU |",
         "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
-    ratios: list[str] = []
     for mode in modes:
-        best = {n: median_window(results.windows[(n, mode)], mode) for n in names}
         for name in names:
-            w = best[name]
-            lost = _lost(results.windows[(name, mode)])
+            runs = results.windows[(name, mode)]
+            w = median_window(runs, mode)
             lines.append(
-                f"| {mode.label} | {name} | {w.per_cpu():,.0f} | {w.server_cpu / w.seconds:.2f} "
+                f"| {mode.label} | {name} | {w.per_cpu():,.0f} | {w.cpu_share():.2f} "
                 f"| {w.relayed / w.seconds:,.0f} | {_micros(w.rtt_p50)} | {_micros(w.rtt_p99)} "
-                f"| {lost} | {w.client_cpu / w.seconds:.2f} | {w.peer_cpu / w.seconds:.2f} |"
+                f"| {_lost(runs)} | {w.client_cpu / w.seconds:.2f} | {w.peer_cpu / w.seconds:.2f} |"
             )
-        ours, theirs = best[trelay], best[coturn]
-        if mode.rate:
-            shares = {n: best[n].cpu_share() for n in names}
-            losses = {n: _loss(results.windows[(n, mode)]) for n in names}
-            if max(losses.values()) < 0.01:
-                ratio = _ratio(shares[trelay], shares[coturn])
-                ratios.append(
-                    f"| {mode.label}: server CPU for the load (lower is better) | {ratio} |"
-                )
-            else:  # not the same load: what each relayed differs, so compare per datagram
-                ratio = _ratio(theirs.per_cpu(), ours.per_cpu())
-                lost = ", ".join(f"{n} lost {losses[n]:.0%}" for n in names)
-                ratios.append(
-                    f"| {mode.label}: server CPU per relayed datagram (lower is better; the "
-                    f"load was not sustained: {lost}) | {ratio} |"
-                )
-        elif mode.name == "ping-pong":
-            p50 = {
-                n: statistics.median(w.rtt_p50 for w in results.windows[(n, mode)]) for n in names
-            }
-            p99 = {
-                n: statistics.median(w.rtt_p99 for w in results.windows[(n, mode)]) for n in names
-            }
-            ratios.append(
-                f"| ping-pong p50 (lower is better) | {_ratio(p50[trelay], p50[coturn])} |"
-            )
-            ratios.append(
-                f"| ping-pong p99 (lower is better) | {_ratio(p99[trelay], p99[coturn])} |"
-            )
-        else:
-            ratio = _ratio(ours.per_cpu(), theirs.per_cpu())
-            ratios.append(f"| {mode.label}: relayed per server CPU-s | {ratio} |")
     lines += [
         "",
         "| server | allocations per server CPU-s | server CPU µs per allocation "
         "| allocators' CPU | failed | RSS per allocation held |",
         "|---|--:|--:|--:|--:|--:|",
     ]
-    rates: dict[str, float] = {}
     for name in names:
-        runs = results.allocations[name]
-        rates[name] = statistics.median(r[0] for r in runs)
-        client = statistics.median(r[1] for r in runs)
+        runs_a = results.allocations[name]
+        rate = statistics.median(r[0] for r in runs_a)
         held = results.held[name]
-        micros = 1e6 / rates[name] if rates[name] else 0.0
         lines.append(
-            f"| {name} | {rates[name]:,.0f} | {micros:,.0f} | {client:.2f} "
-            f"| {sum(r[2] for r in runs)} | {held.per_allocation:.1f} KiB "
-            f"({held.rss_before / 1024:.1f} -> {held.rss_after / 1024:.1f} MiB, "
-            f"{held.allocations:,} held, {held.failures} failed) |"
+            f"| {name} | {rate:,.0f} | {1e6 / rate if rate else 0:,.0f} "
+            f"| {statistics.median(r[1] for r in runs_a):.2f} | {sum(r[2] for r in runs_a)} "
+            f"| {held.per_allocation:.1f} KiB ({held.rss_before / 1024:.1f} -> "
+            f"{held.rss_after / 1024:.1f} MiB, {held.allocations:,} held, "
+            f"{held.failures} failed) |"
         )
-    ratios.append(
-        f"| server CPU per allocation (lower is better) | {_ratio(rates[coturn], rates[trelay])} |"
-    )
-    per_alloc = {n: results.held[n].per_allocation for n in names}
-    ratios.append(
-        f"| RSS per allocation (lower is better) | {_ratio(per_alloc[trelay], per_alloc[coturn])} |"
-    )
-    lines += ["", f"| measure | {trelay}/{coturn} |", "|---|--:|", *ratios]
+    trelay, coturn, *others = names
+    pairs = [(trelay, coturn), *((o, coturn) for o in others), *((trelay, o) for o in others)]
+    heading = " | ".join(f"{a}/{b}" for a, b in pairs)
+    lines += ["", f"| measure | {heading} |", "|---|" + "--:|" * len(pairs)]
+    for row in measures(results, names, modes):
+        better = "higher" if row.higher_is_better else "lower"
+        cells = " | ".join(_ratio(row.values[a], row.values[b]) for a, b in pairs)
+        lines.append(f"| {row.label} ({better} is better) | {cells} |")
     return "\n".join(lines)
 
 
@@ -716,6 +726,11 @@ def main(argv: list[str] | None = None) -> None:
     which.add_argument("--commit", default="HEAD", help="the trelay commit to measure (HEAD)")
     which.add_argument("--worktree", action="store_true", help="measure the checkout as it is")
     parser.add_argument(
+        "--baseline",
+        metavar="REV",
+        help="another trelay commit, measured in the same alternating rounds (before/after)",
+    )
+    parser.add_argument(
         "--modes", help="comma-separated mode names to run (saturated,light,audio,ping-pong)"
     )
     args = parser.parse_args(argv)
@@ -723,11 +738,14 @@ def main(argv: list[str] | None = None) -> None:
         settings = Settings(0.5, 1.5, 1, 200, 1.5, 2, 1000)
     else:
         settings = Settings(1.0, args.duration, args.rounds, 1000, 5.0, 2, 10_000)
-    modes = [
-        m if m.name != "audio" else Mode(m.name, m.size, settings.audio_flows, rate=m.rate)
-        for m in MODES
-        if args.modes is None or m.name in args.modes.split(",")
-    ]
+    modes: list[Mode] = []
+    for mode in MODES:
+        if args.modes is not None and mode.name not in args.modes.split(","):
+            continue
+        flows = min(mode.flows, settings.audio_flows) if mode.rate else mode.flows
+        sized = Mode(mode.name, mode.size, flows, mode.inflight, mode.rate)
+        if sized not in modes:
+            modes.append(sized)
     cpus = None if args.no_pin else split_cpus()
     raise_nofile()
     began = time.monotonic()
@@ -739,11 +757,15 @@ def main(argv: list[str] | None = None) -> None:
         else:
             executable, full = trelay_at(args.commit, Path(workdir))
             measured = f"commit {full[:12]} (`git archive`, run with this environment's Python)"
+        baseline = None
+        if args.baseline is not None:
+            baseline, before = trelay_at(args.baseline, Path(workdir))
+            measured += f"; `{BASELINE}`: commit {before[:12]}, the same way"
         print(f"trelay: {measured}")
-        with running_servers(cpus, trelay=executable) as servers, logs_on_failure(servers):
+        with running_servers(cpus, baseline, executable) as servers, logs_on_failure(servers):
             names = [server.name for server in servers]
             results = measure(binary, servers, settings, modes)
-        with running_servers(cpus, trelay=executable) as servers, logs_on_failure(servers):
+        with running_servers(cpus, baseline, executable) as servers, logs_on_failure(servers):
             measure_memory(servers, settings, results)
     minutes = (time.monotonic() - began) / 60
     load = (load_before, os.getloadavg())

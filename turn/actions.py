@@ -53,6 +53,10 @@ class OpenRelay:
     its address, and it lives until a `CloseRelay` of that address; both bind or
     neither (`relay_failed`). `reserved`: `host`:`port` is such a held socket (an
     Allocate with its RESERVATION-TOKEN): it becomes this relay socket.
+
+    `dual_host`: a dual allocation (RFC 8656 §7.2, ADDITIONAL-ADDRESS-FAMILY): also bind
+    a socket of the other family there (on `port` too when it is not 0); if that one
+    fails the allocation has one family (`relay_opened` is given no second address).
     """
 
     five_tuple: FiveTuple
@@ -62,12 +66,14 @@ class OpenRelay:
     even: bool = False
     reserve_next: bool = False
     reserved: bool = False
+    dual_host: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class CloseRelay:
-    """Close the relay socket of an allocation that has ended, or the held socket of a
-    port reservation that expired (RFC 8656 §7.2)."""
+    """Close the relay socket of an allocation that has ended (one CloseRelay per
+    relayed address: a dual allocation has two), or the held socket of a port
+    reservation that expired (RFC 8656 §7.2)."""
 
     relayed: Address
 

@@ -19,6 +19,13 @@ operator's view shows, `trelay.turn.allocation_view`).
 Expiry is enforced by the server's timers, which delete what has expired before the
 runtime relays another packet at or after that time.
 
+A dual allocation (RFC 8656 §7.2, ADDITIONAL-ADDRESS-FAMILY) has a `second` relayed
+address of the other family (IPv6 beside the IPv4 `relayed`). Its permissions and
+channels are per family the way they are keyed: a peer of one family is reached from
+(and only from) the relayed address of that family (`relayed_for`), and its
+permission, an IP of that family, can only match peers of it. One lifetime covers
+both; a single-family allocation has `second` None and pays nothing for it.
+
 `runtime` is the runtime's own record of the allocation (its relay socket's senders),
 handed over when the relay socket is bound (`TurnServer.relay_opened`) so that the data
 path reaches it from the allocation with no second lookup. The core never reads it.
@@ -26,7 +33,7 @@ path reaches it from the allocation with no second lookup. The core never reads 
 
 from __future__ import annotations
 
-from trelay.turn.addressing import Address, FiveTuple
+from trelay.turn.addressing import Address, FiveTuple, is_ipv6
 
 
 class Allocation:
@@ -43,6 +50,8 @@ class Allocation:
         "relayed",
         "reported_relayed",
         "runtime",
+        "second",
+        "second_reported",
         "username",
     )
 
@@ -58,6 +67,8 @@ class Allocation:
         *,
         created_at: float | None = None,
         runtime: object = None,
+        second: Address | None = None,
+        second_reported: Address | None = None,
     ) -> None:
         self.five_tuple = five_tuple
         self.relayed = relayed  # the bound socket address
@@ -74,6 +85,36 @@ class Allocation:
         self.channel_expiry: dict[int, float] = {}
         # Opaque to the core: set once here, never read or changed by it.
         self.runtime = runtime
+        # A dual allocation's other relayed address (bound, and as reported).
+        self.second = second
+        self.second_reported = second_reported or second
+
+    def serves(self, host: str) -> bool:
+        """Whether a peer at `host` is of a family this allocation relays to (§9.1)."""
+        return self.second is not None or is_ipv6(host) == is_ipv6(self.relayed[0])
+
+    def relayed_for(self, host: str) -> Address:
+        """The relayed address that reaches a peer at `host`: the `second` one of a dual
+        allocation for a peer of its family, else `relayed`."""
+        second = self.second
+        if second is not None and is_ipv6(host) == is_ipv6(second[0]):
+            return second
+        return self.relayed
+
+    def drop_second(self) -> Address | None:
+        """A dual allocation gives up its second family (a Refresh deleting it, §7.3):
+        the permissions and channels of that family go with it. Returns its address."""
+        second = self.second
+        if second is None:
+            return None
+        family = is_ipv6(second[0])
+        for number, peer in list(self.channels.items()):
+            if is_ipv6(peer[0]) == family:
+                self.unbind_channel(number)
+        for host in [h for h in self.permissions if is_ipv6(h) == family]:
+            del self.permissions[host]
+        self.second = self.second_reported = None
+        return second
 
     def permit(self, peer_ip: str, until: float) -> None:
         """Install or refresh a permission; never shortens an existing one."""

@@ -2,7 +2,8 @@
 
 Owns the server's bookkeeping of allocations (RFC 8656 §5, §7.2 step 8 quotas):
 
-- `allocations`: 5-tuple -> allocation, `by_relayed`: relayed address -> allocation, and
+- `allocations`: 5-tuple -> allocation, `by_relayed`: relayed address -> allocation (both
+  addresses of a dual allocation, RFC 8656 §7.2 ADDITIONAL-ADDRESS-FAMILY), and
   one client-address -> allocation map per listening socket (`client_table`), which the
   runtime's UDP data path reads directly (one lookup per ChannelData packet);
 - `pending`: Allocates whose relay socket the runtime is still binding; they count
@@ -245,6 +246,8 @@ class AllocationTable:
         five_tuple = allocation.five_tuple
         self.allocations[five_tuple] = allocation
         self.by_relayed[allocation.relayed] = allocation
+        if allocation.second is not None:
+            self.by_relayed[allocation.second] = allocation
         self.client_table(five_tuple.transport, five_tuple.server)[five_tuple.client] = allocation
 
     def move(self, allocation: Allocation, five_tuple: FiveTuple) -> None:
@@ -260,10 +263,20 @@ class AllocationTable:
         self.client_table(five_tuple.transport, five_tuple.server)[five_tuple.client] = allocation
         _add(self._per_source, source_of(five_tuple.client), 1)
 
+    def drop_second(self, allocation: Allocation) -> Address | None:
+        """A dual allocation's second family is deleted (§7.3): its address, if it had one.
+        (A configured range's port is the primary's too: it stays in use.)"""
+        second = allocation.drop_second()
+        if second is not None:
+            del self.by_relayed[second]
+        return second
+
     def remove(self, allocation: Allocation) -> None:
         five_tuple = allocation.five_tuple
         del self.allocations[five_tuple]
         del self.by_relayed[allocation.relayed]
+        if allocation.second is not None:
+            del self.by_relayed[allocation.second]
         del self.client_table(five_tuple.transport, five_tuple.server)[five_tuple.client]
         _add(self._per_identity, allocation.identity, -1)
         _add(self._per_source, source_of(five_tuple.client), -1)

@@ -147,6 +147,7 @@ _WHY_RESTART = {
     "workers": "worker processes are started at start",
     "relay": "relay sockets and the port pool are made at start",
     "stream": "each TCP/TLS listener got it at start",
+    "dtls": "each DTLS listener got it at start",
     "auth.realm": "every long-term key is derived from the realm",
     "auth.secrets_file": "its watcher follows the file it started with",
     "auth.secrets": "auth.secrets_file's watcher keeps the inline secrets it started with",

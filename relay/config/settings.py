@@ -62,7 +62,8 @@ TOML file, so an error's key is the dotted path a user would edit:
 in `trelay.config.api_settings`; `[fleet]` (absent: a node alone) in `trelay.config.fleet_settings`;
 `[usage]` (usage records: interval, stream bounds) in `trelay.config.usage_settings`;
 `[nat_discovery]` (RFC 5780, opt-in: alternate_host, alternate_port) in
-`trelay.config.nat_discovery_settings`.
+`trelay.config.nat_discovery_settings`; `[dtls]` (what each DTLS listener keeps at most)
+in `trelay.config.dtls_settings`.
 
 Invariants:
 - Every problem is a `SettingsError(key, problem)`, raised by `load_settings` before
@@ -96,6 +97,7 @@ from trelay.config.api_settings import (
     read_api,
 )
 from trelay.config.auth_settings import AuthSettings, auth_flags, read_auth
+from trelay.config.dtls_settings import DtlsSettings, read_dtls
 from trelay.config.flags import Flags
 from trelay.config.fleet_settings import FleetSettings, fleet_flags, read_fleet
 from trelay.config.nat_discovery_settings import (
@@ -272,6 +274,8 @@ class Settings:
     usage: UsageSettings = field(default_factory=UsageSettings)
     # RFC 5780 NAT behaviour discovery (`trelay.config.nat_discovery_settings`); opt-in.
     nat_discovery: NatDiscoverySettings = field(default_factory=NatDiscoverySettings)
+    # What each DTLS listener keeps at most (`trelay.config.dtls_settings`).
+    dtls: DtlsSettings = field(default_factory=DtlsSettings)
     software: str = field(default_factory=default_software)
     log_level: LogLevel = LogLevel.INFO
     log_format: str = LOG_FORMATS[0]
@@ -347,6 +351,8 @@ def _read_file(path: Path) -> tuple[Settings, dict[str, tuple[ListenAddress, ...
     usage = read_usage(usage_table)
     nat_table = root.table("nat_discovery")
     nat_discovery = read_nat_discovery(nat_table)
+    dtls_table = root.table("dtls")
+    dtls = read_dtls(dtls_table)
     software = read_text(root, "software", default_software())
     level = root.take("log_level")
     log_level = LogLevel.INFO if level is None else _parse_log_level("log_level", level)
@@ -356,12 +362,12 @@ def _read_file(path: Path) -> tuple[Settings, dict[str, tuple[ListenAddress, ...
     workers = 1 if workers_value is None else _check_workers("workers", workers_value)
     tables = [listen_table, tls_table, stream_table, auth_table, relay_table, quota_table]
     tables += [lifetime_table, http_table, api_table, drain_table, fleet_table, usage_table]
-    tables.append(nat_table)
+    tables += [nat_table, dtls_table]
     for table in (*tables, root):
         table.finish()
     settings = Settings(
         tls=tls, stream=stream, auth=auth, relay=relay, http=http, api=api, drain=drain,
-        fleet=fleet, usage=usage, software=software, nat_discovery=nat_discovery,
+        fleet=fleet, usage=usage, software=software, nat_discovery=nat_discovery, dtls=dtls,
         log_level=log_level, log_format=log_format, log_usernames=log_usernames,
         workers=workers,
     )  # fmt: skip

@@ -22,7 +22,8 @@ cookie with a HelloVerifyRequest made from a keyed HMAC of the client's address 
 hello (stateless; the HelloVerifyRequest is smaller than the hello, so it amplifies
 nothing) and makes a `DTLSChannel` (an OpenSSL connection) only for a hello that returns
 a valid cookie, which proves the client receives at its address. From there the bounds
-are this module's (`DtlsLimits`), checked before the handshake spends anything more:
+are `[dtls]`'s (`trelay.config.dtls_settings`, which says what each costs), checked
+before the handshake spends anything more:
 - associations per source (an IPv4 address or an IPv6 /64,
   `trelay.turn.allocation_table.source_of`), handshaking or up;
 - handshakes in progress on the listener, and associations in all;
@@ -58,6 +59,7 @@ from dataclasses import dataclass, field
 import trio
 from OpenSSL import SSL
 
+from trelay.config.dtls_settings import DtlsSettings
 from trelay.node.frontend import ClientFrontend, StreamSession
 from trelay.node.stream_listener import OUTBOX_SIZE, HandshakeFailures
 from trelay.node.udp_listener import open_udp_socket
@@ -78,18 +80,6 @@ _ALERT_RECORD = struct.Struct("!BHH6sHBB")
 _ALERT, _DTLS_1_0, _FATAL = 21, 0xFEFF, 2
 _HANDSHAKE_FAILURE, _PROTOCOL_VERSION = 40, 70
 _ALERT_RECORD_NUMBER = (1 << 32).to_bytes(6)
-
-
-@dataclass(frozen=True, slots=True)
-class DtlsLimits:
-    """What one DTLS listener keeps at most (the module docstring says why each)."""
-
-    # Associations (handshaking or up) from one IPv4 address or IPv6 /64.
-    per_source: int = 128
-    # Handshakes in progress at once: each holds an OpenSSL connection mid-handshake.
-    handshakes: int = 512
-    # Associations at once, handshaking or up.
-    associations: int = 20_000
 
 
 @dataclass(slots=True)
@@ -119,7 +109,7 @@ class DtlsListenerStats:
 class _Admission:
     """Counts what the listener holds, per source and in all, and says when it is full."""
 
-    limits: DtlsLimits
+    limits: DtlsSettings
     stats: DtlsListenerStats
     per_source: dict[str, int] = field(default_factory=dict)
     refused_unlogged: int = 0
@@ -127,13 +117,15 @@ class _Admission:
 
     def admit(self, source: str) -> bool:
         stats, limits = self.stats, self.limits
-        if self.per_source.get(source, 0) >= limits.per_source:
+        # 0 = unlimited, as for [quotas].
+        per_source = limits.associations_per_source
+        if per_source and self.per_source.get(source, 0) >= per_source:
             stats.refused_per_source += 1
-            return self._refused(f"{limits.per_source} associations from {source}")
-        if stats.handshaking >= limits.handshakes:
+            return self._refused(f"{per_source} associations from {source}")
+        if limits.handshakes and stats.handshaking >= limits.handshakes:
             stats.refused_handshakes += 1
             return self._refused(f"{limits.handshakes} handshakes in progress")
-        if stats.associations >= limits.associations:
+        if limits.associations and stats.associations >= limits.associations:
             stats.refused_associations += 1
             return self._refused(f"{limits.associations} associations")
         self.per_source[source] = self.per_source.get(source, 0) + 1
@@ -168,7 +160,7 @@ async def serve_dtls(
     *,
     dtls_context: SSL.Context,
     idle_timeout: float = 30.0,
-    limits: DtlsLimits | None = None,
+    limits: DtlsSettings | None = None,
     stats: DtlsListenerStats | None = None,
     handshake_failures: HandshakeFailures | None = None,
     task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
@@ -198,14 +190,14 @@ async def serve_dtls_socket(
     *,
     dtls_context: SSL.Context,
     idle_timeout: float = 30.0,
-    limits: DtlsLimits | None = None,
+    limits: DtlsSettings | None = None,
     stats: DtlsListenerStats | None = None,
     handshake_failures: HandshakeFailures | None = None,
     task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """`serve_dtls` on a UDP socket bound already; the socket is closed on leaving."""
     listener_stats = DtlsListenerStats() if stats is None else stats
-    admission = _Admission(limits or DtlsLimits(), listener_stats)
+    admission = _Admission(limits or DtlsSettings(), listener_stats)
     failures = HandshakeFailures() if handshake_failures is None else handshake_failures
     bound = sock.getsockname()
     server = (bound[0], bound[1])

@@ -32,6 +32,7 @@ from typing import Protocol
 import trio
 from OpenSSL import SSL
 
+from trelay.config.dtls_settings import DtlsSettings
 from trelay.config.settings import ListenSettings, Settings
 from trelay.config.values import ListenAddress, format_host_port
 from trelay.node.dtls_listener import serve_dtls
@@ -85,6 +86,7 @@ class DtlsServe(Protocol):
         *,
         dtls_context: SSL.Context,
         idle_timeout: float = ...,
+        limits: DtlsSettings | None = ...,
         handshake_failures: HandshakeFailures | None = ...,
         task_status: trio.TaskStatus[HostPort] = ...,
     ) -> None: ...
@@ -162,7 +164,7 @@ async def serve(
     if exhaustion is not None:
         tcp_serve = functools.partial(tcp_serve, exhaustion=exhaustion)
     tls_serve = functools.partial(tcp_serve, ssl_context=ssl_context)
-    dtls_serve = functools.partial(listeners.dtls, idle_timeout=idle_timeout)
+    dtls_serve = functools.partial(listeners.dtls, idle_timeout=idle_timeout, limits=settings.dtls)
     if handshake_failures is not None:
         tls_serve = functools.partial(tls_serve, handshake_failures=handshake_failures)
         dtls_serve = functools.partial(dtls_serve, handshake_failures=handshake_failures)

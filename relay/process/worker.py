@@ -50,6 +50,7 @@ from dataclasses import dataclass, field
 import trio
 from OpenSSL import SSL
 
+from trelay.config.dtls_settings import DtlsSettings
 from trelay.config.reload import Reload
 from trelay.config.settings import Settings
 from trelay.config.values import SettingsError
@@ -108,6 +109,7 @@ def worker_listeners(assignment: WorkerAssignment) -> Listeners:
         *,
         dtls_context: SSL.Context,
         idle_timeout: float = 30.0,
+        limits: DtlsSettings | None = None,
         handshake_failures: HandshakeFailures | None = None,
         task_status: trio.TaskStatus[HostPort] = trio.TASK_STATUS_IGNORED,
     ) -> None:
@@ -115,7 +117,7 @@ def worker_listeners(assignment: WorkerAssignment) -> Listeners:
         sock.setblocking(False)
         await serve_dtls_socket(
             sock, frontend, dtls_context=dtls_context, idle_timeout=idle_timeout,
-            handshake_failures=handshake_failures, task_status=task_status,
+            limits=limits, handshake_failures=handshake_failures, task_status=task_status,
         )  # fmt: skip
 
     return Listeners(

@@ -26,10 +26,11 @@ from OpenSSL import SSL
 from tests.helpers.dtls_client import dtls_client
 from tests.helpers.turn_client import peer
 from tests.helpers.turn_relay import make_turn_server
+from trelay.config.dtls_settings import DtlsSettings
 from trelay.config.settings import ListenSettings, Settings, StreamSettings
 from trelay.config.values import ListenAddress
 from trelay.node.assembly import start_node
-from trelay.node.dtls_listener import DtlsLimits, DtlsListenerStats, serve_dtls
+from trelay.node.dtls_listener import DtlsListenerStats, serve_dtls
 from trelay.node.listeners import Listeners
 from trelay.node.turn_node import TurnNode
 from trelay.turn.addressing import Address
@@ -62,9 +63,9 @@ async def dtls_node() -> AsyncIterator[FloodedNode]:
     settings = Settings(
         listen=ListenSettings(udp=(), tcp=(), tls=(), dtls=loopback),
         stream=StreamSettings(idle_timeout=IDLE_TIMEOUT),
+        dtls=DtlsSettings(associations_per_source=PER_SOURCE),
     )
-    limits = DtlsLimits(per_source=PER_SOURCE)
-    listeners = Listeners(dtls=functools.partial(serve_dtls, stats=stats, limits=limits))
+    listeners = Listeners(dtls=functools.partial(serve_dtls, stats=stats))
     async with trio.open_nursery() as nursery:
         running = await start_node(
             nursery, settings, server=make_turn_server(), listeners=listeners

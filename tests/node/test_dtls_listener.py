@@ -18,10 +18,10 @@ from cryptography import x509
 from OpenSSL import SSL
 
 from tests.helpers.dtls_client import ServerCertificate, dtls_channel
+from trelay.config.dtls_settings import DtlsSettings
 from trelay.config.settings import ListenSettings, Settings, TlsSettings
 from trelay.config.values import ListenAddress, SettingsError
 from trelay.node.dtls_listener import (
-    DtlsLimits,
     DtlsListenerStats,
     serve_dtls,
     split_record,
@@ -75,7 +75,7 @@ class StunOverDtls:
 
 @asynccontextmanager
 async def dtls_listener(
-    *, idle_timeout: float = 30.0, limits: DtlsLimits | None = None
+    *, idle_timeout: float = 30.0, limits: DtlsSettings | None = None
 ) -> AsyncIterator[StunOverDtls]:
     stats, failures = DtlsListenerStats(), HandshakeFailures()
     context = dtls_context_from_pem(generate_self_signed(["127.0.0.1"]))
@@ -144,7 +144,7 @@ async def test_an_association_that_stays_silent_is_closed() -> None:
 
 
 async def test_associations_per_source_are_bounded_and_other_sources_still_served() -> None:
-    limits = DtlsLimits(per_source=2)
+    limits = DtlsSettings(associations_per_source=2)
     async with dtls_listener(limits=limits) as listener:
         address = listener.address
         async with dtls_channel(address) as first, dtls_channel(address) as second:

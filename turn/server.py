@@ -131,6 +131,7 @@ class TurnServer:
         # Shared with the request handlers for the server's whole life; plain counters
         # for the metrics layer (`stats`), bumped on the control path only.
         # RFC 8016 mobility, offered when the runtime gives a ticket codec.
+        self._tickets = tickets
         self._mobility = None if tickets is None else MobileAllocations(tickets, rng)
         self._context = RequestContext(
             config, software, table, ports, timers, ServerStats(),
@@ -161,6 +162,11 @@ class TurnServer:
     def policy(self) -> PeerPolicy:
         """The peer policy in force (`listening_on` adds the server's own endpoints)."""
         return self._policy
+
+    @property
+    def tickets(self) -> TicketCodec | None:
+        """The MOBILITY-TICKET codec (RFC 8016); None when mobility is off."""
+        return self._tickets
 
     @property
     def auth(self) -> LongTermAuthenticator:

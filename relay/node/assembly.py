@@ -66,6 +66,7 @@ async def start_node(
     nonce_key: bytes | None = None,
     listeners: Listeners | None = None,
     ssl_context: ssl.SSLContext | None = None,
+    worker: int = 0,
 ) -> RunningNode:
     """Start a node in `nursery` as `settings` says; return once every listener is bound.
 
@@ -75,6 +76,7 @@ async def start_node(
     accepts every other's nonces). `listeners`: the listener loops (a worker's UDP
     listeners use the sockets its supervisor holds). `ssl_context`: the TLS listeners'
     context, when the caller holds the certificate (default: from `settings.tls`).
+    `worker`: a worker process's index, named in the mobility tickets it seals (RFC 8016).
     Raises `SettingsError` and `ListenError` (trelay.node.listeners) before returning.
     """
     auth = settings.auth
@@ -86,6 +88,7 @@ async def start_node(
             secrets,
             nonce_key=nonce_key,
             is_revoked=None if revocations is None else revocations.is_revoked,
+            worker=worker,
         )
     node = TurnNode(server, nursery, usage=usage_recorder(settings))
     if auth.secrets_file is not None:

@@ -22,7 +22,9 @@ Owns everything between the pure core and the kernel for TURN (RFC 8656):
 - TCP allocations (RFC 6062): their listening relay sockets, peer connections and
   splices with client data connections (`tcp_relays`, `trelay.node.tcp_relay`);
 - mobility (RFC 8016): when the core moves an allocation to its client's new 5-tuple
-  (`AllocationMoved`), the relay's readers are rebuilt to deliver there;
+  (`AllocationMoved`), the relay's readers are rebuilt to deliver there; with workers,
+  a moved client's Refresh that reached the wrong worker is handed to the owner, which
+  captures the client's datagrams (`steering`, `trelay.node.mobility_steering`);
 - the timer task that sleeps until the core's next deadline;
 - session admin (`sessions`, `end_sessions`; `trelay.node.sessions`): the core's view of
   each allocation with the traffic its relay counted, and ending allocations on an
@@ -71,6 +73,7 @@ from trelay.node.datagram_batch import (
 from trelay.node.exhaustion import CHANNEL_SOCKET, EXHAUSTION_ERRNOS, RELAY_SOCKET, Exhaustion
 from trelay.node.frontend import Handover
 from trelay.node.gso import SegmentingSocket
+from trelay.node.mobility_steering import MobilitySteering
 from trelay.node.relay_ports import bind_relay, bind_relay_socket
 from trelay.node.sessions import Session, Traffic
 from trelay.node.stream_listener import HandshakeFailures
@@ -206,6 +209,12 @@ class TurnNode:
     _tcp_relays: TcpRelays | None = None
     # Port reservations (EVEN-PORT R=1): held, unread, until redeemed or closed.
     _reserved: dict[Address, socket.socket] = field(default_factory=dict)
+    # RFC 8016 across the workers of `--workers N` (`trelay.node.mobility_steering`);
+    # None in a single process. The sockets capturing moved clients, by relayed address
+    # (one per allocation at most), and what their readers count, as a listener's.
+    steering: MobilitySteering | None = None
+    _captured: dict[Address, socket.socket] = field(default_factory=dict)
+    captured_stats: UdpListenerStats = field(default_factory=UdpListenerStats)
     # Kernel drops (`kernel_drops`): of relay sockets already closed, and what each UDP
     # listener's socket had dropped when this node took it (a worker's is inherited:
     # its predecessor's drops are counted already).
@@ -292,6 +301,16 @@ class TurnNode:
 
     def handle_stun(self, data: bytes, five_tuple: FiveTuple) -> bytes | None:
         """Run a STUN message through the core; the reply to its sender is returned."""
+        steering = self.steering
+        if (
+            steering is not None
+            and five_tuple.transport is ClientTransport.UDP
+            and five_tuple not in self.server.allocations
+        ):
+            owner = steering.owner(data)
+            if owner is not None:  # RFC 8016: another worker's client, moved here
+                steering.forward(owner, five_tuple, data)
+                return None
         started = time.perf_counter()
         actions = self.server.handle_message(data, five_tuple, trio.current_time())
         if len(data) >= 20 and not (data[0] & 0xC1 or data[1] & 0x10):  # a request (§5)
@@ -326,6 +345,7 @@ class TurnNode:
                 if tcp is not None:
                     closed[action.relayed] = tcp
                 relay = self._relays.pop(action.relayed, None)
+                self._release_capture(action.relayed)
                 held = self._reserved.pop(action.relayed, None)
                 if held is not None:  # a reservation expired (or the server stopped)
                     held.close()
@@ -495,9 +515,61 @@ class TurnNode:
             relay.relayed, self.peer_buffer, relay.client_out,
         )  # fmt: skip
 
+    def take_moved_client(self, five_tuple: FiveTuple, data: bytes) -> None:
+        """A Refresh another worker received for an allocation of this one (RFC 8016,
+        `trelay.node.mobility_steering`): the core runs it as if it had arrived here,
+        and the answer leaves from this worker's socket of the same listen address."""
+        reply = self.handle_stun(data, five_tuple)
+        if reply is not None:
+            self._send_to_client(five_tuple, reply)
+
+    def _capture(self, relayed: Address, five_tuple: FiveTuple) -> None:
+        """Take a moved UDP client's datagrams from the worker the kernel would pick: a
+        socket in its listen address's SO_REUSEPORT group, connected to the client (the
+        kernel prefers it for that 5-tuple), read by the data plane like a listener."""
+        server, client = five_tuple.server, five_tuple.client
+        family = socket.AF_INET6 if ":" in server[0] else socket.AF_INET
+        try:
+            sock = socket.socket(family, socket.SOCK_DGRAM)
+        except OSError as exc:
+            if exc.errno in EXHAUSTION_ERRNOS:
+                self.exhaustion.refused(CHANNEL_SOCKET, exc, trio.current_time())
+            return
+        try:
+            sock.setblocking(False)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)  # as the group
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind(server)
+            sock.connect(client)
+        except OSError:
+            sock.close()
+            return
+        self._captured[relayed] = sock
+        table = self.server.client_table(ClientTransport.UDP, server)
+        reader = ClientReader(sock, server, self.captured_stats, table, self.counters, self)
+        if not self._data_plane_started:
+            self._data_plane_started = True
+            self.nursery.start_soon(self.data_plane.run)
+        self.data_plane.add(sock, reader.batch)
+
+    def _release_capture(self, relayed: Address) -> None:
+        sock = self._captured.pop(relayed, None)
+        if sock is not None:
+            self.data_plane.discard(sock)
+            # Closed once this batch is over: its reader may be answering, from this
+            # very socket, the Refresh that ended the allocation.
+            trio.lowlevel.current_trio_token().run_sync_soon(sock.close)
+
     def _client_moved(self, action: AllocationMoved) -> None:
         """RFC 8016: the allocation's client is at a new 5-tuple; what its relay reads
-        goes there from now on (each reader is rebuilt between two batches)."""
+        goes there from now on (each reader is rebuilt between two batches). With
+        workers, a client the kernel hands to another worker is captured here."""
+        self._release_capture(action.relayed)
+        steering, five_tuple = self.steering, action.five_tuple
+        udp = five_tuple.transport is ClientTransport.UDP
+        if steering is not None and udp and steering.elsewhere(five_tuple.client):
+            self._capture(action.relayed, five_tuple)
         log.info(
             "allocation moved",
             extra={

@@ -5,8 +5,9 @@ Owns step 1 of `trelay.process.workers` and the per-worker settings:
   SO_REUSEPORT), so a port in use fails as with one process (`ListenError` naming its
   key) and a port-0 address gets a port nobody holds; then, per UDP (and DTLS) address,
   one SO_REUSEPORT socket per worker is bound and kept for the supervisor's whole life
-  (see `Reservation` for why), and per TCP/TLS address one probe holds the port until
-  the workers listen on it.
+  (see `Reservation` for why), with the program that hashes clients to workers by their
+  source alone (`trelay.process.reuseport_steering`), and per TCP/TLS address one probe
+  holds the port until the workers listen on it.
 - `split_port_range` / `worker_settings`: each worker gets the settings with concrete
   ports, its own disjoint slice of `relay.ports`, and no HTTP port or token API.
 """
@@ -21,6 +22,7 @@ from trelay.config.settings import HttpSettings, ListenSettings, Settings
 from trelay.config.values import ListenAddress
 from trelay.node.datagram_batch import enlarge_receive_buffer
 from trelay.node.listeners import ListenError, nat_discovery_key, paired_ports
+from trelay.process.reuseport_steering import attach_steering
 
 
 @dataclass(slots=True)
@@ -124,6 +126,10 @@ def _reserve(
             if kind == socket.SOCK_DGRAM:
                 enlarge_receive_buffer(holder)  # as `trelay.node.udp_listener` does
             holder.bind((sockaddr[0], port, *sockaddr[2:]))
+        if kind == socket.SOCK_DGRAM and copies > 1:
+            # Clients hash to workers by their source alone, whatever sockets join the
+            # group later (RFC 8016 mobility captures moved clients that way).
+            attach_steering(holders[-1], copies)
     except OSError as exc:
         raise ListenError(key, address, exc) from exc
     return replace(address, port=port)

@@ -9,12 +9,14 @@ of a socketpair to the supervisor, which carries the messages below: length-pref
 pickles (both ends are our own processes; nothing else can reach the socketpair).
 
 Supervisor -> worker: `WorkerAssignment` (first, once), then `Drain`, `ReportRequest`,
-`Reload`, and the session admin's `SessionsRequest` and `EndSessions`.
+`Reload`, the session admin's `SessionsRequest` and `EndSessions`, and `MovedClient`s.
 Worker -> supervisor: `WorkerBound` once every listener is bound, `WorkerReport` every
 `REPORT_INTERVAL` seconds and after each `ReportRequest`, `StartFailed` if the settings
-or a listen address fail before binding, and `SessionsAnswer`s to the session admin's
-requests (same `request_id`; a listing comes in chunks of at most `SESSIONS_PER_ANSWER`
-sessions, the last one marked `last`, so no message nears `MAX_MESSAGE`).
+or a listen address fail before binding, `MovedClient` (RFC 8016: a Refresh whose
+ticket names another worker, which the supervisor passes on to it), and
+`SessionsAnswer`s to the session admin's requests (same `request_id`; a listing comes
+in chunks of at most `SESSIONS_PER_ANSWER` sessions, the last one marked `last`, so no
+message nears `MAX_MESSAGE`).
 
 Invariants:
 - The worker drains as `trelay serve` does (`trelay.process.drain`: no new allocations,
@@ -36,6 +38,7 @@ Invariants:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -59,6 +62,8 @@ from trelay.node.assembly import RunningNode, start_node
 from trelay.node.dtls_listener import serve_dtls_socket
 from trelay.node.frontend import ClientFrontend
 from trelay.node.listeners import BoundAddresses, HostPort, ListenError, Listeners
+from trelay.node.mobility_steering import MobilitySteering
+from trelay.node.mobility_tickets import SealedTickets
 from trelay.node.sessions import Session
 from trelay.node.stream_listener import HandshakeFailures, serve_stream
 from trelay.node.turn_node import TurnNode
@@ -69,13 +74,16 @@ from trelay.ops.metrics import NodeSnapshot, snapshot
 from trelay.process.drain import NodeDrain
 from trelay.process.exit_codes import ExitStatus, known_error, status_for
 from trelay.process.reload import apply_reload
-from trelay.turn.addressing import Address
+from trelay.process.reuseport_steering import worker_for
+from trelay.turn.addressing import Address, ClientTransport, FiveTuple
 
 REPORT_INTERVAL = 1.0
 ASSIGNMENT_TIMEOUT = 30.0
 MAX_MESSAGE = 16 * 1024 * 1024
 # A pickled `Session` is a few hundred bytes: a chunk stays far below MAX_MESSAGE.
 SESSIONS_PER_ANSWER = 2000
+# RFC 8016: moved clients' Refreshes waiting for the control channel to the supervisor.
+MOVED_QUEUE = 64
 
 logger = logging.getLogger(__name__)
 
@@ -198,6 +206,18 @@ class EndSessions:
 
 
 @dataclass(frozen=True, slots=True)
+class MovedClient:
+    """RFC 8016: a Refresh from `client` to this node's `server` address carrying a
+    ticket of worker `owner` (`trelay.node.mobility_steering`): the worker that got it
+    sends it to the supervisor, which passes it on to the owner."""
+
+    owner: int
+    server: Address
+    client: Address
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class SessionsAnswer:
     """The answer to the request `request_id`: a chunk of `sessions` (a listing) or how
     many allocations `ended`; `last` on the final chunk."""
@@ -211,11 +231,11 @@ class SessionsAnswer:
 # `Reload` (trelay.config.reload) carries a settings reload from the supervisor.
 Message = (
     WorkerAssignment | Drain | ReportRequest | WorkerBound | WorkerReport | StartFailed | Reload
-    | SessionsRequest | EndSessions | SessionsAnswer
+    | SessionsRequest | EndSessions | SessionsAnswer | MovedClient
 )  # fmt: skip
 _MESSAGES = (
     WorkerAssignment, Drain, ReportRequest, WorkerBound, WorkerReport, StartFailed, Reload,
-    SessionsRequest, EndSessions, SessionsAnswer,
+    SessionsRequest, EndSessions, SessionsAnswer, MovedClient,
 )  # fmt: skip
 
 
@@ -321,6 +341,7 @@ async def serve_worker(assignment: WorkerAssignment, control: ControlChannel) ->
                 settings,
                 nonce_key=assignment.nonce_key,
                 listeners=worker_listeners(assignment),
+                worker=assignment.index,
             )
             await nursery.start(run_node_link, settings, running)
             node, status = running.node, NodeStatus()
@@ -332,6 +353,7 @@ async def serve_worker(assignment: WorkerAssignment, control: ControlChannel) ->
             logger.info("worker %d (pid %d) ready", assignment.index, os.getpid())
             await control.send(WorkerBound(os.getpid(), running.bound))
             nursery.start_soon(_report_every, control, node, status)
+            node.steering = _steering(assignment, node, nursery, control)
             nursery.start_soon(_obey, control, running, status, draining)
 
 
@@ -343,6 +365,9 @@ async def _obey(
             await control.send(report(running.node, status))
         elif isinstance(message, Reload):
             apply_reload(running, message)
+        elif isinstance(message, MovedClient):  # RFC 8016: a client of ours, moved
+            five_tuple = FiveTuple(ClientTransport.UDP, message.client, message.server)
+            running.node.take_moved_client(five_tuple, message.data)
         elif isinstance(message, SessionsRequest | EndSessions):
             for answer in session_answers(running.node, message):
                 await control.send(answer)
@@ -355,6 +380,33 @@ async def _obey(
     # Nobody is left to serve /readyz or to stop this worker: its calls end now, and no
     # orphan keeps a share of the listen ports from a restarted node.
     draining.request("supervisor gone", 0.0)
+
+
+def _steering(
+    assignment: WorkerAssignment, node: TurnNode, nursery: trio.Nursery, control: ControlChannel
+) -> MobilitySteering | None:
+    """RFC 8016 across workers (`trelay.node.mobility_steering`): Refreshes with another
+    worker's ticket go to the supervisor (at most `MOVED_QUEUE` waiting; more are dropped,
+    as a datagram would be, and the client retransmits)."""
+    workers, index = assignment.settings.workers, assignment.index
+    tickets = node.server.tickets
+    if workers < 2 or not isinstance(tickets, SealedTickets):
+        return None
+    outgoing, waiting = trio.open_memory_channel[MovedClient](MOVED_QUEUE)
+
+    def forward(owner: int, five_tuple: FiveTuple, data: bytes) -> None:
+        with contextlib.suppress(trio.WouldBlock, trio.BrokenResourceError):
+            outgoing.send_nowait(MovedClient(owner, five_tuple.server, five_tuple.client, data))
+
+    async def send_moved() -> None:
+        async for message in waiting:
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                await control.send(message)
+
+    nursery.start_soon(send_moved)
+    return MobilitySteering(
+        index, tickets, lambda client: worker_for(client, workers) != index, forward
+    )
 
 
 async def _report_every(control: ControlChannel, node: TurnNode, status: NodeStatus) -> None:

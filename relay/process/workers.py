@@ -120,6 +120,7 @@ from trelay.process.session_admin import DRAIN_REQUEST, WorkerSessionAdmin
 from trelay.process.worker import (
     ControlChannel,
     Drain,
+    MovedClient,
     ReportRequest,
     SessionsAnswer,
     StartFailed,
@@ -135,6 +136,8 @@ RESTART_DELAY = 0.5
 RAPID_SECONDS = 10.0
 MAX_RAPID_RESTARTS = 5
 STOP_TIMEOUT = 5.0
+# RFC 8016: how long a moved client's Refresh may wait for its owner's control channel.
+PASS_ON_TIMEOUT = 1.0
 
 logger = logging.getLogger(__name__)
 
@@ -305,7 +308,23 @@ class Supervisor:
                 slot.failure = message
             elif isinstance(message, SessionsAnswer):
                 self.sessions.answered(slot.index, message)
+            elif isinstance(message, MovedClient):
+                await self._pass_on(message)
         listened.set()
+
+    async def _pass_on(self, message: MovedClient) -> None:
+        """RFC 8016: a worker got a Refresh whose ticket names another: pass it on (a
+        worker that is down or slow to read loses it; the client retransmits)."""
+        if not 0 <= message.owner < len(self.slots):
+            return
+        control = self.slots[message.owner].control
+        if control is None:
+            return
+        with (
+            trio.move_on_after(PASS_ON_TIMEOUT),
+            contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
+        ):
+            await control.send(message)
 
     # --- asking the workers ----------------------------------------------------------
 

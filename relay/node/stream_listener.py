@@ -402,7 +402,8 @@ async def _read(
                 if not session.frame(channel, payload):
                     stats.closed_lost_framing += 1
                     return False
-                if session.handover() is not None:
+                # Only a STUN request (a ConnectionBind) can make it a data connection.
+                if channel is None and session.handover() is not None:
                     return True  # a data connection now; its client waited for the answer
             # Judge an unfinished ChannelData frame by its header: lost framing does not
             # wait for the data a length read from the wrong bytes announces.

@@ -673,10 +673,19 @@ class TurnServer:
         ]
 
     def connection_closed(self, five_tuple: FiveTuple) -> list[Action]:
-        """A TCP/TLS control connection ended: its allocation ends with it (RFC 8656 §3.1)."""
+        """A TCP/TLS control connection or a DTLS association ended: its allocation ends
+        with it (RFC 8656 §3.1), except a mobile one over DTLS (RFC 8016): a client that
+        moves leaves its old association behind (coturn's uclient -M closes it before it
+        refreshes from the new one), and the allocation waits for its ticket at the next
+        5-tuple; its lifetime governs it, as over UDP."""
         self._table.drop_pending(five_tuple)
         allocation = self.allocations.get(five_tuple)
-        return [] if allocation is None else self._end(allocation, EndReason.DELETED)
+        if allocation is None:
+            return []
+        mobility = self._mobility
+        if five_tuple.transport is ClientTransport.DTLS and mobility and allocation in mobility:
+            return []
+        return self._end(allocation, EndReason.DELETED)
 
     # --- session admin (the operator's view and hand; design §4) -------------------------
 

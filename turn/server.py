@@ -532,6 +532,11 @@ class TurnServer:
         """The runtime closed a peer connection (or its data connection closed)."""
         self.tcp.peer_connection_closed(connection_id)
 
+    def close_denied_peer_connections(self, now: float) -> list[Action]:
+        """After `use_policy`: close the TCP connections to peers the policy now denies
+        (a Connect still being made gets 447); their allocations live on."""
+        return self.tcp.withdraw_denied(self._context, self._policy, now)
+
     # --- Refresh (RFC 8656 §7.3) --------------------------------------------------------
 
     def _refresh(

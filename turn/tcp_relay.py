@@ -21,6 +21,8 @@ Owns what RFC 6062 adds to a TURN server, sans I/O; the runtime owns the sockets
   for it (400 otherwise, and over UDP or on a connection that holds an allocation); the
   answer is followed by `SpliceConnections`, after which that client connection carries
   the peer's bytes as they are, both ways;
+- a new peer policy (a reload, `withdraw_denied`) closes the connections to peers it
+  denies, as `TurnServer.use_policy` withdraws their permissions and channels;
 - timers (§5.2, §5.3): a connection still connecting, or connected and not bound, after
   `tcp_connection_timeout` seconds is closed (`ClosePeerConnection`, and 447 for a
   Connect). A spliced connection lives until either side closes
@@ -281,6 +283,21 @@ class TcpRelay:
             *context.reply(request, five_tuple, now, reply),
             SpliceConnections(connection.connection_id, five_tuple),
         ]
+
+    def withdraw_denied(
+        self, context: RequestContext, policy: PeerPolicy, now: float
+    ) -> list[Action]:
+        """Close the connections to peers `policy` denies (a reload changed it, design §6);
+        a Connect still being made is answered 447. The allocations live on."""
+        actions: list[Action] = []
+        for connection in list(self.connections.values()):
+            if policy.permits_endpoint(*connection.peer):
+                continue
+            self._forget(connection)
+            actions.append(ClosePeerConnection(connection.connection_id))
+            if connection.state is ConnectionState.CONNECTING:
+                actions += self._connect_failed(context, connection, now)
+        return actions
 
     def peer_connection_closed(self, connection_id: int) -> None:
         """The runtime closed a peer connection (either side of a splice ended)."""

@@ -13,7 +13,7 @@ for the one log line of a reload:
 - `auth.secrets`, `auth.secrets_file`: the shared-secrets object the core consults (and
   the secrets-file watcher swaps) gets the secrets now in force;
 - the peer lists: `TurnServer.use_policy` (permissions and channels to peers now denied
-  are withdrawn; counted in the report);
+  are withdrawn, and RFC 6062 TCP connections to them closed; counted in the report);
 - quotas, lifetimes, `auth.strict_expiry`: `TurnServer.use_config` (the limits on
   requests that do not authenticate, also in `[quotas]`, keep their buckets).
 
@@ -95,7 +95,10 @@ def apply_live(running: RunningNode, reload: Reload) -> Applied:
     refresh_local_addresses(server)  # the host's addresses may have changed (design §6)
     if reload.applies(*PEER_KEYS):
         withdrawn = server.use_policy(_policy(settings))
+        closed = running.node.tcp_relays.close_denied()  # RFC 6062 peer connections
         changed += [described[key] for key in PEER_KEYS if key in described]
+        if closed:
+            changed.append(f"closed {closed} TCP peer connection(s) to peers now denied")
         if withdrawn:
             changed.append(
                 f"withdrawn from live allocations: {withdrawn.permissions} permission(s) "

@@ -226,6 +226,13 @@ class TcpRelays:
         else:
             self.close_peer(action.connection_id)
 
+    def close_denied(self) -> int:
+        """After a new peer policy: close the connections to peers it denies (the core
+        decides, `TurnServer.close_denied_peer_connections`); return how many."""
+        actions = self.server.close_denied_peer_connections(trio.current_time())
+        self.execute(actions)
+        return sum(isinstance(action, ClosePeerConnection) for action in actions)
+
     def close_peer(self, connection_id: int) -> None:
         """Close a peer connection (connecting, waiting or spliced) and its splice."""
         peer = self.peers.pop(connection_id, None)

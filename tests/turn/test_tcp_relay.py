@@ -407,3 +407,19 @@ def test_tcp_allocations_turned_off_is_442() -> None:
     c = tcp_client(make_server(config(tcp_allocations=False)))
     assert_error(c, c.call(Method.ALLOCATE, RequestedTransport(6)), 442, signed=True)
     assert_success(c, c.allocate())  # UDP relaying over TCP as before
+
+
+def test_a_new_policy_closes_connections_to_peers_it_denies() -> None:
+    c = allocated()
+    kept = connected(c, OTHER_PEER)
+    denied = connected(c)
+    request, actions = connect(c, ("127.0.0.50", 9000))  # still connecting
+    (connecting,) = [a.connection_id for a in actions if isinstance(a, ConnectPeer)]
+    c.server.use_policy(PeerPolicy.from_strings(deny=["127.0.0.50/32"], allow_loopback=True))
+    closed = c.server.close_denied_peer_connections(c.now)
+    assert {a.connection_id for a in closed if isinstance(a, ClosePeerConnection)} == {
+        denied, connecting,
+    }  # fmt: skip
+    assert_error(c, answer(c, closed, request), 447, signed=True)
+    assert set(c.server.tcp.connections) == {kept}
+    assert c.five_tuple in c.server.allocations

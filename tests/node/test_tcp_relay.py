@@ -301,3 +301,43 @@ async def test_closing_the_control_connection_closes_the_data_connections() -> N
             await trio.aclose_forcefully(data.stream)
         assert not local.node.server.tcp.connections and not local.node.tcp_relays.peers
         assert not local.node.tcp_relays.listeners
+
+
+LIMIT = 64 << 20  # more than loopback's socket buffers hold, all of them together
+BLOCK = os.urandom(65536)
+
+
+async def test_a_client_that_does_not_read_stops_the_peer() -> None:
+    """Backpressure: the splice reads no more from the peer than it could send on, so a
+    peer writing to a client that does not read is soon blocked by TCP itself, long
+    before `LIMIT`; then everything it wrote arrives, in order."""
+    async with node() as local, connection(local.tcp) as control:
+        relayed = await allocate_tcp(control)
+        await control.call(Method.CREATE_PERMISSION, XorPeerAddress("127.0.0.1", 1))
+        peer = socket.create_connection(relayed, timeout=TIMEOUT)  # loopback: at once
+        try:
+            attempt = await control.indication()
+            attribute = attempt.get(ConnectionId)
+            assert attribute is not None
+            data = await bind(local.tcp, attribute.value)
+            peer.setblocking(False)
+            twice = BLOCK * 2
+            sent, quiet = 0, 0
+            while sent < LIMIT and quiet < 20:  # blocked for 20 tries in a row: it stays so
+                start = sent % len(BLOCK)
+                try:
+                    sent += peer.send(twice[start : start + len(BLOCK)])
+                except BlockingIOError:
+                    quiet += 1
+                    await trio.sleep(0.05)
+                else:
+                    quiet = 0
+                    await trio.lowlevel.checkpoint()
+            assert sent < LIMIT
+            received = await data.receive_bytes(sent)
+            assert received == (BLOCK * (sent // len(BLOCK) + 1))[:sent]
+            await trio.aclose_forcefully(data.stream)
+        finally:
+            peer.close()
+        counters = local.node.counters.by_transport[ClientTransport.TCP]
+        assert counters.peer_to_client_bytes == sent

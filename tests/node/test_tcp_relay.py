@@ -28,10 +28,11 @@ from trelay.stun.attributes import (
     ConnectionId,
     Nonce,
     Realm,
+    RequestedAddressFamily,
     RequestedTransport,
     Username,
 )
-from trelay.stun.codes import MessageClass, Method
+from trelay.stun.codes import AddressFamily, MessageClass, Method
 from trelay.stun.credentials import long_term_key
 from trelay.stun.error_attributes import ErrorCodeAttribute
 from trelay.stun.integrity import encode_signed
@@ -341,3 +342,31 @@ async def test_a_client_that_does_not_read_stops_the_peer() -> None:
             peer.close()
         counters = local.node.counters.by_transport[ClientTransport.TCP]
         assert counters.peer_to_client_bytes == sent
+
+
+async def test_an_ipv6_tcp_allocation() -> None:
+    """REQUESTED-ADDRESS-FAMILY IPv6: the listening relay socket and the connections to
+    peers are IPv6 (here ::1, a loopback echo peer on ::1)."""
+
+    async def echo(stream: trio.SocketStream) -> None:
+        while data := await stream.receive_some(65536):
+            await stream.send_all(data)
+
+    async with (
+        node(relay_host_v6="::1") as local,
+        trio.open_nursery() as peers,
+        connection(local.tcp) as control,
+    ):
+        listeners = await peers.start(functools.partial(trio.serve_tcp, echo, 0, host="::1"))
+        peer = listeners[0].socket.getsockname()[:2]
+        reply = await control.call(
+            Method.ALLOCATE, RequestedTransport(6), RequestedAddressFamily(AddressFamily.IPV6)
+        )
+        relayed = reply.get(XorRelayedAddress)
+        assert relayed is not None and relayed.host == "::1", reply
+        assert relayed.address in local.node.tcp_relays.listeners
+        data = await bind(local.tcp, await connected(control, peer))
+        await data.stream.send_all(b"over IPv6")
+        assert await data.receive_bytes(9) == b"over IPv6"
+        await trio.aclose_forcefully(data.stream)
+        peers.cancel_scope.cancel()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import socket
+from pathlib import Path
 
 import pytest
 import trio
@@ -20,6 +21,10 @@ from tests.helpers.turn_client import (
     start_node,
     udp_client,
 )
+from trelay.config.settings import Settings, load_settings
+from trelay.config.values import SettingsError
+from trelay.node.mobility_tickets import SealedTickets
+from trelay.node.turn_setup import build_turn_server
 from trelay.stun.address_attributes import XorRelayedAddress
 from trelay.stun.attributes import Lifetime, MobilityTicket, RequestedTransport
 from trelay.stun.codes import Method
@@ -111,3 +116,14 @@ async def test_a_ticket_alone_moves_nothing_without_credentials() -> None:
                 client.local
             ]
         nursery.cancel_scope.cancel()
+
+
+def test_relay_mobility_is_the_switch(tmp_path: Path) -> None:
+    """`[relay] mobility` (default true): off, the core has no ticket codec (405)."""
+    assert isinstance(build_turn_server(Settings()).tickets, SealedTickets)
+    config = tmp_path / "trelay.toml"
+    config.write_text("[relay]\nmobility = false\n")
+    assert build_turn_server(load_settings(config)).tickets is None
+    config.write_text('[relay]\nmobility = "yes"\n')
+    with pytest.raises(SettingsError, match=r"relay\.mobility"):
+        load_settings(config)

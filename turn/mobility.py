@@ -120,7 +120,7 @@ class _Mobile:
 class MobileAllocations:
     """The live mobile allocations, by their ticket id, and the tickets they hold."""
 
-    __slots__ = ("_by_id", "_by_relayed", "_codec", "_rng", "moved")
+    __slots__ = ("_by_id", "_by_relayed", "_codec", "_rng")
 
     def __init__(self, codec: TicketCodec, rng: random.Random | None = None) -> None:
         self._codec = codec
@@ -129,7 +129,6 @@ class MobileAllocations:
         self._rng = rng or random.SystemRandom()
         self._by_id: dict[int, _Mobile] = {}
         self._by_relayed: dict[Address, _Mobile] = {}
-        self.moved = 0  # allocations moved to a new 5-tuple (a plain counter)
 
     def __len__(self) -> int:
         return len(self._by_id)

@@ -596,7 +596,7 @@ class TurnServer:
         previous = allocation.five_tuple
         if previous != five_tuple:
             self._table.move(allocation, five_tuple)
-            mobility.moved += 1
+            self.stats.allocations_moved[five_tuple.transport] += 1
             # A captured request replayed from the old address makes no new allocation.
             self._auth.nonces.retire(previous.client, self.wall_clock())
             moved = [AllocationMoved(previous, five_tuple, allocation.relayed)]

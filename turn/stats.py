@@ -132,6 +132,10 @@ class ServerStats:
     allocations_ended: dict[tuple[ClientTransport, EndReason], int] = field(
         default_factory=lambda: {(t, r): 0 for t in ClientTransport for r in EndReason}
     )
+    # RFC 8016: allocations moved to their client's new 5-tuple, by its transport.
+    allocations_moved: dict[ClientTransport, int] = field(
+        default_factory=lambda: dict.fromkeys(ClientTransport, 0)
+    )
     # Drops the core decides (Send indications, undecodable datagrams, the rate limit).
     dropped: dict[Drop, int] = field(default_factory=drop_counts)
     latency: dict[int, LatencyHistogram] = field(default_factory=dict)

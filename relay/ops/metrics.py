@@ -12,6 +12,7 @@ number of series is bounded whatever the traffic):
     trelay_allocations_active{transport}                 gauge    udp|tcp|tls|dtls
     trelay_allocations_created_total{transport}          counter
     trelay_allocations_ended_total{transport,reason}     counter  expired|deleted|shutdown|admin
+    trelay_allocations_moved_total{transport}            counter  RFC 8016 mobility
     trelay_permissions_active                            gauge
     trelay_channels_active                               gauge
     trelay_relayed_datagrams_total{direction,transport}  counter  client_to_peer|peer_to_client
@@ -144,6 +145,7 @@ class NodeSnapshot:
     allocations_active: Series = field(default_factory=dict)
     allocations_created: Series = field(default_factory=dict)
     allocations_ended: Series = field(default_factory=dict)
+    allocations_moved: Series = field(default_factory=dict)
     permissions_active: Series = field(default_factory=dict)
     channels_active: Series = field(default_factory=dict)
     relayed_datagrams: Series = field(default_factory=dict)
@@ -199,6 +201,7 @@ def snapshot(node: TurnNode) -> NodeSnapshot:
         allocations_active=active,
         allocations_created={(t.value,): n for t, n in stats.allocations_created.items()},
         allocations_ended={(t.value, r.value): n for (t, r), n in stats.allocations_ended.items()},
+        allocations_moved={(t.value,): n for t, n in stats.allocations_moved.items()},
         permissions_active={(): sum(len(a.permissions) for a in allocations)},
         channels_active={(): sum(len(a.channels) for a in allocations)},
         relayed_datagrams=datagrams,
@@ -267,6 +270,9 @@ _FAMILIES: tuple[tuple[str, _Kind, str, str, tuple[str, ...]], ...] = (
      "Allocations created, by client transport.", ("transport",)),
     ("allocations_ended", _COUNTER, "trelay_allocations_ended",
      "Allocations ended, by client transport and why.", ("transport", "reason")),
+    ("allocations_moved", _COUNTER, "trelay_allocations_moved",
+     "Allocations moved to their client's new address with a MOBILITY-TICKET (RFC 8016), "
+     "by client transport.", ("transport",)),
     ("permissions_active", _GAUGE, "trelay_permissions_active",
      "Permissions installed now (RFC 8656 §9).", ()),
     ("channels_active", _GAUGE, "trelay_channels_active",

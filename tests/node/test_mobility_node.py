@@ -25,6 +25,7 @@ from trelay.config.settings import Settings, load_settings
 from trelay.config.values import SettingsError
 from trelay.node.mobility_tickets import SealedTickets
 from trelay.node.turn_setup import build_turn_server
+from trelay.ops.metrics import snapshot
 from trelay.stun.address_attributes import XorRelayedAddress
 from trelay.stun.attributes import Lifetime, MobilityTicket, RequestedTransport
 from trelay.stun.codes import Method
@@ -77,6 +78,7 @@ async def test_a_moved_client_keeps_relaying_through_its_relayed_address(
             moved = await client.checked(Method.REFRESH, Lifetime(600), MobilityTicket(ticket))
             assert _ticket(moved) != ticket
             assert [a.five_tuple.client for a in server.allocations.values()] == [client.local]
+            assert snapshot(local.node).allocations_moved[("udp",)] == 1
             # Client -> peer from the new address, on the channel bound before the move.
             await client.send_channel_data(0x4001, b"after the move")
             assert await far.receive() == (b"after the move", relayed)

@@ -110,6 +110,7 @@ def test_a_refresh_with_the_ticket_from_a_new_address_moves_the_allocation() -> 
     reply = away.response(actions, request)
     assert_success(away, reply)
     assert AllocationMoved(home.five_tuple, away.five_tuple, relayed) in actions
+    assert server.stats.allocations_moved[ClientTransport.UDP] == 1
     # The same allocation, at the new 5-tuple, with its relayed address, its channel and
     # its permission; the old 5-tuple holds nothing.
     assert server.allocations[away.five_tuple] is allocation

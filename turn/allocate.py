@@ -24,6 +24,13 @@ socket (`OpenRelay.reserved`): that port and no other, so a failed bind is 508 a
 Reservations are quota slots like allocations: an R=1 Allocate needs two free (486 or
 508 as step 8 says), a redeeming one none beyond the reservation's own.
 
+Dual allocation (§7.2 steps 5, 6, 8, 9; ADDITIONAL-ADDRESS-FAMILY, §14.11): an IPv4
+relayed address and an IPv6 one in one Allocate, one quota slot, one lifetime. 400 with
+a token, REQUESTED-ADDRESS-FAMILY or EVEN-PORT's R bit, or when the additional family is
+not IPv6. The runtime binds both (`OpenRelay.dual_host`); the success carries two
+XOR-RELAYED-ADDRESSes, or one and an ADDRESS-ERROR-CODE for IPv6 (§14.12): 440 when the
+node relays no IPv6, 508 when its socket could not be bound. UDP allocations only.
+
 Mobility (RFC 8016 §3.1, `trelay.turn.mobility`): an empty MOBILITY-TICKET asks for it,
 checked after step 7 (400 for a ticket with a value, 405 where mobility is forbidden);
 the success response of a mobile allocation carries its first ticket.
@@ -53,6 +60,7 @@ from __future__ import annotations
 
 from trelay.stun.address_attributes import XorMappedAddress, XorRelayedAddress
 from trelay.stun.attributes import (
+    AdditionalAddressFamily,
     Attribute,
     EvenPort,
     Lifetime,
@@ -61,6 +69,7 @@ from trelay.stun.attributes import (
     ReservationToken,
 )
 from trelay.stun.codes import AddressFamily, ErrorCode, TransportProtocol
+from trelay.stun.error_attributes import AddressErrorCode
 from trelay.stun.message import Message
 from trelay.turn import mobility, responses
 from trelay.turn.actions import Action, AllocationCreated, CloseRelay, OpenRelay
@@ -99,10 +108,18 @@ def unsatisfiable(request: Message, config: TurnConfig) -> tuple[ErrorCode, str]
         return ErrorCode.UNSUPPORTED_TRANSPORT_PROTOCOL, "Only UDP and TCP relaying"
     even_port = request.get(EvenPort)
     family = request.get(RequestedAddressFamily)
+    additional = request.get(AdditionalAddressFamily)
     if request.get(ReservationToken) is not None:  # step 5 (its validity: _state_failure)
-        if even_port is not None or family is not None:
+        if even_port is not None or family is not None or additional is not None:
             return ErrorCode.BAD_REQUEST, "RESERVATION-TOKEN with EVEN-PORT or family"
         return None  # the reservation's address is of a family offered
+    if additional is not None:
+        if family is not None:  # step 6
+            return ErrorCode.BAD_REQUEST, "REQUESTED- with ADDITIONAL-ADDRESS-FAMILY"
+        if even_port is not None and even_port.reserve_next:  # step 8
+            return ErrorCode.BAD_REQUEST, "EVEN-PORT R with ADDITIONAL-ADDRESS-FAMILY"
+        if additional.family is not AddressFamily.IPV6:  # step 9
+            return ErrorCode.BAD_REQUEST, "ADDITIONAL-ADDRESS-FAMILY must be IPv6"
     if relay_host(config, requested_family(request)) is None:  # step 7
         return ErrorCode.ADDRESS_FAMILY_NOT_SUPPORTED, "Address Family not Supported"
     return None
@@ -176,14 +193,20 @@ def allocate(
             return context.reply(request, five_tuple, now, reply)
         port = acquired
     pending = PendingAllocate(request, auth, lifetime, family, port, even=even, reserve=reserve)
+    transport = request.get(RequestedTransport)
+    pending.dual = request.get(AdditionalAddressFamily) is not None and (
+        transport is not None and transport.value == TransportProtocol.UDP
+    )
     table.hold(five_tuple, pending)
     return [_open(context, five_tuple, pending)]
 
 
 def _open(context: RequestContext, five_tuple: FiveTuple, pending: PendingAllocate) -> OpenRelay:
     host = pending_host(context.config, pending.family)
+    dual_host = context.config.relay_host_v6 if pending.dual else None
     return OpenRelay(
-        five_tuple, host, pending.port, even=pending.even, reserve_next=pending.reserve
+        five_tuple, host, pending.port, even=pending.even, reserve_next=pending.reserve,
+        dual_host=dual_host,
     )  # fmt: skip
 
 
@@ -258,23 +281,31 @@ def relay_opened(
     now: float,
     runtime: object,
     reserved: Address | None = None,
+    second: Address | None = None,
 ) -> list[Action]:
     """The pending Allocate's port is bound: create the allocation, answer success.
 
-    `reserved`: the held socket's address when the Allocate reserves the next port.
+    `reserved`: the held socket's address when the Allocate reserves the next port;
+    `second`: the other family's relayed address of a dual allocation, if it bound.
     """
     # Taken, not dropped: the allocation inherits the quota slots and the port.
     pending = context.table.take_pending(five_tuple)
     if pending is None:
         # The connection closed (or shutdown began) while the port was being bound.
-        return [CloseRelay(relayed), *([] if reserved is None else [CloseRelay(reserved)])]
+        extra = [address for address in (reserved, second) if address is not None]
+        return [CloseRelay(relayed), *(CloseRelay(address) for address in extra)]
+    closing: list[Action] = []
+    if second is not None and not pending.dual:  # not asked for: not kept
+        closing, second = [CloseRelay(second)], None
     auth = pending.auth
     config = context.config
     external = config.external_host_v6 if is_ipv6(relayed[0]) else config.external_host
     reported = (external or relayed[0], relayed[1])
+    second_reported = None if second is None else _reported(config, second)
     allocation = Allocation(
         five_tuple, relayed, reported, auth.username, auth.credential.identity,
         auth.credential.key, now + pending.lifetime, created_at=now, runtime=runtime,
+        second=second, second_reported=second_reported,
     )  # fmt: skip
     context.table.add(allocation)
     context.stats.allocations_created[five_tuple.transport] += 1
@@ -282,9 +313,12 @@ def relay_opened(
     host, port = five_tuple.client
     attributes: tuple[Attribute, ...] = (
         XorRelayedAddress(*reported),
+        *(() if second_reported is None else (XorRelayedAddress(*second_reported),)),
         Lifetime(pending.lifetime),
         XorMappedAddress(unmap_ipv4(host), port),
     )
+    if pending.dual and second is None:  # §7.2 step 9: the other family failed
+        attributes += (_address_error(config),)
     if pending.reserve:
         attributes += _reserve(context, five_tuple, auth.credential.identity, reserved, now)
     if context.mobility is not None and mobility.wants_mobility(pending.request):
@@ -292,9 +326,28 @@ def relay_opened(
         attributes += () if ticket is None else (ticket,)
     reply = responses.success(pending.request, attributes, context.software, allocation.key)
     return [
+        *closing,
         *context.reply(pending.request, five_tuple, now, reply),
         AllocationCreated(five_tuple, relayed, auth.username, pending.lifetime),
     ]
+
+
+def _reported(config: TurnConfig, relayed: Address) -> Address:
+    """What XOR-RELAYED-ADDRESS says for `relayed`: its family's external host, if any."""
+    external = config.external_host_v6 if is_ipv6(relayed[0]) else config.external_host
+    return (external or relayed[0], relayed[1])
+
+
+def _address_error(config: TurnConfig) -> AddressErrorCode:
+    """ADDRESS-ERROR-CODE for a dual allocation's IPv6 address that could not be made."""
+    if config.relay_host_v6 is None:
+        return AddressErrorCode(
+            AddressFamily.IPV6, ErrorCode.ADDRESS_FAMILY_NOT_SUPPORTED,
+            "Address Family not Supported",
+        )  # fmt: skip
+    return AddressErrorCode(
+        AddressFamily.IPV6, ErrorCode.INSUFFICIENT_CAPACITY, "Insufficient Capacity"
+    )
 
 
 def _reserve(

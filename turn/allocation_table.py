@@ -77,6 +77,7 @@ class PendingAllocate:
     reserve: bool = False  # its R bit: port+1 is reserved too (a second quota slot)
     # The reservation whose token this Allocate redeems (§7.2 step 5): its port, no other.
     redeems: Reservation | None = None
+    dual: bool = False  # ADDITIONAL-ADDRESS-FAMILY (§7.2 step 9): an IPv6 address too
 
     @property
     def slots(self) -> int:

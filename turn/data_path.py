@@ -19,7 +19,7 @@ from trelay.stun.channel_data import encode_channel_data
 from trelay.stun.codes import MessageClass, Method
 from trelay.stun.message import Message, encode_message, new_transaction_id
 from trelay.turn.actions import SendToPeer
-from trelay.turn.addressing import Address, is_ipv6
+from trelay.turn.addressing import Address
 from trelay.turn.allocation import Allocation
 from trelay.turn.policy import PeerPolicy
 from trelay.turn.stats import Drop
@@ -44,14 +44,16 @@ def send_indication(
         return Drop.MALFORMED
     if not policy.permits_endpoint(*peer.address):
         return Drop.DENIED_PEER  # design §6, before the permission: a denied peer has none
-    if is_ipv6(peer.host) != is_ipv6(allocation.relayed[0]):
+    if not allocation.serves(peer.host):
         return Drop.NO_PERMISSION  # a permission of the other family cannot exist (§9.1)
     if peer.host not in allocation.permissions:
         return Drop.NO_PERMISSION
     dont_fragment = message.get(DontFragment) is not None
     if dont_fragment and not dont_fragment_supported:
         return Drop.NO_PERMISSION  # not relayable here, counted with the unpermitted
-    return SendToPeer(allocation.relayed, peer.address, data.value, dont_fragment)
+    # From the relayed address of the peer's family (a dual allocation has two).
+    relayed = allocation.relayed_for(peer.host)
+    return SendToPeer(relayed, peer.address, data.value, dont_fragment)
 
 
 def peer_datagram(allocation: Allocation, peer: Address, data: bytes) -> bytes | None:

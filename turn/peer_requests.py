@@ -3,8 +3,8 @@
 Owns the checks and table updates of the two requests that name peers, and the timers
 of what they install. Both are all-or-nothing: a request that fails any check changes
 nothing. Both answer 403 for a peer the policy denies (design §6) and 443 for a peer of
-the other address family. ChannelBind also installs (and keeps alive) the peer's
-permission (design §5).
+the other address family (either family suits a dual allocation). ChannelBind also
+installs (and keeps alive) the peer's permission (design §5).
 
 Bounds (issue 15, `TurnConfig`): more XOR-PEER-ADDRESS attributes in one CreatePermission
 than `peers_per_request`, a new permission past `permissions_per_allocation` or a new
@@ -25,7 +25,6 @@ from trelay.stun.channel_data import is_valid_channel
 from trelay.stun.codes import ErrorCode
 from trelay.stun.message import Message
 from trelay.turn import responses
-from trelay.turn.addressing import is_ipv6
 from trelay.turn.allocation import Allocation
 from trelay.turn.policy import PeerPolicy
 from trelay.turn.request_context import RequestContext
@@ -37,7 +36,7 @@ from trelay.turn.timers import TimerKind
 def _peer_error(
     policy: PeerPolicy, allocation: Allocation, peer: XorPeerAddress, *, with_port: bool
 ) -> ErrorCode | None:
-    if is_ipv6(peer.host) != is_ipv6(allocation.relayed[0]):
+    if not allocation.serves(peer.host):  # either family of a dual allocation
         return ErrorCode.PEER_ADDRESS_FAMILY_MISMATCH
     # A permission is per IP (§9); a channel names the peer's port as well.
     allowed = policy.permits_endpoint(*peer.address) if with_port else policy.permits(peer.host)

@@ -490,15 +490,19 @@ class TurnServer:
         *,
         runtime: object = None,
         reserved: Address | None = None,
+        second: Address | None = None,
     ) -> list[Action]:
         """The runtime bound the relay socket of a pending Allocate at `relayed`.
 
         `runtime`: the runtime's record of the allocation, kept as `Allocation.runtime`.
         `reserved`: the port+1 socket it holds for an EVEN-PORT R=1 Allocate (§7.2).
+        `second`: a dual allocation's other socket (ADDITIONAL-ADDRESS-FAMILY), if bound.
         """
         pending = self._table.pending.get(five_tuple)
         tcp = pending is not None and wants_tcp(pending.request)
-        actions = allocate.relay_opened(self._context, five_tuple, relayed, now, runtime, reserved)
+        actions = allocate.relay_opened(
+            self._context, five_tuple, relayed, now, runtime, reserved, second
+        )  # fmt: skip
         allocation = self.allocations.get(five_tuple)
         if tcp and allocation is not None and allocation.relayed == relayed:
             self.tcp.add(allocation)  # RFC 6062 §5.1: peers may connect from now on
@@ -545,7 +549,11 @@ class TurnServer:
         key = allocation.key
         five_tuple = allocation.five_tuple
         family = request.get(RequestedAddressFamily)
-        if family is not None and family.family != _family_of(allocation.relayed):
+        named = None if family is None else family.family
+        # A dual allocation's second family may be named: LIFETIME 0 deletes it alone.
+        second = allocation.second
+        of_second = second is not None and named == _family_of(second)
+        if named is not None and named != _family_of(allocation.relayed) and not of_second:
             reply = responses.error(
                 request, ErrorCode.PEER_ADDRESS_FAMILY_MISMATCH, self._software, key
             )
@@ -556,7 +564,10 @@ class TurnServer:
         lifetime = self.config.refresh_lifetime(None if requested is None else requested.value)
         lifetime = auth.capped(lifetime)
         actions: list[Action] = []
-        if lifetime == 0:
+        if lifetime == 0 and of_second:
+            dropped = self._table.drop_second(allocation)
+            actions = [] if dropped is None else [CloseRelay(dropped)]
+        elif lifetime == 0:
             actions = self._end(allocation, EndReason.DELETED)
         else:
             allocation.expires_at = now + lifetime
@@ -671,8 +682,10 @@ class TurnServer:
         # with a new allocation (`NonceStamper.retire`); the client re-challenges.
         self._auth.nonces.retire(five_tuple.client, self.wall_clock())
         self.stats.allocation_ended(five_tuple.transport, reason)
+        second = allocation.second  # a dual allocation's other socket
         return [
             CloseRelay(allocation.relayed),
+            *(() if second is None else (CloseRelay(second),)),
             *self.tcp.allocation_ended(allocation),  # RFC 6062 §5.5
             AllocationEnded(five_tuple, allocation.relayed, allocation.username, reason),
         ]

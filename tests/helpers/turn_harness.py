@@ -174,8 +174,10 @@ class Client:
                 relayed = (action.host, port)
                 # The R bit: the runtime holds port+1 too (RFC 8656 §7.2).
                 reserved = (action.host, port + 1) if action.reserve_next else None
+                # A dual allocation: the other family's socket, on the same port here.
+                second = None if action.dual_host is None else (action.dual_host, port)
                 out += self.server.relay_opened(
-                    self.five_tuple, relayed, self.now, reserved=reserved
+                    self.five_tuple, relayed, self.now, reserved=reserved, second=second
                 )
         return out
 

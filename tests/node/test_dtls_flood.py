@@ -118,7 +118,8 @@ def is_hello_verify_request(datagram: bytes) -> bool:
 
 async def flood_hellos(server: Address) -> int:
     """One ClientHello from each of HELLO_PORTS ports of 127.0.0.2; how many of them got a
-    HelloVerifyRequest back (each batch's sockets stay open until their answers came)."""
+    HelloVerifyRequest back (each batch's sockets stay open until their answers came),
+    each smaller than the hello (a forged source gains no amplification)."""
     hello = FloodClient().step()
     verified = 0
     for _ in range(HELLO_PORTS // HELLO_BATCH):
@@ -132,6 +133,7 @@ async def flood_hellos(server: Address) -> int:
             for sock in sockets:
                 with trio.move_on_after(TIMEOUT):
                     answer = await sock.recv(65536)
+                    assert len(answer) < len(hello)
                     verified += is_hello_verify_request(answer)
         finally:
             for sock in sockets:

@@ -17,7 +17,7 @@ import trio
 from cryptography import x509
 from OpenSSL import SSL
 
-from tests.helpers.dtls_client import ServerCertificate, dtls_channel
+from tests.helpers.dtls_client import ServerCertificate, client_context, dtls_channel
 from trelay.config.dtls_settings import DtlsSettings
 from trelay.config.settings import ListenSettings, Settings, TlsSettings
 from trelay.config.values import ListenAddress, SettingsError
@@ -108,6 +108,27 @@ async def test_binding_over_dtls_answers_the_client_address() -> None:
         assert [a.transaction_id for a in answers] == [first[8:20], second[8:20]]
         assert listener.stats.established == 1
         assert listener.stats.records_received == 3
+
+
+async def test_binding_over_dtls_on_ipv6_loopback() -> None:
+    context = dtls_context_from_pem(generate_self_signed(["::1"]))
+    frontend = ResponderFrontend(BindingResponder("test"))
+    async with trio.open_nursery() as nursery:
+        address = await nursery.start(
+            functools.partial(serve_dtls, "::1", 0, frontend, dtls_context=context)
+        )
+        sock = trio.socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        await sock.bind(("::1", 0))
+        with trio.DTLSEndpoint(sock) as endpoint:
+            # trio's client side matches datagrams by the address recvfrom gives, which
+            # for IPv6 has flowinfo and scope id too.
+            channel = endpoint.connect((*address, 0, 0), client_context())
+            with trio.fail_after(TIMEOUT):
+                await channel.do_handshake()
+            reply = await answer(channel, binding())
+            mapped = reply.get(XorMappedAddress)
+            assert mapped is not None and mapped.address == sock.getsockname()[:2]
+        nursery.cancel_scope.cancel()
 
 
 async def test_a_record_that_is_no_stun_message_is_dropped_and_the_association_goes_on() -> None:

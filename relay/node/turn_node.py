@@ -13,6 +13,11 @@ Owns everything between the pure core and the kernel for TURN (RFC 8656):
 - port reservations (RFC 8656 §7.2, EVEN-PORT R=1): the port+1 socket, held bound and
   unread until the core redeems it (`OpenRelay.reserved`: it becomes that Allocate's
   relay socket) or closes it (`CloseRelay` when its 30 s run out);
+- dual allocations (RFC 8656 §7.2, ADDITIONAL-ADDRESS-FAMILY, `OpenRelay.dual_host`): a
+  second relay socket of the other family, read like the first, both sharing the
+  allocation's senders, whose `transmit` then picks the socket by the peer's family (a
+  single-family allocation's stays the socket's own `sendto`); a channel's connected
+  socket is bound on the relayed address of its peer's family;
 - a relay socket that cannot be made for lack of descriptors (EMFILE/ENFILE) is
   reported to the core like any bind failure (it answers 508) and counted and logged
   at a bounded rate by the node's `exhaustion` (`trelay.node.exhaustion`), which the
@@ -266,7 +271,7 @@ class TurnNode:
         if allocation is None or peer is None:
             self.counters.dropped[Drop.LOST_FRAMING] += 1
             return False
-        self._to_peer(self._relays[allocation.relayed], data, peer)
+        self._to_peer(self._relays[allocation.relayed_for(peer[0])], data, peer)
         return True
 
     def stream_session(
@@ -458,12 +463,15 @@ class TurnNode:
         if held is not None:
             reserved = (relayed[0], held.getsockname()[1])
             self._reserved[reserved] = held
+        twin = None if action.dual_host is None else self._open_twin(action, relay)
+        second = None if twin is None else _address_of(twin.sock)
         now = trio.current_time()
         self._execute(
             self.server.relay_opened(
-                action.five_tuple, relayed, now, runtime=relay.senders, reserved=reserved
+                action.five_tuple, relayed, now, runtime=relay.senders, reserved=reserved,
+                second=second,
             )
-        )
+        )  # fmt: skip
         relay.allocation = self.server.by_relayed.get(relayed)
         if relay.allocation is None:  # pragma: no cover - the core always creates it
             self._relays.pop(relayed, None)
@@ -471,8 +479,31 @@ class TurnNode:
             return
         self.usage.opened(relay.allocation, relay.senders)
         relay.deliver = self._delivery(relay.allocation.five_tuple)
-        if relay.deliver is not None:  # else its stream client is gone already
-            self._read(relay, sock)
+        for each in (relay, twin):
+            if each is not None and self._relays.get(_address_of(each.sock)) is each:
+                each.allocation, each.deliver = relay.allocation, relay.deliver
+                if each.deliver is not None:  # else its stream client is gone already
+                    self._read(each, each.sock)
+
+    def _open_twin(self, action: OpenRelay, relay: _Relay) -> _Relay | None:
+        """A dual allocation's second relay socket, of the other family (on the same port
+        when the core chose one): registered beside `relay`, sharing its senders, whose
+        `transmit` now picks the socket by the peer's family. None if it cannot be bound
+        (the core answers ADDRESS-ERROR-CODE 508 for that family)."""
+        assert action.dual_host is not None
+        try:
+            sock = bind_relay_socket(action.dual_host, action.port)
+        except OSError as exc:
+            if exc.errno in EXHAUSTION_ERRNOS:
+                self.exhaustion.refused(RELAY_SOCKET, exc, trio.current_time())
+            return None
+        senders = relay.senders
+        senders.transmit = _by_family(relay.sock, sock)
+        twin = _Relay(sock, self.data_plane, relay.relayed, senders)
+        twin.out = SegmentingSocket(sock, self.counters.gso)
+        twin.client_out = relay.client_out
+        self._relays[_address_of(sock)] = twin
+        return twin
 
     # --- peer -> client ------------------------------------------------------------------
 
@@ -579,17 +610,20 @@ class TurnNode:
                 "transport": action.five_tuple.transport,
             },
         )
-        relay = self._relays.get(action.relayed)
-        if relay is None or relay.deliver is None:
-            return  # its task has not started yet: it starts with the new 5-tuple
-        deliver = self._delivery(action.five_tuple)
-        if deliver is not None:
-            relay.deliver = deliver
-            relay.client_out = None  # GSO runs go through the new listener, if UDP
-            if action.five_tuple.transport is ClientTransport.UDP:
-                relay.client_out = self.udp_outs.get(action.five_tuple.server)
-            for sock in (relay.sock, *relay.connected):
-                self._read(relay, sock)
+        allocation = self.server.by_relayed.get(action.relayed)
+        second = None if allocation is None else allocation.second  # a dual one's twin
+        for relayed in (action.relayed, second):
+            relay = None if relayed is None else self._relays.get(relayed)
+            if relay is None or relay.deliver is None:
+                continue  # its task has not started yet: it starts with the new 5-tuple
+            deliver = self._delivery(action.five_tuple)
+            if deliver is not None:
+                relay.deliver = deliver
+                relay.client_out = None  # GSO runs go through the new listener, if UDP
+                if action.five_tuple.transport is ClientTransport.UDP:
+                    relay.client_out = self.udp_outs.get(action.five_tuple.server)
+                for sock in (relay.sock, *relay.connected):
+                    self._read(relay, sock)
 
     def connect_channel(self, allocation: Allocation, channel: int, peer: Address) -> None:
         """Give `channel` a socket on the relayed address connected to `peer`.
@@ -600,7 +634,8 @@ class TurnNode:
         budget); beyond that, and when the socket cannot be made, the channel keeps
         using the relay socket.
         """
-        relay = self._relays.get(allocation.relayed)
+        relayed = allocation.relayed_for(peer[0])  # its family's, of a dual allocation
+        relay = self._relays.get(relayed)
         if relay is None or relay.deliver is None or relay.out is None:
             return
         senders = relay.senders
@@ -622,7 +657,7 @@ class TurnNode:
         try:
             sock.setblocking(False)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind(allocation.relayed)
+            sock.bind(relayed)
             sock.connect(peer)
         except OSError:
             sock.close()
@@ -737,3 +772,19 @@ class TurnNode:
 
 def wall_clock() -> float:
     return time.time()
+
+
+def _address_of(sock: socket.socket) -> Address:
+    bound = sock.getsockname()
+    return (bound[0], bound[1])
+
+
+def _by_family(first: socket.socket, second: socket.socket) -> Callable[[Buffer, Address], int]:
+    """A dual allocation's `transmit`: from the socket of the peer's family."""
+    v6, v4 = (first, second) if first.family == socket.AF_INET6 else (second, first)
+    send_v6, send_v4 = v6.sendto, v4.sendto
+
+    def transmit(data: Buffer, peer: Address) -> int:
+        return send_v6(data, peer) if ":" in peer[0] else send_v4(data, peer)
+
+    return transmit

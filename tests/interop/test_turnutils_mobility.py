@@ -10,7 +10,8 @@ the moves the node made (`AllocationMoved`, one per session) as well as the loss
 
 Sessions run client to client (`-y`, each the other's peer, so every message crosses
 the relay twice) and against a `turnutils_peer` echo server, with channels and with
-indications (`-s`); `-c` leaves out the RTCP allocations.
+indications (`-s`); `-c` leaves out the RTCP allocations, except in one run against the
+peer, where each session's RTP/RTCP pair (EVEN-PORT R=1, then RESERVATION-TOKEN) moves.
 """
 
 from __future__ import annotations
@@ -81,9 +82,13 @@ def _record(
 
 
 def _run(
-    monkeypatch: pytest.MonkeyPatch, options: tuple[str, ...], peer: Address | None = None
+    monkeypatch: pytest.MonkeyPatch,
+    options: tuple[str, ...],
+    peer: Address | None = None,
+    *,
+    rtcp: bool = False,
 ) -> Moved:
-    flags = ["-M", "-c", "-n", str(MESSAGES), "-l", str(LENGTH), *options]
+    flags = ["-M", *(() if rtcp else ("-c",)), "-n", str(MESSAGES), "-l", str(LENGTH), *options]
     if peer is not None:
         flags += ["-e", peer[0], "-r", str(peer[1])]
     moves: list[AllocationMoved] = []
@@ -129,9 +134,12 @@ def test_uclient_mobility_client_to_client(
     _assert_moved_and_relayed(_run(monkeypatch, options), sessions=2)
 
 
-def test_uclient_mobility_to_turnutils_peer(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("rtcp", [False, True], ids=["rtp", "rtp_rtcp"])
+def test_uclient_mobility_to_turnutils_peer(monkeypatch: pytest.MonkeyPatch, rtcp: bool) -> None:
+    # With RTCP (no -c), each session allocates an RTP/RTCP pair: EVEN-PORT with the R
+    # bit, then RESERVATION-TOKEN; both allocations move.
     with echo_peer() as peer:
-        moved = _run(monkeypatch, ("-m", "2"), peer)
+        moved = _run(monkeypatch, ("-m", "2"), peer, rtcp=rtcp)
     _assert_moved_and_relayed(moved, sessions=2)
 
 

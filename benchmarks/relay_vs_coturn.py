@@ -552,6 +552,11 @@ def _lost(windows: list[LoadWindow]) -> str:
     return f"{lost:,} ({_loss(windows):.1%})" if lost else "0"
 
 
+def _spread(windows: list[LoadWindow]) -> str:
+    """Every round's relayed per server CPU-s, in thousands, in order."""
+    return ", ".join(f"{w.per_cpu() / 1000:.0f}k" for w in windows)
+
+
 def _micros(value: float) -> str:
     """A round trip from the load generator's histogram, which ends at 200 ms."""
     return f">= {RTT_CAP_US:,} µs" if value >= RTT_CAP_US else f"{value:,.0f} µs"
@@ -604,7 +609,8 @@ def tables(results: Results, names: list[str], modes: list[Mode]) -> str:
     """Per mode and server, the median window; allocations and memory; then the ratios:
     each trelay build to coturn, and (with a baseline) the build under test to it."""
     lines = [
-        "| mode | server | relayed per server CPU-s | server CPU | relayed/s | RTT p50 | p99 "
+        "| mode | server | relayed per server CPU-s (all rounds) | server CPU | relayed/s "
+        "| RTT p50 | p99 "
         "| lost | load generator CPU | echo peer CPU |",
         "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
@@ -613,7 +619,8 @@ def tables(results: Results, names: list[str], modes: list[Mode]) -> str:
             runs = results.windows[(name, mode)]
             w = median_window(runs, mode)
             lines.append(
-                f"| {mode.label} | {name} | {w.per_cpu():,.0f} | {w.cpu_share():.2f} "
+                f"| {mode.label} | {name} | {w.per_cpu():,.0f} ({_spread(runs)}) "
+                f"| {w.cpu_share():.2f} "
                 f"| {w.relayed / w.seconds:,.0f} | {_micros(w.rtt_p50)} | {_micros(w.rtt_p99)} "
                 f"| {_lost(runs)} | {w.client_cpu / w.seconds:.2f} | {w.peer_cpu / w.seconds:.2f} |"
             )

@@ -371,6 +371,14 @@ class AdditionalAddressFamily(_Family):
 
 
 @dataclass(frozen=True, slots=True)
+class AdditionalAddressFamilyDraft(_Family):
+    """ADDITIONAL-ADDRESS-FAMILY at the turnbis drafts' code point 0x8032, as coturn
+    sends it (its draft-era ADDRESS-ERROR-CODE was 0x8033); same layout as RFC 8656's."""
+
+    TYPE: ClassVar[int] = AttributeType.ADDITIONAL_ADDRESS_FAMILY_DRAFT
+
+
+@dataclass(frozen=True, slots=True)
 class EvenPort(Attribute):
     """EVEN-PORT (RFC 8656 §14.6): one byte, R bit asks to reserve the next port."""
 

@@ -76,6 +76,8 @@ class AttributeType(IntEnum):
     RESERVATION_TOKEN = 0x0022
     ADDITIONAL_ADDRESS_FAMILY = 0x8000
     ADDRESS_ERROR_CODE = 0x8001
+    # The turnbis drafts' code point, which coturn (and its turnutils_uclient -Z) sends.
+    ADDITIONAL_ADDRESS_FAMILY_DRAFT = 0x8032
     ICMP = 0x8004
     # RFC 6062 (TURN TCP relay)
     CONNECTION_ID = 0x002A

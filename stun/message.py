@@ -72,6 +72,7 @@ ATTRIBUTE_CLASSES: tuple[type[Attribute], ...] = (
     attrs.RequestedTransport,
     attrs.RequestedAddressFamily,
     attrs.AdditionalAddressFamily,
+    attrs.AdditionalAddressFamilyDraft,
     attrs.EvenPort,
     attrs.ChangeRequest,
     error_attrs.ErrorCodeAttribute,

@@ -184,6 +184,7 @@ _TABLE: dict[type[Attribute], SearchStrategy[Attribute]] = {
     attrs.RequestedTransport: _unsigned(attrs.RequestedTransport, 8),
     attrs.RequestedAddressFamily: st.builds(attrs.RequestedAddressFamily, _families),
     attrs.AdditionalAddressFamily: st.builds(attrs.AdditionalAddressFamily, _families),
+    attrs.AdditionalAddressFamilyDraft: st.builds(attrs.AdditionalAddressFamilyDraft, _families),
     attrs.EvenPort: st.builds(attrs.EvenPort, st.booleans()),
     attrs.ChangeRequest: st.builds(attrs.ChangeRequest, st.booleans(), st.booleans()),
     error_attrs.ErrorCodeAttribute: st.builds(

@@ -29,7 +29,8 @@ relayed address and an IPv6 one in one Allocate, one quota slot, one lifetime. 4
 a token, REQUESTED-ADDRESS-FAMILY or EVEN-PORT's R bit, or when the additional family is
 not IPv6. The runtime binds both (`OpenRelay.dual_host`); the success carries two
 XOR-RELAYED-ADDRESSes, or one and an ADDRESS-ERROR-CODE for IPv6 (§14.12): 440 when the
-node relays no IPv6, 508 when its socket could not be bound. UDP allocations only.
+node relays no IPv6, 508 when its socket could not be bound. UDP allocations only. The
+turnbis drafts' code point 0x8032, which coturn's clients send, is taken as well.
 
 Mobility (RFC 8016 §3.1, `trelay.turn.mobility`): an empty MOBILITY-TICKET asks for it,
 checked after step 7 (400 for a ticket with a value, 405 where mobility is forbidden);
@@ -61,6 +62,7 @@ from __future__ import annotations
 from trelay.stun.address_attributes import XorMappedAddress, XorRelayedAddress
 from trelay.stun.attributes import (
     AdditionalAddressFamily,
+    AdditionalAddressFamilyDraft,
     Attribute,
     EvenPort,
     Lifetime,
@@ -94,6 +96,15 @@ def requested_family(request: Message) -> AddressFamily:
     return AddressFamily.IPV4 if family is None else family.family
 
 
+def additional_family(request: Message) -> AdditionalAddressFamily | None:
+    """ADDITIONAL-ADDRESS-FAMILY (§14.11), at RFC 8656's code point or coturn's draft one."""
+    additional = request.get(AdditionalAddressFamily)
+    if additional is None:
+        draft = request.get(AdditionalAddressFamilyDraft)
+        additional = None if draft is None else AdditionalAddressFamily(draft.family)
+    return additional
+
+
 def relay_host(config: TurnConfig, family: AddressFamily) -> str | None:
     """Where relay sockets of `family` bind; None when that family is not offered."""
     return config.relay_host_v6 if family is AddressFamily.IPV6 else config.relay_host
@@ -108,7 +119,7 @@ def unsatisfiable(request: Message, config: TurnConfig) -> tuple[ErrorCode, str]
         return ErrorCode.UNSUPPORTED_TRANSPORT_PROTOCOL, "Only UDP and TCP relaying"
     even_port = request.get(EvenPort)
     family = request.get(RequestedAddressFamily)
-    additional = request.get(AdditionalAddressFamily)
+    additional = additional_family(request)
     if request.get(ReservationToken) is not None:  # step 5 (its validity: _state_failure)
         if even_port is not None or family is not None or additional is not None:
             return ErrorCode.BAD_REQUEST, "RESERVATION-TOKEN with EVEN-PORT or family"
@@ -194,7 +205,7 @@ def allocate(
         port = acquired
     pending = PendingAllocate(request, auth, lifetime, family, port, even=even, reserve=reserve)
     transport = request.get(RequestedTransport)
-    pending.dual = request.get(AdditionalAddressFamily) is not None and (
+    pending.dual = additional_family(request) is not None and (
         transport is not None and transport.value == TransportProtocol.UDP
     )
     table.hold(five_tuple, pending)

@@ -84,6 +84,7 @@ LAYOUTS: list[tuple[Attribute, str]] = [
     # RFC 8656 §18.6, §18.11: family, 24 reserved bits.
     (attrs.RequestedAddressFamily(AddressFamily.IPV6), "0017 0004 02 000000"),
     (attrs.AdditionalAddressFamily(AddressFamily.IPV6), "8000 0004 02 000000"),
+    (attrs.AdditionalAddressFamilyDraft(AddressFamily.IPV6), "8032 0004 02 000000"),
     # RFC 8656 §18.7 EVEN-PORT: one byte, R is its top bit; 3 bytes of padding.
     (attrs.EvenPort(reserve_next=True), "0018 0001 80 000000"),
     (attrs.EvenPort(reserve_next=False), "0018 0001 00 000000"),

@@ -22,6 +22,7 @@ from tests.helpers.turn_harness import (
 from trelay.stun.address_attributes import XorRelayedAddress
 from trelay.stun.attributes import (
     AdditionalAddressFamily,
+    AdditionalAddressFamilyDraft,
     Attribute,
     EvenPort,
     Lifetime,
@@ -226,3 +227,10 @@ def test_even_port_without_r_goes_with_dual() -> None:
     reply = c.allocate(DUAL, EvenPort())
     assert_success(c, reply)
     assert all(port % 2 == 0 for _, port in relayed_of(reply))
+
+
+def test_coturns_draft_code_point_asks_for_a_dual_allocation_too() -> None:
+    c = Client(dual_stack())
+    reply = c.allocate(AdditionalAddressFamilyDraft(AddressFamily.IPV6))  # 0x8032
+    assert_success(c, reply)
+    assert [host for host, _ in relayed_of(reply)] == [V4, V6]

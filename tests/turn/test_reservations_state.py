@@ -1,10 +1,12 @@
-"""A hypothesis state machine over EVEN-PORT and RESERVATION-TOKEN (RFC 8656 §7.2, §14.6,
-§14.9), driven as the runtime drives the core: it binds late or fails, holds reserved
+"""A hypothesis state machine over EVEN-PORT, RESERVATION-TOKEN and dual allocations
+(RFC 8656 §7.2, §7.3, §14.6, §14.9, §14.11), driven as the runtime drives the core: it
+binds late or fails (a dual allocation's IPv6 socket alone, too), holds reserved
 sockets, and closes what it is told to.
 
 Clients allocate plainly, with EVEN-PORT, with the R bit, or with a token (a live one, a
-used or expired one, a random one; alone or with EVEN-PORT or a family); the runtime
-answers binds; allocations are deleted, connections close, time jumps past the 30 s of
+used or expired one, a random one; alone or with EVEN-PORT or a family), or ask for both
+families (alone, or with the R bit: 400); the runtime answers binds; allocations are
+deleted (or their IPv6 address alone), connections close, time jumps past the 30 s of
 reservations, and the server shuts down. With a port range and without one.
 
 Invariants after every step: the runtime holds exactly the reserved sockets the core
@@ -12,7 +14,8 @@ knows (and those a pending redemption is about to take), CloseRelay comes once a
 only for what the runtime holds; ports in use, identity counts and the total are
 allocations plus pending slots plus reservations, within the quotas; no reservation
 outlives its 30 s; an EVEN-PORT allocation's port is even; a redeemed token gets
-exactly its reserved address; a token works once.
+exactly its reserved address; a token works once; a dual allocation is keyed by both
+addresses (and its IPv6 socket is closed once, alone or with the allocation).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from tests.helpers.turn_harness import REALM, Client, error_code, make_server
 from trelay.stun.address_attributes import XorRelayedAddress
 from trelay.stun.attributes import (
+    AdditionalAddressFamily,
     Attribute,
     EvenPort,
     Lifetime,
@@ -37,6 +41,7 @@ from trelay.stun.attributes import (
     ReservationToken,
 )
 from trelay.stun.codes import AddressFamily, MessageClass, Method
+from trelay.stun.error_attributes import AddressErrorCode
 from trelay.stun.integrity import encode_signed
 from trelay.stun.message import Message, decode_message
 from trelay.turn.actions import Action, CloseRelay, OpenRelay, SendToClient
@@ -51,7 +56,9 @@ TOTAL_QUOTA = 7
 PORTS = (50000, 50009)
 USERS = (("alice", "secret"), ("alice", "secret"), ("alice", "secret"), ("bob", "hunter2"),
          ("bob", "hunter2"))  # fmt: skip
-KINDS = ("plain", "even", "reserve", "token", "token+even", "token+family")
+HOST6 = "2001:db8::1"
+KINDS = ("plain", "even", "reserve", "token", "token+even", "token+family", "dual", "dual+reserve")
+BAD = ("token+even", "token+family", "dual+reserve")  # 400 (§7.2 steps 5 and 8)
 
 
 @dataclass
@@ -90,7 +97,8 @@ class ReservationMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         config = TurnConfig(
-            realm=REALM, relay_host=HOST, port_range=self.port_range, user_quota=USER_QUOTA,
+            realm=REALM, relay_host=HOST, relay_host_v6=HOST6, port_range=self.port_range,
+            user_quota=USER_QUOTA,
             total_quota=TOTAL_QUOTA,
         )  # fmt: skip
         self.server: TurnServer = make_server(config)
@@ -109,6 +117,7 @@ class ReservationMachine(RuleBasedStateMachine):
         self.waiting: dict[FiveTuple, Waiting] = {}
         self.issued: list[Issued] = []
         self.even: set[FiveTuple] = set()  # allocations made with EVEN-PORT
+        self.dual: set[FiveTuple] = set()  # dual allocations made (both, or IPv4 only)
 
     # --- plumbing ---------------------------------------------------------------------------
 
@@ -171,6 +180,10 @@ class ReservationMachine(RuleBasedStateMachine):
             attributes.append(EvenPort())
         elif kind == "reserve":
             attributes.append(EvenPort(reserve_next=True))
+        elif kind.startswith("dual"):  # both families (ADDITIONAL-ADDRESS-FAMILY)
+            attributes.append(AdditionalAddressFamily(AddressFamily.IPV6))
+            if kind == "dual+reserve":
+                attributes.append(EvenPort(reserve_next=True))
         elif kind.startswith("token"):
             live = self.live_tokens()
             tokens = live if live and pick < 6 else self.issued  # mostly one that works
@@ -198,6 +211,7 @@ class ReservationMachine(RuleBasedStateMachine):
             else:
                 assert not open_.reserved
                 assert open_.reserve_next == (kind == "reserve")
+                assert open_.dual_host == (HOST6 if kind == "dual" else None)
             event(f"allocate {kind} -> pending")
             if now:
                 self.answer(five_tuple, bound=True)
@@ -206,7 +220,7 @@ class ReservationMachine(RuleBasedStateMachine):
         event(f"allocate {kind} -> {code}")
         if had:
             assert code == 437
-        elif kind in ("token+even", "token+family"):
+        elif kind in BAD:
             assert code == 400
         elif kind == "token" and (issued is None or issued.used or issued.expires_at <= self.now):
             assert code == 508
@@ -224,11 +238,11 @@ class ReservationMachine(RuleBasedStateMachine):
         self.allocate(index, "token", pick, now)
 
     @precondition(lambda self: bool(self.waiting))
-    @rule(data=st.data(), bound=st.sampled_from([True, True, True, False]))
-    def runtime_answers(self, data: st.DataObject, bound: bool) -> None:
-        self.answer(data.draw(st.sampled_from(sorted(self.waiting, key=repr))), bound)
+    @rule(data=st.data(), bound=st.sampled_from([True, True, True, False]), second=st.booleans())
+    def runtime_answers(self, data: st.DataObject, bound: bool, second: bool) -> None:
+        self.answer(data.draw(st.sampled_from(sorted(self.waiting, key=repr))), bound, second)
 
-    def answer(self, five_tuple: FiveTuple, bound: bool) -> None:
+    def answer(self, five_tuple: FiveTuple, bound: bool, second_binds: bool = True) -> None:
         """The runtime binds (or fails to bind) a waiting Allocate's socket(s)."""
         waiting = self.waiting.pop(five_tuple)
         open_ = waiting.open
@@ -241,10 +255,16 @@ class ReservationMachine(RuleBasedStateMachine):
             port = open_.port or next(runtime.ports)  # the kernel's (even) choice
             relayed: Address = (open_.host, port)
             reserved: Address | None = (open_.host, port + 1) if open_.reserve_next else None
+            second: Address | None = None
+            if open_.dual_host is not None and second_binds:  # on the same port, as the node
+                second = (open_.dual_host, port)
+                runtime.relays.add(second)
             runtime.relays.add(relayed)
             if reserved is not None:
                 runtime.held.add(reserved)
-            actions = server.relay_opened(five_tuple, relayed, self.now, reserved=reserved)
+            actions = server.relay_opened(
+                five_tuple, relayed, self.now, reserved=reserved, second=second
+            )  # fmt: skip
         self.process(actions)
         retried = [a for a in actions if isinstance(a, OpenRelay)]
         if retried:  # the pool had another port (pair) to try
@@ -259,8 +279,12 @@ class ReservationMachine(RuleBasedStateMachine):
             assert error_code(reply) == 508
             return
         assert reply.message_class is MessageClass.SUCCESS
-        address = reply.get(XorRelayedAddress)
-        assert address is not None
+        addresses = reply.get_all(XorRelayedAddress)
+        if waiting.kind == "dual":  # both, or IPv4 and an ADDRESS-ERROR-CODE for IPv6
+            assert [a.host for a in addresses] == [HOST, HOST6][: 1 + (second is not None)]
+            assert (reply.get(AddressErrorCode) is None) == (second is not None)
+            self.dual.add(five_tuple)
+        address = addresses[0]
         got = (address.host, address.port)
         if waiting.issued is not None:
             assert got == waiting.issued.relayed  # exactly the reserved address
@@ -285,6 +309,27 @@ class ReservationMachine(RuleBasedStateMachine):
         self.even.discard(client.five_tuple)
 
     @rule(index=st.integers(0, len(USERS) - 1))
+    def delete_ipv6(self, index: int) -> None:
+        """Refresh LIFETIME 0 naming IPv6: a dual allocation loses its IPv6 address alone;
+        a single-family IPv4 one answers 443 (§7.3)."""
+        client = self.clients[index]
+        allocation = self.server.allocations.get(client.five_tuple)
+        if allocation is None:
+            return
+        second = allocation.second
+        family = RequestedAddressFamily(AddressFamily.IPV6)
+        _, reply, actions = self.exchange(client, Method.REFRESH, Lifetime(0), family)
+        self.process(actions)
+        assert reply is not None
+        if second is None:
+            assert error_code(reply) == 443
+            return
+        assert error_code(reply) is None
+        assert [a for a in actions if isinstance(a, CloseRelay)] == [CloseRelay(second)]
+        assert self.server.allocations[client.five_tuple] is allocation
+        assert allocation.second is None
+
+    @rule(index=st.integers(0, len(USERS) - 1))
     def connection_closed(self, index: int) -> None:
         five_tuple = self.clients[index].five_tuple
         self.process(self.server.connection_closed(five_tuple))
@@ -302,9 +347,12 @@ class ReservationMachine(RuleBasedStateMachine):
             self.runtime.held.discard((open_.host, open_.port))
         relayed: Address = (open_.host, open_.port or next(self.runtime.ports))
         reserved = (open_.host, relayed[1] + 1) if open_.reserve_next else None
-        actions = self.server.relay_opened(five_tuple, relayed, self.now, reserved=reserved)
-        expected = [CloseRelay(relayed)] + ([] if reserved is None else [CloseRelay(reserved)])
-        assert actions == expected
+        second = None if open_.dual_host is None else (open_.dual_host, relayed[1])
+        actions = self.server.relay_opened(
+            five_tuple, relayed, self.now, reserved=reserved, second=second
+        )  # fmt: skip
+        extra = [a for a in (reserved, second) if a is not None]
+        assert actions == [CloseRelay(relayed), *(CloseRelay(a) for a in extra)]
 
     @rule(seconds=st.sampled_from([0.5, 5, 15, 29, 30, 31, 45]))
     def advance_time(self, seconds: float) -> None:
@@ -363,6 +411,18 @@ class ReservationMachine(RuleBasedStateMachine):
                 + len(table.reservations)
             )
             assert self.server.ports.in_use == ports_held
+
+    @invariant()
+    def dual_allocations_are_keyed_by_both(self) -> None:
+        by_relayed = self.server.by_relayed
+        for allocation in self.server.allocations.values():
+            assert by_relayed[allocation.relayed] is allocation
+            if allocation.second is not None:
+                assert allocation.five_tuple in self.dual
+                assert by_relayed[allocation.second] is allocation
+                assert allocation.second[0] == HOST6
+        live = self.server.allocations.values()
+        assert len(by_relayed) == sum(1 + (a.second is not None) for a in live)
 
     @invariant()
     def even_allocations_are_even(self) -> None:

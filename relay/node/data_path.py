@@ -3,11 +3,15 @@
 Owns design §4's hot loops and the counters they keep:
 
 - `ClientReader`: one UDP listener's batches. ChannelData is relayed inline: one
-  lookup for the allocation, one for the channel, one `sendto` of a view of the receive
-  buffer (no copy); everything else goes to the TURN node's control path.
-- `PeerReader`: one relay socket's batches. A datagram is received 4 bytes into a buffer
-  so that, for a peer with a channel, the ChannelData header is written in place and
-  one view is sent; a peer without a channel becomes a Data indication via the core.
+  lookup for the allocation, one for the channel, a view of the receive buffer (no
+  copy) sent through the channel's `Route`; consecutive payloads of one route and size
+  leave as one GSO run (`trelay.node.gso`). Everything else goes to the TURN node's
+  control path.
+- `PeerReader`: one relay socket's batches. A datagram is received 4 bytes past the
+  previous frame so that, for a peer with a channel, the ChannelData header is written
+  in place; a UDP client's frames of one size leave as one GSO run, a GRO receive as
+  one run of header and payload buffers; a peer without a channel becomes a Data
+  indication via the core.
 - `RelaySenders`: how one allocation sends from its relayed address, the runtime's
   record the core keeps as `Allocation.runtime`, so the allocation found for a
   ChannelData packet leads to its socket with no second lookup;
@@ -38,7 +42,15 @@ from trelay.node.datagram_batch import (
     UdpListenerStats,
     send_reply,
 )
-from trelay.node.gso import MAX_RUN_BYTES, MAX_SEGMENTS, GsoCounters, SegmentingSocket
+from trelay.node.gso import (
+    GRO_CONTROL_SPACE,
+    MAX_RUN_BYTES,
+    MAX_SEGMENTS,
+    GroState,
+    GsoCounters,
+    SegmentingSocket,
+    gro_segment,
+)
 from trelay.stun.channel_data import FIRST_CHANNEL_BYTE, LAST_CHANNEL_BYTE
 from trelay.turn.addressing import Address, ClientTransport, FiveTuple
 from trelay.turn.allocation import Allocation
@@ -364,8 +376,8 @@ class PeerReader:
     """
 
     __slots__ = (
-        "allocation", "buffer", "client", "deliver", "dropped", "framing", "out", "relayed",
-        "sock", "view",
+        "allocation", "buffer", "client", "deliver", "dropped", "framing", "gro", "out",
+        "received", "relayed", "sock", "view",
     )  # fmt: skip
 
     def __init__(
@@ -378,9 +390,13 @@ class PeerReader:
         relayed: TransportCounters,
         peer_buffer: PeerBuffer,
         out: SegmentingSocket | None = None,
+        gro: GroState | None = None,
     ) -> None:
         """`out`: the UDP listener's socket to the client (runs go through it; `deliver`
-        is then its `sendto` to the client); None for any other client."""
+        is then its `sendto` to the client); None for any other client. `gro`: the
+        socket's UDP_GRO (`GroState`, kept across the readers a move rebuilds), told
+        what each batch saw; while it says `parse`, a receive may hold a run of one
+        peer's datagrams, with their size in the ancillary data."""
         self.sock = sock
         self.allocation = allocation
         self.deliver = deliver
@@ -390,21 +406,26 @@ class PeerReader:
         self.buffer = peer_buffer.buffer
         self.view = peer_buffer.view
         self.out = out
+        self.gro = gro
+        self.received = 0  # datagrams the last batch read (a coalesced one as its parts)
         self.client = allocation.five_tuple.client
 
     def batch(self) -> int:
-        if self.out is None:
-            return self._framed_batch()
-        return self._datagram_batch()
+        count = self._framed_batch() if self.out is None else self._datagram_batch()
+        if self.gro is not None:
+            self.gro.after_batch(self.received, count < BATCH_SIZE)
+        return count
 
     def _datagram_batch(self) -> int:  # noqa: PLR0915 - the hot path is inlined (design §4)
         peers = self.allocation.peers
         buffer, view = self.buffer, self.view
-        receive_into = self.sock.recvfrom_into
+        receive_into, receive_message = self.sock.recvfrom_into, self.sock.recvmsg_into
+        parse = self.gro is not None and self.gro.parse
+        ancillary: list[tuple[int, int, bytes]] = []
         first = view[4 : 4 + MAX_DATAGRAM]  # where a batch's first datagram goes
         pack_into = _CHANNEL_HEADER.pack_into
         is_pair = self.sock.family == socket.AF_INET
-        delivered = delivered_bytes = no_permission = send_failed = 0
+        delivered = delivered_bytes = no_permission = send_failed = received = 0
         # The run: frames of `frame` bytes at view[start:end]; the next datagram goes at
         # end + 4, behind room for its header.
         start = end = frame = bound = 0
@@ -417,18 +438,39 @@ class PeerReader:
                         delivered -= failed
                         delivered_bytes -= failed * (frame - 4)
                     start = end = 0
+                target = view[end + 4 : end + 4 + MAX_DATAGRAM] if end else first
                 try:
-                    size, address = receive_into(
-                        view[end + 4 : end + 4 + MAX_DATAGRAM] if end else first
-                    )
+                    if parse:
+                        size, ancillary, _, address = receive_message([target], GRO_CONTROL_SPACE)
+                    else:
+                        size, address = receive_into(target)
                 except BlockingIOError:
                     return count
                 except OSError as exc:
                     if exc.errno not in ICMP_ERRNOS:
                         raise
                     continue  # an ICMP error about an earlier datagram to a peer (design §5)
+                received += 1
                 peer = address if is_pair else (address[0], address[1])
                 channel = peers.get(peer)
+                if ancillary:  # coalesced by GRO: a run of this peer's datagrams
+                    segment = gro_segment(ancillary)
+                    if 0 < segment < size:
+                        received += (size - 1) // segment  # its other datagrams
+                        if end != start:  # what came before it leaves before it
+                            failed = self._flush(start, end, frame)
+                            send_failed += failed
+                            delivered -= failed
+                            delivered_bytes -= failed * (frame - 4)
+                        sent, sent_bytes, refused, failed = self._coalesced(
+                            channel, peer, end + 4, size, segment
+                        )
+                        delivered += sent
+                        delivered_bytes += sent_bytes
+                        no_permission += refused
+                        send_failed += failed
+                        start = end = 0
+                        continue
                 if channel is not None:
                     pack_into(buffer, end, channel, size)
                     if end != start and (size + 4 != frame or end - start + frame > bound):
@@ -469,7 +511,53 @@ class PeerReader:
                 send_failed += failed
                 delivered -= failed
                 delivered_bytes -= failed * (frame - 4)
+            self.received = received
             self._count(delivered, delivered_bytes, no_permission, 0, send_failed)
+
+    def _coalesced(
+        self, channel: int | None, peer: Address, offset: int, size: int, segment: int
+    ) -> tuple[int, int, int, int]:
+        """A GRO receive at view[offset:offset + size]: datagrams of `segment` bytes (the
+        last may be shorter) from `peer`, to the client. With a channel: ChannelData in
+        GSO runs, each header a buffer of its own between the payloads (gathered by the
+        kernel, no payload copied); without: a Data indication each, through the core.
+        Returns (delivered, their payload bytes, refused by the core, failed)."""
+        view, out = self.view, self.out
+        assert out is not None
+        stop = offset + size
+        if channel is None:
+            delivered = delivered_bytes = refused = failed = 0
+            for start in range(offset, stop, segment):
+                data = bytes(view[start : min(start + segment, stop)])
+                indication = self.framing(self.allocation, peer, data)
+                if indication is None:
+                    refused += 1
+                    continue
+                try:
+                    self.deliver(indication)
+                except OSError:
+                    failed += 1
+                    continue
+                delivered += 1
+                delivered_bytes += len(data)
+            return delivered, delivered_bytes, refused, failed
+        header = _CHANNEL_HEADER.pack(channel, segment)
+        per_run = max(1, min(MAX_SEGMENTS, MAX_RUN_BYTES // (segment + 4)))
+        step = per_run * segment
+        failed = 0
+        for run_start in range(offset, stop, step):
+            run_stop = min(run_start + step, stop)
+            buffers: list[Buffer] = []
+            for start in range(run_start, run_stop, segment):
+                piece = view[start : min(start + segment, run_stop)]
+                buffers.append(
+                    header if len(piece) == segment else _CHANNEL_HEADER.pack(channel, len(piece))
+                )
+                buffers.append(piece)
+            failed += out.send_run(buffers, segment + 4, len(buffers) // 2, self.client)
+        count = -(-size // segment)
+        # A failed datagram is counted as a whole segment (only the last may be shorter).
+        return count - failed, max(0, size - failed * segment), 0, failed
 
     def _flush(self, start: int, end: int, frame: int) -> int:
         """Send the run of frames at view[start:end] to the client; how many failed."""
@@ -482,10 +570,13 @@ class PeerReader:
         assert self.out is not None
         return self.out.send_run([self.view[start:end]], frame, (end - start) // frame, self.client)
 
-    def _framed_batch(self) -> int:
+    def _framed_batch(self) -> int:  # noqa: PLR0915 - the hot path is inlined (design §4)
         peers = self.allocation.peers
         buffer, view, deliver = self.buffer, self.view, self.deliver
-        receive_into = self.sock.recvfrom_into
+        receive_into, receive_message = self.sock.recvfrom_into, self.sock.recvmsg_into
+        # GRO was on for a UDP client that moved to this one: what is queued from then
+        # may still be coalesced, until a batch drains it (`GroState`).
+        parse = self.gro is not None and self.gro.parse
         payload = self.view[4 : 4 + MAX_DATAGRAM]
         pack_into = _CHANNEL_HEADER.pack_into
         pad = self.allocation.five_tuple.transport.is_stream
@@ -494,7 +585,12 @@ class PeerReader:
         try:
             for count in range(BATCH_SIZE):  # `finally` adds up what was delivered
                 try:
-                    size, address = receive_into(payload)
+                    if parse:
+                        size, ancillary, _, address = receive_message([payload], GRO_CONTROL_SPACE)
+                        segment = gro_segment(ancillary)
+                    else:
+                        size, address = receive_into(payload)
+                        segment = 0
                 except BlockingIOError:
                     return count
                 except OSError as exc:
@@ -503,6 +599,14 @@ class PeerReader:
                     continue  # an ICMP error about an earlier datagram to a peer (design §5)
                 peer = address if is_pair else (address[0], address[1])
                 channel = peers.get(peer)
+                if 0 < segment < size:  # rare: each datagram framed from a copy
+                    counts = self._framed_coalesced(channel, peer, size, segment, pad)
+                    delivered += counts[0]
+                    delivered_bytes += counts[1]
+                    no_permission += counts[2]
+                    queue_full += counts[3]
+                    send_failed += counts[4]
+                    continue
                 if channel is not None:
                     pack_into(buffer, 0, channel, size)
                     end = 4 + size
@@ -530,6 +634,34 @@ class PeerReader:
             return BATCH_SIZE
         finally:
             self._count(delivered, delivered_bytes, no_permission, queue_full, send_failed)
+
+    def _framed_coalesced(
+        self, channel: int | None, peer: Address, size: int, segment: int, pad: bool
+    ) -> tuple[int, int, int, int, int]:
+        """A coalesced receive (at view[4:4 + size]) to a framed client, each datagram a
+        frame of its own (copied); (delivered, bytes, no_permission, queue_full, failed)."""
+        delivered = delivered_bytes = no_permission = queue_full = failed = 0
+        for piece in range(4, 4 + size, segment):
+            data = bytes(self.view[piece : min(piece + segment, 4 + size)])
+            if channel is None:
+                framed = self.framing(self.allocation, peer, data)
+                if framed is None:
+                    no_permission += 1
+                    continue
+            else:
+                padding = _ZEROS[: -len(data) & 3] if pad else b""
+                framed = _CHANNEL_HEADER.pack(channel, len(data)) + data + padding
+            try:
+                self.deliver(framed)
+            except Stalled:
+                queue_full += 1
+                continue
+            except OSError:
+                failed += 1
+                continue
+            delivered += 1
+            delivered_bytes += len(data)
+        return delivered, delivered_bytes, no_permission, queue_full, failed
 
     def _count(
         self, delivered: int, delivered_bytes: int, no_permission: int, queue_full: int,

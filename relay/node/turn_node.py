@@ -77,7 +77,7 @@ from trelay.node.datagram_batch import (
 )
 from trelay.node.exhaustion import CHANNEL_SOCKET, EXHAUSTION_ERRNOS, RELAY_SOCKET, Exhaustion
 from trelay.node.frontend import Handover
-from trelay.node.gso import SegmentingSocket
+from trelay.node.gso import GroState, SegmentingSocket
 from trelay.node.mobility_steering import MobilitySteering
 from trelay.node.relay_ports import bind_relay, bind_relay_socket
 from trelay.node.sessions import Session, Traffic
@@ -145,6 +145,8 @@ class _Relay:
     # the client (None for a TCP/TLS client).
     out: SegmentingSocket | None = None
     client_out: SegmentingSocket | None = None
+    # Each socket's UDP_GRO (by descriptor), kept across the readers a move rebuilds.
+    gro: dict[int, GroState] = field(default_factory=dict)
 
     def kernel_drops(self) -> int:
         """What the kernel dropped for this relay's sockets (`kernel_drops`)."""
@@ -541,9 +543,16 @@ class TurnNode:
         """A reader of `sock` (the relay socket or a channel's) to the allocation's client."""
         allocation = relay.allocation
         assert allocation is not None and relay.deliver is not None
+        # GRO (a receive may hold a run of one peer's datagrams) only where the reader
+        # splits it into GSO runs: towards a UDP client; off when a move makes it another.
+        gro = relay.gro.get(sock.fileno())
+        if gro is None:
+            gro = relay.gro[sock.fileno()] = GroState(sock, relay.client_out is not None)
+        else:
+            gro.allow(relay.client_out is not None)
         return PeerReader(
             sock, allocation, relay.deliver, self.server.peer_datagram, self.counters,
-            relay.relayed, self.peer_buffer, relay.client_out,
+            relay.relayed, self.peer_buffer, relay.client_out, gro,
         )  # fmt: skip
 
     def take_moved_client(self, five_tuple: FiveTuple, data: bytes) -> None:

@@ -141,3 +141,35 @@ async def test_a_data_indication_keeps_its_place_between_runs() -> None:
                 expected = 0x4000 if sock is far else address(other)
                 assert await client.receive_data() == (expected, payload)
         nursery.cancel_scope.cancel()
+
+
+async def test_a_peer_run_coalesced_by_gro_reaches_the_client_datagram_by_datagram() -> None:
+    async with trio.open_nursery() as nursery:
+        local = await start_node(nursery)
+        async with udp_client(local.udp) as client, raw_peer() as far, raw_peer() as other:
+            relayed = await client.allocate()
+            await client.channel_bind(0x4000, address(far))
+            await client.create_permission(address(other))
+            # A busy batch first: the relay socket turns UDP_GRO on.
+            warm_up = [b"w%02d" % index for index in range(gso.GRO_BUSY)]
+            for payload in warm_up:
+                far.sendto(payload, relayed)
+            for payload in warm_up:
+                assert await client.receive_data() == (0x4000, payload)
+            relay = local.node._relays[relayed]
+            assert relay.gro[relay.sock.fileno()].on
+            # One GSO send each: the relay socket receives each as one buffer with the
+            # segment size; the last datagram of each is shorter.
+            channel_run = [b"%02d" % index * 100 for index in range(5)] + [b"end"]
+            far.sendmsg([b"".join(channel_run)], gso.segment_control(200), 0, relayed)
+            for payload in channel_run:
+                assert await client.receive_data() == (0x4000, payload)
+            indicated = [b"x" * 30, b"y" * 30, b"z" * 7]
+            other.sendmsg([b"".join(indicated)], gso.segment_control(30), 0, relayed)
+            for payload in indicated:
+                assert await client.receive_data() == (address(other), payload)
+        counted = local.node.counters
+        everything = warm_up + channel_run + indicated
+        assert counted.peer_to_client_datagrams == len(everything)
+        assert counted.peer_to_client_bytes == sum(map(len, everything))
+        nursery.cancel_scope.cancel()

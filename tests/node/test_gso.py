@@ -117,3 +117,67 @@ def test_a_failing_destination_counts_each_datagram_as_a_plain_send_would(
         assert out.send_run([b"a" * 8, b"b" * 8], 8, 2, None) == 1
         assert out.segmenting
     assert counters.fallbacks == 0
+
+
+def test_the_fallback_gathers_a_datagram_from_the_buffers_it_spans(
+    receiver: socket.socket,
+) -> None:
+    # Headers and payloads in buffers of their own, as a GRO run goes out: each
+    # datagram sent alone is a header and its payload together.
+    counters = GsoCounters()
+    with sender(no_check=True) as sock:
+        out = SegmentingSocket(sock, counters)
+        buffers = [b"H1", b"p" * 6, b"H2", b"q" * 6, b"H3", b"rr"]
+        assert out.send_run(buffers, 8, 3, receiver.getsockname()) == 0
+    assert received(receiver, 3) == [b"H1pppppp", b"H2qqqqqq", b"H3rr"]
+    assert counters.fallbacks == 1
+
+
+def test_a_gso_run_arrives_coalesced_on_a_gro_socket_with_its_segment_size(
+    receiver: socket.socket,
+) -> None:
+    assert gso.set_gro(receiver, True)
+    with sender() as sock:
+        sock.sendmsg([b"a" * 50 + b"b" * 50 + b"c" * 20], gso.segment_control(50), 0,
+                     receiver.getsockname())  # fmt: skip
+    ready, _, _ = select.select([receiver], [], [], 5.0)
+    assert ready
+    buffer = bytearray(65535)
+    size, ancillary, _, _ = receiver.recvmsg_into([buffer], gso.GRO_CONTROL_SPACE)
+    assert (size, gso.gro_segment(ancillary)) == (120, 50)
+    assert gso.set_gro(receiver, False)
+    assert gso.gro_segment([]) == 0
+
+
+def test_gro_goes_on_when_busy_off_when_quiet_and_parsing_ends_once_drained(
+    receiver: socket.socket,
+) -> None:
+    state = gso.GroState(receiver, allowed=True)
+    state.after_batch(gso.GRO_BUSY - 1, emptied=True)
+    assert not state.on and not state.parse
+    state.after_batch(gso.GRO_BUSY, emptied=True)
+    assert state.on and state.parse
+    assert receiver.getsockopt(gso.SOL_UDP, gso.UDP_GRO) == 1
+    for _ in range(gso.GRO_QUIET_BATCHES - 1):
+        state.after_batch(1, emptied=True)
+    state.after_batch(gso.GRO_QUIET, emptied=True)  # a busy batch starts the count again
+    for _ in range(gso.GRO_QUIET_BATCHES):
+        state.after_batch(1, emptied=True)
+    assert not state.on and state.parse  # off in the kernel; the queue may hold runs
+    assert receiver.getsockopt(gso.SOL_UDP, gso.UDP_GRO) == 0
+    state.after_batch(64, emptied=False)
+    assert state.parse  # not drained yet
+    state.after_batch(1, emptied=True)
+    assert not state.parse
+
+
+def test_gro_not_allowed_stays_off_and_a_move_turns_it_off(receiver: socket.socket) -> None:
+    refused = gso.GroState(receiver, allowed=False)
+    refused.after_batch(gso.GRO_BUSY * 4, emptied=True)
+    assert not refused.on
+    state = gso.GroState(receiver, allowed=True)
+    state.after_batch(gso.GRO_BUSY, emptied=True)
+    assert state.on
+    state.allow(False)  # the client moved to a transport whose reader cannot split runs
+    assert not state.on and state.parse
+    assert receiver.getsockopt(gso.SOL_UDP, gso.UDP_GRO) == 0

@@ -9,7 +9,8 @@ reservations not supported" and uclient gave up.
 Checked: uclient's own totals (every message of every RTP and RTCP session echoed by a
 `turnutils_peer`, nothing lost), and what the node saw (`ReservationRecorder`): each R=1
 Allocate got an even port and a token, each token's Allocate got exactly the reserved
-port+1, in the same number; both with the kernel choosing ports and with a range.
+port+1, in the same number; with the kernel choosing ports, with a range, and with
+uclient's control connections over TCP.
 """
 
 from __future__ import annotations
@@ -115,25 +116,30 @@ def _error_code(reply: Message) -> int | None:
 
 
 def relay_pairs(
-    monkeypatch: pytest.MonkeyPatch, config: TurnConfig | None
+    monkeypatch: pytest.MonkeyPatch, config: TurnConfig | None, *, tcp: bool = False
 ) -> tuple[UclientRun, ReservationRecorder]:
     recorder = ReservationRecorder()
     flags = ["-n", str(MESSAGES), "-l", str(LENGTH), "-m", str(PAIRS)]  # no -c: RTCP too
+    flags += ["-t"] if tcp else []
     with echo_peer() as peer, threaded_turn_node(config) as running:
         recorder.install(running.node.server, monkeypatch)
-        run = run_uclient(running.udp, *flags, "-e", peer[0], "-r", str(peer[1]))
+        server = running.tcp if tcp else running.udp
+        run = run_uclient(server, *flags, "-e", peer[0], "-r", str(peer[1]))
     return run, recorder
 
 
+RANGE = TurnConfig(realm=REALM, relay_host="127.0.0.1", port_range=(50000, 50999))
+
+
 @pytest.mark.parametrize(
-    "config",
-    [None, TurnConfig(realm=REALM, relay_host="127.0.0.1", port_range=(50000, 50999))],
-    ids=["kernel-ports", "port-range"],
+    "config, tcp",
+    [(None, False), (RANGE, False), (None, True)],
+    ids=["kernel-ports", "port-range", "over-tcp"],
 )
 def test_uclient_rtp_rtcp_pairs_through_reservations(
-    monkeypatch: pytest.MonkeyPatch, config: TurnConfig | None
+    monkeypatch: pytest.MonkeyPatch, config: TurnConfig | None, tcp: bool
 ) -> None:
-    run, recorder = relay_pairs(monkeypatch, config)
+    run, recorder = relay_pairs(monkeypatch, config, tcp=tcp)
     report = (
         f"uclient exit {run.returncode}\n{run.output[-3000:]}\n"
         f"reserved {recorder.reserved}\nredeemed {recorder.redeemed}"

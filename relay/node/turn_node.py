@@ -488,16 +488,23 @@ class TurnNode:
                     self._read(each, each.sock)
 
     def _open_twin(self, action: OpenRelay, relay: _Relay) -> _Relay | None:
-        """A dual allocation's second relay socket, of the other family (on the same port
-        when the core chose one): registered beside `relay`, sharing its senders, whose
-        `transmit` now picks the socket by the peer's family. None if it cannot be bound
-        (the core answers ADDRESS-ERROR-CODE 508 for that family)."""
-        assert action.dual_host is not None
-        try:
-            sock = bind_relay_socket(action.dual_host, action.port)
-        except OSError as exc:
-            if exc.errno in EXHAUSTION_ERRNOS:
-                self.exhaustion.refused(RELAY_SOCKET, exc, trio.current_time())
+        """A dual allocation's second relay socket, of the other family, on the first
+        one's port (the core's from its range; else tried first, so that an EVEN-PORT
+        allocation is even in both families, then any): registered beside `relay`,
+        sharing its senders, whose `transmit` now picks the socket by the peer's family.
+        None if it cannot be bound (the core answers ADDRESS-ERROR-CODE 508 for it)."""
+        host = action.dual_host
+        assert host is not None
+        ports = (action.port,) if action.port else (relay.sock.getsockname()[1], 0)
+        for port in ports:
+            try:
+                sock = bind_relay_socket(host, port)
+                break
+            except OSError as exc:
+                if exc.errno in EXHAUSTION_ERRNOS:
+                    self.exhaustion.refused(RELAY_SOCKET, exc, trio.current_time())
+                    return None
+        else:
             return None
         senders = relay.senders
         senders.transmit = _by_family(relay.sock, sock)

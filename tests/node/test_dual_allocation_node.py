@@ -19,6 +19,7 @@ from tests.helpers.turn_client import peer, port_is_free, start_node, udp_client
 from trelay.stun.address_attributes import XorRelayedAddress
 from trelay.stun.attributes import (
     AdditionalAddressFamily,
+    EvenPort,
     Lifetime,
     RequestedAddressFamily,
     RequestedTransport,
@@ -113,4 +114,17 @@ async def test_a_node_without_ipv6_answers_ipv4_and_address_error_440() -> None:
             assert [a.host for a in reply.get_all(XorRelayedAddress)] == ["127.0.0.1"]
             error = reply.get(AddressErrorCode)
             assert error is not None and (error.family, error.code) == (AddressFamily.IPV6, 440)
+        nursery.cancel_scope.cancel()
+
+
+async def test_even_port_holds_in_both_families() -> None:
+    async with trio.open_nursery() as nursery:
+        local = await start_node(nursery, DUAL)  # no port range: the runtime picks
+        async with udp_client(local.udp) as client:
+            reply = await client.checked(
+                Method.ALLOCATE, RequestedTransport(TransportProtocol.UDP), ADDITIONAL, EvenPort()
+            )
+            v4, v6 = [(a.host, a.port) for a in reply.get_all(XorRelayedAddress)]
+            # The IPv6 socket takes the IPv4 one's (even) port when it is free, as here.
+            assert v4[1] % 2 == 0 and v6[1] == v4[1]
         nursery.cancel_scope.cancel()

@@ -376,8 +376,8 @@ class PeerReader:
     """
 
     __slots__ = (
-        "allocation", "buffer", "client", "deliver", "dropped", "framing", "gro", "out",
-        "received", "relayed", "sock", "view",
+        "allocation", "buffer", "client", "coalesced", "deliver", "dropped", "framing", "gro",
+        "out", "received", "relayed", "sock", "view",
     )  # fmt: skip
 
     def __init__(
@@ -407,13 +407,15 @@ class PeerReader:
         self.view = peer_buffer.view
         self.out = out
         self.gro = gro
-        self.received = 0  # datagrams the last batch read (a coalesced one as its parts)
+        # What the last batch read: datagrams (a coalesced receive as its parts), and how
+        # many of them came coalesced beyond one per receive (for `GroState`).
+        self.received = self.coalesced = 0
         self.client = allocation.five_tuple.client
 
     def batch(self) -> int:
         count = self._framed_batch() if self.out is None else self._datagram_batch()
         if self.gro is not None:
-            self.gro.after_batch(self.received, count < BATCH_SIZE)
+            self.gro.after_batch(self.received, self.coalesced, count < BATCH_SIZE)
         return count
 
     def _datagram_batch(self) -> int:  # noqa: PLR0915 - the hot path is inlined (design §4)
@@ -425,7 +427,7 @@ class PeerReader:
         first = view[4 : 4 + MAX_DATAGRAM]  # where a batch's first datagram goes
         pack_into = _CHANNEL_HEADER.pack_into
         is_pair = self.sock.family == socket.AF_INET
-        delivered = delivered_bytes = no_permission = send_failed = received = 0
+        delivered = delivered_bytes = no_permission = send_failed = received = coalesced = 0
         # The run: frames of `frame` bytes at view[start:end]; the next datagram goes at
         # end + 4, behind room for its header.
         start = end = frame = bound = 0
@@ -456,7 +458,7 @@ class PeerReader:
                 if ancillary:  # coalesced by GRO: a run of this peer's datagrams
                     segment = gro_segment(ancillary)
                     if 0 < segment < size:
-                        received += (size - 1) // segment  # its other datagrams
+                        coalesced += (size - 1) // segment  # its other datagrams
                         if end != start:  # what came before it leaves before it
                             failed = self._flush(start, end, frame)
                             send_failed += failed
@@ -511,7 +513,7 @@ class PeerReader:
                 send_failed += failed
                 delivered -= failed
                 delivered_bytes -= failed * (frame - 4)
-            self.received = received
+            self.received, self.coalesced = received + coalesced, coalesced
             self._count(delivered, delivered_bytes, no_permission, 0, send_failed)
 
     def _coalesced(

@@ -70,10 +70,16 @@ _GRO_SEGMENT = struct.Struct("=i")
 
 # When a relay socket turns GRO on and off (`GroState`): on after a batch of at least
 # `GRO_BUSY` datagrams, off after `GRO_QUIET_BATCHES` batches in a row of fewer than
-# `GRO_QUIET` (a coalesced receive counts as its datagrams).
+# `GRO_QUIET` (a coalesced receive counts as its datagrams), or after
+# `GRO_IDLE_BATCHES` busy batches in a row where nothing came coalesced (the senders'
+# bursts are not coalesced on the way: GRO only costs), and then not again for
+# `GRO_RETRY_BATCHES` busy batches, doubled at each such failure up to `GRO_MAX_RETRY`.
 GRO_BUSY = 8
 GRO_QUIET = 4
 GRO_QUIET_BATCHES = 64
+GRO_IDLE_BATCHES = 16
+GRO_RETRY_BATCHES = 1024
+GRO_MAX_RETRY = 1 << 20
 
 
 def set_gro(sock: socket.socket, on: bool) -> bool:
@@ -96,31 +102,45 @@ class GroState:
     stays true after GRO goes off until a batch empties the queue: what the kernel
     queued before the switch may still be coalesced; what it queues after is not.
     `allowed`: the reader can split a run (towards a UDP client); a moved client on
-    another transport turns it off (`stop`).
+    another transport turns it off (`stop`). GRO that coalesces nothing while the socket
+    is busy (senders whose bursts arrive as separate datagrams) goes off and waits
+    longer each time before it is tried again.
     """
 
-    __slots__ = ("allowed", "on", "parse", "quiet", "sock")
+    __slots__ = ("allowed", "idle", "on", "parse", "quiet", "retry", "sock", "wait")
 
     def __init__(self, sock: socket.socket, allowed: bool) -> None:
         self.sock = sock
         self.allowed = allowed and GRO_ENABLED
         self.on = self.parse = False
-        self.quiet = 0
+        self.quiet = self.idle = self.wait = 0
+        self.retry = GRO_RETRY_BATCHES
 
-    def after_batch(self, received: int, emptied: bool) -> None:
-        """What a batch saw: datagrams `received`, and whether it found the queue empty."""
+    def after_batch(self, received: int, coalesced: int, emptied: bool) -> None:
+        """What a batch saw: datagrams `received`, `coalesced` of them beyond one per
+        receive, and whether it found the queue empty."""
         if self.on:
-            if received >= GRO_QUIET:
-                self.quiet = 0
+            if received < GRO_QUIET:
+                self.quiet += 1
+                if self.quiet >= GRO_QUIET_BATCHES:
+                    self.stop()
                 return
-            self.quiet += 1
-            if self.quiet >= GRO_QUIET_BATCHES:
+            self.quiet = 0
+            if coalesced:
+                self.idle = 0
+                return
+            self.idle += 1
+            if self.idle >= GRO_IDLE_BATCHES:  # busy, and GRO did nothing: back off
                 self.stop()
+                self.wait, self.retry = self.retry, min(2 * self.retry, GRO_MAX_RETRY)
         elif self.parse:
             self.parse = not emptied  # drained since GRO went off: nothing coalesced left
         elif self.allowed and received >= GRO_BUSY:
+            if self.wait:
+                self.wait -= 1
+                return
             self.on = self.parse = set_gro(self.sock, True)
-            self.quiet = 0
+            self.quiet = self.idle = 0
 
     def allow(self, allowed: bool) -> None:
         """Whether GRO may be used from now on (a moved client's transport decides)."""
@@ -132,7 +152,7 @@ class GroState:
         """GRO off (parsing goes on until the queue is drained)."""
         if self.on and set_gro(self.sock, False):
             self.on = False
-            self.quiet = 0
+            self.quiet = self.idle = 0
 
 
 def gro_segment(ancillary: list[tuple[int, int, bytes]]) -> int:

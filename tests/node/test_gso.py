@@ -153,30 +153,51 @@ def test_gro_goes_on_when_busy_off_when_quiet_and_parsing_ends_once_drained(
     receiver: socket.socket,
 ) -> None:
     state = gso.GroState(receiver, allowed=True)
-    state.after_batch(gso.GRO_BUSY - 1, emptied=True)
+    state.after_batch(gso.GRO_BUSY - 1, 0, emptied=True)
     assert not state.on and not state.parse
-    state.after_batch(gso.GRO_BUSY, emptied=True)
+    state.after_batch(gso.GRO_BUSY, 0, emptied=True)
     assert state.on and state.parse
     assert receiver.getsockopt(gso.SOL_UDP, gso.UDP_GRO) == 1
     for _ in range(gso.GRO_QUIET_BATCHES - 1):
-        state.after_batch(1, emptied=True)
-    state.after_batch(gso.GRO_QUIET, emptied=True)  # a busy batch starts the count again
+        state.after_batch(1, 0, emptied=True)
+    state.after_batch(gso.GRO_QUIET, 3, emptied=True)  # a busy batch starts the count again
     for _ in range(gso.GRO_QUIET_BATCHES):
-        state.after_batch(1, emptied=True)
+        state.after_batch(1, 0, emptied=True)
     assert not state.on and state.parse  # off in the kernel; the queue may hold runs
     assert receiver.getsockopt(gso.SOL_UDP, gso.UDP_GRO) == 0
-    state.after_batch(64, emptied=False)
+    state.after_batch(64, 0, emptied=False)
     assert state.parse  # not drained yet
-    state.after_batch(1, emptied=True)
+    state.after_batch(1, 0, emptied=True)
     assert not state.parse
+    state.after_batch(gso.GRO_BUSY, 0, emptied=True)
+    assert state.on  # quiet is no failure: busy again, on again at once
+
+
+def test_gro_that_coalesces_nothing_goes_off_and_waits_longer_each_time(
+    receiver: socket.socket,
+) -> None:
+    state = gso.GroState(receiver, allowed=True)
+    for waited in (gso.GRO_RETRY_BATCHES, 2 * gso.GRO_RETRY_BATCHES):
+        state.after_batch(gso.GRO_BUSY, 0, emptied=True)
+        assert state.on
+        for _ in range(gso.GRO_IDLE_BATCHES - 1):
+            state.after_batch(gso.GRO_BUSY, 0, emptied=True)
+        state.after_batch(gso.GRO_BUSY, 7, emptied=True)  # coalescing: worth keeping
+        for _ in range(gso.GRO_IDLE_BATCHES):
+            state.after_batch(gso.GRO_BUSY, 0, emptied=True)
+        assert not state.on
+        state.after_batch(1, 0, emptied=True)  # drained
+        for _ in range(waited):
+            state.after_batch(gso.GRO_BUSY, 0, emptied=True)
+            assert not state.on
 
 
 def test_gro_not_allowed_stays_off_and_a_move_turns_it_off(receiver: socket.socket) -> None:
     refused = gso.GroState(receiver, allowed=False)
-    refused.after_batch(gso.GRO_BUSY * 4, emptied=True)
+    refused.after_batch(gso.GRO_BUSY * 4, 0, emptied=True)
     assert not refused.on
     state = gso.GroState(receiver, allowed=True)
-    state.after_batch(gso.GRO_BUSY, emptied=True)
+    state.after_batch(gso.GRO_BUSY, 0, emptied=True)
     assert state.on
     state.allow(False)  # the client moved to a transport whose reader cannot split runs
     assert not state.on and state.parse

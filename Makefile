@@ -48,8 +48,9 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.codec_bench
 
 # trelay beside coturn (issue 13): a C load generator (benchmarks/loadgen.c, built with the
-# machine's gcc) relays both ways through each; ~15 minutes, rewrites its section of
-# benchmarks/README.md. BENCH_FLAGS='--quick --no-write' is a 2-minute look.
+# machine's gcc) relays both ways through each; ~6 minutes, rewrites its section of
+# benchmarks/README.md. BENCH_FLAGS='--quick --no-write' is a 2-minute look;
+# BENCH_FLAGS='--baseline REV' measures another commit in the same rounds (before/after).
 BENCH_FLAGS ?=
 bench-coturn: $(STAMP)
 	$(BIN)/python -m benchmarks.relay_vs_coturn $(BENCH_FLAGS)

@@ -13,7 +13,8 @@ Every two minutes each client refreshes its allocation and its channel (RFC 8656
 §11.1; staggered over the period), as a long call does: the Refresh path is the one that
 once grew the server by ~200 bytes per request.
 
-Variants that tell causes of growth apart: `--refresh-period S` (0: never refresh),
+Variants that tell causes of growth apart: `--refresh-period S` (0: never refresh; the
+allocations then expire after their 600 s, so keep such a run under 10 minutes),
 `--no-data` (allocations and refreshes only), `--serve-args` (more `trelay serve`
 arguments, e.g. a `--config` with a shorter `[usage] interval_seconds`), and
 `--tracemalloc 2,8`: the server runs under `benchmarks.traced_trelay` and a tracemalloc

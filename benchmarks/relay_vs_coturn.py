@@ -15,8 +15,9 @@ the load is not the limit.
   address it came from, so both directions are relayed.
 - Modes (`MODES`): saturated (8 flows x 16 in flight) and light (8 x 1) at 100 B and
   1200 B; "audio" (1000 flows x 50 datagrams/s of 160 B, paced, and 200 x 50/s, a fleet
-  that a busy shared machine still carries); ping-pong (1 x 1, RTT p50/p99). Per mode and
-  server, the median of 3 alternating windows.
+  that a busy shared machine still carries); ping-pong (1 x 1, RTT p50/p99); burst (1 x 64
+  in flight of 1200 B: coalesced load). Per mode and server, the median of 3 alternating
+  windows; `--only` runs a part (modes by name, allocations, memory).
 - Allocations per server CPU-second: `load_generator.allocation_rate` (401 + Allocate +
   Refresh 0, sources over 127.10-11.x.y). RSS per allocation: VmRSS before and after
   10,000 more allocations held open (one source IP each).
@@ -104,7 +105,11 @@ MODES = (
     Mode("audio", 160, 1000, rate=50.0),
     Mode("audio", 160, 200, rate=50.0),  # a fleet a busy shared machine can still carry
     Mode("ping-pong", 100, 1, inflight=1),
+    # Coalesced load: one flow's datagrams back to back (a video frame's packets), what
+    # batched sends (GSO) can group; issue 13 asks for it beside the rest.
+    Mode("burst", 1200, 1, inflight=64),
 )
+PHASES = ("allocations", "memory")  # besides the modes, what `--only` can name
 
 
 # --- building the helpers --------------------------------------------------------------
@@ -433,7 +438,13 @@ def _ordered(servers: list[Server], round_: int) -> list[Server]:
     return servers if round_ % 2 == 0 else servers[::-1]
 
 
-def measure(binary: Path, servers: list[Server], settings: Settings, modes: list[Mode]) -> Results:
+def measure(
+    binary: Path,
+    servers: list[Server],
+    settings: Settings,
+    modes: list[Mode],
+    allocations: bool = True,
+) -> Results:
     results = Results()
     with echo_peer(binary, seconds=3600.0) as peer:
         for mode in modes:
@@ -459,7 +470,7 @@ def measure(binary: Path, servers: list[Server], settings: Settings, modes: list
             finally:
                 for clients in flows.values():
                     close_flows(clients)
-    for round_ in range(settings.rounds):
+    for round_ in range(settings.rounds if allocations else 0):
         for server in _ordered(servers, round_):
             a = allocation_rate(
                 server.target,
@@ -597,11 +608,13 @@ def measures(results: Results, names: list[str], modes: list[Mode]) -> list[Meas
         else:
             per_cpu = {n: best[n].per_cpu() for n in names}
             rows.append(Measure(f"{mode.label}: relayed per server CPU-s", per_cpu, True))
-    rates = {n: statistics.median(r[0] for r in results.allocations[n]) for n in names}
-    micros = {n: 1e6 / rates[n] if rates[n] else 0.0 for n in names}
-    rows.append(Measure("server CPU per allocation", micros, False))
-    per_alloc = {n: results.held[n].per_allocation for n in names}
-    rows.append(Measure("RSS per allocation held", per_alloc, False))
+    if results.allocations:
+        rates = {n: statistics.median(r[0] for r in results.allocations[n]) for n in names}
+        micros = {n: 1e6 / rates[n] if rates[n] else 0.0 for n in names}
+        rows.append(Measure("server CPU per allocation", micros, False))
+    if results.held:
+        per_alloc = {n: results.held[n].per_allocation for n in names}
+        rows.append(Measure("RSS per allocation held", per_alloc, False))
     return rows
 
 
@@ -624,23 +637,29 @@ def tables(results: Results, names: list[str], modes: list[Mode]) -> str:
                 f"| {w.relayed / w.seconds:,.0f} | {_micros(w.rtt_p50)} | {_micros(w.rtt_p99)} "
                 f"| {_lost(runs)} | {w.client_cpu / w.seconds:.2f} | {w.peer_cpu / w.seconds:.2f} |"
             )
-    lines += [
-        "",
-        "| server | allocations per server CPU-s | server CPU µs per allocation "
-        "| allocators' CPU | failed | RSS per allocation held |",
-        "|---|--:|--:|--:|--:|--:|",
-    ]
-    for name in names:
-        runs_a = results.allocations[name]
-        rate = statistics.median(r[0] for r in runs_a)
-        held = results.held[name]
-        lines.append(
-            f"| {name} | {rate:,.0f} | {1e6 / rate if rate else 0:,.0f} "
-            f"| {statistics.median(r[1] for r in runs_a):.2f} | {sum(r[2] for r in runs_a)} "
-            f"| {held.per_allocation:.1f} KiB ({held.rss_before / 1024:.1f} -> "
-            f"{held.rss_after / 1024:.1f} MiB, {held.allocations:,} held, "
-            f"{held.failures} failed) |"
-        )
+    if results.allocations:
+        lines += [
+            "",
+            "| server | allocations per server CPU-s | server CPU µs per allocation "
+            "| allocators' CPU | failed |",
+            "|---|--:|--:|--:|--:|",
+        ]
+        for name in names:
+            runs_a = results.allocations[name]
+            rate = statistics.median(r[0] for r in runs_a)
+            lines.append(
+                f"| {name} | {rate:,.0f} | {1e6 / rate if rate else 0:,.0f} "
+                f"| {statistics.median(r[1] for r in runs_a):.2f} | {sum(r[2] for r in runs_a)} |"
+            )
+    if results.held:
+        lines += ["", "| server | RSS per allocation held | RSS before -> after |", "|---|--:|--:|"]
+        for name in names:
+            held = results.held[name]
+            lines.append(
+                f"| {name} | {held.per_allocation:.1f} KiB | {held.rss_before / 1024:.1f} -> "
+                f"{held.rss_after / 1024:.1f} MiB ({held.allocations:,} held, "
+                f"{held.failures} failed) |"
+            )
     trelay, coturn, *others = names
     pairs = [(trelay, coturn), *((o, coturn) for o in others), *((trelay, o) for o in others)]
     heading = " | ".join(f"{a}/{b}" for a, b in pairs)
@@ -738,16 +757,22 @@ def main(argv: list[str] | None = None) -> None:
         help="another trelay commit, measured in the same alternating rounds (before/after)",
     )
     parser.add_argument(
-        "--modes", help="comma-separated mode names to run (saturated,light,audio,ping-pong)"
+        "--only",
+        help="comma-separated parts to run: mode names (saturated, light, audio, ping-pong, "
+        "burst), allocations, memory; default all",
     )
     args = parser.parse_args(argv)
     if args.quick:
         settings = Settings(0.5, 1.5, 1, 200, 1.5, 2, 1000)
     else:
         settings = Settings(1.0, args.duration, args.rounds, 1000, 5.0, 2, 10_000)
+    only = None if args.only is None else set(args.only.split(","))
+    unknown = (only or set()) - {m.name for m in MODES} - set(PHASES)
+    if unknown:
+        parser.error(f"--only: unknown {', '.join(sorted(unknown))}")
     modes: list[Mode] = []
     for mode in MODES:
-        if args.modes is not None and mode.name not in args.modes.split(","):
+        if only is not None and mode.name not in only:
             continue
         flows = min(mode.flows, settings.audio_flows) if mode.rate else mode.flows
         sized = Mode(mode.name, mode.size, flows, mode.inflight, mode.rate)
@@ -771,9 +796,11 @@ def main(argv: list[str] | None = None) -> None:
         print(f"trelay: {measured}")
         with running_servers(cpus, baseline, executable) as servers, logs_on_failure(servers):
             names = [server.name for server in servers]
-            results = measure(binary, servers, settings, modes)
-        with running_servers(cpus, baseline, executable) as servers, logs_on_failure(servers):
-            measure_memory(servers, settings, results)
+            allocations = only is None or "allocations" in only
+            results = measure(binary, servers, settings, modes, allocations)
+        if only is None or "memory" in only:
+            with running_servers(cpus, baseline, executable) as servers, logs_on_failure(servers):
+                measure_memory(servers, settings, results)
     minutes = (time.monotonic() - began) / 60
     load = (load_before, os.getloadavg())
     print()

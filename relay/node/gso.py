@@ -12,9 +12,10 @@ system call and one trip down the stack for the run instead of one per datagram.
 
 - `SegmentingSocket`: one UDP socket's sends of runs. GSO until it fails once on that
   socket with an error that says GSO cannot work there (EIO: the device has no checksum
-  offload; EMSGSIZE: past 64 KiB or the path MTU; EINVAL, ENOPROTOOPT, EOPNOTSUPP: a
-  kernel or socket without it), then one datagram at a time for good; the switch is
-  counted (`GsoCounters.fallbacks`). Whatever error a run's `sendmsg` meets, its
+  offload; EINVAL, ENOPROTOOPT, EOPNOTSUPP: a kernel or socket without it), then one
+  datagram at a time for good; EMSGSIZE (a segment past the path MTU, or a run past
+  64 KiB) only stops GSO for segments that large. Each switch is counted
+  (`GsoCounters.fallbacks`). Whatever error a run's `sendmsg` meets, its
   datagrams are sent again one by one, so nothing is lost to GSO: a datagram fails only
   where a plain send of it fails too (an ICMP error of an earlier datagram is reported
   once, by the failed `sendmsg`, and the resends then go out).
@@ -62,6 +63,7 @@ FALLBACK_ERRNOS = frozenset(
     {errno.EIO, errno.EMSGSIZE, errno.EINVAL, errno.ENOPROTOOPT, errno.EOPNOTSUPP}
 )
 _SEGMENT_SIZE = struct.Struct("=H")  # a u16 in host order (`udp_cmsg_send`)
+MAX_DATAGRAM_SEGMENT = 0xFFFF
 GRO_ENABLED = GSO_ENABLED and os.environ.get("TRELAY_GRO", "1") != "0"
 # The ancillary data a GRO receive may carry: the segment size, an int (`udp_cmsg_recv`).
 GRO_CONTROL_SPACE = socket.CMSG_SPACE(4)
@@ -179,27 +181,37 @@ def segment_control(size: int) -> list[tuple[int, int, bytes]]:
 
 
 class SegmentingSocket:
-    """One UDP socket's sends of runs: GSO while it works there, else one by one."""
+    """One UDP socket's sends of runs: GSO while it works there, else one by one.
 
-    __slots__ = ("counters", "segmenting", "sock")
+    EMSGSIZE says a segment does not fit the path (its MTU: a 1476-byte ChannelData
+    frame through a 1500-byte link): runs of that size and larger go one by one from
+    then on (`max_segment`), smaller ones keep GSO; each such lowering is counted as a
+    fallback. Any other GSO error turns GSO off for the socket, once.
+    """
+
+    __slots__ = ("counters", "max_segment", "segmenting", "sock")
 
     def __init__(self, sock: socket.socket, counters: GsoCounters) -> None:
         self.sock = sock
         self.counters = counters
         self.segmenting = GSO_ENABLED
+        self.max_segment = MAX_DATAGRAM_SEGMENT
 
     def send_run(self, buffers: Sequence[Buffer], segment: int, count: int, address: Any) -> int:
         """Send the `count` datagrams of `buffers`, cut at `segment` (> 0) bytes, to
         `address` (None on a connected socket); return how many of them failed (each as a
         plain send of it would have: the kernel refused it)."""
-        if self.segmenting:
+        if self.segmenting and segment <= self.max_segment:
             try:
                 if address is None:
                     self.sock.sendmsg(buffers, segment_control(segment))
                 else:
                     self.sock.sendmsg(buffers, segment_control(segment), 0, address)
             except OSError as exc:
-                if exc.errno in FALLBACK_ERRNOS:
+                if exc.errno == errno.EMSGSIZE:  # too large for the path: smaller ones fit
+                    self.max_segment = segment - 1
+                    self.counters.fallbacks += 1
+                elif exc.errno in FALLBACK_ERRNOS:
                     self.segmenting = False
                     self.counters.fallbacks += 1
             else:

@@ -202,3 +202,24 @@ def test_gro_not_allowed_stays_off_and_a_move_turns_it_off(receiver: socket.sock
     state.allow(False)  # the client moved to a transport whose reader cannot split runs
     assert not state.on and state.parse
     assert receiver.getsockopt(gso.SOL_UDP, gso.UDP_GRO) == 0
+
+
+def test_a_run_too_large_for_the_path_stops_gso_only_for_segments_that_large(
+    receiver: socket.socket,
+) -> None:
+    receiver.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+    counters = GsoCounters()
+    with sender() as sock:
+        out = SegmentingSocket(sock, counters)
+        large = [b"L" * 40_000, b"M" * 40_000]  # 80,000 bytes: past a datagram's 64 KiB
+        assert out.send_run(large, 40_000, 2, receiver.getsockname()) == 0  # EMSGSIZE
+        assert received(receiver, 2) == large  # resent one by one
+        receiver.setblocking(True)
+        assert out.send_run(large, 40_000, 2, receiver.getsockname()) == 0  # not tried again
+        assert received(receiver, 2) == large
+        receiver.setblocking(True)
+        small = [b"s" * 100, b"t" * 100]
+        assert out.send_run(small, 100, 2, receiver.getsockname()) == 0  # still GSO
+        assert received(receiver, 2) == small
+    assert out.segmenting and out.max_segment == 39_999
+    assert (counters.runs, counters.segments, counters.fallbacks) == (1, 2, 1)

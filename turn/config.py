@@ -48,12 +48,17 @@ port, and `reflection_rate` (128 KiB/s) and `reflection_burst` (256 KiB) of answ
 them over UDP per destination IP.
 
 `nat_discovery`: the primary and alternate addresses of RFC 5780 (opt-in, None by default).
+
+`bandwidth`: bytes per second per allocation, per identity and in all
+(`trelay.turn.bandwidth`); unlimited by default. The core keeps it for the runtime, whose
+data path enforces it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from trelay.turn.bandwidth import BandwidthLimits
 from trelay.turn.nat_discovery import NatDiscovery
 
 # Attributes a request may carry besides its XOR-PEER-ADDRESSes: every other attribute a
@@ -109,6 +114,8 @@ class TurnConfig:
     peer_connections_per_allocation: int = 32
     tcp_connection_timeout: float = 30.0
     tcp_allocations: bool = True
+    # Relayed bytes per second (`trelay.turn.bandwidth`); enforced by the runtime.
+    bandwidth: BandwidthLimits = field(default_factory=BandwidthLimits)
 
     def __post_init__(self) -> None:
         if not 0 < self.default_lifetime <= self.max_lifetime:

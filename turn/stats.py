@@ -97,6 +97,11 @@ class Drop(StrEnum):
     # ChannelData on a TCP/TLS connection naming a channel not bound on it: the stream's
     # framing is lost, and the connection was closed (`trelay.node.stream_listener`).
     LOST_FRAMING = "lost_framing"
+    # Over a bandwidth limit (`trelay.turn.bandwidth`), by the level that refused it: the
+    # allocation's own, its identity's on this node, the node's total.
+    BANDWIDTH_ALLOCATION = "bandwidth_allocation"
+    BANDWIDTH_IDENTITY = "bandwidth_identity"
+    BANDWIDTH_NODE = "bandwidth_node"
 
 
 def drop_counts() -> dict[Drop, int]:

@@ -36,6 +36,9 @@ What applies live, and why it can:
 - `relay.allow_peers`, `relay.deny_peers`, `relay.allow_loopback_peers`: the core's
   peer policy (`TurnServer.use_policy`); permissions and channels to peers now denied
   are withdrawn at once, the allocations live on (`trelay.turn.policy`).
+- `bandwidth.*`: the node's buckets take the new rates and bursts in place, each
+  keeping its debt; a level turned on starts full, one turned off costs nothing again
+  (`trelay.turn.bandwidth`, `TurnNode.use_bandwidth`).
 - `log_level`: the root logger's level.
 
 What needs a restart (the change is listed, the running value kept), and why:
@@ -126,6 +129,13 @@ _LIVE = frozenset(
         "relay.reflection_burst",
         "relay.default_lifetime",
         "relay.max_lifetime",
+        # Retuned in place (`trelay.turn.bandwidth.Bandwidth.retune`).
+        "bandwidth.per_allocation",
+        "bandwidth.per_allocation_burst",
+        "bandwidth.per_identity",
+        "bandwidth.per_identity_burst",
+        "bandwidth.node_total",
+        "bandwidth.node_total_burst",
         "log_level",
     )
 )

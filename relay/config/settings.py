@@ -61,6 +61,8 @@ TOML file, so an error's key is the dotted path a user would edit:
 `[auth]` is read by `trelay.config.auth_settings`; `[api]` and `[auth.third_party]` are described
 in `trelay.config.api_settings`; `[fleet]` (absent: a node alone) in `trelay.config.fleet_settings`;
 `[usage]` (usage records: interval, stream bounds) in `trelay.config.usage_settings`;
+`[bandwidth]` (relayed bytes per second per allocation, identity, node) in
+`trelay.config.bandwidth_settings`;
 `[nat_discovery]` (RFC 5780, opt-in: alternate_host, alternate_port) in
 `trelay.config.nat_discovery_settings`; `[dtls]` (what each DTLS listener keeps at most)
 in `trelay.config.dtls_settings`.
@@ -97,6 +99,7 @@ from trelay.config.api_settings import (
     read_api,
 )
 from trelay.config.auth_settings import AuthSettings, auth_flags, read_auth
+from trelay.config.bandwidth_settings import BandwidthSettings, read_bandwidth
 from trelay.config.dtls_settings import DtlsSettings, read_dtls
 from trelay.config.flags import Flags
 from trelay.config.fleet_settings import FleetSettings, fleet_flags, read_fleet
@@ -272,6 +275,8 @@ class Settings:
     fleet: FleetSettings | None = None
     # Usage records per allocation (`trelay.node.usage`, `trelay.fleet.usage_stream`).
     usage: UsageSettings = field(default_factory=UsageSettings)
+    # Relayed bytes per second (`trelay.config.bandwidth_settings`); unlimited by default.
+    bandwidth: BandwidthSettings = field(default_factory=BandwidthSettings)
     # RFC 5780 NAT behaviour discovery (`trelay.config.nat_discovery_settings`); opt-in.
     nat_discovery: NatDiscoverySettings = field(default_factory=NatDiscoverySettings)
     # What each DTLS listener keeps at most (`trelay.config.dtls_settings`).
@@ -353,6 +358,7 @@ def _read_file(path: Path) -> tuple[Settings, dict[str, tuple[ListenAddress, ...
     nat_discovery = read_nat_discovery(nat_table)
     dtls_table = root.table("dtls")
     dtls = read_dtls(dtls_table)
+    bandwidth = read_bandwidth(bandwidth_table := root.table("bandwidth"))
     software = read_text(root, "software", default_software())
     level = root.take("log_level")
     log_level = LogLevel.INFO if level is None else _parse_log_level("log_level", level)
@@ -362,16 +368,15 @@ def _read_file(path: Path) -> tuple[Settings, dict[str, tuple[ListenAddress, ...
     workers = 1 if workers_value is None else _check_workers("workers", workers_value)
     tables = [listen_table, tls_table, stream_table, auth_table, relay_table, quota_table]
     tables += [lifetime_table, http_table, api_table, drain_table, fleet_table, usage_table]
-    tables += [nat_table, dtls_table]
+    tables += [nat_table, dtls_table, bandwidth_table]
     for table in (*tables, root):
         table.finish()
-    settings = Settings(
+    return Settings(
         tls=tls, stream=stream, auth=auth, relay=relay, http=http, api=api, drain=drain,
         fleet=fleet, usage=usage, software=software, nat_discovery=nat_discovery, dtls=dtls,
         log_level=log_level, log_format=log_format, log_usernames=log_usernames,
-        workers=workers,
-    )  # fmt: skip
-    return settings, listen
+        workers=workers, bandwidth=bandwidth,
+    ), listen  # fmt: skip
 
 
 def _check_log_format(key: str, value: object) -> str:

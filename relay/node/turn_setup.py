@@ -58,6 +58,8 @@ def turn_config(settings: Settings) -> TurnConfig:
         strict_expiry=settings.auth.strict_expiry,
         dont_fragment=DONT_FRAGMENT_SUPPORTED,
         nat_discovery=settings.nat_discovery.core(),  # RFC 5780, opt-in
+        # Enforced by the node's data path; the node total split between the workers.
+        bandwidth=settings.bandwidth.limits(settings.workers),
     )
 
 

@@ -373,7 +373,7 @@ def _reserve(
     if reserved is None:  # the runtime made none (it must bind both or neither)
         table.drop_slot(identity, five_tuple.client)
         return ()
-    token = table.new_token()
+    token = table.new_token(context.worker)
     reservation = Reservation(
         token, reserved, identity, source_of(five_tuple.client), now + RESERVATION_SECONDS
     )  # fmt: skip

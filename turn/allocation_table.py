@@ -31,7 +31,6 @@ holds it.
 from __future__ import annotations
 
 import ipaddress
-import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -42,7 +41,7 @@ from trelay.turn.addressing import Address, ClientTransport, FiveTuple, is_ipv6,
 from trelay.turn.allocation import Allocation
 from trelay.turn.auth import Authenticated
 from trelay.turn.port_pool import RelayPortPool
-from trelay.turn.reservations import TOKEN_BYTES, Reservation
+from trelay.turn.reservations import Reservation, new_token
 
 # The remote counts are a cache of the identities this server holds (the runtime asks
 # for no others); the bound keeps a runtime mistake from growing it without limit.
@@ -215,13 +214,10 @@ class AllocationTable:
         _add(self._per_identity, identity, -1)
         _add(self._per_source, source_of(client), -1)
 
-    def new_token(self) -> bytes:
-        """A RESERVATION-TOKEN no live reservation has: 8 bytes from `secrets` (§14.9;
-        unguessable, so only the client it was given to can redeem it)."""
-        while True:
-            token = secrets.token_bytes(TOKEN_BYTES)
-            if token not in self.reservations:
-                return token
+    def new_token(self, worker: int | None = None) -> bytes:
+        """A RESERVATION-TOKEN no live reservation has, naming `worker` if given
+        (`trelay.turn.reservations.new_token`)."""
+        return new_token(worker, self.reservations)
 
     def take_reservation(self, token: bytes) -> Reservation | None:
         """Redeem a token: the reservation is gone and its slot with it (the redeeming

@@ -48,3 +48,6 @@ class RequestContext:
     reply: ReplySender
     # RFC 8016: the mobile allocations and their tickets; None when mobility is off.
     mobility: MobileAllocations | None = None
+    # With `--workers N`: this worker's index, named in its RESERVATION-TOKENs (the first
+    # byte, `trelay.turn.reservations.new_token`); None in a single process.
+    worker: int | None = None

@@ -14,14 +14,21 @@ and the server total) like an allocation, from the moment its Allocate is held, 
 client holds more reserved ports than it could hold allocations.
 
 Per worker: a token names a port of the worker that issued it (its slice of the relay
-range, its own sockets). Over UDP the kernel spreads 5-tuples across `--workers` by
-hash, so with more than one worker an Allocate with the token from another client
-port reaches the issuing worker one time in N (the others answer 508, as for an
-unknown token).
+range, its own sockets), and with `--workers N` its first byte names that worker
+(`new_token(worker, ...)`, `token_worker`); the other 7 bytes are random from `secrets`
+(56 bits, for a token that lives 30 s: still unguessable). The kernel spreads UDP
+clients across the workers by source (`trelay.process.reuseport_steering`), so an
+Allocate with the token from another client port (the RTCP one) usually reaches another
+worker: that worker hands it to the named one (`trelay.node.mobility_steering`), which
+redeems it and captures the client's datagrams. A token whose first byte names a worker
+that issued no such token is unknown there: 508, as anywhere. In a single process
+(`worker` None) all 8 bytes are random.
 """
 
 from __future__ import annotations
 
+import secrets
+from collections.abc import Container
 from dataclasses import dataclass
 
 from trelay.turn.addressing import Address
@@ -44,3 +51,22 @@ class Reservation:
     identity: str
     source: str
     expires_at: float
+
+
+def new_token(worker: int | None, taken: Container[bytes]) -> bytes:
+    """A RESERVATION-TOKEN not in `taken` (§14.9: unguessable, so only the client it was
+    given to can redeem it): 8 bytes from `secrets`, the first naming `worker` if any."""
+    if worker is not None and not 0 <= worker <= 0xFF:
+        raise ValueError(f"worker index {worker} outside 0..255")
+    while True:
+        token = secrets.token_bytes(TOKEN_BYTES)
+        if worker is not None:
+            token = bytes((worker,)) + token[1:]
+        if token not in taken:
+            return token
+
+
+def token_worker(token: bytes) -> int | None:
+    """The worker a token of `new_token(worker, ...)` names; None for a token of another
+    length (no worker's: the receiving worker's core answers it)."""
+    return token[0] if len(token) == TOKEN_BYTES else None

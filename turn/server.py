@@ -113,6 +113,7 @@ class TurnServer:
         wall_clock: Callable[[], float],
         rng: random.Random | None = None,
         tickets: TicketCodec | None = None,
+        worker: int | None = None,
     ) -> None:
         self._auth = authenticator
         self.wall_clock = wall_clock
@@ -135,7 +136,7 @@ class TurnServer:
         self._mobility = None if tickets is None else MobileAllocations(tickets, rng)
         self._context = RequestContext(
             config, software, table, ports, timers, ServerStats(),
-            self._reply, self._mobility,
+            self._reply, self._mobility, worker,
         )  # fmt: skip
         # The runtime reads these two directly (the data path, relay sockets).
         self.allocations = table.allocations

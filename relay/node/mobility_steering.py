@@ -1,28 +1,42 @@
-"""RFC 8016 mobility across the worker processes of one node: which worker a moved client's
-Refresh belongs to, and how it gets there.
+"""Requests that belong to another worker process of the node: RFC 8016 mobility's
+Refresh and a RESERVATION-TOKEN's Allocate (RFC 8656 §7.2), and how they get there.
 
-Owns the node's side of design §4's mobility across workers. The kernel hands a UDP
+Owns the node's side of design §4's steering across workers. The kernel hands a UDP
 datagram to a worker by its source address (`trelay.process.reuseport_steering`), so a
-client that moved usually reaches another worker than the one holding its allocation.
-Its Refresh carries the ticket, which names the worker that sealed it (every worker of
-a node shares the ticket key, `trelay.node.mobility_tickets`):
+client that comes from a new source address or port usually reaches another worker than
+the one holding what it asks for:
 
-1. the receiving worker (`TurnNode.handle_stun`) sees a Refresh with a ticket of another
+- a client that moved (RFC 8016) refreshes with its ticket, which names the worker that
+  sealed it (every worker of a node shares the ticket key,
+  `trelay.node.mobility_tickets`);
+- a client that reserved a port pair (EVEN-PORT R=1) allocates the second port from
+  another client port (its RTCP one) with the RESERVATION-TOKEN, whose first byte names
+  the worker that issued it (`trelay.turn.reservations.new_token`); "the reservation is
+  a server-wide reservation" (§7.2), so every worker must redeem it.
+
+Both take the same path:
+
+1. the receiving worker (`TurnNode.handle_stun`) sees such a request naming another
    worker from a 5-tuple it holds no allocation for, and hands the datagram on
    (`forward`: through the supervisor, `trelay.process.worker.MovedClient`) instead of
-   answering it 437;
+   answering it itself (437 or 508);
 2. the owner runs it through its core as if it had arrived there
-   (`TurnNode.take_moved_client`); the core checks it as any Refresh (integrity, the
-   user, the newest ticket) and moves the allocation;
-3. on the move, when the kernel would send the client's datagrams elsewhere
-   (`elsewhere`), the owner captures them: a socket in the listen address's
-   SO_REUSEPORT group, connected to the client's new address, which the kernel prefers
-   for that 5-tuple (`TurnNode.capture_client`). One per allocation, closed when it
-   moves again or ends; the data path reads it like a listener.
+   (`TurnNode.take_moved_client`); the core checks it as any request (integrity, the
+   user, the newest ticket, a live reservation) and moves or creates the allocation;
+3. when the allocation's client is at a 5-tuple the kernel hands to another worker
+   (`elsewhere`), the owner captures its datagrams: a socket in the listen address's
+   SO_REUSEPORT group, connected to the client's address, which the kernel prefers for
+   that 5-tuple (`TurnNode.capture_client`), made before the answer leaves so that the
+   client's next request already lands there. One per allocation, closed when it moves
+   again or ends; the data path reads it like a listener.
 
 A forged or foreign ticket opens to nothing (`SealedTickets.owner`: None): such a
-Refresh goes to this worker's core and gets its answer (437). DTLS clients are not
-steered: their association lives on the worker that made it.
+Refresh goes to this worker's core and gets its answer (437). A forged token naming
+another worker is handed on and answered 508 there (its 7 random bytes match nothing).
+Only UDP clients are steered: DTLS associations and TCP/TLS connections live on the
+worker that accepted them (a reservation's Allocate over TCP is redeemed only when its
+connection reached the issuing worker, 508 otherwise; RFC 6062's ConnectionBind has its
+own path, `trelay.node.tcp_relay`).
 """
 
 from __future__ import annotations
@@ -31,37 +45,50 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from trelay.node.mobility_tickets import SealedTickets
-from trelay.stun.attributes import MobilityTicket
+from trelay.stun.attributes import MobilityTicket, ReservationToken
 from trelay.stun.codes import Method
 from trelay.stun.errors import StunDecodeError
 from trelay.stun.message import decode_message
 from trelay.turn.addressing import Address, FiveTuple
+from trelay.turn.reservations import token_worker
 
-# The first two bytes of a Refresh request (RFC 8656 §18: method 0x004, class request).
+# The first two bytes of a Refresh and an Allocate request (RFC 8656 §18: class request).
 _REFRESH_REQUEST = Method.REFRESH.to_bytes(2, "big")
+_ALLOCATE_REQUEST = Method.ALLOCATE.to_bytes(2, "big")
 
 
 @dataclass(frozen=True, slots=True)
-class MobilitySteering:
-    """One worker's part: its index, the node's tickets, the kernel's choice, the way out."""
+class ClientSteering:
+    """One worker's part: its index, the node's tickets (None when mobility is off), the
+    kernel's choice, the way out."""
 
     worker: int
-    tickets: SealedTickets
+    workers: int  # the node's worker count (the indices a request may name)
+    tickets: SealedTickets | None
     # True when the kernel hands datagrams from this client address to another worker.
     elsewhere: Callable[[Address], bool]
     # Hand a datagram (from `FiveTuple`) to the worker of that index; never blocks.
     forward: Callable[[int, FiveTuple, bytes], None]
 
     def owner(self, data: bytes) -> int | None:
-        """The worker holding the allocation a Refresh's ticket names, when that is not
-        this one; None for anything else (other messages, no ticket, a forged one)."""
-        if data[:2] != _REFRESH_REQUEST:
+        """The worker a Refresh's ticket or an Allocate's RESERVATION-TOKEN names, when
+        that is not this one; None for anything else (other messages, neither attribute,
+        a forged ticket, a token naming no other worker of the node)."""
+        kind = data[:2]
+        if kind not in (_REFRESH_REQUEST, _ALLOCATE_REQUEST):
             return None
         try:
-            ticket = decode_message(data).get(MobilityTicket)
+            message = decode_message(data)
         except StunDecodeError:
             return None
-        if ticket is None or not ticket.value:
-            return None
-        owner = self.tickets.owner(ticket.value)
-        return None if owner == self.worker else owner
+        owner: int | None = None
+        if kind == _ALLOCATE_REQUEST:
+            token = message.get(ReservationToken)
+            owner = None if token is None else token_worker(token.value)
+        elif self.tickets is not None:
+            ticket = message.get(MobilityTicket)
+            if ticket is not None and ticket.value:
+                owner = self.tickets.owner(ticket.value)
+        if owner is None or owner == self.worker or not 0 <= owner < self.workers:
+            return None  # a token naming no worker of ours is unknown here: 508
+        return owner

@@ -29,7 +29,8 @@ Owns everything between the pure core and the kernel for TURN (RFC 8656):
 - mobility (RFC 8016): when the core moves an allocation to its client's new 5-tuple
   (`AllocationMoved`), the relay's readers are rebuilt to deliver there; with workers,
   a moved client's Refresh that reached the wrong worker is handed to the owner, which
-  captures the client's datagrams (`steering`, `trelay.node.mobility_steering`);
+  captures the client's datagrams (`steering`, `trelay.node.mobility_steering`), as is
+  an Allocate with another worker's RESERVATION-TOKEN (RFC 8656 §7.2);
 - the timer task that sleeps until the core's next deadline;
 - session admin (`sessions`, `end_sessions`; `trelay.node.sessions`): the core's view of
   each allocation with the traffic its relay counted, and ending allocations on an
@@ -78,7 +79,7 @@ from trelay.node.datagram_batch import (
 from trelay.node.exhaustion import CHANNEL_SOCKET, EXHAUSTION_ERRNOS, RELAY_SOCKET, Exhaustion
 from trelay.node.frontend import Handover
 from trelay.node.gso import GroState, SegmentingSocket
-from trelay.node.mobility_steering import MobilitySteering
+from trelay.node.mobility_steering import ClientSteering
 from trelay.node.relay_ports import bind_relay, bind_relay_socket
 from trelay.node.sessions import Session, Traffic
 from trelay.node.stream_listener import HandshakeFailures
@@ -219,7 +220,7 @@ class TurnNode:
     # RFC 8016 across the workers of `--workers N` (`trelay.node.mobility_steering`);
     # None in a single process. The sockets capturing moved clients, by relayed address
     # (one per allocation at most), and what their readers count, as a listener's.
-    steering: MobilitySteering | None = None
+    steering: ClientSteering | None = None
     _captured: dict[Address, socket.socket] = field(default_factory=dict)
     captured_stats: UdpListenerStats = field(default_factory=UdpListenerStats)
     # Kernel drops (`kernel_drops`): of relay sockets already closed, and what each UDP
@@ -468,13 +469,14 @@ class TurnNode:
         twin = None if action.dual_host is None else self._open_twin(action, relay)
         second = None if twin is None else _address_of(twin.sock)
         now = trio.current_time()
-        self._execute(
-            self.server.relay_opened(
-                action.five_tuple, relayed, now, runtime=relay.senders, reserved=reserved,
-                second=second,
-            )
+        opened = self.server.relay_opened(
+            action.five_tuple, relayed, now, runtime=relay.senders, reserved=reserved,
+            second=second,
         )  # fmt: skip
         relay.allocation = self.server.by_relayed.get(relayed)
+        if relay.allocation is not None:  # before the answer leaves: the client's next
+            self._steer(relayed, relay.allocation.five_tuple)  # request must land here
+        self._execute(opened)
         if relay.allocation is None:  # pragma: no cover - the core always creates it
             self._relays.pop(relayed, None)
             sock.close()
@@ -563,12 +565,21 @@ class TurnNode:
         )  # fmt: skip
 
     def take_moved_client(self, five_tuple: FiveTuple, data: bytes) -> None:
-        """A Refresh another worker received for an allocation of this one (RFC 8016,
-        `trelay.node.mobility_steering`): the core runs it as if it had arrived here,
-        and the answer leaves from this worker's socket of the same listen address."""
+        """A request another worker received for this one (`trelay.node.mobility_steering`:
+        RFC 8016's Refresh with this worker's ticket, an Allocate with its
+        RESERVATION-TOKEN): the core runs it as if it had arrived here, and the answer
+        leaves from this worker's socket of the same listen address."""
         reply = self.handle_stun(data, five_tuple)
         if reply is not None:
             self._send_to_client(five_tuple, reply)
+
+    def _steer(self, relayed: Address, five_tuple: FiveTuple) -> None:
+        """With workers: capture the allocation's UDP client if the kernel hands its
+        datagrams to another worker (a moved client, a redeemed reservation's)."""
+        steering = self.steering
+        udp = five_tuple.transport is ClientTransport.UDP
+        if steering is not None and udp and steering.elsewhere(five_tuple.client):
+            self._capture(relayed, five_tuple)
 
     def _capture(self, relayed: Address, five_tuple: FiveTuple) -> None:
         """Take a moved UDP client's datagrams from the worker the kernel would pick: a
@@ -613,10 +624,7 @@ class TurnNode:
         goes there from now on (each reader is rebuilt between two batches). With
         workers, a client the kernel hands to another worker is captured here."""
         self._release_capture(action.relayed)
-        steering, five_tuple = self.steering, action.five_tuple
-        udp = five_tuple.transport is ClientTransport.UDP
-        if steering is not None and udp and steering.elsewhere(five_tuple.client):
-            self._capture(action.relayed, five_tuple)
+        self._steer(action.relayed, action.five_tuple)
         log.info(
             "allocation moved",
             extra={

@@ -80,7 +80,8 @@ def build_turn_server(
     (and a secrets-file watcher swaps); `nonce_key`: used when the settings have no
     shared secret to derive one from; `is_revoked`: the revocation check, if any;
     `worker`: the index of this worker process, named in the mobility tickets it seals
-    (RFC 8016; sealed with a key derived from the nonce key, which every worker shares)."""
+    (RFC 8016; sealed with a key derived from the nonce key, which every worker shares)
+    and, with more than one worker, in its RESERVATION-TOKENs (RFC 8656 §7.2)."""
     auth = settings.auth
     rest = rest or shared_secrets(settings)
     sources = CredentialSources(StaticUsers(dict(auth.users), auth.realm), rest)
@@ -105,9 +106,12 @@ def build_turn_server(
         max_credential_lifetime=auth.max_credential_lifetime,
     )
     tickets = SealedTickets(ticket_key(key), worker) if settings.relay.mobility else None
+    # With workers, RESERVATION-TOKENs name theirs too (`trelay.turn.reservations`).
+    token_worker = worker if settings.workers > 1 else None
     return TurnServer(
-        turn_config(settings), authenticator, policy, wall_clock=time.time, tickets=tickets
-    )
+        turn_config(settings), authenticator, policy, wall_clock=time.time, tickets=tickets,
+        worker=token_worker,
+    )  # fmt: skip
 
 
 def _nonce_key(shared_secrets: tuple[str, ...], given: bytes | None) -> bytes:

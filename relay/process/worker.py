@@ -12,8 +12,9 @@ Supervisor -> worker: `WorkerAssignment` (first, once), then `Drain`, `ReportReq
 `Reload`, the session admin's `SessionsRequest` and `EndSessions`, and `MovedClient`s.
 Worker -> supervisor: `WorkerBound` once every listener is bound, `WorkerReport` every
 `REPORT_INTERVAL` seconds and after each `ReportRequest`, `StartFailed` if the settings
-or a listen address fail before binding, `MovedClient` (RFC 8016: a Refresh whose
-ticket names another worker, which the supervisor passes on to it), and
+or a listen address fail before binding, `MovedClient` (a request naming another worker:
+RFC 8016's Refresh with its ticket, an Allocate with its RESERVATION-TOKEN; the
+supervisor passes it on to that worker), and
 `SessionsAnswer`s to the session admin's requests (same `request_id`; a listing comes
 in chunks of at most `SESSIONS_PER_ANSWER` sessions, the last one marked `last`, so no
 message nears `MAX_MESSAGE`).
@@ -62,7 +63,7 @@ from trelay.node.assembly import RunningNode, start_node
 from trelay.node.dtls_listener import serve_dtls_socket
 from trelay.node.frontend import ClientFrontend
 from trelay.node.listeners import BoundAddresses, HostPort, ListenError, Listeners
-from trelay.node.mobility_steering import MobilitySteering
+from trelay.node.mobility_steering import ClientSteering
 from trelay.node.mobility_tickets import SealedTickets
 from trelay.node.sessions import Session
 from trelay.node.stream_listener import HandshakeFailures, serve_stream
@@ -82,7 +83,7 @@ ASSIGNMENT_TIMEOUT = 30.0
 MAX_MESSAGE = 16 * 1024 * 1024
 # A pickled `Session` is a few hundred bytes: a chunk stays far below MAX_MESSAGE.
 SESSIONS_PER_ANSWER = 2000
-# RFC 8016: moved clients' Refreshes waiting for the control channel to the supervisor.
+# Other workers' clients' requests (`MovedClient`) waiting for the control channel.
 MOVED_QUEUE = 64
 
 logger = logging.getLogger(__name__)
@@ -207,9 +208,10 @@ class EndSessions:
 
 @dataclass(frozen=True, slots=True)
 class MovedClient:
-    """RFC 8016: a Refresh from `client` to this node's `server` address carrying a
-    ticket of worker `owner` (`trelay.node.mobility_steering`): the worker that got it
-    sends it to the supervisor, which passes it on to the owner."""
+    """A request from UDP `client` to this node's `server` address that belongs to worker
+    `owner` (`trelay.node.mobility_steering`): RFC 8016's Refresh with its ticket, or an
+    Allocate with its RESERVATION-TOKEN. The worker that got it sends it to the
+    supervisor, which passes it on to the owner."""
 
     owner: int
     server: Address
@@ -365,7 +367,7 @@ async def _obey(
             await control.send(report(running.node, status))
         elif isinstance(message, Reload):
             apply_reload(running, message)
-        elif isinstance(message, MovedClient):  # RFC 8016: a client of ours, moved
+        elif isinstance(message, MovedClient):  # a client of ours, from a new address
             five_tuple = FiveTuple(ClientTransport.UDP, message.client, message.server)
             running.node.take_moved_client(five_tuple, message.data)
         elif isinstance(message, SessionsRequest | EndSessions):
@@ -384,14 +386,16 @@ async def _obey(
 
 def _steering(
     assignment: WorkerAssignment, node: TurnNode, nursery: trio.Nursery, control: ControlChannel
-) -> MobilitySteering | None:
-    """RFC 8016 across workers (`trelay.node.mobility_steering`): Refreshes with another
-    worker's ticket go to the supervisor (at most `MOVED_QUEUE` waiting; more are dropped,
-    as a datagram would be, and the client retransmits)."""
+) -> ClientSteering | None:
+    """Requests of another worker's clients (`trelay.node.mobility_steering`): Refreshes
+    with its ticket (RFC 8016), Allocates with its RESERVATION-TOKEN, go to the supervisor
+    (at most `MOVED_QUEUE` waiting; more are dropped, as a datagram would be, and the
+    client retransmits)."""
     workers, index = assignment.settings.workers, assignment.index
-    tickets = node.server.tickets
-    if workers < 2 or not isinstance(tickets, SealedTickets):
+    if workers < 2:
         return None
+    tickets = node.server.tickets
+    sealed = tickets if isinstance(tickets, SealedTickets) else None
     outgoing, waiting = trio.open_memory_channel[MovedClient](MOVED_QUEUE)
 
     def forward(owner: int, five_tuple: FiveTuple, data: bytes) -> None:
@@ -404,8 +408,8 @@ def _steering(
                 await control.send(message)
 
     nursery.start_soon(send_moved)
-    return MobilitySteering(
-        index, tickets, lambda client: worker_for(client, workers) != index, forward
+    return ClientSteering(
+        index, workers, sealed, lambda client: worker_for(client, workers) != index, forward
     )
 
 

@@ -1,0 +1,84 @@
+"""RESERVATION-TOKEN across the workers of `trelay serve --workers 2` (RFC 8656 §7.2:
+"the reservation is a server-wide reservation").
+
+The supervisor's reuseport program hands a datagram to worker `worker_for(source, 2)`,
+so the test picks its client ports: the RTP-like client allocates with EVEN-PORT R=1
+from a port of worker 0 and gets a token naming worker 0 (its first byte); the RTCP-like
+client presents it from a port of worker 1. Worker 1 hands the Allocate on (through the
+supervisor) to worker 0, which redeems it (exactly the reserved port) and captures the
+new client's 5-tuple, so its ChannelBind and ChannelData reach worker 0 too and the
+peer's datagrams come back to it. Without the hand-over worker 1 would answer 508;
+without the capture its ChannelBind would get 437 there. Tokens naming a worker that
+issued no such token, or no worker of the node, are 508.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.helpers.supervised import running_workers
+from tests.helpers.turn_client import TurnClient, peer
+from tests.node.test_mobility_workers import WORKERS, active, port_of_worker
+from trelay.stun.address_attributes import XorRelayedAddress
+from trelay.stun.attributes import EvenPort, RequestedTransport, ReservationToken
+from trelay.stun.codes import Method
+from trelay.stun.error_attributes import ErrorCodeAttribute
+from trelay.stun.message import Message
+
+
+def relayed_of(reply: Message) -> tuple[str, int]:
+    attribute = reply.get(XorRelayedAddress)
+    assert attribute is not None, reply
+    return attribute.host, attribute.port
+
+
+def error_of(reply: Message) -> int | None:
+    attribute = reply.get(ErrorCodeAttribute)
+    return None if attribute is None else attribute.code
+
+
+async def test_a_reservation_is_redeemed_from_another_workers_port(tmp_path: Path) -> None:
+    args = ("--workers", str(WORKERS), "--listen-udp", "127.0.0.1:0",
+            "--user", "alice:wonderland", "--allow-loopback-peers")  # fmt: skip
+    async with running_workers(tmp_path, *args) as node, peer() as far:
+        [server] = node.addresses("udp")
+        rtp_port = port_of_worker(0, server)
+        rtp = TurnClient(rtp_port, username="alice", password="wonderland")
+        reply = await rtp.checked(Method.ALLOCATE, RequestedTransport(17), EvenPort(True))
+        host, even = relayed_of(reply)
+        token = reply.get(ReservationToken)
+        assert token is not None and token.value[0] == 0  # it names worker 0
+        assert even % 2 == 0
+        assert active(await node.metrics()) == {"0": 1.0, "1": 0.0}
+
+        rtcp_port = port_of_worker(1, server)
+        rtcp = TurnClient(rtcp_port, username="alice", password="wonderland")
+        redeemed = await rtcp.checked(
+            Method.ALLOCATE, RequestedTransport(17), ReservationToken(token.value)
+        )
+        assert relayed_of(redeemed) == (host, even + 1)
+        # The allocation is worker 0's; its client's requests and data land there.
+        assert active(await node.metrics()) == {"0": 2.0, "1": 0.0}
+        await rtcp.channel_bind(0x4001, far.address)
+        await rtcp.send_channel_data(0x4001, b"rtcp from worker 1's port")
+        assert await far.receive() == (b"rtcp from worker 1's port", (host, even + 1))
+        await far.send((host, even + 1), b"back to the rtcp port")
+        assert await rtcp.receive_data() == (0x4001, b"back to the rtcp port")
+
+        # The token was taken: presented again (from yet another client), 508.
+        again = TurnClient(port_of_worker(1, server), username="alice", password="wonderland")
+        reply = await again.request(
+            Method.ALLOCATE, RequestedTransport(17), ReservationToken(token.value)
+        )
+        assert error_of(reply) == 508
+        # A token naming no worker of the node is answered where it arrived: 508.
+        reply = await again.request(
+            Method.ALLOCATE, RequestedTransport(17), ReservationToken(b"\x07" + token.value[1:])
+        )
+        assert error_of(reply) == 508
+        assert active(await node.metrics()) == {"0": 2.0, "1": 0.0}
+        assert await rtcp.refresh(0) == 0
+        assert await rtp.refresh(0) == 0
+        assert active(await node.metrics()) == {"0": 0.0, "1": 0.0}
+        for client in (rtp, rtcp, again):
+            await client.aclose()

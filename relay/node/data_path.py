@@ -21,6 +21,14 @@ Owns design §4's hot loops and the counters they keep:
   traffic again for the session admin (one more integer add per datagram client to
   peer, per batch peer to client).
 
+Bandwidth limits (`trelay.turn.bandwidth`, issue 14 part 7): `RelaySenders.meter` is the
+allocation's meter, None when no limit is set (the common case: one attribute test per
+datagram client to peer, one per batch peer to client). With one, each datagram's
+payload is spent from it before the datagram joins a run or is sent (so GSO runs and
+GRO receives are limited datagram by datagram); a datagram refused is dropped and
+counted by the level that refused it (`Drop.BANDWIDTH_*`). The clock is
+`time.monotonic`, read once per batch (the node's other spenders use the same).
+
 The readers reach the TURN node only through what they are given (`ControlPath`, the
 core's tables and framing function), so this module does not import it.
 
@@ -31,6 +39,7 @@ from __future__ import annotations
 
 import socket
 import struct
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -54,6 +63,7 @@ from trelay.node.gso import (
 from trelay.stun.channel_data import FIRST_CHANNEL_BYTE, LAST_CHANNEL_BYTE
 from trelay.turn.addressing import Address, ClientTransport, FiveTuple
 from trelay.turn.allocation import Allocation
+from trelay.turn.bandwidth import Meter
 from trelay.turn.stats import Drop, drop_counts
 
 Buffer = bytes | bytearray | memoryview
@@ -80,10 +90,13 @@ class RelaySenders:
     session admin's view, `trelay.node.sessions`). Client to peer over UDP is added
     per datagram in the batch loop (the allocation is only known there), peer to client
     once per batch (a `PeerReader` serves one allocation).
+
+    `meter`: the allocation's bandwidth meter, set by the node's `Bandwidth`; None while
+    no limit applies.
     """
 
     __slots__ = (
-        "client_to_peer_bytes", "client_to_peer_datagrams", "peer_to_client_bytes",
+        "client_to_peer_bytes", "client_to_peer_datagrams", "meter", "peer_to_client_bytes",
         "peer_to_client_datagrams", "per_channel", "transmit",
     )  # fmt: skip
 
@@ -94,6 +107,7 @@ class RelaySenders:
         self.client_to_peer_bytes = 0
         self.peer_to_client_datagrams = 0
         self.peer_to_client_bytes = 0
+        self.meter: Meter | None = None
 
 
 class Route:
@@ -221,6 +235,7 @@ class ClientReader:
         first_channel, last_channel = FIRST_CHANNEL_BYTE, LAST_CHANNEL_BYTE  # locals: fast
         # IPv4 sources are (host, port) already; IPv6 ones carry flow info and scope too.
         is_pair = self.sock.family == socket.AF_INET
+        now = time.monotonic()  # for bandwidth meters
         count = errors = relayed = relayed_bytes = 0
         # Drops, as plain locals: added to the counters once per batch.
         no_allocation = no_channel = malformed = send_failed = 0
@@ -262,6 +277,12 @@ class ClientReader:
                     # Handed to the core with the relay socket (`TurnServer.relay_opened`);
                     # an annotation, not a cast: no call per datagram.
                     senders: RelaySenders = allocation.runtime  # type: ignore[assignment]
+                    meter = senders.meter
+                    if meter is not None:  # a bandwidth limit: spent before it may leave
+                        refused = meter.spend(length, now)
+                        if refused is not None:
+                            self.dropped[refused] += 1
+                            continue
                     route = senders.per_channel.get(channel)
                     payload = view[offset + 4 : offset + 4 + length]
                     if route is not None and route.peer == peer:
@@ -427,6 +448,9 @@ class PeerReader:
         first = view[4 : 4 + MAX_DATAGRAM]  # where a batch's first datagram goes
         pack_into = _CHANNEL_HEADER.pack_into
         is_pair = self.sock.family == socket.AF_INET
+        senders: RelaySenders = self.allocation.runtime  # type: ignore[assignment]
+        meter = senders.meter  # None: no bandwidth limit (checked once per datagram below)
+        now = 0.0 if meter is None else time.monotonic()
         delivered = delivered_bytes = no_permission = send_failed = received = coalesced = 0
         # The run: frames of `frame` bytes at view[start:end]; the next datagram goes at
         # end + 4, behind room for its header.
@@ -465,7 +489,7 @@ class PeerReader:
                             delivered -= failed
                             delivered_bytes -= failed * (frame - 4)
                         sent, sent_bytes, refused, failed = self._coalesced(
-                            channel, peer, end + 4, size, segment
+                            channel, peer, end + 4, size, segment, meter, now
                         )
                         delivered += sent
                         delivered_bytes += sent_bytes
@@ -474,6 +498,11 @@ class PeerReader:
                         start = end = 0
                         continue
                 if channel is not None:
+                    if meter is not None:  # a bandwidth limit: spent before the run takes it
+                        over = meter.spend(size, now)
+                        if over is not None:
+                            self.dropped[over] += 1
+                            continue
                     pack_into(buffer, end, channel, size)
                     if end != start and (size + 4 != frame or end - start + frame > bound):
                         failed = self._flush(start, end, frame)  # another size: a new run
@@ -499,6 +528,11 @@ class PeerReader:
                 if indication is None:
                     no_permission += 1
                     continue
+                if meter is not None:
+                    over = meter.spend(size, now)
+                    if over is not None:
+                        self.dropped[over] += 1
+                        continue
                 try:
                     self.deliver(indication)
                 except OSError:
@@ -517,13 +551,16 @@ class PeerReader:
             self._count(delivered, delivered_bytes, no_permission, 0, send_failed)
 
     def _coalesced(
-        self, channel: int | None, peer: Address, offset: int, size: int, segment: int
-    ) -> tuple[int, int, int, int]:
+        self, channel: int | None, peer: Address, offset: int, size: int, segment: int,
+        meter: Meter | None, now: float,
+    ) -> tuple[int, int, int, int]:  # fmt: skip
         """A GRO receive at view[offset:offset + size]: datagrams of `segment` bytes (the
         last may be shorter) from `peer`, to the client. With a channel: ChannelData in
         GSO runs, each header a buffer of its own between the payloads (gathered by the
         kernel, no payload copied); without: a Data indication each, through the core.
-        Returns (delivered, their payload bytes, refused by the core, failed)."""
+        With a `meter`, each datagram spends from it first (one refused is left out of
+        its run and counted here). Returns (delivered, their payload bytes, refused by
+        the core, failed)."""
         view, out = self.view, self.out
         assert out is not None
         stop = offset + size
@@ -535,6 +572,11 @@ class PeerReader:
                 if indication is None:
                     refused += 1
                     continue
+                if meter is not None:
+                    over = meter.spend(len(data), now)
+                    if over is not None:
+                        self.dropped[over] += 1
+                        continue
                 try:
                     self.deliver(indication)
                 except OSError:
@@ -546,20 +588,28 @@ class PeerReader:
         header = _CHANNEL_HEADER.pack(channel, segment)
         per_run = max(1, min(MAX_SEGMENTS, MAX_RUN_BYTES // (segment + 4)))
         step = per_run * segment
-        failed = 0
+        failed = over_count = over_bytes = 0
         for run_start in range(offset, stop, step):
             run_stop = min(run_start + step, stop)
             buffers: list[Buffer] = []
             for start in range(run_start, run_stop, segment):
                 piece = view[start : min(start + segment, run_stop)]
+                if meter is not None:  # left out of the run: the others keep their size
+                    over = meter.spend(len(piece), now)
+                    if over is not None:
+                        self.dropped[over] += 1
+                        over_count += 1
+                        over_bytes += len(piece)
+                        continue
                 buffers.append(
                     header if len(piece) == segment else _CHANNEL_HEADER.pack(channel, len(piece))
                 )
                 buffers.append(piece)
-            failed += out.send_run(buffers, segment + 4, len(buffers) // 2, self.client)
-        count = -(-size // segment)
+            if buffers:
+                failed += out.send_run(buffers, segment + 4, len(buffers) // 2, self.client)
+        count = -(-size // segment) - over_count
         # A failed datagram is counted as a whole segment (only the last may be shorter).
-        return count - failed, max(0, size - failed * segment), 0, failed
+        return count - failed, max(0, size - over_bytes - failed * segment), 0, failed
 
     def _flush(self, start: int, end: int, frame: int) -> int:
         """Send the run of frames at view[start:end] to the client; how many failed."""
@@ -583,6 +633,9 @@ class PeerReader:
         pack_into = _CHANNEL_HEADER.pack_into
         pad = self.allocation.five_tuple.transport.is_stream
         is_pair = self.sock.family == socket.AF_INET
+        senders: RelaySenders = self.allocation.runtime  # type: ignore[assignment]
+        meter = senders.meter  # None: no bandwidth limit
+        now = 0.0 if meter is None else time.monotonic()
         delivered = delivered_bytes = no_permission = queue_full = send_failed = 0
         try:
             for count in range(BATCH_SIZE):  # `finally` adds up what was delivered
@@ -602,7 +655,7 @@ class PeerReader:
                 peer = address if is_pair else (address[0], address[1])
                 channel = peers.get(peer)
                 if 0 < segment < size:  # rare: each datagram framed from a copy
-                    counts = self._framed_coalesced(channel, peer, size, segment, pad)
+                    counts = self._framed_coalesced(channel, peer, size, segment, pad, meter, now)
                     delivered += counts[0]
                     delivered_bytes += counts[1]
                     no_permission += counts[2]
@@ -610,6 +663,11 @@ class PeerReader:
                     send_failed += counts[4]
                     continue
                 if channel is not None:
+                    if meter is not None:
+                        over = meter.spend(size, now)
+                        if over is not None:
+                            self.dropped[over] += 1
+                            continue
                     pack_into(buffer, 0, channel, size)
                     end = 4 + size
                     if pad and size & 3:  # RFC 8656 §12.5: padded to 4 bytes over TCP/TLS
@@ -622,6 +680,11 @@ class PeerReader:
                     if indication is None:
                         no_permission += 1
                         continue
+                    if meter is not None:
+                        over = meter.spend(size, now)
+                        if over is not None:
+                            self.dropped[over] += 1
+                            continue
                     frame = indication
                 try:
                     deliver(frame)
@@ -638,10 +701,12 @@ class PeerReader:
             self._count(delivered, delivered_bytes, no_permission, queue_full, send_failed)
 
     def _framed_coalesced(
-        self, channel: int | None, peer: Address, size: int, segment: int, pad: bool
-    ) -> tuple[int, int, int, int, int]:
+        self, channel: int | None, peer: Address, size: int, segment: int, pad: bool,
+        meter: Meter | None, now: float,
+    ) -> tuple[int, int, int, int, int]:  # fmt: skip
         """A coalesced receive (at view[4:4 + size]) to a framed client, each datagram a
-        frame of its own (copied); (delivered, bytes, no_permission, queue_full, failed)."""
+        frame of its own (copied), each spending from `meter` if there is one;
+        (delivered, bytes, no_permission, queue_full, failed)."""
         delivered = delivered_bytes = no_permission = queue_full = failed = 0
         for piece in range(4, 4 + size, segment):
             data = bytes(self.view[piece : min(piece + segment, 4 + size)])
@@ -653,6 +718,11 @@ class PeerReader:
             else:
                 padding = _ZEROS[: -len(data) & 3] if pad else b""
                 framed = _CHANNEL_HEADER.pack(channel, len(data)) + data + padding
+            if meter is not None:
+                over = meter.spend(len(data), now)
+                if over is not None:
+                    self.dropped[over] += 1
+                    continue
             try:
                 self.deliver(framed)
             except Stalled:

@@ -15,7 +15,9 @@ for the one log line of a reload:
 - the peer lists: `TurnServer.use_policy` (permissions and channels to peers now denied
   are withdrawn, and RFC 6062 TCP connections to them closed; counted in the report);
 - quotas, lifetimes, `auth.strict_expiry`: `TurnServer.use_config` (the limits on
-  requests that do not authenticate, also in `[quotas]`, keep their buckets).
+  requests that do not authenticate, also in `[quotas]`, keep their buckets);
+- `[bandwidth]`: the node's meters (`TurnNode.use_bandwidth`: buckets retuned in place,
+  `trelay.turn.bandwidth`); `TurnConfig.bandwidth` stays the limits it started with.
 
 At every reload the host's addresses are enumerated again
 (`trelay.node.local_addresses`): the peer policy denies each with a wildcard
@@ -40,6 +42,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
+from trelay.config.bandwidth_settings import KEYS as BANDWIDTH_KEYS
 from trelay.config.reload import Reload
 from trelay.config.settings import Settings
 from trelay.config.values import SettingsError
@@ -107,6 +110,10 @@ def apply_live(running: RunningNode, reload: Reload) -> Applied:
     if reload.applies(*CONFIG_KEYS):
         _use_config(server, settings)
         changed += [described[key] for key in CONFIG_KEYS if key in described]
+    if reload.applies(*BANDWIDTH_KEYS):
+        # The node's meters (the core only carries the limits it started with).
+        running.node.use_bandwidth(settings.bandwidth.limits(settings.workers))
+        changed += [described[key] for key in BANDWIDTH_KEYS if key in described]
     if reload.applies("auth.users"):
         kept = server.use_users(StaticUsers(dict(settings.auth.users), server.auth.realm))
         note = f" ({kept} keep their old credential for live allocations)" if kept else ""

@@ -28,6 +28,11 @@ Owns the sockets of TCP allocations; what to do with them is the core's decision
   records); each chunk counts as one "datagram". Descriptors or socket memory running
   out while accepting or connecting peers is counted and logged by the node's
   `Exhaustion` (`PEER_CONNECTION`), a relay socket that cannot be made as for UDP.
+- Bandwidth limits (`trelay.turn.bandwidth`): a TCP byte cannot be dropped, so a pump
+  whose allocation has a meter waits, after each read, until the chunk fits its buckets
+  before sending it (and reading the next): the sender's TCP window closes, the rate
+  holds. The chunk then spends what it costs (its bytes), either way; a chunk (up to
+  `SPLICE_CHUNK`) bigger than the burst waits for a full bucket and leaves it in debt.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from __future__ import annotations
 import errno
 import functools
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -319,14 +325,21 @@ async def _pump(
     done: trio.CancelScope,
 ) -> None:
     """Copy `source` to `sink` a chunk at a time, each sent whole before the next read;
-    at the end of either (EOF, reset, closed), end the splice."""
+    at the end of either (EOF, reset, closed), end the splice. With a bandwidth meter
+    (read per chunk: a reload may set or take it), each chunk waits until it fits."""
     try:
         while True:
             data = await source.receive_some(SPLICE_CHUNK)
             if not data:
                 return
-            await sink.send_all(data)
             size = len(data)
+            meter = senders.meter
+            if meter is not None:  # throttle, not drop: the data path's clock
+                wait = meter.delay(size, time.monotonic())
+                if wait > 0:
+                    await trio.sleep(wait)
+                meter.charge(size, time.monotonic())
+            await sink.send_all(data)
             if to_peer:
                 counters.client_to_peer_datagrams += 1
                 counters.client_to_peer_bytes += size

@@ -37,6 +37,11 @@ Owns everything between the pure core and the kernel for TURN (RFC 8656):
   operator's request;
 - usage records (`usage`, `trelay.node.usage`): each allocation is metered from its
   relay socket's bind to its `CloseRelay`, the one place every end passes;
+- bandwidth limits (`bandwidth`, `trelay.turn.bandwidth`, `TurnConfig.bandwidth`): each
+  allocation's meter is set on its senders at `AllocationCreated` and taken at
+  `AllocationEnded`; the data path spends from it, as do Send indications and stream
+  clients' ChannelData (`_to_peer`), and RFC 6062 splices wait on it; a reload retunes
+  it (`use_bandwidth`);
 - graceful drain on shutdown (`drain`, design §4): the core refuses new allocations (508,
   or 300 to an alternate server), every existing one keeps relaying, refreshing and
   binding until it ends or the drain's timeout runs out, `end_drain_now` cuts it short,
@@ -101,6 +106,7 @@ from trelay.turn.actions import (
 )
 from trelay.turn.addressing import Address, ClientTransport, FiveTuple
 from trelay.turn.allocation import Allocation
+from trelay.turn.bandwidth import Bandwidth, BandwidthLimits
 from trelay.turn.server import TurnServer
 from trelay.turn.stats import Drop
 
@@ -232,6 +238,16 @@ class TurnNode:
     _all_ended: trio.Event = field(default_factory=trio.Event)
     _drain_scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     _ended_now: bool = False
+    # Bandwidth meters per allocation, buckets per identity and for the node.
+    bandwidth: Bandwidth = field(init=False)
+
+    def __post_init__(self) -> None:
+        # The limits at start; a reload's go to `use_bandwidth` (`bandwidth.limits`).
+        self.bandwidth = Bandwidth(self.server.config.bandwidth)
+
+    def use_bandwidth(self, limits: BandwidthLimits) -> None:
+        """New bandwidth limits (a reload): every meter retuned, its buckets kept."""
+        self.bandwidth.retune(limits)
 
     @property
     def tcp_relays(self) -> TcpRelays:
@@ -365,6 +381,9 @@ class TurnNode:
                     closed[action.relayed] = relay.senders
                     self.usage.ended(action.relayed)  # every end comes here, once
             elif isinstance(action, AllocationCreated):
+                created = self.server.by_relayed.get(action.relayed)
+                if created is not None and isinstance(created.runtime, RelaySenders):
+                    self.bandwidth.open(created.runtime, created.identity)
                 log.info(
                     "allocation created",
                     extra={
@@ -380,7 +399,10 @@ class TurnNode:
             elif isinstance(action, AllocationEnded):
                 if self.server.draining and not self.server.allocation_count:
                     self._all_ended.set()
-                traffic = Traffic.of(closed.pop(action.relayed, None))
+                senders = closed.pop(action.relayed, None)
+                if senders is not None:
+                    self.bandwidth.close(senders)
+                traffic = Traffic.of(senders)
                 log.info(
                     "allocation ended %s",
                     action.reason.value,
@@ -412,6 +434,12 @@ class TurnNode:
 
     def _to_peer(self, relay: _Relay, data: bytes, peer: Address) -> None:
         """Send one datagram to a peer, counting it (the UDP fast path inlines this)."""
+        meter = relay.senders.meter
+        if meter is not None:
+            refused = meter.spend(len(data), time.monotonic())  # the data path's clock
+            if refused is not None:
+                self.counters.dropped[refused] += 1
+                return
         try:
             relay.sock.sendto(data, peer)
         except OSError:

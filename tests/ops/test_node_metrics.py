@@ -118,6 +118,7 @@ async def test_every_metric_after_a_scripted_sequence(local: LocalNode) -> None:
         "denied_peer": 1, "no_permission": 1, "no_allocation": 1, "no_channel": 0,
         "malformed": 0, "send_failed": 0, "queue_full": 0, "rate_limited": 0,
         "reflection_limited": 0, "lost_framing": 0, "socket_buffer": 0,
+        "bandwidth_allocation": 0, "bandwidth_identity": 0, "bandwidth_node": 0,
     }  # fmt: skip
 
     requests = {(dict(k)["method"], dict(k)["code"]): v

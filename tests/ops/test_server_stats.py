@@ -158,7 +158,8 @@ def test_core_drops_by_reason() -> None:
     assert server.stats.dropped == {
         Drop.NO_ALLOCATION: 1, Drop.NO_PERMISSION: 1, Drop.DENIED_PEER: 1, Drop.MALFORMED: 1,
         Drop.RATE_LIMITED: 1, Drop.NO_CHANNEL: 0, Drop.SEND_FAILED: 0, Drop.QUEUE_FULL: 0,
-        Drop.REFLECTION_LIMITED: 0, Drop.LOST_FRAMING: 0,
+        Drop.REFLECTION_LIMITED: 0, Drop.LOST_FRAMING: 0, Drop.BANDWIDTH_ALLOCATION: 0,
+        Drop.BANDWIDTH_IDENTITY: 0, Drop.BANDWIDTH_NODE: 0,
     }  # fmt: skip
 
 

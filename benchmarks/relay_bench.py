@@ -16,6 +16,10 @@ It prints the tables and the trelay/coturn ratios and rewrites the marked part o
 Both servers are killed in a `finally`, whatever happens. `--baseline PATH` adds a third
 server, another trelay build's `trelay` executable (say, the last release installed in
 its own venv), measured in the same alternating rounds: before/after figures from one run.
+`--bandwidth-limited` adds this build once more, with every `[bandwidth]` limit (per
+allocation, per identity, node total) set far above the load, so each relayed datagram
+spends from three buckets and none is dropped: the token buckets' cost is the
+`trelay/limited` ratio of relayed per CPU-s (issue 14 part 7).
 """
 
 from __future__ import annotations
@@ -55,6 +59,12 @@ HEADING = "## Relay throughput vs coturn"
 PAYLOADS = (100, 1200)
 USER, PASSWORD, REALM = "u", "p", "bench"
 BASELINE = "baseline"  # the name of a second trelay build measured in the same run
+LIMITED = "limited"  # this build with bandwidth limits far above the load
+# 1 TB/s, bursts as big: every level spends, nothing is ever refused.
+LIMITS = "\n".join(
+    f"{level} = 1e12\n{level}_burst = 1e12"
+    for level in ("per_allocation", "per_identity", "node_total")
+)
 
 
 # --- the servers under test ------------------------------------------------------------
@@ -120,8 +130,11 @@ def read_line(stream: IO[bytes], timeout: float) -> bytes:
     return stream.readline()
 
 
-def start_trelay(workdir: Path, executable: str | None = None, name: str = "trelay") -> Server:
-    """`trelay serve` from this environment, or `executable` (another build, to compare)."""
+def start_trelay(
+    workdir: Path, executable: str | None = None, name: str = "trelay", limited: bool = False
+) -> Server:
+    """`trelay serve` from this environment, or `executable` (another build, to compare);
+    `limited`: with the `[bandwidth]` limits of `LIMITS`."""
     if executable is None:
         ours = Path(sys.executable).with_name("trelay")
         executable = str(ours) if ours.exists() else shutil.which("trelay") or "trelay"
@@ -134,6 +147,10 @@ def start_trelay(workdir: Path, executable: str | None = None, name: str = "trel
         "--allow-loopback-peers",
         "--relay-address", "127.0.0.1",
     ]  # fmt: skip
+    if limited:
+        config = workdir / f"{name}.toml"
+        config.write_text(f"[bandwidth]\n{LIMITS}\n")
+        command += ["--config", str(config)]
     log = workdir / f"{name}.log"
     with log.open("wb") as stderr:
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr)
@@ -222,6 +239,7 @@ def running_servers(
     cpus: tuple[set[int], set[int]] | None,
     baseline: str | None = None,
     trelay: str | None = None,
+    limited: bool = False,
 ) -> Iterator[list[Server]]:
     """Both servers (and a `baseline` trelay build, if given; `trelay` is the executable of
     the build under test, default this environment's); with `cpus`, pinned to the server
@@ -234,6 +252,8 @@ def running_servers(
             servers.append(start_coturn(Path(workdir)))
             if baseline is not None:
                 servers.append(start_trelay(Path(workdir), baseline, BASELINE))
+            if limited:
+                servers.append(start_trelay(Path(workdir), trelay, LIMITED, limited=True))
             if cpus is not None:
                 for server in servers:
                     server.pin(cpus[0])
@@ -417,13 +437,18 @@ def main(argv: list[str] | None = None) -> None:
         metavar="TRELAY",
         help="the `trelay` executable of another build, measured in the same run (before/after)",
     )
+    parser.add_argument(
+        "--bandwidth-limited",
+        action="store_true",
+        help="this build once more with every bandwidth limit far above the load (its cost)",
+    )
     args = parser.parse_args(argv)
     cpus = None if args.no_pin else split_cpus()
     if args.quick:
         settings = Settings(1.5, 0.5, args.senders, 1, 1000, 1.5, 2)
     else:
         settings = Settings(args.duration, 1.0, args.senders, args.rounds, 5000, 5.0, 2)
-    with running_servers(cpus, args.baseline) as servers:
+    with running_servers(cpus, args.baseline, limited=args.bandwidth_limited) as servers:
         names = [server.name for server in servers]
         results = measure(servers, settings)
     print()

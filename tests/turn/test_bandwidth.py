@@ -15,6 +15,7 @@ from trelay.turn.bandwidth import (
     Bucket,
     Meter,
     Rate,
+    SingleMeter,
 )
 from trelay.turn.stats import Drop
 
@@ -66,6 +67,27 @@ def test_within_the_rate_everything_passes(rate: float, burst: float, sizes: lis
     for size in sizes:
         assert meter.spend(size, now) is None
         now += size / rate * (1 + 1e-9)
+
+
+@settings(max_examples=100)
+@given(rate=rates, burst=bursts, arrivals=traffic)
+def test_the_one_bucket_meter_decides_as_the_general_one(
+    rate: float, burst: float, arrivals: list[tuple[float, int]]
+) -> None:
+    single = SingleMeter((Bucket(Rate(rate, burst), Drop.BANDWIDTH_NODE),))
+    general = Meter((Bucket(Rate(rate, burst), Drop.BANDWIDTH_NODE),))
+    now = 7.0
+    for gap, size in arrivals:
+        now += gap
+        assert single.spend(size, now) == general.spend(size, now)
+
+
+def test_bandwidth_gives_the_one_bucket_meter_when_one_level_is_set() -> None:
+    holder = Holder()
+    Bandwidth(BandwidthLimits(per_allocation=Rate(1000, 2000))).open(holder, "alice")
+    assert type(holder.meter) is SingleMeter
+    Bandwidth(BandwidthLimits(Rate(1000, 2000), node_total=Rate(1000, 2000))).open(holder, "a")
+    assert type(holder.meter) is Meter
 
 
 def test_a_full_bucket_passes_its_burst_then_refuses_until_it_refills() -> None:

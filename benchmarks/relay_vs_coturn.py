@@ -148,7 +148,9 @@ def trelay_at(commit: str, directory: Path) -> tuple[str, str]:
     executable = directory / f"trelay-{full[:12]}.sh"
     executable.write_text(
         "#!/bin/sh\n"
-        f"PYTHONPATH='{source}' exec '{sys.executable}' -c "
+        # -P: no current directory on sys.path, or a run from the checkout would import
+        # the checkout's trelay instead of `commit`'s.
+        f"PYTHONPATH='{source}' exec '{sys.executable}' -P -c "
         "'import sys; from trelay.process.cli import main; sys.exit(main())' \"$@\"\n"
     )
     executable.chmod(0o755)

@@ -33,9 +33,9 @@ RFC's error and counted (`trelay.turn.stats.Quota`); 0 is unlimited:
   client talks to a handful of peers per allocation.
 
 `tcp_allocations` (True): TCP allocations are offered (an Allocate for one gets 442
-without). The runtime turns them off with several worker processes: a ConnectionBind
-comes on a new connection, which the kernel may hand to another worker than the one
-holding the allocation (`trelay.node.turn_setup`).
+without), also with several worker processes: a ConnectionBind's new connection that
+the kernel hands to another worker than the allocation's is proxied to it
+(`trelay.node.bind_proxy`). A runtime that cannot serve them turns them off.
 
 `tcp_connection_timeout` (30 s): how long a Connect may take to reach its peer (447
 after it) and how long a peer connection waits for its ConnectionBind (closed after

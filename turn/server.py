@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import secrets
 from collections.abc import Callable, Iterable, Mapping
 
 from trelay.stun.attributes import (
@@ -142,7 +143,8 @@ class TurnServer:
         self.allocations = table.allocations
         self.by_relayed = table.by_relayed
         # RFC 6062: TCP allocations and their peer connections (ids from `rng` if given).
-        self.tcp = TcpRelay() if rng is None else TcpRelay(rng.getrandbits)
+        randbits = secrets.randbits if rng is None else rng.getrandbits
+        self.tcp = TcpRelay(randbits, worker)  # with workers, ids name theirs
 
     # --- state, read-only from outside -------------------------------------------------
 
@@ -460,7 +462,7 @@ class TurnServer:
             return allocate.allocate(context, request, five_tuple, auth, now, redirection)
         problem = tcp_allocate_problem(request, five_tuple.transport)
         code = ErrorCode.BAD_REQUEST
-        if not self.config.tcp_allocations:  # the runtime cannot serve them (workers)
+        if not self.config.tcp_allocations:  # the runtime cannot serve them
             code, problem = ErrorCode.UNSUPPORTED_TRANSPORT_PROTOCOL, "No TCP relaying here"
         if problem is not None:
             reply = responses.error(

@@ -31,7 +31,10 @@ Owns what RFC 6062 adds to a TURN server, sans I/O; the runtime owns the sockets
 Connection ids are random 32-bit numbers (`randbits`, injected), never 0 and unique among
 the live connections of this core (one per worker process); a Connect's answer is the
 only place a client learns one, and a ConnectionBind must also pass authentication with
-the allocation's username, so a guessed id binds nothing.
+the allocation's username, so a guessed id binds nothing. With `--workers N` the top
+byte names the worker (`worker`, `connection_worker`) and 24 bits are random: the
+ConnectionBind's new connection may reach another worker, which proxies it to this one
+(`trelay.node.bind_proxy`).
 
 Invariants (checked by the state-machine tests): every connection belongs to a live TCP
 allocation and is in both maps; an allocation's connections are at most its bound; at
@@ -118,10 +121,15 @@ class PeerConnection:
 class TcpRelay:
     """The peer connections of every TCP allocation of one `TurnServer`."""
 
-    __slots__ = ("_heap", "_randbits", "_sequence", "allocations", "connections")
+    __slots__ = ("_heap", "_randbits", "_sequence", "_worker", "allocations", "connections")
 
-    def __init__(self, randbits: Callable[[int], int] = secrets.randbits) -> None:
+    def __init__(
+        self, randbits: Callable[[int], int] = secrets.randbits, worker: int | None = None
+    ) -> None:
+        if worker is not None and not 0 <= worker <= 0xFF:
+            raise ValueError(f"worker index {worker} outside 0..255")
         self._randbits = randbits
+        self._worker = worker
         # TCP allocations -> their connections by id; and every connection by id.
         self.allocations: dict[Allocation, dict[int, PeerConnection]] = {}
         self.connections: dict[int, PeerConnection] = {}
@@ -335,6 +343,11 @@ class TcpRelay:
 
     # --- internals ----------------------------------------------------------------------
 
+    def _new_id(self) -> int:
+        if self._worker is None:
+            return self._randbits(32)
+        return self._worker << 24 | self._randbits(24)  # the top byte names the worker
+
     def _new(
         self,
         allocation: Allocation,
@@ -343,9 +356,9 @@ class TcpRelay:
         now: float,
         context: RequestContext,
     ) -> PeerConnection:
-        connection_id = self._randbits(32)
+        connection_id = self._new_id()
         while connection_id == 0 or connection_id in self.connections:
-            connection_id = self._randbits(32)
+            connection_id = self._new_id()
         connection = PeerConnection(connection_id, allocation, peer, state, now)
         self.connections[connection_id] = connection
         self.allocations[allocation][connection_id] = connection
@@ -400,3 +413,8 @@ def _over_bound(context: RequestContext, request: Message, key: bytes, quota: Qu
         reason="Too many peer connections" if quota is Quota.PEER_CONNECTIONS
         else "Too many permissions",
     )  # fmt: skip
+
+
+def connection_worker(connection_id: int) -> int:
+    """The worker a CONNECTION-ID of a `TcpRelay(worker=...)` names (its top byte)."""
+    return connection_id >> 24 & 0xFF

@@ -304,20 +304,27 @@ async def serve_connection(  # noqa: PLR0915 - one connection's whole life, in o
     idle_timeout: float,
     stats: StreamListenerStats,
     handshake_failures: HandshakeFailures | None = None,
+    *,
+    client: tuple[ClientTransport, tuple[str, int]] | None = None,
 ) -> None:
-    """Serve one client until it closes, stalls or sends garbage."""
+    """Serve one client until it closes, stalls or sends garbage. `client`: the
+    transport and address of a client another worker proxies over `transport` (an RFC
+    6062 data connection, `trelay.node.bind_proxy`), served as if it came from there."""
     stats.connections_accepted += 1
-    try:
-        peer = transport.socket.getpeername()
-    except OSError:
-        # Reset between accept and here: nothing to serve.
-        stats.closed_broken += 1
-        stats.connections_closed += 1
-        await trio.aclose_forcefully(transport)
-        return
-    source = (peer[0], peer[1])
     stream: trio.abc.Stream = transport
     kind = ClientTransport.TCP
+    if client is not None:
+        kind, source = client
+    else:
+        try:
+            peer = transport.socket.getpeername()
+        except OSError:
+            # Reset between accept and here: nothing to serve.
+            stats.closed_broken += 1
+            stats.connections_closed += 1
+            await trio.aclose_forcefully(transport)
+            return
+        source = (peer[0], peer[1])
     if ssl_context is not None:
         stream = trio.SSLStream(transport, ssl_context, server_side=True)
         kind = ClientTransport.TLS

@@ -64,6 +64,7 @@ from enum import StrEnum
 
 import trio
 
+from trelay.node.bind_proxy import BindProxy
 from trelay.node.data_path import (
     Buffer,
     ClientReader,
@@ -114,6 +115,8 @@ log = logging.getLogger(__name__)
 
 # Connected sockets per allocation, one per channel in use (most calls need one or two).
 MAX_CONNECTED_CHANNELS = 8
+# The client transports whose ConnectionBind a worker may proxy (RFC 6062 §5.4).
+_STREAMS = frozenset({ClientTransport.TCP, ClientTransport.TLS})
 # Linux: (level, option, DF on, the default) per family. IPv4 has no IP_MTU_DISCOVER in
 # Python's socket module; values from <linux/in.h>: IP_MTU_DISCOVER 10, IP_PMTUDISC_DO 2,
 # IP_PMTUDISC_WANT 1 (the default: DF on datagrams that fit, local fragmentation above).
@@ -191,8 +194,10 @@ class StreamConnection:
         return self.five_tuple in self.node.server.allocations
 
     def handover(self) -> Handover | None:
-        """Set once a ConnectionBind spliced this connection (RFC 6062 §5.4)."""
-        return self.node.tcp_relays.handover_for(self.five_tuple)
+        """Set once a ConnectionBind spliced this connection (RFC 6062 §5.4), or made it
+        a proxy to the worker holding its peer connection (`trelay.node.bind_proxy`)."""
+        proxy = self.node.proxied.get(self.five_tuple)
+        return proxy or self.node.tcp_relays.handover_for(self.five_tuple)
 
     def close(self) -> None:
         self.node.stream_closed(self)
@@ -227,6 +232,10 @@ class TurnNode:
     # None in a single process. The sockets capturing moved clients, by relayed address
     # (one per allocation at most), and what their readers count, as a listener's.
     steering: ClientSteering | None = None
+    # RFC 6062 across workers (`trelay.node.bind_proxy`); None in a single process. The
+    # data connections being proxied to the worker their ConnectionBind names.
+    bind_proxy: BindProxy | None = None
+    proxied: dict[FiveTuple, Handover] = field(default_factory=dict)
     _captured: dict[Address, socket.socket] = field(default_factory=dict)
     captured_stats: UdpListenerStats = field(default_factory=UdpListenerStats)
     # Kernel drops (`kernel_drops`): of relay sockets already closed, and what each UDP
@@ -307,6 +316,7 @@ class TurnNode:
     def stream_closed(self, connection: StreamConnection) -> None:
         """RFC 8656 §3.1: the allocation of a TCP/TLS connection ends with it."""
         self.streams.pop(connection.five_tuple, None)
+        self.proxied.pop(connection.five_tuple, None)  # its handover was taken already
         self._execute(self.server.connection_closed(connection.five_tuple))
 
     def _to_stream(self, connection: StreamConnection, data: bytes) -> bool:
@@ -334,6 +344,16 @@ class TurnNode:
             owner = steering.owner(data)
             if owner is not None:  # RFC 8016: another worker's client, moved here
                 steering.forward(owner, five_tuple, data)
+                return None
+        proxy = self.bind_proxy
+        if (
+            proxy is not None
+            and five_tuple.transport in _STREAMS
+            and five_tuple not in self.server.allocations
+        ):
+            owner = proxy.owner(data)
+            if owner is not None:  # RFC 6062: another worker's peer connection
+                self.proxied[five_tuple] = proxy.handover(five_tuple, owner, data)
                 return None
         started = time.perf_counter()
         actions = self.server.handle_message(data, five_tuple, trio.current_time())

@@ -49,8 +49,6 @@ def turn_config(settings: Settings) -> TurnConfig:
         allocations_per_source=relay.allocations_per_source,
         pending_per_source=relay.pending_per_source,
         peer_connections_per_allocation=relay.peer_connections_per_allocation,
-        # RFC 6062: a ConnectionBind's new connection may reach another worker process.
-        tcp_allocations=settings.workers == 1,
         unauthenticated_rate=relay.unauthenticated_rate,
         unauthenticated_burst=relay.unauthenticated_burst,
         reflection_rate=relay.reflection_rate,

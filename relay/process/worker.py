@@ -60,6 +60,7 @@ from trelay.config.settings import Settings
 from trelay.config.values import SettingsError
 from trelay.fleet.node_link import run_node_link
 from trelay.node.assembly import RunningNode, start_node
+from trelay.node.bind_proxy import BindProxy, Handoffs
 from trelay.node.dtls_listener import serve_dtls_socket
 from trelay.node.frontend import ClientFrontend
 from trelay.node.listeners import BoundAddresses, HostPort, ListenError, Listeners
@@ -150,6 +151,9 @@ class WorkerAssignment:
     # Inherited UDP sockets (bound by the supervisor), one per `settings.listen.udp`, then
     # one per `settings.listen.nat` (RFC 5780's other addresses), then per `listen.dtls`.
     udp_fds: tuple[int, ...] = ()
+    # RFC 6062 across workers (`trelay.node.bind_proxy.Handoffs`): this worker's
+    # receiving end of the handoff channel, then every worker's sending end, by index.
+    handoff_fds: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -356,6 +360,11 @@ async def serve_worker(assignment: WorkerAssignment, control: ControlChannel) ->
             await control.send(WorkerBound(os.getpid(), running.bound))
             nursery.start_soon(_report_every, control, node, status)
             node.steering = _steering(assignment, node, nursery, control)
+            if assignment.handoff_fds:  # RFC 6062: ConnectionBinds for other workers
+                node.bind_proxy = BindProxy(
+                    assignment.index, Handoffs.from_fds(assignment.handoff_fds)
+                )
+                nursery.start_soon(node.bind_proxy.serve, node)
             nursery.start_soon(_obey, control, running, status, draining)
 
 

@@ -10,7 +10,8 @@ serves no TURN itself; it
    keeps them for its whole life; per TCP/TLS address, one SO_REUSEPORT probe (bound,
    never listening) holds the port until the workers listen on it;
 2. starts N workers (`python -m trelay.process.worker`: one socketpair each for the messages of
-   `trelay.process.worker`, plus the worker's UDP sockets, inherited) with the settings made
+   `trelay.process.worker`, plus the worker's UDP sockets and its ends of the RFC 6062
+   handoff channel, `trelay.node.bind_proxy`, inherited) with the settings made
    concrete, each with its own slice of `relay.ports` (`split_port_range`), so two
    workers never bind the same relay port;
 3. closes the TCP probes once every worker is bound, then serves the operator HTTP
@@ -89,6 +90,7 @@ from trelay.config.reload import Reload
 from trelay.config.revocations import watched_revocations
 from trelay.config.settings import ListenSettings, Settings
 from trelay.fleet.registry import LoadSample, NodeView, node_id_of, start_fleet
+from trelay.node.bind_proxy import handoff_pairs
 from trelay.node.listeners import BoundAddresses, HostPort
 from trelay.node.tls import generate_self_signed
 from trelay.node.turn_node import DRAIN_PROGRESS_SECONDS, DrainEnd
@@ -219,6 +221,9 @@ class Supervisor:
         self.status = WorkersStatus(slots=self.slots)
         self.nonce_key = secrets.token_bytes(32)
         self.username_key = secrets.token_bytes(32)
+        # RFC 6062 across workers (`trelay.node.bind_proxy`): per slot, the AF_UNIX pair
+        # other workers hand its data connections through; held for the node's life.
+        self.handoffs = handoff_pairs(len(self.slots)) if len(self.slots) > 1 else []
         # POST /v1/drain: the same drain as the first signal (`serve_workers` waits on both).
         self.drain_asked = trio.Event()
         self.sessions = WorkerSessionAdmin(
@@ -260,10 +265,14 @@ class Supervisor:
         """Start the worker process, serve its messages, return its exit status."""
         parent, child = socket.socketpair()
         udp_fds = self.reservation.udp_fds(slot.index)  # the same numbers in the worker
+        handoff_fds = tuple(  # its receiving end, then every slot's sending end
+            sock.fileno()
+            for sock in [self.handoffs[slot.index][0], *(pair[1] for pair in self.handoffs)]
+        ) if self.handoffs else ()  # fmt: skip
         try:
             process = await trio.lowlevel.open_process(
                 [sys.executable, "-m", "trelay.process.worker", str(child.fileno())],
-                pass_fds=(child.fileno(), *udp_fds),
+                pass_fds=(child.fileno(), *udp_fds, *handoff_fds),
                 stdin=subprocess.DEVNULL,
                 stdout=sys.stderr.fileno(),  # stdout is the supervisor's ready line only
             )
@@ -273,6 +282,7 @@ class Supervisor:
         try:
             assignment = WorkerAssignment(
                 slot.index, slot.settings, self.nonce_key, self.username_key, udp_fds,
+                handoff_fds,
             )  # fmt: skip
             listened = trio.Event()
             async with trio.open_nursery() as nursery:

@@ -20,11 +20,14 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
+import trio
 
-from tests.helpers.turn_relay import threaded_turn_node
+from tests.helpers.supervised import running_workers, total
+from tests.helpers.turn_relay import PASSWORD, USERNAME, threaded_turn_node
 from tests.helpers.turnutils import UCLIENT, run_uclient
 from trelay.stun.attributes import ConnectionId
 from trelay.stun.message import decode_message
@@ -83,3 +86,39 @@ def test_uclient_tcp_relay(transport: ClientTransport, monkeypatch: pytest.Monke
     assert any(answer.get(ConnectionId) is not None for answer in answers), report
     assert sum(isinstance(action, AcceptPeer) for action in seen) >= 1, report
     assert sum(isinstance(action, SpliceConnections) for action in seen) >= 2, report
+
+
+@pytest.mark.parametrize("transport", [ClientTransport.TCP, ClientTransport.TLS])
+async def test_uclient_tcp_relay_across_workers(transport: ClientTransport, tmp_path: Path) -> None:
+    """`trelay serve --workers 2`: the data connections of ConnectionBind reach either
+    worker (the kernel's SO_REUSEPORT hash of their new ports); one that reaches the
+    other worker than its allocation's is proxied there (`trelay.node.bind_proxy`).
+    Which ones cross is up to uclient's ports (not asserted here:
+    tests/node/test_bind_proxy_workers.py crosses deterministically); before, TCP
+    allocations were refused (442) with workers."""
+    kind = transport.value
+    args = ("--workers", "2", f"--listen-{kind}", "127.0.0.1:0", "--user",
+            f"{USERNAME}:{PASSWORD}", "--allow-loopback-peers")  # fmt: skip
+    flags = ["-T", "-n", str(MESSAGES), "-l", str(LENGTH)]
+    if transport is ClientTransport.TLS:
+        flags.append("-S")
+    async with running_workers(tmp_path, *args) as node:
+        [server] = node.addresses(kind)
+        run = await trio.to_thread.run_sync(lambda: run_uclient(server, *flags))
+        samples = await node.metrics()
+        log = node.stderr_path.read_text()
+    report = (
+        f"uclient exit {run.returncode}\n{run.output[-3000:]}\n--- trelay ---\n{log[-3000:]}\n"
+        f"data connections proxied: {log.count('ConnectionBind proxied')}"
+    )
+    summary = run.summary
+    assert run.returncode == 0, report
+    assert summary is not None, report
+    assert summary.sent_messages == 2 * MESSAGES, report
+    assert summary.received_messages == summary.sent_messages, report
+    assert summary.received_bytes == summary.sent_bytes == summary.sent_messages * LENGTH, report
+    assert summary.lost_packets == 0, report
+    # Both splices carried every byte, on whichever worker holds each allocation.
+    relayed = total(samples, "trelay_relayed_bytes_total", direction="client_to_peer",
+                    transport=kind)  # fmt: skip
+    assert relayed >= summary.sent_bytes, report

@@ -1,7 +1,7 @@
 """`[quotas] peer_connections_per_allocation`: the RFC 6062 bound from the settings file to
 the core (`trelay.node.turn_setup`), its errors named by key, and a reload that applies
-it live (`trelay.config.reload`, `trelay.node.live_settings`); TCP allocations only with
-one worker; and a reloaded peer policy closing the TCP connections to peers it denies."""
+it live (`trelay.config.reload`, `trelay.node.live_settings`); TCP allocations with
+workers too; and a reloaded peer policy closing the TCP connections to peers it denies."""
 
 from __future__ import annotations
 
@@ -63,13 +63,14 @@ def test_a_reload_applies_it_live(tmp_path: Path) -> None:
     assert result.settings.relay.peer_connections_per_allocation == 2
 
 
-def test_tcp_allocations_only_with_one_worker(tmp_path: Path) -> None:
-    # A ConnectionBind's new connection may reach another worker than the allocation's.
+def test_tcp_allocations_with_any_number_of_workers(tmp_path: Path) -> None:
+    # A ConnectionBind's new connection that reaches another worker than the
+    # allocation's is proxied there (`trelay.node.bind_proxy`).
     one = load_settings(write(tmp_path, BASE))
     assert turn_config(one).tcp_allocations
     several = load_settings(write(tmp_path, "workers = 2\n" + BASE))
     assert several.workers == 2
-    assert not turn_config(several).tcp_allocations
+    assert turn_config(several).tcp_allocations
 
 
 LIVE = """

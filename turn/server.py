@@ -39,6 +39,11 @@ reports its connections back (`peer_connected`, `peer_connect_failed`, `peer_arr
 `peer_connection_closed`). A TCP allocation has no channels (ChannelBind 400) and relays
 no Send indication; its peer connections end with it.
 
+One worker process of several (`worker`, the runtime's index for it; None in a single
+process): its RESERVATION-TOKENs and CONNECTION-IDs name it (`trelay.turn.reservations`,
+`trelay.turn.tcp_relay`), so that a request for them that reaches another worker can be
+handed here (`trelay.node.mobility_steering`, `trelay.node.bind_proxy`).
+
 Invariants (checked by the state-machine tests): nothing outlives its allocation; the
 channel <-> peer maps stay a bijection; quotas hold, pending allocations included.
 """

@@ -22,6 +22,9 @@ Owns the sockets of TCP allocations; what to do with them is the core's decision
   (backpressure both ways, one chunk in flight per direction, no other buffer). Either
   side closing or failing ends both (§5.5) and the core is told
   (`peer_connection_closed`).
+- With `--workers N` the data connection may be one end of an AF_UNIX socketpair that
+  the worker which accepted the client's connection proxies (`trelay.node.bind_proxy`):
+  it is served and spliced as the client's own, under the client's 5-tuple.
 - Counts: bytes relayed both ways, in the data path's counters of the data
   connection's transport (`DataPathCounters.by_transport`, the metrics' `transport`
   label: tcp or tls) and the allocation's `RelaySenders` (the session admin and usage

@@ -23,6 +23,9 @@ Invariants:
 - The state is bounded by the live allocations (one small entry each, which the core's
   quotas bound). Sinks are synchronous and never block: a sink that must do I/O queues
   (`trelay.fleet.usage_stream`).
+- The log line's fields are the record's, in declaration order (`UsageRecord.as_dict`,
+  what `dataclasses.asdict` gave, without its deep copy: one line per allocation, issue
+  13 part 4); its format is an interface for consumers and does not change.
 - The log sink names the identity as the field `identity`, which `trelay.ops.logs`
   replaces with a keyed `user_ref` unless `log_usernames` allows it (design §6). No
   metric carries an identity.
@@ -39,7 +42,8 @@ import logging
 import secrets
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
+from operator import attrgetter
 from typing import Protocol
 
 import trio
@@ -83,7 +87,7 @@ class UsageRecord:
     def flat(self) -> dict[str, str]:
         """Flat string fields (a Redis stream entry); `None` as an empty string."""
         out: dict[str, str] = {}
-        for name, value in asdict(self).items():
+        for name, value in self.as_dict().items():
             if value is None:
                 out[name] = ""
             elif isinstance(value, bool):
@@ -115,8 +119,14 @@ class UsageRecord:
             final=flat["final"] == "1",
         )
 
+    def as_dict(self) -> dict[str, object]:
+        """The fields by name, in declaration order: what `dataclasses.asdict` gives for
+        these scalar fields, without its deep copy (a log line per allocation, issue 13)."""
+        return dict(zip(RECORD_FIELDS, _record_values(self), strict=True))
+
 
 RECORD_FIELDS = tuple(f.name for f in fields(UsageRecord))
+_record_values = attrgetter(*RECORD_FIELDS)
 
 
 @dataclass(slots=True)
@@ -147,7 +157,8 @@ class LogUsageSink:
         self.written += 1
         if self.counts is not None:
             self.counts.to_log += 1
-        self.logger.info("usage record", extra=asdict(record))
+        if self.logger.isEnabledFor(logging.INFO):  # no dict for a line that is off
+            self.logger.info("usage record", extra=record.as_dict())
 
 
 @dataclass(slots=True)

@@ -28,6 +28,11 @@ Invariants:
   their value, bytes only as their length.
 - Records are never mutated: other handlers (pytest's caplog, say) see them unchanged.
 
+Cost (issue 13 part 4: an allocation writes three INFO lines): what a field name is
+(kept, hidden, redacted) is looked up once per name, plain values of exact built-in
+types skip the conversion chain, and numbers, flags and None are written as JSON writes
+them without its encoder; the output is the same (tests/ops/test_logs_render.py).
+
 No RFC governs logs; RFC 8489 §9.2 and RFC 8656 §7 say which values are secrets (the
 long-term password and the key derived from it), which is why `key` is on the list.
 """
@@ -41,6 +46,7 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 import re
 import secrets
 import sys
@@ -148,6 +154,8 @@ class RecordScrubber:
 
     def plain(self, value: object, depth: int = 0) -> Any:
         """`value` as JSON-ready data: addresses as host:port, secrets in it redacted."""
+        if type(value) in _PLAIN_TYPES:  # the common case, before the isinstance chain
+            return value
         if isinstance(value, bool | int | float | str) or value is None:
             return value
         if isinstance(value, Enum):
@@ -172,14 +180,18 @@ class RecordScrubber:
     def _items(self, items: Iterable[tuple[str, object]], depth: int) -> dict[str, Any]:
         """Named values at any depth: secrets redacted, usernames hashed unless shown."""
         out: dict[str, Any] = {}
+        plain = self.plain
         for name, value in items:
-            if name.lower() in USERNAME_FIELDS and not self._show_usernames:
+            kind = _name_kind(name)
+            if kind is _PLAIN_NAME:
+                out[name] = plain(value, depth)
+            elif kind is _USERNAME_NAME and not self._show_usernames:
                 if isinstance(value, str) and value:
                     out[USER_REF_FIELD] = self.user_ref(value)
-            elif is_secret_name(name):
+            elif kind is _SECRET_NAME or is_secret_name(name):
                 out[name] = REDACTED
             else:
-                out[name] = self.plain(value, depth)
+                out[name] = plain(value, depth)
         return out
 
     def _safe_arg(self, name: str, value: object) -> object:
@@ -224,6 +236,31 @@ class RecordScrubber:
         return redact_text("\n".join(parts)) if parts else None
 
 
+# Values `plain` passes through unchanged when their type is exactly one of these.
+_PLAIN_TYPES = frozenset({str, int, float, bool, type(None)})
+
+# What a field name is, for `_items`: looked up once per name (the same names repeat on
+# every line), in a dict emptied when full, since `extra` names are up to the caller.
+_PLAIN_NAME, _USERNAME_NAME, _SECRET_NAME = "plain", "username", "secret"
+_MAX_NAME_KINDS = 1024
+_name_kinds: dict[str, str] = {}
+
+
+def _name_kind(name: str) -> str:
+    kind = _name_kinds.get(name)
+    if kind is None:
+        if name.lower() in USERNAME_FIELDS:
+            kind = _USERNAME_NAME
+        elif is_secret_name(name):
+            kind = _SECRET_NAME
+        else:
+            kind = _PLAIN_NAME
+        if len(_name_kinds) >= _MAX_NAME_KINDS:
+            _name_kinds.clear()
+        _name_kinds[name] = kind
+    return kind
+
+
 def _is_dataclass_instance(value: object) -> bool:
     return dataclasses.is_dataclass(value) and not isinstance(value, type)
 
@@ -249,8 +286,17 @@ def _render(value: Any) -> str:
         if value and _NEEDS_QUOTES.search(value) is None:
             return value
         return json.dumps(value, ensure_ascii=False)
-    if type(value) is int:  # the common case (counts, lifetimes): what json.dumps writes
+    kind = type(value)
+    if kind is int:  # the common case (counts, lifetimes): what json.dumps writes
         return str(value)
+    # What json.dumps writes for these, without its encoder's set-up (a usage record's
+    # timestamps, its unknown node and region, its `final`).
+    if kind is float and math.isfinite(value):
+        return float.__repr__(value)
+    if value is None:
+        return "null"
+    if kind is bool:
+        return "true" if value else "false"
     if isinstance(value, dict) and value.get("type"):
         inner = ", ".join(f"{k}={_render(v)}" for k, v in value.items() if k != "type")
         return f"{value['type']}({inner})"

@@ -4,6 +4,7 @@ allocation ends gives it exactly one final record (`trelay.node.usage`)."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Awaitable, Callable
 
@@ -184,3 +185,11 @@ async def test_a_node_cancelled_without_shutdown_ends_its_records() -> None:
         outer.cancel_scope.cancel()
     assert [r.final for r in sink.records] == [True, True]
     assert len({r.allocation for r in sink.records}) == 2
+
+
+def test_as_dict_is_what_dataclasses_asdict_gives() -> None:
+    """The log line's fields (issue 13: without asdict's deep copy) are unchanged, in order."""
+    record = UsageRecord(
+        "a1", 3, "alice", None, "eu", "udp", "ipv4", 1.5, 2.5, 1, 100, 2, 200, 1.0, True
+    )
+    assert list(record.as_dict().items()) == list(dataclasses.asdict(record).items())

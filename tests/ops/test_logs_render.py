@@ -1,13 +1,16 @@
 """The human formatter's fast paths (`trelay.ops.logs`, issue 13: the allocation's log
 lines) write what the slower rules wrote: a value is quoted exactly when it is empty or
-holds whitespace, a quote or `=`; an int is written as JSON writes it; a cached user_ref
-equals the keyed hash, also past the cache's bound."""
+holds whitespace, a quote or `=`; a number, a flag and None are written as JSON writes
+them; a cached user_ref equals the keyed hash, also past the cache's bound; a field
+name is hidden, redacted or kept as the uncached rule says, also past its cache's bound."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
 import json
+from enum import Enum
+from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -27,7 +30,7 @@ def test_a_string_is_quoted_exactly_as_before(value: str) -> None:
     assert logs._render(value) == quoted_before(value)
 
 
-@given(st.integers() | st.booleans() | st.none() | st.floats(allow_nan=False))
+@given(st.integers() | st.booleans() | st.none() | st.floats())
 def test_numbers_and_flags_are_written_as_json_writes_them(value: object) -> None:
     assert logs._render(value) == json.dumps(value)
 
@@ -46,3 +49,45 @@ def test_user_refs_are_the_keyed_hash_before_and_after_the_cache_fills() -> None
             expected = hmac.digest(key, name.encode(), hashlib.sha256)[:5].hex()
             assert scrubber.user_ref(name) == expected
     assert len(scrubber._refs) <= logs._MAX_REFS
+
+
+def items_before(scrubber: RecordScrubber, items: dict[str, Any]) -> dict[str, Any]:
+    """The field rule as it was: no cache of what a name is."""
+    out: dict[str, Any] = {}
+    for name, value in items.items():
+        if name.lower() in logs.USERNAME_FIELDS:
+            if isinstance(value, str) and value:
+                out[logs.USER_REF_FIELD] = scrubber.user_ref(value)
+        elif logs.is_secret_name(name):
+            out[name] = logs.REDACTED
+        else:
+            out[name] = scrubber.plain(value)
+    return out
+
+
+_NAMES = st.sampled_from(["username", "User", "identity", "api-key", "mac_key", "token", "x"])
+
+
+@given(st.dictionaries(_NAMES | st.text(max_size=12), st.text() | st.integers() | st.none()))
+def test_field_names_are_treated_as_the_uncached_rule_says(items: dict[str, Any]) -> None:
+    scrubber = RecordScrubber(username_key=b"k" * 16)
+    assert scrubber._items(items.items(), depth=0) == items_before(scrubber, items)
+
+
+def test_the_name_cache_is_bounded_and_still_right_past_its_bound() -> None:
+    scrubber = RecordScrubber(username_key=b"k" * 16)
+    for index in range(logs._MAX_NAME_KINDS + 10):
+        items = {f"field{index}": 1, f"secret{index}": "s", "password": "p", "user": "u"}
+        assert scrubber._items(items.items(), depth=0) == items_before(scrubber, items)
+    assert len(logs._name_kinds) <= logs._MAX_NAME_KINDS
+
+
+class _Color(Enum):
+    RED = "red"
+
+
+def test_enums_and_subclasses_of_plain_types_are_still_converted() -> None:
+    """The exact-type fast path leaves an Enum (an IntEnum is an int) to the full rule."""
+    scrubber = RecordScrubber()
+    assert scrubber.plain(_Color.RED) == "red"
+    assert scrubber.plain(("192.0.2.1", 5)) == "192.0.2.1:5"

@@ -20,9 +20,10 @@ range, its own sockets), and with `--workers N` its first byte names that worker
 clients across the workers by source (`trelay.process.reuseport_steering`), so an
 Allocate with the token from another client port (the RTCP one) usually reaches another
 worker: that worker hands it to the named one (`trelay.node.mobility_steering`), which
-redeems it and captures the client's datagrams. A token whose first byte names a worker
-that issued no such token is unknown there: 508, as anywhere. In a single process
-(`worker` None) all 8 bytes are random.
+redeems it and captures the client's datagrams; over TCP/TLS the worker that accepted
+the connection proxies it to the named one (`trelay.node.bind_proxy`). A token whose
+first byte names a worker that issued no such token is unknown there: 508, as
+anywhere. In a single process (`worker` None) all 8 bytes are random.
 """
 
 from __future__ import annotations

@@ -23,6 +23,15 @@ connection proxies it there:
    were the data connection (`trelay.node.tcp_relay`); an unknown id is answered 400
    through the proxy, as it would be on the owner.
 
+The same path serves a port reservation's Allocate over TCP/TLS (RFC 8656 §7.2): an
+Allocate whose RESERVATION-TOKEN names another worker (`trelay.turn.reservations`), on
+a connection holding nothing, makes the whole control connection a proxy to that worker,
+which redeems the token and holds the allocation; the client's later requests and its
+relayed data go through the proxy. (Over UDP the datagram is handed over instead,
+`trelay.node.mobility_steering`.) What a client sends after that Allocate before its
+answer is lost with the stream listener's read buffer: clients wait for the answer,
+which tells them the relayed address they need.
+
 The handoff channel: one AF_UNIX datagram socketpair per worker slot, made by the
 supervisor (`handoff_pairs`) and kept for its whole life like the UDP sockets, so a
 restarted worker reads its predecessor's queue; each worker inherits its own receiving
@@ -55,17 +64,19 @@ import trio
 
 from trelay.node.frontend import ClientFrontend, Handover
 from trelay.node.stream_listener import StreamListenerStats, serve_connection
-from trelay.stun.attributes import ConnectionId
+from trelay.stun.attributes import ConnectionId, ReservationToken
 from trelay.stun.codes import Method
 from trelay.stun.errors import StunDecodeError
 from trelay.stun.message import decode_message
 from trelay.turn.addressing import ClientTransport, FiveTuple
+from trelay.turn.reservations import token_worker
 from trelay.turn.tcp_relay import connection_worker
 
 log = logging.getLogger(__name__)
 
-# The first two bytes of a ConnectionBind request (RFC 6062 §6.1: method 0x00b).
+# The first two bytes of a ConnectionBind (RFC 6062 §6.1) and an Allocate request.
 _CONNECTION_BIND_REQUEST = Method.CONNECTION_BIND.to_bytes(2, "big")
+_ALLOCATE_REQUEST = Method.ALLOCATE.to_bytes(2, "big")
 # One handoff: "transport|client host|client port|server host|server port", one fd.
 HANDOFF_SIZE = 512
 # What the proxy reads at once, per direction (as `trelay.node.tcp_relay.SPLICE_CHUNK`).
@@ -154,22 +165,28 @@ class BindProxy:
     handoffs: Handoffs
     # The adopted connections (the socketpair ends other workers handed here).
     stats: StreamListenerStats = field(default_factory=StreamListenerStats)
-    proxied: int = 0  # data connections this worker proxied to another
-    adopted: int = 0  # data connections other workers proxied to this one
+    proxied: int = 0  # connections this worker proxied to another
+    adopted: int = 0  # connections other workers proxied to this one
 
     def owner(self, data: bytes) -> int | None:
-        """The worker a ConnectionBind's CONNECTION-ID names, when that is another
-        worker of the node; None for anything else (answered here)."""
-        if data[:2] != _CONNECTION_BIND_REQUEST:
+        """The worker a ConnectionBind's CONNECTION-ID, or an Allocate's
+        RESERVATION-TOKEN, names, when that is another worker of the node; None for
+        anything else (answered here)."""
+        kind = data[:2]
+        if kind not in (_CONNECTION_BIND_REQUEST, _ALLOCATE_REQUEST):
             return None
         try:
-            attribute = decode_message(data).get(ConnectionId)
+            message = decode_message(data)
         except StunDecodeError:
             return None
-        if attribute is None:
-            return None
-        owner = connection_worker(attribute.value)
-        if owner == self.worker or owner >= len(self.handoffs.sending):
+        owner: int | None = None
+        if kind == _CONNECTION_BIND_REQUEST:
+            attribute = message.get(ConnectionId)
+            owner = None if attribute is None else connection_worker(attribute.value)
+        else:
+            token = message.get(ReservationToken)
+            owner = None if token is None else token_worker(token.value)
+        if owner is None or owner == self.worker or owner >= len(self.handoffs.sending):
             return None
         return owner
 
@@ -187,7 +204,7 @@ class BindProxy:
                     return
                 self.proxied += 1
                 log.info(
-                    "ConnectionBind proxied",
+                    "connection proxied",
                     extra={"client": five_tuple.client, "worker": owner,
                            "transport": five_tuple.transport},
                 )  # fmt: skip

@@ -33,10 +33,10 @@ Both take the same path:
 A forged or foreign ticket opens to nothing (`SealedTickets.owner`: None): such a
 Refresh goes to this worker's core and gets its answer (437). A forged token naming
 another worker is handed on and answered 508 there (its 7 random bytes match nothing).
-Only UDP clients are steered: DTLS associations and TCP/TLS connections live on the
-worker that accepted them (a reservation's Allocate over TCP is redeemed only when its
-connection reached the issuing worker, 508 otherwise; RFC 6062's ConnectionBind has its
-own path, `trelay.node.tcp_relay`).
+Only UDP clients are steered here: DTLS associations live on the worker that accepted
+them (a moved DTLS client makes a new association there), and a TCP/TLS connection
+whose Allocate carries another worker's token (or whose ConnectionBind names another
+worker's peer connection) is proxied to it whole (`trelay.node.bind_proxy`).
 """
 
 from __future__ import annotations

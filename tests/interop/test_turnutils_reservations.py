@@ -166,27 +166,31 @@ def test_uclient_rtp_rtcp_pairs_through_reservations(
     assert all(next_port[token] == got for token, got in recorder.redeemed), report
 
 
-async def test_uclient_rtp_rtcp_pairs_across_workers(tmp_path: Path) -> None:
+@pytest.mark.parametrize("tcp", [False, True], ids=["udp", "over-tcp"])
+async def test_uclient_rtp_rtcp_pairs_across_workers(tmp_path: Path, tcp: bool) -> None:
     """`trelay serve --workers 2`: each RTCP session allocates from another client port
     than its RTP one, which the kernel hands to either worker; when that is not the
     worker holding the reservation it hands the Allocate on (its token names the owner).
     With 4 pairs some cross (`crossed`, from the node's log; which ones is up to
     uclient's ports, so not asserted: tests/node/test_reservation_workers.py crosses
     deterministically); before, a crossing pair got 508 and uclient failed. Every
-    session relays, nothing lost."""
+    session relays, nothing lost. Over TCP (`-t`) a crossing RTCP connection is proxied
+    to the owner whole (`trelay.node.bind_proxy`)."""
     sessions = 8  # -m 8: 4 RTP/RTCP pairs
-    args = ("--workers", "2", "--listen-udp", "127.0.0.1:0", "--user", f"{USERNAME}:{PASSWORD}",
-            "--allow-loopback-peers")  # fmt: skip
+    kind = "tcp" if tcp else "udp"
+    args = ("--workers", "2", f"--listen-{kind}", "127.0.0.1:0",
+            "--user", f"{USERNAME}:{PASSWORD}", "--allow-loopback-peers")  # fmt: skip
     with echo_peer() as peer:
         async with running_workers(tmp_path, *args) as node:
-            [server] = node.addresses("udp")
+            [server] = node.addresses(kind)
             flags = ("-n", str(MESSAGES), "-l", str(LENGTH), "-m", str(sessions),
-                     "-e", peer[0], "-r", str(peer[1]))  # fmt: skip
+                     "-e", peer[0], "-r", str(peer[1]), *(["-t"] if tcp else []))  # fmt: skip
             run = await trio.to_thread.run_sync(lambda: run_uclient(server, *flags))
             log = node.stderr_path.read_text()
     report = (
         f"uclient exit {run.returncode}\n{run.output[-3000:]}\n--- trelay ---\n{log[-3000:]}\n"
-        f"pairs crossing workers: {crossed(log, 2)}"
+        f"UDP pairs crossing workers: {'-' if tcp else crossed(log, 2)}, "
+        f"TCP connections proxied: {log.count('connection proxied')}"
     )
     assert run.returncode == 0, report
     assert log.count("allocation created") >= sessions, report

@@ -109,7 +109,7 @@ async def test_uclient_tcp_relay_across_workers(transport: ClientTransport, tmp_
         log = node.stderr_path.read_text()
     report = (
         f"uclient exit {run.returncode}\n{run.output[-3000:]}\n--- trelay ---\n{log[-3000:]}\n"
-        f"data connections proxied: {log.count('ConnectionBind proxied')}"
+        f"data connections proxied: {log.count('connection proxied')}"
     )
     summary = run.summary
     assert run.returncode == 0, report

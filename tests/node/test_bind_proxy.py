@@ -11,10 +11,11 @@ from contextlib import contextmanager
 import pytest
 
 from trelay.node.bind_proxy import BindProxy, Handoffs, handoff_pairs
-from trelay.stun.attributes import ConnectionId, RequestedTransport
+from trelay.stun.attributes import ConnectionId, RequestedTransport, ReservationToken
 from trelay.stun.codes import MessageClass, Method
 from trelay.stun.message import Message, encode_message, new_transaction_id
 from trelay.turn.addressing import ClientTransport, FiveTuple
+from trelay.turn.reservations import new_token
 from trelay.turn.tcp_relay import TcpRelay, connection_worker
 
 CLIENT = FiveTuple(ClientTransport.TLS, ("127.0.0.1", 40000), ("127.0.0.1", 5349))
@@ -90,3 +91,15 @@ def test_a_malformed_handoff_is_dropped_with_its_descriptor() -> None:
             theirs.close()
             assert handoffs.receive() is None
             assert ours.recv(1) == b""  # every copy of the other end is closed: EOF
+
+
+def test_an_allocate_with_another_workers_token_belongs_there() -> None:
+    with channel(3, 0) as handoffs:
+        proxy = BindProxy(0, handoffs)
+        token = new_token(2, ())
+        allocate = Message(
+            Method.ALLOCATE, MessageClass.REQUEST, new_transaction_id(),
+            (RequestedTransport(17), ReservationToken(token)),
+        )  # fmt: skip
+        assert proxy.owner(encode_message(allocate)) == 2
+        assert BindProxy(2, handoffs).owner(encode_message(allocate)) is None  # its own

@@ -113,4 +113,4 @@ async def test_a_connection_bind_on_the_other_worker_is_proxied(tmp_path: Path) 
             finally:
                 await trio.aclose_forcefully(other.stream)
         log = node.stderr_path.read_text()
-    assert "ConnectionBind proxied" in log, log[-3000:]
+    assert "connection proxied" in log, log[-3000:]

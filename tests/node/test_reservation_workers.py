@@ -14,16 +14,21 @@ issued no such token, or no worker of the node, are 508.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+import trio
 
 from tests.helpers.supervised import running_workers
 from tests.helpers.turn_client import TurnClient, peer
+from tests.helpers.turn_relay import PASSWORD, REALM, USERNAME
+from tests.node.test_bind_proxy_workers import connection_on
 from tests.node.test_mobility_workers import WORKERS, active, port_of_worker
-from trelay.stun.address_attributes import XorRelayedAddress
-from trelay.stun.attributes import EvenPort, RequestedTransport, ReservationToken
-from trelay.stun.codes import Method
+from trelay.stun.address_attributes import XorPeerAddress, XorRelayedAddress
+from trelay.stun.attributes import Data, EvenPort, RequestedTransport, ReservationToken
+from trelay.stun.codes import MessageClass, Method
 from trelay.stun.error_attributes import ErrorCodeAttribute
-from trelay.stun.message import Message
+from trelay.stun.message import Message, encode_message
 
 
 def relayed_of(reply: Message) -> tuple[str, int]:
@@ -82,3 +87,46 @@ async def test_a_reservation_is_redeemed_from_another_workers_port(tmp_path: Pat
         assert active(await node.metrics()) == {"0": 0.0, "1": 0.0}
         for client in (rtp, rtcp, again):
             await client.aclose()
+
+
+async def test_a_reservation_over_tcp_is_redeemed_through_another_worker(
+    tmp_path: Path,
+) -> None:
+    """Over TCP the connection is not steered but proxied (`trelay.node.bind_proxy`): the
+    RTCP-like connection, accepted by worker 1 (found by its active allocations), sends
+    the Allocate with worker 0's token; worker 1 hands the whole connection to worker 0,
+    which redeems the token; the client's requests and relayed data then go through the
+    proxy both ways. Without it worker 1 answers 508."""
+    args = ("--workers", str(WORKERS), "--listen-tcp", "127.0.0.1:0",
+            "--user", f"{USERNAME}:{PASSWORD}", "--realm", REALM,
+            "--allow-loopback-peers")  # fmt: skip
+    async with running_workers(tmp_path, *args) as node, peer() as far:
+        rtp = await connection_on(0, node)
+        rtcp = await connection_on(1, node)
+        try:
+            reply = await rtp.call(Method.ALLOCATE, RequestedTransport(17), EvenPort(True))
+            host, even = relayed_of(reply)
+            token = reply.get(ReservationToken)
+            assert token is not None and token.value[0] == 0  # it names worker 0
+            redeemed = await rtcp.call(
+                Method.ALLOCATE, RequestedTransport(17), ReservationToken(token.value)
+            )
+            assert relayed_of(redeemed) == (host, even + 1), redeemed.get(ErrorCodeAttribute)
+            assert active(await node.metrics()) == {"0": 2.0, "1": 0.0}
+            permitted = await rtcp.call(Method.CREATE_PERMISSION, XorPeerAddress(*far.address))
+            assert permitted.message_class is MessageClass.SUCCESS, permitted
+            send = Message(
+                Method.SEND, MessageClass.INDICATION, os.urandom(12),
+                (XorPeerAddress(*far.address), Data(b"rtcp through the proxy")),
+            )  # fmt: skip
+            await rtcp.stream.send_all(encode_message(send))
+            assert await far.receive() == (b"rtcp through the proxy", (host, even + 1))
+            await far.send((host, even + 1), b"back through the proxy")
+            indication = await rtcp.indication()
+            assert indication.method == Method.DATA
+            assert indication.get(Data) == Data(b"back through the proxy")
+        finally:
+            await trio.aclose_forcefully(rtp.stream)
+            await trio.aclose_forcefully(rtcp.stream)
+        log = node.stderr_path.read_text()
+    assert "connection proxied" in log, log[-3000:]

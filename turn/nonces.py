@@ -27,6 +27,10 @@ the fresh NONCE of that 438 is good. The table holds one entry per address whose
 allocation ended within a nonce lifetime, at most `MAX_RETIRED` (the oldest go first:
 their replay window reopens, nothing else changes).
 
+Cost (issue 13 part 4): the cookie made for each feature set and the features of each
+valid cookie seen are kept (at most `MAX_COOKIES` each; a full table is emptied), so a
+request does not parse its cookie again; every nonce is still checked by its tag.
+
 Expiry is wall-clock Unix seconds (workers and restarts agree on it), passed in by the
 caller. The alphabet (base64url) is safe inside RFC 8489's quoted-string NONCE.
 """
@@ -50,12 +54,13 @@ from trelay.turn.addressing import Address
 _TAG_BYTES = 7
 _BODY_LENGTH = 15  # base64url of 4 bytes of expiry and 7 of tag, unpadded
 MAX_RETIRED = 65536  # addresses whose nonces were retired within a nonce lifetime
+MAX_COOKIES = 64  # nonce cookies whose parse (or making) is kept, per stamper
 
 
 class NonceStamper:
     """Mints and checks nonces; `lifetime` seconds after minting they turn stale."""
 
-    __slots__ = ("_key", "_retired", "lifetime")
+    __slots__ = ("_cookies", "_features", "_key", "_retired", "lifetime")
 
     def __init__(self, key: bytes, lifetime: float = 3600.0) -> None:
         if len(key) < 16:
@@ -64,6 +69,12 @@ class NonceStamper:
         self.lifetime = lifetime
         # client address -> nonces of that address expiring before this are stale.
         self._retired: OrderedDict[Address, int] = OrderedDict()
+        # The cookie minted for each feature set, and the features of each valid cookie
+        # seen (the same few on every request; parsing one builds a Flag and runs a
+        # regex). Bounded: emptied when `MAX_COOKIES` is reached, since clients choose
+        # the cookies they send.
+        self._cookies: dict[SecurityFeature, str] = {}
+        self._features: dict[str, SecurityFeature] = {}
 
     def _body(self, cookie: str, expiry: int, client: Address) -> str:
         stamp = expiry.to_bytes(4, "big")
@@ -78,7 +89,13 @@ class NonceStamper:
         features: SecurityFeature = SecurityFeature.NONE,
     ) -> str:
         """A nonce for `client`; with `features`, it starts with the nonce cookie."""
-        cookie = make_nonce_cookie(features) if features else ""
+        cookie = ""
+        if features:
+            cookie = self._cookies.get(features, "")
+            if not cookie:
+                if len(self._cookies) >= MAX_COOKIES:
+                    self._cookies.clear()
+                cookie = self._cookies[features] = make_nonce_cookie(features)
         # After a retirement the address's new nonces expire at the threshold or later.
         expiry = max(int(unix_now + self.lifetime), self._retired.get(client, 0))
         return cookie + self._body(cookie, expiry & 0xFFFFFFFF, client)
@@ -94,10 +111,16 @@ class NonceStamper:
         features = SecurityFeature.NONE
         cookie = ""
         if len(nonce) == NONCE_COOKIE_LENGTH + _BODY_LENGTH:
-            parsed = parse_nonce_cookie(nonce)
-            if parsed is None:
-                return None
-            features, cookie = parsed, nonce[:NONCE_COOKIE_LENGTH]
+            cookie = nonce[:NONCE_COOKIE_LENGTH]
+            known = self._features.get(cookie)
+            if known is None:
+                parsed = parse_nonce_cookie(cookie)
+                if parsed is None:
+                    return None
+                if len(self._features) >= MAX_COOKIES:
+                    self._features.clear()
+                known = self._features[cookie] = parsed
+            features = known
         elif len(nonce) != _BODY_LENGTH:
             return None
         body = nonce[len(cookie) :]

@@ -4,7 +4,11 @@ Owns `AllocationView`, one live allocation as an operator lists it (coturn's CLI
 `ps`, `eturnalctl sessions`): the client's 5-tuple (transport, client and server
 addresses, RFC 8656 §2), the relayed address (§7.2), the identity quotas count, its age
 and the lifetime it has left (§7), and how many permissions (§9) and channels (§12) it
-holds. Traffic is the runtime's to count (`trelay.node.sessions`); the core counts no
+holds. A dual allocation (§7.2, ADDITIONAL-ADDRESS-FAMILY) also shows its second
+relayed address (`second_relayed`, `second_reported_relayed`; None for a single-family
+one), and a TCP allocation (RFC 6062 §5.1) how many peer connections it holds
+(`peer_connections`: connecting, waiting for a ConnectionBind or spliced; None for a UDP
+allocation). Traffic is the runtime's to count (`trelay.node.sessions`); the core counts no
 bytes.
 
 A view is a frozen copy taken at `now` (monotonic seconds from the caller): it never
@@ -27,7 +31,8 @@ class AllocationView:
 
     `relayed` is the bound relay socket's address, `reported_relayed` what
     XOR-RELAYED-ADDRESS told the client (they differ behind a 1:1 NAT or with a
-    wildcard relay address). `age` and `lifetime_left` are seconds.
+    wildcard relay address). `age` and `lifetime_left` are seconds. The fields after
+    `channels` default to what a single-family UDP allocation shows.
     """
 
     five_tuple: FiveTuple
@@ -38,10 +43,16 @@ class AllocationView:
     lifetime_left: float
     permissions: int
     channels: int
+    second_relayed: Address | None = None
+    second_reported_relayed: Address | None = None
+    peer_connections: int | None = None
 
 
-def view_of(allocation: Allocation, now: float) -> AllocationView:
-    """`allocation` as the operator sees it at `now`."""
+def view_of(
+    allocation: Allocation, now: float, peer_connections: int | None = None
+) -> AllocationView:
+    """`allocation` as the operator sees it at `now`; `peer_connections` is the count
+    of a TCP allocation's peer connections (None for a UDP one)."""
     return AllocationView(
         five_tuple=allocation.five_tuple,
         relayed=allocation.relayed,
@@ -51,4 +62,7 @@ def view_of(allocation: Allocation, now: float) -> AllocationView:
         lifetime_left=max(0.0, allocation.expires_at - now),
         permissions=len(allocation.permissions),
         channels=len(allocation.channels),
+        second_relayed=allocation.second,
+        second_reported_relayed=allocation.second_reported,
+        peer_connections=peer_connections,
     )

@@ -721,8 +721,9 @@ class TurnServer:
         Pending Allocates (their relay socket still binding) are not listed: they have
         no relayed address yet.
         """
+        tcp = self.tcp.allocations  # a TCP allocation's peer connections (RFC 6062)
         return [
-            view_of(allocation, now)
+            view_of(allocation, now, None if (held := tcp.get(allocation)) is None else len(held))
             for allocation in self.allocations.values()
             if identity is None or allocation.identity == identity
         ]

@@ -7,8 +7,10 @@ nothing new:
 
 - `GET /v1/sessions[?identity=ID]`: 200 `{"sessions": [...], "unanswered_workers": []}`,
   one object per live allocation (`session_json`: transport, client, server, relayed
-  address, identity, age, lifetime left, permissions, channels, datagrams and bytes
-  both ways, and with `--workers` the worker index);
+  address, every relayed address (`relayed_addresses`: a dual allocation's two),
+  identity, age, lifetime left, permissions, channels, a TCP allocation's peer
+  connections (`peer_connections`, null for UDP), datagrams and bytes both ways, and
+  with `--workers` the worker index);
 - `DELETE /v1/sessions?identity=ID`: end every allocation of ID, 200 `{"ended": n}`;
 - `DELETE /v1/sessions/{relayed}` ("198.51.100.1:49152", "[2001:db8::1]:49152"): end
   that allocation, 200 `{"ended": 1}`, or 404 `{"error": ..., "ended": 0}`;
@@ -208,11 +210,18 @@ def session_json(entry: ListedSession) -> dict[str, Any]:
         "server": format_host_port(*five_tuple.server),
         "relayed": format_host_port(*view.reported_relayed),
         "relay_socket": format_host_port(*view.relayed),
+        # Every relayed address (a dual allocation's two, RFC 8656 §7.2), as reported.
+        "relayed_addresses": [
+            format_host_port(*address)
+            for address in (view.reported_relayed, view.second_reported_relayed)
+            if address is not None
+        ],
         "identity": view.identity,
         "age_seconds": round(view.age, 3),
         "lifetime_left_seconds": round(view.lifetime_left, 3),
         "permissions": view.permissions,
         "channels": view.channels,
+        "peer_connections": view.peer_connections,  # null for a UDP allocation
         "client_to_peer_datagrams": traffic.client_to_peer_datagrams,
         "client_to_peer_bytes": traffic.client_to_peer_bytes,
         "peer_to_client_datagrams": traffic.peer_to_client_datagrams,

@@ -132,6 +132,8 @@ async def test_list_and_end_sessions(admin: Admin) -> None:
         assert mine["client"] == f"127.0.0.1:{alice.local[1]}"
         assert mine["server"] == f"{admin.local.udp[0]}:{admin.local.udp[1]}"
         assert mine["relayed"] == mine["relay_socket"] == f"127.0.0.1:{alice_relayed[1]}"
+        assert mine["relayed_addresses"] == [mine["relayed"]]  # single-family: one
+        assert mine["peer_connections"] is None  # a UDP allocation
         assert mine["transport"] == "udp"
         assert (mine["permissions"], mine["channels"]) == (0, 0)
         assert 0 <= mine["age_seconds"] < mine["lifetime_left_seconds"] <= 600

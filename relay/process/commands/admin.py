@@ -85,7 +85,12 @@ def run_sessions_command(
 def table(sessions: list[dict[str, Any]]) -> str:
     """The sessions as aligned columns (WORKER only when the relay has workers)."""
     columns = [c for c in COLUMNS if c[1] != "worker" or any("worker" in s for s in sessions)]
-    return outcome.table(columns, sessions, unit="s")
+    # A dual allocation's RELAYED shows both addresses (relays older than the field: one).
+    shown = [
+        {**s, "relayed": ",".join(s["relayed_addresses"])} if s.get("relayed_addresses") else s
+        for s in sessions
+    ]
+    return outcome.table(columns, shown, unit="s")
 
 
 def _request(arguments: argparse.Namespace) -> urllib.request.Request:

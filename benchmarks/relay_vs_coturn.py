@@ -30,6 +30,12 @@ the load is not the limit.
   working tree are not measured by accident; `--worktree` measures the checkout as it is.
   `--baseline REV` adds a second trelay build (`baseline`) to the same alternating rounds,
   so a change is measured before and after, beside coturn, in one run.
+- `--workers N` (issue 13 part 5): no coturn; trelay with 1 worker and with `--workers N`
+  in the same alternating rounds, unpinned, the flows' sources picked with
+  `trelay.process.reuseport_steering.worker_for` so each worker holds its share; per
+  window each process's CPU (schedstat: the supervisor and every worker, pids from its
+  "worker I bound (pid P)" log lines) and relayed datagrams per worker CPU-second, and
+  each process's RSS after start. Printed only (the README's marked table stays).
 
 It prints the tables and rewrites the marked part of the "Relay vs coturn: the load users
 run" section of benchmarks/README.md (`--no-write` keeps it). Every process it starts is
@@ -43,6 +49,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import resource
 import shutil
 import socket
@@ -62,12 +69,15 @@ from benchmarks.relay_bench import (
     BASELINE,
     Server,
     coturn_version,
+    cpu_seconds,
     read_line,
     running_servers,
     split_cpus,
+    start_trelay,
 )
 from benchmarks.report import README, machine_lines, write_marked_section
 from benchmarks.turn_client import Address, TurnClient, TurnClientError
+from trelay.process.reuseport_steering import worker_for
 
 SOURCE = Path(__file__).with_name("loadgen.c")
 REPO = Path(__file__).resolve().parent.parent
@@ -712,6 +722,194 @@ def report(
     )
 
 
+# --- several workers (issue 13 part 5) -------------------------------------------------
+
+_BOUND = re.compile(r"worker (\d+) bound \(pid (\d+)\)")
+
+
+def with_workers(executable: str | None, workers: int, directory: Path) -> str:
+    """An executable running `executable` (default: this environment's `trelay`) as
+    `trelay serve ... --workers N`."""
+    if executable is None:
+        ours = Path(sys.executable).with_name("trelay")
+        executable = str(ours) if ours.exists() else shutil.which("trelay") or "trelay"
+    wrapper = directory / f"trelay-workers-{workers}.sh"
+    wrapper.write_text(f"#!/bin/sh\nexec '{executable}' \"$@\" --workers {workers}\n")
+    wrapper.chmod(0o755)
+    return str(wrapper)
+
+
+def worker_pids(server: Server, workers: int, timeout: float = _LINE_TIMEOUT) -> dict[str, int]:
+    """ "supervisor" and "worker I" -> pid, from the supervisor's log lines "worker I bound
+    (pid P)" (worker indexes do not follow pid order); one worker: the process itself."""
+    if workers == 1:
+        return {"worker 0": server.process.pid}
+    deadline = time.monotonic() + timeout
+    while True:
+        bound = dict(_BOUND.findall(server.log.read_text(errors="replace")))
+        if len(bound) == workers:
+            pids = {f"worker {i}": int(bound[str(i)]) for i in range(workers)}
+            return {"supervisor": server.process.pid, **pids}
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{server.name}: {len(bound)} of {workers} workers bound")
+        time.sleep(0.1)
+
+
+@dataclass
+class ProcessCpu:
+    """The server's CPU (`run_window`'s `server_cpu`: all its processes) that also keeps
+    each process's reading, so a window splits into supervisor and workers."""
+
+    server: Server
+    pids: dict[str, int]
+    readings: list[dict[str, float]] = field(default_factory=list)
+
+    def __call__(self) -> float:
+        if self.server.process.poll() is not None:
+            raise RuntimeError(f"{self.server.name} exited; see {self.server.log}")
+        reading = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        self.readings.append(reading)
+        return sum(reading.values())
+
+    def last_window(self) -> dict[str, float]:
+        """CPU seconds per process between the last two readings (one window)."""
+        before, after = self.readings[-2:]
+        return {name: after[name] - before[name] for name in after}
+
+
+def open_steered_flows(
+    target: Target, count: int, peer: Address, base: int, workers: int
+) -> list[TurnClient]:
+    """`open_flows`, with sources picked so that each worker gets its share: the
+    supervisor's BPF program hands a source address+port to `worker_for` of it."""
+    share = [count // workers + (1 if w < count % workers else 0) for w in range(workers)]
+    clients: list[TurnClient] = []
+    try:
+        for index in range(64 * count):  # bounded: each try lands on a given worker ~1/N
+            if len(clients) == count:
+                break
+            client = target.client(bind=(spread_source(index, base), 0))
+            worker = worker_for(client.sock.getsockname(), workers)
+            if share[worker] == 0:
+                client.close()
+                continue
+            share[worker] -= 1
+            clients.append(client)
+            client.allocate()
+            client.channel_bind(CHANNEL, peer)
+        if len(clients) < count:
+            raise RuntimeError(f"could not spread {count} flows over {workers} workers")
+    except BaseException:
+        close_flows(clients)
+        raise
+    return clients
+
+
+@dataclass(frozen=True, slots=True)
+class WorkersWindow:
+    window: LoadWindow
+    cpu: dict[str, float]  # CPU seconds per process in the window
+
+    @property
+    def worker_cpu(self) -> float:
+        return sum(v for k, v in self.cpu.items() if k.startswith("worker"))
+
+    def per_worker_cpu(self) -> float:
+        """Relayed datagrams per CPU-second of the workers (the supervisor left out)."""
+        return self.window.relayed / self.worker_cpu if self.worker_cpu > 0 else 0.0
+
+
+def measure_workers(
+    binary: Path, servers: list[tuple[Server, int]], settings: Settings, modes: list[Mode]
+) -> tuple[dict[tuple[int, Mode], list[WorkersWindow]], dict[int, dict[str, int]]]:
+    """Each mode's windows for each (server, workers) in alternating rounds; and each
+    server's RSS per process (KiB) after its start, before any flow."""
+    meters = {n: ProcessCpu(s, worker_pids(s, n)) for s, n in servers}
+    rss = {n: {name: rss_kib(pid) for name, pid in meters[n].pids.items()} for _, n in servers}
+    found: dict[tuple[int, Mode], list[WorkersWindow]] = {}
+    with echo_peer(binary, seconds=3600.0) as peer:
+        for mode in modes:
+            flows = {
+                n: open_steered_flows(s.target, mode.flows, peer.address, 40 + n, n)
+                for s, n in servers
+            }
+            try:
+                for round_ in range(settings.rounds):
+                    for _, n in servers if round_ % 2 == 0 else servers[::-1]:
+                        window = run_window(
+                            binary, flows[n], mode, peer, meters[n],
+                            warmup=settings.warmup, duration=settings.duration,
+                        )  # fmt: skip
+                        seen = WorkersWindow(window, meters[n].last_window())
+                        found.setdefault((n, mode), []).append(seen)
+                        split = ", ".join(
+                            f"{k} {v / window.seconds:.2f}" for k, v in seen.cpu.items()
+                        )
+                        print(
+                            f"  {n} worker(s) {mode.label:30} round {round_ + 1}: "
+                            f"{seen.per_worker_cpu():,.0f} relayed/worker CPU-s; {split}; "
+                            f"{_line(window)}"
+                        )
+            finally:
+                for clients in flows.values():
+                    close_flows(clients)
+    return found, rss
+
+
+def workers_table(
+    found: dict[tuple[int, Mode], list[WorkersWindow]], rss: dict[int, dict[str, int]]
+) -> str:
+    """Per mode and worker count, the median window (by relayed per worker CPU-s)."""
+    lines = [
+        "| mode | workers | relayed per worker CPU-s (all rounds) | µs worker CPU per datagram "
+        "| CPU per process (cores) | relayed/s | load generator CPU | echo peer CPU |",
+        "|---|--:|--:|--:|---|--:|--:|--:|",
+    ]
+    for (n, mode), runs in found.items():
+        best = sorted(runs, key=WorkersWindow.per_worker_cpu)[len(runs) // 2]
+        w = best.window
+        spread = ", ".join(f"{r.per_worker_cpu() / 1000:.0f}k" for r in runs)
+        split = ", ".join(f"{k} {v / w.seconds:.2f}" for k, v in best.cpu.items())
+        micros = 1e6 / best.per_worker_cpu() if best.per_worker_cpu() else 0.0
+        lines.append(
+            f"| {mode.label} | {n} | {best.per_worker_cpu():,.0f} ({spread}) | {micros:.2f} "
+            f"| {split} | {w.relayed / w.seconds:,.0f} | {w.client_cpu / w.seconds:.2f} "
+            f"| {w.peer_cpu / w.seconds:.2f} |"
+        )
+    lines += ["", "| workers | RSS per process after start (MiB) |", "|--:|---|"]
+    for n, per in rss.items():
+        cells = ", ".join(f"{k} {v / 1024:.1f}" for k, v in per.items())
+        lines.append(f"| {n} | {cells} |")
+    return "\n".join(lines)
+
+
+def run_workers(workers: int, commit: str | None, settings: Settings, modes: list[Mode]) -> None:
+    """`--workers N`: trelay (`commit`'s tree, None: the checkout) with 1 and with N
+    workers, no coturn, unpinned (a worker per core is the point, so the load shares the
+    CPUs with them); printed, not written to the README."""
+    with tempfile.TemporaryDirectory(prefix="relay-workers-") as workdir:
+        binary = compile_loadgen(Path(workdir))
+        executable, measured = None, worktree_state()
+        if commit is not None:
+            executable, full = trelay_at(commit, Path(workdir))
+            measured = f"commit {full[:12]}"
+        print(f"trelay: {measured}; {workers} workers beside 1, unpinned")
+        servers: list[tuple[Server, int]] = []
+        try:
+            servers.append((start_trelay(Path(workdir), executable, "trelay-1"), 1))
+            many = with_workers(executable, workers, Path(workdir))
+            servers.append((start_trelay(Path(workdir), many, f"trelay-{workers}"), workers))
+            with logs_on_failure([s for s, _ in servers]):
+                found, rss = measure_workers(binary, servers, settings, modes)
+        finally:
+            for server, _ in servers:
+                server.process.kill()  # the workers end with their supervisor's channel
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    server.process.wait(5)
+    print()
+    print(workers_table(found, rss))
+
+
 def raise_nofile(wanted: int = NOFILE) -> None:
     """Let the servers (which inherit it) hold `wanted` sockets: 10,000 allocations are
     10,000 relay sockets, and coturn sizes its session table from this limit (it logs
@@ -763,6 +961,13 @@ def main(argv: list[str] | None = None) -> None:
         help="comma-separated parts to run: mode names (saturated, light, audio, ping-pong, "
         "burst), allocations, memory; default all",
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="instead of coturn: trelay with 1 and with N workers in alternating rounds, "
+        "CPU per process and relayed per worker CPU-s (printed only; a build's modes only)",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         settings = Settings(0.5, 1.5, 1, 200, 1.5, 2, 1000)
@@ -780,8 +985,13 @@ def main(argv: list[str] | None = None) -> None:
         sized = Mode(mode.name, mode.size, flows, mode.inflight, mode.rate)
         if sized not in modes:
             modes.append(sized)
-    cpus = None if args.no_pin else split_cpus()
     raise_nofile()
+    if args.workers is not None:
+        if args.workers < 2:
+            parser.error("--workers: N must be 2 or more (it is compared with 1)")
+        run_workers(args.workers, None if args.worktree else args.commit, settings, modes)
+        return
+    cpus = None if args.no_pin else split_cpus()
     began = time.monotonic()
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="relay-vs-coturn-") as workdir:

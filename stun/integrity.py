@@ -29,7 +29,7 @@ import zlib
 from dataclasses import dataclass
 
 from trelay.stun.codes import FINGERPRINT_XOR, HEADER_LENGTH, AttributeType
-from trelay.stun.message import Message, attribute_type, encode_message
+from trelay.stun.message import Message, encode_message
 
 _TLV = struct.Struct("!HH")
 _LENGTH = struct.Struct("!H")
@@ -190,7 +190,9 @@ def encode_signed(
     `fingerprint`). `message` must not already contain any of the three (ValueError).
     """
     for attribute in message.attributes:
-        if attribute_type(attribute) in _COMPUTED:
+        # TYPE, not `attribute_type`: the same number (an UnknownAttribute's TYPE is its
+        # type) without a call per attribute of every response (issue 13 part 4).
+        if attribute.TYPE in _COMPUTED:
             raise ValueError(
                 f"{type(attribute).__name__}: integrity and fingerprint are computed here"
             )

@@ -42,6 +42,7 @@ A = TypeVar("A", bound=Attribute)
 
 HEADER = struct.Struct("!HHI12s")
 _TLV = struct.Struct("!HH")
+_PADDING = (b"", b"\x00", b"\x00\x00", b"\x00\x00\x00")  # by the padding length
 _METHODS: dict[int, Method] = {m.value: m for m in Method}
 
 ATTRIBUTE_CLASSES: tuple[type[Attribute], ...] = (
@@ -171,7 +172,20 @@ def encode_header(message_type: int, length: int, transaction_id: bytes) -> byte
 
 
 def encode_attributes(attributes: Iterable[Attribute], transaction_id: bytes) -> bytes:
-    return b"".join(encode_attribute(a, transaction_id) for a in attributes)
+    """`encode_attribute` of each, joined; inlined here because every response is encoded
+    through it (issue 13 part 4: a call less per attribute, no empty padding objects)."""
+    parts: list[bytes] = []
+    append = parts.append
+    for attribute in attributes:
+        value = attribute.encode_value(transaction_id)
+        length = len(value)
+        if length > 0xFFFF:
+            raise ValueError(f"{type(attribute).__name__}: value longer than 65535 bytes")
+        append(_TLV.pack(attribute.TYPE, length))  # an UnknownAttribute's TYPE is its type
+        append(value)
+        if length % 4:
+            append(_PADDING[-length % 4])
+    return b"".join(parts)
 
 
 def encode_message(message: Message) -> bytes:

@@ -30,6 +30,9 @@ Both take the same path:
    client's next request already lands there. One per allocation, closed when it moves
    again or ends; the data path reads it like a listener.
 
+Each worker counts the requests it handed on and the clients it captured
+(`SteeringCounts`, exported as `trelay_worker_handovers_total{kind}`).
+
 A forged or foreign ticket opens to nothing (`SealedTickets.owner`: None): such a
 Refresh goes to this worker's core and gets its answer (437). A forged token naming
 another worker is handed on and answered 508 there (its 7 random bytes match nothing).
@@ -42,7 +45,7 @@ worker's peer connection) is proxied to it whole (`trelay.node.bind_proxy`).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from trelay.node.mobility_tickets import SealedTickets
 from trelay.stun.attributes import MobilityTicket, ReservationToken
@@ -57,6 +60,15 @@ _REFRESH_REQUEST = Method.REFRESH.to_bytes(2, "big")
 _ALLOCATE_REQUEST = Method.ALLOCATE.to_bytes(2, "big")
 
 
+@dataclass(slots=True)
+class SteeringCounts:
+    """What one worker's steering did since it started (`trelay_worker_handovers_total`,
+    `trelay.ops.metrics`): requests it handed to another worker, clients it captured."""
+
+    handed_over: int = 0
+    captured: int = 0
+
+
 @dataclass(frozen=True, slots=True)
 class ClientSteering:
     """One worker's part: its index, the node's tickets (None when mobility is off), the
@@ -69,6 +81,12 @@ class ClientSteering:
     elsewhere: Callable[[Address], bool]
     # Hand a datagram (from `FiveTuple`) to the worker of that index; never blocks.
     forward: Callable[[int, FiveTuple, bytes], None]
+    counts: SteeringCounts = field(default_factory=SteeringCounts)
+
+    def hand_over(self, owner: int, five_tuple: FiveTuple, data: bytes) -> None:
+        """Hand `data` (a request `owner` returned a worker for) to that worker."""
+        self.counts.handed_over += 1
+        self.forward(owner, five_tuple, data)
 
     def owner(self, data: bytes) -> int | None:
         """The worker a Refresh's ticket or an Allocate's RESERVATION-TOKEN names, when

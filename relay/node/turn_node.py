@@ -343,7 +343,7 @@ class TurnNode:
         ):
             owner = steering.owner(data)
             if owner is not None:  # RFC 8016: another worker's client, moved here
-                steering.forward(owner, five_tuple, data)
+                steering.hand_over(owner, five_tuple, data)
                 return None
         proxy = self.bind_proxy
         if (
@@ -652,6 +652,8 @@ class TurnNode:
             sock.close()
             return
         self._captured[relayed] = sock
+        if self.steering is not None:  # always, as only `_steer` captures
+            self.steering.counts.captured += 1
         table = self.server.client_table(ClientTransport.UDP, server)
         reader = ClientReader(sock, server, self.captured_stats, table, self.counters, self)
         if not self._data_plane_started:

@@ -47,6 +47,9 @@ number of series is bounded whatever the traffic):
     trelay_gso_datagrams_total                           counter  datagrams sent in them
     trelay_gso_fallbacks_total                           counter  sockets where GSO failed
                                                                   and sends went one by one
+    trelay_worker_handovers_total{kind}                  counter  with --workers N, what
+                                                                  crossed to another worker
+                                                                  (`HANDOVER_KINDS`)
     trelay_build_info{version,python}                    gauge    1
     process_*                                            prometheus_client's ProcessCollector
 
@@ -136,6 +139,15 @@ _DIRECTIONS = ("client_to_peer", "peer_to_client")
 # The drop reason of datagrams the kernel dropped: a socket's receive buffer was full
 # (`trelay.node.datagram_batch.kernel_drops`); not a `Drop`, the core never sees them.
 SOCKET_BUFFER = "socket_buffer"
+# trelay_worker_handovers_total's kinds (design §4, steering across workers; all 0 in a
+# single process): a stream connection (an RFC 6062 ConnectionBind's, or a reservation
+# Allocate's over TCP/TLS) proxied to the worker it names, or adopted from another
+# (`trelay.node.bind_proxy`); a UDP request (RFC 8016 Refresh, reservation Allocate)
+# handed to the worker it names, and a client captured by the owner
+# (`trelay.node.mobility_steering`). Summed over a node's workers, proxied connections
+# equal adopted ones once the handoffs are taken.
+HANDOVER_KINDS = ("connection_proxied", "connection_adopted", "request_handed_over",
+                  "client_captured")  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +177,7 @@ class NodeSnapshot:
     redirecting: Series = field(default_factory=dict)
     usage_records: Series = field(default_factory=dict)
     usage_queue: Series = field(default_factory=dict)
+    worker_handovers: Series = field(default_factory=dict)
     latency: Latency = field(default_factory=dict)
 
 
@@ -221,10 +234,23 @@ def snapshot(node: TurnNode) -> NodeSnapshot:
         redirecting={(): 1.0 if server.redirection.fleet else 0.0},
         usage_records={("log",): usage.to_log, ("stream",): usage.to_stream},
         usage_queue={(): usage.queued},
+        worker_handovers=_handovers(node),
         latency={
             method_label(m): (tuple(h.buckets), h.total_seconds) for m, h in stats.latency.items()
         },
     )
+
+
+def _handovers(node: TurnNode) -> Series:
+    """Each of `HANDOVER_KINDS`, 0 without workers."""
+    proxy, steering = node.bind_proxy, node.steering
+    counts = (
+        0 if proxy is None else proxy.proxied,
+        0 if proxy is None else proxy.adopted,
+        0 if steering is None else steering.counts.handed_over,
+        0 if steering is None else steering.counts.captured,
+    )
+    return {(kind,): float(n) for kind, n in zip(HANDOVER_KINDS, counts, strict=True)}
 
 
 def _drops(core: dict[Drop, int], data_path: dict[Drop, int], kernel: int) -> Series:
@@ -326,6 +352,12 @@ _FAMILIES: tuple[tuple[str, _Kind, str, str, tuple[str, ...]], ...] = (
     ("usage_queue", _GAUGE, "trelay_usage_queue_records",
      "Usage records queued for the fleet's Redis stream now (bounded by [usage] "
      "queue_max_records; beyond it they go to the log).", ()),
+    ("worker_handovers", _COUNTER, "trelay_worker_handovers",
+     "With --workers: stream connections proxied to the worker their ConnectionBind or "
+     "RESERVATION-TOKEN names (connection_proxied) or adopted from another "
+     "(connection_adopted), UDP requests handed to the worker their MOBILITY-TICKET or "
+     "RESERVATION-TOKEN names (request_handed_over), clients captured by that worker "
+     "(client_captured).", ("kind",)),
 )  # fmt: skip
 
 

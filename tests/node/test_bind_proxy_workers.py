@@ -24,7 +24,7 @@ import trio
 
 from tests.helpers.supervised import Supervised, running_workers
 from tests.helpers.turn_relay import PASSWORD, REALM, USERNAME
-from tests.node.test_mobility_workers import active
+from tests.node.test_mobility_workers import active, handovers
 from tests.node.test_tcp_relay import (
     RawClient,
     allocate_tcp,
@@ -112,5 +112,10 @@ async def test_a_connection_bind_on_the_other_worker_is_proxied(tmp_path: Path) 
                 assert code(reply) == 400, reply
             finally:
                 await trio.aclose_forcefully(other.stream)
+            # Both data connections crossed: proxied by one worker, adopted by the other
+            # (the 400 came through the owner); no UDP request was handed on.
+            crossed = handovers(await node.metrics())
+            assert crossed == {"connection_proxied": 2, "connection_adopted": 2,
+                               "request_handed_over": 0, "client_captured": 0}  # fmt: skip
         log = node.stderr_path.read_text()
     assert "connection proxied" in log, log[-3000:]

@@ -15,7 +15,7 @@ from trelay.stun.attributes import (
 )
 from trelay.stun.codes import MessageClass, Method
 from trelay.stun.message import Message, encode_message, new_transaction_id
-from trelay.turn.addressing import Address, FiveTuple
+from trelay.turn.addressing import Address, ClientTransport, FiveTuple
 from trelay.turn.mobility import Ticket
 from trelay.turn.reservations import TOKEN_BYTES, new_token, token_worker
 
@@ -80,3 +80,12 @@ def test_other_messages_and_garbage_belong_here() -> None:
     assert steering(0).owner(request(Method.CREATE_PERMISSION)) is None
     assert steering(0).owner(b"\x00\x03 not a message") is None
     assert steering(0).owner(b"") is None
+
+
+def test_hand_over_counts_and_forwards() -> None:
+    forwarded: list[tuple[int, FiveTuple, bytes]] = []
+    steer = ClientSteering(0, 2, None, lambda _: False, lambda *a: forwarded.append(a))
+    five_tuple = FiveTuple(ClientTransport.UDP, ("127.0.0.1", 5000), ("127.0.0.1", 3478))
+    steer.hand_over(1, five_tuple, b"request")
+    assert forwarded == [(1, five_tuple, b"request")]
+    assert (steer.counts.handed_over, steer.counts.captured) == (1, 0)

@@ -45,6 +45,12 @@ def active(samples: Samples) -> dict[str, float]:
     return {dict(labels)["worker"]: v for (n, labels), v in samples.items() if n == name}
 
 
+def handovers(samples: Samples) -> dict[str, float]:
+    """trelay_worker_handovers_total by kind, summed over the workers."""
+    name = "trelay_worker_handovers_total"
+    return {dict(labels)["kind"]: v for (n, labels), v in samples.items() if n == name}
+
+
 async def test_a_client_moving_to_another_workers_port_keeps_its_allocation(
     tmp_path: Path,
 ) -> None:
@@ -72,6 +78,11 @@ async def test_a_client_moving_to_another_workers_port_keeps_its_allocation(
         assert await client.receive_data() == (0x4001, b"back to the new port")
         await client.channel_bind(0x4001, far.address)  # a request reaches the owner too
         assert active(await node.metrics()) == {"0": 1.0, "1": 0.0}
+        crossed = handovers(await node.metrics())
+        # Worker 1 handed the Refresh on (again if it was answered stale and retried);
+        # worker 0 captured the client once, so the ChannelBind was not handed on.
+        assert crossed["request_handed_over"] >= 1 and crossed["client_captured"] == 1
+        assert crossed["connection_proxied"] == crossed["connection_adopted"] == 0
         assert home.discard() == 0
         await home.aclose()
         assert await client.refresh(0) == 0

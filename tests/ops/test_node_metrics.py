@@ -141,6 +141,11 @@ async def test_every_metric_after_a_scripted_sequence(local: LocalNode) -> None:
     }  # fmt: skip
     assert set(by_label(after, "trelay_quota_rejections_total", "quota").values()) == {0}
     assert not series(after, "trelay_relay_ports")  # no port range configured: absent
+    handovers = by_label(after, "trelay_worker_handovers_total", "kind")
+    assert handovers == {  # one process: nothing crosses to another worker
+        "connection_proxied": 0, "connection_adopted": 0, "request_handed_over": 0,
+        "client_captured": 0,
+    }  # fmt: skip
 
     counts = by_label(after, "trelay_request_duration_seconds_count", "method")
     assert counts == {

@@ -145,12 +145,18 @@ class RecordScrubber:
 
     def fields(self, record: logging.LogRecord) -> dict[str, Any]:
         """The record's `extra` fields, secrets redacted and usernames hidden or hashed."""
-        extra = [
-            (name, value)
-            for name, value in vars(record).items()
-            if name not in _RECORD_ATTRIBUTES and name[:1] != "_"
-        ]
-        return self._items(extra, depth=0)
+        # `_items` at depth 0 in one pass over the record, with the common case (a plain
+        # name holding a value of an exact built-in type) inline: three lines per
+        # allocation go through here (issue 13 part 4).
+        out: dict[str, Any] = {}
+        for name, value in vars(record).items():
+            if name in _RECORD_ATTRIBUTES or name[:1] == "_":
+                continue
+            if _name_kind(name) is _PLAIN_NAME:
+                out[name] = value if type(value) in _PLAIN_TYPES else self.plain(value)
+            else:
+                out.update(self._items(((name, value),), depth=0))
+        return out
 
     def plain(self, value: object, depth: int = 0) -> Any:
         """`value` as JSON-ready data: addresses as host:port, secrets in it redacted."""
@@ -314,7 +320,7 @@ class HumanFormatter(logging.Formatter):
         fields = self.scrubber.fields(record)
         line = f"{HUMAN_PREFIX}: {record.levelname}: {record.name}: {self.scrubber.message(record)}"
         if fields:
-            line += " " + " ".join(f"{k}={_render(v)}" for k, v in fields.items())
+            line += " " + " ".join([f"{k}={_render(v)}" for k, v in fields.items()])
         exception = self.scrubber.exception(record, self)
         return line if exception is None else f"{line}\n{exception}"
 

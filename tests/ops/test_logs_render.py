@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 from enum import Enum
 from typing import Any
 
@@ -91,3 +92,24 @@ def test_enums_and_subclasses_of_plain_types_are_still_converted() -> None:
     scrubber = RecordScrubber()
     assert scrubber.plain(_Color.RED) == "red"
     assert scrubber.plain(("192.0.2.1", 5)) == "192.0.2.1:5"
+
+
+@given(
+    st.dictionaries(
+        _NAMES | st.text(min_size=1, max_size=12).filter(lambda n: not n.startswith("_")),
+        st.text()
+        | st.integers()
+        | st.none()
+        | st.floats()
+        | st.tuples(st.just("h"), st.integers()),
+    )
+)
+def test_a_records_fields_are_its_extras_by_the_uncached_rule(extras: dict[str, Any]) -> None:
+    """`fields` (one pass over the record, plain values inline) gives what `_items` gave
+    for the record's extra attributes."""
+    record = logging.LogRecord("t", logging.INFO, __file__, 1, "m", None, None)
+    extras = {k: v for k, v in extras.items() if k not in logs._RECORD_ATTRIBUTES}
+    for name, value in extras.items():
+        setattr(record, name, value)
+    scrubber = RecordScrubber(username_key=b"k" * 16)
+    assert scrubber.fields(record) == items_before(scrubber, extras)

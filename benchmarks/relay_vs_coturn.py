@@ -989,6 +989,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.workers is not None:
         if args.workers < 2:
             parser.error("--workers: N must be 2 or more (it is compared with 1)")
+        if args.baseline is not None:
+            parser.error("--workers measures one build: leave out --baseline")
         run_workers(args.workers, None if args.worktree else args.commit, settings, modes)
         return
     cpus = None if args.no_pin else split_cpus()

@@ -13,10 +13,10 @@ connection proxies it there:
 2. that handover, once the stream listener stops reading frames, makes an AF_UNIX
    socketpair and sends one end to the owner (`Handoffs`: SCM_RIGHTS with the client's
    transport, address and the listen address, in one datagram), writes the
-   ConnectionBind it read into its own end and copies bytes both ways between the
-   client's connection (TLS terminated here) and the socketpair, a chunk at a time
-   (each `send_all` before the next read: backpressure both ways, as the splice); either
-   side ending ends both (§5.5);
+   ConnectionBind it read into its own end (then what the listener read past it) and
+   copies bytes both ways between the client's connection (TLS terminated here) and
+   the socketpair, a chunk at a time (each `send_all` before the next read:
+   backpressure both ways, as the splice); either side ending ends both (§5.5);
 3. the owner (`BindProxy.serve`) serves the other end as a stream connection from that
    client (`serve_connection(client=...)`): its core authenticates the ConnectionBind
    as any, answers it and splices the peer connection with the socketpair end as if it
@@ -28,9 +28,13 @@ Allocate whose RESERVATION-TOKEN names another worker (`trelay.turn.reservations
 a connection holding nothing, makes the whole control connection a proxy to that worker,
 which redeems the token and holds the allocation; the client's later requests and its
 relayed data go through the proxy. (Over UDP the datagram is handed over instead,
-`trelay.node.mobility_steering`.) What a client sends after that Allocate before its
-answer is lost with the stream listener's read buffer: clients wait for the answer,
-which tells them the relayed address they need.
+`trelay.node.mobility_steering`.)
+
+What the client sent right behind the proxied request (a ConnectionBind's first data,
+requests pipelined behind the Allocate), in the same read or before the answer, is not
+lost: the stream listener keeps what it read past the request and the handover's stream
+yields it first (`trelay.node.stream_listener`), so the proxy sends it to the owner
+right after the request, in order.
 
 The handoff channel: one AF_UNIX datagram socketpair per worker slot, made by the
 supervisor (`handoff_pairs`) and kept for its whole life like the UDP sockets, so a

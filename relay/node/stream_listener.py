@@ -44,6 +44,16 @@ Invariants:
   ConnectionBind) gets no more frames: the writer sends what is queued (the
   ConnectionBind success), then the handover runs with the stream, without the idle
   timeout (the splice lives as long as both sides and the allocation).
+- What the client sent right after that request, in the same read or before the answer
+  (RFC 6062 §5.4 lets it send data at once; an RTP client's first packets), is not lost:
+  on a connection that holds no allocation (the only kind a handover can start on, and
+  only for its first few requests) the reader cuts one frame at a time and keeps the
+  bytes past it (`_careful`), so the handover's stream yields them first, in order
+  (`_Replayed`), to the peer or to the worker a proxy hands the connection to
+  (`trelay.node.bind_proxy`), raw bytes that need not be STUN framing at all. A
+  connection holding an allocation reads as before (a whole chunk into the deframer);
+  one that deleted its allocation goes back to cutting one frame at a time once its
+  deframer holds no unfinished frame.
 """
 
 from __future__ import annotations
@@ -63,6 +73,8 @@ import trio
 from trelay.config.values import format_host_port
 from trelay.node.exhaustion import ACCEPT, EXHAUSTION_ERRNOS, Exhaustion
 from trelay.node.frontend import ClientFrontend, StreamSession
+from trelay.stun.channel_data import FIRST_CHANNEL_BYTE, LAST_CHANNEL_BYTE
+from trelay.stun.codes import HEADER_LENGTH
 from trelay.stun.errors import StunDecodeError
 from trelay.stun.framing import StreamDeframer
 from trelay.turn.addressing import ClientTransport
@@ -350,7 +362,7 @@ async def serve_connection(  # noqa: PLR0915 - one connection's whole life, in o
                 nursery.start_soon(
                     _write, stream, pending, idle_timeout, stats, nursery.cancel_scope
                 )
-                graceful = await _read(stream, session, idle_timeout, stats)
+                graceful, early = await _read(stream, session, idle_timeout, stats)
                 handover = session.handover()
                 if handover is None:
                     nursery.cancel_scope.cancel()
@@ -359,7 +371,8 @@ async def serve_connection(  # noqa: PLR0915 - one connection's whole life, in o
         finally:
             session.close()
         if handover is not None and not nursery.cancel_scope.cancel_called:
-            await handover(stream)  # RFC 6062: raw bytes from here (`trelay.node.tcp_relay`)
+            # RFC 6062: raw bytes from here (`trelay.node.tcp_relay`), those already read first.
+            await handover(_Replayed(stream, early) if early else stream)
     except trio.TooSlowError:
         stats.closed_idle += 1
     except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -390,9 +403,12 @@ async def _read(
     session: StreamSession,
     idle_timeout: float,
     stats: StreamListenerStats,
-) -> bool:
-    """The read loop; returns True when the client closed cleanly (end of stream)."""
+) -> tuple[bool, bytes]:
+    """The read loop; returns whether the client closed cleanly (end of stream) and, when
+    the session took the connection over, the bytes read past the request that did."""
     deframer = StreamDeframer()
+    # Bytes read and not yet framed while frames are cut one at a time (`_careful`).
+    pending = bytearray()
     try:
         while True:
             with trio.move_on_after(idle_timeout) as idle:
@@ -401,28 +417,111 @@ async def _read(
                 if session.keeps_alive():
                     continue
                 stats.closed_idle += 1
-                return False
+                return False, b""
             if not data:
-                return True
+                return True, b""
+            if pending or (not deframer.buffered and not session.keeps_alive()):
+                # No allocation here: a handover may start with any request.
+                pending += data
+                outcome = _careful(pending, deframer, session, stats)
+                if outcome is not None:
+                    return outcome, bytes(pending) if outcome else b""
+                if not pending or not session.keeps_alive():
+                    continue
+                data = bytes(pending)  # an Allocate made it a control connection
+                pending.clear()
             for channel, payload in deframer.feed(data):
                 stats.frames_received += 1
                 if not session.frame(channel, payload):
                     stats.closed_lost_framing += 1
-                    return False
+                    return False, b""
                 # Only a STUN request (a ConnectionBind) can make it a data connection.
                 if channel is None and session.handover() is not None:
-                    return True  # a data connection now; its client waited for the answer
+                    return True, b""  # a data connection now; its client waited for the answer
             # Judge an unfinished ChannelData frame by its header: lost framing does not
             # wait for the data a length read from the wrong bytes announces.
-            pending = deframer.pending_channel
-            if pending is not None and session.framing_lost(pending):
+            pending_channel = deframer.pending_channel
+            if pending_channel is not None and session.framing_lost(pending_channel):
                 stats.closed_lost_framing += 1
-                return False
+                return False, b""
     except StunDecodeError:
         stats.closed_malformed += 1
     except (trio.BrokenResourceError, trio.ClosedResourceError):
         stats.closed_broken += 1
-    return False
+    return False, b""
+
+
+def _careful(
+    pending: bytearray,
+    deframer: StreamDeframer,
+    session: StreamSession,
+    stats: StreamListenerStats,
+) -> bool | None:
+    """Hand `session` the complete frames at the start of `pending`, one at a time, each
+    removed once handled, so that what follows the frame that hands the connection over
+    stays in `pending`. True: handed over; False: framing lost (counted); None: go on
+    (`pending` holds an unfinished frame, or the session now holds an allocation).
+    Raises `StunDecodeError` for bytes that are not STUN/ChannelData framing.
+    """
+    while pending and not session.keeps_alive():
+        size = _frame_size(pending)
+        if size is None or len(pending) < size:
+            # Check the unfinished frame's header as the deframer would have (it holds
+            # nothing here), and judge ChannelData by its channel.
+            probe = StreamDeframer()
+            probe.feed(pending[:HEADER_LENGTH])
+            channel = probe.pending_channel
+            if channel is not None and session.framing_lost(channel):
+                stats.closed_lost_framing += 1
+                return False
+            return None
+        [(channel, payload)] = deframer.feed(pending[:size])  # exactly that frame
+        del pending[:size]
+        stats.frames_received += 1
+        if not session.frame(channel, payload):
+            stats.closed_lost_framing += 1
+            return False
+        if channel is None and session.handover() is not None:
+            return True
+    return None
+
+
+def _frame_size(data: bytearray) -> int | None:
+    """The size on the wire of the frame `data` starts with, once its length has arrived
+    and its first byte is one a frame starts with (RFC 8489 §6.2.2, RFC 8656 §12.5)."""
+    if len(data) < 4 or data[0] > LAST_CHANNEL_BYTE:
+        return None
+    length = (data[2] << 8) | data[3]
+    if data[0] >= FIRST_CHANNEL_BYTE:
+        return 4 + ((length + 3) & ~3)
+    return HEADER_LENGTH + length
+
+
+class _Replayed(trio.abc.Stream):
+    """A stream whose first reads return `early` (what was read past the request that
+    handed the connection over), then read from `stream`; writes go to `stream`."""
+
+    def __init__(self, stream: trio.abc.Stream, early: bytes) -> None:
+        self._stream = stream
+        self._early = early
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        early = self._early
+        if not early:
+            return await self._stream.receive_some(max_bytes)
+        await trio.lowlevel.checkpoint()
+        size = len(early) if max_bytes is None else max_bytes
+        self._early = early[size:]
+        return early[:size]
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self._stream.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self._stream.wait_send_all_might_not_block()
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
 
 
 async def _write(

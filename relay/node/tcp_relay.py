@@ -16,7 +16,9 @@ Owns the sockets of TCP allocations; what to do with them is the core's decision
   what the peer sends and its window closes, which is §5.2/§5.3's "buffer, adjust the
   advertised window". On `SpliceConnections` the client data connection's task
   (`trelay.node.stream_listener`) finds a handover for its 5-tuple (`handover_for`) and,
-  once the ConnectionBind success is written, gives its stream to `splice`.
+  once the ConnectionBind success is written, gives its stream to `splice`; that
+  stream first yields what the client sent right behind its ConnectionBind, so those
+  bytes reach the peer first, in order.
 - The splice: two pumps, each reads at most `SPLICE_CHUNK` bytes and `send_all`s them
   before it reads again, so a side that does not read stops the reading of the other
   (backpressure both ways, one chunk in flight per direction, no other buffer). Either

@@ -32,6 +32,7 @@ from tests.node.test_tcp_relay import (
     connected,
     echo_peer,
 )
+from tests.node.test_tcp_relay_early_bytes import connection_bind
 from trelay.stun.attributes import ConnectionId, Lifetime, RequestedTransport
 from trelay.stun.codes import MessageClass, Method
 from trelay.stun.error_attributes import ErrorCodeAttribute
@@ -112,10 +113,24 @@ async def test_a_connection_bind_on_the_other_worker_is_proxied(tmp_path: Path) 
                 assert code(reply) == 400, reply
             finally:
                 await trio.aclose_forcefully(other.stream)
-            # Both data connections crossed: proxied by one worker, adopted by the other
+
+            # Bytes right behind a proxied ConnectionBind, in the same write, reach the
+            # peer first and in order (the proxy replays what its listener read past it).
+            again = await connected(control, peer)
+            early = await connection_on(1 - connection_worker(again), node)
+            try:
+                transaction_id, request = connection_bind(early, again)
+                behind = b"\xff right behind the bind"
+                await early.stream.send_all(request + behind)
+                reply = await early._reply(transaction_id)
+                assert reply.message_class is MessageClass.SUCCESS, (code(reply), reply)
+                assert await early.receive_bytes(len(behind)) == behind
+            finally:
+                await trio.aclose_forcefully(early.stream)
+            # All data connections crossed: proxied by one worker, adopted by the other
             # (the 400 came through the owner); no UDP request was handed on.
             crossed = handovers(await node.metrics())
-            assert crossed == {"connection_proxied": 2, "connection_adopted": 2,
+            assert crossed == {"connection_proxied": 3, "connection_adopted": 3,
                                "request_handed_over": 0, "client_captured": 0}  # fmt: skip
         log = node.stderr_path.read_text()
     assert "connection proxied" in log, log[-3000:]

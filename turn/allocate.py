@@ -29,7 +29,12 @@ relayed address and an IPv6 one in one Allocate, one quota slot, one lifetime. 4
 a token, REQUESTED-ADDRESS-FAMILY or EVEN-PORT's R bit, or when the additional family is
 not IPv6. The runtime binds both (`OpenRelay.dual_host`); the success carries two
 XOR-RELAYED-ADDRESSes, or one and an ADDRESS-ERROR-CODE for IPv6 (§14.12): 440 when the
-node relays no IPv6, 508 when its socket could not be bound. UDP allocations only. The
+node relays no IPv6, 508 when its socket could not be bound. UDP allocations only: a TCP
+allocation (RFC 6062 §5.1, which predates dual allocation and gives a TCP allocation one
+relayed transport address, one listening socket) asking for the additional family gets
+its IPv4 address and ADDRESS-ERROR-CODE 440 (Address Family not Supported) for IPv6:
+step 9's answer when the IPv6 address is not offered (by local policy here), rather
+than a 400 that would refuse the IPv4 allocation the client can use. The
 turnbis drafts' code point 0x8032, which coturn's clients send, is taken as well.
 
 Mobility (RFC 8016 §3.1, `trelay.turn.mobility`): an empty MOBILITY-TICKET asks for it,
@@ -328,8 +333,8 @@ def relay_opened(
         Lifetime(pending.lifetime),
         XorMappedAddress(unmap_ipv4(host), port),
     )
-    if pending.dual and second is None:  # §7.2 step 9: the other family failed
-        attributes += (_address_error(config),)
+    if second is None and additional_family(pending.request) is not None:  # §7.2 step 9
+        attributes += (_address_error(config, tried=pending.dual),)
     if pending.reserve:
         attributes += _reserve(context, five_tuple, auth.credential.identity, reserved, now)
     if context.mobility is not None and mobility.wants_mobility(pending.request):
@@ -349,13 +354,13 @@ def _reported(config: TurnConfig, relayed: Address) -> Address:
     return (external or relayed[0], relayed[1])
 
 
-def _address_error(config: TurnConfig) -> AddressErrorCode:
-    """ADDRESS-ERROR-CODE for a dual allocation's IPv6 address that could not be made."""
-    if config.relay_host_v6 is None:
-        return AddressErrorCode(
-            AddressFamily.IPV6, ErrorCode.ADDRESS_FAMILY_NOT_SUPPORTED,
-            "Address Family not Supported",
-        )  # fmt: skip
+def _address_error(config: TurnConfig, tried: bool) -> AddressErrorCode:
+    """ADDRESS-ERROR-CODE for a dual allocation's IPv6 address that was not made: 440
+    when the node relays no IPv6 or does not offer it (a TCP allocation, not `tried`),
+    508 when its socket could not be bound."""
+    if config.relay_host_v6 is None or not tried:
+        reason = "Address Family not Supported" + ("" if tried else " for TCP allocations")
+        return AddressErrorCode(AddressFamily.IPV6, ErrorCode.ADDRESS_FAMILY_NOT_SUPPORTED, reason)
     return AddressErrorCode(
         AddressFamily.IPV6, ErrorCode.INSUFFICIENT_CAPACITY, "Insufficient Capacity"
     )

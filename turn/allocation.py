@@ -24,7 +24,13 @@ address of the other family (IPv6 beside the IPv4 `relayed`). Its permissions an
 channels are per family the way they are keyed: a peer of one family is reached from
 (and only from) the relayed address of that family (`relayed_for`), and its
 permission, an IP of that family, can only match peers of it. One lifetime covers
-both; a single-family allocation has `second` None and pays nothing for it.
+both; a single-family allocation has `second` None and pays nothing for it. Either
+family may be deleted alone (§7.3, a Refresh with REQUESTED-ADDRESS-FAMILY and LIFETIME
+0): the second one's socket closes (`drop_second`); the first one is withdrawn
+(`withdraw_first`, `first_withdrawn`): its permissions and channels go and no peer of
+its family is served any more, but its socket stays bound (unused) until the allocation
+ends, because the allocation is known by that address everywhere (the runtime's relay
+record and traffic counters, usage records, mobility tickets, session admin).
 
 `runtime` is the runtime's own record of the allocation (its relay socket's senders),
 handed over when the relay socket is bound (`TurnServer.relay_opened`) so that the data
@@ -42,6 +48,7 @@ class Allocation:
         "channels",
         "created_at",
         "expires_at",
+        "first_withdrawn",
         "five_tuple",
         "identity",
         "key",
@@ -88,10 +95,15 @@ class Allocation:
         # A dual allocation's other relayed address (bound, and as reported).
         self.second = second
         self.second_reported = second_reported or second
+        # A dual allocation whose first family the client deleted (`withdraw_first`).
+        self.first_withdrawn = False
 
     def serves(self, host: str) -> bool:
         """Whether a peer at `host` is of a family this allocation relays to (§9.1)."""
-        return self.second is not None or is_ipv6(host) == is_ipv6(self.relayed[0])
+        second = self.second
+        if second is None:
+            return is_ipv6(host) == is_ipv6(self.relayed[0])
+        return not self.first_withdrawn or is_ipv6(host) == is_ipv6(second[0])
 
     def relayed_for(self, host: str) -> Address:
         """The relayed address that reaches a peer at `host`: the `second` one of a dual
@@ -107,14 +119,26 @@ class Allocation:
         second = self.second
         if second is None:
             return None
-        family = is_ipv6(second[0])
+        self._forget_family(is_ipv6(second[0]))
+        self.second = self.second_reported = None
+        return second
+
+    def withdraw_first(self) -> None:
+        """A dual allocation gives up its first family (§7.3): the permissions and
+        channels of that family go, and no peer of it is served from now on; `relayed`
+        stays what the allocation is known by (its socket closes when it ends)."""
+        if self.second is None:
+            raise ValueError("only a dual allocation has a family to withdraw")
+        self._forget_family(is_ipv6(self.relayed[0]))
+        self.first_withdrawn = True
+
+    def _forget_family(self, family: bool) -> None:
+        """Drop the channels and permissions of peers of `family` (True: IPv6)."""
         for number, peer in list(self.channels.items()):
             if is_ipv6(peer[0]) == family:
                 self.unbind_channel(number)
         for host in [h for h in self.permissions if is_ipv6(h) == family]:
             del self.permissions[host]
-        self.second = self.second_reported = None
-        return second
 
     def permit(self, peer_ip: str, until: float) -> None:
         """Install or refresh a permission; never shortens an existing one."""

@@ -558,10 +558,12 @@ class TurnServer:
         five_tuple = allocation.five_tuple
         family = request.get(RequestedAddressFamily)
         named = None if family is None else family.family
-        # A dual allocation's second family may be named: LIFETIME 0 deletes it alone.
+        # A dual allocation's either family may be named: LIFETIME 0 deletes it alone
+        # (the first one withdrawn, its socket kept until the end: `Allocation`).
         second = allocation.second
         of_second = second is not None and named == _family_of(second)
-        if named is not None and named != _family_of(allocation.relayed) and not of_second:
+        of_first = named == _family_of(allocation.relayed) and not allocation.first_withdrawn
+        if named is not None and not of_first and not of_second:
             reply = responses.error(
                 request, ErrorCode.PEER_ADDRESS_FAMILY_MISMATCH, self._software, key
             )
@@ -572,9 +574,11 @@ class TurnServer:
         lifetime = self.config.refresh_lifetime(None if requested is None else requested.value)
         lifetime = auth.capped(lifetime)
         actions: list[Action] = []
-        if lifetime == 0 and of_second:
+        if lifetime == 0 and of_second and not allocation.first_withdrawn:
             dropped = self._table.drop_second(allocation)
             actions = [] if dropped is None else [CloseRelay(dropped)]
+        elif lifetime == 0 and of_first and second is not None:
+            allocation.withdraw_first()
         elif lifetime == 0:
             actions = self._end(allocation, EndReason.DELETED)
         else:

@@ -6,10 +6,11 @@ addresses, RFC 8656 §2), the relayed address (§7.2), the identity quotas count
 and the lifetime it has left (§7), and how many permissions (§9) and channels (§12) it
 holds. A dual allocation (§7.2, ADDITIONAL-ADDRESS-FAMILY) also shows its second
 relayed address (`second_relayed`, `second_reported_relayed`; None for a single-family
-one), and a TCP allocation (RFC 6062 §5.1) how many peer connections it holds
-(`peer_connections`: connecting, waiting for a ConnectionBind or spliced; None for a UDP
-allocation). Traffic is the runtime's to count (`trelay.node.sessions`); the core counts no
-bytes.
+one; `first_withdrawn` when the client deleted the first family alone, §7.3, its
+address kept until the end), and a TCP allocation (RFC 6062 §5.1) how many peer
+connections it holds (`peer_connections`: connecting, waiting for a ConnectionBind or
+spliced; None for a UDP allocation). Traffic is the runtime's to count
+(`trelay.node.sessions`); the core counts no bytes.
 
 A view is a frozen copy taken at `now` (monotonic seconds from the caller): it never
 reaches back into the allocation, so it can be handed to another task, pickled to a
@@ -46,6 +47,7 @@ class AllocationView:
     second_relayed: Address | None = None
     second_reported_relayed: Address | None = None
     peer_connections: int | None = None
+    first_withdrawn: bool = False
 
 
 def view_of(
@@ -65,4 +67,5 @@ def view_of(
         second_relayed=allocation.second,
         second_reported_relayed=allocation.second_reported,
         peer_connections=peer_connections,
+        first_withdrawn=allocation.first_withdrawn,
     )

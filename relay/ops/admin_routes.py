@@ -210,10 +210,14 @@ def session_json(entry: ListedSession) -> dict[str, Any]:
         "server": format_host_port(*five_tuple.server),
         "relayed": format_host_port(*view.reported_relayed),
         "relay_socket": format_host_port(*view.relayed),
-        # Every relayed address (a dual allocation's two, RFC 8656 §7.2), as reported.
+        # Every relayed address relaying (a dual allocation's two, RFC 8656 §7.2; not a
+        # first one the client deleted alone, §7.3), as reported.
         "relayed_addresses": [
             format_host_port(*address)
-            for address in (view.reported_relayed, view.second_reported_relayed)
+            for address in (
+                None if view.first_withdrawn else view.reported_relayed,
+                view.second_reported_relayed,
+            )
             if address is not None
         ],
         "identity": view.identity,

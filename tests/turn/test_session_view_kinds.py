@@ -6,7 +6,10 @@ from __future__ import annotations
 
 from tests.helpers.turn_harness import Client, assert_success, make_server
 from tests.turn.test_dual_allocation import dual_client, dual_stack
+from tests.turn.test_dual_withdraw_first import IPV4
 from tests.turn.test_tcp_relay import OTHER_PEER, allocated, bind, config, connected
+from trelay.stun.attributes import Lifetime
+from trelay.stun.codes import Method
 
 
 def test_a_dual_allocation_shows_both_relayed_addresses() -> None:
@@ -40,3 +43,11 @@ def test_a_tcp_allocation_counts_its_peer_connections() -> None:
     c.server.peer_connection_closed(first)
     [view] = c.server.allocation_views(c.now)
     assert view.peer_connections == 1
+
+
+def test_a_withdrawn_first_family_is_shown_as_such() -> None:
+    server = dual_stack()
+    c, v4, v6 = dual_client(server)
+    assert_success(c, c.call(Method.REFRESH, Lifetime(0), IPV4))
+    [view] = server.allocation_views(0.0)
+    assert view.first_withdrawn and (view.relayed, view.second_relayed) == (v4, v6)

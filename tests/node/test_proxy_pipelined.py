@@ -1,0 +1,74 @@
+"""Requests pipelined right behind an Allocate that a worker proxies to the worker its
+RESERVATION-TOKEN names (`trelay.node.bind_proxy` over TCP, `trelay serve --workers 2`):
+sent in the same write, before the Allocate's answer, they reach the owner after it and
+are answered there, in order. Before, the proxying worker's listener had read them with
+the Allocate and dropped them: the client waited for answers that never came.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import trio
+
+from tests.helpers.supervised import running_workers
+from tests.helpers.turn_client import peer
+from tests.helpers.turn_relay import PASSWORD, REALM, USERNAME
+from tests.node.test_bind_proxy_workers import connection_on
+from tests.node.test_mobility_workers import WORKERS, active
+from tests.node.test_reservation_workers import relayed_of
+from tests.node.test_tcp_relay import RawClient, code
+from trelay.stun.address_attributes import XorPeerAddress
+from trelay.stun.attributes import (
+    Attribute,
+    EvenPort,
+    Nonce,
+    Realm,
+    RequestedTransport,
+    ReservationToken,
+    Username,
+)
+from trelay.stun.codes import MessageClass, Method
+from trelay.stun.integrity import encode_signed
+from trelay.stun.message import Message
+
+
+def signed(client: RawClient, method: Method, *attributes: Attribute) -> tuple[bytes, bytes]:
+    """A request signed with `client`'s nonce: (its transaction id, its bytes)."""
+    assert client.nonce is not None
+    credentials = (Username(USERNAME), Realm(REALM), Nonce(client.nonce))
+    request = Message(method, MessageClass.REQUEST, os.urandom(12), (*attributes, *credentials))
+    return request.transaction_id, encode_signed(request, client.key)
+
+
+async def test_requests_behind_a_proxied_allocate_are_answered_by_the_owner(
+    tmp_path: Path,
+) -> None:
+    args = ("--workers", str(WORKERS), "--listen-tcp", "127.0.0.1:0",
+            "--user", f"{USERNAME}:{PASSWORD}", "--realm", REALM,
+            "--allow-loopback-peers")  # fmt: skip
+    async with running_workers(tmp_path, *args) as node, peer() as far:
+        rtp = await connection_on(0, node)
+        rtcp = await connection_on(1, node)
+        try:
+            reply = await rtp.call(Method.ALLOCATE, RequestedTransport(17), EvenPort(True))
+            host, even = relayed_of(reply)
+            token = reply.get(ReservationToken)
+            assert token is not None and token.value[0] == 0  # it names worker 0
+            allocate_id, allocate = signed(
+                rtcp, Method.ALLOCATE, RequestedTransport(17), ReservationToken(token.value)
+            )
+            permit_id, permit = signed(rtcp, Method.CREATE_PERMISSION, XorPeerAddress(*far.address))
+            await rtcp.stream.send_all(allocate + permit)  # one write, no waiting
+            redeemed = await rtcp._reply(allocate_id)
+            assert relayed_of(redeemed) == (host, even + 1), code(redeemed)
+            permitted = await rtcp._reply(permit_id)
+            assert permitted.message_class is MessageClass.SUCCESS, code(permitted)
+            assert active(await node.metrics()) == {"0": 2.0, "1": 0.0}
+            await far.send((host, even + 1), b"permitted by the pipelined request")
+            indication = await rtcp.indication()
+            assert indication.method == Method.DATA
+        finally:
+            await trio.aclose_forcefully(rtp.stream)
+            await trio.aclose_forcefully(rtcp.stream)

@@ -79,6 +79,20 @@ static void set_buffers(int fd, int bytes) {
     setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &bytes, sizeof bytes);
 }
 
+/* Point one mmsghdr at one buffer (its sender's address into `from`, when not NULL). */
+static void point_at(struct mmsghdr *msg, struct iovec *iov, char *buf, size_t len,
+                     struct sockaddr_in *from) {
+    iov->iov_base = buf;
+    iov->iov_len = len;
+    memset(&msg->msg_hdr, 0, sizeof msg->msg_hdr);
+    msg->msg_hdr.msg_iov = iov;
+    msg->msg_hdr.msg_iovlen = 1;
+    if (from != NULL) {
+        msg->msg_hdr.msg_name = from;
+        msg->msg_hdr.msg_namelen = sizeof *from;
+    }
+}
+
 static void nonblocking(int fd) {
     int flags = fcntl(fd, F_GETFL);
     if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) die("fcntl");
@@ -118,15 +132,8 @@ static int peer_main(double seconds) {
         wakeups++;
         if (fds[0].revents & POLLIN) {
             for (int round = 0; round < 4; round++) { /* bounded, so stdin is not starved */
-                for (int i = 0; i < BATCH; i++) {
-                    iov[i].iov_base = bufs[i];
-                    iov[i].iov_len = BUFSIZE;
-                    memset(&msgs[i].msg_hdr, 0, sizeof msgs[i].msg_hdr);
-                    msgs[i].msg_hdr.msg_iov = &iov[i];
-                    msgs[i].msg_hdr.msg_iovlen = 1;
-                    msgs[i].msg_hdr.msg_name = &from[i];
-                    msgs[i].msg_hdr.msg_namelen = sizeof from[i];
-                }
+                for (int i = 0; i < BATCH; i++)
+                    point_at(&msgs[i], &iov[i], bufs[i], BUFSIZE, &from[i]);
                 int n = recvmmsg(fd, msgs, BATCH, MSG_DONTWAIT, NULL);
                 if (n < 0) {
                     if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) break;
@@ -225,11 +232,7 @@ static void send_on(int f, int count, uint64_t ts) {
         int n = count < BATCH ? count : BATCH;
         for (int i = 0; i < n; i++) {
             fill(bufs[i], f, fl->epoch, ts);
-            iov[i].iov_base = bufs[i];
-            iov[i].iov_len = (size_t)(4 + payload_size);
-            memset(&msgs[i].msg_hdr, 0, sizeof msgs[i].msg_hdr);
-            msgs[i].msg_hdr.msg_iov = &iov[i];
-            msgs[i].msg_hdr.msg_iovlen = 1;
+            point_at(&msgs[i], &iov[i], bufs[i], (size_t)(4 + payload_size), NULL);
         }
         int done = 0;
         while (done < n) {
@@ -255,13 +258,8 @@ static int receive_on(int f, uint64_t now) {
     struct iovec iov[BATCH];
     struct mmsghdr msgs[BATCH];
     struct flow *fl = &flows[f];
-    for (int i = 0; i < BATCH; i++) {
-        iov[i].iov_base = bufs[i];
-        iov[i].iov_len = BUFSIZE;
-        memset(&msgs[i].msg_hdr, 0, sizeof msgs[i].msg_hdr);
-        msgs[i].msg_hdr.msg_iov = &iov[i];
-        msgs[i].msg_hdr.msg_iovlen = 1;
-    }
+    for (int i = 0; i < BATCH; i++)
+        point_at(&msgs[i], &iov[i], bufs[i], BUFSIZE, NULL);
     int n = recvmmsg(fl->fd, msgs, BATCH, MSG_DONTWAIT, NULL);
     if (n < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR || errno == ECONNREFUSED)

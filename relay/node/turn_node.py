@@ -635,21 +635,11 @@ class TurnNode:
         kernel prefers it for that 5-tuple), read by the data plane like a listener."""
         server, client = five_tuple.server, five_tuple.client
         family = socket.AF_INET6 if ":" in server[0] else socket.AF_INET
-        try:
-            sock = socket.socket(family, socket.SOCK_DGRAM)
-        except OSError as exc:
-            if exc.errno in EXHAUSTION_ERRNOS:
-                self.exhaustion.refused(CHANNEL_SOCKET, exc, trio.current_time())
-            return
-        try:
-            sock.setblocking(False)
-            if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)  # as the group
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            sock.bind(server)
-            sock.connect(client)
-        except OSError:
-            sock.close()
+        # V6ONLY as the group's IPv6 listener has it.
+        sock = self._connected_udp(
+            family, server, client, socket.SO_REUSEPORT, v6only=family == socket.AF_INET6
+        )
+        if sock is None:
             return
         self._captured[relayed] = sock
         if self.steering is not None:  # always, as only `_steer` captures
@@ -722,24 +712,38 @@ class TurnNode:
         per_channel[channel] = Route(peer, unconnected, relay.out, peer, senders)
         if len(relay.connected) >= MAX_CONNECTED_CHANNELS:
             return
-        try:
-            sock = socket.socket(relay.sock.family, socket.SOCK_DGRAM)
-        except OSError as exc:
-            if exc.errno in EXHAUSTION_ERRNOS:
-                self.exhaustion.refused(CHANNEL_SOCKET, exc, trio.current_time())
-            return
-        try:
-            sock.setblocking(False)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind(relayed)
-            sock.connect(peer)
-        except OSError:
-            sock.close()
+        sock = self._connected_udp(relay.sock.family, relayed, peer, socket.SO_REUSEADDR)
+        if sock is None:
             return
         relay.connected.append(sock)
         out = SegmentingSocket(sock, self.counters.gso)
         per_channel[channel] = Route(peer, sock.send, out, None, senders)
         self._read(relay, sock)
+
+    def _connected_udp(
+        self, family: int, local: Address, remote: Address, reuse: int, *, v6only: bool = False
+    ) -> socket.socket | None:
+        """A non-blocking UDP socket with SOL_SOCKET option `reuse` (SO_REUSEADDR beside
+        a relay socket, SO_REUSEPORT to join a listener's group) bound to `local` and
+        connected to `remote`, or None when that fails: an optimisation refused, the
+        caller keeps what it had (a descriptor limit is counted as CHANNEL_SOCKET)."""
+        try:
+            sock = socket.socket(family, socket.SOCK_DGRAM)
+        except OSError as exc:
+            if exc.errno in EXHAUSTION_ERRNOS:
+                self.exhaustion.refused(CHANNEL_SOCKET, exc, trio.current_time())
+            return None
+        try:
+            sock.setblocking(False)
+            if v6only:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.setsockopt(socket.SOL_SOCKET, reuse, 1)
+            sock.bind(local)
+            sock.connect(remote)
+        except OSError:
+            sock.close()
+            return None
+        return sock
 
     def kernel_drops(self) -> int:
         """Datagrams the kernel dropped because a socket's receive buffer was full: the

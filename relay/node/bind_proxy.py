@@ -68,19 +68,21 @@ import trio
 
 from trelay.node.frontend import ClientFrontend, Handover
 from trelay.node.stream_listener import StreamListenerStats, serve_connection
-from trelay.stun.attributes import ConnectionId, ReservationToken
+from trelay.node.worker_requests import (
+    ALLOCATE_REQUEST,
+    CONNECTION_BIND_REQUEST,
+    decode_request,
+    reservation_worker,
+)
+from trelay.stun.attributes import ConnectionId
 from trelay.stun.codes import Method
-from trelay.stun.errors import StunDecodeError
-from trelay.stun.message import decode_message
 from trelay.turn.addressing import ClientTransport, FiveTuple
-from trelay.turn.reservations import token_worker
 from trelay.turn.tcp_relay import connection_worker
 
 log = logging.getLogger(__name__)
 
 # The first two bytes of a ConnectionBind (RFC 6062 §6.1) and an Allocate request.
-_CONNECTION_BIND_REQUEST = Method.CONNECTION_BIND.to_bytes(2, "big")
-_ALLOCATE_REQUEST = Method.ALLOCATE.to_bytes(2, "big")
+_PROXIED = (CONNECTION_BIND_REQUEST, ALLOCATE_REQUEST)
 # One handoff: "transport|client host|client port|server host|server port", one fd.
 HANDOFF_SIZE = 512
 # What the proxy reads at once, per direction (as `trelay.node.tcp_relay.SPLICE_CHUNK`).
@@ -176,20 +178,15 @@ class BindProxy:
         """The worker a ConnectionBind's CONNECTION-ID, or an Allocate's
         RESERVATION-TOKEN, names, when that is another worker of the node; None for
         anything else (answered here)."""
-        kind = data[:2]
-        if kind not in (_CONNECTION_BIND_REQUEST, _ALLOCATE_REQUEST):
-            return None
-        try:
-            message = decode_message(data)
-        except StunDecodeError:
+        message = decode_request(data, _PROXIED)
+        if message is None:
             return None
         owner: int | None = None
-        if kind == _CONNECTION_BIND_REQUEST:
+        if message.method == Method.CONNECTION_BIND:
             attribute = message.get(ConnectionId)
             owner = None if attribute is None else connection_worker(attribute.value)
         else:
-            token = message.get(ReservationToken)
-            owner = None if token is None else token_worker(token.value)
+            owner = reservation_worker(message)
         if owner is None or owner == self.worker or owner >= len(self.handoffs.sending):
             return None
         return owner

@@ -48,16 +48,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from trelay.node.mobility_tickets import SealedTickets
-from trelay.stun.attributes import MobilityTicket, ReservationToken
+from trelay.node.worker_requests import (
+    ALLOCATE_REQUEST,
+    REFRESH_REQUEST,
+    decode_request,
+    reservation_worker,
+)
+from trelay.stun.attributes import MobilityTicket
 from trelay.stun.codes import Method
-from trelay.stun.errors import StunDecodeError
-from trelay.stun.message import decode_message
 from trelay.turn.addressing import Address, FiveTuple
-from trelay.turn.reservations import token_worker
 
 # The first two bytes of a Refresh and an Allocate request (RFC 8656 §18: class request).
-_REFRESH_REQUEST = Method.REFRESH.to_bytes(2, "big")
-_ALLOCATE_REQUEST = Method.ALLOCATE.to_bytes(2, "big")
+_STEERED = (REFRESH_REQUEST, ALLOCATE_REQUEST)
 
 
 @dataclass(slots=True)
@@ -92,17 +94,12 @@ class ClientSteering:
         """The worker a Refresh's ticket or an Allocate's RESERVATION-TOKEN names, when
         that is not this one; None for anything else (other messages, neither attribute,
         a forged ticket, a token naming no other worker of the node)."""
-        kind = data[:2]
-        if kind not in (_REFRESH_REQUEST, _ALLOCATE_REQUEST):
-            return None
-        try:
-            message = decode_message(data)
-        except StunDecodeError:
+        message = decode_request(data, _STEERED)
+        if message is None:
             return None
         owner: int | None = None
-        if kind == _ALLOCATE_REQUEST:
-            token = message.get(ReservationToken)
-            owner = None if token is None else token_worker(token.value)
+        if message.method == Method.ALLOCATE:
+            owner = reservation_worker(message)
         elif self.tickets is not None:
             ticket = message.get(MobilityTicket)
             if ticket is not None and ticket.value:

@@ -41,10 +41,11 @@ The allocation of an association ends with it (`StreamSession.close`: the client
 it with close_notify, its address started a new handshake, it idled out, or the listener
 stopped), as a TCP connection's does (RFC 8656 §3.1).
 
-`serve_dtls_socket` serves a socket bound elsewhere: a worker of `trelay serve --workers N`
-inherits one SO_REUSEPORT socket per DTLS address from its supervisor, as for UDP
-(`trelay.process.listen_reservation`); the kernel hashes a client's 4-tuple to one worker,
-so its cookie exchange (each worker has its own cookie key) and its association stay there.
+`serve_dtls(open_socket=...)` serves a socket bound elsewhere: a worker of
+`trelay serve --workers N` inherits one SO_REUSEPORT socket per DTLS address from its
+supervisor, as for UDP (`trelay.process.listen_reservation`); the kernel hashes a client's
+4-tuple to one worker, so its cookie exchange (each worker has its own cookie key) and its
+association stay there.
 """
 
 from __future__ import annotations
@@ -52,7 +53,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import socket
 import struct
 from dataclasses import dataclass, field
 
@@ -62,7 +62,7 @@ from OpenSSL import SSL
 from trelay.config.dtls_settings import DtlsSettings
 from trelay.node.frontend import ClientFrontend, StreamSession
 from trelay.node.stream_listener import OUTBOX_SIZE, HandshakeFailures
-from trelay.node.udp_listener import open_udp_socket
+from trelay.node.udp_listener import SocketOpener, open_udp_socket
 from trelay.turn.addressing import Address, ClientTransport
 from trelay.turn.allocation_table import source_of
 
@@ -163,6 +163,7 @@ async def serve_dtls(
     limits: DtlsSettings | None = None,
     stats: DtlsListenerStats | None = None,
     handshake_failures: HandshakeFailures | None = None,
+    open_socket: SocketOpener = open_udp_socket,
     task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve STUN/TURN over DTLS on (host, port) until cancelled.
@@ -170,32 +171,10 @@ async def serve_dtls(
     Calls `task_status.started((host, port))` with the bound address once the socket is
     bound (port 0 picks a free port). `dtls_context`: a server context of
     `trelay.node.tls` (a certificate loaded into it later applies to new handshakes).
+    `open_socket` makes the socket (a worker's: the one it inherited); it is closed on
+    leaving.
     """
-    sock = await open_udp_socket(host, port)
-    await serve_dtls_socket(
-        sock,
-        frontend,
-        dtls_context=dtls_context,
-        idle_timeout=idle_timeout,
-        limits=limits,
-        stats=stats,
-        handshake_failures=handshake_failures,
-        task_status=task_status,
-    )
-
-
-async def serve_dtls_socket(
-    sock: socket.socket,
-    frontend: ClientFrontend,
-    *,
-    dtls_context: SSL.Context,
-    idle_timeout: float = 30.0,
-    limits: DtlsSettings | None = None,
-    stats: DtlsListenerStats | None = None,
-    handshake_failures: HandshakeFailures | None = None,
-    task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    """`serve_dtls` on a UDP socket bound already; the socket is closed on leaving."""
+    sock = await open_socket(host, port)
     listener_stats = DtlsListenerStats() if stats is None else stats
     admission = _Admission(limits or DtlsSettings(), listener_stats)
     failures = HandshakeFailures() if handshake_failures is None else handshake_failures

@@ -10,18 +10,23 @@ the next one.
 Invariants:
 - An IPv6 socket is bound with IPV6_V6ONLY so listeners on 0.0.0.0 and :: can share a port.
 - The receive buffer is enlarged (`RECEIVE_BUFFER`) so that bursts wait in the kernel.
-- `serve_udp_socket` serves a socket bound elsewhere: a worker process of `trelay.process.workers`
-  inherits its SO_REUSEPORT socket from the supervisor.
+- `serve_udp(open_socket=...)` serves a socket bound elsewhere: a worker process of
+  `trelay.process.workers` inherits its SO_REUSEPORT socket from the supervisor (the
+  DTLS listener takes the same `SocketOpener`).
 """
 
 from __future__ import annotations
 
 import socket
+from collections.abc import Awaitable, Callable
 
 import trio
 
 from trelay.node.datagram_batch import BATCH_SIZE, UdpListenerStats, enlarge_receive_buffer
 from trelay.node.frontend import ClientFrontend
+
+# How a listener gets its bound, non-blocking socket for (host, port).
+SocketOpener = Callable[[str, int], Awaitable[socket.socket]]
 
 
 async def open_udp_socket(host: str, port: int) -> socket.socket:
@@ -53,27 +58,18 @@ async def serve_udp(
     frontend: ClientFrontend,
     *,
     stats: UdpListenerStats | None = None,
+    open_socket: SocketOpener = open_udp_socket,
     task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Hand every datagram on (host, port) to `frontend` and send its reply until cancelled.
 
     Calls `task_status.started((host, port))` with the bound address once the socket is
-    bound (port 0 picks a free port).
+    bound (port 0 picks a free port). `open_socket` makes the socket (a worker's: the one
+    it inherited); it is closed on leaving.
     """
-    sock = await open_udp_socket(host, port)
-    await serve_udp_socket(sock, frontend, stats=stats, task_status=task_status)
-
-
-async def serve_udp_socket(
-    sock: socket.socket,
-    frontend: ClientFrontend,
-    *,
-    stats: UdpListenerStats | None = None,
-    task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    """`serve_udp` on a socket bound already (a worker's, inherited); closed on leaving."""
     if stats is None:
         stats = UdpListenerStats()
+    sock = await open_socket(host, port)
     with sock:
         bound = sock.getsockname()
         batch = frontend.udp_listener(sock, (bound[0], bound[1]), stats)

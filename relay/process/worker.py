@@ -52,24 +52,21 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import trio
-from OpenSSL import SSL
 
-from trelay.config.dtls_settings import DtlsSettings
 from trelay.config.reload import Reload
 from trelay.config.settings import Settings
 from trelay.config.values import SettingsError
 from trelay.fleet.node_link import run_node_link
 from trelay.node.assembly import RunningNode, start_node
 from trelay.node.bind_proxy import BindProxy, Handoffs
-from trelay.node.dtls_listener import serve_dtls_socket
-from trelay.node.frontend import ClientFrontend
-from trelay.node.listeners import BoundAddresses, HostPort, ListenError, Listeners
+from trelay.node.dtls_listener import serve_dtls
+from trelay.node.listeners import BoundAddresses, ListenError, Listeners
 from trelay.node.mobility_steering import ClientSteering
 from trelay.node.mobility_tickets import SealedTickets
 from trelay.node.sessions import Session
-from trelay.node.stream_listener import HandshakeFailures, serve_stream
+from trelay.node.stream_listener import serve_stream
 from trelay.node.turn_node import TurnNode
-from trelay.node.udp_listener import serve_udp_socket
+from trelay.node.udp_listener import serve_udp
 from trelay.ops.http_app import NodeStatus
 from trelay.ops.logs import configure_logging
 from trelay.ops.metrics import NodeSnapshot, snapshot
@@ -99,41 +96,15 @@ def worker_listeners(assignment: WorkerAssignment) -> Listeners:
         for address, fd in zip(listen, assignment.udp_fds, strict=True)
     }
 
-    async def serve_inherited_udp(
-        host: str,
-        port: int,
-        frontend: ClientFrontend,
-        /,
-        *,
-        task_status: trio.TaskStatus[HostPort] = trio.TASK_STATUS_IGNORED,
-    ) -> None:
+    async def inherited_socket(host: str, port: int) -> socket.socket:
         sock = socket.socket(fileno=inherited[(host, port)])
         sock.setblocking(False)
-        await serve_udp_socket(sock, frontend, task_status=task_status)
-
-    async def serve_inherited_dtls(
-        host: str,
-        port: int,
-        frontend: ClientFrontend,
-        /,
-        *,
-        dtls_context: SSL.Context,
-        idle_timeout: float = 30.0,
-        limits: DtlsSettings | None = None,
-        handshake_failures: HandshakeFailures | None = None,
-        task_status: trio.TaskStatus[HostPort] = trio.TASK_STATUS_IGNORED,
-    ) -> None:
-        sock = socket.socket(fileno=inherited[(host, port)])
-        sock.setblocking(False)
-        await serve_dtls_socket(
-            sock, frontend, dtls_context=dtls_context, idle_timeout=idle_timeout,
-            limits=limits, handshake_failures=handshake_failures, task_status=task_status,
-        )  # fmt: skip
+        return sock
 
     return Listeners(
-        udp=serve_inherited_udp,
+        udp=functools.partial(serve_udp, open_socket=inherited_socket),
         stream=functools.partial(serve_stream, reuse_port=True),
-        dtls=serve_inherited_dtls,
+        dtls=functools.partial(serve_dtls, open_socket=inherited_socket),
     )
 
 

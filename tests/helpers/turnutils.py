@@ -47,6 +47,17 @@ UCLIENT_TIMEOUT = 60.0
 PEER_READY_ATTEMPTS = 50
 PEER_PROBE_TIMEOUT = 0.2
 
+# Every interop test that runs uclient against trelay (with a turnutils_peer echo server or
+# client to client) is skipped, not failed, where coturn's tools are not installed.
+NEEDS_UCLIENT_AND_PEER = pytest.mark.skipif(
+    UCLIENT is None or PEER is None,
+    reason="coturn's turnutils_uclient and turnutils_peer are needed (apt-get install coturn)",
+)
+# The size of the interop runs' sessions unless a test says otherwise: at uclient's default
+# 20 ms interval a run takes a few seconds and loopback drops nothing.
+MESSAGES = 50  # -n: messages per session
+LENGTH = 200  # -l: bytes per message
+
 # The closing lines of a uclient run (the per-second progress lines carry "msz=N, " after
 # "start_mclient: " and so do not match), e.g.
 #   5: : start_mclient: tot_send_msgs=100, tot_recv_msgs=100

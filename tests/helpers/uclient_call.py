@@ -11,20 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-import pytest
 import trio
 
 from tests.helpers.supervised import Supervised, poll_until, total
-from tests.helpers.turnutils import PEER, UCLIENT, UclientRun, run_uclient
+from tests.helpers.turnutils import UclientRun, run_uclient
 
 MESSAGES = 100  # -n per session, at uclient's 20 ms interval: a call of a few seconds
 LENGTH = 200
 DATAGRAMS = "trelay_relayed_datagrams_total"
-
-NEEDS_UCLIENT = pytest.mark.skipif(
-    UCLIENT is None or PEER is None,
-    reason="coturn's turnutils_uclient is needed (apt-get install coturn)",
-)
 
 
 async def call_through(

@@ -31,8 +31,9 @@ import pytest
 
 from tests.helpers.turn_relay import threaded_turn_node
 from tests.helpers.turnutils import (
-    PEER,
-    UCLIENT,
+    LENGTH,
+    MESSAGES,
+    NEEDS_UCLIENT_AND_PEER,
     TurnTrafficRecorder,
     UclientRun,
     echo_peer,
@@ -44,14 +45,8 @@ from trelay.turn.addressing import Address
 
 pytestmark = [
     pytest.mark.interop,
-    pytest.mark.skipif(
-        UCLIENT is None or PEER is None,
-        reason="coturn's turnutils_uclient and turnutils_peer are needed (apt-get install coturn)",
-    ),
+    NEEDS_UCLIENT_AND_PEER,
 ]
-
-MESSAGES = 50  # -n: messages per session
-LENGTH = 200  # -l: bytes per message
 
 
 class Mechanism(Enum):

@@ -32,7 +32,15 @@ import pytest
 import trio
 
 from tests.helpers.turn_relay import make_turn_server
-from tests.helpers.turnutils import PEER, UCLIENT, UCLIENT_TIMEOUT, parse_summary, uclient_command
+from tests.helpers.turnutils import (
+    LENGTH,
+    MESSAGES,
+    NEEDS_UCLIENT_AND_PEER,
+    PEER,
+    UCLIENT_TIMEOUT,
+    parse_summary,
+    uclient_command,
+)
 from trelay.config.settings import ListenSettings, Settings
 from trelay.config.values import ListenAddress
 from trelay.node.assembly import start_node
@@ -43,14 +51,9 @@ from trelay.turn.addressing import Address, ClientTransport
 
 pytestmark = [
     pytest.mark.interop,
-    pytest.mark.skipif(
-        UCLIENT is None or PEER is None,
-        reason="coturn's turnutils_uclient and turnutils_peer are needed (apt-get install coturn)",
-    ),
+    NEEDS_UCLIENT_AND_PEER,
 ]
 
-MESSAGES = 50  # -n: messages per session
-LENGTH = 200  # -l: bytes per message (odd sizes are covered by tests/node/test_dtls_turn.py)
 PEER_PROBES = 50
 PEER_PROBE_TIMEOUT = 0.2
 
@@ -108,6 +111,7 @@ async def echo_peer() -> AsyncIterator[Address]:
 
 async def uclient(server: Address, *options: str) -> tuple[int, str]:
     """uclient over DTLS (`-S`) against `server`; its exit status and output."""
+    # LENGTH is even; odd sizes are covered by tests/node/test_dtls_turn.py.
     command = uclient_command(server, "-S", "-c", "-n", str(MESSAGES), "-l", str(LENGTH), *options)
     with trio.fail_after(UCLIENT_TIMEOUT):
         done = await trio.run_process(

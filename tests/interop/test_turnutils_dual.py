@@ -15,7 +15,13 @@ import pytest
 
 from tests.helpers.netutil import ipv6_loopback_works
 from tests.helpers.turn_relay import REALM, threaded_turn_node
-from tests.helpers.turnutils import PEER, UCLIENT, echo_peer, run_uclient
+from tests.helpers.turnutils import (
+    LENGTH,
+    MESSAGES,
+    NEEDS_UCLIENT_AND_PEER,
+    echo_peer,
+    run_uclient,
+)
 from trelay.stun.address_attributes import XorRelayedAddress
 from trelay.stun.message import decode_message
 from trelay.turn.actions import Action, SendToClient
@@ -24,15 +30,10 @@ from trelay.turn.config import TurnConfig
 
 pytestmark = [
     pytest.mark.interop,
-    pytest.mark.skipif(
-        UCLIENT is None or PEER is None,
-        reason="coturn's turnutils_uclient and turnutils_peer are needed (apt-get install coturn)",
-    ),
+    NEEDS_UCLIENT_AND_PEER,
     pytest.mark.skipif(not ipv6_loopback_works(), reason="no IPv6 loopback here"),
 ]
 
-MESSAGES = 50
-LENGTH = 200
 DUAL = TurnConfig(realm=REALM, relay_host="127.0.0.1", relay_host_v6="::1")
 
 

@@ -27,21 +27,22 @@ import trio
 
 from tests.helpers.supervised import running_workers
 from tests.helpers.turn_relay import PASSWORD, USERNAME, threaded_turn_node
-from tests.helpers.turnutils import PEER, UCLIENT, UclientRun, echo_peer, run_uclient
+from tests.helpers.turnutils import (
+    LENGTH,
+    MESSAGES,
+    NEEDS_UCLIENT_AND_PEER,
+    UclientRun,
+    echo_peer,
+    run_uclient,
+)
 from trelay.turn.actions import Action, AllocationCreated, AllocationMoved
 from trelay.turn.addressing import Address, FiveTuple
 from trelay.turn.server import TurnServer
 
 pytestmark = [
     pytest.mark.interop,
-    pytest.mark.skipif(
-        UCLIENT is None or PEER is None,
-        reason="coturn's turnutils_uclient and turnutils_peer are needed (apt-get install coturn)",
-    ),
+    NEEDS_UCLIENT_AND_PEER,
 ]
-
-MESSAGES = 50  # -n: messages per session
-LENGTH = 200  # -l: bytes per message
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,7 +26,14 @@ import trio
 
 from tests.helpers.supervised import running_workers
 from tests.helpers.turn_relay import PASSWORD, REALM, USERNAME, threaded_turn_node
-from tests.helpers.turnutils import PEER, UCLIENT, UclientRun, echo_peer, run_uclient
+from tests.helpers.turnutils import (
+    LENGTH,
+    MESSAGES,
+    NEEDS_UCLIENT_AND_PEER,
+    UclientRun,
+    echo_peer,
+    run_uclient,
+)
 from trelay.process.reuseport_steering import worker_for
 from trelay.stun.address_attributes import XorRelayedAddress
 from trelay.stun.attributes import EvenPort, ReservationToken
@@ -41,14 +48,9 @@ from trelay.turn.server import TurnServer
 
 pytestmark = [
     pytest.mark.interop,
-    pytest.mark.skipif(
-        UCLIENT is None or PEER is None,
-        reason="coturn's turnutils_uclient and turnutils_peer are needed (apt-get install coturn)",
-    ),
+    NEEDS_UCLIENT_AND_PEER,
 ]
 
-MESSAGES = 50  # -n: messages per session
-LENGTH = 200  # -l: bytes per message
 PAIRS = 1  # -m: clients, each an RTP and an RTCP session (msz=2)
 
 

@@ -33,10 +33,10 @@ import trio
 
 from tests.helpers.supervised import Supervised, poll_until, running_workers, total
 from tests.helpers.turn_relay import PASSWORD, USERNAME
-from tests.helpers.turnutils import UclientRun
-from tests.helpers.uclient_call import NEEDS_UCLIENT, assert_no_loss, call_through
+from tests.helpers.turnutils import NEEDS_UCLIENT_AND_PEER, UclientRun
+from tests.helpers.uclient_call import assert_no_loss, call_through
 
-pytestmark = [pytest.mark.interop, NEEDS_UCLIENT]
+pytestmark = [pytest.mark.interop, NEEDS_UCLIENT_AND_PEER]
 
 TIMEOUT = 60
 

@@ -21,17 +21,15 @@ much, and every allocation was a DTLS one.
 
 from __future__ import annotations
 
-import functools
 import socket
 import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 
 import pytest
 import trio
 
-from tests.helpers.turn_relay import make_turn_server
+from tests.helpers.dtls_node import DtlsNode, dtls_node
 from tests.helpers.turnutils import (
     LENGTH,
     MESSAGES,
@@ -41,12 +39,6 @@ from tests.helpers.turnutils import (
     parse_summary,
     uclient_command,
 )
-from trelay.config.settings import ListenSettings, Settings
-from trelay.config.values import ListenAddress
-from trelay.node.assembly import start_node
-from trelay.node.dtls_listener import DtlsListenerStats, serve_dtls
-from trelay.node.listeners import Listeners
-from trelay.node.turn_node import TurnNode
 from trelay.turn.addressing import Address, ClientTransport
 
 pytestmark = [
@@ -56,28 +48,6 @@ pytestmark = [
 
 PEER_PROBES = 50
 PEER_PROBE_TIMEOUT = 0.2
-
-
-@dataclass
-class DtlsNode:
-    node: TurnNode
-    dtls: Address
-    stats: DtlsListenerStats
-
-
-@asynccontextmanager
-async def dtls_node() -> AsyncIterator[DtlsNode]:
-    stats = DtlsListenerStats()
-    loopback = (ListenAddress("127.0.0.1", 0),)
-    settings = Settings(listen=ListenSettings(udp=(), tcp=(), tls=(), dtls=loopback))
-    listeners = Listeners(dtls=functools.partial(serve_dtls, stats=stats))
-    async with trio.open_nursery() as nursery:
-        running = await start_node(
-            nursery, settings, server=make_turn_server(), listeners=listeners
-        )
-        (dtls,) = running.bound.dtls
-        yield DtlsNode(running.node, dtls, stats)
-        nursery.cancel_scope.cancel()
 
 
 @asynccontextmanager

@@ -13,30 +13,22 @@ trio keeps state for would show there).
 
 from __future__ import annotations
 
-import functools
 import gc
 import socket
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager, suppress
-from dataclasses import dataclass
+from contextlib import AbstractAsyncContextManager, suppress
 
 import trio
 from OpenSSL import SSL
 
 from tests.helpers.dtls_client import dtls_client
+from tests.helpers.dtls_node import DtlsNode, dtls_node
+from tests.helpers.polling import wait_until
 from tests.helpers.turn_client import peer
-from tests.helpers.turn_relay import make_turn_server
 from trelay.config.dtls_settings import DtlsSettings
-from trelay.config.settings import ListenSettings, Settings, StreamSettings
-from trelay.config.values import ListenAddress
-from trelay.node.assembly import start_node
-from trelay.node.dtls_listener import DtlsListenerStats, serve_dtls
-from trelay.node.listeners import Listeners
-from trelay.node.turn_node import TurnNode
+from trelay.config.settings import StreamSettings
 from trelay.turn.addressing import Address
 
 TIMEOUT = 30
-POLL = 0.02
 # Hellos without a cookie, each from a port of its own; sockets open at once.
 HELLO_PORTS = 3000
 HELLO_BATCH = 100
@@ -49,45 +41,18 @@ _HANDSHAKE = 22
 _HELLO_VERIFY_REQUEST = 3
 
 
-@dataclass
-class FloodedNode:
-    node: TurnNode
-    dtls: Address
-    stats: DtlsListenerStats
-
-
-@asynccontextmanager
-async def dtls_node() -> AsyncIterator[FloodedNode]:
-    stats = DtlsListenerStats()
-    loopback = (ListenAddress("127.0.0.1", 0),)
-    settings = Settings(
-        listen=ListenSettings(udp=(), tcp=(), tls=(), dtls=loopback),
+def flooded_node() -> AbstractAsyncContextManager[DtlsNode]:
+    """A DTLS-only node whose idle and per-source bounds the floods reach within the test."""
+    return dtls_node(
         stream=StreamSettings(idle_timeout=IDLE_TIMEOUT),
         dtls=DtlsSettings(associations_per_source=PER_SOURCE),
     )
-    listeners = Listeners(dtls=functools.partial(serve_dtls, stats=stats))
-    async with trio.open_nursery() as nursery:
-        running = await start_node(
-            nursery, settings, server=make_turn_server(), listeners=listeners
-        )
-        (dtls,) = running.bound.dtls
-        yield FloodedNode(running.node, dtls, stats)
-        nursery.cancel_scope.cancel()
 
 
 def dtls_channels_alive() -> int:
     """trio's DTLS channel objects in this process (one per association it holds)."""
     gc.collect()
     return sum(isinstance(o, trio.DTLSChannel) for o in gc.get_objects())
-
-
-async def wait_until(condition: Callable[[], bool]) -> None:
-    with trio.fail_after(TIMEOUT):
-        for _ in range(int(TIMEOUT / POLL) + 1):
-            if condition():
-                return
-            await trio.sleep(POLL)
-    raise AssertionError("never reached")
 
 
 class FloodClient:
@@ -160,7 +125,7 @@ async def stall_after_the_cookie(
 
 
 async def test_a_hello_flood_leaves_no_state_and_a_real_client_is_served() -> None:
-    async with dtls_node() as local, peer() as relay_peer:
+    async with flooded_node() as local, peer() as relay_peer:
         verified = await flood_hellos(local.dtls)
         # Every hello was answered statelessly: no association, no DTLS channel.
         assert verified == HELLO_PORTS
@@ -178,13 +143,13 @@ async def test_a_hello_flood_leaves_no_state_and_a_real_client_is_served() -> No
 async def test_stalled_handshakes_are_bounded_per_source_and_time_out() -> None:
     sockets: list[trio.socket.SocketType] = []
     clients: list[FloodClient] = []
-    async with dtls_node() as local, peer() as relay_peer:
+    async with flooded_node() as local, peer() as relay_peer:
         try:
             await stall_after_the_cookie(local.dtls, sockets, clients)
             stats = local.stats
             # Each cookie-checked hello made an association; beyond the per-source bound
             # each was closed at once. Some of the first may have timed out already.
-            await wait_until(lambda: stats.associations_started == STALLED_PORTS)
+            await wait_until(lambda: stats.associations_started == STALLED_PORTS, limit=TIMEOUT)
             assert stats.refused_per_source >= STALLED_PORTS - PER_SOURCE
             assert stats.associations <= PER_SOURCE
             assert stats.handshaking <= PER_SOURCE
@@ -197,7 +162,7 @@ async def test_stalled_handshakes_are_bounded_per_source_and_time_out() -> None:
                 await client.send_channel_data(CHANNEL, b"during the flood")
                 assert await relay_peer.receive() == (b"during the flood", relayed)
                 # The stalled ones end at the handshake timeout; the real one stays.
-                await wait_until(lambda: stats.handshaking == 0)
+                await wait_until(lambda: stats.handshaking == 0, limit=TIMEOUT)
                 assert stats.associations == 1
                 assert stats.handshake_failures == STALLED_PORTS - stats.refused_per_source
                 await client.send_channel_data(CHANNEL, b"after the timeouts")

@@ -7,7 +7,7 @@ import contextlib
 import functools
 import socket
 import ssl
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +18,7 @@ from cryptography import x509
 from OpenSSL import SSL
 
 from tests.helpers.dtls_client import ServerCertificate, client_context, dtls_channel
+from tests.helpers.polling import wait_until
 from trelay.config.dtls_settings import DtlsSettings
 from trelay.config.settings import ListenSettings, Settings, TlsSettings
 from trelay.config.values import ListenAddress, SettingsError
@@ -42,7 +43,6 @@ from trelay.stun.message import Message, decode_message, encode_message, new_tra
 from trelay.turn.binding import BindingResponder
 
 TIMEOUT = 20
-POLL = 0.01
 LOOPBACK = ListenAddress("127.0.0.1", 0)
 
 
@@ -54,16 +54,6 @@ async def answer(channel: trio.DTLSChannel, request: bytes) -> Message:
     await channel.send(request)
     with trio.fail_after(TIMEOUT):
         return decode_message(await channel.receive())
-
-
-async def wait_until(condition: Callable[[], bool]) -> None:
-    """Poll `condition()` (bounded: TIMEOUT seconds) for state the listener reaches."""
-    with trio.fail_after(TIMEOUT):
-        for _ in range(int(TIMEOUT / POLL) + 1):
-            if condition():
-                return
-            await trio.sleep(POLL)
-    raise AssertionError("never reached")
 
 
 @dataclass

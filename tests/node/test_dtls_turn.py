@@ -4,23 +4,13 @@ relay to a loopback UDP peer and back, Send/Data indications, the allocation's t
 
 from __future__ import annotations
 
-import functools
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
-
 import trio
 
 from tests.helpers.dtls_client import DtlsTransport, dtls_client
+from tests.helpers.dtls_node import dtls_node
+from tests.helpers.polling import wait_until
 from tests.helpers.scrape import scrape, value
 from tests.helpers.turn_client import Peer, TurnClient, peer
-from tests.helpers.turn_relay import make_turn_server
-from trelay.config.settings import ListenSettings, Settings
-from trelay.config.values import ListenAddress
-from trelay.node.assembly import start_node
-from trelay.node.dtls_listener import DtlsListenerStats, serve_dtls
-from trelay.node.listeners import Listeners
-from trelay.node.turn_node import TurnNode
 from trelay.ops.metrics import node_registry
 from trelay.stun.address_attributes import XorMappedAddress
 from trelay.stun.channel_data import encode_channel_data
@@ -28,40 +18,7 @@ from trelay.stun.codes import MessageClass
 from trelay.turn.addressing import Address, ClientTransport
 
 TIMEOUT = 20
-POLL = 0.01
 CHANNEL = 0x4001
-
-
-@dataclass
-class DtlsNode:
-    node: TurnNode
-    dtls: Address
-    stats: DtlsListenerStats
-
-
-@asynccontextmanager
-async def dtls_node() -> AsyncIterator[DtlsNode]:
-    """A node (alice/wonderland, loopback peers allowed) listening for DTLS only."""
-    stats = DtlsListenerStats()
-    loopback = (ListenAddress("127.0.0.1", 0),)
-    settings = Settings(listen=ListenSettings(udp=(), tcp=(), tls=(), dtls=loopback))
-    listeners = Listeners(dtls=functools.partial(serve_dtls, stats=stats))
-    async with trio.open_nursery() as nursery:
-        running = await start_node(
-            nursery, settings, server=make_turn_server(), listeners=listeners
-        )
-        (dtls,) = running.bound.dtls
-        yield DtlsNode(running.node, dtls, stats)
-        nursery.cancel_scope.cancel()
-
-
-async def wait_until(condition: Callable[[], bool]) -> None:
-    with trio.fail_after(TIMEOUT):
-        for _ in range(int(TIMEOUT / POLL) + 1):
-            if condition():
-                return
-            await trio.sleep(POLL)
-    raise AssertionError("never reached")
 
 
 async def echo_once(relay_peer: Peer) -> Address:

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
 import trio
 import trio.testing
 
+from tests.helpers.raw_peer import address, raw_peer
 from tests.helpers.turn_client import LocalNode, TurnClient, udp_client
 from tests.helpers.turn_client import start_node as start_local_node
 from trelay.config.flags import Flags
@@ -37,21 +36,6 @@ TIMEOUT = 10.0
 SIZE = 1000
 RATE = Rate(2000, 5000)  # 5 datagrams at once, then 2 a second
 CHANNEL = 0x4000
-
-
-@asynccontextmanager
-async def raw_peer() -> AsyncIterator[socket.socket]:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-    sock.bind(("127.0.0.1", 0))
-    sock.setblocking(False)
-    with sock:
-        yield sock
-
-
-def address(sock: socket.socket) -> Address:
-    host, port = sock.getsockname()[:2]
-    return host, port
 
 
 def drain(sock: socket.socket) -> list[bytes]:
@@ -96,6 +80,30 @@ async def bound_channel(client: TurnClient, far: socket.socket) -> Address:
     return relayed
 
 
+async def two_bursts(local: LocalNode, each: int) -> tuple[int, float]:
+    """Two allocations (one identity, alice) on channels to one peer each send `each`
+    datagrams at once; what reached the peer, and the seconds it took the node."""
+    async with (
+        udp_client(local.udp) as first,
+        udp_client(local.udp) as second,
+        raw_peer() as far,
+    ):
+        await bound_channel(first, far)
+        await bound_channel(second, far)
+        start = time.monotonic()
+        burst(first, local.udp, each)
+        burst(second, local.udp, each)
+        await settled(local, 2 * each)
+        elapsed = time.monotonic() - start
+        return len(drain(far)), elapsed
+
+
+def assert_within_rate(delivered: int, elapsed: float) -> None:
+    """At most RATE over `elapsed` plus the burst passed, and at least the full bucket's burst."""
+    assert delivered * SIZE <= RATE.bytes_per_second * elapsed + RATE.burst
+    assert delivered >= RATE.burst // SIZE
+
+
 def burst(client: TurnClient, server: Address, count: int) -> None:
     """`count` ChannelData datagrams of SIZE from the client's socket, no checkpoint."""
     raw: socket.socket = client.transport.raw  # type: ignore[union-attr]
@@ -116,8 +124,7 @@ async def test_a_client_over_its_allocation_limit_is_dropped_and_counted() -> No
             elapsed = time.monotonic() - start
             got = drain(far)
         delivered = len(got)
-        assert delivered * SIZE <= RATE.bytes_per_second * elapsed + RATE.burst
-        assert delivered >= RATE.burst // SIZE  # the full bucket's burst passes
+        assert_within_rate(delivered, elapsed)
         assert local.node.counters.client_to_peer_datagrams == delivered
         assert bandwidth_drops(local) == {
             Drop.BANDWIDTH_ALLOCATION: sent - delivered, Drop.BANDWIDTH_IDENTITY: 0,
@@ -141,8 +148,7 @@ async def test_a_peer_over_the_limit_is_dropped_towards_the_client() -> None:
             delivered = counters.peer_to_client_datagrams
             for _ in range(delivered):
                 assert await client.receive_data() == (CHANNEL, b"y" * SIZE)
-        assert delivered * SIZE <= RATE.bytes_per_second * elapsed + RATE.burst
-        assert delivered >= RATE.burst // SIZE
+        assert_within_rate(delivered, elapsed)
         assert bandwidth_drops(local)[Drop.BANDWIDTH_ALLOCATION] == sent - delivered
         nursery.cancel_scope.cancel()
 
@@ -151,23 +157,10 @@ async def test_two_allocations_of_one_identity_share_its_bucket() -> None:
     each = 20
     async with trio.open_nursery() as nursery:
         local = await start_local_node(nursery, node_with(BandwidthLimits(per_identity=RATE)))
-        async with (
-            udp_client(local.udp) as first,
-            udp_client(local.udp) as second,
-            raw_peer() as far,
-        ):
-            await bound_channel(first, far)
-            await bound_channel(second, far)
-            assert local.node.bandwidth.identities() == 1
-            start = time.monotonic()
-            burst(first, local.udp, each)
-            burst(second, local.udp, each)
-            await settled(local, 2 * each)
-            elapsed = time.monotonic() - start
-            delivered = len(drain(far))
+        delivered, elapsed = await two_bursts(local, each)
+        assert local.node.bandwidth.identities() == 1
         # Together within one identity's rate: not twice it.
-        assert delivered * SIZE <= RATE.bytes_per_second * elapsed + RATE.burst
-        assert delivered >= RATE.burst // SIZE
+        assert_within_rate(delivered, elapsed)
         assert bandwidth_drops(local)[Drop.BANDWIDTH_IDENTITY] == 2 * each - delivered
         nursery.cancel_scope.cancel()
 
@@ -176,21 +169,8 @@ async def test_the_node_total_is_shared_by_every_allocation() -> None:
     each = 20
     async with trio.open_nursery() as nursery:
         local = await start_local_node(nursery, node_with(BandwidthLimits(node_total=RATE)))
-        async with (
-            udp_client(local.udp) as first,
-            udp_client(local.udp) as second,
-            raw_peer() as far,
-        ):
-            await bound_channel(first, far)
-            await bound_channel(second, far)
-            start = time.monotonic()
-            burst(first, local.udp, each)
-            burst(second, local.udp, each)
-            await settled(local, 2 * each)
-            elapsed = time.monotonic() - start
-            delivered = len(drain(far))
-        assert delivered * SIZE <= RATE.bytes_per_second * elapsed + RATE.burst
-        assert delivered >= RATE.burst // SIZE
+        delivered, elapsed = await two_bursts(local, each)
+        assert_within_rate(delivered, elapsed)
         assert bandwidth_drops(local)[Drop.BANDWIDTH_NODE] == 2 * each - delivered
         nursery.cancel_scope.cancel()
 

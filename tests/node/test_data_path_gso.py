@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 import pytest
 import trio
 
+from tests.helpers.raw_peer import address, raw_peer
 from tests.helpers.turn_client import LocalNode, TurnClient, start_node, udp_client
 from trelay.node import gso
 from trelay.ops.metrics import snapshot
@@ -24,27 +25,11 @@ SO_NO_CHECK = 11
 TIMEOUT = 10.0
 
 
-@asynccontextmanager
-async def raw_peer() -> AsyncIterator[socket.socket]:
-    """A peer on a plain non-blocking socket: a burst leaves with no checkpoint between."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-    sock.bind(("127.0.0.1", 0))
-    sock.setblocking(False)
-    with sock:
-        yield sock
-
-
 async def receive(sock: socket.socket) -> tuple[bytes, Address]:
     with trio.fail_after(TIMEOUT):
         await trio.lowlevel.wait_readable(sock)
     data, source = sock.recvfrom(65535)
     return data, (source[0], source[1])
-
-
-def address(sock: socket.socket) -> Address:
-    host, port = sock.getsockname()[:2]
-    return host, port
 
 
 def client_burst(client: TurnClient, server: Address, payloads: list[bytes]) -> None:
@@ -121,13 +106,23 @@ async def test_with_gso_failing_on_every_socket_the_bursts_still_arrive_whole() 
         nursery.cancel_scope.cancel()
 
 
+@asynccontextmanager
+async def channel_and_permission(
+    local: LocalNode,
+) -> AsyncIterator[tuple[TurnClient, Address, socket.socket, socket.socket]]:
+    """A client's allocation (its relayed address) with channel 0x4000 bound to one raw
+    peer (`far`) and a permission alone for another (`other`)."""
+    async with udp_client(local.udp) as client, raw_peer() as far, raw_peer() as other:
+        relayed = await client.allocate()
+        await client.channel_bind(0x4000, address(far))
+        await client.create_permission(address(other))
+        yield client, relayed, far, other
+
+
 async def test_a_data_indication_keeps_its_place_between_runs() -> None:
     async with trio.open_nursery() as nursery:
         local = await start_node(nursery)
-        async with udp_client(local.udp) as client, raw_peer() as far, raw_peer() as other:
-            relayed = await client.allocate()
-            await client.channel_bind(0x4000, address(far))
-            await client.create_permission(address(other))
+        async with channel_and_permission(local) as (client, relayed, far, other):
             # The client never sends on the channel: the peer's datagrams reach the
             # relay socket, where the other peer's become Data indications.
             sent: list[tuple[socket.socket, bytes]] = [
@@ -146,10 +141,7 @@ async def test_a_data_indication_keeps_its_place_between_runs() -> None:
 async def test_a_peer_run_coalesced_by_gro_reaches_the_client_datagram_by_datagram() -> None:
     async with trio.open_nursery() as nursery:
         local = await start_node(nursery)
-        async with udp_client(local.udp) as client, raw_peer() as far, raw_peer() as other:
-            relayed = await client.allocate()
-            await client.channel_bind(0x4000, address(far))
-            await client.create_permission(address(other))
+        async with channel_and_permission(local) as (client, relayed, far, other):
             # A busy batch first: the relay socket turns UDP_GRO on.
             warm_up = [b"w%02d" % index for index in range(gso.GRO_BUSY)]
             for payload in warm_up:

@@ -564,26 +564,9 @@ class PeerReader:
         view, out = self.view, self.out
         assert out is not None
         stop = offset + size
-        if channel is None:
-            delivered = delivered_bytes = refused = failed = 0
-            for start in range(offset, stop, segment):
-                data = bytes(view[start : min(start + segment, stop)])
-                indication = self.framing(self.allocation, peer, data)
-                if indication is None:
-                    refused += 1
-                    continue
-                if meter is not None:
-                    over = meter.spend(len(data), now)
-                    if over is not None:
-                        self.dropped[over] += 1
-                        continue
-                try:
-                    self.deliver(indication)
-                except OSError:
-                    failed += 1
-                    continue
-                delivered += 1
-                delivered_bytes += len(data)
+        if channel is None:  # as to a framed client (a UDP client's send never stalls)
+            counts = self._framed_coalesced(None, peer, offset, size, segment, False, meter, now)
+            delivered, delivered_bytes, refused, _, failed = counts
             return delivered, delivered_bytes, refused, failed
         header = _CHANNEL_HEADER.pack(channel, segment)
         per_run = max(1, min(MAX_SEGMENTS, MAX_RUN_BYTES // (segment + 4)))
@@ -655,7 +638,9 @@ class PeerReader:
                 peer = address if is_pair else (address[0], address[1])
                 channel = peers.get(peer)
                 if 0 < segment < size:  # rare: each datagram framed from a copy
-                    counts = self._framed_coalesced(channel, peer, size, segment, pad, meter, now)
+                    counts = self._framed_coalesced(
+                        channel, peer, 4, size, segment, pad, meter, now
+                    )
                     delivered += counts[0]
                     delivered_bytes += counts[1]
                     no_permission += counts[2]
@@ -701,15 +686,17 @@ class PeerReader:
             self._count(delivered, delivered_bytes, no_permission, queue_full, send_failed)
 
     def _framed_coalesced(
-        self, channel: int | None, peer: Address, size: int, segment: int, pad: bool,
-        meter: Meter | None, now: float,
+        self, channel: int | None, peer: Address, offset: int, size: int, segment: int,
+        pad: bool, meter: Meter | None, now: float,
     ) -> tuple[int, int, int, int, int]:  # fmt: skip
-        """A coalesced receive (at view[4:4 + size]) to a framed client, each datagram a
-        frame of its own (copied), each spending from `meter` if there is one;
+        """A coalesced receive (at view[offset:offset + size]) to a framed client, or
+        from a peer without a channel to any client, each datagram a frame of its own
+        (copied), each spending from `meter` if there is one;
         (delivered, bytes, no_permission, queue_full, failed)."""
         delivered = delivered_bytes = no_permission = queue_full = failed = 0
-        for piece in range(4, 4 + size, segment):
-            data = bytes(self.view[piece : min(piece + segment, 4 + size)])
+        stop = offset + size
+        for piece in range(offset, stop, segment):
+            data = bytes(self.view[piece : min(piece + segment, stop)])
             if channel is None:
                 framed = self.framing(self.allocation, peer, data)
                 if framed is None:

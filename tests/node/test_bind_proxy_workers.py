@@ -16,8 +16,6 @@ refused (442) with workers.
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import trio
@@ -30,27 +28,17 @@ from tests.node.test_tcp_relay import (
     allocate_tcp,
     code,
     connected,
+    connection,
     echo_peer,
 )
 from tests.node.test_tcp_relay_early_bytes import connection_bind
 from trelay.stun.attributes import ConnectionId, Lifetime, RequestedTransport
 from trelay.stun.codes import MessageClass, Method
 from trelay.stun.error_attributes import ErrorCodeAttribute
-from trelay.turn.addressing import Address
 from trelay.turn.tcp_relay import connection_worker
 
 TIMEOUT = 10.0
 TRIES = 40  # a fresh connection lands on either worker: 1 in 2^40 to miss
-
-
-@asynccontextmanager
-async def raw(address: Address) -> AsyncIterator[RawClient]:
-    with trio.fail_after(TIMEOUT):
-        stream = await trio.open_tcp_stream(*address)
-    try:
-        yield RawClient(stream)
-    finally:
-        await trio.aclose_forcefully(stream)
 
 
 async def connection_on(worker: int, node: Supervised) -> RawClient:
@@ -84,7 +72,7 @@ async def test_a_connection_bind_on_the_other_worker_is_proxied(tmp_path: Path) 
         echo_peer() as (peer, ended),
     ):
         [server] = node.addresses("tcp")
-        async with raw(server) as control:
+        async with connection(server) as control:
             await allocate_tcp(control)
             connection_id = await connected(control, peer)
             home = connection_worker(connection_id)

@@ -10,19 +10,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import trio
-
-from tests.helpers.supervised import running_workers
-from tests.helpers.turn_client import peer
-from tests.helpers.turn_relay import PASSWORD, REALM, USERNAME
-from tests.node.test_bind_proxy_workers import connection_on
-from tests.node.test_mobility_workers import WORKERS, active
-from tests.node.test_reservation_workers import relayed_of
+from tests.helpers.turn_relay import REALM, USERNAME
+from tests.node.test_mobility_workers import active
+from tests.node.test_reservation_workers import relayed_of, reserved_over_tcp
 from tests.node.test_tcp_relay import RawClient, code
 from trelay.stun.address_attributes import XorPeerAddress
 from trelay.stun.attributes import (
     Attribute,
-    EvenPort,
     Nonce,
     Realm,
     RequestedTransport,
@@ -45,30 +39,17 @@ def signed(client: RawClient, method: Method, *attributes: Attribute) -> tuple[b
 async def test_requests_behind_a_proxied_allocate_are_answered_by_the_owner(
     tmp_path: Path,
 ) -> None:
-    args = ("--workers", str(WORKERS), "--listen-tcp", "127.0.0.1:0",
-            "--user", f"{USERNAME}:{PASSWORD}", "--realm", REALM,
-            "--allow-loopback-peers")  # fmt: skip
-    async with running_workers(tmp_path, *args) as node, peer() as far:
-        rtp = await connection_on(0, node)
-        rtcp = await connection_on(1, node)
-        try:
-            reply = await rtp.call(Method.ALLOCATE, RequestedTransport(17), EvenPort(True))
-            host, even = relayed_of(reply)
-            token = reply.get(ReservationToken)
-            assert token is not None and token.value[0] == 0  # it names worker 0
-            allocate_id, allocate = signed(
-                rtcp, Method.ALLOCATE, RequestedTransport(17), ReservationToken(token.value)
-            )
-            permit_id, permit = signed(rtcp, Method.CREATE_PERMISSION, XorPeerAddress(*far.address))
-            await rtcp.stream.send_all(allocate + permit)  # one write, no waiting
-            redeemed = await rtcp._reply(allocate_id)
-            assert relayed_of(redeemed) == (host, even + 1), code(redeemed)
-            permitted = await rtcp._reply(permit_id)
-            assert permitted.message_class is MessageClass.SUCCESS, code(permitted)
-            assert active(await node.metrics()) == {"0": 2.0, "1": 0.0}
-            await far.send((host, even + 1), b"permitted by the pipelined request")
-            indication = await rtcp.indication()
-            assert indication.method == Method.DATA
-        finally:
-            await trio.aclose_forcefully(rtp.stream)
-            await trio.aclose_forcefully(rtcp.stream)
+    async with reserved_over_tcp(tmp_path) as (node, far, rtcp, (host, even), token):
+        allocate_id, allocate = signed(
+            rtcp, Method.ALLOCATE, RequestedTransport(17), ReservationToken(token)
+        )
+        permit_id, permit = signed(rtcp, Method.CREATE_PERMISSION, XorPeerAddress(*far.address))
+        await rtcp.stream.send_all(allocate + permit)  # one write, no waiting
+        redeemed = await rtcp._reply(allocate_id)
+        assert relayed_of(redeemed) == (host, even + 1), code(redeemed)
+        permitted = await rtcp._reply(permit_id)
+        assert permitted.message_class is MessageClass.SUCCESS, code(permitted)
+        assert active(await node.metrics()) == {"0": 2.0, "1": 0.0}
+        await far.send((host, even + 1), b"permitted by the pipelined request")
+        indication = await rtcp.indication()
+        assert indication.method == Method.DATA

@@ -15,15 +15,18 @@ issued no such token, or no worker of the node, are 508.
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import trio
 
-from tests.helpers.supervised import running_workers
-from tests.helpers.turn_client import TurnClient, peer
+from tests.helpers.supervised import Supervised, running_workers
+from tests.helpers.turn_client import Peer, TurnClient, peer
 from tests.helpers.turn_relay import PASSWORD, REALM, USERNAME
 from tests.node.test_bind_proxy_workers import connection_on
 from tests.node.test_mobility_workers import WORKERS, active, port_of_worker
+from tests.node.test_tcp_relay import RawClient
 from trelay.stun.address_attributes import XorPeerAddress, XorRelayedAddress
 from trelay.stun.attributes import Data, EvenPort, RequestedTransport, ReservationToken
 from trelay.stun.codes import MessageClass, Method
@@ -40,6 +43,31 @@ def relayed_of(reply: Message) -> tuple[str, int]:
 def error_of(reply: Message) -> int | None:
     attribute = reply.get(ErrorCodeAttribute)
     return None if attribute is None else attribute.code
+
+
+@asynccontextmanager
+async def reserved_over_tcp(
+    tmp_path: Path,
+) -> AsyncIterator[tuple[Supervised, Peer, RawClient, tuple[str, int], bytes]]:
+    """`trelay serve --workers 2` on TCP and a loopback peer; an RTP-like connection
+    accepted by worker 0 holding an R=1 allocation (an even port, a token naming worker
+    0), and an RTCP-like connection accepted by worker 1 holding none. Yields the node,
+    the peer, the RTCP-like connection, the RTP relayed (host, even port) and the token;
+    both connections close when the block ends."""
+    args = ("--workers", str(WORKERS), "--listen-tcp", "127.0.0.1:0",
+            "--user", f"{USERNAME}:{PASSWORD}", "--realm", REALM,
+            "--allow-loopback-peers")  # fmt: skip
+    async with running_workers(tmp_path, *args) as node, peer() as far:
+        rtp = await connection_on(0, node)
+        rtcp = await connection_on(1, node)
+        try:
+            reply = await rtp.call(Method.ALLOCATE, RequestedTransport(17), EvenPort(True))
+            token = reply.get(ReservationToken)
+            assert token is not None and token.value[0] == 0  # it names worker 0
+            yield node, far, rtcp, relayed_of(reply), token.value
+        finally:
+            await trio.aclose_forcefully(rtp.stream)
+            await trio.aclose_forcefully(rtcp.stream)
 
 
 async def test_a_reservation_is_redeemed_from_another_workers_port(tmp_path: Path) -> None:
@@ -97,36 +125,21 @@ async def test_a_reservation_over_tcp_is_redeemed_through_another_worker(
     the Allocate with worker 0's token; worker 1 hands the whole connection to worker 0,
     which redeems the token; the client's requests and relayed data then go through the
     proxy both ways. Without it worker 1 answers 508."""
-    args = ("--workers", str(WORKERS), "--listen-tcp", "127.0.0.1:0",
-            "--user", f"{USERNAME}:{PASSWORD}", "--realm", REALM,
-            "--allow-loopback-peers")  # fmt: skip
-    async with running_workers(tmp_path, *args) as node, peer() as far:
-        rtp = await connection_on(0, node)
-        rtcp = await connection_on(1, node)
-        try:
-            reply = await rtp.call(Method.ALLOCATE, RequestedTransport(17), EvenPort(True))
-            host, even = relayed_of(reply)
-            token = reply.get(ReservationToken)
-            assert token is not None and token.value[0] == 0  # it names worker 0
-            redeemed = await rtcp.call(
-                Method.ALLOCATE, RequestedTransport(17), ReservationToken(token.value)
-            )
-            assert relayed_of(redeemed) == (host, even + 1), redeemed.get(ErrorCodeAttribute)
-            assert active(await node.metrics()) == {"0": 2.0, "1": 0.0}
-            permitted = await rtcp.call(Method.CREATE_PERMISSION, XorPeerAddress(*far.address))
-            assert permitted.message_class is MessageClass.SUCCESS, permitted
-            send = Message(
-                Method.SEND, MessageClass.INDICATION, os.urandom(12),
-                (XorPeerAddress(*far.address), Data(b"rtcp through the proxy")),
-            )  # fmt: skip
-            await rtcp.stream.send_all(encode_message(send))
-            assert await far.receive() == (b"rtcp through the proxy", (host, even + 1))
-            await far.send((host, even + 1), b"back through the proxy")
-            indication = await rtcp.indication()
-            assert indication.method == Method.DATA
-            assert indication.get(Data) == Data(b"back through the proxy")
-        finally:
-            await trio.aclose_forcefully(rtp.stream)
-            await trio.aclose_forcefully(rtcp.stream)
+    async with reserved_over_tcp(tmp_path) as (node, far, rtcp, (host, even), token):
+        redeemed = await rtcp.call(Method.ALLOCATE, RequestedTransport(17), ReservationToken(token))
+        assert relayed_of(redeemed) == (host, even + 1), redeemed.get(ErrorCodeAttribute)
+        assert active(await node.metrics()) == {"0": 2.0, "1": 0.0}
+        permitted = await rtcp.call(Method.CREATE_PERMISSION, XorPeerAddress(*far.address))
+        assert permitted.message_class is MessageClass.SUCCESS, permitted
+        send = Message(
+            Method.SEND, MessageClass.INDICATION, os.urandom(12),
+            (XorPeerAddress(*far.address), Data(b"rtcp through the proxy")),
+        )  # fmt: skip
+        await rtcp.stream.send_all(encode_message(send))
+        assert await far.receive() == (b"rtcp through the proxy", (host, even + 1))
+        await far.send((host, even + 1), b"back through the proxy")
+        indication = await rtcp.indication()
+        assert indication.method == Method.DATA
+        assert indication.get(Data) == Data(b"back through the proxy")
         log = node.stderr_path.read_text()
     assert "connection proxied" in log, log[-3000:]

@@ -18,6 +18,7 @@ import pytest
 import trio
 import trio.testing
 
+from tests.helpers.stream_end import closed_by_peer
 from tests.helpers.turn_client import (
     LocalNode,
     TurnClient,
@@ -44,15 +45,7 @@ async def local() -> AsyncIterator[LocalNode]:
 async def closed_by_server(client: TurnClient) -> bool:
     """True once the server has closed the connection (reads what is left, bounded)."""
     assert isinstance(client.transport, _Tcp)
-    stream = client.transport.stream
-    with trio.move_on_after(IDLE_TIMEOUT * 4):
-        for _ in range(1000):
-            try:
-                if not await stream.receive_some(65536):
-                    return True
-            except trio.BrokenResourceError:
-                return True
-    return False
+    return await closed_by_peer(client.transport.stream, IDLE_TIMEOUT * 4)
 
 
 def channel_data(channel: int, length: int, data: bytes = b"") -> bytes:

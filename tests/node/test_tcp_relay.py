@@ -20,6 +20,7 @@ from contextlib import asynccontextmanager
 import trio
 
 from tests.helpers.private_network import private_network
+from tests.helpers.stream_end import closed_by_peer
 from tests.helpers.turn_client import LocalNode, start_node
 from tests.helpers.turn_relay import PASSWORD, REALM, USERNAME
 from trelay.stun.address_attributes import XorPeerAddress, XorRelayedAddress
@@ -182,15 +183,8 @@ async def connected(client: RawClient, peer: Address) -> int:
 
 
 async def eof(stream: trio.abc.Stream) -> bool:
-    """True once the other side closed (or reset) `stream`; reads what is left, bounded."""
-    with trio.move_on_after(TIMEOUT):
-        for _ in range(1000):
-            try:
-                if not await stream.receive_some(65536):
-                    return True
-            except trio.BrokenResourceError:
-                return True
-    return False
+    """True once the other side closed (or reset) `stream`, within TIMEOUT."""
+    return await closed_by_peer(stream, TIMEOUT)
 
 
 async def test_connect_bind_and_bytes_both_ways() -> None:

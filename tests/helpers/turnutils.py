@@ -105,6 +105,23 @@ def parse_summary(output: str) -> UclientSummary | None:
     return UclientSummary(*messages, *sizes, *lost)
 
 
+def assert_all_echoed(
+    run: UclientRun, messages: int, report: str, *, length: int | None = LENGTH
+) -> UclientSummary:
+    """uclient exited 0 and its closing totals say: `messages` sent in all, every one
+    received back (with `length`: `length` bytes each, both ways), none lost and none
+    dropped on send. `report` is the assertions' message; the summary is returned."""
+    summary = run.summary
+    assert run.returncode == 0, report
+    assert summary is not None, report
+    assert summary.sent_messages == messages, report
+    assert summary.received_messages == summary.sent_messages, report
+    if length is not None:
+        assert summary.received_bytes == summary.sent_bytes == messages * length, report
+    assert summary.lost_packets == summary.send_dropped == 0, report
+    return summary
+
+
 def uclient_command(server: Address, *options: str) -> list[str]:
     assert UCLIENT is not None
     host, port = server

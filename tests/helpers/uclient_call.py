@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 import trio
 
 from tests.helpers.supervised import Supervised, poll_until, total
-from tests.helpers.turnutils import UclientRun, run_uclient
+from tests.helpers.turnutils import UclientRun, assert_all_echoed, run_uclient
 
 MESSAGES = 100  # -n per session, at uclient's 20 ms interval: a call of a few seconds
 LENGTH = 200
@@ -47,11 +47,4 @@ async def call_through(
 
 def assert_no_loss(run: UclientRun) -> None:
     """uclient's closing totals: every message sent came back, nothing lost or dropped."""
-    tail = run.output[-2000:]
-    summary = run.summary
-    assert run.returncode == 0, tail
-    assert summary is not None, tail
-    assert summary.sent_messages == 2 * MESSAGES, tail
-    assert summary.received_messages == summary.sent_messages, tail
-    assert summary.received_bytes == summary.sent_bytes == summary.sent_messages * LENGTH, tail
-    assert summary.lost_packets == summary.send_dropped == 0, tail
+    assert_all_echoed(run, 2 * MESSAGES, run.output[-2000:], length=LENGTH)

@@ -36,6 +36,7 @@ from tests.helpers.turnutils import (
     NEEDS_UCLIENT_AND_PEER,
     TurnTrafficRecorder,
     UclientRun,
+    assert_all_echoed,
     echo_peer,
     parse_summary,
     run_uclient,
@@ -101,16 +102,8 @@ def relay_with_uclient(
 
 def assert_relayed_without_loss(relayed: Relayed, sessions: int, mechanism: Mechanism) -> None:
     report = relayed.report()
-    summary = relayed.run.summary
-    assert relayed.run.returncode == 0, report
-    assert summary is not None, report
     # uclient's view: everything it sent came back, nothing lost, nothing dropped.
-    assert summary.sent_messages == MESSAGES * sessions, report
-    assert summary.received_messages == summary.sent_messages, report
-    assert summary.sent_bytes == summary.sent_messages * LENGTH, report
-    assert summary.received_bytes == summary.sent_bytes, report
-    assert summary.lost_packets == 0, report
-    assert summary.send_dropped == 0, report
+    summary = assert_all_echoed(relayed.run, MESSAGES * sessions, report)
     # trelay's view: at least that much crossed its data path each way.
     before, after = relayed.before, relayed.after
     grew_out = after.client_to_peer_datagrams - before.client_to_peer_datagrams

@@ -36,6 +36,8 @@ from tests.helpers.turnutils import (
     NEEDS_UCLIENT_AND_PEER,
     PEER,
     UCLIENT_TIMEOUT,
+    UclientRun,
+    assert_all_echoed,
     parse_summary,
     uclient_command,
 )
@@ -94,13 +96,8 @@ def assert_relayed_without_loss(
     local: DtlsNode, returncode: int, output: str, sessions: int
 ) -> None:
     report = f"uclient exit {returncode}\n{output[-3000:]}\n{local.stats}"
-    summary = parse_summary(output)
-    assert returncode == 0, report
-    assert summary is not None, report
-    assert summary.sent_messages == MESSAGES * sessions, report
-    assert summary.received_messages == summary.sent_messages, report
-    assert summary.received_bytes == summary.sent_bytes == summary.sent_messages * LENGTH, report
-    assert summary.lost_packets == 0 and summary.send_dropped == 0, report
+    run = UclientRun(returncode, output, parse_summary(output))
+    summary = assert_all_echoed(run, MESSAGES * sessions, report)
     counters = local.node.counters.by_transport[ClientTransport.DTLS]
     assert counters.client_to_peer_datagrams >= summary.sent_messages, report
     assert counters.client_to_peer_bytes >= summary.sent_bytes, report

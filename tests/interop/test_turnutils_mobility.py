@@ -32,6 +32,7 @@ from tests.helpers.turnutils import (
     MESSAGES,
     NEEDS_UCLIENT_AND_PEER,
     UclientRun,
+    assert_all_echoed,
     echo_peer,
     run_uclient,
 )
@@ -162,8 +163,4 @@ async def test_uclient_mobility_across_workers(tmp_path: Path) -> None:
     assert run.returncode == 0, report
     created, moved = log.count("allocation created"), log.count("allocation moved")
     assert created >= 4 and moved == created, report
-    summary = run.summary
-    assert summary is not None, report
-    assert summary.sent_messages == MESSAGES * 4, report
-    assert summary.received_messages == summary.sent_messages, report
-    assert summary.lost_packets == 0, report
+    assert_all_echoed(run, MESSAGES * 4, report, length=None)

@@ -31,6 +31,7 @@ from tests.helpers.turnutils import (
     MESSAGES,
     NEEDS_UCLIENT_AND_PEER,
     UclientRun,
+    assert_all_echoed,
     echo_peer,
     run_uclient,
 )
@@ -152,14 +153,8 @@ def test_uclient_rtp_rtcp_pairs_through_reservations(
         f"uclient exit {run.returncode}\n{run.output[-3000:]}\n"
         f"reserved {recorder.reserved}\nredeemed {recorder.redeemed}"
     )
-    summary = run.summary
-    assert run.returncode == 0, report
-    assert summary is not None, report
     sessions = 2 * PAIRS  # each pair an RTP and an RTCP session
-    assert summary.sent_messages == MESSAGES * sessions, report
-    assert summary.received_messages == summary.sent_messages, report
-    assert summary.received_bytes == summary.sent_bytes == summary.sent_messages * LENGTH, report
-    assert summary.lost_packets == 0 and summary.send_dropped == 0, report
+    assert_all_echoed(run, MESSAGES * sessions, report)
     # The node's view: each pair went through a reservation.
     assert len(recorder.reserved) >= PAIRS, report
     assert all(port % 2 == 0 for (_, port), _ in recorder.reserved), report
@@ -196,11 +191,7 @@ async def test_uclient_rtp_rtcp_pairs_across_workers(tmp_path: Path, tcp: bool) 
     )
     assert run.returncode == 0, report
     assert log.count("allocation created") >= sessions, report
-    summary = run.summary
-    assert summary is not None, report
-    assert summary.sent_messages == MESSAGES * sessions, report
-    assert summary.received_messages == summary.sent_messages, report
-    assert summary.lost_packets == 0 and summary.send_dropped == 0, report
+    assert_all_echoed(run, MESSAGES * sessions, report, length=None)
 
 
 _CREATED = re.compile(r"allocation created client=([\d.]+):(\d+) relayed=([\d.]+):(\d+)")

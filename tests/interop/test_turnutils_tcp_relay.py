@@ -28,7 +28,7 @@ import trio
 
 from tests.helpers.supervised import running_workers, total
 from tests.helpers.turn_relay import PASSWORD, USERNAME, threaded_turn_node
-from tests.helpers.turnutils import UCLIENT, run_uclient
+from tests.helpers.turnutils import UCLIENT, assert_all_echoed, run_uclient
 from trelay.stun.attributes import ConnectionId
 from trelay.stun.message import decode_message
 from trelay.turn.actions import AcceptPeer, Action, SendToClient, SpliceConnections
@@ -71,13 +71,7 @@ def test_uclient_tcp_relay(transport: ClientTransport, monkeypatch: pytest.Monke
         run = run_uclient(address, *flags)
     after = running.node.counters.by_transport[transport]
     report = f"uclient exit {run.returncode}\n{run.output[-3000:]}\ncounters {after}"
-    summary = run.summary
-    assert run.returncode == 0, report
-    assert summary is not None, report
-    assert summary.sent_messages == 2 * MESSAGES, report
-    assert summary.received_messages == summary.sent_messages, report
-    assert summary.received_bytes == summary.sent_bytes == summary.sent_messages * LENGTH, report
-    assert summary.lost_packets == 0, report
+    summary = assert_all_echoed(run, 2 * MESSAGES, report, length=LENGTH)
     # Both splices: one carried the bytes client to peer, the other peer to client.
     sent = summary.sent_bytes
     assert after.client_to_peer_bytes - before.client_to_peer_bytes >= sent, report
@@ -111,13 +105,7 @@ async def test_uclient_tcp_relay_across_workers(transport: ClientTransport, tmp_
         f"uclient exit {run.returncode}\n{run.output[-3000:]}\n--- trelay ---\n{log[-3000:]}\n"
         f"data connections proxied: {log.count('connection proxied')}"
     )
-    summary = run.summary
-    assert run.returncode == 0, report
-    assert summary is not None, report
-    assert summary.sent_messages == 2 * MESSAGES, report
-    assert summary.received_messages == summary.sent_messages, report
-    assert summary.received_bytes == summary.sent_bytes == summary.sent_messages * LENGTH, report
-    assert summary.lost_packets == 0, report
+    summary = assert_all_echoed(run, 2 * MESSAGES, report, length=LENGTH)
     # Both splices carried every byte, on whichever worker holds each allocation.
     relayed = total(samples, "trelay_relayed_bytes_total", direction="client_to_peer",
                     transport=kind)  # fmt: skip

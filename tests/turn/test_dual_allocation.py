@@ -57,6 +57,13 @@ def relayed_of(reply: Message | None) -> list[Address]:
     return [(a.host, a.port) for a in reply.get_all(XorRelayedAddress)]
 
 
+def assert_ipv6_refused(reply: Message | None, code: int) -> None:
+    """The success carries ADDRESS-ERROR-CODE for IPv6 with `code` (RFC 8656 §14.11)."""
+    assert reply is not None
+    error = reply.get(AddressErrorCode)
+    assert error is not None and (error.family, error.code) == (AddressFamily.IPV6, code)
+
+
 def dual_client(server: TurnServer, port: int = 50000) -> tuple[Client, Address, Address]:
     c = Client(server, address=("203.0.113.5", port))
     reply = c.allocate(DUAL)
@@ -169,9 +176,7 @@ def test_no_ipv6_relay_here_is_an_ipv4_allocation_with_address_error_440() -> No
     reply = c.allocate(DUAL)
     assert_success(c, reply)
     assert relayed_of(reply)[0][0] == V4 and len(relayed_of(reply)) == 1
-    assert reply is not None
-    error = reply.get(AddressErrorCode)
-    assert error is not None and (error.family, error.code) == (AddressFamily.IPV6, 440)
+    assert_ipv6_refused(reply, 440)
 
 
 def test_an_ipv6_socket_that_fails_is_an_ipv4_allocation_with_address_error_508() -> None:
@@ -183,9 +188,7 @@ def test_an_ipv6_socket_that_fails_is_an_ipv4_allocation_with_address_error_508(
     reply = c.response(server.relay_opened(c.five_tuple, (V4, 40000), 0), request)
     assert_success(c, reply)
     assert relayed_of(reply) == [(V4, 40000)]
-    assert reply is not None
-    error = reply.get(AddressErrorCode)
-    assert error is not None and (error.family, error.code) == (AddressFamily.IPV6, 508)
+    assert_ipv6_refused(reply, 508)
     assert server.allocations[c.five_tuple].second is None
 
 

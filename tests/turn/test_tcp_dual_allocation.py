@@ -6,7 +6,7 @@ success carried no ADDRESS-ERROR-CODE: the client could not tell why IPv6 was mi
 from __future__ import annotations
 
 from tests.helpers.turn_harness import assert_error, assert_success
-from tests.turn.test_dual_allocation import DUAL, V4, dual_stack, relayed_of
+from tests.turn.test_dual_allocation import DUAL, V4, assert_ipv6_refused, dual_stack, relayed_of
 from tests.turn.test_tcp_relay import tcp_client
 from trelay.stun.attributes import AdditionalAddressFamily, RequestedTransport
 from trelay.stun.codes import AddressFamily, Method
@@ -23,9 +23,7 @@ def test_a_tcp_dual_allocation_is_ipv4_with_address_error_440() -> None:
     reply = c.response(server.relay_opened(c.five_tuple, (V4, 40000), 0), request)
     assert_success(c, reply)
     assert relayed_of(reply) == [(V4, 40000)]
-    assert reply is not None
-    error = reply.get(AddressErrorCode)
-    assert error is not None and (error.family, error.code) == (AddressFamily.IPV6, 440)
+    assert_ipv6_refused(reply, 440)
     allocation = server.allocations[c.five_tuple]
     assert allocation.second is None and server.tcp.is_tcp(allocation)
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.settings_file import write
 from trelay.config.api_keys import create_key
 from trelay.config.flags import Flags
 from trelay.config.settings import load_settings
@@ -15,12 +16,6 @@ from trelay.config.values import SettingsError
 
 KEY16 = base64.b64encode(bytes(range(16))).decode()
 KEY32 = base64.b64encode(bytes(range(32))).decode()
-
-
-def write(tmp_path: Path, text: str) -> Path:
-    path = tmp_path / "trelay.toml"
-    path.write_text(text, encoding="utf-8")
-    return path
 
 
 def test_api_keys_third_party_and_logs_from_a_file(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.settings_file import write
 from trelay.config.bandwidth_settings import BandwidthSettings
 from trelay.config.flags import Flags
 from trelay.config.reload import Reload, reload_settings
@@ -14,12 +15,6 @@ from trelay.config.settings import load_settings
 from trelay.config.values import SettingsError
 from trelay.node.turn_setup import turn_config
 from trelay.turn.bandwidth import MIN_BURST, BandwidthLimits, Rate
-
-
-def write(tmp_path: Path, text: str) -> Path:
-    path = tmp_path / "trelay.toml"
-    path.write_text(text)
-    return path
 
 
 def test_unlimited_by_default() -> None:

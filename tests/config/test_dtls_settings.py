@@ -6,16 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.settings_file import write
 from trelay.config.dtls_settings import DtlsSettings
 from trelay.config.flags import Flags
 from trelay.config.settings import load_settings
 from trelay.config.values import ListenAddress, SettingsError
-
-
-def write(tmp_path: Path, text: str) -> Path:
-    path = tmp_path / "trelay.toml"
-    path.write_text(text)
-    return path
 
 
 def test_dtls_is_opt_in_and_its_bounds_have_defaults() -> None:

@@ -6,16 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.settings_file import write
 from trelay.config.flags import Flags
 from trelay.config.settings import Settings, load_settings
 from trelay.config.values import SettingsError
 from trelay.node.tls import generate_self_signed
-
-
-def write(tmp_path: Path, text: str) -> Path:
-    path = tmp_path / "trelay.toml"
-    path.write_text(text)
-    return path
 
 
 def test_no_fleet_is_the_embedded_default(tmp_path: Path) -> None:

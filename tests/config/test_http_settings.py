@@ -18,6 +18,7 @@ import pytest
 import trio
 
 from tests.helpers.http_client import http_request
+from tests.helpers.settings_file import write
 from tests.helpers.trelay_process import TIMEOUT, running_trelay, stop, trelay_command
 from tests.helpers.turn_client import udp_client
 from trelay.config.flags import Flags
@@ -25,12 +26,6 @@ from trelay.config.settings import HttpSettings, load_settings
 from trelay.config.values import ListenAddress, SettingsError
 
 LOOPBACK_ANY = (ListenAddress("127.0.0.1", 0),)
-
-
-def write(tmp_path: Path, text: str) -> Path:
-    path = tmp_path / "trelay.toml"
-    path.write_text(text, encoding="utf-8")
-    return path
 
 
 def test_the_default_is_one_ephemeral_loopback_port(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.settings_file import write
 from trelay.config.flags import Flags
 from trelay.config.nat_discovery_settings import NatDiscoverySettings
 from trelay.config.settings import Settings, load_settings
@@ -16,12 +17,6 @@ from trelay.turn.nat_discovery import NatDiscovery
 
 LISTEN = '[listen]\nudp = ["192.0.2.1:3478"]\ntcp = ["192.0.2.1:3478"]\n'
 ENABLED = '[nat_discovery]\nenabled = true\nalternate_host = "192.0.2.2"\nalternate_port = 3479\n'
-
-
-def write(tmp_path: Path, text: str) -> Path:
-    path = tmp_path / "trelay.toml"
-    path.write_text(text)
-    return path
 
 
 def test_off_without_the_section(tmp_path: Path) -> None:

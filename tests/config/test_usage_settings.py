@@ -6,15 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.settings_file import write
 from trelay.config.settings import Settings, load_settings
 from trelay.config.usage_settings import UsageSettings
 from trelay.config.values import SettingsError
-
-
-def write(tmp_path: Path, text: str) -> Path:
-    path = tmp_path / "trelay.toml"
-    path.write_text(text)
-    return path
 
 
 def test_defaults_without_the_section(tmp_path: Path) -> None:

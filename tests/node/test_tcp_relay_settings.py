@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import trio
 
+from tests.helpers.settings_file import write
 from tests.node.test_tcp_relay import TIMEOUT, allocate_tcp, connected, connection, echo_peer
 from trelay.config.flags import Flags
 from trelay.config.reload import Reload, reload_settings
@@ -22,12 +23,6 @@ from trelay.turn.config import TurnConfig
 
 BASE = '[listen]\nudp = ["127.0.0.1:0"]\ntcp = ["127.0.0.1:0"]\n[auth]\nrealm = "example.org"\n'
 KEY = "quotas.peer_connections_per_allocation"
-
-
-def write(tmp_path: Path, text: str) -> Path:
-    path = tmp_path / "trelay.toml"
-    path.write_text(text)
-    return path
 
 
 def test_the_default_is_the_cores(tmp_path: Path) -> None:

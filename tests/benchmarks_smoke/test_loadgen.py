@@ -18,6 +18,7 @@ import pytest
 from benchmarks.relay_bench import Server, start_trelay
 from benchmarks.relay_vs_coturn import (
     EchoPeer,
+    LoadWindow,
     Mode,
     close_flows,
     compile_loadgen,
@@ -52,23 +53,24 @@ def peer(loadgen: Path) -> Iterator[EchoPeer]:
         yield running
 
 
-def test_paced_flows_come_back_whole(loadgen: Path, trelay: Server, peer: EchoPeer) -> None:
-    """Paced mode ("audio"): every ChannelData sent reaches the echo peer through the
-    relay and comes back as ChannelData on the same channel."""
-    flows = open_flows(trelay.target, 3, peer.address, base=40)
+def one_window(
+    loadgen: Path, trelay: Server, peer: EchoPeer, mode: Mode, base: int, duration: float
+) -> LoadWindow:
+    """One measured window of `mode` through trelay to the echo peer, over as many flows
+    as the mode has (their sources spread from 127.`base`), closed afterwards."""
+    flows = open_flows(trelay.target, mode.flows, peer.address, base=base)
     try:
-        window = run_window(
-            loadgen,
-            flows,
-            Mode("audio", 160, 3, rate=50.0),
-            peer,
-            trelay.cpu,
-            warmup=0.2,
-            duration=0.6,
-            drain=2.0,
+        return run_window(
+            loadgen, flows, mode, peer, trelay.cpu, warmup=0.2, duration=duration, drain=2.0
         )
     finally:
         close_flows(flows)
+
+
+def test_paced_flows_come_back_whole(loadgen: Path, trelay: Server, peer: EchoPeer) -> None:
+    """Paced mode ("audio"): every ChannelData sent reaches the echo peer through the
+    relay and comes back as ChannelData on the same channel."""
+    window = one_window(loadgen, trelay, peer, Mode("audio", 160, 3, rate=50.0), 40, 0.6)
     assert window.sent > 0
     assert window.received > 0
     assert window.peer_received > 0
@@ -83,20 +85,7 @@ def test_closed_loop_keeps_its_datagrams_in_flight(
 ) -> None:
     """Closed loop: each datagram that comes back is replaced, so the window keeps going
     (far more round trips than the 2 x 4 first sent), and nothing is lost."""
-    flows = open_flows(trelay.target, 2, peer.address, base=41)
-    try:
-        window = run_window(
-            loadgen,
-            flows,
-            Mode("saturated", 100, 2, inflight=4),
-            peer,
-            trelay.cpu,
-            warmup=0.2,
-            duration=0.5,
-            drain=2.0,
-        )
-    finally:
-        close_flows(flows)
+    window = one_window(loadgen, trelay, peer, Mode("saturated", 100, 2, inflight=4), 41, 0.5)
     assert window.received > 2 * 4
     assert window.relayed == window.received + window.peer_received
     assert window.lost == 0

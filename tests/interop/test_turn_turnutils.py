@@ -44,10 +44,7 @@ from tests.helpers.turnutils import (
 from trelay.node.data_path import DataPathCounters
 from trelay.turn.addressing import Address
 
-pytestmark = [
-    pytest.mark.interop,
-    NEEDS_UCLIENT_AND_PEER,
-]
+pytestmark = [pytest.mark.interop, NEEDS_UCLIENT_AND_PEER]
 
 
 class Mechanism(Enum):

@@ -43,10 +43,7 @@ from tests.helpers.turnutils import (
 )
 from trelay.turn.addressing import Address, ClientTransport
 
-pytestmark = [
-    pytest.mark.interop,
-    NEEDS_UCLIENT_AND_PEER,
-]
+pytestmark = [pytest.mark.interop, NEEDS_UCLIENT_AND_PEER]
 
 PEER_PROBES = 50
 PEER_PROBE_TIMEOUT = 0.2

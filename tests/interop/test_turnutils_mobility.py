@@ -40,10 +40,7 @@ from trelay.turn.actions import Action, AllocationCreated, AllocationMoved
 from trelay.turn.addressing import Address, FiveTuple
 from trelay.turn.server import TurnServer
 
-pytestmark = [
-    pytest.mark.interop,
-    NEEDS_UCLIENT_AND_PEER,
-]
+pytestmark = [pytest.mark.interop, NEEDS_UCLIENT_AND_PEER]
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,10 +47,7 @@ from trelay.turn.addressing import Address, FiveTuple
 from trelay.turn.config import TurnConfig
 from trelay.turn.server import TurnServer
 
-pytestmark = [
-    pytest.mark.interop,
-    NEEDS_UCLIENT_AND_PEER,
-]
+pytestmark = [pytest.mark.interop, NEEDS_UCLIENT_AND_PEER]
 
 PAIRS = 1  # -m: clients, each an RTP and an RTCP session (msz=2)
 

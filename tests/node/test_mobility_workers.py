@@ -28,6 +28,16 @@ WORKERS = 2
 PORT_TRIES = 1000
 
 
+# `trelay serve` with WORKERS workers on one UDP port (alice/wonderland, loopback peers).
+UDP_WORKERS = ("--workers", str(WORKERS), "--listen-udp", "127.0.0.1:0",
+               "--user", "alice:wonderland", "--allow-loopback-peers")  # fmt: skip
+
+
+def alice_on(worker: int, server: Address) -> TurnClient:
+    """alice's TURN client from a port whose datagrams the kernel hands to `worker`."""
+    return TurnClient(port_of_worker(worker, server), username="alice", password="wonderland")
+
+
 def port_of_worker(worker: int, server: Address) -> _Udp:
     """A client socket on loopback whose datagrams the kernel hands to `worker`."""
     for _ in range(PORT_TRIES):
@@ -54,11 +64,9 @@ def handovers(samples: Samples) -> dict[str, float]:
 async def test_a_client_moving_to_another_workers_port_keeps_its_allocation(
     tmp_path: Path,
 ) -> None:
-    args = ("--workers", str(WORKERS), "--listen-udp", "127.0.0.1:0",
-            "--user", "alice:wonderland", "--allow-loopback-peers")  # fmt: skip
-    async with running_workers(tmp_path, *args) as node, peer() as far:
+    async with running_workers(tmp_path, *UDP_WORKERS) as node, peer() as far:
         [server] = node.addresses("udp")
-        home = port_of_worker(0, server)
+        home = port_of_worker(0, server)  # kept: the test checks it is left empty
         client = TurnClient(home, username="alice", password="wonderland")
         reply = await client.checked(Method.ALLOCATE, RequestedTransport(17), MobilityTicket(b""))
         relayed_attribute, ticket = reply.get(XorRelayedAddress), reply.get(MobilityTicket)

@@ -22,10 +22,10 @@ from pathlib import Path
 import trio
 
 from tests.helpers.supervised import Supervised, running_workers
-from tests.helpers.turn_client import Peer, TurnClient, peer
+from tests.helpers.turn_client import Peer, peer
 from tests.helpers.turn_relay import PASSWORD, REALM, USERNAME
 from tests.node.test_bind_proxy_workers import connection_on
-from tests.node.test_mobility_workers import WORKERS, active, port_of_worker
+from tests.node.test_mobility_workers import UDP_WORKERS, WORKERS, active, alice_on
 from tests.node.test_tcp_relay import RawClient
 from trelay.stun.address_attributes import XorPeerAddress, XorRelayedAddress
 from trelay.stun.attributes import Data, EvenPort, RequestedTransport, ReservationToken
@@ -71,12 +71,9 @@ async def reserved_over_tcp(
 
 
 async def test_a_reservation_is_redeemed_from_another_workers_port(tmp_path: Path) -> None:
-    args = ("--workers", str(WORKERS), "--listen-udp", "127.0.0.1:0",
-            "--user", "alice:wonderland", "--allow-loopback-peers")  # fmt: skip
-    async with running_workers(tmp_path, *args) as node, peer() as far:
+    async with running_workers(tmp_path, *UDP_WORKERS) as node, peer() as far:
         [server] = node.addresses("udp")
-        rtp_port = port_of_worker(0, server)
-        rtp = TurnClient(rtp_port, username="alice", password="wonderland")
+        rtp = alice_on(0, server)
         reply = await rtp.checked(Method.ALLOCATE, RequestedTransport(17), EvenPort(True))
         host, even = relayed_of(reply)
         token = reply.get(ReservationToken)
@@ -84,8 +81,7 @@ async def test_a_reservation_is_redeemed_from_another_workers_port(tmp_path: Pat
         assert even % 2 == 0
         assert active(await node.metrics()) == {"0": 1.0, "1": 0.0}
 
-        rtcp_port = port_of_worker(1, server)
-        rtcp = TurnClient(rtcp_port, username="alice", password="wonderland")
+        rtcp = alice_on(1, server)
         redeemed = await rtcp.checked(
             Method.ALLOCATE, RequestedTransport(17), ReservationToken(token.value)
         )
@@ -99,7 +95,7 @@ async def test_a_reservation_is_redeemed_from_another_workers_port(tmp_path: Pat
         assert await rtcp.receive_data() == (0x4001, b"back to the rtcp port")
 
         # The token was taken: presented again (from yet another client), 508.
-        again = TurnClient(port_of_worker(1, server), username="alice", password="wonderland")
+        again = alice_on(1, server)
         reply = await again.request(
             Method.ALLOCATE, RequestedTransport(17), ReservationToken(token.value)
         )

@@ -14,13 +14,13 @@ import os
 import signal
 import socket
 import ssl
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack
 from pathlib import Path
 
 import trio
 
 from tests.helpers.aioice_call import relayed_call
+from tests.helpers.relaying_clients import clients_relaying
 from tests.helpers.supervised import (
     TIMEOUT,
     Address,
@@ -32,37 +32,12 @@ from tests.helpers.supervised import (
 )
 from tests.helpers.supervised import udp_ports_of as worker_udp_ports
 from tests.helpers.trelay_process import trelay_command
-from tests.helpers.turn_client import Peer, TurnClient, TurnError, peer, udp_client
+from tests.helpers.turn_client import TurnError, peer, udp_client
 from trelay.process.listen_reservation import split_port_range
 
 CLIENTS = 24
 RELAY_PORTS = (61000, 61399)  # above Linux's ephemeral range, so rarely taken
 C2P = "trelay_relayed_bytes_total"
-
-
-@asynccontextmanager
-async def clients_relaying(
-    server: Address, far: Peer, count: int
-) -> AsyncIterator[tuple[int, list[TurnClient]]]:
-    """`count` UDP clients (distinct 5-tuples) that each allocate, bind a channel to `far`
-    and send it one ChannelData: (payload bytes sent, the clients). Their allocations
-    are held until leaving, then deleted (so a drain need not wait for them)."""
-    sent, clients = 0, []
-    async with AsyncExitStack() as stack:
-        for index in range(count):
-            client = await stack.enter_async_context(udp_client(server))
-            clients.append(client)
-            relayed = await client.allocate()
-            await client.channel_bind(0x4000, far.address)
-            payload = bytes([index]) * (100 + index)
-            await client.send_channel_data(0x4000, payload)
-            data, source = await far.receive()
-            assert (data, source) == (payload, relayed)
-            sent += len(payload)
-        yield sent, clients
-        for client in clients:
-            with contextlib.suppress(TurnError):  # 437: its worker was killed meanwhile
-                await client.refresh(0)
 
 
 def listening_tcp_ports(pid: int) -> set[int]:

@@ -25,6 +25,7 @@ import pytest
 import trio
 
 from tests.helpers.supervised import running_workers
+from tests.helpers.turn_harness import error_code
 from tests.helpers.turn_relay import PASSWORD, REALM, USERNAME, threaded_turn_node
 from tests.helpers.turnutils import (
     LENGTH,
@@ -39,7 +40,6 @@ from trelay.process.reuseport_steering import worker_for
 from trelay.stun.address_attributes import XorRelayedAddress
 from trelay.stun.attributes import EvenPort, ReservationToken
 from trelay.stun.codes import MessageClass, Method
-from trelay.stun.error_attributes import ErrorCodeAttribute
 from trelay.stun.errors import StunDecodeError
 from trelay.stun.message import Message, decode_message, is_stun_header
 from trelay.turn.actions import Action, SendToClient
@@ -98,7 +98,7 @@ class ReservationRecorder:
         relayed = reply.get(XorRelayedAddress)
         address = None if relayed is None else (relayed.host, relayed.port)
         even_port, token = request.get(EvenPort), request.get(ReservationToken)
-        given, code = reply.get(ReservationToken), _error_code(reply)
+        given, code = reply.get(ReservationToken), error_code(reply)
         if code in (401, 438):
             return  # the client answers the challenge with a new transaction
         if even_port is not None and even_port.reserve_next and address and given:
@@ -114,11 +114,6 @@ def _decoded(data: bytes) -> Message | None:
         return decode_message(data)
     except StunDecodeError:
         return None
-
-
-def _error_code(reply: Message) -> int | None:
-    attribute = reply.get(ErrorCodeAttribute)
-    return None if attribute is None else attribute.code
 
 
 def relay_pairs(

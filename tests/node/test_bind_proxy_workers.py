@@ -21,12 +21,12 @@ from pathlib import Path
 import trio
 
 from tests.helpers.supervised import Supervised, running_workers
+from tests.helpers.turn_harness import error_code
 from tests.helpers.turn_relay import PASSWORD, REALM, USERNAME
 from tests.node.test_mobility_workers import active, handovers
 from tests.node.test_tcp_relay import (
     RawClient,
     allocate_tcp,
-    code,
     connected,
     connection,
     echo_peer,
@@ -80,7 +80,7 @@ async def test_a_connection_bind_on_the_other_worker_is_proxied(tmp_path: Path) 
             data = await connection_on(1 - home, node)
             try:
                 reply = await data.call(Method.CONNECTION_BIND, ConnectionId(connection_id))
-                assert reply.message_class is MessageClass.SUCCESS, (code(reply), reply)
+                assert reply.message_class is MessageClass.SUCCESS, (error_code(reply), reply)
                 await data.stream.send_all(b"through the other worker")
                 assert await data.receive_bytes(24) == b"through the other worker"
                 payload = os.urandom(1 << 20)  # many chunks each way, both at once
@@ -98,7 +98,7 @@ async def test_a_connection_bind_on_the_other_worker_is_proxied(tmp_path: Path) 
             try:
                 unknown = (connection_id ^ 0x00FFFFFF) or 1
                 reply = await other.call(Method.CONNECTION_BIND, ConnectionId(unknown))
-                assert code(reply) == 400, reply
+                assert error_code(reply) == 400, reply
             finally:
                 await trio.aclose_forcefully(other.stream)
 
@@ -111,7 +111,7 @@ async def test_a_connection_bind_on_the_other_worker_is_proxied(tmp_path: Path) 
                 behind = b"\xff right behind the bind"
                 await early.stream.send_all(request + behind)
                 reply = await early._reply(transaction_id)
-                assert reply.message_class is MessageClass.SUCCESS, (code(reply), reply)
+                assert reply.message_class is MessageClass.SUCCESS, (error_code(reply), reply)
                 assert await early.receive_bytes(len(behind)) == behind
             finally:
                 await trio.aclose_forcefully(early.stream)

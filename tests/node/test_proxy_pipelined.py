@@ -10,10 +10,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from tests.helpers.turn_harness import error_code
 from tests.helpers.turn_relay import REALM, USERNAME
 from tests.node.test_mobility_workers import active
 from tests.node.test_reservation_workers import relayed_of, reserved_over_tcp
-from tests.node.test_tcp_relay import RawClient, code
+from tests.node.test_tcp_relay import RawClient
 from trelay.stun.address_attributes import XorPeerAddress
 from trelay.stun.attributes import (
     Attribute,
@@ -46,9 +47,9 @@ async def test_requests_behind_a_proxied_allocate_are_answered_by_the_owner(
         permit_id, permit = signed(rtcp, Method.CREATE_PERMISSION, XorPeerAddress(*far.address))
         await rtcp.stream.send_all(allocate + permit)  # one write, no waiting
         redeemed = await rtcp._reply(allocate_id)
-        assert relayed_of(redeemed) == (host, even + 1), code(redeemed)
+        assert relayed_of(redeemed) == (host, even + 1), error_code(redeemed)
         permitted = await rtcp._reply(permit_id)
-        assert permitted.message_class is MessageClass.SUCCESS, code(permitted)
+        assert permitted.message_class is MessageClass.SUCCESS, error_code(permitted)
         assert active(await node.metrics()) == {"0": 2.0, "1": 0.0}
         await far.send((host, even + 1), b"permitted by the pipelined request")
         indication = await rtcp.indication()

@@ -23,6 +23,7 @@ import trio
 
 from tests.helpers.supervised import Supervised, running_workers
 from tests.helpers.turn_client import Peer, peer
+from tests.helpers.turn_harness import error_code
 from tests.helpers.turn_relay import PASSWORD, REALM, USERNAME
 from tests.node.test_bind_proxy_workers import connection_on
 from tests.node.test_mobility_workers import UDP_WORKERS, WORKERS, active, alice_on
@@ -38,11 +39,6 @@ def relayed_of(reply: Message) -> tuple[str, int]:
     attribute = reply.get(XorRelayedAddress)
     assert attribute is not None, reply
     return attribute.host, attribute.port
-
-
-def error_of(reply: Message) -> int | None:
-    attribute = reply.get(ErrorCodeAttribute)
-    return None if attribute is None else attribute.code
 
 
 @asynccontextmanager
@@ -99,12 +95,12 @@ async def test_a_reservation_is_redeemed_from_another_workers_port(tmp_path: Pat
         reply = await again.request(
             Method.ALLOCATE, RequestedTransport(17), ReservationToken(token.value)
         )
-        assert error_of(reply) == 508
+        assert error_code(reply) == 508
         # A token naming no worker of the node is answered where it arrived: 508.
         reply = await again.request(
             Method.ALLOCATE, RequestedTransport(17), ReservationToken(b"\x07" + token.value[1:])
         )
-        assert error_of(reply) == 508
+        assert error_code(reply) == 508
         assert active(await node.metrics()) == {"0": 2.0, "1": 0.0}
         assert await rtcp.refresh(0) == 0
         assert await rtp.refresh(0) == 0

@@ -22,6 +22,7 @@ import trio
 from tests.helpers.private_network import private_network
 from tests.helpers.stream_end import closed_by_peer
 from tests.helpers.turn_client import LocalNode, start_node
+from tests.helpers.turn_harness import error_code
 from tests.helpers.turn_relay import PASSWORD, REALM, USERNAME
 from trelay.stun.address_attributes import XorPeerAddress, XorRelayedAddress
 from trelay.stun.attributes import (
@@ -35,7 +36,6 @@ from trelay.stun.attributes import (
 )
 from trelay.stun.codes import AddressFamily, MessageClass, Method
 from trelay.stun.credentials import long_term_key
-from trelay.stun.error_attributes import ErrorCodeAttribute
 from trelay.stun.integrity import encode_signed
 from trelay.stun.message import Message, decode_message, encode_message
 from trelay.turn.addressing import Address, ClientTransport
@@ -83,7 +83,7 @@ class RawClient:
             await self.stream.send_all(data)
             reply = await self._reply(request.transaction_id)
             nonce = reply.get(Nonce)
-            if code(reply) in (401, 438) and nonce is not None and nonce.value != self.nonce:
+            if error_code(reply) in (401, 438) and nonce is not None and nonce.value != self.nonce:
                 self.nonce = nonce.value
                 continue
             return reply
@@ -107,11 +107,6 @@ class RawClient:
         data = bytes(self.buffer[:size])
         del self.buffer[:size]
         return data
-
-
-def code(message: Message) -> int | None:
-    attribute = message.get(ErrorCodeAttribute)
-    return None if attribute is None else attribute.code
 
 
 @asynccontextmanager
@@ -263,7 +258,7 @@ async def test_an_unbound_connection_is_closed_after_the_timeout() -> None:
         late = RawClient(stream)
         try:
             reply = await late.call(Method.CONNECTION_BIND, ConnectionId(connection_id))
-            assert code(reply) == 400
+            assert error_code(reply) == 400
         finally:
             await trio.aclose_forcefully(stream)
 
@@ -273,13 +268,13 @@ async def test_446_447_403() -> None:
     async with node() as local, echo_peer() as (peer, _), connection(local.tcp) as control:
         await allocate_tcp(control)
         await connected(control, peer)
-        assert code(await control.call(Method.CONNECT, XorPeerAddress(*peer))) == 446
+        assert error_code(await control.call(Method.CONNECT, XorPeerAddress(*peer))) == 446
         closed = socket.socket()
         closed.bind(("127.0.0.1", 0))
         refused = closed.getsockname()
         closed.close()  # nothing listens there: the connect is refused
-        assert code(await control.call(Method.CONNECT, XorPeerAddress(*refused))) == 447
-        assert code(await control.call(Method.CONNECT, XorPeerAddress("10.0.0.1", 80))) == 403
+        assert error_code(await control.call(Method.CONNECT, XorPeerAddress(*refused))) == 447
+        assert error_code(await control.call(Method.CONNECT, XorPeerAddress("10.0.0.1", 80))) == 403
 
 
 async def test_closing_the_control_connection_closes_the_data_connections() -> None:

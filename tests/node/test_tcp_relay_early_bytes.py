@@ -14,12 +14,12 @@ import pytest
 import trio
 import trio.testing
 
+from tests.helpers.turn_harness import error_code
 from tests.helpers.turn_relay import REALM, USERNAME
 from tests.node.test_tcp_relay import (
     TIMEOUT,
     RawClient,
     allocate_tcp,
-    code,
     connected,
     connection,
     echo_peer,
@@ -51,7 +51,7 @@ async def challenged(address: Address) -> RawClient:
         stream = await trio.open_tcp_stream(*address)
     data = RawClient(stream)
     reply = await data.call(Method.CONNECTION_BIND, ConnectionId(1))
-    assert code(reply) == 400, reply  # the nonce was taken on the way; no such id
+    assert error_code(reply) == 400, reply  # the nonce was taken on the way; no such id
     return data
 
 
@@ -64,7 +64,7 @@ async def bind_and_send(address: Address, connection_id: int, *writes: bytes) ->
     for each in writes[1:]:
         await data.stream.send_all(each)
     reply = await data._reply(transaction_id)
-    assert reply.message_class is MessageClass.SUCCESS, (code(reply), reply)
+    assert reply.message_class is MessageClass.SUCCESS, (error_code(reply), reply)
     return data
 
 
@@ -104,7 +104,7 @@ async def test_a_connection_bind_split_across_writes_keeps_the_bytes_behind_it()
         await trio.testing.wait_all_tasks_blocked()
         await data.stream.send_all(request[7:] + b"\x00\x01early")
         reply = await data._reply(transaction_id)
-        assert reply.message_class is MessageClass.SUCCESS, (code(reply), reply)
+        assert reply.message_class is MessageClass.SUCCESS, (error_code(reply), reply)
         try:
             assert await data.receive_bytes(7) == b"\x00\x01early"
         finally:

@@ -6,8 +6,8 @@ ways; the first association's end no longer ends the allocation."""
 from __future__ import annotations
 
 from tests.helpers.dtls_client import dtls_client
+from tests.helpers.dtls_node import dtls_node
 from tests.helpers.turn_client import peer
-from tests.node.test_dtls_turn import dtls_node
 from trelay.stun.address_attributes import XorRelayedAddress
 from trelay.stun.attributes import Lifetime, MobilityTicket, RequestedTransport
 from trelay.stun.codes import Method

@@ -845,7 +845,8 @@ LIVE_CONFIG_FIELDS = frozenset(
      "user_quota", "total_quota", "strict_expiry", "permissions_per_allocation",
      "channels_per_allocation", "peers_per_request", "allocations_per_source",
      "pending_per_source", "unauthenticated_rate", "unauthenticated_burst",
-     "reflection_rate", "reflection_burst", "peer_connections_per_allocation")
+     "reflection_rate", "reflection_burst", "peer_connections_per_allocation",
+     "bandwidth")
 )  # fmt: skip
 
 

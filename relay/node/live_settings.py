@@ -17,7 +17,7 @@ for the one log line of a reload:
 - quotas, lifetimes, `auth.strict_expiry`: `TurnServer.use_config` (the limits on
   requests that do not authenticate, also in `[quotas]`, keep their buckets);
 - `[bandwidth]`: the node's meters (`TurnNode.use_bandwidth`: buckets retuned in place,
-  `trelay.turn.bandwidth`); `TurnConfig.bandwidth` stays the limits it started with.
+  `trelay.turn.bandwidth`), which `TurnConfig.bandwidth` then reports.
 
 At every reload the host's addresses are enumerated again
 (`trelay.node.local_addresses`): the peer policy denies each with a wildcard
@@ -111,7 +111,6 @@ def apply_live(running: RunningNode, reload: Reload) -> Applied:
         _use_config(server, settings)
         changed += [described[key] for key in CONFIG_KEYS if key in described]
     if reload.applies(*BANDWIDTH_KEYS):
-        # The node's meters (the core only carries the limits it started with).
         running.node.use_bandwidth(settings.bandwidth.limits(settings.workers))
         changed += [described[key] for key in BANDWIDTH_KEYS if key in described]
     if reload.applies("auth.users"):

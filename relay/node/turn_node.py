@@ -59,7 +59,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 import trio
@@ -251,11 +251,14 @@ class TurnNode:
     bandwidth: Bandwidth = field(init=False)
 
     def __post_init__(self) -> None:
-        # The limits at start; a reload's go to `use_bandwidth` (`bandwidth.limits`).
+        # The limits at start; a reload's go through `use_bandwidth`.
         self.bandwidth = Bandwidth(self.server.config.bandwidth)
 
     def use_bandwidth(self, limits: BandwidthLimits) -> None:
-        """New bandwidth limits (a reload): every meter retuned, its buckets kept."""
+        """New bandwidth limits (a reload): every meter retuned, its buckets kept; the
+        core's configuration says them too, so it stays the one account of the limits."""
+        server = self.server
+        server.use_config(replace(server.config, bandwidth=limits))
         self.bandwidth.retune(limits)
 
     @property

@@ -207,6 +207,7 @@ async def test_a_reload_changes_the_limit_of_live_allocations() -> None:
             # Set again, lower: a full bucket of the new burst, then drops.
             low = Rate(1000, 3000)
             local.node.use_bandwidth(BandwidthLimits(per_allocation=low))
+            assert local.node.server.config.bandwidth == BandwidthLimits(per_allocation=low)
             start = time.monotonic()
             burst(client, local.udp, 30)
             await settled(local, 60)

@@ -1,14 +1,23 @@
-"""The node's data plane: every relay socket in one epoll set, drained by one trio task.
+"""The node's data plane: every datagram socket of the node in one epoll set, drained in
+passes.
 
-Owns how peer datagrams wake the node (design §4, "fewer wakeups"). A relay socket (and
-each channel's connected socket) is registered once, level-triggered, in an epoll set
-of its own (`select.epoll`) with the batch reader that drains it (a
-`trelay.node.data_path.PeerReader`). One task waits for the set's descriptor to be
-readable (`trio.lowlevel.wait_readable` on the epoll fd: readable while any socket in
-it is), then drains every ready socket in one pass. Compared with one task per relay
-socket, a wakeup costs one trip through trio's scheduler for however many sockets are
-ready, and no `epoll_ctl` per socket per datagram (trio re-arms a socket it waits on
-each time); and an allocation starts no task at all.
+Owns how datagrams wake the node (design §4, "fewer wakeups"). The UDP listeners'
+sockets (`trelay.node.udp_listener`), each relay socket and each channel's connected
+socket are registered once, level-triggered, in an epoll set of its own
+(`select.epoll`) with the batch reader that drains it (a `trelay.node.data_path`
+`ClientReader` or `PeerReader`). A pass drains every ready socket. Passes run:
+
+- while trio idles, inside trio's run loop (`trelay.node.idle_wait`): the node blocks in
+  this set, with trio's own epoll in it, so a datagram costs no trip through trio's
+  scheduler;
+- otherwise (trio's internals are not the known ones, or another data plane of the same
+  run holds the idle wait) from one task that waits for the set's descriptor to be
+  readable (`trio.lowlevel.wait_readable` on the epoll fd: readable while any socket in
+  it is): a wakeup costs one trip through the scheduler for however many sockets are
+  ready.
+
+Either way there is no `epoll_ctl` per socket per datagram (trio re-arms a socket it
+waits on each time), and an allocation starts no task.
 
 Invariants:
 - `add` registers a socket with its reader (a second `add` of the same socket replaces
@@ -16,13 +25,14 @@ Invariants:
   the socket is closed, so a descriptor number reused by a new socket never reaches the
   old reader. Ending an allocation discards and closes its sockets at once (design §4:
   the port is free before anything else runs), as its cancel scope did before.
-- A pass reads at most `BATCH_SIZE` datagrams per ready socket; if any socket filled
-  its batch, the task yields with a checkpoint and polls again (level-triggered: what
-  is still queued is reported again), so the plane cannot starve the node's other tasks
-  and one busy socket cannot starve the others.
+- A pass reads at most `BATCH_SIZE` datagrams per ready socket, so one busy socket
+  cannot starve the others; what is still queued is reported again (level-triggered).
+  Neither way starves the node's other tasks: the task yields with a checkpoint after a
+  pass that filled a batch, the idle wait returns as soon as trio has work.
 - A reader whose socket was closed under it (EBADF) is forgotten; the plane goes on.
-- When the task ends (the node's nursery is cancelled), every socket still registered
-  is closed, as the per-socket tasks' `with sock:` did, and the epoll set with them.
+- When the task ends (the node's nursery is cancelled), the idle wait is given back,
+  every socket still registered is closed, as the per-socket tasks' `with sock:` did,
+  and the epoll set with them.
 """
 
 from __future__ import annotations
@@ -35,29 +45,32 @@ import socket
 import trio
 
 from trelay.node.datagram_batch import BATCH_SIZE, DatagramBatch
-
-# Events taken from the epoll set per poll: every ready socket is drained in one pass
-# unless more than this many are ready; the rest come at the next poll.
-MAX_EVENTS = 1024
+from trelay.node.idle_wait import MAX_EVENTS, IdleWait
 
 
 class DataPlane:
     """Relay sockets and their readers, drained by `run` (one task per node)."""
 
-    __slots__ = ("_epoll", "_readers", "_running")
+    __slots__ = ("_epoll", "_idle", "_readers", "_running")
 
     def __init__(self) -> None:
         self._epoll = select.epoll()
         self._readers: dict[int, tuple[socket.socket, DatagramBatch]] = {}
         self._running = False
+        self._idle: IdleWait | None = None
 
     def __len__(self) -> int:
         return len(self._readers)
 
     @property
     def running(self) -> bool:
-        """True once `run` has started (the node starts it with its first relay)."""
+        """True once `run` has started (the node starts it with its first socket)."""
         return self._running
+
+    @property
+    def waits_idle(self) -> bool:
+        """True while passes run in trio's idle wait rather than from the task."""
+        return self._idle is not None
 
     def add(self, sock: socket.socket, reader: DatagramBatch) -> None:
         """Drain `sock` with `reader` whenever it is readable (replacing its reader)."""
@@ -80,10 +93,13 @@ class DataPlane:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Drain ready sockets until cancelled; then close every registered socket."""
         self._running = True
-        task_status.started()
         epoll, readers = self._epoll, self._readers
-        poll = epoll.poll
+        self._idle = IdleWait.claim(epoll, self._pass)
+        task_status.started()
         try:
+            if self._idle is not None:
+                await self._idle.ended()  # raises what a pass raised; else runs until cancelled
+            poll = epoll.poll
             while True:
                 await trio.lowlevel.wait_readable(epoll.fileno())
                 # Bounded: each round ends or yields; a full round means more is queued.
@@ -91,10 +107,16 @@ class DataPlane:
                     await trio.lowlevel.checkpoint()
         finally:
             self._running = False
+            if self._idle is not None:
+                self._idle.release()
+                self._idle = None
             for sock, _ in readers.values():
                 sock.close()
             readers.clear()
             epoll.close()
+
+    def _pass(self, events: list[tuple[int, int]]) -> bool:
+        return self._drain(events, self._readers)
 
     def _drain(
         self,

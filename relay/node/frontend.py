@@ -6,8 +6,10 @@ bytes mean. `trelay.node.turn_node.TurnNode` is the production frontend (STUN an
 the listeners' own tests).
 
 - UDP: when a socket is bound, the listener asks `udp_listener(sock, bound, stats)` for
-  the socket's `DatagramBatch`, which it runs whenever the socket is readable (a
-  `Responder` is served by `trelay.node.datagram_batch.drain`).
+  the socket's `DatagramBatch`, which runs whenever the socket is readable: in the
+  frontend's data plane (`datagram_plane()`, `trelay.node.data_plane`) if it has one,
+  else from the listener's own task (a `Responder` is served by
+  `trelay.node.datagram_batch.drain`).
 - Streams: per connection, `stream_session(...)` returns a `StreamSession`; every frame
   goes to `frame()`, anything for the client goes into the connection's outbox (a
   bounded trio channel the listener's writer task drains, so there is one writer).
@@ -29,6 +31,7 @@ from typing import Protocol
 
 import trio
 
+from trelay.node.data_plane import DataPlane
 from trelay.node.datagram_batch import DatagramBatch, UdpListenerStats, drain
 from trelay.turn.addressing import Address, ClientTransport
 from trelay.turn.binding import Responder
@@ -61,6 +64,9 @@ class ClientFrontend(Protocol):
     def udp_listener(
         self, sock: socket.socket, bound: Address, stats: UdpListenerStats
     ) -> DatagramBatch: ...
+
+    def datagram_plane(self) -> DataPlane | None:
+        """Where the UDP listeners' batches run (started), or None: in their own tasks."""
 
     def stream_session(
         self,
@@ -117,6 +123,9 @@ class ResponderFrontend:
         self, sock: socket.socket, bound: Address, stats: UdpListenerStats
     ) -> DatagramBatch:
         return functools.partial(drain, sock, self.responder, stats)
+
+    def datagram_plane(self) -> DataPlane | None:
+        return None  # a stateless responder: each listener reads in its own task
 
     def stream_session(
         self,

@@ -7,8 +7,9 @@ Owns everything between the pure core and the kernel for TURN (RFC 8656):
   another 5-tuple than its request's (RFC 5780's CHANGE-REQUEST and RESPONSE-PORT,
   `trelay.turn.nat_discovery`) leaves from the UDP listener socket its `server` names;
 - one relay socket per allocation, read through the node's data plane
-  (`trelay.node.data_plane`: one epoll set of every relay socket, one task), so ending
-  an allocation takes its sockets out and closes them at once (design §4); bound as the core asks
+  (`trelay.node.data_plane`: one epoll set of every datagram socket, the UDP listeners'
+  too, drained in trio's idle wait or by one task), so ending an allocation takes its
+  sockets out and closes them at once (design §4); bound as the core asks
   (`trelay.node.relay_ports`: even ports for EVEN-PORT with or without a port range);
 - port reservations (RFC 8656 §7.2, EVEN-PORT R=1): the port+1 socket, held bound and
   unread until the core redeems it (`OpenRelay.reserved`: it becomes that Allocate's
@@ -209,8 +210,8 @@ class TurnNode:
     nursery: trio.Nursery
     counters: DataPathCounters = field(default_factory=DataPathCounters)
     peer_buffer: PeerBuffer = field(default_factory=PeerBuffer)
-    # Every relay socket's reader, in one epoll set drained by one task (started with
-    # the first relay: no task starts from a constructor).
+    # Every datagram socket's reader (listeners, relays, channels), in one epoll set
+    # (started with the first socket: no task starts from a constructor).
     data_plane: DataPlane = field(default_factory=DataPlane)
     _data_plane_started: bool = False
     udp_sockets: dict[Address, socket.socket] = field(default_factory=dict)
@@ -272,6 +273,14 @@ class TurnNode:
         return self._tcp_relays
 
     # --- clients over UDP ---------------------------------------------------------------
+
+    def datagram_plane(self) -> DataPlane:
+        """The node's data plane, its task started (in the node's nursery) on first use:
+        the UDP listeners' sockets join it, as every relay and channel socket does."""
+        if not self._data_plane_started:
+            self._data_plane_started = True
+            self.nursery.start_soon(self.data_plane.run)
+        return self.data_plane
 
     def udp_listener(
         self, sock: socket.socket, server_address: Address, stats: UdpListenerStats
@@ -572,10 +581,7 @@ class TurnNode:
     def _read(self, relay: _Relay, sock: socket.socket) -> None:
         """Read `sock` (the relay socket or a channel's) through the data plane, to the
         allocation's client; again after a move (the reader is replaced)."""
-        if not self._data_plane_started:
-            self._data_plane_started = True
-            self.nursery.start_soon(self.data_plane.run)
-        self.data_plane.add(sock, self._peer_reader(relay, sock).batch)
+        self.datagram_plane().add(sock, self._peer_reader(relay, sock).batch)
 
     def _delivery(self, five_tuple: FiveTuple) -> Callable[[Buffer], object] | None:
         """How a frame reaches the client of `five_tuple`; None if it is gone."""
@@ -649,10 +655,7 @@ class TurnNode:
             self.steering.counts.captured += 1
         table = self.server.client_table(ClientTransport.UDP, server)
         reader = ClientReader(sock, server, self.captured_stats, table, self.counters, self)
-        if not self._data_plane_started:
-            self._data_plane_started = True
-            self.nursery.start_soon(self.data_plane.run)
-        self.data_plane.add(sock, reader.batch)
+        self.datagram_plane().add(sock, reader.batch)
 
     def _release_capture(self, relayed: Address) -> None:
         sock = self._captured.pop(relayed, None)

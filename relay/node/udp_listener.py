@@ -2,10 +2,13 @@
 
 Owns the socket and the loop of design §4: bind, ask the frontend for the socket's
 `DatagramBatch` (`trelay.node.datagram_batch`: a STUN-only `drain`, or the TURN node's reader
-with its inline ChannelData path), then wait until the socket is readable and run
-batches without awaiting anything in between (no checkpoint and no log line per packet).
-When a batch fills up, the loop yields once with a checkpoint so other tasks run before
-the next one.
+with its inline ChannelData path), and run batches whenever the socket is readable,
+without awaiting anything in between (no checkpoint and no log line per packet):
+- with the TURN node, in its data plane (`trelay.node.data_plane`), beside the relay
+  sockets, so one wakeup serves both directions; the task only keeps the socket open
+  and takes it out of the plane (before closing it) when it ends;
+- else in this task: wait until the socket is readable, run batches; when a batch fills
+  up, yield once with a checkpoint so other tasks run before the next one.
 
 Invariants:
 - An IPv6 socket is bound with IPV6_V6ONLY so listeners on 0.0.0.0 and :: can share a port.
@@ -73,6 +76,14 @@ async def serve_udp(
     with sock:
         bound = sock.getsockname()
         batch = frontend.udp_listener(sock, (bound[0], bound[1]), stats)
+        plane = frontend.datagram_plane()
+        if plane is not None:
+            plane.add(sock, batch)
+            task_status.started((bound[0], bound[1]))
+            try:
+                await trio.sleep_forever()
+            finally:
+                plane.discard(sock)  # before `with sock` closes it (DataPlane's rule)
         task_status.started((bound[0], bound[1]))
         while True:
             await trio.lowlevel.wait_readable(sock)

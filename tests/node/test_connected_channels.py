@@ -117,9 +117,13 @@ async def test_a_reader_woken_for_a_datagram_survives_its_allocation_ending_firs
     # Regression: the relay reader and another task wake for the same readable socket;
     # when the other one runs first and ends the allocation (closing the socket), the
     # reader must not read the closed socket (EBADF used to stop the node). trio runs a
-    # batch of woken tasks in either order, so the race is tried many times.
+    # batch of woken tasks in either order, so the race is tried many times. The race
+    # needs the data plane's task: the first node of a run takes trio's idle wait
+    # (trelay.node.idle_wait) and reads before any task wakes, the second waits in trio.
     async with trio.open_nursery() as nursery:
+        first = await start_node(nursery)
         local = await start_node(nursery)
+        assert first.node.data_plane.waits_idle and not local.node.data_plane.waits_idle
         node = local.node
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as far:
             far.bind(("127.0.0.1", 0))

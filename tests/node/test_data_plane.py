@@ -179,8 +179,10 @@ async def test_allocations_start_no_task_and_leave_the_plane_when_they_end() -> 
     async with trio.open_nursery() as nursery:
         local = await start_node(nursery)
         async with udp_client(local.udp) as first, peer() as far:
-            await first.allocate()  # the first relay starts the plane's task
+            await first.allocate()
             tasks = len(nursery.child_tasks)
+            # The UDP listener and the first relay socket.
+            assert len(local.node.data_plane) == 2
             async with udp_client(local.udp) as second, udp_client(local.udp) as third:
                 for client in (second, third):
                     relayed = await client.allocate()
@@ -190,9 +192,9 @@ async def test_allocations_start_no_task_and_leave_the_plane_when_they_end() -> 
                     await far.send(relayed, b"back")
                     assert await client.receive_data() == (0x4000, b"back")
                 assert len(nursery.child_tasks) == tasks  # no task per allocation
-                assert len(local.node.data_plane) == 1 + 2 * 2  # relay + channel sockets
+                assert len(local.node.data_plane) == 2 + 2 * 2  # relay + channel sockets
                 await second.refresh(0)
-                assert len(local.node.data_plane) == 1 + 2  # out at once, before any await
+                assert len(local.node.data_plane) == 2 + 2  # out at once, before any await
                 await third.refresh(0)
-            assert len(local.node.data_plane) == 1
+            assert len(local.node.data_plane) == 2
         nursery.cancel_scope.cancel()

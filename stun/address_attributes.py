@@ -23,6 +23,7 @@ from trelay.stun.codes import MAGIC_COOKIE, MAGIC_COOKIE_BYTES, AddressFamily, A
 from trelay.stun.errors import StunDecodeError
 
 _FAMILY_PORT = struct.Struct("!xBH")
+_IPV4 = struct.Struct("!I")
 _PORT_MASK = MAGIC_COOKIE >> 16
 
 
@@ -36,9 +37,23 @@ def canonical_host(host: str) -> str:
 
     Cached because every address attribute, decoded ones included, is checked with it and
     a relay sees the same client and peer addresses again and again; parsing with
-    `ipaddress` was half the cost of decoding an XOR-PEER-ADDRESS.
+    `ipaddress` was half the cost of decoding an XOR-PEER-ADDRESS. A dotted quad that is
+    canonical already (four decimal numbers 0-255, no leading zeros) is returned as it is
+    without `ipaddress`: each new client's first answer meets one (issue 13 part 4).
     """
+    parts = host.split(".")
+    if len(parts) == 4 and all(
+        part.isascii() and part.isdigit() and len(part) <= 3 and int(part) <= 255
+        and (part[0] != "0" or part == "0")
+        for part in parts
+    ):  # fmt: skip
+        return host
     return str(ipaddress.ip_address(host))
+
+
+@functools.lru_cache(maxsize=1024)
+def _ipv6_packed(host: str) -> bytes:
+    return ipaddress.IPv6Address(host).packed
 
 
 def _host_text(packed: bytes) -> str:
@@ -71,13 +86,21 @@ class _Address(Attribute):
         return (self.host, self.port)
 
     def encode_value(self, transaction_id: bytes) -> bytes:
-        packed = ipaddress.ip_address(self.host).packed
-        port = self.port
+        host, port = self.host, self.port
+        if ":" not in host:
+            # IPv4 as an int from the canonical dotted quad: no `ipaddress` object on the
+            # way of every Allocate and Binding answer (issue 13 part 4).
+            a, b, c, d = host.split(".")
+            number = int(a) << 24 | int(b) << 16 | int(c) << 8 | int(d)
+            if self.XOR:
+                port ^= _PORT_MASK
+                number ^= MAGIC_COOKIE
+            return _FAMILY_PORT.pack(AddressFamily.IPV4, port) + _IPV4.pack(number)
+        packed = _ipv6_packed(host)
         if self.XOR:
             port ^= _PORT_MASK
-            packed = _xor(packed, MAGIC_COOKIE_BYTES + transaction_id[: len(packed) - 4])
-        family = AddressFamily.IPV4 if len(packed) == 4 else AddressFamily.IPV6
-        return _FAMILY_PORT.pack(family, port) + packed
+            packed = _xor(packed, MAGIC_COOKIE_BYTES + transaction_id[:12])
+        return _FAMILY_PORT.pack(AddressFamily.IPV6, port) + packed
 
     @classmethod
     def decode_value(cls, value: bytes, transaction_id: bytes) -> Self:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import secrets
 import struct
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 from trelay.stun import address_attributes as addr
@@ -123,6 +123,11 @@ class Message:
     message_class: MessageClass
     transaction_id: bytes
     attributes: tuple[Attribute, ...] = ()
+    # The first attribute of each class, built at the first `get` (issue 13 part 4: an
+    # Allocate's way through the core asks for attributes some 50 times; a scan each).
+    _first: dict[type[Attribute], Attribute] | None = field(
+        default=None, init=False, repr=False, compare=False, hash=False
+    )
 
     def __post_init__(self) -> None:
         if len(self.transaction_id) != TRANSACTION_ID_LENGTH:
@@ -132,10 +137,12 @@ class Message:
 
     def get(self, kind: type[A]) -> A | None:
         """The first attribute of this class, or None."""
-        for attribute in self.attributes:
-            if type(attribute) is kind:
-                return attribute
-        return None
+        first = self._first
+        if first is None:
+            # Reversed, so that the first of repeated attributes is the one kept.
+            first = {type(a): a for a in reversed(self.attributes)}
+            object.__setattr__(self, "_first", first)
+        return first.get(kind)  # type: ignore[return-value]
 
     def get_all(self, kind: type[A]) -> tuple[A, ...]:
         """Every attribute of this class, in message order (repeats are kept)."""

@@ -44,6 +44,7 @@ import datetime
 import functools
 import hashlib
 import hmac
+import itertools
 import json
 import logging
 import math
@@ -70,6 +71,8 @@ _RECORD_ATTRIBUTES = frozenset(vars(logging.LogRecord("", logging.INFO, "", 0, "
     "asctime",
     "taskName",
 }
+# How many attributes `LogRecord.__init__` sets (all of them standard ones).
+_STANDARD_COUNT = len(vars(logging.LogRecord("", logging.INFO, "", 0, "", None, None)))
 _CORE_KEYS = ("ts", "level", "logger", "message", "exc")
 
 # Safety net over final text: `password='x'`, `mac_key=b'..'`, `'token': 'x'` (a dict's
@@ -103,7 +106,30 @@ def is_secret_name(name: str) -> bool:
 
 def redact_text(text: str) -> str:
     """`text` with the value of every `secret_name=value` spelling replaced."""
-    return _ASSIGNMENT.sub(lambda m: m.group("name") + REDACTED, text)
+    return _ASSIGNMENT.sub(_redacted_match, text)
+
+
+def _redacted_match(match: re.Match[str]) -> str:
+    return match.group("name") + REDACTED
+
+
+# Message texts seen before and what `redact_text` made of them: the per-allocation lines
+# repeat a few texts ("allocation created", "allocation ended deleted"), and the regex
+# scan was a tenth of such a line's cost. Short texts only, bounded, emptied when full.
+_MAX_REDACTED = 1024
+_MAX_REDACTED_LENGTH = 200
+_redacted: dict[str, str] = {}
+
+
+def _redacted_message(text: str) -> str:
+    done = _redacted.get(text)
+    if done is None:
+        done = redact_text(text)
+        if len(text) <= _MAX_REDACTED_LENGTH:
+            if len(_redacted) >= _MAX_REDACTED:
+                _redacted.clear()
+            _redacted[text] = done
+    return done
 
 
 class _Scrubbed:
@@ -149,11 +175,23 @@ class RecordScrubber:
         # name holding a value of an exact built-in type) inline: three lines per
         # allocation go through here (issue 13 part 4).
         out: dict[str, Any] = {}
-        for name, value in vars(record).items():
+        items: Iterable[tuple[str, Any]] = vars(record).items()
+        if type(record) is logging.LogRecord:
+            # Its __init__ sets the standard attributes first, in a fixed order: skip
+            # them in C; what a formatter or filter adds later is still checked below.
+            items = itertools.islice(items, _STANDARD_COUNT, None)
+        kinds = _name_kinds
+        for name, value in items:
             if name in _RECORD_ATTRIBUTES or name[:1] == "_":
                 continue
-            if _name_kind(name) is _PLAIN_NAME:
-                out[name] = value if type(value) in _PLAIN_TYPES else self.plain(value)
+            if (kinds.get(name) or _name_kind(name)) is _PLAIN_NAME:
+                kind = type(value)
+                if kind in _PLAIN_TYPES:
+                    out[name] = value
+                elif kind is tuple and (address := _address_text(value)) is not None:
+                    out[name] = address  # what `plain` makes of it, sooner
+                else:
+                    out[name] = self.plain(value)
             else:
                 out.update(self._items(((name, value),), depth=0))
         return out
@@ -228,7 +266,7 @@ class RecordScrubber:
             except (TypeError, ValueError, KeyError):
                 # A broken format string: say so rather than lose the line.
                 text = f"{text} (unformattable arguments)"
-        return redact_text(text)
+        return _redacted_message(text)
 
     def exception(self, record: logging.LogRecord, formatter: logging.Formatter) -> str | None:
         """The traceback text (and stack_info), redacted; None when there is none."""
@@ -387,6 +425,7 @@ def configure_logging(
     `username_key` keys the `user_ref` hash; pass the same bytes to every worker to get
     the same references across workers, or leave it None for a random per-process key.
     """
+    lean_records()
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
     handler.setFormatter(make_formatter(fmt, show_usernames, username_key))
     setattr(handler, _HANDLER_MARK, True)
@@ -398,6 +437,17 @@ def configure_logging(
     root.addHandler(handler)
     root.setLevel(parse_level(level))
     return handler
+
+
+def lean_records() -> None:
+    """Stop filling the record fields that no trelay format writes: where the call was
+    made (a walk up the stack per line), the thread and the process (names looked up per
+    line). The switches the `logging` docs name for this ("Optimization"); records keep
+    these attributes, set to None (`lineno` 0). Process-wide, as logging's state is."""
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
 
 
 def set_level(level: int | str) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import random
 import socket
+import time
 from pathlib import Path
 
 from trelay.node.datagram_batch import enlarge_receive_buffer
@@ -32,8 +33,11 @@ RELAY_RECEIVE_BUFFER = 1024 * 1024
 EVEN_ATTEMPTS = 32
 EPHEMERAL_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 DEFAULT_EPHEMERAL_RANGE = (32768, 60999)  # Linux's default, where the file is missing
+EPHEMERAL_RANGE_SECONDS = 10.0  # how long `ephemeral_range` trusts what it read
 
 _random = random.SystemRandom()
+# path -> (range, monotonic time it was read); one entry in practice, a few in tests.
+_ranges: dict[Path, tuple[tuple[int, int], float]] = {}
 _NONBLOCK_AT_CREATION = hasattr(socket, "SOCK_NONBLOCK")
 _NONBLOCKING_DGRAM = socket.SOCK_DGRAM | getattr(socket, "SOCK_NONBLOCK", 0)
 
@@ -63,7 +67,23 @@ def bind_relay_socket(host: str, port: int) -> socket.socket:
 
 
 def ephemeral_range(path: Path = EPHEMERAL_RANGE_FILE) -> tuple[int, int]:
-    """The kernel's ephemeral port range (where bind(0) picks), or Linux's default."""
+    """The kernel's ephemeral port range (where bind(0) picks), or Linux's default: read
+    at most once per `EPHEMERAL_RANGE_SECONDS` per file, not on every EVEN-PORT
+    Allocate (a file read is three syscalls; issue 13 part 4). A change an operator makes
+    with sysctl is seen within that time; a port picked from the old range meanwhile is
+    still bound as any explicit port is."""
+    now = time.monotonic()
+    cached = _ranges.get(path)
+    if cached is not None and now - cached[1] < EPHEMERAL_RANGE_SECONDS:
+        return cached[0]
+    found = _read_range(path)
+    if len(_ranges) >= 8:  # bounded: callers other than the node pass other files
+        _ranges.clear()
+    _ranges[path] = (found, now)
+    return found
+
+
+def _read_range(path: Path) -> tuple[int, int]:
     try:
         low, high = (int(field) for field in path.read_text().split())
     except (OSError, ValueError):

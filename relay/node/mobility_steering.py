@@ -44,6 +44,7 @@ worker's peer connection) is proxied to it whole (`trelay.node.bind_proxy`).
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -55,7 +56,7 @@ from trelay.node.worker_requests import (
     reservation_worker,
 )
 from trelay.stun.attributes import MobilityTicket
-from trelay.stun.codes import Method
+from trelay.stun.codes import HEADER_LENGTH, AttributeType, Method
 from trelay.turn.addressing import Address, FiveTuple
 
 # The first two bytes of a Refresh and an Allocate request (RFC 8656 §18: class request).
@@ -94,6 +95,8 @@ class ClientSteering:
         """The worker a Refresh's ticket or an Allocate's RESERVATION-TOKEN names, when
         that is not this one; None for anything else (other messages, neither attribute,
         a forged ticket, a token naming no other worker of the node)."""
+        if not names_a_worker(data):
+            return None  # the common case, decoded once only: by the core
         message = decode_request(data, _STEERED)
         if message is None:
             return None
@@ -107,3 +110,29 @@ class ClientSteering:
         if owner is None or owner == self.worker or not 0 <= owner < self.workers:
             return None  # a token naming no worker of ours is unknown here: 508
         return owner
+
+
+_TLV = struct.Struct("!HH")
+# What can name another worker: an Allocate's token, a Refresh's ticket.
+_WORKER_NAMING = {
+    ALLOCATE_REQUEST: int(AttributeType.RESERVATION_TOKEN),
+    REFRESH_REQUEST: int(AttributeType.MOBILITY_TICKET),
+}
+
+
+def names_a_worker(data: bytes) -> bool:
+    """Whether `data` is an Allocate with a RESERVATION-TOKEN or a Refresh with a
+    MOBILITY-TICKET, read from the attribute headers alone (no attribute is decoded):
+    with workers, every Allocate and Refresh from a 5-tuple without an allocation was
+    decoded here and again by the core (issue 13 part 4). False for broken framing
+    too; whatever `owner` would decode is a subset of what this lets through."""
+    wanted = _WORKER_NAMING.get(data[:2])
+    if wanted is None:
+        return False
+    offset, end = HEADER_LENGTH, len(data)
+    while offset + 4 <= end:
+        kind, length = _TLV.unpack_from(data, offset)
+        if kind == wanted:
+            return True
+        offset += 4 + length + (-length % 4)
+    return False

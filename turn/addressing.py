@@ -21,6 +21,11 @@ class ClientTransport(Enum):
     # DTLS over UDP (RFC 7350): one STUN message or ChannelData per DTLS record.
     DTLS = "dtls"
 
+    # Members are singletons compared by identity, so the identity hash agrees with ==;
+    # in C, where Enum's own hashes the name in Python: a FiveTuple, hashed a dozen
+    # times per Allocate as a dict key, hashes its transport each time (issue 13 part 4).
+    __hash__ = object.__hash__
+
     @property
     def is_stream(self) -> bool:
         """Stream transports (TCP, TLS) pad ChannelData to 4 bytes; over UDP and DTLS the

@@ -5,7 +5,9 @@ Owns design §4's hot loops and the counters they keep:
 - `ClientReader`: one UDP listener's batches. ChannelData is relayed inline: one
   lookup for the allocation, one for the channel, a view of the receive buffer (no
   copy) sent through the channel's `Route`; consecutive payloads of one route and size
-  leave as one GSO run (`trelay.node.gso`). Everything else goes to the TURN node's
+  leave as one GSO run (`trelay.node.gso`). While clients send bursts of one flow the
+  listener reads with UDP_GRO, and a coalesced receive is split into its datagrams, each
+  checked and counted as if it had come alone. Everything else goes to the TURN node's
   control path.
 - `PeerReader`: one relay socket's batches. A datagram is received 4 bytes past the
   previous frame so that, for a peer with a channel, the ChannelData header is written
@@ -52,6 +54,7 @@ from trelay.node.datagram_batch import (
     send_reply,
 )
 from trelay.node.gso import (
+    GRO_BUSY,
     GRO_CONTROL_SPACE,
     MAX_RUN_BYTES,
     MAX_SEGMENTS,
@@ -200,11 +203,20 @@ class ClientReader:
     or of another size, before a STUN message (the control path may close a socket),
     when the buffer is full and at the end of the batch. Everything else is STUN for the
     core.
+
+    With `gro` (the listener's `GroState`, issue 13 Deliver 2), the socket reads with
+    UDP_GRO while clients send bursts of one flow: a receive may then hold a burst of one
+    client's datagrams, each `segment` bytes (the last may be shorter), as a NIC with GRO
+    delivers them (or, on loopback, a sender's GSO send). `_segments` takes each segment
+    as if it had been received alone: checked on its own, its payload a view that joins
+    the route's run; a STUN segment goes to the core. Busy, for the listener, is bursts
+    of one flow: datagrams that joined a run, not datagrams from many clients, so GRO
+    (and its dearer `recvmsg`) stays off at light load however many clients there are.
     """
 
     __slots__ = (
-        "buffer", "control", "dropped", "relayed", "server_address", "sock", "stats", "table",
-        "view",
+        "buffer", "control", "dropped", "gro", "relayed", "server_address", "sock", "stats",
+        "table", "view",
     )  # fmt: skip
 
     def __init__(
@@ -215,9 +227,12 @@ class ClientReader:
         table: dict[Address, Allocation],
         counters: DataPathCounters,
         control: ControlPath,
+        gro: GroState | None = None,
     ) -> None:
-        """`table`: the core's client-address -> allocation map of this listener."""
+        """`table`: the core's client-address -> allocation map of this listener. `gro`:
+        the socket's UDP_GRO, told what each batch saw (None: never coalesced)."""
         self.sock = sock
+        self.gro = gro
         self.server_address = server_address
         self.stats = stats
         self.table = table
@@ -236,6 +251,13 @@ class ClientReader:
         # IPv4 sources are (host, port) already; IPv6 ones carry flow info and scope too.
         is_pair = self.sock.family == socket.AF_INET
         now = time.monotonic()  # for bandwidth meters
+        # While GRO may have coalesced what is queued: `recvmsg` for the segment size.
+        gro = self.gro
+        parse = gro is not None and gro.parse
+        receive_message = self.sock.recvmsg_into
+        ancillary: list[tuple[int, int, bytes]] = []
+        # Datagrams beyond one per receive, and those that joined a run (`GroState`).
+        coalesced = joined = 0
         count = errors = relayed = relayed_bytes = 0
         # Drops, as plain locals: added to the counters once per batch.
         no_allocation = no_channel = malformed = send_failed = 0
@@ -252,7 +274,12 @@ class ClientReader:
                         run_route = None
                     offset = 0
                 try:
-                    size, address = receive_into(view[offset:] if offset else buffer)
+                    if parse:
+                        size, ancillary, _, address = receive_message(
+                            [view[offset:]], GRO_CONTROL_SPACE
+                        )
+                    else:
+                        size, address = receive_into(view[offset:] if offset else buffer)
                 except BlockingIOError:
                     return count
                 except OSError as exc:
@@ -261,6 +288,16 @@ class ClientReader:
                     errors += 1
                     continue
                 source = address if is_pair else (address[0], address[1])
+                if ancillary:  # coalesced by GRO: a burst of this client's datagrams
+                    segment = gro_segment(ancillary)
+                    if 0 < segment < size:
+                        coalesced += (size - 1) // segment  # its other datagrams
+                        run, run_route, run_size, offset, took = self._segments(
+                            offset, size, segment, source, address, now, run, run_route,
+                            run_size,
+                        )  # fmt: skip
+                        joined += took
+                        continue
                 if size >= 4 and first_channel <= buffer[offset] <= last_channel:  # ChannelData
                     allocation = table.get(source)
                     if allocation is None:
@@ -294,6 +331,7 @@ class ClientReader:
                             and (len(run) + 1) * length <= MAX_RUN_BYTES
                         ):
                             run.append(payload)
+                            joined += 1
                         else:  # a run of its own; the previous one leaves first
                             if run_route is not None:
                                 self._flush(run_route, run, run_size)
@@ -323,8 +361,11 @@ class ClientReader:
         finally:
             if run_route is not None:
                 self._flush(run_route, run, run_size)
-            stats.datagrams_received += count - errors
+            stats.datagrams_received += count - errors + coalesced
             stats.receive_errors += errors
+            # Off and no burst: nothing for GRO to learn (the light-load path stays short).
+            if gro is not None and (parse or joined >= GRO_BUSY):
+                gro.after_batch(joined, coalesced, count < BATCH_SIZE)
             by_transport = self.relayed
             by_transport.client_to_peer_datagrams += relayed
             by_transport.client_to_peer_bytes += relayed_bytes
@@ -334,6 +375,83 @@ class ClientReader:
                 dropped[Drop.NO_CHANNEL] += no_channel
                 dropped[Drop.MALFORMED] += malformed
                 dropped[Drop.SEND_FAILED] += send_failed
+
+    def _segments(
+        self, offset: int, size: int, segment: int, source: Address, address: Any, now: float,
+        run: list[Buffer], run_route: Route | None, run_size: int,
+    ) -> tuple[list[Buffer], Route | None, int, int, int]:  # fmt: skip
+        """A GRO receive at view[offset:offset + size] from `source`: datagrams of
+        `segment` bytes (the last may be shorter), each taken as `batch` takes one
+        received alone (the same checks, drops and counts; its payload a view that joins
+        the run of its route, or starts one; STUN to the core after the run leaves).
+        Given the batch's open run, returns it as it now is, the offset the next receive
+        goes to, and how many datagrams joined a run."""
+        buffer, view, table, dropped = self.buffer, self.view, self.table, self.dropped
+        unpack_from = _CHANNEL_HEADER.unpack_from
+        stop = offset + size
+        joined = 0
+        for start in range(offset, stop, segment):
+            length_in = min(segment, stop - start)  # this datagram's size
+            if length_in >= 4 and FIRST_CHANNEL_BYTE <= buffer[start] <= LAST_CHANNEL_BYTE:
+                allocation = table.get(source)  # again: a STUN segment may have ended it
+                if allocation is None:
+                    dropped[Drop.NO_ALLOCATION] += 1
+                    continue
+                channel, length = unpack_from(buffer, start)
+                peer = allocation.channels.get(channel)
+                if peer is None:
+                    dropped[Drop.NO_CHANNEL] += 1
+                    continue
+                if length > length_in - 4:
+                    dropped[Drop.MALFORMED] += 1
+                    continue
+                senders: RelaySenders = allocation.runtime  # type: ignore[assignment]
+                meter = senders.meter
+                if meter is not None:
+                    refused = meter.spend(length, now)
+                    if refused is not None:
+                        dropped[refused] += 1
+                        continue
+                route = senders.per_channel.get(channel)
+                payload = view[start + 4 : start + 4 + length]
+                if route is not None and route.peer == peer:
+                    if (
+                        route is run_route
+                        and length == run_size
+                        and length
+                        and len(run) < MAX_SEGMENTS
+                        and (len(run) + 1) * length <= MAX_RUN_BYTES
+                    ):
+                        run.append(payload)
+                        joined += 1
+                    else:
+                        if run_route is not None:
+                            self._flush(run_route, run, run_size)
+                        run, run_route, run_size = [payload], route, length
+                    continue
+                try:  # the channel's first datagram, or its peer changed (as in `batch`)
+                    senders.transmit(payload, peer)
+                except OSError:
+                    dropped[Drop.SEND_FAILED] += 1
+                    continue
+                if route is None:
+                    self.control.connect_channel(allocation, channel, peer)
+                self._count(senders, 1, length)
+                continue
+            if run_route is not None:  # before the core, which may close its socket
+                self._flush(run_route, run, run_size)
+                run_route = None
+            self._stun(bytes(view[start : start + length_in]), source, address)
+        # An open run may hold views of this receive: the next one goes behind it.
+        return run, run_route, run_size, stop if run_route is not None else offset, joined
+
+    def _count(self, senders: RelaySenders, count: int, payload_bytes: int) -> None:
+        """`count` datagrams of `payload_bytes` in all left for the peer: counted."""
+        by_transport = self.relayed
+        by_transport.client_to_peer_datagrams += count
+        by_transport.client_to_peer_bytes += payload_bytes
+        senders.client_to_peer_datagrams += count
+        senders.client_to_peer_bytes += payload_bytes
 
     def _flush(self, route: Route, run: list[Buffer], size: int) -> None:
         """Send a run (one datagram: a plain send; more: GSO) and count what left."""
@@ -349,6 +467,7 @@ class ClientReader:
             if failed:
                 self.dropped[Drop.SEND_FAILED] += failed
                 count -= failed
+        # Inline, not `_count`: at light load a run is one datagram, and this is its path.
         by_transport, senders = self.relayed, route.senders
         by_transport.client_to_peer_datagrams += count
         by_transport.client_to_peer_bytes += count * size

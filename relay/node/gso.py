@@ -29,11 +29,14 @@ system call and one trip down the stack for the run instead of one per datagram.
   64 before Linux 6.x raised it to 128; a UDP datagram's 64 KiB less the headers).
 
 Receives. With `UDP_GRO` (104) on a socket, the kernel may queue a burst of one flow as
-one buffer, its segment size in a control message (`gro_segment`); the relay's reader
-(`trelay.node.data_path.PeerReader`) splits it into views and sends it on as one GSO
-run. A GRO receive needs `recvmsg` with ancillary data, dearer than `recvfrom_into`, so
-`GroState` turns GRO on for a relay socket only while it is busy, and off when it
-quiets down (with the care that switch needs: see its docstring).
+one buffer, its segment size in a control message (`gro_segment`): what a NIC with GRO
+delivers, or on loopback a sender's GSO send (a socket without UDP_GRO gets the same
+send cut into datagrams). Two readers split such a buffer into views: a relay socket's
+(`trelay.node.data_path.PeerReader`: one GSO run to the client) and a UDP listener's
+(`ClientReader`: each segment checked as a datagram of its own, its payload joining the
+run to its peer). A GRO receive needs `recvmsg` with ancillary data, dearer than
+`recvfrom_into`, so `GroState` turns GRO on for a socket only while it is busy, and off
+when it quiets down (with the care that switch needs: see its docstring).
 
 `GSO_ENABLED` / `GRO_ENABLED`: false off Linux, or with `TRELAY_GSO=0` / `TRELAY_GRO=0`
 in the environment (to compare, or to run the interop tests with them forced off).
@@ -94,7 +97,12 @@ def set_gro(sock: socket.socket, on: bool) -> bool:
 
 
 class GroState:
-    """One relay socket's UDP_GRO, on only while the socket is busy.
+    """One socket's UDP_GRO (a relay socket's, a UDP listener's), on only while it is busy.
+
+    Busy is what the reader reports as `received`: a relay socket (one allocation's
+    peers) every datagram; a listener (many clients) only the datagrams that followed
+    one of the same flow in a batch, since GRO coalesces within one flow and many
+    clients' single datagrams would turn it on for nothing.
 
     A GRO receive costs a `recvmsg` with ancillary data, dearer than `recvfrom_into`
     (measured: -5% relayed per CPU-second at one datagram in flight per flow), and pays

@@ -285,12 +285,14 @@ class TurnNode:
     def udp_listener(
         self, sock: socket.socket, server_address: Address, stats: UdpListenerStats
     ) -> DatagramBatch:
-        """The batch reader of the UDP listener bound at `server_address`."""
+        """The batch reader of the UDP listener bound at `server_address`; it reads with
+        UDP_GRO while clients send bursts of one flow (`GroState`, per socket)."""
         self.udp_sockets[server_address] = sock
         self.udp_outs[server_address] = SegmentingSocket(sock, self.counters.gso)
         self._listener_drops_before[server_address] = kernel_drops(sock)
         table = self.server.client_table(ClientTransport.UDP, server_address)
-        return ClientReader(sock, server_address, stats, table, self.counters, self).batch
+        gro = GroState(sock, allowed=True)
+        return ClientReader(sock, server_address, stats, table, self.counters, self, gro).batch
 
     # --- clients over TCP/TLS -----------------------------------------------------------
 

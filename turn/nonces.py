@@ -29,7 +29,10 @@ their replay window reopens, nothing else changes).
 
 Cost (issue 13 part 4): the cookie made for each feature set and the features of each
 valid cookie seen are kept (at most `MAX_COOKIES` each; a full table is emptied), so a
-request does not parse its cookie again; every nonce is still checked by its tag.
+request does not parse its cookie again. A nonce whose tag checked out for an address
+is kept with its expiry and features (at most `MAX_CHECKED`; a full table is emptied),
+so the client's next requests with it (the Refresh after the Allocate) skip the HMAC;
+expiry and retirement are still checked on every request.
 
 Expiry is wall-clock Unix seconds (workers and restarts agree on it), passed in by the
 caller. The alphabet (base64url) is safe inside RFC 8489's quoted-string NONCE.
@@ -55,12 +58,13 @@ _TAG_BYTES = 7
 _BODY_LENGTH = 15  # base64url of 4 bytes of expiry and 7 of tag, unpadded
 MAX_RETIRED = 65536  # addresses whose nonces were retired within a nonce lifetime
 MAX_COOKIES = 64  # nonce cookies whose parse (or making) is kept, per stamper
+MAX_CHECKED = 1024  # (nonce, address) pairs whose tag was checked, kept per stamper
 
 
 class NonceStamper:
     """Mints and checks nonces; `lifetime` seconds after minting they turn stale."""
 
-    __slots__ = ("_cookies", "_features", "_key", "_retired", "lifetime")
+    __slots__ = ("_checked", "_cookies", "_features", "_key", "_retired", "lifetime")
 
     def __init__(self, key: bytes, lifetime: float = 3600.0) -> None:
         if len(key) < 16:
@@ -75,6 +79,8 @@ class NonceStamper:
         # the cookies they send.
         self._cookies: dict[SecurityFeature, str] = {}
         self._features: dict[str, SecurityFeature] = {}
+        # (nonce, address) -> (expiry, features) of nonces whose tag checked out.
+        self._checked: dict[tuple[str, Address], tuple[int, SecurityFeature]] = {}
 
     def _body(self, cookie: str, expiry: int, client: Address) -> str:
         stamp = expiry.to_bytes(4, "big")
@@ -106,6 +112,12 @@ class NonceStamper:
 
     def features(self, nonce: str, client: Address, unix_now: float) -> SecurityFeature | None:
         """The security features stamped into a valid `nonce` (NONE: no cookie), else None."""
+        checked = self._checked.get((nonce, client))
+        if checked is not None:
+            expiry, known_features = checked
+            if expiry < unix_now or expiry < self._retired.get(client, 0):
+                return None
+            return known_features
         if not nonce.isascii():
             return None  # not ours; and compare_digest refuses non-ASCII str (TypeError)
         features = SecurityFeature.NONE
@@ -133,6 +145,9 @@ class NonceStamper:
             return None
         if not hmac.compare_digest(body, self._body(cookie, expiry, client)):
             return None
+        if len(self._checked) >= MAX_CHECKED:
+            self._checked.clear()
+        self._checked[nonce, client] = (expiry, features)
         return features
 
     def retire(self, client: Address, unix_now: float) -> None:

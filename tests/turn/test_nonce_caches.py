@@ -30,3 +30,23 @@ def test_cookie_caches_stay_bounded_and_right_past_their_bound() -> None:
         assert stamper.features(forged, CLIENT, NOW) is None
         assert len(stamper._cookies) <= nonces.MAX_COOKIES
         assert len(stamper._features) <= nonces.MAX_COOKIES
+
+
+def test_checked_nonces_still_expire_retire_and_stay_bounded() -> None:
+    """A nonce whose tag was checked is not checked again for that address (issue 13:
+    the Refresh after the Allocate), but it still expires, turns stale when the address
+    is retired, means nothing from another address, and the table keeps its bound."""
+    stamper = NonceStamper(KEY, lifetime=60)
+    nonce = stamper.mint(CLIENT, NOW, SecurityFeature.PASSWORD_ALGORITHMS)
+    assert stamper.features(nonce, CLIENT, NOW) == SecurityFeature.PASSWORD_ALGORITHMS
+    assert (nonce, CLIENT) in stamper._checked
+    assert stamper.features(nonce, CLIENT, NOW + 1) == SecurityFeature.PASSWORD_ALGORITHMS
+    assert stamper.features(nonce, OTHER_CLIENT, NOW) is None
+    assert stamper.features(nonce, CLIENT, NOW + 61) is None  # expired
+    stamper.retire(CLIENT, NOW + 2)
+    assert stamper.features(nonce, CLIENT, NOW + 2) is None  # retired
+    for port in range(nonces.MAX_CHECKED + 10):
+        client = ("203.0.113.7", port)
+        fresh = stamper.mint(client, NOW, SecurityFeature.NONE)
+        assert stamper.features(fresh, client, NOW) == SecurityFeature.NONE
+        assert len(stamper._checked) <= nonces.MAX_CHECKED

@@ -8,14 +8,16 @@
  * datagram costs them the kernel's per-datagram work and little else: the relay under
  * test, not this program, must be the limit (issue 13, Deliver 1).
  *
- *   loadgen peer [--seconds T]
+ *   loadgen peer [--seconds T] [--gso]
  *       A UDP echo peer on 127.0.0.1:0: every datagram goes back to where it came from
  *       (the relayed address), so the relay carries both directions. Prints {"port":P}
  *       once bound; then each line read on stdin is answered with one line of counters
  *       and the process's own CPU time (getrusage). Ends at stdin EOF or after T s.
+ *       --gso: consecutive echoes of one batch to one address with one size leave as
+ *       one message with UDP_SEGMENT (see "GSO" below).
  *
  *   loadgen client --fds LIST --size S [--inflight K | --rate R] [--channel C]
- *                  [--warmup W] [--duration D] [--drain X] [--loss-timeout L]
+ *                  [--warmup W] [--duration D] [--drain X] [--loss-timeout L] [--gso]
  *       LIST ("3,4,7-9") are inherited UDP sockets, each connected to the TURN server
  *       with channel C (default 0x4000) bound to the echo peer (the Python side did the
  *       Allocate and ChannelBind, RFC 8656 §7 and §11). Each socket is one flow and
@@ -30,6 +32,20 @@
  *       {"event":"end",...} with what the window measured (sent, received, round-trip
  *       percentiles in µs, its own CPU time), then stops sending, keeps receiving for
  *       X s and prints {"event":"done",...} with the run's totals (lost = sent - received).
+ *       --gso: what a flow sends at once (its window, the replacements of a batch of
+ *       replies) leaves as one message with UDP_SEGMENT (see "GSO" below).
+ *
+ * GSO (--gso): a run of equal-size datagrams to one destination leaves in one message
+ * carrying a UDP_SEGMENT control message (SOL_UDP 17, option 103, the segment size as a
+ * u16), at most GSO_SEGMENTS datagrams and GSO_BYTES bytes each; the messages of a batch
+ * still go in one sendmmsg. A burst of one flow then travels as one buffer, as a NIC
+ * with GRO presents a burst it received: a receiving socket with UDP_GRO gets it whole
+ * (the segment size in a control message), any other socket gets it cut into the
+ * datagrams. On loopback that is the only way a receiver sees a coalesced burst, and it
+ * is the same for every server under test. If the kernel refuses GSO (EIO: no checksum
+ * offload; EINVAL, ENOPROTOOPT, EOPNOTSUPP, EMSGSIZE), the program falls back to one
+ * datagram per message for good and counts it ("gso_fallbacks"); "gso_runs" counts the
+ * messages sent with UDP_SEGMENT.
  *
  * Payload: flow index (u32), epoch (u32), send time in ns (u64), then zeros. Round trips
  * go into a 1 µs histogram (to 200 ms; beyond that into the last bucket).
@@ -55,6 +71,14 @@
 #define BATCH 64
 #define BUFSIZE 2048
 #define HIST 200000 /* µs buckets */
+#ifndef SOL_UDP
+#define SOL_UDP 17
+#endif
+#ifndef UDP_SEGMENT
+#define UDP_SEGMENT 103 /* <linux/udp.h> */
+#endif
+#define GSO_SEGMENTS 64 /* the kernel's UDP_MAX_SEGMENTS before Linux 6.x raised it */
+#define GSO_BYTES 65000 /* a UDP datagram's 64 KiB less the headers */
 
 static uint64_t now_ns(void) {
     struct timespec ts;
@@ -96,6 +120,92 @@ static void point_at(struct mmsghdr *msg, struct iovec *iov, char *buf, size_t l
 static void nonblocking(int fd) {
     int flags = fcntl(fd, F_GETFL);
     if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) die("fcntl");
+}
+
+/* ---- GSO (--gso) ---------------------------------------------------------------------- */
+
+static int gso;                           /* runs leave with UDP_SEGMENT while this is set */
+static uint64_t gso_runs, gso_fallbacks;  /* messages sent with it; times it was refused */
+
+union segment_control {
+    char buf[CMSG_SPACE(sizeof(uint16_t))];
+    struct cmsghdr align;
+};
+
+/* How many datagrams of `size` bytes one GSO message may carry. */
+static int per_run(size_t size) {
+    size_t n = size ? GSO_BYTES / size : GSO_SEGMENTS;
+    return n < 1 ? 1 : n > GSO_SEGMENTS ? GSO_SEGMENTS : (int)n;
+}
+
+/* Make `hdr` (its msg_iov already the run's `count` buffers) a GSO send of `size`-byte
+ * segments; a run of one stays a plain datagram. */
+static void segment(struct msghdr *hdr, union segment_control *control, size_t size,
+                    size_t count) {
+    hdr->msg_iovlen = count;
+    if (count < 2) {
+        hdr->msg_control = NULL;
+        hdr->msg_controllen = 0;
+        return;
+    }
+    uint16_t value = (uint16_t)size;
+    hdr->msg_control = control->buf;
+    hdr->msg_controllen = sizeof control->buf;
+    struct cmsghdr *cm = CMSG_FIRSTHDR(hdr);
+    cm->cmsg_level = SOL_UDP;
+    cm->cmsg_type = UDP_SEGMENT;
+    cm->cmsg_len = CMSG_LEN(sizeof value);
+    memcpy(CMSG_DATA(cm), &value, sizeof value);
+}
+
+/* An error that says GSO cannot work here: off for good (counted). */
+static int gso_refused(int err) {
+    if (err != EIO && err != EINVAL && err != ENOPROTOOPT && err != EOPNOTSUPP && err != EMSGSIZE)
+        return 0;
+    gso = 0;
+    gso_fallbacks++;
+    return 1;
+}
+
+/* Send `n` datagrams (msgs[i] one buffer each, with their addresses if any) as GSO runs:
+ * consecutive ones with one address and one size (the kernel requires all but the last
+ * of a run to be the segment size; here all are) share one message. Returns how many
+ * datagrams the kernel took; on an error that is not GSO's, *err is set and the rest of
+ * the batch is not sent. A GSO refusal turns GSO off and returns 0 datagrams sent of the
+ * message that failed and after: the caller sends those one by one. */
+static int send_runs(int fd, struct mmsghdr *msgs, int n, int *err) {
+    struct mmsghdr runs[BATCH];
+    union segment_control controls[BATCH];
+    int first[BATCH + 1], count = 0;
+    for (int i = 0; i < n;) {
+        struct msghdr *h = &msgs[i].msg_hdr;
+        size_t size = h->msg_iov[0].iov_len;
+        int limit = per_run(size), j = i + 1;
+        while (j < n && j - i < limit && msgs[j].msg_hdr.msg_iov[0].iov_len == size &&
+               msgs[j].msg_hdr.msg_namelen == h->msg_namelen &&
+               (h->msg_namelen == 0 ||
+                !memcmp(msgs[j].msg_hdr.msg_name, h->msg_name, h->msg_namelen)))
+            j++;
+        runs[count].msg_hdr = *h;
+        segment(&runs[count].msg_hdr, &controls[count], size, (size_t)(j - i));
+        first[count++] = i;
+        i = j;
+    }
+    first[count] = n;
+    int done = 0;
+    *err = 0;
+    while (done < count) {
+        int sent = sendmmsg(fd, runs + done, (unsigned)(count - done), MSG_DONTWAIT);
+        if (sent < 0) {
+            if (errno == EINTR) continue;
+            if (!gso_refused(errno)) *err = errno;
+            break;
+        }
+        for (int r = done; r < done + sent; r++)
+            if (runs[r].msg_hdr.msg_iovlen > 1) gso_runs++;
+        done += sent;
+    }
+    return first[done];
 }
 
 /* ---- the echo peer ------------------------------------------------------------------ */
@@ -142,6 +252,15 @@ static int peer_main(double seconds) {
                 received += (uint64_t)n;
                 for (int i = 0; i < n; i++) iov[i].iov_len = msgs[i].msg_len;
                 int done = 0;
+                if (gso) { /* runs per address and size; what GSO refused goes below */
+                    int err;
+                    done = send_runs(fd, msgs, n, &err);
+                    echoed += (uint64_t)done;
+                    if (err) {
+                        dropped += (uint64_t)(n - done);
+                        done = n;
+                    }
+                }
                 while (done < n) {
                     int sent = sendmmsg(fd, msgs + done, (unsigned)(n - done), MSG_DONTWAIT);
                     if (sent < 0) {
@@ -170,10 +289,12 @@ static int peer_main(double seconds) {
                 double user, sys;
                 cpu_times(&user, &sys);
                 printf("{\"received\":%llu,\"echoed\":%llu,\"dropped\":%llu,\"wakeups\":%llu,"
+                       "\"gso_runs\":%llu,\"gso_fallbacks\":%llu,"
                        "\"user\":%.6f,\"sys\":%.6f,\"clock\":%.6f}\n",
                        (unsigned long long)received, (unsigned long long)echoed,
-                       (unsigned long long)dropped, (unsigned long long)wakeups, user, sys,
-                       now_ns() / 1e9);
+                       (unsigned long long)dropped, (unsigned long long)wakeups,
+                       (unsigned long long)gso_runs, (unsigned long long)gso_fallbacks, user,
+                       sys, now_ns() / 1e9);
                 fflush(stdout);
                 size_t used = (size_t)(nl - line) + 1;
                 memmove(line, nl + 1, line_used - used);
@@ -234,14 +355,22 @@ static void send_on(int f, int count, uint64_t ts) {
             fill(bufs[i], f, fl->epoch, ts);
             point_at(&msgs[i], &iov[i], bufs[i], (size_t)(4 + payload_size), NULL);
         }
-        int done = 0;
-        while (done < n) {
-            int sent = sendmmsg(fl->fd, msgs + done, (unsigned)(n - done), MSG_DONTWAIT);
+        int done = 0, end = n; /* `end`: past what is still to be sent one by one */
+        if (gso) { /* the window in runs; what GSO refused goes one by one below */
+            int err;
+            done = send_runs(fl->fd, msgs, n, &err);
+            if (err) { /* as below: not sent, the watchdog refills */
+                total.send_failed += (uint64_t)(n - done);
+                end = done;
+            }
+        }
+        while (done < end) {
+            int sent = sendmmsg(fl->fd, msgs + done, (unsigned)(end - done), MSG_DONTWAIT);
             if (sent < 0) {
                 if (errno == EINTR) continue;
                 /* EAGAIN (full send buffer), ECONNREFUSED (an ICMP error of an earlier
                  * datagram): not sent; the watchdog refills a closed-loop flow */
-                total.send_failed += (uint64_t)(n - done);
+                total.send_failed += (uint64_t)(end - done);
                 break;
             }
             done += sent;
@@ -321,9 +450,18 @@ static int client_main(int argc, char **argv) {
     int inflight = 0;
     double rate = 0, warmup = 1, duration = 5, drain = 0.5, loss_timeout_ms = 250;
     char *fds = NULL;
-    for (int i = 0; i + 1 < argc; i += 2) {
-        const char *k = argv[i], *v = argv[i + 1];
-        if (!strcmp(k, "--fds")) fds = argv[i + 1];
+    for (int i = 0; i < argc; i++) {
+        const char *k = argv[i];
+        if (!strcmp(k, "--gso")) {
+            gso = 1;
+            continue;
+        }
+        if (i + 1 == argc) {
+            fprintf(stderr, "loadgen: %s needs a value\n", k);
+            return 2;
+        }
+        char *v = argv[++i];
+        if (!strcmp(k, "--fds")) fds = v;
         else if (!strcmp(k, "--size")) payload_size = atoi(v);
         else if (!strcmp(k, "--inflight")) inflight = atoi(v);
         else if (!strcmp(k, "--rate")) rate = atof(v);
@@ -466,10 +604,11 @@ static int client_main(int argc, char **argv) {
         }
     }
     printf("{\"event\":\"done\",\"sent\":%llu,\"received\":%llu,\"lost\":%lld,"
-           "\"timeouts\":%llu,\"send_failed\":%llu}\n",
+           "\"timeouts\":%llu,\"send_failed\":%llu,\"gso_runs\":%llu,\"gso_fallbacks\":%llu}\n",
            (unsigned long long)total.sent, (unsigned long long)total.received,
            (long long)total.sent - (long long)total.received,
-           (unsigned long long)total.timeouts, (unsigned long long)total.send_failed);
+           (unsigned long long)total.timeouts, (unsigned long long)total.send_failed,
+           (unsigned long long)gso_runs, (unsigned long long)gso_fallbacks);
     fflush(stdout);
     return 0;
 }
@@ -477,10 +616,17 @@ static int client_main(int argc, char **argv) {
 int main(int argc, char **argv) {
     if (argc >= 2 && !strcmp(argv[1], "peer")) {
         double seconds = 600;
-        if (argc >= 4 && !strcmp(argv[2], "--seconds")) seconds = atof(argv[3]);
+        for (int i = 2; i < argc; i++) {
+            if (!strcmp(argv[i], "--gso")) gso = 1;
+            else if (!strcmp(argv[i], "--seconds") && i + 1 < argc) seconds = atof(argv[++i]);
+            else {
+                fprintf(stderr, "loadgen peer: unknown option %s\n", argv[i]);
+                return 2;
+            }
+        }
         return peer_main(seconds);
     }
     if (argc >= 2 && !strcmp(argv[1], "client")) return client_main(argc - 2, argv + 2);
-    fprintf(stderr, "usage: loadgen peer [--seconds T] | loadgen client --fds LIST ...\n");
+    fprintf(stderr, "usage: loadgen peer [--seconds T] [--gso] | loadgen client --fds LIST ...\n");
     return 2;
 }

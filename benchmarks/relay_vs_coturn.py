@@ -16,8 +16,16 @@ the load is not the limit.
 - Modes (`MODES`): saturated (8 flows x 16 in flight) and light (8 x 1) at 100 B and
   1200 B; "audio" (1000 flows x 50 datagrams/s of 160 B, paced, and 200 x 50/s, a fleet
   that a busy shared machine still carries); ping-pong (1 x 1, RTT p50/p99); burst (1 x 64
-  in flight of 1200 B: coalesced load). Per mode and server, the median of 3 alternating
+  in flight of 1200 B: coalesced load) and burst-gro (the same burst as a NIC with GRO
+  presents it: `Mode.gso`, below). Per mode and server, the median of 3 alternating
   windows; `--only` runs a part (modes by name, allocations, memory).
+- `Mode.gso` (burst-gro): the load generator and the echo peer send each flow's run of
+  equal-size datagrams in one `sendmsg` with UDP_SEGMENT (`loadgen --gso`). On a real
+  network a NIC with GRO coalesces a burst of one flow; on loopback nothing coalesces
+  unless the sender used GSO, and then a socket with UDP_GRO receives the burst as one
+  buffer while any other socket (coturn's) gets it cut into datagrams: the same load
+  for both servers, as each would meet it behind such a NIC. Its own echo peer, so the
+  other modes' load is unchanged.
 - Allocations per server CPU-second: `load_generator.allocation_rate` (401 + Allocate +
   Refresh 0, sources over 127.10-11.x.y). RSS per allocation: VmRSS before and after
   10,000 more allocations held open (one source IP each).
@@ -46,6 +54,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import io
 import json
 import os
@@ -59,7 +68,7 @@ import sys
 import tarfile
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -96,6 +105,7 @@ class Mode:
     flows: int
     inflight: int = 0  # closed loop: datagrams in flight per flow
     rate: float = 0.0  # paced: datagrams per second per flow
+    gso: bool = False  # a flow's runs sent with GSO both ways: what a GRO NIC delivers
 
     @property
     def label(self) -> str:
@@ -104,6 +114,8 @@ class Mode:
             if self.inflight
             else f"{self.flows} x {self.rate:g}/s"
         )
+        if self.gso:
+            shape += ", coalesced as by a NIC with GRO"
         return f"{self.name}, {self.size} B ({shape})"
 
 
@@ -118,6 +130,10 @@ MODES = (
     # Coalesced load: one flow's datagrams back to back (a video frame's packets), what
     # batched sends (GSO) can group; issue 13 asks for it beside the rest.
     Mode("burst", 1200, 1, inflight=64),
+    # The same burst as a NIC with GRO presents it to the server: the load generator and
+    # the echo peer send each run with GSO, so a socket with UDP_GRO receives it as one
+    # buffer and any other socket as separate datagrams (see `Mode.gso`).
+    Mode("burst-gro", 1200, 1, inflight=64, gso=True),
 )
 PHASES = ("allocations", "memory")  # besides the modes, what `--only` can name
 
@@ -190,14 +206,16 @@ class PeerStats:
     echoed: int
     dropped: int
     cpu: float  # user + system seconds
+    gso_runs: int = 0  # echoes sent as one GSO message per run (`--gso`)
 
 
 class EchoPeer:
-    """`loadgen peer`: one UDP socket on 127.0.0.1 echoing what it receives."""
+    """`loadgen peer`: one UDP socket on 127.0.0.1 echoing what it receives (with `gso`,
+    each run of one batch to one address in one GSO send)."""
 
-    def __init__(self, binary: Path, seconds: float) -> None:
+    def __init__(self, binary: Path, seconds: float, gso: bool = False) -> None:
         self.process = subprocess.Popen(
-            [str(binary), "peer", "--seconds", str(seconds)],
+            [str(binary), "peer", "--seconds", str(seconds), *(["--gso"] if gso else [])],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
         )
@@ -215,7 +233,11 @@ class EchoPeer:
         self.process.stdin.flush()
         line = json.loads(read_line(self.process.stdout, _LINE_TIMEOUT))
         return PeerStats(
-            line["received"], line["echoed"], line["dropped"], line["user"] + line["sys"]
+            line["received"],
+            line["echoed"],
+            line["dropped"],
+            line["user"] + line["sys"],
+            line.get("gso_runs", 0),
         )
 
     def cpu(self) -> float:
@@ -233,12 +255,27 @@ class EchoPeer:
 
 
 @contextlib.contextmanager
-def echo_peer(binary: Path, seconds: float) -> Iterator[EchoPeer]:
-    peer = EchoPeer(binary, seconds)
+def echo_peer(binary: Path, seconds: float, gso: bool = False) -> Iterator[EchoPeer]:
+    peer = EchoPeer(binary, seconds, gso)
     try:
         yield peer
     finally:
         peer.close()
+
+
+@contextlib.contextmanager
+def echo_peers(binary: Path, seconds: float) -> Iterator[Callable[[Mode], EchoPeer]]:
+    """The echo peer a mode uses (one with `--gso` for `Mode.gso`), each started when a
+    mode first asks for it and stopped at the end."""
+    with contextlib.ExitStack() as stack:
+        peers: dict[bool, EchoPeer] = {}
+
+        def peer_for(mode: Mode) -> EchoPeer:
+            if mode.gso not in peers:
+                peers[mode.gso] = stack.enter_context(echo_peer(binary, seconds, mode.gso))
+            return peers[mode.gso]
+
+        yield peer_for
 
 
 # --- flows -----------------------------------------------------------------------------
@@ -308,6 +345,8 @@ class LoadWindow:
     rtt_p99: float
     client_cpu: float  # the load generator's CPU seconds in the window
     peer_cpu: float
+    client_gso_runs: int = 0  # the whole run: GSO sends of the load generator (`Mode.gso`)
+    peer_gso_runs: int = 0  # in the window: GSO sends of the echo peer
 
     @property
     def relayed(self) -> int:
@@ -340,6 +379,7 @@ def run_window(
     command = [str(binary), "client", "--fds", ",".join(map(str, fds)), "--size", str(mode.size)]
     command += ["--inflight", str(mode.inflight)] if mode.inflight else ["--rate", str(mode.rate)]
     command += ["--warmup", str(warmup), "--duration", str(duration), "--drain", str(drain)]
+    command += ["--gso"] if mode.gso else []
     process = subprocess.Popen(command, stdout=subprocess.PIPE, pass_fds=fds)
     try:
         assert process.stdout is not None
@@ -367,6 +407,8 @@ def run_window(
         rtt_p99=end["rtt_p99"],
         client_cpu=end["user"] + end["sys"],
         peer_cpu=peer1.cpu - peer0.cpu,
+        client_gso_runs=done.get("gso_runs", 0),
+        peer_gso_runs=peer1.gso_runs - peer0.gso_runs,
     )
 
 
@@ -458,8 +500,9 @@ def measure(
     allocations: bool = True,
 ) -> Results:
     results = Results()
-    with echo_peer(binary, seconds=3600.0) as peer:
+    with echo_peers(binary, seconds=3600.0) as peers:
         for mode in modes:
+            peer = peers(mode)
             flows = {
                 s.name: open_flows(s.target, mode.flows, peer.address, base=40) for s in servers
             }
@@ -547,10 +590,15 @@ def _coturn_files(log: Path) -> str:
 
 
 def _line(w: LoadWindow) -> str:
+    gso = (
+        f", GSO sends: loadgen {w.client_gso_runs:,} peer {w.peer_gso_runs:,}"
+        if w.client_gso_runs or w.peer_gso_runs
+        else ""
+    )
     return (
         f"{w.per_cpu():,.0f} relayed/CPU-s, server CPU {w.server_cpu / w.seconds:.2f}, "
         f"{w.relayed / w.seconds:,.0f}/s, rtt p50 {w.rtt_p50:.0f} µs, lost {w.lost}, "
-        f"loadgen {w.client_cpu / w.seconds:.2f} peer {w.peer_cpu / w.seconds:.2f}"
+        f"loadgen {w.client_cpu / w.seconds:.2f} peer {w.peer_cpu / w.seconds:.2f}{gso}"
     )
 
 
@@ -827,8 +875,9 @@ def measure_workers(
     meters = {n: ProcessCpu(s, worker_pids(s, n)) for s, n in servers}
     rss = {n: {name: rss_kib(pid) for name, pid in meters[n].pids.items()} for _, n in servers}
     found: dict[tuple[int, Mode], list[WorkersWindow]] = {}
-    with echo_peer(binary, seconds=3600.0) as peer:
+    with echo_peers(binary, seconds=3600.0) as peers:
         for mode in modes:
+            peer = peers(mode)
             flows = {
                 n: open_steered_flows(s.target, mode.flows, peer.address, 40 + n, n)
                 for s, n in servers
@@ -959,7 +1008,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--only",
         help="comma-separated parts to run: mode names (saturated, light, audio, ping-pong, "
-        "burst), allocations, memory; default all",
+        "burst, burst-gro), allocations, memory; default all",
     )
     parser.add_argument(
         "--workers",
@@ -982,7 +1031,7 @@ def main(argv: list[str] | None = None) -> None:
         if only is not None and mode.name not in only:
             continue
         flows = min(mode.flows, settings.audio_flows) if mode.rate else mode.flows
-        sized = Mode(mode.name, mode.size, flows, mode.inflight, mode.rate)
+        sized = dataclasses.replace(mode, flows=flows)
         if sized not in modes:
             modes.append(sized)
     raise_nofile()

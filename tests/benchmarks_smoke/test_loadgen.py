@@ -9,6 +9,7 @@ assertions are on counts (every datagram sent came back through the relay, both 
 
 from __future__ import annotations
 
+import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +31,8 @@ from benchmarks.relay_vs_coturn import (
 )
 
 pytestmark = pytest.mark.skipif(compiler() is None, reason="needs gcc or cc")
+
+SO_NO_CHECK = 11  # <asm-generic/socket.h>: no UDP checksums, so no GSO either
 
 
 @pytest.fixture(scope="module")
@@ -88,6 +91,40 @@ def test_closed_loop_keeps_its_datagrams_in_flight(
     window = one_window(loadgen, trelay, peer, Mode("saturated", 100, 2, inflight=4), 41, 0.5)
     assert window.received > 2 * 4
     assert window.relayed == window.received + window.peer_received
+    assert window.lost == 0
+
+
+def test_gso_bursts_come_back_whole(loadgen: Path, trelay: Server) -> None:
+    """`--gso` (the "burst-gro" mode): the load generator and the echo peer send each run
+    in one GSO message; trelay receives them (coalesced, where its sockets read with
+    UDP_GRO) and every datagram comes back."""
+    mode = Mode("burst-gro", 1200, 1, inflight=32, gso=True)
+    with echo_peer(loadgen, seconds=60.0, gso=True) as peer:
+        window = one_window(loadgen, trelay, peer, mode, 42, 0.5)
+    assert window.received > 32
+    assert window.relayed == window.received + window.peer_received
+    assert window.lost == 0
+    assert window.client_gso_runs > 0
+    assert window.peer_gso_runs > 0
+
+
+def test_gso_refused_by_the_kernel_falls_back_to_one_datagram_each(
+    loadgen: Path, trelay: Server, peer: EchoPeer
+) -> None:
+    """A socket without UDP checksums (SO_NO_CHECK) makes the kernel refuse UDP_SEGMENT:
+    the load generator turns GSO off and sends the same datagrams one by one."""
+    mode = Mode("burst-gro", 1200, 1, inflight=32, gso=True)
+    flows = open_flows(trelay.target, mode.flows, peer.address, base=43)
+    try:
+        for flow in flows:
+            flow.sock.setsockopt(socket.SOL_SOCKET, SO_NO_CHECK, 1)
+        window = run_window(
+            loadgen, flows, mode, peer, trelay.cpu, warmup=0.2, duration=0.5, drain=2.0
+        )
+    finally:
+        close_flows(flows)
+    assert window.client_gso_runs == 0
+    assert window.received > 32
     assert window.lost == 0
 
 

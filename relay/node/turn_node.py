@@ -545,8 +545,9 @@ class TurnNode:
             return
         self.usage.opened(relay.allocation, relay.senders)
         relay.deliver = self._delivery(relay.allocation.five_tuple)
-        for each in (relay, twin):
-            if each is not None and self._relays.get(_address_of(each.sock)) is each:
+        # Each one's address as bound above: no getsockname per allocation (issue 13).
+        for each, address in ((relay, relayed), (twin, second)):
+            if each is not None and address is not None and self._relays.get(address) is each:
                 each.allocation, each.deliver = relay.allocation, relay.deliver
                 if each.deliver is not None:  # else its stream client is gone already
                     self._read(each, each.sock)

@@ -180,11 +180,14 @@ class RecordScrubber:
             # Its __init__ sets the standard attributes first, in a fixed order: skip
             # them in C; what a formatter or filter adds later is still checked below.
             items = itertools.islice(items, _STANDARD_COUNT, None)
-        kinds = _name_kinds
+        codes = _field_codes
         for name, value in items:
-            if name in _RECORD_ATTRIBUTES or name[:1] == "_":
+            code = codes.get(name)
+            if code is None:
+                code = _field_code(name)
+            if code == _SKIP_FIELD:
                 continue
-            if (kinds.get(name) or _name_kind(name)) is _PLAIN_NAME:
+            if code == _PLAIN_FIELD:
                 kind = type(value)
                 if kind in _PLAIN_TYPES:
                     out[name] = value
@@ -305,6 +308,26 @@ def _name_kind(name: str) -> str:
     return kind
 
 
+# What `fields` does with an attribute of a record, by its name, looked up once per name
+# (one dict lookup a field, issue 13 part 4): skip it (a standard attribute, a private
+# one), write it as a plain field, or hand it to `_items` (a username, a secret).
+_SKIP_FIELD, _PLAIN_FIELD, _SCRUBBED_FIELD = 0, 1, 2
+_field_codes: dict[str, int] = {}
+
+
+def _field_code(name: str) -> int:
+    if name in _RECORD_ATTRIBUTES or name[:1] == "_":
+        code = _SKIP_FIELD
+    elif _name_kind(name) is _PLAIN_NAME:
+        code = _PLAIN_FIELD
+    else:
+        code = _SCRUBBED_FIELD
+    if len(_field_codes) >= _MAX_NAME_KINDS:
+        _field_codes.clear()
+    _field_codes[name] = code
+    return code
+
+
 def _is_dataclass_instance(value: object) -> bool:
     return dataclasses.is_dataclass(value) and not isinstance(value, type)
 
@@ -358,7 +381,16 @@ class HumanFormatter(logging.Formatter):
         fields = self.scrubber.fields(record)
         line = f"{HUMAN_PREFIX}: {record.levelname}: {record.name}: {self.scrubber.message(record)}"
         if fields:
-            line += " " + " ".join([f"{k}={_render(v)}" for k, v in fields.items()])
+            parts = [line]
+            needs_quotes = _NEEDS_QUOTES.search
+            for k, v in fields.items():
+                kind = type(v)
+                # `_render`'s two commonest cases inline: a count, a plain word.
+                if kind is int or (kind is str and v and needs_quotes(v) is None):
+                    parts.append(f"{k}={v}")
+                else:
+                    parts.append(f"{k}={_render(v)}")
+            line = " ".join(parts)
         exception = self.scrubber.exception(record, self)
         return line if exception is None else f"{line}\n{exception}"
 

@@ -118,6 +118,25 @@ async def test_a_gso_burst_is_relayed_datagram_by_datagram_in_order_counted_once
         assert f.listener_gro() is gro
 
 
+async def test_a_burst_fills_the_open_run_and_its_rest_starts_another(gro: bool) -> None:
+    """Datagrams alone, then a burst of the same flow and size: the burst's first
+    datagrams join the run the lone ones opened, up to a run's bounds, the rest form the
+    next run; a shorter last datagram leaves on its own. All in order, each counted."""
+    async with flow(gro) as f:
+        counters = f.local.node.counters
+        relayed0, bytes0 = counters.client_to_peer_datagrams, counters.client_to_peer_bytes
+        alone = numbered(3, 1000, b"s")
+        burst = numbered(gso.MAX_SEGMENTS - 2, 1000, b"t")  # with "last": 63 segments
+        for payload in alone:
+            f.raw.sendto(f.frame(0x4000, payload), f.local.udp)
+        f.send_gso([f.frame(0x4000, payload) for payload in [*burst, b"last"]], 1004)
+        for payload in [*alone, *burst, b"last"]:
+            assert await receive(f.far) == (payload, f.relayed)
+        assert counters.client_to_peer_datagrams - relayed0 == 3 + len(burst) + 1
+        assert counters.client_to_peer_bytes - bytes0 == 1000 * (3 + len(burst)) + 4
+        assert not any(counters.dropped.values())
+
+
 async def test_mixed_channels_a_stun_request_and_a_short_last_segment(gro: bool) -> None:
     async with flow(gro) as f:
         counters = f.local.node.counters

@@ -160,6 +160,13 @@ class RedisStore:
         except _FAILURES as exc:
             self._mark_lost(exc)
             raise StoreUnavailable(f"Redis at {self.where}: {_describe(exc)}") from exc
+        except RuntimeError as exc:
+            if self._client is client:
+                raise
+            # The client closed under the call (the store is stopping, or reconnecting):
+            # coredis says so with a RuntimeError from its exited pool, even inside the
+            # shielded part of a pipeline, where cancellation does not reach.
+            raise StoreUnavailable(f"Redis at {self.where}: its client closed") from exc
 
     def _mark_lost(self, exc: BaseException) -> None:
         self.last_failure = _describe(exc)

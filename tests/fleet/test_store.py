@@ -7,10 +7,12 @@ from __future__ import annotations
 import logging
 
 import pytest
+import trio
 
 from tests.helpers.fleet_store import eventually, new_store
 from tests.helpers.redis_server import RedisServer
 from trelay.config.fleet_settings import FleetSettings
+from trelay.fleet.redis_client import Client
 from trelay.fleet.store import RedisStore, StoreState, StoreUnavailable
 
 
@@ -98,3 +100,31 @@ async def test_a_commands_store_logs_nothing_and_keeps_the_reason(
         redis_server.start()
         await eventually(lambda: quiet.connected)
     assert store_lines(caplog, "Redis") == []
+
+
+async def test_a_call_whose_client_closes_under_it_is_unavailable(
+    redis_server: RedisServer,
+) -> None:
+    # A node stopping while a usage write is in a pipeline's shielded part: the pool
+    # exits under it and coredis raises RuntimeError, which must reach the caller as
+    # StoreUnavailable (the usage stream then logs the record), not end the node.
+    store = new_store(redis_server)
+    began, closed = trio.Event(), trio.Event()
+
+    async def write_after_close(client: Client) -> None:
+        began.set()
+        with trio.CancelScope(shield=True):
+            await closed.wait()
+            await client.set("trelay:fleet:test", "late")
+
+    async def call() -> None:
+        with pytest.raises(StoreUnavailable, match="client closed"):
+            await store.call(write_after_close)
+
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            async with store.opened():
+                await store.wait_connected()
+                nursery.start_soon(call)
+                await began.wait()
+            closed.set()

@@ -572,7 +572,7 @@ class PeerReader:
 
     __slots__ = (
         "allocation", "buffer", "client", "coalesced", "deliver", "dropped", "framing", "gro",
-        "out", "received", "relayed", "sock", "view",
+        "out", "peer", "received", "relayed", "sock", "view",
     )  # fmt: skip
 
     def __init__(
@@ -586,12 +586,15 @@ class PeerReader:
         peer_buffer: PeerBuffer,
         out: SegmentingSocket | None = None,
         gro: GroState | None = None,
+        peer: Address | None = None,
     ) -> None:
         """`out`: the UDP listener's socket to the client (runs go through it; `deliver`
         is then its `sendto` to the client); None for any other client. `gro`: the
         socket's UDP_GRO (`GroState`, kept across the readers a move rebuilds), told
         what each batch saw; while it says `parse`, a receive may hold a run of one
-        peer's datagrams, with their size in the ancillary data."""
+        peer's datagrams, with their size in the ancillary data. `peer`: the peer `sock`
+        is connected to (a channel's socket), whose datagrams are then received without
+        their source: no address string and tuple to build per datagram (-0.45 µs)."""
         self.sock = sock
         self.allocation = allocation
         self.deliver = deliver
@@ -602,6 +605,7 @@ class PeerReader:
         self.view = peer_buffer.view
         self.out = out
         self.gro = gro
+        self.peer = peer
         # What the last batch read: datagrams (a coalesced receive as its parts), and how
         # many of them came coalesced beyond one per receive (for `GroState`).
         self.received = self.coalesced = 0
@@ -617,6 +621,7 @@ class PeerReader:
         peers = self.allocation.peers
         buffer, view = self.buffer, self.view
         receive_into, receive_message = self.sock.recvfrom_into, self.sock.recvmsg_into
+        receive, connected = self.sock.recv_into, self.peer
         parse = self.gro is not None and self.gro.parse
         ancillary: list[tuple[int, int, bytes]] = []
         first = view[4 : 4 + MAX_DATAGRAM]  # where a batch's first datagram goes
@@ -642,6 +647,8 @@ class PeerReader:
                 try:
                     if parse:
                         size, ancillary, _, address = receive_message([target], GRO_CONTROL_SPACE)
+                    elif connected is not None:
+                        size, address = receive(target), connected
                     else:
                         size, address = receive_into(target)
                 except BlockingIOError:
@@ -794,6 +801,7 @@ class PeerReader:
         peers = self.allocation.peers
         buffer, view, deliver = self.buffer, self.view, self.deliver
         receive_into, receive_message = self.sock.recvfrom_into, self.sock.recvmsg_into
+        receive, connected = self.sock.recv_into, self.peer
         # GRO was on for a UDP client that moved to this one: what is queued from then
         # may still be coalesced, until a batch drains it (`GroState`).
         parse = self.gro is not None and self.gro.parse
@@ -811,6 +819,8 @@ class PeerReader:
                     if parse:
                         size, ancillary, _, address = receive_message([payload], GRO_CONTROL_SPACE)
                         segment = gro_segment(ancillary)
+                    elif connected is not None:
+                        size, address, segment = receive(payload), connected, 0
                     else:
                         size, address = receive_into(payload)
                         segment = 0

@@ -581,10 +581,10 @@ class TurnNode:
 
     # --- peer -> client ------------------------------------------------------------------
 
-    def _read(self, relay: _Relay, sock: socket.socket) -> None:
-        """Read `sock` (the relay socket or a channel's) through the data plane, to the
-        allocation's client; again after a move (the reader is replaced)."""
-        self.datagram_plane().add(sock, self._peer_reader(relay, sock).batch)
+    def _read(self, relay: _Relay, sock: socket.socket, peer: Address | None = None) -> None:
+        """Read `sock` (the relay socket, or a channel's connected to `peer`) through the
+        data plane, to the allocation's client; again after a move (the reader is replaced)."""
+        self.datagram_plane().add(sock, self._peer_reader(relay, sock, peer).batch)
 
     def _delivery(self, five_tuple: FiveTuple) -> Callable[[Buffer], object] | None:
         """How a frame reaches the client of `five_tuple`; None if it is gone."""
@@ -608,8 +608,9 @@ class TurnNode:
 
         return to_stream_client
 
-    def _peer_reader(self, relay: _Relay, sock: socket.socket) -> PeerReader:
-        """A reader of `sock` (the relay socket or a channel's) to the allocation's client."""
+    def _peer_reader(self, relay: _Relay, sock: socket.socket, peer: Address | None) -> PeerReader:
+        """A reader of `sock` (the relay socket, or a channel's connected to `peer`) to the
+        allocation's client."""
         allocation = relay.allocation
         assert allocation is not None and relay.deliver is not None
         # GRO (a receive may hold a run of one peer's datagrams) only where the reader
@@ -621,7 +622,7 @@ class TurnNode:
             gro.allow(relay.client_out is not None)
         return PeerReader(
             sock, allocation, relay.deliver, self.server.peer_datagram, self.counters,
-            relay.relayed, self.peer_buffer, relay.client_out, gro,
+            relay.relayed, self.peer_buffer, relay.client_out, gro, peer,
         )  # fmt: skip
 
     def take_moved_client(self, five_tuple: FiveTuple, data: bytes) -> None:
@@ -695,8 +696,9 @@ class TurnNode:
                 relay.client_out = None  # GSO runs go through the new listener, if UDP
                 if action.five_tuple.transport is ClientTransport.UDP:
                     relay.client_out = self.udp_outs.get(action.five_tuple.server)
-                for sock in (relay.sock, *relay.connected):
-                    self._read(relay, sock)
+                self._read(relay, relay.sock)
+                for sock in relay.connected:
+                    self._read(relay, sock, _peer_of(sock))
 
     def connect_channel(self, allocation: Allocation, channel: int, peer: Address) -> None:
         """Give `channel` a socket on the relayed address connected to `peer`.
@@ -727,7 +729,7 @@ class TurnNode:
         relay.connected.append(sock)
         out = SegmentingSocket(sock, self.counters.gso)
         per_channel[channel] = Route(peer, sock.send, out, None, senders)
-        self._read(relay, sock)
+        self._read(relay, sock, peer)
 
     def _connected_udp(
         self, family: int, local: Address, remote: Address, reuse: int, *, v6only: bool = False
@@ -864,6 +866,12 @@ def wall_clock() -> float:
 def _address_of(sock: socket.socket) -> Address:
     bound = sock.getsockname()
     return (bound[0], bound[1])
+
+
+def _peer_of(sock: socket.socket) -> Address:
+    """Where a connected socket sends, as the core and `recvfrom` write it."""
+    peer = sock.getpeername()
+    return (peer[0], peer[1])
 
 
 def _by_family(first: socket.socket, second: socket.socket) -> Callable[[Buffer, Address], int]:

@@ -8,10 +8,8 @@ takes its sockets out of the plane at once."""
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack
+from collections.abc import Callable
 
-import pytest
 import trio
 import trio.testing
 
@@ -20,19 +18,6 @@ from trelay.node.data_plane import DataPlane
 from trelay.node.datagram_batch import BATCH_SIZE
 
 TIMEOUT = 10.0
-
-
-@pytest.fixture
-def sockets() -> Iterator[Callable[[], socket.socket]]:
-    with ExitStack() as stack:
-
-        def make() -> socket.socket:
-            sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
-            sock.bind(("127.0.0.1", 0))
-            sock.setblocking(False)
-            return sock
-
-        yield make
 
 
 class Reader:

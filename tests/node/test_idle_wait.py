@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack
+from collections.abc import Callable
 
 import pytest
 import trio
@@ -20,19 +19,6 @@ from trelay.node.data_plane import DataPlane
 from trelay.node.idle_wait import _trio_internals
 
 TIMEOUT = 10.0
-
-
-@pytest.fixture
-def sockets() -> Iterator[Callable[[], socket.socket]]:
-    with ExitStack() as stack:
-
-        def make() -> socket.socket:
-            sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
-            sock.bind(("127.0.0.1", 0))
-            sock.setblocking(False)
-            return sock
-
-        yield make
 
 
 def reader_of(

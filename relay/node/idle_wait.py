@@ -114,7 +114,8 @@ class IdleWait(trio.abc.Instrument):
 
     def release(self) -> None:
         """Give trio its wait back (the data plane is ending)."""
-        trio.lowlevel.remove_instrument(self)
+        with contextlib.suppress(KeyError):  # trio drops an instrument that raised
+            trio.lowlevel.remove_instrument(self)
         _CLAIMED.set(False)
         with contextlib.suppress(OSError, ValueError):  # the set is closed already
             self._epoll.unregister(self._trio_fd)

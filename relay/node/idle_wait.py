@@ -23,9 +23,10 @@ trio's run loop is about to wait for I/O (timeout 0 when a task is runnable).
 
 Trio internals read here (nothing public exposes them, trio 0.35): the runner (run
 queue, deadlines, clock, idle waiters, guest flag) and the epoll I/O manager (its epoll
-object and `force_wakeup`). `IdleWait.claim` returns None when any is missing or the run
-is unusual (guest mode, a clock other than `SystemClock`, another I/O manager): the data
-plane then waits through trio as before. tests/node/test_idle_wait.py fails when the
+object and `force_wakeup`). `IdleWait.claim` returns None when any is missing (logged
+once per process as a warning: the node relays on, dearer at light load) or the run is
+unusual (guest mode, a clock other than `SystemClock`): the data plane then waits
+through trio as before. tests/node/test_idle_wait.py fails when the
 installed trio stops offering them, so an upgrade cannot lose the fast path silently.
 
 Invariants:
@@ -44,6 +45,7 @@ Invariants:
 from __future__ import annotations
 
 import contextlib
+import logging
 import select
 import time
 from collections.abc import Callable
@@ -58,23 +60,38 @@ Pass = Callable[[list[tuple[int, int]]], bool]
 MAX_EVENTS = 1024
 
 _CLAIMED: trio.lowlevel.RunVar[bool] = trio.lowlevel.RunVar("trelay_idle_wait", default=False)
+_warned: set[str] = set()  # trio versions warned about: once per process
+logger = logging.getLogger(__name__)
 
 
 def _trio_internals() -> tuple[Any, select.epoll, Callable[[], None]] | None:
-    """The runner, its epoll object and its wakeup, if this trio run has the known shape."""
+    """The runner, its epoll object and its wakeup, if this trio run has the known shape.
+
+    None, quietly, for a run that should not be taken over (guest mode, a clock other
+    than the system's); None with one warning per process when this trio lacks what the
+    idle wait reads (another version, another I/O manager): the node still relays, each
+    wakeup through a task, which costs CPU at light load (design §4)."""
     try:
         from trio._core._run import GLOBAL_RUN_CONTEXT, SystemClock  # noqa: PLC0415
 
         runner = GLOBAL_RUN_CONTEXT.runner
+        if runner.is_guest or type(runner.clock) is not SystemClock:
+            return None
         io_manager = runner.io_manager
         trio_epoll = io_manager._epoll  # private: see the module docstring
         wake = io_manager.force_wakeup
         _ = (runner.runq, runner.deadlines.next_deadline, runner.waiting_for_idle)
-        if runner.is_guest or type(runner.clock) is not SystemClock:
-            return None
+        _ = runner.clock_autojump_threshold
         if not isinstance(trio_epoll, select.epoll):
-            return None
-    except (ImportError, AttributeError):
+            raise AttributeError("_epoll")  # one path for every missing piece
+    except (ImportError, AttributeError) as exc:
+        if trio.__version__ not in _warned:
+            _warned.add(trio.__version__)
+            logger.warning(
+                "data plane: trio %s lacks what the idle wait reads (%s); datagrams wake "
+                "a task instead, which costs more CPU at light load",
+                trio.__version__, exc,
+            )  # fmt: skip
         return None
     return runner, trio_epoll, wake
 

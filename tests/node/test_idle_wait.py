@@ -9,12 +9,14 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Callable
+from types import SimpleNamespace
 
 import pytest
 import trio
 import trio.testing
 
 from tests.helpers.turn_client import peer, start_node, udp_client
+from trelay.node import idle_wait
 from trelay.node.data_plane import DataPlane
 from trelay.node.idle_wait import _trio_internals
 
@@ -177,3 +179,28 @@ def test_no_claim_under_a_mock_clock() -> None:
             nursery.cancel_scope.cancel()
 
     trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+async def test_a_trio_without_the_internals_is_named_once_and_served_through_the_task(
+    sockets: Callable[[], socket.socket],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # As a trio version whose I/O manager is not the epoll one this module reads.
+    monkeypatch.setattr(idle_wait, "_warned", set())
+    monkeypatch.setattr(idle_wait, "select", SimpleNamespace(epoll=type("Other", (), {})))
+    watched, sender = sockets(), sockets()
+    seen: list[bytes] = []
+    got = trio.Event()
+    async with trio.open_nursery() as nursery:
+        for _ in range(2):
+            plane = DataPlane()
+            plane.add(watched, reader_of(watched, seen, lambda: seen and got.set()))
+            await nursery.start(plane.run)
+            assert not plane.waits_idle
+        sender.sendto(b"through the task", watched.getsockname())
+        with trio.fail_after(TIMEOUT):
+            await got.wait()
+        nursery.cancel_scope.cancel()
+    warnings = [r for r in caplog.records if "lacks what the idle wait reads" in r.getMessage()]
+    assert len(warnings) == 1 and warnings[0].levelname == "WARNING"

@@ -166,7 +166,9 @@ class IdleWait(trio.abc.Instrument):
         trio_fd, deadlines, clock = self._trio_fd, runner.deadlines, runner.clock
         end = time.monotonic() + timeout
         while True:
-            events = poll(end - time.monotonic(), MAX_EVENTS)
+            # Never below 0: epoll.poll reads -1 ms or less as "until an event" (the end
+            # may pass before the poll, a thread holding the GIL in between).
+            events = poll(max(0.0, end - time.monotonic()), MAX_EVENTS)
             drain(events)
             for fd, _ in events:
                 if fd == trio_fd:

@@ -6,7 +6,9 @@ pass reaches the data plane's task; one claim per run, and none under a mock clo
 
 from __future__ import annotations
 
+import itertools
 import socket
+import threading
 import time
 from collections.abc import Callable
 from types import SimpleNamespace
@@ -204,3 +206,37 @@ async def test_a_trio_without_the_internals_is_named_once_and_served_through_the
         nursery.cancel_scope.cancel()
     warnings = [r for r in caplog.records if "lacks what the idle wait reads" in r.getMessage()]
     assert len(warnings) == 1 and warnings[0].levelname == "WARNING"
+
+
+async def test_a_deadline_past_by_the_time_of_the_poll_never_blocks(
+    sockets: Callable[[], socket.socket], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # epoll.poll takes a timeout of -1 ms or less as "block until an event": a wait whose
+    # end passed between computing it and polling (here a clock that moves 2 ms a read,
+    # as a thread holding the GIL would make it) must poll with 0, not sleep through
+    # every trio deadline until a datagram comes. The rescue datagram only comes if it did.
+    async with trio.open_nursery() as nursery:
+        plane = DataPlane()
+        watched, sender = sockets(), sockets()
+        plane.add(watched, reader_of(watched, []))
+        await nursery.start(plane.run)
+        idle = plane._idle
+        assert idle is not None
+        readings = itertools.count()
+        monkeypatch.setattr(
+            idle_wait, "time", SimpleNamespace(monotonic=lambda: 0.002 * next(readings))
+        )
+        rescued = threading.Event()
+
+        def rescue() -> None:
+            rescued.set()
+            sender.sendto(b"rescue", watched.getsockname())
+
+        timer = threading.Timer(TIMEOUT, rescue)
+        timer.start()
+        try:
+            idle.before_io_wait(0.001)  # over before the first poll
+        finally:
+            timer.cancel()
+        assert not rescued.is_set()
+        nursery.cancel_scope.cancel()

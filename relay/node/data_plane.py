@@ -94,7 +94,7 @@ class DataPlane:
         """Drain ready sockets until cancelled; then close every registered socket."""
         self._running = True
         epoll, readers = self._epoll, self._readers
-        self._idle = IdleWait.claim(epoll, self._pass)
+        self._idle = IdleWait.claim(epoll, self._drain)
         task_status.started()
         try:
             if self._idle is not None:
@@ -103,7 +103,7 @@ class DataPlane:
             while True:
                 await trio.lowlevel.wait_readable(epoll.fileno())
                 # Bounded: each round ends or yields; a full round means more is queued.
-                while self._drain(poll(0, MAX_EVENTS), readers):
+                while self._drain(poll(0, MAX_EVENTS)):
                     await trio.lowlevel.checkpoint()
         finally:
             self._running = False
@@ -115,16 +115,10 @@ class DataPlane:
             readers.clear()
             epoll.close()
 
-    def _pass(self, events: list[tuple[int, int]]) -> bool:
-        return self._drain(events, self._readers)
-
-    def _drain(
-        self,
-        events: list[tuple[int, int]],
-        readers: dict[int, tuple[socket.socket, DatagramBatch]],
-    ) -> bool:
-        """One batch from each ready socket; True if any had more than a batch queued."""
-        more = False
+    def _drain(self, events: list[tuple[int, int]]) -> bool:
+        """One pass: a batch from each ready socket; True if any had more than a batch
+        queued. Run by the task or by the idle wait (`IdleWait`'s `drain`)."""
+        readers, more = self._readers, False
         for fd, _ in events:
             entry = readers.get(fd)  # looked up now: an earlier batch may have ended it
             if entry is None:

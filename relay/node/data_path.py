@@ -245,7 +245,7 @@ class ClientReader:
         self.buffer = bytearray(_RUN_SPACE + MAX_DATAGRAM)
         self.view = memoryview(self.buffer)
 
-    def batch(self) -> int:  # noqa: PLR0915 - the hot path is inlined on purpose (design §4)
+    def batch(self, limit: int = BATCH_SIZE) -> int:  # noqa: PLR0915 - inlined on purpose (§4)
         stats, table = self.stats, self.table
         buffer, view = self.buffer, self.view
         receive_into = self.sock.recvfrom_into
@@ -269,7 +269,7 @@ class ClientReader:
         run_route: Route | None = None
         run_size = offset = 0
         try:
-            for count in range(BATCH_SIZE):  # `finally` reads `count`
+            for count in range(limit):  # `finally` reads `count`
                 if offset > _RUN_SPACE:  # no room for a whole datagram behind the run
                     if run_route is not None:
                         self._flush(run_route, run, run_size)
@@ -358,7 +358,7 @@ class ClientReader:
                     self._flush(run_route, run, run_size)
                     run_route = None
                 self._stun(bytes(view[offset : offset + size]), source, address)
-            count = BATCH_SIZE
+            count = limit
             return count
         finally:
             if run_route is not None:
@@ -367,7 +367,7 @@ class ClientReader:
             stats.receive_errors += errors
             # Off and no burst: nothing for GRO to learn (the light-load path stays short).
             if gro is not None and (parse or joined >= GRO_BUSY):
-                gro.after_batch(joined, coalesced, count < BATCH_SIZE)
+                gro.after_batch(joined, coalesced, count < limit)
             by_transport = self.relayed
             by_transport.client_to_peer_datagrams += relayed
             by_transport.client_to_peer_bytes += relayed_bytes
@@ -616,13 +616,13 @@ class PeerReader:
         self.received = self.coalesced = 0
         self.client = allocation.five_tuple.client
 
-    def batch(self) -> int:
-        count = self._framed_batch() if self.out is None else self._datagram_batch()
+    def batch(self, limit: int = BATCH_SIZE) -> int:
+        count = self._framed_batch(limit) if self.out is None else self._datagram_batch(limit)
         if self.gro is not None:
-            self.gro.after_batch(self.received, self.coalesced, count < BATCH_SIZE)
+            self.gro.after_batch(self.received, self.coalesced, count < limit)
         return count
 
-    def _datagram_batch(self) -> int:  # noqa: PLR0915 - the hot path is inlined (design §4)
+    def _datagram_batch(self, limit: int) -> int:  # noqa: PLR0915 - the hot path is inlined (design §4)
         peers = self.allocation.peers
         buffer, view = self.buffer, self.view
         receive_into, receive_message = self.sock.recvfrom_into, self.sock.recvmsg_into
@@ -640,7 +640,7 @@ class PeerReader:
         # end + 4, behind room for its header.
         start = end = frame = bound = 0
         try:
-            for count in range(BATCH_SIZE):  # `finally` adds up what was delivered
+            for count in range(limit):  # `finally` adds up what was delivered
                 if end > _RUN_SPACE:  # no room for a whole datagram behind the run
                     if end != start:
                         failed = self._flush(start, end, frame)
@@ -726,7 +726,7 @@ class PeerReader:
                     continue
                 delivered += 1
                 delivered_bytes += size
-            return BATCH_SIZE
+            return limit
         finally:
             if end != start:
                 failed = self._flush(start, end, frame)
@@ -802,7 +802,7 @@ class PeerReader:
         assert self.out is not None
         return self.out.send_run([self.view[start:end]], frame, (end - start) // frame, self.client)
 
-    def _framed_batch(self) -> int:  # noqa: PLR0915 - the hot path is inlined (design §4)
+    def _framed_batch(self, limit: int) -> int:  # noqa: PLR0915 - the hot path is inlined (design §4)
         peers = self.allocation.peers
         buffer, view, deliver = self.buffer, self.view, self.deliver
         receive_into, receive_message = self.sock.recvfrom_into, self.sock.recvmsg_into
@@ -819,7 +819,7 @@ class PeerReader:
         now = 0.0 if meter is None else time.monotonic()
         delivered = delivered_bytes = no_permission = queue_full = send_failed = 0
         try:
-            for count in range(BATCH_SIZE):  # `finally` adds up what was delivered
+            for count in range(limit):  # `finally` adds up what was delivered
                 try:
                     if parse:
                         size, ancillary, _, address = receive_message([payload], GRO_CONTROL_SPACE)
@@ -881,7 +881,7 @@ class PeerReader:
                     continue
                 delivered += 1
                 delivered_bytes += size
-            return BATCH_SIZE
+            return limit
         finally:
             self._count(delivered, delivered_bytes, no_permission, queue_full, send_failed)
 

@@ -3,8 +3,9 @@
 Owns the primitives of design §4's data path, shared by the STUN-only listener
 (`drain`) and the TURN node's own batch readers:
 
-- `BATCH_SIZE`: how many datagrams one batch reads before the loop yields to trio, so
-  one busy socket cannot starve the others;
+- `BATCH_SIZE`: how many datagrams one batch reads at most before the loop yields to
+  trio, so one busy socket cannot starve the others; a `DatagramBatch` may be asked for
+  fewer (the data plane reads a socket that had one datagram once: `trelay.node.data_plane`);
 - `ICMP_ERRNOS`: the errors a UDP socket reports about an earlier datagram (a peer's
   closed port, an unreachable host). They concern one destination, never end a loop,
   and count towards the batch so a flood of them cannot starve others (design §5);
@@ -29,7 +30,6 @@ import errno
 import socket
 import struct
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -39,8 +39,13 @@ MAX_DATAGRAM = 65535
 BATCH_SIZE = 64
 RECEIVE_BUFFER = 4 * 1024 * 1024
 
-# Reads and handles up to BATCH_SIZE datagrams without blocking; returns how many.
-DatagramBatch = Callable[[], int]
+
+class DatagramBatch(Protocol):
+    """Reads and handles up to `limit` datagrams without blocking; returns how many
+    receives it made. Fewer than `limit`: it found the socket's queue empty."""
+
+    def __call__(self, limit: int = BATCH_SIZE, /) -> int: ...
+
 
 # Errors a UDP socket reports for an ICMP message about an earlier datagram: the next recv
 # or send raises them. They concern one peer, not us. (Linux reports them only on
@@ -129,9 +134,11 @@ def send_reply(sock: DatagramSocket, reply: bytes, address: Any, stats: UdpListe
         stats.replies_sent += 1
 
 
-def drain(sock: DatagramSocket, responder: Responder, stats: UdpListenerStats) -> int:
-    """Read and answer up to BATCH_SIZE datagrams without blocking; returns how many."""
-    for count in range(BATCH_SIZE):
+def drain(
+    sock: DatagramSocket, responder: Responder, stats: UdpListenerStats, limit: int = BATCH_SIZE
+) -> int:
+    """Read and answer up to `limit` datagrams without blocking; returns how many."""
+    for count in range(limit):
         try:
             data, address = sock.recvfrom(MAX_DATAGRAM)
         except BlockingIOError:
@@ -147,4 +154,4 @@ def drain(sock: DatagramSocket, responder: Responder, stats: UdpListenerStats) -
         reply = responder(data, (address[0], address[1]))
         if reply is not None:
             send_reply(sock, reply, address, stats)
-    return BATCH_SIZE
+    return limit

@@ -1,6 +1,7 @@
 """The data plane (`trelay.node.data_plane.DataPlane`): one task drains every registered
 socket through one epoll set, on real loopback sockets. Readers are called when their
-socket is readable, again while a full batch says more is queued, never after
+socket is readable, again while a full batch says more is queued, for one datagram
+while their socket is lone (and for a batch again once a backlog shows), never after
 `discard`; a socket closed under the plane is forgotten; cancelling the task closes what
 is still registered. On a node, allocations start no task of their own and ending one
 takes its sockets out of the plane at once."""
@@ -10,35 +11,42 @@ from __future__ import annotations
 import socket
 from collections.abc import Callable
 
+import pytest
 import trio
 import trio.testing
 
 from tests.helpers.turn_client import peer, start_node, udp_client
-from trelay.node.data_plane import DataPlane
+from trelay.node import data_plane
+from trelay.node.data_plane import LONE_STREAK, DataPlane
 from trelay.node.datagram_batch import BATCH_SIZE
 
 TIMEOUT = 10.0
 
 
 class Reader:
-    """Drains up to `per_call` datagrams per call; says "full" while some were left."""
+    """Drains up to `per_call` datagrams per call (fewer if the plane asks for fewer);
+    says "full" while some may be left. `limits`: what the plane asked for, call by call."""
 
     def __init__(self, sock: socket.socket, per_call: int = BATCH_SIZE) -> None:
         self.sock = sock
         self.per_call = per_call
         self.read: list[bytes] = []
-        self.calls = 0
+        self.limits: list[int] = []
         self._more = trio.Event()
 
-    def __call__(self) -> int:
-        self.calls += 1
-        for count in range(self.per_call):
+    @property
+    def calls(self) -> int:
+        return len(self.limits)
+
+    def __call__(self, limit: int = BATCH_SIZE) -> int:
+        self.limits.append(limit)
+        for count in range(min(self.per_call, limit)):
             try:
                 self.read.append(self.sock.recv(2048))
             except BlockingIOError:
                 return count
             self._more.set()
-        return BATCH_SIZE  # as a full batch does: more may be queued
+        return limit  # as a full batch does: more may be queued
 
     async def wait_for(self, count: int) -> None:
         with trio.fail_after(TIMEOUT):
@@ -84,6 +92,74 @@ async def test_a_full_batch_is_followed_by_another_until_the_socket_is_empty(
         nursery.cancel_scope.cancel()
 
 
+class Clock:
+    """`time.monotonic` for the plane: still unless moved, or `step` seconds a reading."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.step = 0.0
+
+    def monotonic(self) -> float:
+        self.now += self.step
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    clock = Clock()
+    monkeypatch.setattr(data_plane, "time", clock)
+    return clock
+
+
+async def test_a_lone_socket_is_read_once_a_pass_and_a_backlog_is_drained_as_a_batch(
+    sockets: Callable[[], socket.socket], clock: Clock
+) -> None:
+    plane = DataPlane()
+    reader = Reader(sockets())
+    plane.add(reader.sock, reader)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(plane.run)
+        send(reader.sock, b"1")
+        await reader.wait_for(1)
+        assert reader.limits == [BATCH_SIZE]  # one datagram, then EAGAIN: lone
+        clock.now += 1.0  # the next datagram comes a while later: it is read alone
+        send(reader.sock, b"2")
+        await reader.wait_for(2)
+        assert reader.limits[1:] == [1]
+        clock.now += 1.0  # three at once: one read, then the socket is back at once
+        send(reader.sock, b"3", b"4", b"5")
+        await reader.wait_for(5)
+        assert reader.limits[2:] == [1, BATCH_SIZE]
+        send(reader.sock, b"6")  # no longer lone: a batch, which finds one
+        await reader.wait_for(6)
+        assert reader.limits[4:] == [BATCH_SIZE]
+        assert reader.read == [str(n).encode() for n in range(1, 7)]
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_backlog_on_a_lone_socket_of_a_slow_node_costs_at_most_a_streak_of_passes(
+    sockets: Callable[[], socket.socket], clock: Clock
+) -> None:
+    plane = DataPlane()
+    reader = Reader(sockets())
+    plane.add(reader.sock, reader)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(plane.run)
+        send(reader.sock, b"first")
+        await reader.wait_for(1)
+        clock.step = 1.0  # every pass a second after the last: never "back at once"
+        queued = [b"%d" % n for n in range(LONE_STREAK + 4)]
+        send(reader.sock, *queued)
+        await reader.wait_for(1 + len(queued))
+        first, *singles, last = reader.limits
+        assert (first, last) == (BATCH_SIZE, BATCH_SIZE)
+        # A pass with nothing ready before the sends (trio's own) may restart the streak.
+        assert set(singles) == {1}
+        assert LONE_STREAK <= len(singles) <= LONE_STREAK + 1
+        assert reader.read == [b"first", *queued]
+        nursery.cancel_scope.cancel()
+
+
 async def test_a_discarded_socket_is_never_read_again_and_others_go_on(
     sockets: Callable[[], socket.socket],
 ) -> None:
@@ -126,7 +202,7 @@ async def test_a_socket_closed_under_the_plane_is_forgotten(
     plane = DataPlane()
     closed, kept = sockets(), Reader(sockets())
 
-    def reader_of_closed() -> int:
+    def reader_of_closed(limit: int = BATCH_SIZE) -> int:
         closed.close()  # as if closed elsewhere without `discard`
         return Reader(closed)()  # recv on a closed socket: EBADF
 

@@ -20,6 +20,7 @@ import trio.testing
 from tests.helpers.turn_client import peer, start_node, udp_client
 from trelay.node import idle_wait
 from trelay.node.data_plane import DataPlane
+from trelay.node.datagram_batch import BATCH_SIZE, DatagramBatch
 from trelay.node.idle_wait import _trio_internals
 
 TIMEOUT = 10.0
@@ -27,10 +28,11 @@ TIMEOUT = 10.0
 
 def reader_of(
     sock: socket.socket, seen: list[bytes], then: Callable[[], object] = list
-) -> Callable[[], int]:
-    """Reads everything queued on `sock` into `seen`, then calls `then`."""
+) -> DatagramBatch:
+    """Reads everything queued on `sock` into `seen` (whatever the limit), then calls
+    `then`."""
 
-    def read() -> int:
+    def read(limit: int = BATCH_SIZE) -> int:
         count = 0
         while True:
             try:
@@ -120,7 +122,7 @@ async def test_an_exception_in_a_pass_ends_the_plane_with_it(
     class Broken(Exception):
         pass
 
-    def broken() -> int:
+    def broken(limit: int = BATCH_SIZE) -> int:
         raise Broken
 
     watched, sender = sockets(), sockets()
@@ -162,7 +164,7 @@ async def test_one_claim_per_run_and_the_next_plane_takes_it_over(
         nursery.cancel_scope.cancel()
 
 
-def _nap() -> int:
+def _nap(limit: int = BATCH_SIZE) -> int:
     time.sleep(0.01)
     return 7
 

@@ -6,6 +6,7 @@ Same codec contract as `trelay.stun.attributes`.
 
 from __future__ import annotations
 
+import functools
 import struct
 from dataclasses import dataclass
 from typing import ClassVar, Self
@@ -46,11 +47,18 @@ class PasswordAlgorithms(Attribute):
     algorithms: tuple[tuple[int, bytes], ...]
 
     def encode_value(self, transaction_id: bytes) -> bytes:
-        return b"".join(encode_algorithm(a, p) for a, p in self.algorithms)
+        return _encode_algorithms(self.algorithms)
 
     @classmethod
     def decode_value(cls, value: bytes, transaction_id: bytes) -> Self:
         return cls(decode_algorithms("PasswordAlgorithms", value))
+
+
+@functools.lru_cache(maxsize=16)
+def _encode_algorithms(algorithms: tuple[tuple[int, bytes], ...]) -> bytes:
+    """The value of PASSWORD-ALGORITHMS; a server sends the same list in every 401 and
+    438, so its few encodings are kept (issue 13 part 4)."""
+    return b"".join(encode_algorithm(a, p) for a, p in algorithms)
 
 
 def encode_algorithm(algorithm: int, parameters: bytes) -> bytes:

@@ -44,6 +44,8 @@ HEADER = struct.Struct("!HHI12s")
 _TLV = struct.Struct("!HH")
 _PADDING = (b"", b"\x00", b"\x00\x00", b"\x00\x00\x00")  # by the padding length
 _METHODS: dict[int, Method] = {m.value: m for m in Method}
+# By the two class bits: a tuple index, not an IntEnum call per message (issue 13 part 4).
+_CLASSES: tuple[MessageClass, ...] = tuple(sorted(MessageClass))
 
 ATTRIBUTE_CLASSES: tuple[type[Attribute], ...] = (
     *addr.ADDRESS_ATTRIBUTES,
@@ -111,8 +113,7 @@ def encode_message_type(method: int, message_class: int) -> int:
 def decode_message_type(message_type: int) -> tuple[int, MessageClass]:
     """The inverse of `encode_message_type`; the caller has checked the top two bits."""
     method = (message_type & 0x000F) | (message_type & 0x00E0) >> 1 | (message_type & 0x3E00) >> 2
-    message_class = MessageClass((message_type >> 4) & 0b01 | (message_type >> 7) & 0b10)
-    return method, message_class
+    return method, _CLASSES[(message_type >> 4) & 0b01 | (message_type >> 7) & 0b10]
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +151,8 @@ class Message:
 
     def unknown_comprehension_required(self) -> tuple[int, ...]:
         """Types a receiver must reject with 420 UNKNOWN-ATTRIBUTES (RFC 8489 §6.3.1)."""
+        if self.get(UnknownAttribute) is None:
+            return ()  # the usual case, from the `get` table: no scan of every attribute
         return tuple(
             a.type
             for a in self.attributes

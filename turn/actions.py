@@ -84,6 +84,10 @@ class EndReason(Enum):
     SHUTDOWN = "shutdown"
     ADMIN = "admin"  # ended by the operator (`TurnServer.end_allocation`, `end_identity`)
 
+    # Hashed by identity, in C (members are singletons), as `ClientTransport` is: Enum's
+    # own hash is a Python call, and these key the core's counters (issue 13 part 4).
+    __hash__ = object.__hash__
+
 
 @dataclass(frozen=True, slots=True)
 class AllocationCreated:

@@ -114,6 +114,10 @@ class AuthFailure(Enum):
     REVOKED = "revoked"  # a credential the source withdrew (step 6)
     TOO_LONG = "lifetime_too_long"  # expires beyond max_credential_lifetime (step 6)
 
+    # Hashed by identity, in C (members are singletons), as `ClientTransport` is: Enum's
+    # own hash is a Python call, and these key the core's counters (issue 13 part 4).
+    __hash__ = object.__hash__
+
 
 @dataclass(frozen=True, slots=True)
 class Rejected:
@@ -209,7 +213,7 @@ class LongTermAuthenticator:
         """REALM, NONCE and what the server offers: the attributes of a 401 or 438."""
         nonce = Nonce(self.nonces.mint(client, unix_now, self.features))
         attributes: tuple[Attribute, ...] = (Realm(self.realm), nonce)
-        if self.features & SecurityFeature.PASSWORD_ALGORITHMS:
+        if SecurityFeature.PASSWORD_ALGORITHMS in self.features:
             attributes += (OFFERED_ALGORITHMS,)
         if self.third_party is not None:
             attributes += (ThirdPartyAuthorization(self.third_party.authorization_server),)
@@ -237,7 +241,7 @@ class LongTermAuthenticator:
         features = self.nonces.features(nonce.value, client, unix_now)
         if features is None:
             return Rejected(AuthFailure.STALE_NONCE, ErrorCode.STALE_NONCE, "Stale Nonce", True)
-        if username is None and not features & SecurityFeature.USERNAME_ANONYMITY:
+        if username is None and SecurityFeature.USERNAME_ANONYMITY not in features:
             # USERHASH only where our nonce offered it (§9.2.4, §14.4).
             return _bad_request("USERNAME, REALM and NONCE required")
         algorithm = _password_algorithm(request, features)
@@ -334,7 +338,8 @@ def _bad_request(reason: str) -> Rejected:
 
 def _password_algorithm(request: Message, features: SecurityFeature) -> PasswordAlgorithmId | None:
     """RFC 8489 §9.2.4: the algorithm of the key, or None for 400 (a bid-down attempt)."""
-    if not features & SecurityFeature.PASSWORD_ALGORITHMS:
+    # `in`, not `&`: a Flag's `&` builds a member through the Enum machinery (1 µs).
+    if SecurityFeature.PASSWORD_ALGORITHMS not in features:
         return PasswordAlgorithmId.MD5  # a nonce without the feature: RFC 5389 keys
     chosen = request.get(PasswordAlgorithm)
     offered = request.get(PasswordAlgorithms)

@@ -142,6 +142,8 @@ class SharedSecrets:
     def candidates(
         self, username: str, algorithm: PasswordAlgorithmId = MD5
     ) -> tuple[Credential, ...]:
+        if not self._secrets:
+            return ()  # no secret configured or shared (yet): nothing to parse for
         parsed = parse_rest_username(username)
         if parsed is None:
             return ()

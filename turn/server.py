@@ -140,8 +140,13 @@ class TurnServer:
         # RFC 8016 mobility, offered when the runtime gives a ticket codec.
         self._tickets = tickets
         self._mobility = None if tickets is None else MobileAllocations(tickets, rng)
+        # Read here as attributes, not through the properties: a dozen times per
+        # allocation (issue 13 part 4). `use_config` replaces `_config` with the context's.
+        self._config = config
+        self._stats = ServerStats()
+        self._attribute_limit = config.attribute_limit()
         self._context = RequestContext(
-            config, software, table, ports, timers, ServerStats(),
+            config, software, table, ports, timers, self._stats,
             self._reply, self._mobility, worker,
         )  # fmt: skip
         # The runtime reads these two directly (the data path, relay sockets).
@@ -155,16 +160,16 @@ class TurnServer:
 
     @property
     def config(self) -> TurnConfig:
-        return self._context.config
+        return self._config
+
+    @property
+    def stats(self) -> ServerStats:
+        return self._stats
 
     @property
     def ports(self) -> RelayPortPool | None:
         """The relay port range's pool; None when the kernel picks ports."""
         return self._context.ports
-
-    @property
-    def stats(self) -> ServerStats:
-        return self._context.stats
 
     @property
     def policy(self) -> PeerPolicy:
@@ -234,7 +239,7 @@ class TurnServer:
         the relay and external addresses, and those `use_local_addresses` gives. The four
         addresses of RFC 5780 (`config.nat_discovery`) are the server's own too.
         """
-        config, listeners = self.config, list(endpoints)
+        config, listeners = self._config, list(endpoints)
         if config.nat_discovery is not None:
             listeners += config.nat_discovery.addresses
         hosts = (config.relay_host, config.relay_host_v6, config.external_host,
@@ -261,7 +266,7 @@ class TurnServer:
         """
         table, timers = self._table, self._timers
         allocations = table.allocations.values()
-        stats = self.stats
+        stats = self._stats
         return {
             **table.sizes(),
             "timer_entries": len(timers),
@@ -295,22 +300,23 @@ class TurnServer:
     def handle_message(self, data: bytes, five_tuple: FiveTuple, now: float) -> list[Action]:
         """One STUN message from a client (datagram or deframed stream frame)."""
         try:
-            message = decode_message(data, self.config.attribute_limit())
+            message = decode_message(data, self._attribute_limit)
         except StunDecodeError as exc:
             return self._answer_undecodable(data, exc, five_tuple, now)
         if message.get(Fingerprint) is not None and not verify_fingerprint(data):
-            self.stats.dropped[Drop.MALFORMED] += 1
+            self._stats.dropped[Drop.MALFORMED] += 1
             return []  # RFC 8489 §7.3: not STUN after all; discard silently
         if message.message_class is MessageClass.INDICATION:
             if message.method == Method.SEND:
                 allocation = self.allocations.get(five_tuple)
                 if allocation is not None and self.tcp.is_tcp(allocation):
                     # RFC 6062: a TCP allocation's data goes over its data connections.
-                    self.stats.dropped[Drop.NO_PERMISSION] += 1
+                    self._stats.dropped[Drop.NO_PERMISSION] += 1
                     return []
-                sent = send_indication(allocation, message, self._policy, self.config.dont_fragment)
+                dont_fragment = self._config.dont_fragment
+                sent = send_indication(allocation, message, self._policy, dont_fragment)
                 if isinstance(sent, Drop):
-                    self.stats.dropped[sent] += 1
+                    self._stats.dropped[sent] += 1
                     return []
                 return [sent]
             return []
@@ -322,7 +328,7 @@ class TurnServer:
         if message.method == Method.BINDING:
             # RFC 8489 §6.3, and RFC 5780 where configured: the answer may leave from
             # another of the node's addresses or go to another port (`nat_discovery`).
-            software, nat = self._software, self.config.nat_discovery
+            software, nat = self._software, self._config.nat_discovery
             return self._unauthenticated(
                 five_tuple, now, lambda: answer_binding_request(message, five_tuple, software, nat)
             )
@@ -340,7 +346,7 @@ class TurnServer:
         """A request whose header parses but whose attributes do not gets 400."""
         header = _request_header(data)
         if header is None:
-            self.stats.dropped[Drop.MALFORMED] += 1
+            self._stats.dropped[Drop.MALFORMED] += 1
             return []
         method, transaction_id = header
         request = Message(method, MessageClass.REQUEST, transaction_id)
@@ -368,14 +374,14 @@ class TurnServer:
             refused = self.limits.answer(route, len(reply.data), now)
             if refused is None:
                 return self._send(route, reply)
-        self.stats.dropped[refused] += 1
+        self._stats.dropped[refused] += 1
         return []
 
     def _authenticated_request(
         self, request: Message, raw: bytes, five_tuple: FiveTuple, now: float
     ) -> list[Action]:
         client = five_tuple.client
-        limits, dropped = self.limits, self.stats.dropped
+        limits, dropped = self.limits, self._stats.dropped
         # A signed request from a source out of tokens is refused before its MAC costs
         # anything; one that passes spends a token only if it fails (`rate_limit`).
         refused = None if _unsigned(request) else limits.signed(five_tuple, now)
@@ -383,7 +389,7 @@ class TurnServer:
             dropped[refused] += 1
             return []
         unix_now = self.wall_clock()
-        strict = self.config.strict_expiry
+        strict = self._config.strict_expiry
         result = self._auth.check(request, raw, client, unix_now, strict_expiry=strict)
         if isinstance(result, Rejected):
             # An unsigned request is the one kind anybody can send for free: its source
@@ -395,7 +401,7 @@ class TurnServer:
                     return []
             elif result.key is None:
                 limits.failed(five_tuple, now)
-            self.stats.auth_failures[result.failure] += 1
+            self._stats.auth_failures[result.failure] += 1
             extra = self._auth.challenge(client, unix_now) if result.challenge else ()
             if result.key is None:  # not authenticated: the smallest answer (issue 15)
                 reply = responses.unauthenticated(request, result.code, result.reason, extra)
@@ -412,7 +418,7 @@ class TurnServer:
         key = result.credential.key
         unknown = request.unknown_comprehension_required()
         dont_fragment = request.get(DontFragment) is not None
-        if request.method == Method.ALLOCATE and dont_fragment and not self.config.dont_fragment:
+        if request.method == Method.ALLOCATE and dont_fragment and not self._config.dont_fragment:
             # RFC 8656 §7.2 step 4: without DF support, treat it as unknown.
             unknown += (DontFragment.TYPE,)
         if unknown:
@@ -467,7 +473,7 @@ class TurnServer:
             return allocate.allocate(context, request, five_tuple, auth, now, redirection)
         problem = tcp_allocate_problem(request, five_tuple.transport)
         code = ErrorCode.BAD_REQUEST
-        if not self.config.tcp_allocations:  # the runtime cannot serve them
+        if not self._config.tcp_allocations:  # the runtime cannot serve them
             code, problem = ErrorCode.UNSUPPORTED_TRANSPORT_PROTOCOL, "No TCP relaying here"
         if problem is not None:
             reply = responses.error(
@@ -478,7 +484,7 @@ class TurnServer:
 
     def _send(self, five_tuple: FiveTuple, reply: Reply) -> list[Action]:
         """Send `reply` to the client, counted by the method and code it carries."""
-        self.stats.answered(reply)
+        self._stats.answered(reply)
         return [SendToClient(five_tuple, reply.data)]
 
     def _reply(
@@ -557,13 +563,15 @@ class TurnServer:
         key = allocation.key
         five_tuple = allocation.five_tuple
         family = request.get(RequestedAddressFamily)
-        named = None if family is None else family.family
         # A dual allocation's either family may be named: LIFETIME 0 deletes it alone
         # (the first one withdrawn, its socket kept until the end: `Allocation`).
         second = allocation.second
-        of_second = second is not None and named == _family_of(second)
-        of_first = named == _family_of(allocation.relayed) and not allocation.first_withdrawn
-        if named is not None and not of_first and not of_second:
+        of_first = of_second = False
+        if family is not None:
+            named = family.family
+            of_second = second is not None and named == _family_of(second)
+            of_first = named == _family_of(allocation.relayed) and not allocation.first_withdrawn
+        if family is not None and not of_first and not of_second:
             reply = responses.error(
                 request, ErrorCode.PEER_ADDRESS_FAMILY_MISMATCH, self._software, key
             )
@@ -571,7 +579,7 @@ class TurnServer:
         # An expired credential was refused by the authenticator (strict_expiry); a live
         # one refreshes no further than its expiry.
         requested = request.get(Lifetime)
-        lifetime = self.config.refresh_lifetime(None if requested is None else requested.value)
+        lifetime = self._config.refresh_lifetime(None if requested is None else requested.value)
         lifetime = auth.capped(lifetime)
         actions: list[Action] = []
         if lifetime == 0 and of_second and not allocation.first_withdrawn:
@@ -619,7 +627,7 @@ class TurnServer:
         previous = allocation.five_tuple
         if previous != five_tuple:
             self._table.move(allocation, five_tuple)
-            self.stats.allocations_moved[five_tuple.transport] += 1
+            self._stats.allocations_moved[five_tuple.transport] += 1
             # A captured request replayed from the old address makes no new allocation.
             self._auth.nonces.retire(previous.client, self.wall_clock())
             moved = [AllocationMoved(previous, five_tuple, allocation.relayed)]
@@ -634,7 +642,7 @@ class TurnServer:
             return ErrorCode.ALLOCATION_MISMATCH, "Allocation already exists"
         if five_tuple.transport is not allocation.five_tuple.transport:
             return ErrorCode.ALLOCATION_MISMATCH, "Mobility keeps the transport"
-        per_source = self.config.allocations_per_source
+        per_source = self._config.allocations_per_source
         if per_source and table.source_count(five_tuple.client) >= per_source:
             return ErrorCode.ALLOCATION_QUOTA_REACHED, "Allocation Quota Reached for this address"
         return None
@@ -693,7 +701,7 @@ class TurnServer:
         # A captured request of this client replayed after the end is answered 438, not
         # with a new allocation (`NonceStamper.retire`); the client re-challenges.
         self._auth.nonces.retire(five_tuple.client, self.wall_clock())
-        self.stats.allocation_ended(five_tuple.transport, reason)
+        self._stats.allocation_ended(five_tuple.transport, reason)
         second = allocation.second  # a dual allocation's other socket
         return [
             CloseRelay(allocation.relayed),
@@ -802,7 +810,7 @@ class TurnServer:
         Raises ValueError naming the fields that cannot change while the server runs
         (relay addresses and ports, realm, SOFTWARE, the caches, built once).
         """
-        current = self.config
+        current = self._config
         fixed = [
             f.name
             for f in dataclasses.fields(config)
@@ -813,6 +821,7 @@ class TurnServer:
             raise ValueError(f"cannot change while running: {', '.join(fixed)}")
         # The handlers read the configuration from the context at each request.
         self._context = dataclasses.replace(self._context, config=config)
+        self._config, self._attribute_limit = config, config.attribute_limit()
         self.limits.retune(
             config.unauthenticated_rate, config.unauthenticated_burst,
             config.reflection_rate, config.reflection_burst,

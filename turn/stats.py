@@ -74,6 +74,10 @@ class Quota(Enum):
     PEERS_PER_REQUEST = "peers_per_request"  # CreatePermission: 508, XOR-PEER-ADDRESSes
     PEER_CONNECTIONS = "peer_connections"  # Connect: 508, TCP peer connections (RFC 6062)
 
+    # Hashed by identity, in C (members are singletons), as `ClientTransport` is: Enum's
+    # own hash is a Python call, and these key the core's counters (issue 13 part 4).
+    __hash__ = object.__hash__
+
 
 class Drop(StrEnum):
     """Why a datagram or indication was not relayed, by the core or the runtime's data path.

@@ -36,6 +36,10 @@ class TimerKind(Enum):
     CHANNEL = 2  # key: the channel number
     RESERVATION = 3  # owner: a Reservation, key None
 
+    # Hashed by identity, in C (members are singletons), as `ClientTransport` is: Enum's
+    # own hash is a Python call, and these key the core's counters (issue 13 part 4).
+    __hash__ = object.__hash__
+
 
 # What a timer entry belongs to; `cancel` forgets all of one owner's entries.
 Owner = Allocation | Reservation

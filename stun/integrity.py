@@ -2,7 +2,8 @@
 
 Owns the three attributes whose values are computed over the encoded message
 (RFC 8489 §14.5, §14.6, §14.7): signing a `Message` (`encode_signed`) and checking
-received bytes (`verify_integrity`, `verify_fingerprint`, `integrity_algorithms`).
+received bytes (`verify_integrity`, `verify_fingerprint`, `integrity_algorithms`;
+`fingerprint_matches` for a message already decoded).
 
 Invariants:
 
@@ -181,6 +182,16 @@ def verify_fingerprint(data: bytes) -> bool:
     # FINGERPRINT is last, so the Length field already counts it, as §14.7 requires.
     expected = zlib.crc32(memoryview(data)[:start]) ^ FINGERPRINT_XOR
     return expected == int.from_bytes(data[start + 4 : start + 8], "big")
+
+
+def fingerprint_matches(data: bytes, fingerprint: int) -> bool:
+    """Whether the FINGERPRINT value of a message `decode_message` accepted matches.
+
+    The decoder refuses anything after FINGERPRINT and checked the framing, so it is the
+    last 8 bytes and the CRC covers the rest: no walk of the attributes, which an
+    unsigned request (each client's first Allocate) would not need otherwise.
+    """
+    return zlib.crc32(memoryview(data)[:-8]) ^ FINGERPRINT_XOR == fingerprint
 
 
 def _open_attribute(raw: bytearray, value_length: int) -> None:

@@ -149,7 +149,7 @@ class LongTermAuthenticator:
 
     __slots__ = (
         "_credentials", "_features", "_is_revoked", "_max_lifetime", "_nonces", "_realm",
-        "_third_party",
+        "_realm_attribute", "_third_party",
     )  # fmt: skip
 
     def __init__(
@@ -167,6 +167,7 @@ class LongTermAuthenticator:
             raise ValueError("max_credential_lifetime must be positive")
         self._max_lifetime = max_credential_lifetime
         self._realm = realm
+        self._realm_attribute = Realm(realm)  # in every 401 and 438: built once
         self._credentials = credentials
         self._nonces = nonces
         self._features = SECURITY_FEATURES if security_features else SecurityFeature.NONE
@@ -211,12 +212,13 @@ class LongTermAuthenticator:
 
     def challenge(self, client: Address, unix_now: float) -> tuple[Attribute, ...]:
         """REALM, NONCE and what the server offers: the attributes of a 401 or 438."""
-        nonce = Nonce(self.nonces.mint(client, unix_now, self.features))
-        attributes: tuple[Attribute, ...] = (Realm(self.realm), nonce)
-        if SecurityFeature.PASSWORD_ALGORITHMS in self.features:
+        features, third_party = self._features, self._third_party
+        nonce = Nonce(self._nonces.mint(client, unix_now, features))
+        attributes: tuple[Attribute, ...] = (self._realm_attribute, nonce)
+        if SecurityFeature.PASSWORD_ALGORITHMS in features:
             attributes += (OFFERED_ALGORITHMS,)
-        if self.third_party is not None:
-            attributes += (ThirdPartyAuthorization(self.third_party.authorization_server),)
+        if third_party is not None:
+            attributes += (ThirdPartyAuthorization(third_party.authorization_server),)
         return attributes
 
     def check(
@@ -238,7 +240,7 @@ class LongTermAuthenticator:
         nonce = request.get(Nonce)
         if realm is None or nonce is None or (username is None and hashed is None):
             return _bad_request("USERNAME, REALM and NONCE required")
-        features = self.nonces.features(nonce.value, client, unix_now)
+        features = self._nonces.features(nonce.value, client, unix_now)
         if features is None:
             return Rejected(AuthFailure.STALE_NONCE, ErrorCode.STALE_NONCE, "Stale Nonce", True)
         if username is None and SecurityFeature.USERNAME_ANONYMITY not in features:
@@ -254,7 +256,7 @@ class LongTermAuthenticator:
         for credential in self._candidates(request, name, algorithm, unix_now):
             if verify_integrity(raw, credential.key) and matched is None:
                 matched = credential
-        if name is None or matched is None or realm.value != self.realm:
+        if name is None or matched is None or realm.value != self._realm:
             return Rejected(
                 AuthFailure.WRONG_CREDENTIALS, ErrorCode.UNAUTHORIZED, "Wrong credentials", True
             )
@@ -302,16 +304,18 @@ class LongTermAuthenticator:
         if name is None:
             return ()
         token = request.get(AccessToken)
-        if token is not None and self.third_party is not None:
+        third_party = self._third_party
+        if token is not None and third_party is not None:
             # RFC 7635 §5: USERNAME is the kid; the token's mac_key is the HMAC key.
-            granted = self.third_party.open(token, name, unix_now)
+            granted = third_party.open(token, name, unix_now)
             return () if granted is None else (granted,)
-        return self.credentials.candidates(name, algorithm)
+        return self._credentials.candidates(name, algorithm)
 
     def _revoked(
         self, request: Message, name: str, credential: Credential, unix_now: float
     ) -> bool:
-        if self.is_revoked is None or request.method not in _REVOCABLE:
+        is_revoked = self._is_revoked
+        if is_revoked is None or request.method not in _REVOCABLE:
             return False
         lifetime = request.get(Lifetime)
         if request.method == Method.REFRESH and lifetime is not None and lifetime.value == 0:
@@ -319,7 +323,7 @@ class LongTermAuthenticator:
         identities = {credential.identity}
         if request.get(AccessToken) is not None:
             identities.add(name)  # the kid: revoking it refuses every token under that key
-        return any(self.is_revoked(identity, unix_now) for identity in identities)
+        return any(is_revoked(identity, unix_now) for identity in identities)
 
     def use_credentials(self, credentials: CredentialSources) -> None:
         """Look usernames up in `credentials` from now on (a reload changed the users).

@@ -74,7 +74,7 @@ from trelay.stun.codes import (
 )
 from trelay.stun.error_attributes import UnknownAttributes
 from trelay.stun.errors import StunDecodeError
-from trelay.stun.integrity import verify_fingerprint
+from trelay.stun.integrity import fingerprint_matches
 from trelay.stun.message import HEADER, Message, decode_message, decode_message_type
 from trelay.turn import allocate, peer_requests, responses
 from trelay.turn.actions import (
@@ -303,7 +303,8 @@ class TurnServer:
             message = decode_message(data, self._attribute_limit)
         except StunDecodeError as exc:
             return self._answer_undecodable(data, exc, five_tuple, now)
-        if message.get(Fingerprint) is not None and not verify_fingerprint(data):
+        fingerprint = message.get(Fingerprint)
+        if fingerprint is not None and not fingerprint_matches(data, fingerprint.value):
             self._stats.dropped[Drop.MALFORMED] += 1
             return []  # RFC 8489 §7.3: not STUN after all; discard silently
         if message.message_class is MessageClass.INDICATION:

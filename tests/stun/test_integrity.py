@@ -20,14 +20,17 @@ from trelay.stun.attributes import (
     Username,
 )
 from trelay.stun.codes import AttributeType, MessageClass, Method
+from trelay.stun.errors import StunDecodeError
 from trelay.stun.integrity import (
     IntegrityAlgorithms,
     encode_signed,
+    fingerprint_matches,
     integrity_algorithms,
     verify_fingerprint,
     verify_integrity,
 )
 from trelay.stun.message import Message, decode_message, encode_message
+from trelay.stun.strategies import SignedMessage, signed_messages
 
 KEY = b"VOkJxbRl1RmTxUk/WvJxBt"
 TID = bytes.fromhex("b7e7a701bc34d686fa87dfae")
@@ -257,6 +260,28 @@ def test_any_single_bit_flip_breaks_the_fingerprint_alone(
     data = encode_signed(message)
     flipped = _flip(data, int(position * len(data) * 8))
     assert not verify_fingerprint(flipped)
+
+
+@given(
+    signed=signed_messages(),
+    position=st.none() | st.floats(0, 1, exclude_max=True),
+)
+def test_fingerprint_matches_agrees_with_verify_fingerprint_on_what_decodes(
+    signed: SignedMessage, position: float | None
+) -> None:
+    # The server's shortcut for a message it decoded: the same answer as the full check,
+    # whether the bytes are intact or one bit is flipped (when they still decode).
+    data = signed.data
+    if position is not None:
+        data = _flip(data, int(position * len(data) * 8))
+    try:
+        fingerprint = decode_message(data).get(Fingerprint)
+    except StunDecodeError:
+        return
+    if fingerprint is not None:
+        assert fingerprint_matches(data, fingerprint.value) == verify_fingerprint(data)
+    if position is None and fingerprint is not None:
+        assert fingerprint_matches(data, fingerprint.value)
 
 
 @given(st.binary(max_size=120))

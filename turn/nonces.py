@@ -29,10 +29,12 @@ their replay window reopens, nothing else changes).
 
 Cost (issue 13 part 4): the cookie made for each feature set and the features of each
 valid cookie seen are kept (at most `MAX_COOKIES` each; a full table is emptied), so a
-request does not parse its cookie again. A nonce whose tag checked out for an address
-is kept with its expiry and features (at most `MAX_CHECKED`; a full table is emptied),
-so the client's next requests with it (the Refresh after the Allocate) skip the HMAC;
-expiry and retirement are still checked on every request.
+request does not parse its cookie again. A nonce minted for an address, or whose tag
+checked out for it, is kept with its expiry and features (at most `MAX_CHECKED`; a full
+table is emptied), so the client's requests with it (the Allocate after the 401, the
+Refresh after the Allocate) skip the base64 and the HMAC; expiry and retirement are
+still checked on every request. Anybody can have a 401 sent to a forged source and so
+fill the table: that only empties it sooner, and a nonce not found is checked in full.
 
 Expiry is wall-clock Unix seconds (workers and restarts agree on it), passed in by the
 caller. The alphabet (base64url) is safe inside RFC 8489's quoted-string NONCE.
@@ -103,8 +105,12 @@ class NonceStamper:
                     self._cookies.clear()
                 cookie = self._cookies[features] = make_nonce_cookie(features)
         # After a retirement the address's new nonces expire at the threshold or later.
-        expiry = max(int(unix_now + self.lifetime), self._retired.get(client, 0))
-        return cookie + self._body(cookie, expiry & 0xFFFFFFFF, client)
+        expiry = max(int(unix_now + self.lifetime), self._retired.get(client, 0)) & 0xFFFFFFFF
+        nonce = cookie + self._body(cookie, expiry, client)
+        # Known good for `client` from birth: its Allocate, next, skips the HMAC (as its
+        # Refresh does after it); expiry and retirement are checked on use all the same.
+        self._remember(nonce, client, expiry, features)
+        return nonce
 
     def is_valid(self, nonce: str, client: Address, unix_now: float) -> bool:
         """True if we minted `nonce` for `client` and it has not expired."""
@@ -145,10 +151,16 @@ class NonceStamper:
             return None
         if not hmac.compare_digest(body, self._body(cookie, expiry, client)):
             return None
+        self._remember(nonce, client, expiry, features)
+        return features
+
+    def _remember(
+        self, nonce: str, client: Address, expiry: int, features: SecurityFeature
+    ) -> None:
+        """Keep a nonce known to be ours for `client` (`_checked`, bounded)."""
         if len(self._checked) >= MAX_CHECKED:
             self._checked.clear()
         self._checked[nonce, client] = (expiry, features)
-        return features
 
     def retire(self, client: Address, unix_now: float) -> None:
         """Make stale every nonce minted for `client` before now (its allocation ended)."""

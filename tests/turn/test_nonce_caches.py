@@ -50,3 +50,18 @@ def test_checked_nonces_still_expire_retire_and_stay_bounded() -> None:
         fresh = stamper.mint(client, NOW, SecurityFeature.NONE)
         assert stamper.features(fresh, client, NOW) == SecurityFeature.NONE
         assert len(stamper._checked) <= nonces.MAX_CHECKED
+
+
+def test_a_minted_nonce_is_known_at_once_and_still_checked_in_full_elsewhere() -> None:
+    """`mint` remembers the nonce for its address (issue 13: the Allocate after the 401
+    skips the HMAC); a stamper that did not mint it (another worker) checks its tag, and
+    retirement makes it stale from the table too."""
+    stamper = NonceStamper(KEY, lifetime=60)
+    nonce = stamper.mint(CLIENT, NOW, SecurityFeature.PASSWORD_ALGORITHMS)
+    assert (nonce, CLIENT) in stamper._checked
+    assert stamper.features(nonce, CLIENT, NOW) == SecurityFeature.PASSWORD_ALGORITHMS
+    other = NonceStamper(KEY, lifetime=60)
+    assert other.features(nonce, CLIENT, NOW) == SecurityFeature.PASSWORD_ALGORITHMS
+    assert NonceStamper(b"x" * 32, lifetime=60).features(nonce, CLIENT, NOW) is None
+    stamper.retire(CLIENT, NOW)
+    assert stamper.features(nonce, CLIENT, NOW) is None

@@ -29,8 +29,9 @@ import struct
 import zlib
 from dataclasses import dataclass
 
-from trelay.stun.codes import FINGERPRINT_XOR, HEADER_LENGTH, AttributeType
-from trelay.stun.message import Message, encode_message
+from trelay.stun.attributes import Attribute
+from trelay.stun.codes import FINGERPRINT_XOR, HEADER_LENGTH, MAGIC_COOKIE, AttributeType
+from trelay.stun.message import HEADER, Message, encode_attributes, encode_message_type
 
 _TLV = struct.Struct("!HH")
 _LENGTH = struct.Struct("!H")
@@ -41,6 +42,8 @@ _COMPUTED = frozenset((_MI, _MI256, _FP))
 _SHA1_LENGTH = 20
 _FINGERPRINT_LENGTH = 4
 _MAX_BODY = 0xFFFF
+_MI_TLV = _TLV.pack(_MI, _SHA1_LENGTH)
+_FP_TLV = _TLV.pack(_FP, _FINGERPRINT_LENGTH)
 
 
 def valid_sha256_length(length: int) -> bool:
@@ -194,14 +197,6 @@ def fingerprint_matches(data: bytes, fingerprint: int) -> bool:
     return zlib.crc32(memoryview(data)[:-8]) ^ FINGERPRINT_XOR == fingerprint
 
 
-def _open_attribute(raw: bytearray, value_length: int) -> None:
-    """Set the Length field to end after a TLV of `value_length` about to be appended."""
-    body = len(raw) - HEADER_LENGTH + 4 + value_length
-    if body > _MAX_BODY:
-        raise ValueError("message body longer than 65535 bytes")
-    _LENGTH.pack_into(raw, 2, body)
-
-
 def encode_signed(
     message: Message,
     key: bytes | None = None,
@@ -217,7 +212,27 @@ def encode_signed(
     truncated to `sha256_length` (if `key` is not None and `sha256`), FINGERPRINT (if
     `fingerprint`). `message` must not already contain any of the three (ValueError).
     """
-    for attribute in message.attributes:
+    return sign_attributes(
+        message.method, message.message_class, message.transaction_id, message.attributes,
+        key, sha1=sha1, sha256=sha256, sha256_length=sha256_length, fingerprint=fingerprint,
+    )  # fmt: skip
+
+
+def sign_attributes(
+    method: int,
+    message_class: int,
+    transaction_id: bytes,
+    attributes: tuple[Attribute, ...],
+    key: bytes | None = None,
+    *,
+    sha1: bool = True,
+    sha256: bool = False,
+    sha256_length: int = 32,
+    fingerprint: bool = True,
+) -> bytes:
+    """`encode_signed` of the message these fields make, without building the `Message`
+    (every response the TURN core sends comes this way: issue 13 part 4)."""
+    for attribute in attributes:
         # TYPE, not `attribute_type`: the same number (an UnknownAttribute's TYPE is its
         # type) without a call per attribute of every response (issue 13 part 4).
         if attribute.TYPE in _COMPUTED:
@@ -226,19 +241,32 @@ def encode_signed(
             )
     if sha256 and not valid_sha256_length(sha256_length):
         raise ValueError(f"MESSAGE-INTEGRITY-SHA256 length {sha256_length}: 16..32, step 4")
-    raw = bytearray(encode_message(message))
+    data = encode_attributes(attributes, transaction_id)
+    if key is None:
+        sha1 = sha256 = False
+    # The header's Length grows with each computed attribute (each value covers a header
+    # whose Length ends just after its own attribute); the bound is checked once.
+    length = len(data)
+    computed = sha1 * (4 + _SHA1_LENGTH) + sha256 * (4 + sha256_length)
+    if length + computed + fingerprint * (4 + _FINGERPRINT_LENGTH) > _MAX_BODY:
+        raise ValueError("message body longer than 65535 bytes")
+    message_type = encode_message_type(method, message_class)
     if key is not None and sha1:
         # RFC 8489 §14.5: HMAC over the message so far, Length pointing past MI.
-        _open_attribute(raw, _SHA1_LENGTH)
-        raw += _TLV.pack(_MI, _SHA1_LENGTH) + hmac.digest(key, raw, "sha1")
+        length += 4 + _SHA1_LENGTH
+        head = HEADER.pack(message_type, length, MAGIC_COOKIE, transaction_id)
+        data += _MI_TLV + hmac.digest(key, head + data, "sha1")
     if key is not None and sha256:
         # RFC 8489 §14.6: same, covering MESSAGE-INTEGRITY if it was added.
-        _open_attribute(raw, sha256_length)
-        mac = hmac.digest(key, raw, "sha256")[:sha256_length]
-        raw += _TLV.pack(_MI256, sha256_length) + mac
+        length += 4 + sha256_length
+        head = HEADER.pack(message_type, length, MAGIC_COOKIE, transaction_id)
+        mac = hmac.digest(key, head + data, "sha256")[:sha256_length]
+        data += _TLV.pack(_MI256, sha256_length) + mac
+    if fingerprint:
+        length += 4 + _FINGERPRINT_LENGTH
+    head = HEADER.pack(message_type, length, MAGIC_COOKIE, transaction_id)
     if fingerprint:
         # RFC 8489 §14.7: CRC-32 of everything before it, Length already counting it.
-        _open_attribute(raw, _FINGERPRINT_LENGTH)
-        crc = zlib.crc32(raw) ^ FINGERPRINT_XOR
-        raw += _TLV.pack(_FP, _FINGERPRINT_LENGTH) + crc.to_bytes(4, "big")
-    return bytes(raw)
+        crc = zlib.crc32(data, zlib.crc32(head)) ^ FINGERPRINT_XOR
+        data += _FP_TLV + crc.to_bytes(4, "big")
+    return head + data

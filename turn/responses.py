@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from trelay.stun.attributes import Attribute, Fingerprint, Software
 from trelay.stun.codes import ErrorCode, MessageClass
 from trelay.stun.error_attributes import ErrorCodeAttribute
-from trelay.stun.integrity import encode_signed
-from trelay.stun.message import Message, encode_message
+from trelay.stun.integrity import sign_attributes
+from trelay.stun.message import Message
 from trelay.turn.credential_sources import Sha256Key
 
 SUCCESS_CODE = 200  # the `Reply.code` of a success response
@@ -46,15 +46,24 @@ class Reply:
 def success(
     request: Message, attributes: tuple[Attribute, ...], software: Software, key: bytes | None
 ) -> Reply:
-    response = Message(
-        request.method, MessageClass.SUCCESS, request.transaction_id, (*attributes, software)
-    )
-    return Reply(_signed(response, key), request.method, SUCCESS_CODE)
+    method = request.method
+    data = _signed(method, MessageClass.SUCCESS, request, (*attributes, software), key)
+    return Reply(data, method, SUCCESS_CODE)
 
 
-def _signed(response: Message, key: bytes | None) -> bytes:
+def _signed(
+    method: int,
+    message_class: MessageClass,
+    request: Message,
+    attributes: tuple[Attribute, ...],
+    key: bytes | None,
+) -> bytes:
+    # The response's fields straight to the encoder: no `Message` is built for it.
     sha256 = isinstance(key, Sha256Key)
-    return encode_signed(response, key, sha1=not sha256, sha256=sha256)
+    return sign_attributes(
+        method, message_class, request.transaction_id, attributes, key,
+        sha1=not sha256, sha256=sha256,
+    )  # fmt: skip
 
 
 def error(
@@ -67,8 +76,8 @@ def error(
     extra: tuple[Attribute, ...] = (),
 ) -> Reply:
     attributes = (ErrorCodeAttribute(code, reason or code.reason), *extra, software)
-    response = Message(request.method, MessageClass.ERROR, request.transaction_id, attributes)
-    return Reply(_signed(response, key), request.method, int(code))
+    method = request.method
+    return Reply(_signed(method, MessageClass.ERROR, request, attributes, key), method, int(code))
 
 
 def unauthenticated(
@@ -76,14 +85,10 @@ def unauthenticated(
 ) -> Reply:
     """An error to a request that did not authenticate: unsigned, no SOFTWARE, FINGERPRINT
     only if the request had one (module docstring)."""
-    response = Message(
-        request.method,
-        MessageClass.ERROR,
-        request.transaction_id,
+    method = request.method
+    data = sign_attributes(
+        method, MessageClass.ERROR, request.transaction_id,
         (ErrorCodeAttribute(code, reason), *attributes),
-    )
-    if request.get(Fingerprint) is not None:
-        data = encode_signed(response, None)
-    else:
-        data = encode_message(response)
-    return Reply(data, request.method, int(code))
+        fingerprint=request.get(Fingerprint) is not None,
+    )  # fmt: skip
+    return Reply(data, method, int(code))

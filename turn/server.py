@@ -652,10 +652,13 @@ class TurnServer:
 
     def next_deadline(self) -> float | None:
         """When `handle_timer` must run next (monotonic seconds), or None if never."""
-        deadlines = (
-            self.responses.next_expiry(), self._timers.next_deadline(), self.tcp.next_deadline()
-        )  # fmt: skip
-        return min((d for d in deadlines if d is not None), default=None)
+        # Asked after every request (the runtime rearms its timer): plain comparisons, no
+        # generator and `min` (issue 13 part 4).
+        deadline = self.responses.next_expiry()
+        for other in (self._timers.next_deadline(), self.tcp.next_deadline()):
+            if other is not None and (deadline is None or other < deadline):
+                deadline = other
+        return deadline
 
     def handle_timer(self, now: float) -> list[Action]:
         """Expire everything due at `now`."""

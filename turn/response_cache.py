@@ -6,9 +6,16 @@ the cache (instead of re-running it) means a lost Allocate success does not turn
 437, and a lost Refresh does not extend twice. Entries live `seconds` (longer than a
 client's whole retransmission schedule, 39.5 s by default) and the map holds at most
 `max_entries`, oldest evicted first.
+
+An `OrderedDict`, not a dict: a dict whose oldest entry is deleted again and again keeps
+the deleted slots at the front until it is resized, and finding its first entry
+(eviction, `next_expiry` after every request, `expire`) walks past all of them: at its
+bound, a put cost 3 us instead of 0.2 (issue 13 part 4).
 """
 
 from __future__ import annotations
+
+from collections import OrderedDict
 
 from trelay.turn.addressing import FiveTuple
 from trelay.turn.responses import Reply
@@ -21,7 +28,7 @@ class ResponseCache:
         self.seconds = seconds
         self.max_entries = max_entries
         # Insertion order is expiry order, since every entry lives the same time.
-        self._entries: dict[tuple[FiveTuple, bytes], tuple[float, Reply]] = {}
+        self._entries: OrderedDict[tuple[FiveTuple, bytes], tuple[float, Reply]] = OrderedDict()
 
     def get(self, five_tuple: FiveTuple, transaction_id: bytes) -> Reply | None:
         entry = self._entries.get((five_tuple, transaction_id))
@@ -33,7 +40,7 @@ class ResponseCache:
         key = (five_tuple, transaction_id)
         self._entries.pop(key, None)
         if len(self._entries) >= self.max_entries:
-            del self._entries[next(iter(self._entries))]
+            self._entries.popitem(last=False)
         self._entries[key] = (now + self.seconds, response)
 
     def next_expiry(self) -> float | None:
@@ -42,11 +49,12 @@ class ResponseCache:
         return None
 
     def expire(self, now: float) -> None:
-        while self._entries:
-            key, (expires_at, _) = next(iter(self._entries.items()))
+        entries = self._entries
+        while entries:
+            key, (expires_at, _) = next(iter(entries.items()))
             if expires_at > now:
                 return
-            del self._entries[key]
+            del entries[key]
 
     def __len__(self) -> int:
         return len(self._entries)

@@ -283,7 +283,7 @@ class AllocationTable:
         del self.by_relayed[allocation.relayed]
         if allocation.second is not None:
             del self.by_relayed[allocation.second]
-        del self.client_table(five_tuple.transport, five_tuple.server)[five_tuple.client]
+        del self._client_tables[five_tuple.transport, five_tuple.server][five_tuple.client]
         _add(self._per_identity, allocation.identity, -1)
         _add(self._per_source, source_of(five_tuple.client), -1)
         if self.ports is not None:

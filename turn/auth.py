@@ -233,7 +233,7 @@ class LongTermAuthenticator:
         """Step by step as the module docstring says. `strict_expiry`: an expired
         credential is refused for every method (else for Allocate only)."""
         if request.get(MessageIntegrity) is None and request.get(MessageIntegritySha256) is None:
-            return Rejected(AuthFailure.MISSING, ErrorCode.UNAUTHORIZED, "Unauthorized", True)
+            return _CHALLENGE
         username = request.get(Username)
         hashed = request.get(UserHash)
         realm = request.get(Realm)
@@ -242,7 +242,7 @@ class LongTermAuthenticator:
             return _bad_request("USERNAME, REALM and NONCE required")
         features = self._nonces.features(nonce.value, client, unix_now)
         if features is None:
-            return Rejected(AuthFailure.STALE_NONCE, ErrorCode.STALE_NONCE, "Stale Nonce", True)
+            return _STALE
         if username is None and SecurityFeature.USERNAME_ANONYMITY not in features:
             # USERHASH only where our nonce offered it (§9.2.4, §14.4).
             return _bad_request("USERNAME, REALM and NONCE required")
@@ -334,6 +334,11 @@ class LongTermAuthenticator:
         `TurnServer.use_users` does).
         """
         self._credentials = credentials
+
+
+# The two answers every client meets (each Allocate starts with the 401), built once.
+_CHALLENGE = Rejected(AuthFailure.MISSING, ErrorCode.UNAUTHORIZED, "Unauthorized", True)
+_STALE = Rejected(AuthFailure.STALE_NONCE, ErrorCode.STALE_NONCE, "Stale Nonce", True)
 
 
 def _bad_request(reason: str) -> Rejected:

@@ -21,6 +21,7 @@ method, the response code), so that counting responses never decodes them again.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from trelay.stun.attributes import Attribute, Fingerprint, Software
@@ -75,7 +76,7 @@ def error(
     reason: str | None = None,
     extra: tuple[Attribute, ...] = (),
 ) -> Reply:
-    attributes = (ErrorCodeAttribute(code, reason or code.reason), *extra, software)
+    attributes = (_error_code(code, reason or code.reason), *extra, software)
     method = request.method
     return Reply(_signed(method, MessageClass.ERROR, request, attributes, key), method, int(code))
 
@@ -88,7 +89,13 @@ def unauthenticated(
     method = request.method
     data = sign_attributes(
         method, MessageClass.ERROR, request.transaction_id,
-        (ErrorCodeAttribute(code, reason), *attributes),
+        (_error_code(code, reason), *attributes),
         fingerprint=request.get(Fingerprint) is not None,
     )  # fmt: skip
     return Reply(data, method, int(code))
+
+
+@functools.lru_cache(maxsize=64)
+def _error_code(code: ErrorCode, reason: str) -> ErrorCodeAttribute:
+    """ERROR-CODE, the same few in most error responses (every 401): each built once."""
+    return ErrorCodeAttribute(code, reason)

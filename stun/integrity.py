@@ -1,9 +1,10 @@
 """MESSAGE-INTEGRITY, MESSAGE-INTEGRITY-SHA256 and FINGERPRINT over raw message bytes.
 
 Owns the three attributes whose values are computed over the encoded message
-(RFC 8489 §14.5, §14.6, §14.7): signing a `Message` (`encode_signed`) and checking
-received bytes (`verify_integrity`, `verify_fingerprint`, `integrity_algorithms`;
-`fingerprint_matches` for a message already decoded).
+(RFC 8489 §14.5, §14.6, §14.7): signing a `Message` (`encode_signed`, or the fields of
+one without building it: `sign_attributes`) and checking received bytes
+(`verify_integrity`, `verify_fingerprint`, `integrity_algorithms`; `fingerprint_matches`
+for a message already decoded).
 
 Invariants:
 

@@ -518,9 +518,10 @@ class TurnServer:
         actions = allocate.relay_opened(
             self._context, five_tuple, relayed, now, runtime, reserved, second
         )  # fmt: skip
-        allocation = self.allocations.get(five_tuple)
-        if tcp and allocation is not None and allocation.relayed == relayed:
-            self.tcp.add(allocation)  # RFC 6062 §5.1: peers may connect from now on
+        if tcp:
+            allocation = self.allocations.get(five_tuple)
+            if allocation is not None and allocation.relayed == relayed:
+                self.tcp.add(allocation)  # RFC 6062 §5.1: peers may connect from now on
         return actions
 
     def relay_failed(self, five_tuple: FiveTuple, now: float) -> list[Action]:

@@ -35,11 +35,12 @@ Invariants:
   exception, about 1.5 µs) doubled the receives per datagram and held the batch's sends,
   which leave at its end, back by as long. What may queue behind the datagram read is
   not lost: epoll reports the socket again at the next poll (level-triggered). A lone
-  socket reported again in the very next pass is drained as a batch if that pass came
-  within `LONE_GAP` of its read (a backlog, or a flow too busy to be lone), or after
-  `LONE_STREAK` single reads in consecutive passes (a backlog on a node whose passes
-  are long): a backlog costs at most that many passes. A batch that reads more than
-  one datagram ends the socket's lone state.
+  socket reported again in the very next pass, within `LONE_GAP` of its read, is
+  drained as a batch (a backlog, or a flow too busy to be lone); and every
+  `LONE_STREAK` + 1st read of a lone socket is a batch all the same, so a backlog the
+  gap does not show (passes longer than that, more ready sockets than one poll
+  returns) costs at most that many single reads. A batch that reads more than one
+  datagram ends the socket's lone state.
 - A reader whose socket was closed under it (EBADF) is forgotten; the plane goes on.
 - When the task ends (the node's nursery is cancelled), the idle wait is given back,
   every socket still registered is closed, as the per-socket tasks' `with sock:` did,
@@ -62,7 +63,7 @@ from trelay.node.idle_wait import MAX_EVENTS, IdleWait
 # A lone socket reported again within this long of its single read is drained as a batch:
 # what one pass takes, well below the round trip of any flow that is lone at a time.
 LONE_GAP = 100e-6
-# Single reads of a lone socket in consecutive passes before it is drained as a batch.
+# Single reads of a lone socket before it is drained as a batch again all the same.
 LONE_STREAK = 8
 
 
@@ -76,7 +77,7 @@ class _Registered:
         self.read = read
         self.lone_pass = 0  # the pass of its last single-datagram read; 0: not lone
         self.lone_at = 0.0  # and when (time.monotonic)
-        self.streak = 0  # single reads in consecutive passes, so far
+        self.streak = 0  # single reads since its last batch
 
 
 class DataPlane:
@@ -159,12 +160,10 @@ class DataPlane:
             if entry is None:
                 continue
             try:
-                if entry.lone_pass:
-                    again = entry.lone_pass == passes - 1
-                    if not again or (
-                        now - entry.lone_at >= LONE_GAP and entry.streak < LONE_STREAK
-                    ):
-                        entry.streak = entry.streak + 1 if again else 0
+                if entry.lone_pass and entry.streak < LONE_STREAK:
+                    back = entry.lone_pass == passes - 1 and now - entry.lone_at < LONE_GAP
+                    if not back:
+                        entry.streak += 1
                         entry.read(1)
                         entry.lone_pass, entry.lone_at = passes, now
                         continue

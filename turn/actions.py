@@ -8,9 +8,9 @@ packet allocates nothing but the payload (design §3, §4).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
 
 from trelay.turn.addressing import Address, FiveTuple
+from trelay.turn.identity_enum import IdentityEnum
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,15 +78,11 @@ class CloseRelay:
     relayed: Address
 
 
-class EndReason(Enum):
+class EndReason(IdentityEnum):
     EXPIRED = "expired"
     DELETED = "deleted"
     SHUTDOWN = "shutdown"
     ADMIN = "admin"  # ended by the operator (`TurnServer.end_allocation`, `end_identity`)
-
-    # Hashed by identity, in C (members are singletons), as `ClientTransport` is: Enum's
-    # own hash is a Python call, and these key the core's counters (issue 13 part 4).
-    __hash__ = object.__hash__
 
 
 @dataclass(frozen=True, slots=True)

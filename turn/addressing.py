@@ -7,12 +7,13 @@ can use a received address as a dictionary key without converting it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+
+from trelay.turn.identity_enum import IdentityEnum
 
 Address = tuple[str, int]
 
 
-class ClientTransport(Enum):
+class ClientTransport(IdentityEnum):
     """How a client reaches the server. The relayed transport is UDP in every case."""
 
     UDP = "udp"
@@ -20,11 +21,6 @@ class ClientTransport(Enum):
     TLS = "tls"
     # DTLS over UDP (RFC 7350): one STUN message or ChannelData per DTLS record.
     DTLS = "dtls"
-
-    # Members are singletons compared by identity, so the identity hash agrees with ==;
-    # in C, where Enum's own hashes the name in Python: a FiveTuple, hashed a dozen
-    # times per Allocate as a dict key, hashes its transport each time (issue 13 part 4).
-    __hash__ = object.__hash__
 
     @property
     def is_stream(self) -> bool:

@@ -51,7 +51,6 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import Enum
 
 from trelay.stun.attributes import (
     Attribute,
@@ -71,6 +70,7 @@ from trelay.stun.message import Message
 from trelay.stun.nonce_cookie import SecurityFeature
 from trelay.turn.addressing import Address
 from trelay.turn.credential_sources import Credential, CredentialSources, Sha256Key
+from trelay.turn.identity_enum import IdentityEnum
 from trelay.turn.nonces import NonceStamper
 from trelay.turn.third_party import ThirdPartyAuthorizer
 
@@ -103,7 +103,7 @@ class Authenticated:
         return max(1, min(lifetime, int(self.seconds_left)))
 
 
-class AuthFailure(Enum):
+class AuthFailure(IdentityEnum):
     """Why a request failed the long-term credential checks (RFC 8489 §9.2.4)."""
 
     MISSING = "missing"  # no MESSAGE-INTEGRITY: the usual first 401 challenge (step 1)
@@ -113,10 +113,6 @@ class AuthFailure(Enum):
     EXPIRED = "expired"  # a credential past its expiry (step 6)
     REVOKED = "revoked"  # a credential the source withdrew (step 6)
     TOO_LONG = "lifetime_too_long"  # expires beyond max_credential_lifetime (step 6)
-
-    # Hashed by identity, in C (members are singletons), as `ClientTransport` is: Enum's
-    # own hash is a Python call, and these key the core's counters (issue 13 part 4).
-    __hash__ = object.__hash__
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,12 +32,13 @@ from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass, field
-from enum import Enum, StrEnum
+from enum import StrEnum
 
 from trelay.stun.codes import Method
 from trelay.turn.actions import EndReason
 from trelay.turn.addressing import ClientTransport
 from trelay.turn.auth import AuthFailure
+from trelay.turn.identity_enum import IdentityEnum
 from trelay.turn.responses import SUCCESS_CODE, Reply
 
 __all__ = [
@@ -58,7 +59,7 @@ _KNOWN_METHODS = frozenset(int(m) for m in Method)
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25)
 
 
-class Quota(Enum):
+class Quota(IdentityEnum):
     """Which limit refused a request (RFC 8656 §7.2 step 8, §9.2, §11.2, design §6).
 
     The value is the metric's `quota` label (`trelay.ops.metrics` publishes every member).
@@ -73,10 +74,6 @@ class Quota(Enum):
     CHANNELS = "channels"  # ChannelBind: 508, channels per allocation
     PEERS_PER_REQUEST = "peers_per_request"  # CreatePermission: 508, XOR-PEER-ADDRESSes
     PEER_CONNECTIONS = "peer_connections"  # Connect: 508, TCP peer connections (RFC 6062)
-
-    # Hashed by identity, in C (members are singletons), as `ClientTransport` is: Enum's
-    # own hash is a Python call, and these key the core's counters (issue 13 part 4).
-    __hash__ = object.__hash__
 
 
 class Drop(StrEnum):

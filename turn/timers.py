@@ -24,21 +24,17 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Iterator
-from enum import Enum
 
 from trelay.turn.allocation import Allocation
+from trelay.turn.identity_enum import IdentityEnum
 from trelay.turn.reservations import Reservation
 
 
-class TimerKind(Enum):
+class TimerKind(IdentityEnum):
     ALLOCATION = 0
     PERMISSION = 1  # key: the peer IP
     CHANNEL = 2  # key: the channel number
     RESERVATION = 3  # owner: a Reservation, key None
-
-    # Hashed by identity, in C (members are singletons), as `ClientTransport` is: Enum's
-    # own hash is a Python call, and these key the core's counters (issue 13 part 4).
-    __hash__ = object.__hash__
 
 
 # What a timer entry belongs to; `cancel` forgets all of one owner's entries.

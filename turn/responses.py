@@ -47,22 +47,20 @@ class Reply:
 def success(
     request: Message, attributes: tuple[Attribute, ...], software: Software, key: bytes | None
 ) -> Reply:
-    method = request.method
-    data = _signed(method, MessageClass.SUCCESS, request, (*attributes, software), key)
-    return Reply(data, method, SUCCESS_CODE)
+    data = _signed(request, MessageClass.SUCCESS, (*attributes, software), key)
+    return Reply(data, request.method, SUCCESS_CODE)
 
 
 def _signed(
-    method: int,
-    message_class: MessageClass,
     request: Message,
+    message_class: MessageClass,
     attributes: tuple[Attribute, ...],
     key: bytes | None,
 ) -> bytes:
     # The response's fields straight to the encoder: no `Message` is built for it.
     sha256 = isinstance(key, Sha256Key)
     return sign_attributes(
-        method, message_class, request.transaction_id, attributes, key,
+        request.method, message_class, request.transaction_id, attributes, key,
         sha1=not sha256, sha256=sha256,
     )  # fmt: skip
 
@@ -77,8 +75,8 @@ def error(
     extra: tuple[Attribute, ...] = (),
 ) -> Reply:
     attributes = (_error_code(code, reason or code.reason), *extra, software)
-    method = request.method
-    return Reply(_signed(method, MessageClass.ERROR, request, attributes, key), method, int(code))
+    data = _signed(request, MessageClass.ERROR, attributes, key)
+    return Reply(data, request.method, int(code))
 
 
 def unauthenticated(

@@ -60,6 +60,7 @@ PAYLOADS = (100, 1200)
 USER, PASSWORD, REALM = "u", "p", "bench"
 BASELINE = "baseline"  # the name of a second trelay build measured in the same run
 LIMITED = "limited"  # this build with bandwidth limits far above the load
+QUIET = "trelay-quiet"  # this build at log level warning: no line per allocation, as coturn
 # 1 TB/s, bursts as big: every level spends, nothing is ever refused.
 LIMITS = "\n".join(
     f"{level} = 1e12\n{level}_burst = 1e12"
@@ -131,10 +132,14 @@ def read_line(stream: IO[bytes], timeout: float) -> bytes:
 
 
 def start_trelay(
-    workdir: Path, executable: str | None = None, name: str = "trelay", limited: bool = False
+    workdir: Path,
+    executable: str | None = None,
+    name: str = "trelay",
+    limited: bool = False,
+    log_level: str | None = None,
 ) -> Server:
     """`trelay serve` from this environment, or `executable` (another build, to compare);
-    `limited`: with the `[bandwidth]` limits of `LIMITS`."""
+    `limited`: with the `[bandwidth]` limits of `LIMITS`; `log_level`: its `--log-level`."""
     if executable is None:
         ours = Path(sys.executable).with_name("trelay")
         executable = str(ours) if ours.exists() else shutil.which("trelay") or "trelay"
@@ -147,6 +152,8 @@ def start_trelay(
         "--allow-loopback-peers",
         "--relay-address", "127.0.0.1",
     ]  # fmt: skip
+    if log_level is not None:
+        command += ["--log-level", log_level]
     if limited:
         config = workdir / f"{name}.toml"
         config.write_text(f"[bandwidth]\n{LIMITS}\n")
@@ -240,11 +247,13 @@ def running_servers(
     baseline: str | None = None,
     trelay: str | None = None,
     limited: bool = False,
+    quiet: bool = False,
 ) -> Iterator[list[Server]]:
     """Both servers (and a `baseline` trelay build, if given; `trelay` is the executable of
-    the build under test, default this environment's); with `cpus`, pinned to the server
-    CPU and this process to the rest (the load generator's processes are started from it
-    and inherit that)."""
+    the build under test, default this environment's; `quiet`: that build once more, at
+    log level warning, named `QUIET`); with `cpus`, pinned to the server CPU and this
+    process to the rest (the load generator's processes are started from it and inherit
+    that)."""
     servers: list[Server] = []
     with tempfile.TemporaryDirectory(prefix="relay-bench-") as workdir:
         try:
@@ -254,6 +263,8 @@ def running_servers(
                 servers.append(start_trelay(Path(workdir), baseline, BASELINE))
             if limited:
                 servers.append(start_trelay(Path(workdir), trelay, LIMITED, limited=True))
+            if quiet:
+                servers.append(start_trelay(Path(workdir), trelay, QUIET, log_level="warning"))
             if cpus is not None:
                 for server in servers:
                     server.pin(cpus[0])

@@ -3,6 +3,8 @@
 Owns how every `logging` record of the process is written once `configure_logging` has
 run: the format ("human" lines for a terminal or journald, JSON lines for a log shipper),
 the root level, and the scrubbing that keeps secrets and usernames out of the output.
+Lines go out through `trelay.ops.log_buffer.LogOutput`, which holds a running node's
+INFO lines for at most 50 ms (`start_flushing`; its rules are that module's).
 
 Formats (one record = one line; a traceback follows a human line, or sits in "exc"):
 
@@ -54,6 +56,10 @@ import sys
 from collections.abc import Iterable, Mapping
 from enum import Enum, StrEnum
 from typing import Any, TextIO
+
+import trio
+
+from trelay.ops.log_buffer import LogOutput, flush_logs
 
 REDACTED = "<redacted>"
 SECRET_WORDS = frozenset(
@@ -449,7 +455,7 @@ def configure_logging(
     *,
     stream: TextIO | None = None,
     username_key: bytes | None = None,
-) -> logging.Handler:
+) -> LogOutput:
     """Send every record at `level` or above to `stream` (stderr) in `fmt`; return the handler.
 
     Call it instead of `logging.basicConfig`, as often as settings change (a reload): the
@@ -458,17 +464,28 @@ def configure_logging(
     the same references across workers, or leave it None for a random per-process key.
     """
     lean_records()
-    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+    handler = LogOutput(stream if stream is not None else sys.stderr)
     handler.setFormatter(make_formatter(fmt, show_usernames, username_key))
     setattr(handler, _HANDLER_MARK, True)
     root = logging.getLogger()
     for old in list(root.handlers):
         if getattr(old, _HANDLER_MARK, False):
+            if isinstance(old, LogOutput):
+                handler.take_over(old)
             root.removeHandler(old)
             old.close()
     root.addHandler(handler)
     root.setLevel(parse_level(level))
     return handler
+
+
+def start_flushing(nursery: trio.Nursery) -> None:
+    """Hold the log lines of this process while `nursery` runs, each at most
+    `trelay.ops.log_buffer.FLUSH_DELAY` (its rules); nothing before `configure_logging`."""
+    for handler in logging.getLogger().handlers:
+        if getattr(handler, _HANDLER_MARK, False) and isinstance(handler, LogOutput):
+            nursery.start_soon(flush_logs, handler)
+            return
 
 
 def lean_records() -> None:

@@ -52,6 +52,7 @@ from trelay.node.listeners import BoundAddresses, HostPort, ListenError
 from trelay.ops.admin_routes import admin_routes
 from trelay.ops.http_app import NodeStatus, build_app
 from trelay.ops.http_server import bind_socket, serve_http
+from trelay.ops.logs import start_flushing
 from trelay.ops.metrics import (
     FleetCollector,
     PlacementCollector,
@@ -145,6 +146,7 @@ async def serve_until_signal(
             status.mark_bound()
             announce_ready(settings, running.bound, stdout, stderr, http)
             systemd.notify("READY=1")
+            start_flushing(nursery)  # after the start-up lines, in their order
             await nursery.start(systemd.keep_watchdog)
 
 

@@ -68,7 +68,7 @@ from trelay.node.stream_listener import serve_stream
 from trelay.node.turn_node import TurnNode
 from trelay.node.udp_listener import serve_udp
 from trelay.ops.http_app import NodeStatus
-from trelay.ops.logs import configure_logging
+from trelay.ops.logs import configure_logging, start_flushing
 from trelay.ops.metrics import NodeSnapshot, snapshot
 from trelay.process.drain import NodeDrain
 from trelay.process.exit_codes import ExitStatus, known_error, status_for
@@ -329,6 +329,7 @@ async def serve_worker(assignment: WorkerAssignment, control: ControlChannel) ->
             status.mark_bound()
             logger.info("worker %d (pid %d) ready", assignment.index, os.getpid())
             await control.send(WorkerBound(os.getpid(), running.bound))
+            start_flushing(nursery)
             nursery.start_soon(_report_every, control, node, status)
             node.steering = _steering(assignment, node, nursery, control)
             if assignment.handoff_fds:  # RFC 6062: ConnectionBinds for other workers

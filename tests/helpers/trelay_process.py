@@ -13,7 +13,7 @@ import os
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +36,7 @@ from trelay.stun.integrity import encode_signed, verify_integrity
 from trelay.stun.message import Message, decode_message, encode_message, new_transaction_id
 
 TIMEOUT = 30
+LOG_POLL = 0.02  # seconds between two reads of a running node's stderr
 
 
 def trelay_command() -> list[str]:
@@ -56,6 +57,17 @@ class Running:
         assert isinstance(values, list)
         pairs = [str(v).rsplit(":", 1) for v in values]
         return [(host.strip("[]"), int(port)) for host, port in pairs]
+
+    async def log_when(self, done: Callable[[str], bool]) -> str:
+        """The node's stderr once `done` holds of it, or as it is after `TIMEOUT` (the
+        caller's asserts then say what is missing): a running node writes its INFO
+        lines up to `trelay.ops.log_buffer.FLUSH_DELAY` after logging them."""
+        for _ in range(int(TIMEOUT / LOG_POLL)):  # bounded: TIMEOUT at the most
+            text = self.stderr_path.read_text()
+            if done(text):
+                break
+            await trio.sleep(LOG_POLL)
+        return text
 
 
 async def read_line(stream: trio.abc.ReceiveStream) -> bytes:

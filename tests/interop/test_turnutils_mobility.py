@@ -142,6 +142,11 @@ def test_uclient_mobility_to_turnutils_peer(monkeypatch: pytest.MonkeyPatch, rtc
     _assert_moved_and_relayed(moved, sessions=2)
 
 
+def _all_moved(log: str) -> bool:
+    created = log.count("allocation created")
+    return created >= 4 and log.count("allocation moved") >= created
+
+
 async def test_uclient_mobility_across_workers(tmp_path: Path) -> None:
     """`trelay serve --workers 4`: a moved session's new port usually hashes to another
     worker than its allocation's (6 of 8 in a sample run; which ones is up to the kernel's
@@ -155,7 +160,7 @@ async def test_uclient_mobility_across_workers(tmp_path: Path) -> None:
             flags = ("-M", "-c", "-n", str(MESSAGES), "-l", str(LENGTH), "-m", "4",
                      "-e", peer[0], "-r", str(peer[1]))  # fmt: skip
             run = await trio.to_thread.run_sync(lambda: run_uclient(server, *flags))
-            log = node.stderr_path.read_text()  # the workers log each move as it happens
+            log = await node.log_when(_all_moved)
     report = f"uclient exit {run.returncode}\n{run.output[-3000:]}\n--- trelay ---\n{log[-3000:]}"
     assert run.returncode == 0, report
     created, moved = log.count("allocation created"), log.count("allocation moved")

@@ -175,7 +175,7 @@ async def test_uclient_rtp_rtcp_pairs_across_workers(tmp_path: Path, tcp: bool) 
             flags = ("-n", str(MESSAGES), "-l", str(LENGTH), "-m", str(sessions),
                      "-e", peer[0], "-r", str(peer[1]), *(["-t"] if tcp else []))  # fmt: skip
             run = await trio.to_thread.run_sync(lambda: run_uclient(server, *flags))
-            log = node.stderr_path.read_text()
+            log = await node.log_when(lambda text: text.count("allocation created") >= sessions)
     report = (
         f"uclient exit {run.returncode}\n{run.output[-3000:]}\n--- trelay ---\n{log[-3000:]}\n"
         f"UDP pairs crossing workers: {'-' if tcp else crossed(log, 2)}, "

@@ -120,5 +120,5 @@ async def test_a_connection_bind_on_the_other_worker_is_proxied(tmp_path: Path) 
             crossed = handovers(await node.metrics())
             assert crossed == {"connection_proxied": 3, "connection_adopted": 3,
                                "request_handed_over": 0, "client_captured": 0}  # fmt: skip
-        log = node.stderr_path.read_text()
+        log = await node.log_when(lambda text: "connection proxied" in text)
     assert "connection proxied" in log, log[-3000:]

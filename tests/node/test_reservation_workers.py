@@ -133,5 +133,5 @@ async def test_a_reservation_over_tcp_is_redeemed_through_another_worker(
         indication = await rtcp.indication()
         assert indication.method == Method.DATA
         assert indication.get(Data) == Data(b"back through the proxy")
-        log = node.stderr_path.read_text()
+        log = await node.log_when(lambda text: "connection proxied" in text)
     assert "connection proxied" in log, log[-3000:]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,19 +28,6 @@ from trelay.turn.credential_sources import Credential
 
 SECRET = "hunter2-S3CR3T"
 KEY = b"\x8f\x01'K3Y-BYTES\""
-
-
-@pytest.fixture
-def root_logging() -> Iterator[None]:
-    """Put the root logger's handlers and level back after the test."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    for handler in list(root.handlers):
-        if handler not in handlers:
-            root.removeHandler(handler)
-            handler.close()
-    root.setLevel(level)
 
 
 def _capture(fmt: str, level: str = "debug", show_usernames: bool = False) -> io.StringIO:

@@ -636,7 +636,8 @@ def _micros(value: float) -> str:
 
 
 def _ratio(ours: float, theirs: float) -> str:
-    return f"{ours / theirs:.2f}x" if theirs > 0 else "n/a"
+    """ours/theirs; "n/a" where either was not measured (0)."""
+    return f"{ours / theirs:.2f}x" if theirs > 0 and ours > 0 else "n/a"
 
 
 @dataclass(frozen=True, slots=True)
@@ -677,7 +678,7 @@ def measures(results: Results, names: list[str], modes: list[Mode]) -> list[Meas
         quiet = results.allocations.get(QUIET)
         if quiet:  # the same build writing no line per allocation, as coturn writes none
             rate = statistics.median(r[0] for r in quiet)
-            like = {n: 0.0 for n in names} | {"coturn": micros["coturn"]}
+            like = {n: 0.0 for n in names} | {"coturn": micros["coturn"]}  # 0: "n/a"
             like[names[0]] = 1e6 / rate if rate else 0.0
             label = f"server CPU per allocation, {names[0]} at log level warning ({QUIET})"
             rows.append(Measure(label, like, False))

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import io
 import logging
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 
 import pytest
 import trio
@@ -33,6 +34,15 @@ def output() -> Iterator[tuple[LogOutput, io.StringIO, logging.Logger]]:
 Output = tuple[LogOutput, io.StringIO, logging.Logger]
 
 
+@asynccontextmanager
+async def flushing(handler: LogOutput) -> AsyncIterator[None]:
+    """A `flush_logs` task for `handler` while the block runs; cancelled at its end."""
+    async with trio.open_nursery() as nursery:
+        await nursery.start(flush_logs, handler)
+        yield
+        nursery.cancel_scope.cancel()
+
+
 def test_without_a_task_every_line_is_written_at_once(output: Output) -> None:
     handler, out, logger = output
     logger.info("one")
@@ -44,8 +54,7 @@ async def test_info_lines_wait_at_most_the_delay(
     output: Output, autojump_clock: trio.testing.MockClock
 ) -> None:
     handler, out, logger = output
-    async with trio.open_nursery() as nursery:
-        await nursery.start(flush_logs, handler)
+    async with flushing(handler):
         logger.info("one")
         logger.debug("two")
         assert out.getvalue() == ""
@@ -60,53 +69,44 @@ async def test_info_lines_wait_at_most_the_delay(
         assert out.getvalue().count("\n") == 2
         await trio.sleep(FLUSH_DELAY * 1.5)
         assert out.getvalue().endswith("INFO three\n")
-        nursery.cancel_scope.cancel()
 
 
 async def test_a_warning_writes_what_waits_first_then_itself(output: Output) -> None:
     handler, out, logger = output
-    async with trio.open_nursery() as nursery:
-        await nursery.start(flush_logs, handler)
+    async with flushing(handler):
         logger.info("before")
         logger.warning("trouble")
         assert out.getvalue() == "INFO before\nWARNING trouble\n"
         assert handler.waiting == 0
-        nursery.cancel_scope.cancel()
 
 
 async def test_a_full_buffer_is_written_at_once(output: Output) -> None:
     handler, out, logger = output
     line = "x" * 1000
-    async with trio.open_nursery() as nursery:
-        await nursery.start(flush_logs, handler)
+    async with flushing(handler):
         for _ in range(MAX_BUFFERED // 1000 + 1):
             logger.info(line)
         assert handler.waiting == 0
         assert out.getvalue().count(line) == MAX_BUFFERED // 1000 + 1
-        nursery.cancel_scope.cancel()
 
 
 async def test_lines_from_other_threads_are_written_at_once_after_those_waiting(
     output: Output,
 ) -> None:
     handler, out, logger = output
-    async with trio.open_nursery() as nursery:
-        await nursery.start(flush_logs, handler)
+    async with flushing(handler):
         logger.info("from trio")
         await trio.to_thread.run_sync(logger.info, "from a thread")
         assert out.getvalue() == "INFO from trio\nINFO from a thread\n"
-        nursery.cancel_scope.cancel()
 
 
 async def test_the_task_ending_writes_what_waits_and_lines_go_at_once_again(
     output: Output,
 ) -> None:
     handler, out, logger = output
-    async with trio.open_nursery() as nursery:
-        await nursery.start(flush_logs, handler)
+    async with flushing(handler):
         logger.info("held")
         assert out.getvalue() == ""
-        nursery.cancel_scope.cancel()
     assert out.getvalue() == "INFO held\n"
     logger.info("after")
     assert out.getvalue() == "INFO held\nINFO after\n"

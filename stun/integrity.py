@@ -4,7 +4,8 @@ Owns the three attributes whose values are computed over the encoded message
 (RFC 8489 §14.5, §14.6, §14.7): signing a `Message` (`encode_signed`, or the fields of
 one without building it: `sign_attributes`) and checking received bytes
 (`verify_integrity`, `verify_fingerprint`, `integrity_algorithms`; `fingerprint_matches`
-for a message already decoded).
+for a message already decoded). Every HMAC here comes from `keyed_hmac`: a state keyed
+once per key and copied per message (a bounded table of keys).
 
 Invariants:
 

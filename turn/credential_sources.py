@@ -31,13 +31,12 @@ Wall-clock time is passed in; nothing here reads a clock.
 from __future__ import annotations
 
 import base64
-import hashlib
-import hmac
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, replace
 
 from trelay.stun.codes import PasswordAlgorithmId
 from trelay.stun.credentials import long_term_key, userhash
+from trelay.stun.integrity import keyed_hmac
 
 MD5 = PasswordAlgorithmId.MD5
 
@@ -96,7 +95,7 @@ class StaticUsers:
 
 def rest_password(secret: bytes, username: str) -> str:
     """The TURN REST API password for `username` under `secret`."""
-    mac = hmac.digest(secret, username.encode("utf-8"), hashlib.sha1)
+    mac = keyed_hmac(secret, username.encode("utf-8"), "sha1")  # the same few secrets
     return base64.b64encode(mac).decode("ascii")
 
 

@@ -136,15 +136,15 @@ def _mac(key: bytes, data: bytes, end: int, value_length: int, digest: str) -> b
 
 # HMAC states keyed and ready, by (key, digest name): a one-shot `hmac.digest` looks the
 # digest up in OpenSSL on every call; a copy of a keyed state does not (1.1 against 1.6
-# µs a MAC in-process). The keys are the long-term keys of
-# clients signing now (and the same few for every request of an allocation). Bounded,
-# emptied when full: the keys are up to the clients.
+# µs a MAC in-process). The keys are the long-term keys of the clients signing now (the
+# same one for every request of an allocation), TURN REST secrets and nonce keys.
+# Bounded, emptied when full: the long-term keys are up to the clients.
 _MAX_KEYED = 1024
 _keyed: dict[tuple[bytes, str], hmac.HMAC] = {}
 
 
 def keyed_hmac(key: bytes, data: bytes, digest: str) -> bytes:
-    """`hmac.digest(key, data, digest)`, from a keyed state kept for `key`."""
+    """`hmac.digest(key, data, digest)`, from a copy of a keyed state kept for `key`."""
     state = _keyed.get((key, digest))
     if state is None:
         if len(_keyed) >= _MAX_KEYED:

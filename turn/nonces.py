@@ -44,10 +44,10 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import hmac
 from collections import OrderedDict
 
+from trelay.stun.integrity import keyed_hmac
 from trelay.stun.nonce_cookie import (
     NONCE_COOKIE_LENGTH,
     SecurityFeature,
@@ -66,13 +66,12 @@ MAX_CHECKED = 1024  # (nonce, address) pairs whose tag was checked, kept per sta
 class NonceStamper:
     """Mints and checks nonces; `lifetime` seconds after minting they turn stale."""
 
-    __slots__ = ("_checked", "_cookies", "_features", "_keyed", "_retired", "lifetime")
+    __slots__ = ("_checked", "_cookies", "_features", "_key", "_retired", "lifetime")
 
     def __init__(self, key: bytes, lifetime: float = 3600.0) -> None:
         if len(key) < 16:
             raise ValueError("nonce key must be at least 16 bytes")
-        # Keyed once: each tag is a copy of it (no digest look-up per nonce).
-        self._keyed = hmac.new(key, digestmod=hashlib.sha256)
+        self._key = key
         self.lifetime = lifetime
         # client address -> nonces of that address expiring before this are stale.
         self._retired: OrderedDict[Address, int] = OrderedDict()
@@ -88,9 +87,7 @@ class NonceStamper:
     def _body(self, cookie: str, expiry: int, client: Address) -> str:
         stamp = expiry.to_bytes(4, "big")
         message = cookie.encode() + stamp + f"|{client[0]}|{client[1]}".encode()
-        mac = self._keyed.copy()
-        mac.update(message)
-        tag = mac.digest()[:_TAG_BYTES]
+        tag = keyed_hmac(self._key, message, "sha256")[:_TAG_BYTES]
         return base64.urlsafe_b64encode(stamp + tag).rstrip(b"=").decode("ascii")
 
     def mint(
